@@ -1,1 +1,28 @@
-//! placeholder
+//! Beamline's execution engine: elements, coders, windows, user-code traits and the batch executor.
+//!
+//! The engine knows nothing of protobuf, gRPC, Python or the SDK's typed API. Runners
+//! translate a portable pipeline into a [`graph::Graph`] and hand it to
+//! [`exec::execute`]; user code reaches the engine through the traits in [`dofn`] and
+//! [`combine`], found by id in a [`registry::FnRegistry`] or by name in the `inventory`
+//! registrations of [`registry`].
+
+pub mod coder;
+pub mod combine;
+pub mod dofn;
+mod error;
+pub mod exec;
+pub mod graph;
+pub mod metrics;
+pub mod registry;
+pub mod runner;
+pub mod spec;
+pub mod time;
+pub mod value;
+pub mod window;
+
+pub use error::{EngineError, Result, UserError};
+pub use value::{OpaqueValue, Value};
+pub use window::{PaneInfo, Timing, Window, WindowFn, WindowedValue};
+
+#[doc(hidden)]
+pub use inventory;

@@ -1,0 +1,193 @@
+//! The DoFn invoker trait through which the engine calls user code, and its context.
+
+use crate::error::{EngineError, UserError};
+use crate::metrics::MetricsContainer;
+use crate::value::Value;
+use crate::window::{Window, WindowFn, WindowedValue};
+use rustc_hash::FxHashMap;
+use std::any::Any;
+use std::sync::OnceLock;
+
+/// User code of a ParDo, as the engine sees it: element in, tagged outputs out.
+///
+/// One instance runs on one thread at a time. `setup` is called once before the first
+/// bundle, `teardown` once after the last; `start_bundle` / `finish_bundle` bracket each
+/// bundle. Output tags are indices into the ParDo's ordered list of outputs.
+pub trait DoFnInvoker: Send {
+    /// Called once per instance before any bundle.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn setup(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// Called at the start of every bundle.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn start_bundle(&mut self, _ctx: &mut Context<'_>) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// Processes one element.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn process(&mut self, element: WindowedValue, ctx: &mut Context<'_>)
+        -> Result<(), UserError>;
+    /// Called at the end of every bundle; may emit windowed outputs.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn finish_bundle(&mut self, _ctx: &mut Context<'_>) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// Called once when the instance is discarded.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn teardown(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
+}
+
+/// Where a DoFn's outputs go.
+pub trait Emitter {
+    /// Delivers `wv` to the consumers of output `tag`.
+    ///
+    /// # Errors
+    /// Errors of downstream transforms propagate back through here.
+    fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<(), EngineError>;
+}
+
+/// What a DoFn can reach while it runs: outputs, side inputs, metrics.
+pub struct Context<'a> {
+    emitter: &'a mut dyn Emitter,
+    side_inputs: &'a [SideInputData],
+    metrics: &'a mut MetricsContainer,
+    window: Window,
+    error: Option<EngineError>,
+}
+
+impl<'a> Context<'a> {
+    /// A context whose side-input lookups use `window` (the current element's).
+    pub fn new(
+        emitter: &'a mut dyn Emitter,
+        side_inputs: &'a [SideInputData],
+        metrics: &'a mut MetricsContainer,
+        window: Window,
+    ) -> Self {
+        Context {
+            emitter,
+            side_inputs,
+            metrics,
+            window,
+            error: None,
+        }
+    }
+
+    /// Emits `wv` on output `tag`. A downstream failure is kept and reported after the
+    /// current call returns; later outputs are then dropped as the job is failing.
+    pub fn output(&mut self, tag: usize, wv: WindowedValue) {
+        if self.error.is_none() {
+            if let Err(e) = self.emitter.emit(tag, wv) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Metrics of the running transform.
+    pub fn metrics(&mut self) -> &mut MetricsContainer {
+        self.metrics
+    }
+
+    /// The window of the element being processed (global outside `process`).
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Sets the window used for side-input lookups.
+    pub fn set_window(&mut self, window: Window) {
+        self.window = window;
+    }
+
+    /// Side input `index` as seen from the current window.
+    ///
+    /// # Errors
+    /// When the DoFn declared fewer side inputs than `index + 1`.
+    pub fn side_input(&self, index: usize) -> Result<&SideWindowData, UserError> {
+        let side = self.side_inputs.get(index).ok_or_else(|| {
+            format!(
+                "side input #{index} requested but only {} declared",
+                self.side_inputs.len()
+            )
+        })?;
+        Ok(side.for_main_window(&self.window))
+    }
+
+    /// Takes the downstream error recorded by [`Context::output`], if any.
+    pub fn take_error(&mut self) -> Option<EngineError> {
+        self.error.take()
+    }
+}
+
+/// A materialized side input: its values per window.
+#[derive(Debug, Default)]
+pub struct SideInputData {
+    window_fn: WindowFn,
+    by_window: FxHashMap<Window, SideWindowData>,
+    empty: SideWindowData,
+}
+
+impl SideInputData {
+    /// Groups `values` by window; lookups map main windows through `window_fn`.
+    pub fn new(window_fn: WindowFn, values: impl IntoIterator<Item = WindowedValue>) -> Self {
+        let mut by_window: FxHashMap<Window, SideWindowData> = FxHashMap::default();
+        for wv in values {
+            by_window.entry(wv.window).or_default().values.push(wv.value);
+        }
+        SideInputData {
+            window_fn,
+            by_window,
+            empty: SideWindowData::default(),
+        }
+    }
+
+    /// The values in the side-input window that `main` maps to.
+    pub fn for_main_window(&self, main: &Window) -> &SideWindowData {
+        let w = self.window_fn.side_input_window(main);
+        self.by_window.get(&w).unwrap_or(&self.empty)
+    }
+}
+
+/// The side input's values in one window, plus a slot for an SDK-built typed view.
+#[derive(Debug, Default)]
+pub struct SideWindowData {
+    values: Vec<Value>,
+    view: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl SideWindowData {
+    /// The raw values.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// A view built once from the values and shared by every thread afterwards.
+    ///
+    /// # Errors
+    /// When `build` fails, or a view of another type was built before.
+    pub fn view<T: Any + Send + Sync>(
+        &self,
+        build: impl FnOnce(&[Value]) -> Result<T, UserError>,
+    ) -> Result<&T, UserError> {
+        if self.view.get().is_none() {
+            let built = build(&self.values)?;
+            // Another thread may have won the race; both built the same view.
+            let _ = self.view.set(Box::new(built));
+        }
+        self.view
+            .get()
+            .and_then(|b| b.downcast_ref::<T>())
+            .ok_or_else(|| "side input view requested with two different types".into())
+    }
+}

@@ -1,0 +1,193 @@
+//! The batch executor: fuses the graph into stages and runs them on a thread pool.
+//!
+//! Planning: ParDo and WindowInto nodes fuse with their producer into a *stage*, rooted
+//! at a materialized PCollection (the output of Impulse, GroupByKey, CombinePerKey,
+//! Flatten or Reshuffle). Inside a stage elements are pushed from one DoFn to the next
+//! without buffering. PCollections read by a shuffle, a Flatten or as a side input end in a
+//! *sink* of the stage that produces them: grouped by key hash for GroupByKey, pre-combined
+//! per key for CombinePerKey (combiner lifting), or materialized.
+//!
+//! Determinism: bundles are cut by data size, never by thread count, and partial results
+//! are merged in bundle order, so results do not depend on the number of threads.
+
+mod plan;
+mod shuffle;
+mod stage;
+
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, NodeKind, PcId};
+use crate::metrics::MetricResults;
+use crate::window::WindowedValue;
+use plan::{Plan, Unit};
+use std::collections::HashMap;
+
+/// Number of shuffle partitions: fixed, so grouping is independent of thread count.
+pub(crate) const PARTITIONS: usize = 32;
+
+/// Largest bundle a Reshuffle produces.
+const MAX_RESHUFFLE_BUNDLE: usize = 8192;
+
+/// How to execute.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions { threads: 0 }
+    }
+}
+
+/// Calls user code of transform `name`, turning errors and panics into errors naming it.
+pub(crate) fn guarded<T>(
+    name: &str,
+    f: impl FnOnce() -> std::result::Result<T, crate::UserError>,
+) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(EngineError::user(name, e)),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Err(EngineError::user(name, format!("panicked: {msg}")))
+        }
+    }
+}
+
+/// Bundles of a materialized PCollection.
+pub(crate) type Bundles = Vec<Vec<WindowedValue>>;
+
+/// Runs a bounded pipeline to completion and returns its metrics.
+///
+/// # Errors
+/// The first failure of any transform (user code error or panic, coder mismatch, I/O),
+/// naming the transform; or [`EngineError::InvalidPipeline`] for a malformed graph.
+pub fn execute(graph: &Graph, opts: &ExecOptions) -> Result<MetricResults> {
+    let plan = Plan::build(graph)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .thread_name(|i| format!("beamline-worker-{i}"))
+        .build()
+        .map_err(|e| EngineError::InvalidPipeline(format!("cannot start worker threads: {e}")))?;
+    pool.install(|| Executor::new(graph, &plan).run())
+}
+
+struct Executor<'g> {
+    graph: &'g Graph,
+    plan: &'g Plan,
+    store: HashMap<PcId, Bundles>,
+    readers_left: HashMap<PcId, usize>,
+    shuffles: HashMap<usize, shuffle::ShuffleInput>,
+    metrics: MetricResults,
+}
+
+impl<'g> Executor<'g> {
+    fn new(graph: &'g Graph, plan: &'g Plan) -> Self {
+        Executor {
+            graph,
+            plan,
+            store: HashMap::new(),
+            readers_left: plan.readers.clone(),
+            shuffles: HashMap::new(),
+            metrics: MetricResults::default(),
+        }
+    }
+
+    fn run(mut self) -> Result<MetricResults> {
+        for unit in &self.plan.order {
+            match *unit {
+                Unit::Stage(s) => self.run_stage(s)?,
+                Unit::Node(n) => self.run_node(n)?,
+            }
+        }
+        Ok(self.metrics)
+    }
+
+    /// The bundles of `pc` for one reader: moved out for the last reader, cloned otherwise.
+    fn read(&mut self, pc: PcId) -> Bundles {
+        let left = self.readers_left.entry(pc).or_insert(1);
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.store.remove(&pc).unwrap_or_default()
+        } else {
+            self.store.get(&pc).cloned().unwrap_or_default()
+        }
+    }
+
+    fn put(&mut self, pc: PcId, bundles: Bundles) {
+        if self.readers_left.get(&pc).copied().unwrap_or(0) > 0 {
+            self.store.entry(pc).or_default().extend(bundles);
+        }
+    }
+
+    fn run_stage(&mut self, s: usize) -> Result<()> {
+        let sp = &self.plan.stages[s];
+        let input = self.read(sp.root);
+        let mut side = Vec::with_capacity(sp.ops.len());
+        for op in &sp.ops {
+            let mut data = Vec::new();
+            for &pc in &op.side_inputs {
+                let window_fn = self.graph.pcollections[pc].windowing.window_fn;
+                let values = self.read(pc).into_iter().flatten();
+                data.push(crate::dofn::SideInputData::new(window_fn, values));
+            }
+            side.push(data);
+        }
+        let out = stage::run_stage(self.graph, sp, input, side, &mut self.metrics)?;
+        for (sink, result) in sp.sinks.iter().zip(out) {
+            match (sink, result) {
+                (plan::SinkPlan::Materialize(pc), stage::SinkOutput::Bundles(b)) => {
+                    self.put(*pc, b)
+                }
+                (plan::SinkPlan::Shuffle { node, .. }, stage::SinkOutput::Shuffle(data)) => {
+                    self.shuffles.insert(*node, data);
+                }
+                _ => unreachable!("sink kinds and outputs line up"),
+            }
+        }
+        Ok(())
+    }
+
+    fn run_node(&mut self, n: usize) -> Result<()> {
+        let node = &self.graph.nodes[n];
+        let bundles = match &node.kind {
+            NodeKind::Impulse => vec![vec![WindowedValue::in_global_window(
+                crate::Value::Bytes(Vec::new()),
+            )]],
+            NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
+                let input = self.shuffles.remove(&n).unwrap_or_default();
+                let windowing = self.graph.pcollections[node.inputs[0]].windowing;
+                shuffle::finish(node, input, windowing)?
+            }
+            NodeKind::Flatten => {
+                let mut all = Vec::new();
+                for &pc in &node.inputs {
+                    all.extend(self.read(pc));
+                }
+                all
+            }
+            NodeKind::Reshuffle => {
+                let elements: Vec<WindowedValue> =
+                    self.read(node.inputs[0]).into_iter().flatten().collect();
+                let size = elements.len().div_ceil(64).clamp(1, MAX_RESHUFFLE_BUNDLE);
+                let mut out = Vec::with_capacity(elements.len() / size + 1);
+                let mut it = elements.into_iter().peekable();
+                while it.peek().is_some() {
+                    out.push(it.by_ref().take(size).collect());
+                }
+                out
+            }
+            NodeKind::ParDo { .. } | NodeKind::WindowInto { .. } => {
+                unreachable!("fusable nodes run inside stages")
+            }
+        };
+        let bundles = bundles.into_iter().filter(|b| !b.is_empty()).collect();
+        self.put(node.outputs[0], bundles);
+        Ok(())
+    }
+}

@@ -1,0 +1,406 @@
+//! Execution planning: fusion of ParDo chains into stages, sinks, and a run order.
+
+use crate::coder::Coder;
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, NodeKind, PcId};
+use std::collections::{HashMap, HashSet};
+
+/// Where an element goes inside a stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// To the op at this index of the stage.
+    Op(usize),
+    /// Into the sink at this index of the stage.
+    Sink(usize),
+}
+
+/// One fused transform of a stage.
+pub(crate) struct OpPlan {
+    pub node: usize,
+    /// Targets per output tag.
+    pub outputs: Vec<Vec<Target>>,
+    pub side_inputs: Vec<PcId>,
+}
+
+/// Where a stage's results go.
+pub(crate) enum SinkPlan {
+    /// Keep the PCollection's elements for later readers.
+    Materialize(PcId),
+    /// Feed the shuffle of a GroupByKey or CombinePerKey node.
+    Shuffle { node: usize, key_coder: Coder },
+}
+
+/// A fused stage: a materialized root PCollection pushed through ops into sinks.
+pub(crate) struct StagePlan {
+    pub root: PcId,
+    pub root_targets: Vec<Target>,
+    pub ops: Vec<OpPlan>,
+    pub sinks: Vec<SinkPlan>,
+}
+
+/// A schedulable unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Unit {
+    Stage(usize),
+    Node(usize),
+}
+
+/// The whole execution plan.
+pub(crate) struct Plan {
+    pub stages: Vec<StagePlan>,
+    pub order: Vec<Unit>,
+    /// How many units read each materialized PCollection.
+    pub readers: HashMap<PcId, usize>,
+}
+
+fn invalid(msg: impl Into<String>) -> EngineError {
+    EngineError::InvalidPipeline(msg.into())
+}
+
+struct Builder<'g> {
+    graph: &'g Graph,
+    producer: Vec<Option<usize>>,
+    /// For fusable nodes: (stage, op index).
+    placed: Vec<Option<(usize, usize)>>,
+    stages: Vec<StagePlan>,
+    root_stage: HashMap<PcId, usize>,
+    materialized: HashSet<PcId>,
+    readers: HashMap<PcId, usize>,
+}
+
+impl Plan {
+    pub(crate) fn build(graph: &Graph) -> Result<Plan> {
+        let npc = graph.pcollections.len();
+        let mut producer = vec![None; npc];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let side: &[PcId] = match &node.kind {
+                NodeKind::ParDo { side_inputs, .. } => side_inputs,
+                _ => &[],
+            };
+            for &pc in node.inputs.iter().chain(side).chain(&node.outputs) {
+                if pc >= npc {
+                    return Err(invalid(format!(
+                        "transform '{}' refers to an unknown PCollection #{pc}",
+                        node.name
+                    )));
+                }
+            }
+            let wanted_inputs = match node.kind {
+                NodeKind::Impulse => Some(0),
+                NodeKind::Flatten => None,
+                _ => Some(1),
+            };
+            if let Some(n) = wanted_inputs {
+                if node.inputs.len() != n {
+                    return Err(invalid(format!(
+                        "{} '{}' needs {n} main input(s), has {}",
+                        node.kind.label(),
+                        node.name,
+                        node.inputs.len()
+                    )));
+                }
+            }
+            if node.outputs.is_empty() && !matches!(node.kind, NodeKind::ParDo { .. }) {
+                return Err(invalid(format!("'{}' has no output", node.name)));
+            }
+            for &pc in &node.outputs {
+                if let Some(other) = producer[pc].replace(i) {
+                    return Err(invalid(format!(
+                        "PCollection '{}' is produced by both '{}' and '{}'",
+                        graph.pcollections[pc].name, graph.nodes[other].name, node.name
+                    )));
+                }
+            }
+        }
+        let mut b = Builder {
+            graph,
+            producer,
+            placed: vec![None; graph.nodes.len()],
+            stages: Vec::new(),
+            root_stage: HashMap::new(),
+            materialized: HashSet::new(),
+            readers: HashMap::new(),
+        };
+        let topo = b.topo_order()?;
+        for &n in &topo {
+            b.place(n)?;
+        }
+        let order = b.unit_order()?;
+        Ok(Plan {
+            stages: b.stages,
+            order,
+            readers: b.readers,
+        })
+    }
+}
+
+impl Builder<'_> {
+    fn deps(&self, n: usize) -> Vec<PcId> {
+        let node = &self.graph.nodes[n];
+        let mut v = node.inputs.clone();
+        if let NodeKind::ParDo { side_inputs, .. } = &node.kind {
+            v.extend(side_inputs);
+        }
+        v
+    }
+
+    fn topo_order(&self) -> Result<Vec<usize>> {
+        let n = self.graph.nodes.len();
+        let mut state = vec![0u8; n];
+        let mut out = Vec::with_capacity(n);
+        for start in 0..n {
+            if state[start] != 0 {
+                continue;
+            }
+            // Iterative DFS: (node, next dependency index).
+            let mut stack = vec![(start, 0usize)];
+            state[start] = 1;
+            while let Some(&mut (node, ref mut i)) = stack.last_mut() {
+                let deps = self.deps(node);
+                if *i < deps.len() {
+                    let pc = deps[*i];
+                    *i += 1;
+                    let Some(p) = self.producer[pc] else {
+                        return Err(invalid(format!(
+                            "PCollection '{}' read by '{}' has no producer",
+                            self.graph.pcollections[pc].name, self.graph.nodes[node].name
+                        )));
+                    };
+                    match state[p] {
+                        0 => {
+                            state[p] = 1;
+                            stack.push((p, 0));
+                        }
+                        1 => return Err(invalid(format!("cycle through '{}'", self.graph.nodes[p].name))),
+                        _ => {}
+                    }
+                } else {
+                    state[node] = 2;
+                    out.push(node);
+                    stack.pop();
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn is_fusable_producer(&self, pc: PcId) -> bool {
+        self.producer[pc]
+            .map(|p| self.graph.nodes[p].kind.is_fusable())
+            .unwrap_or(false)
+    }
+
+    fn new_stage(&mut self, root: PcId) -> usize {
+        self.stages.push(StagePlan {
+            root,
+            root_targets: Vec::new(),
+            ops: Vec::new(),
+            sinks: Vec::new(),
+        });
+        *self.readers.entry(root).or_insert(0) += 1;
+        self.need_materialized(root);
+        self.stages.len() - 1
+    }
+
+    fn root_stage_of(&mut self, pc: PcId) -> usize {
+        if let Some(&s) = self.root_stage.get(&pc) {
+            return s;
+        }
+        let s = self.new_stage(pc);
+        self.root_stage.insert(pc, s);
+        s
+    }
+
+    /// Makes `pc` materialized: a sink in its producing stage when fused.
+    fn need_materialized(&mut self, pc: PcId) {
+        if !self.is_fusable_producer(pc) || !self.materialized.insert(pc) {
+            return;
+        }
+        let sink = SinkPlan::Materialize(pc);
+        self.add_sink_for(pc, sink);
+    }
+
+    /// Adds a sink fed by `pc` in the stage where `pc` is streamed.
+    fn add_sink_for(&mut self, pc: PcId, sink: SinkPlan) {
+        let (stage, target_list) = self.stream_location(pc);
+        let st = &mut self.stages[stage];
+        st.sinks.push(sink);
+        let t = Target::Sink(st.sinks.len() - 1);
+        match target_list {
+            None => st.root_targets.push(t),
+            Some((op, tag)) => st.ops[op].outputs[tag].push(t),
+        }
+    }
+
+    /// The stage where `pc` flows, and which op output (or the root) carries it.
+    fn stream_location(&mut self, pc: PcId) -> (usize, Option<(usize, usize)>) {
+        let p = self.producer[pc].expect("checked in topo order");
+        if let Some((stage, op)) = self.placed[p] {
+            let tag = self.graph.nodes[p]
+                .outputs
+                .iter()
+                .position(|&o| o == pc)
+                .expect("pc is an output of its producer");
+            (stage, Some((op, tag)))
+        } else {
+            (self.root_stage_of(pc), None)
+        }
+    }
+
+    /// True if `pc` is computed from anything inside stage `s` (so `s` cannot read it).
+    fn depends_on_stage(&self, pc: PcId, s: usize) -> bool {
+        let mut seen = HashSet::new();
+        let mut todo = vec![pc];
+        while let Some(x) = todo.pop() {
+            if !seen.insert(x) {
+                continue;
+            }
+            if let Some(p) = self.producer[x] {
+                if matches!(self.placed[p], Some((st, _)) if st == s) {
+                    return true;
+                }
+                todo.extend(self.deps(p));
+            }
+        }
+        false
+    }
+
+    fn place(&mut self, n: usize) -> Result<()> {
+        let node = &self.graph.nodes[n];
+        match &node.kind {
+            NodeKind::ParDo { .. } | NodeKind::WindowInto { .. } => {
+                let main = node.inputs[0];
+                let side = self.deps(n)[1..].to_vec();
+                let (mut stage, mut from) = self.stream_location(main);
+                if side.iter().any(|&pc| self.depends_on_stage(pc, stage)) {
+                    // Fusion break: the side input is computed from this stage's output.
+                    self.need_materialized(main);
+                    stage = self.new_stage(main);
+                    from = None;
+                }
+                for &pc in &side {
+                    *self.readers.entry(pc).or_insert(0) += 1;
+                    self.need_materialized(pc);
+                }
+                let st = &mut self.stages[stage];
+                st.ops.push(OpPlan {
+                    node: n,
+                    outputs: vec![Vec::new(); node.outputs.len()],
+                    side_inputs: side,
+                });
+                let op = st.ops.len() - 1;
+                match from {
+                    None => st.root_targets.push(Target::Op(op)),
+                    Some((src, tag)) => st.ops[src].outputs[tag].push(Target::Op(op)),
+                }
+                self.placed[n] = Some((stage, op));
+            }
+            NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
+                let input = node.inputs[0];
+                let info = &self.graph.pcollections[input];
+                let crate::coder::Coder::Kv(key_coder, _) = &info.coder else {
+                    return Err(invalid(format!(
+                        "{} '{}' needs key/value input, but '{}' has coder {}",
+                        node.kind.label(),
+                        node.name,
+                        info.name,
+                        info.coder
+                    )));
+                };
+                let sink = SinkPlan::Shuffle {
+                    node: n,
+                    key_coder: (**key_coder).clone(),
+                };
+                self.add_sink_for(input, sink);
+            }
+            NodeKind::Flatten | NodeKind::Reshuffle => {
+                for &pc in &node.inputs {
+                    *self.readers.entry(pc).or_insert(0) += 1;
+                    self.need_materialized(pc);
+                }
+            }
+            NodeKind::Impulse => {}
+        }
+        Ok(())
+    }
+
+    fn unit_of(&self, pc: PcId) -> Unit {
+        let p = self.producer[pc].expect("validated");
+        match self.placed[p] {
+            Some((s, _)) => Unit::Stage(s),
+            None => Unit::Node(p),
+        }
+    }
+
+    fn unit_deps(&self, u: Unit) -> Vec<Unit> {
+        match u {
+            Unit::Stage(s) => {
+                let st = &self.stages[s];
+                let mut v = vec![self.unit_of(st.root)];
+                for op in &st.ops {
+                    v.extend(op.side_inputs.iter().map(|&pc| self.unit_of(pc)));
+                }
+                v.retain(|&d| d != u);
+                v
+            }
+            Unit::Node(n) => {
+                let node = &self.graph.nodes[n];
+                match node.kind {
+                    NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
+                        let input = node.inputs[0];
+                        let stage = match self.placed[self.producer[input].expect("validated")] {
+                            Some((s, _)) => s,
+                            None => self.root_stage[&input],
+                        };
+                        vec![Unit::Stage(stage)]
+                    }
+                    _ => node.inputs.iter().map(|&pc| self.unit_of(pc)).collect(),
+                }
+            }
+        }
+    }
+
+    fn unit_order(&self) -> Result<Vec<Unit>> {
+        let mut units: Vec<Unit> = (0..self.stages.len()).map(Unit::Stage).collect();
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            if !node.kind.is_fusable() {
+                units.push(Unit::Node(i));
+            }
+        }
+        let mut state: HashMap<Unit, u8> = HashMap::new();
+        let mut out = Vec::with_capacity(units.len());
+        for &start in &units {
+            if state.contains_key(&start) {
+                continue;
+            }
+            let mut stack = vec![(start, self.unit_deps(start), 0usize)];
+            state.insert(start, 1);
+            while let Some((u, deps, i)) = stack.last_mut() {
+                let u = *u;
+                let next = deps.get(*i).copied();
+                *i += 1;
+                match next {
+                    Some(d) => match state.get(&d) {
+                        None => {
+                            state.insert(d, 1);
+                            let dd = self.unit_deps(d);
+                            stack.push((d, dd, 0));
+                        }
+                        Some(1) => {
+                            return Err(invalid(
+                                "cycle between stages (a side input computed from its own consumer?)",
+                            ))
+                        }
+                        _ => {}
+                    },
+                    None => {
+                        state.insert(u, 2);
+                        out.push(u);
+                        stack.pop();
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,333 @@
+//! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
+
+use super::{guarded, Bundles, PARTITIONS};
+use crate::coder::Coder;
+use crate::combine::{Accumulator, CombineFnInvoker};
+use crate::error::{EngineError, Result};
+use crate::graph::{Node, NodeKind, Windowing};
+use crate::value::Value;
+use crate::window::{merge_intervals, PaneInfo, Window, WindowedValue};
+use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHasher};
+use std::hash::Hasher;
+use std::sync::Arc;
+
+/// One key/value pair on its way to grouping, with its key encoded once.
+struct GroupItem {
+    key_bytes: Vec<u8>,
+    key: Value,
+    value: Value,
+    window: Window,
+    timestamp: i64,
+}
+
+/// A pre-combined accumulator for one key and window.
+struct CombineEntry {
+    group_bytes: Vec<u8>,
+    key: Value,
+    window: Window,
+    acc: Accumulator,
+    timestamp: Option<i64>,
+}
+
+#[derive(Default)]
+struct CombineTable {
+    index: FxHashMap<Vec<u8>, usize>,
+    entries: Vec<CombineEntry>,
+}
+
+enum Mode {
+    Group(Vec<Vec<GroupItem>>),
+    Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>),
+}
+
+/// Writes one bundle's elements into shuffle partitions (pre-combining when lifted).
+pub(crate) struct ShuffleWriter {
+    name: String,
+    key_coder: Coder,
+    windowing: Windowing,
+    mode: Mode,
+    scratch: Vec<u8>,
+}
+
+fn partition_of(key_bytes: &[u8]) -> usize {
+    let mut h = FxHasher::default();
+    h.write(key_bytes);
+    (h.finish() % PARTITIONS as u64) as usize
+}
+
+fn push_window(w: &Window, out: &mut Vec<u8>) {
+    match w {
+        Window::Global => out.push(0),
+        Window::Interval { start, end } => {
+            out.push(1);
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+    }
+}
+
+impl ShuffleWriter {
+    pub(crate) fn new(node: &Node, key_coder: Coder, windowing: Windowing) -> Self {
+        let mode = match &node.kind {
+            NodeKind::CombinePerKey { combine_fn } if !windowing.window_fn.is_merging() => {
+                Mode::Combine(
+                    combine_fn.clone(),
+                    (0..PARTITIONS).map(|_| CombineTable::default()).collect(),
+                )
+            }
+            _ => Mode::Group((0..PARTITIONS).map(|_| Vec::new()).collect()),
+        };
+        ShuffleWriter {
+            name: node.name.clone(),
+            key_coder,
+            windowing,
+            mode,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(crate) fn write(&mut self, wv: WindowedValue) -> Result<()> {
+        let (key, value) = match wv.value {
+            Value::Kv(kv) => *kv,
+            other => {
+                return Err(EngineError::user(
+                    &self.name,
+                    format!("expected a key/value element, got a {} value", other.kind()),
+                ))
+            }
+        };
+        self.scratch.clear();
+        self.key_coder
+            .encode(&key, &mut self.scratch, true)
+            .map_err(|source| EngineError::Coder {
+                transform: self.name.clone(),
+                source,
+            })?;
+        let p = partition_of(&self.scratch);
+        match &mut self.mode {
+            Mode::Group(parts) => parts[p].push(GroupItem {
+                key_bytes: self.scratch.clone(),
+                key,
+                value,
+                window: wv.window,
+                timestamp: wv.timestamp,
+            }),
+            Mode::Combine(f, tables) => {
+                push_window(&wv.window, &mut self.scratch);
+                let table = &mut tables[p];
+                let i = match table.index.get(self.scratch.as_slice()) {
+                    Some(&i) => i,
+                    None => {
+                        let acc = guarded(&self.name, || Ok(f.create_accumulator()))?;
+                        table.entries.push(CombineEntry {
+                            group_bytes: self.scratch.clone(),
+                            key,
+                            window: wv.window,
+                            acc,
+                            timestamp: None,
+                        });
+                        table
+                            .index
+                            .insert(self.scratch.clone(), table.entries.len() - 1);
+                        table.entries.len() - 1
+                    }
+                };
+                let e = &mut table.entries[i];
+                e.timestamp = Some(
+                    self.windowing
+                        .timestamp_combiner
+                        .combine(e.timestamp, wv.timestamp),
+                );
+                guarded(&self.name, || f.add_input(&mut e.acc, value))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Chunk {
+    Group(Vec<GroupItem>),
+    Combine(Vec<CombineEntry>),
+}
+
+/// Everything written to one shuffle, per partition, in bundle order.
+#[derive(Default)]
+pub(crate) struct ShuffleInput {
+    parts: Vec<Vec<Chunk>>,
+}
+
+impl ShuffleInput {
+    pub(crate) fn absorb(&mut self, w: ShuffleWriter) {
+        if self.parts.is_empty() {
+            self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
+        }
+        match w.mode {
+            Mode::Group(parts) => {
+                for (p, items) in parts.into_iter().enumerate() {
+                    if !items.is_empty() {
+                        self.parts[p].push(Chunk::Group(items));
+                    }
+                }
+            }
+            Mode::Combine(_, tables) => {
+                for (p, t) in tables.into_iter().enumerate() {
+                    if !t.entries.is_empty() {
+                        self.parts[p].push(Chunk::Combine(t.entries));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One group: a key, a window, and what was collected for it.
+struct Group<T> {
+    key: Value,
+    window: Window,
+    items: Vec<T>,
+    timestamp: Option<i64>,
+}
+
+/// Groups, merges windows, combines and emits the output of a GroupByKey or CombinePerKey.
+pub(crate) fn finish(node: &Node, input: ShuffleInput, windowing: Windowing) -> Result<Bundles> {
+    let combine_fn = match &node.kind {
+        NodeKind::CombinePerKey { combine_fn } => Some(combine_fn.clone()),
+        _ => None,
+    };
+    input
+        .parts
+        .into_par_iter()
+        .map(|chunks| finish_partition(node, chunks, windowing, combine_fn.as_deref()))
+        .collect()
+}
+
+fn finish_partition(
+    node: &Node,
+    chunks: Vec<Chunk>,
+    windowing: Windowing,
+    combine_fn: Option<&dyn CombineFnInvoker>,
+) -> Result<Vec<WindowedValue>> {
+    let tc = windowing.timestamp_combiner;
+    let mut out = Vec::new();
+    let emit = |out: &mut Vec<WindowedValue>, key: Value, window: Window, value: Value, ts: Option<i64>| {
+        out.push(WindowedValue {
+            value: Value::kv(key, value),
+            timestamp: tc.output(&window, ts.unwrap_or(window.max_timestamp())),
+            window,
+            pane: PaneInfo::ON_TIME_AND_ONLY_FIRING,
+        });
+    };
+    let mut lifted: Vec<Group<Accumulator>> = Vec::new();
+    let mut lifted_index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+    let mut groups: Vec<Group<Value>> = Vec::new();
+    let mut index: FxHashMap<(Vec<u8>, Window), usize> = FxHashMap::default();
+    // Merging windows group per key first, keeping each value's window; merged below.
+    let mut unmerged: Vec<Group<(Window, i64, Value)>> = Vec::new();
+    let merging = windowing.window_fn.is_merging();
+    for chunk in chunks {
+        match chunk {
+            Chunk::Combine(entries) => {
+                for e in entries {
+                    let i = *lifted_index.entry(e.group_bytes).or_insert_with(|| {
+                        lifted.push(Group {
+                            key: e.key,
+                            window: e.window,
+                            items: Vec::new(),
+                            timestamp: None,
+                        });
+                        lifted.len() - 1
+                    });
+                    let g = &mut lifted[i];
+                    if let Some(ts) = e.timestamp {
+                        g.timestamp = Some(tc.combine(g.timestamp, ts));
+                    }
+                    g.items.push(e.acc);
+                }
+            }
+            Chunk::Group(items) if merging => {
+                for it in items {
+                    let i = *index.entry((it.key_bytes, Window::Global)).or_insert_with(|| {
+                        unmerged.push(Group {
+                            key: it.key,
+                            window: Window::Global,
+                            items: Vec::new(),
+                            timestamp: None,
+                        });
+                        unmerged.len() - 1
+                    });
+                    unmerged[i].items.push((it.window, it.timestamp, it.value));
+                }
+            }
+            Chunk::Group(items) => {
+                for it in items {
+                    let i = *index.entry((it.key_bytes, it.window)).or_insert_with(|| {
+                        groups.push(Group {
+                            key: it.key,
+                            window: it.window,
+                            items: Vec::new(),
+                            timestamp: None,
+                        });
+                        groups.len() - 1
+                    });
+                    let g = &mut groups[i];
+                    g.timestamp = Some(tc.combine(g.timestamp, it.timestamp));
+                    g.items.push(it.value);
+                }
+            }
+        }
+    }
+    for g in lifted {
+        let f = combine_fn.expect("lifted chunks only for combines");
+        let acc = guarded(&node.name, || f.merge_accumulators(g.items))?;
+        let v = guarded(&node.name, || f.extract_output(acc))?;
+        emit(&mut out, g.key, g.window, v, g.timestamp);
+    }
+    if merging {
+        groups = merge_groups(unmerged, windowing);
+    }
+    for g in groups {
+        match combine_fn {
+            None => emit(&mut out, g.key, g.window, Value::List(g.items), g.timestamp),
+            Some(f) => {
+                let mut acc = guarded(&node.name, || Ok(f.create_accumulator()))?;
+                for v in g.items {
+                    guarded(&node.name, || f.add_input(&mut acc, v))?;
+                }
+                let v = guarded(&node.name, || f.extract_output(acc))?;
+                emit(&mut out, g.key, g.window, v, g.timestamp);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Splits per-key groups of (window, timestamp, value) into merged-window groups.
+fn merge_groups(groups: Vec<Group<(Window, i64, Value)>>, windowing: Windowing) -> Vec<Group<Value>> {
+    let tc = windowing.timestamp_combiner;
+    let mut out = Vec::new();
+    for g in groups {
+        let windows: Vec<Window> = g.items.iter().map(|(w, _, _)| *w).collect();
+        let merged = merge_intervals(&windows);
+        let mut by_window: Vec<Group<Value>> = Vec::new();
+        for (w, (_, ts, value)) in merged.into_iter().zip(g.items) {
+            let pos = match by_window.iter().position(|x| x.window == w) {
+                Some(p) => p,
+                None => {
+                    by_window.push(Group {
+                        key: g.key.clone(),
+                        window: w,
+                        items: Vec::new(),
+                        timestamp: None,
+                    });
+                    by_window.len() - 1
+                }
+            };
+            let bw = &mut by_window[pos];
+            bw.timestamp = Some(tc.combine(bw.timestamp, ts));
+            bw.items.push(value);
+        }
+        out.extend(by_window);
+    }
+    out
+}

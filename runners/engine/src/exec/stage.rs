@@ -1,0 +1,315 @@
+//! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
+
+use super::plan::{SinkPlan, StagePlan, Target};
+use super::shuffle::{ShuffleInput, ShuffleWriter};
+use super::Bundles;
+use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
+use super::guarded;
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, NodeKind};
+use crate::metrics::{MetricResults, MetricsContainer};
+use crate::window::{Window, WindowFn, WindowedValue};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+
+/// What a stage produced for one of its sinks.
+pub(crate) enum SinkOutput {
+    Bundles(Bundles),
+    Shuffle(ShuffleInput),
+}
+
+enum OpKind {
+    ParDo(Box<dyn DoFnInvoker>),
+    WindowInto(WindowFn),
+}
+
+struct OpInstance {
+    name: String,
+    kind: OpKind,
+    outputs: Vec<Vec<Target>>,
+    metrics: MetricsContainer,
+}
+
+enum SinkInstance {
+    Materialize(Vec<WindowedValue>),
+    Shuffle(ShuffleWriter),
+}
+
+/// Per-bundle output of every sink.
+type BundleOutput = Vec<SinkInstance>;
+
+struct Instance {
+    ops: Vec<OpInstance>,
+}
+
+/// Data shared read-only by all instances of a stage.
+struct Shared<'a> {
+    graph: &'a Graph,
+    plan: &'a StagePlan,
+    side: Vec<Vec<SideInputData>>,
+}
+
+impl Instance {
+    fn new(shared: &Shared<'_>) -> Result<Instance> {
+        let mut ops = Vec::with_capacity(shared.plan.ops.len());
+        for op in &shared.plan.ops {
+            let node = &shared.graph.nodes[op.node];
+            let kind = match &node.kind {
+                NodeKind::ParDo { dofn, .. } => {
+                    let mut inv = guarded(&node.name, || Ok(dofn()))?;
+                    guarded(&node.name, || inv.setup())?;
+                    OpKind::ParDo(inv)
+                }
+                NodeKind::WindowInto { window_fn } => OpKind::WindowInto(*window_fn),
+                _ => unreachable!("only fusable nodes are ops"),
+            };
+            ops.push(OpInstance {
+                name: node.name.clone(),
+                kind,
+                outputs: op.outputs.clone(),
+                metrics: MetricsContainer::default(),
+            });
+        }
+        Ok(Instance { ops })
+    }
+
+    fn new_sinks(shared: &Shared<'_>) -> Vec<SinkInstance> {
+        shared
+            .plan
+            .sinks
+            .iter()
+            .map(|s| match s {
+                SinkPlan::Materialize(_) => SinkInstance::Materialize(Vec::new()),
+                SinkPlan::Shuffle { node, key_coder } => {
+                    let n = &shared.graph.nodes[*node];
+                    let windowing = shared.graph.pcollections[n.inputs[0]].windowing;
+                    SinkInstance::Shuffle(ShuffleWriter::new(n, key_coder.clone(), windowing))
+                }
+            })
+            .collect()
+    }
+
+    fn run_bundle(&mut self, shared: &Shared<'_>, bundle: Vec<WindowedValue>) -> Result<BundleOutput> {
+        let mut sinks = Self::new_sinks(shared);
+        let n = self.ops.len();
+        for i in 0..n {
+            call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
+        }
+        for wv in bundle {
+            deliver(&mut self.ops, 0, &mut sinks, shared, &shared.plan.root_targets, wv)?;
+        }
+        for i in 0..n {
+            call_op(&mut self.ops, i, &mut sinks, shared, Call::Finish)?;
+        }
+        Ok(sinks)
+    }
+
+    fn teardown(mut self, metrics: &mut MetricResults) -> Result<()> {
+        let mut first_err = None;
+        for op in &mut self.ops {
+            metrics.merge_container(&op.name, &op.metrics);
+            if let OpKind::ParDo(inv) = &mut op.kind {
+                if let Err(e) = guarded(&op.name, || inv.teardown()) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+enum Call {
+    Start,
+    Process(WindowedValue),
+    Finish,
+}
+
+/// Delivers `wv` to every target; ops are addressed by absolute index, `ops[0]` is op `base`.
+fn deliver(
+    ops: &mut [OpInstance],
+    base: usize,
+    sinks: &mut [SinkInstance],
+    shared: &Shared<'_>,
+    targets: &[Target],
+    wv: WindowedValue,
+) -> Result<()> {
+    let Some((last, rest)) = targets.split_last() else {
+        return Ok(());
+    };
+    for t in rest {
+        deliver_one(ops, base, sinks, shared, *t, wv.clone())?;
+    }
+    deliver_one(ops, base, sinks, shared, *last, wv)
+}
+
+fn deliver_one(
+    ops: &mut [OpInstance],
+    base: usize,
+    sinks: &mut [SinkInstance],
+    shared: &Shared<'_>,
+    t: Target,
+    wv: WindowedValue,
+) -> Result<()> {
+    match t {
+        Target::Op(j) => call_op_rel(ops, base, j, sinks, shared, Call::Process(wv)),
+        Target::Sink(s) => match &mut sinks[s] {
+            SinkInstance::Materialize(v) => {
+                v.push(wv);
+                Ok(())
+            }
+            SinkInstance::Shuffle(w) => w.write(wv),
+        },
+    }
+}
+
+fn call_op(
+    ops: &mut [OpInstance],
+    j: usize,
+    sinks: &mut [SinkInstance],
+    shared: &Shared<'_>,
+    call: Call,
+) -> Result<()> {
+    call_op_rel(ops, 0, j, sinks, shared, call)
+}
+
+struct StageEmitter<'s, 'a> {
+    ops: &'s mut [OpInstance],
+    base: usize,
+    sinks: &'s mut [SinkInstance],
+    shared: &'s Shared<'a>,
+    outputs: &'s [Vec<Target>],
+}
+
+impl Emitter for StageEmitter<'_, '_> {
+    fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<()> {
+        let targets = self.outputs.get(tag).ok_or_else(|| {
+            EngineError::InvalidPipeline(format!(
+                "output tag #{tag} used but the transform declares {} output(s)",
+                self.outputs.len()
+            ))
+        })?;
+        deliver(self.ops, self.base, self.sinks, self.shared, targets, wv)
+    }
+}
+
+fn call_op_rel(
+    ops: &mut [OpInstance],
+    base: usize,
+    j: usize,
+    sinks: &mut [SinkInstance],
+    shared: &Shared<'_>,
+    call: Call,
+) -> Result<()> {
+    let rel = j - base;
+    let (left, right) = ops.split_at_mut(rel + 1);
+    let OpInstance {
+        name,
+        kind,
+        outputs,
+        metrics,
+    } = &mut left[rel];
+    let mut em = StageEmitter {
+        ops: right,
+        base: j + 1,
+        sinks,
+        shared,
+        outputs,
+    };
+    match kind {
+        OpKind::WindowInto(wf) => {
+            let Call::Process(wv) = call else {
+                return Ok(());
+            };
+            match wf.assign_one(wv.timestamp) {
+                Some(window) => em.emit(0, WindowedValue { window, ..wv }),
+                None => {
+                    for window in wf.assign(wv.timestamp) {
+                        em.emit(0, WindowedValue {
+                            window,
+                            ..wv.clone()
+                        })?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        OpKind::ParDo(inv) => {
+            let window = match &call {
+                Call::Process(wv) => wv.window,
+                _ => Window::Global,
+            };
+            let mut ctx = Context::new(&mut em, &shared.side[j], metrics, window);
+            let r = guarded(name, || match call {
+                Call::Start => inv.start_bundle(&mut ctx),
+                Call::Process(wv) => inv.process(wv, &mut ctx),
+                Call::Finish => inv.finish_bundle(&mut ctx),
+            });
+            // A downstream failure is the root cause; report it first.
+            match ctx.take_error() {
+                Some(e) => Err(e),
+                None => r,
+            }
+        }
+    }
+}
+
+/// Runs a stage over its input bundles in parallel; returns one output per sink.
+pub(crate) fn run_stage(
+    graph: &Graph,
+    plan: &StagePlan,
+    input: Bundles,
+    side: Vec<Vec<SideInputData>>,
+    metrics: &mut MetricResults,
+) -> Result<Vec<SinkOutput>> {
+    let shared = Shared { graph, plan, side };
+    let pool: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
+    let results: Vec<Result<BundleOutput>> = input
+        .into_par_iter()
+        .map(|bundle| {
+            let inst = pool.lock().pop();
+            let mut inst = match inst {
+                Some(i) => i,
+                None => Instance::new(&shared)?,
+            };
+            let r = inst.run_bundle(&shared, bundle);
+            // An instance that failed mid-bundle is still torn down, with the others.
+            pool.lock().push(inst);
+            r
+        })
+        .collect();
+    let mut teardown_err = None;
+    for inst in pool.into_inner() {
+        if let Err(e) = inst.teardown(metrics) {
+            teardown_err.get_or_insert(e);
+        }
+    }
+    let mut per_bundle = Vec::with_capacity(results.len());
+    for r in results {
+        per_bundle.push(r?);
+    }
+    if let Some(e) = teardown_err {
+        return Err(e);
+    }
+    let mut outputs: Vec<SinkOutput> = plan
+        .sinks
+        .iter()
+        .map(|s| match s {
+            SinkPlan::Materialize(_) => SinkOutput::Bundles(Vec::new()),
+            SinkPlan::Shuffle { .. } => SinkOutput::Shuffle(ShuffleInput::default()),
+        })
+        .collect();
+    for bundle_out in per_bundle {
+        for (out, sink) in outputs.iter_mut().zip(bundle_out) {
+            match (out, sink) {
+                (SinkOutput::Bundles(b), SinkInstance::Materialize(v)) => {
+                    if !v.is_empty() {
+                        b.push(v)
+                    }
+                }
+                (SinkOutput::Shuffle(s), SinkInstance::Shuffle(w)) => s.absorb(w),
+                _ => unreachable!("sink kinds line up"),
+            }
+        }
+    }
+    Ok(outputs)
+}
