@@ -1,1 +1,28 @@
-fn main(){}
+//! Word count: reads text files, counts every word, writes `word: count` lines.
+//!
+//! ```text
+//! cargo run --release --example wordcount -- --input 'data/*.txt' --output out/counts [--runner=local]
+//! ```
+
+use beamline::{Count, Pipeline, ReadFromText, WriteToText};
+
+fn main() -> anyhow::Result<()> {
+    let p = Pipeline::from_env()?;
+    let options = p.options();
+    let input: String = options.require("input")?;
+    let output: String = options.require("output")?;
+
+    p.apply("Read", ReadFromText::new(input))
+        .flat_map("Split", |line: String| {
+            beamline_examples::words(&line)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .apply("Count", Count::per_element())
+        .map("Format", |(word, n): (String, i64)| format!("{word}: {n}"))
+        .apply("Write", WriteToText::new(output));
+
+    let result = p.run()?;
+    eprintln!("done; {} metric(s) reported", result.metrics().counters.len());
+    Ok(())
+}

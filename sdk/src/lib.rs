@@ -1,1 +1,59 @@
-//! placeholder
+//! Beamline: the Beam programming model in Rust.
+//!
+//! Build a [`Pipeline`] of [`PCollection`]s and transforms (ParDo, GroupByKey, Combine,
+//! windowing...), then run it on any runner linked into the binary, chosen with
+//! `--runner=NAME` (`local` by default). The pipeline is translated to Apache Beam's
+//! portable pipeline proto; runners execute the proto.
+//!
+//! # Examples
+//!
+//! ```
+//! use beamline::{Count, Create, Pipeline, PipelineOptions};
+//!
+//! let p = Pipeline::new(PipelineOptions::default());
+//! let words = p.apply("Words", Create::of(vec!["a", "b", "a"].into_iter().map(String::from)));
+//! let counts = words.apply("Count", Count::per_element());
+//! let seen = beamline::testing::capture(&counts);
+//! p.run().unwrap();
+//! assert_eq!(seen.sorted(), vec![("a".to_string(), 2), ("b".to_string(), 1)]);
+//! ```
+
+pub mod dofn;
+pub mod element;
+mod error;
+pub mod io;
+mod options;
+mod pcollection;
+mod pipeline;
+mod proto_build;
+pub mod side_input;
+pub mod testing;
+pub mod transforms;
+pub mod worker;
+
+pub use beamline_engine as engine;
+pub use beamline_proto as proto;
+
+pub use dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext, TupleTag};
+pub use element::{Bytes, Element};
+pub use engine::metrics::MetricResults;
+pub use engine::time::{self, Timestamp};
+pub use engine::window::{TimestampCombiner, WindowFn};
+pub use engine::{PaneInfo, Timing, UserError, Window};
+pub use error::{Error, Result};
+pub use io::text::{ReadFromText, WriteToText};
+pub use options::PipelineOptions;
+pub use pcollection::{PBegin, PCollection, PInput, POutput};
+pub use pipeline::{PTransform, Pipeline, PipelineResult, WORKER_PIPELINE_ENV};
+pub use side_input::{SideInput, ViewKind};
+pub use transforms::{
+    CoGroupByKey, CombineFn, CombineGlobally, CombinePerKey, Count, Create, Distinct, Filter,
+    FlatMap, Flatten, GroupByKey, Impulse, Keys, KvSwap, Map, Max, Mean, Min, ParDo, Partition,
+    Reshuffle, Sample, Sum, Top, Values, WindowInto, WithTimestamps,
+};
+
+/// Makes sure the runner crates enabled by features are linked (their registrations too).
+pub(crate) fn link_runners() {
+    #[cfg(feature = "local")]
+    beamline_runner_local::link();
+}

@@ -36,7 +36,7 @@ pub enum CoderError {
 type CResult<T> = Result<T, CoderError>;
 
 /// A coder for [`Value`]s: Beam's standard coders plus an opaque coder for user types.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Coder {
     /// `beam:coder:bytes:v1`
     Bytes,

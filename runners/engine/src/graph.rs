@@ -30,7 +30,7 @@ pub struct PCollectionInfo {
 }
 
 /// The windowing strategy of a PCollection (the batch subset).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Windowing {
     /// Assigns (and merges) windows.
     pub window_fn: WindowFn,

@@ -57,10 +57,14 @@ impl FnRegistry {
                     .find(|r| r.name == name)
                     .ok_or_else(|| unresolved(transform, name, "no DoFn is registered under this name in this binary"))?;
                 let config = config.to_string();
+                let outputs = spec.outputs.clone();
+                let sides = spec.side_inputs.clone();
                 // Check the config once now so a bad config fails before any data flows.
-                (reg.build)(&config).map_err(|e| unresolved(transform, name, e))?;
+                (reg.build)(&config, &outputs, &sides).map_err(|e| unresolved(transform, name, e))?;
                 let build = reg.build;
-                Ok(Arc::new(move || build(&config).expect("config checked at resolution")))
+                Ok(Arc::new(move || {
+                    build(&config, &outputs, &sides).expect("config checked at resolution")
+                }))
             }
         }
     }
@@ -103,8 +107,12 @@ fn unresolved(transform: &str, function: &str, reason: impl std::fmt::Display) -
 pub struct NamedDoFn {
     /// Globally unique name, e.g. `beamline.io.ReadTextRange`.
     pub name: &'static str,
-    /// Builds an instance from the JSON config.
-    pub build: fn(config: &str) -> std::result::Result<Box<dyn DoFnInvoker>, UserError>,
+    /// Builds an instance from the JSON config, output tags and side-input names.
+    pub build: fn(
+        config: &str,
+        outputs: &[String],
+        side_inputs: &[String],
+    ) -> std::result::Result<Box<dyn DoFnInvoker>, UserError>,
 }
 inventory::collect!(NamedDoFn);
 

@@ -114,7 +114,7 @@ impl WindowedValue {
 }
 
 /// How the timestamp of a grouped output is computed from its inputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum TimestampCombiner {
     /// The end (max timestamp) of the window.
     #[default]
@@ -146,7 +146,7 @@ impl TimestampCombiner {
 }
 
 /// A window function: assigns windows to timestamps (and merges session windows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum WindowFn {
     /// Everything in the global window.
     #[default]

@@ -1,0 +1,371 @@
+//! Translation of a portable pipeline proto into the engine's graph.
+
+use beamline_engine::coder::Coder;
+use beamline_engine::graph::{Graph, Node, NodeKind, PCollectionInfo, PcId, Windowing};
+use beamline_engine::registry::FnRegistry;
+use beamline_engine::spec::UserFnSpec;
+use beamline_engine::window::{TimestampCombiner, WindowFn};
+use beamline_engine::EngineError;
+use beamline_proto::pipeline as pb;
+use beamline_proto::prost::Message;
+use beamline_proto::urns;
+use std::collections::HashMap;
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+fn invalid(msg: impl Into<String>) -> EngineError {
+    EngineError::InvalidPipeline(msg.into())
+}
+
+/// Builds the engine graph of `p`, resolving user functions in `fns` and `inventory`.
+///
+/// # Errors
+/// Dangling ids, unsupported URNs (naming the transform or coder), undecodable payloads,
+/// unresolvable functions.
+pub fn to_graph(p: &pb::Pipeline, fns: &FnRegistry) -> Result<Graph> {
+    let comps = p
+        .components
+        .as_ref()
+        .ok_or_else(|| invalid("pipeline has no components"))?;
+    let mut tx = Translator {
+        comps,
+        fns,
+        graph: Graph::default(),
+        pcs: HashMap::new(),
+    };
+    for id in &p.root_transform_ids {
+        tx.visit(id)?;
+    }
+    Ok(tx.graph)
+}
+
+struct Translator<'a> {
+    comps: &'a pb::Components,
+    fns: &'a FnRegistry,
+    graph: Graph,
+    pcs: HashMap<String, PcId>,
+}
+
+/// Translates a proto coder into an engine coder.
+///
+/// # Errors
+/// Unknown ids or coder URNs the engine cannot encode.
+pub fn coder(comps: &pb::Components, id: &str) -> Result<Coder> {
+    let c = comps
+        .coders
+        .get(id)
+        .ok_or_else(|| invalid(format!("unknown coder id '{id}'")))?;
+    let spec = c.spec.as_ref().ok_or_else(|| invalid(format!("coder '{id}' has no spec")))?;
+    let comp = |i: usize| -> Result<Box<Coder>> {
+        let cid = c.component_coder_ids.get(i).ok_or_else(|| {
+            invalid(format!("coder '{id}' ({}) lacks component #{i}", spec.urn))
+        })?;
+        Ok(Box::new(coder(comps, cid)?))
+    };
+    Ok(match spec.urn.as_str() {
+        urns::CODER_BYTES => Coder::Bytes,
+        urns::CODER_STRING_UTF8 => Coder::StringUtf8,
+        urns::CODER_VARINT => Coder::VarInt,
+        urns::CODER_BOOL => Coder::Bool,
+        urns::CODER_DOUBLE => Coder::Double,
+        urns::CODER_KV => Coder::Kv(comp(0)?, comp(1)?),
+        urns::CODER_ITERABLE => Coder::Iterable(comp(0)?),
+        urns::CODER_LENGTH_PREFIX => Coder::LengthPrefix(comp(0)?),
+        urns::CODER_NULLABLE => Coder::Nullable(comp(0)?),
+        urns::BEAMLINE_CODER_SERDE => {
+            Coder::Opaque(String::from_utf8_lossy(&spec.payload).into_owned())
+        }
+        other => {
+            return Err(invalid(format!(
+                "coder '{id}' has URN '{other}', which the local runner cannot encode"
+            )))
+        }
+    })
+}
+
+fn millis_of_duration(d: &Option<beamline_proto::prost_types::Duration>) -> i64 {
+    d.as_ref()
+        .map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+        .unwrap_or(0)
+}
+
+fn millis_of_timestamp(t: &Option<beamline_proto::prost_types::Timestamp>) -> i64 {
+    t.as_ref()
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        .unwrap_or(0)
+}
+
+/// Translates a window function spec.
+///
+/// # Errors
+/// Unknown window fn URNs and undecodable payloads.
+pub fn window_fn(spec: &pb::FunctionSpec) -> Result<WindowFn> {
+    let bad = |e: beamline_proto::prost::DecodeError| {
+        invalid(format!("bad payload for window fn '{}': {e}", spec.urn))
+    };
+    Ok(match spec.urn.as_str() {
+        urns::GLOBAL_WINDOWS => WindowFn::Global,
+        urns::FIXED_WINDOWS => {
+            let p = pb::FixedWindowsPayload::decode(spec.payload.as_slice()).map_err(bad)?;
+            let size = millis_of_duration(&p.size);
+            if size <= 0 {
+                return Err(invalid("fixed windows need a positive size"));
+            }
+            WindowFn::Fixed {
+                size,
+                offset: millis_of_timestamp(&p.offset),
+            }
+        }
+        urns::SLIDING_WINDOWS => {
+            let p = pb::SlidingWindowsPayload::decode(spec.payload.as_slice()).map_err(bad)?;
+            let (size, period) = (millis_of_duration(&p.size), millis_of_duration(&p.period));
+            if size <= 0 || period <= 0 {
+                return Err(invalid("sliding windows need a positive size and period"));
+            }
+            WindowFn::Sliding {
+                size,
+                period,
+                offset: millis_of_timestamp(&p.offset),
+            }
+        }
+        urns::SESSION_WINDOWS => {
+            let p = pb::SessionWindowsPayload::decode(spec.payload.as_slice()).map_err(bad)?;
+            let gap = millis_of_duration(&p.gap_size);
+            if gap <= 0 {
+                return Err(invalid("session windows need a positive gap"));
+            }
+            WindowFn::Sessions { gap }
+        }
+        other => return Err(invalid(format!("unsupported window fn URN '{other}'"))),
+    })
+}
+
+/// Translates a windowing strategy.
+///
+/// # Errors
+/// Unknown ids, window fns or unsupported settings.
+pub fn windowing(comps: &pb::Components, id: &str) -> Result<Windowing> {
+    let ws = comps
+        .windowing_strategies
+        .get(id)
+        .ok_or_else(|| invalid(format!("unknown windowing strategy id '{id}'")))?;
+    let wf = ws
+        .window_fn
+        .as_ref()
+        .ok_or_else(|| invalid(format!("windowing strategy '{id}' has no window fn")))?;
+    let timestamp_combiner = match pb::output_time::Enum::try_from(ws.output_time) {
+        Ok(pb::output_time::Enum::EarliestInPane) => TimestampCombiner::Earliest,
+        Ok(pb::output_time::Enum::LatestInPane) => TimestampCombiner::Latest,
+        _ => TimestampCombiner::EndOfWindow,
+    };
+    Ok(Windowing {
+        window_fn: window_fn(wf)?,
+        timestamp_combiner,
+    })
+}
+
+impl Translator<'_> {
+    fn pcoll(&mut self, id: &str) -> Result<PcId> {
+        if let Some(&pc) = self.pcs.get(id) {
+            return Ok(pc);
+        }
+        let p = self
+            .comps
+            .pcollections
+            .get(id)
+            .ok_or_else(|| invalid(format!("unknown PCollection id '{id}'")))?;
+        let info = PCollectionInfo {
+            name: p.unique_name.clone(),
+            coder: coder(self.comps, &p.coder_id)
+                .map_err(|e| invalid(format!("PCollection '{}': {e}", p.unique_name)))?,
+            windowing: windowing(self.comps, &p.windowing_strategy_id)?,
+        };
+        self.graph.pcollections.push(info);
+        let pc = self.graph.pcollections.len() - 1;
+        self.pcs.insert(id.to_string(), pc);
+        Ok(pc)
+    }
+
+    fn add(&mut self, name: &str, kind: NodeKind, inputs: Vec<PcId>, outputs: Vec<PcId>) {
+        self.graph.nodes.push(Node {
+            name: name.to_string(),
+            kind,
+            inputs,
+            outputs,
+        });
+    }
+
+    fn single(&mut self, t: &pb::PTransform, which: &str) -> Result<(Vec<PcId>, Vec<PcId>)> {
+        let ins = sorted_values(&t.inputs);
+        let outs = sorted_values(&t.outputs);
+        if ins.len() != 1 || outs.len() != 1 {
+            return Err(invalid(format!(
+                "{which} '{}' needs one input and one output, has {} and {}",
+                t.unique_name,
+                ins.len(),
+                outs.len()
+            )));
+        }
+        Ok((vec![self.pcoll(ins[0])?], vec![self.pcoll(outs[0])?]))
+    }
+
+    fn visit(&mut self, id: &str) -> Result<()> {
+        let t = self
+            .comps
+            .transforms
+            .get(id)
+            .ok_or_else(|| invalid(format!("unknown transform id '{id}'")))?;
+        let urn = t.spec.as_ref().map(|s| s.urn.as_str()).unwrap_or("");
+        let payload = t.spec.as_ref().map(|s| s.payload.as_slice()).unwrap_or(&[]);
+        let name = t.unique_name.as_str();
+        match urn {
+            urns::COMBINE_PER_KEY => {
+                let cp = pb::CombinePayload::decode(payload)
+                    .map_err(|e| invalid(format!("'{name}': bad CombinePayload: {e}")))?;
+                match cp.combine_fn {
+                    Some(f) if f.urn == urns::BEAMLINE_COMBINE_FN => {
+                        let spec = parse_spec(name, &f.payload)?;
+                        let combine_fn = self.fns.resolve_combine_fn(name, &spec)?;
+                        let (i, o) = self.single(t, "CombinePerKey")?;
+                        self.add(name, NodeKind::CombinePerKey { combine_fn }, i, o);
+                        Ok(())
+                    }
+                    // Not ours: run its expansion instead.
+                    _ => self.visit_parts(t),
+                }
+            }
+            urns::RESHUFFLE => {
+                let (i, o) = self.single(t, "Reshuffle")?;
+                self.add(name, NodeKind::Reshuffle, i, o);
+                Ok(())
+            }
+            _ if !t.subtransforms.is_empty() => self.visit_parts(t),
+            urns::IMPULSE => {
+                let outs = sorted_values(&t.outputs);
+                let [out] = outs.as_slice() else {
+                    return Err(invalid(format!("Impulse '{name}' needs one output")));
+                };
+                let o = self.pcoll(out)?;
+                self.add(name, NodeKind::Impulse, vec![], vec![o]);
+                Ok(())
+            }
+            urns::GROUP_BY_KEY => {
+                let (i, o) = self.single(t, "GroupByKey")?;
+                self.add(name, NodeKind::GroupByKey, i, o);
+                Ok(())
+            }
+            urns::FLATTEN => {
+                let outs = sorted_values(&t.outputs);
+                let [out] = outs.as_slice() else {
+                    return Err(invalid(format!("Flatten '{name}' needs one output")));
+                };
+                let inputs = sorted_values(&t.inputs)
+                    .into_iter()
+                    .map(|pc| self.pcoll(pc))
+                    .collect::<Result<Vec<_>>>()?;
+                let o = self.pcoll(out)?;
+                self.add(name, NodeKind::Flatten, inputs, vec![o]);
+                Ok(())
+            }
+            urns::ASSIGN_WINDOWS => {
+                let wp = pb::WindowIntoPayload::decode(payload)
+                    .map_err(|e| invalid(format!("'{name}': bad WindowIntoPayload: {e}")))?;
+                let spec = wp
+                    .window_fn
+                    .ok_or_else(|| invalid(format!("'{name}': WindowInto without window fn")))?;
+                let window_fn = window_fn(&spec)?;
+                let (i, o) = self.single(t, "WindowInto")?;
+                self.add(name, NodeKind::WindowInto { window_fn }, i, o);
+                Ok(())
+            }
+            urns::PAR_DO => self.par_do(t, payload),
+            "" => Ok(()),
+            other => Err(invalid(format!(
+                "transform '{name}' has URN '{other}', which the local runner does not know"
+            ))),
+        }
+    }
+
+    fn visit_parts(&mut self, t: &pb::PTransform) -> Result<()> {
+        for sub in &t.subtransforms {
+            self.visit(sub)?;
+        }
+        Ok(())
+    }
+
+    fn par_do(&mut self, t: &pb::PTransform, payload: &[u8]) -> Result<()> {
+        let name = t.unique_name.as_str();
+        let pd = pb::ParDoPayload::decode(payload)
+            .map_err(|e| invalid(format!("'{name}': bad ParDoPayload: {e}")))?;
+        if !pd.state_specs.is_empty() || !pd.timer_family_specs.is_empty() {
+            return Err(invalid(format!(
+                "ParDo '{name}' uses state or timers, which the batch local runner does not execute yet"
+            )));
+        }
+        let f = pd
+            .do_fn
+            .as_ref()
+            .ok_or_else(|| invalid(format!("ParDo '{name}' has no DoFn")))?;
+        if f.urn != urns::BEAMLINE_DOFN {
+            return Err(invalid(format!(
+                "ParDo '{name}' has DoFn URN '{}'; the local runner executes Beamline Rust functions ('{}')",
+                f.urn,
+                urns::BEAMLINE_DOFN
+            )));
+        }
+        let spec = parse_spec(name, &f.payload)?;
+        let dofn = self.fns.resolve_dofn(name, &spec)?;
+        let mains: Vec<&String> = sorted_keys(&t.inputs)
+            .into_iter()
+            .filter(|k| !pd.side_inputs.contains_key(*k))
+            .collect();
+        let [main] = mains.as_slice() else {
+            return Err(invalid(format!(
+                "ParDo '{name}' needs exactly one main input, has {}",
+                mains.len()
+            )));
+        };
+        let main = self.pcoll(&t.inputs[*main])?;
+        let mut side_inputs = Vec::new();
+        for local in &spec.side_inputs {
+            let pc = t.inputs.get(local).ok_or_else(|| {
+                invalid(format!("ParDo '{name}' reads side input '{local}' that is not among its inputs"))
+            })?;
+            side_inputs.push(self.pcoll(pc)?);
+        }
+        let tags: Vec<&String> = if spec.outputs.is_empty() {
+            sorted_keys(&t.outputs)
+        } else {
+            spec.outputs.iter().collect()
+        };
+        let mut outputs = Vec::new();
+        for tag in tags {
+            let pc = t.outputs.get(tag).ok_or_else(|| {
+                invalid(format!("ParDo '{name}' emits to tag '{tag}' that is not among its outputs"))
+            })?;
+            outputs.push(self.pcoll(pc)?);
+        }
+        self.add(
+            name,
+            NodeKind::ParDo { dofn, side_inputs },
+            vec![main],
+            outputs,
+        );
+        Ok(())
+    }
+}
+
+fn parse_spec(transform: &str, payload: &[u8]) -> Result<UserFnSpec> {
+    UserFnSpec::from_payload(payload)
+        .map_err(|e| invalid(format!("'{transform}': bad Beamline function payload: {e}")))
+}
+
+fn sorted_keys(m: &std::collections::HashMap<String, String>) -> Vec<&String> {
+    let mut k: Vec<&String> = m.keys().collect();
+    k.sort();
+    k
+}
+
+fn sorted_values(m: &std::collections::HashMap<String, String>) -> Vec<&String> {
+    sorted_keys(m).into_iter().map(|k| &m[k]).collect()
+}

@@ -1,0 +1,363 @@
+//! The typed `DoFn` trait, its contexts, and the adapter the engine calls.
+
+use crate::element::Element;
+use crate::side_input::SideInput;
+use beamline_engine::dofn::{Context, DoFnInvoker};
+use beamline_engine::time::Timestamp;
+use beamline_engine::{PaneInfo, UserError, Window, WindowedValue};
+use std::any::Any;
+use std::marker::PhantomData;
+
+/// User code of a ParDo: called for every element, with Beam's lifecycle.
+///
+/// Each worker thread gets its own clone of the DoFn; `setup` runs once per clone,
+/// `start_bundle` / `finish_bundle` around every bundle, `teardown` when the clone is
+/// discarded. Return an error (or panic) to fail the job; the error names the transform.
+///
+/// # Examples
+///
+/// ```
+/// use beamline::{DoFn, ProcessContext, UserError};
+///
+/// #[derive(Clone)]
+/// struct Lengths;
+/// impl DoFn for Lengths {
+///     type In = String;
+///     type Out = i64;
+///     fn process(&mut self, word: String, ctx: &mut ProcessContext<'_, '_, i64>) -> Result<(), UserError> {
+///         ctx.inc_counter("demo", "words", 1);
+///         ctx.output(word.len() as i64);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait DoFn: Clone + Send + Sync + 'static {
+    /// Input element type.
+    type In: Element;
+    /// Main output element type.
+    type Out: Element;
+
+    /// Called once per instance before its first bundle.
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn setup(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// Called at the start of every bundle.
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn start_bundle(&mut self, _ctx: &mut BundleContext<'_, '_, Self::Out>) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// Processes one element.
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn process(
+        &mut self,
+        element: Self::In,
+        ctx: &mut ProcessContext<'_, '_, Self::Out>,
+    ) -> Result<(), UserError>;
+    /// Called at the end of every bundle; may emit with [`BundleContext::output_at`].
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn finish_bundle(&mut self, _ctx: &mut BundleContext<'_, '_, Self::Out>) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// Called once when the instance is discarded.
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn teardown(&mut self) -> Result<(), UserError> {
+        Ok(())
+    }
+}
+
+/// Names an additional output of a ParDo and its element type.
+pub struct TupleTag<T> {
+    name: String,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TupleTag<T> {
+    fn clone(&self) -> Self {
+        TupleTag {
+            name: self.name.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Element> TupleTag<T> {
+    /// A tag called `name` (unique among the ParDo's outputs; `main` is reserved).
+    pub fn new(name: &str) -> Self {
+        TupleTag {
+            name: name.to_string(),
+            _t: PhantomData,
+        }
+    }
+
+    /// The tag's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tag without its type, for [`ParDo::with_outputs`](crate::transforms::ParDo::with_outputs).
+    pub fn erased(&self) -> ErasedTag {
+        ErasedTag {
+            name: self.name.clone(),
+            coder: T::coder(),
+        }
+    }
+}
+
+/// A tag name with its element coder.
+#[derive(Clone, Debug)]
+pub struct ErasedTag {
+    pub(crate) name: String,
+    pub(crate) coder: beamline_engine::coder::Coder,
+}
+
+/// Metadata of the element being processed, and where outputs go.
+pub struct ProcessContext<'a, 'b, O> {
+    inner: &'a mut Context<'b>,
+    timestamp: Timestamp,
+    window: Window,
+    pane: PaneInfo,
+    names: &'a Names,
+    _o: PhantomData<fn(O)>,
+}
+
+/// Output tags and side-input ids of one ParDo, in engine order.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    pub(crate) tags: Vec<String>,
+    pub(crate) sides: Vec<String>,
+}
+
+impl<O: Element> ProcessContext<'_, '_, O> {
+    /// Emits to the main output with the input's timestamp and window.
+    pub fn output(&mut self, value: O) {
+        self.emit(0, value.into_value(), self.timestamp);
+    }
+
+    /// Emits to the main output with another timestamp.
+    pub fn output_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
+        self.emit(0, value.into_value(), timestamp);
+    }
+
+    /// Emits to an additional output.
+    ///
+    /// # Errors
+    /// When the tag was not declared with `with_outputs`.
+    pub fn output_to<U: Element>(&mut self, tag: &TupleTag<U>, value: U) -> Result<(), UserError> {
+        let i = self
+            .names
+            .tags
+            .iter()
+            .position(|t| *t == tag.name)
+            .ok_or_else(|| format!("output tag '{}' was not declared on this ParDo", tag.name))?;
+        self.emit(i, value.into_value(), self.timestamp);
+        Ok(())
+    }
+
+    /// Emits a fully specified element on output number `tag` (SDK-internal transforms).
+    pub(crate) fn emit_raw(&mut self, tag: usize, wv: WindowedValue) {
+        self.inner.output(tag, wv);
+    }
+
+    fn emit(&mut self, tag: usize, value: beamline_engine::Value, timestamp: Timestamp) {
+        self.inner.output(
+            tag,
+            WindowedValue {
+                value,
+                timestamp,
+                window: self.window,
+                pane: self.pane,
+            },
+        );
+    }
+
+    /// Event timestamp of the element.
+    pub fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+
+    /// Window of the element.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Pane of the element.
+    pub fn pane(&self) -> PaneInfo {
+        self.pane
+    }
+
+    /// The value of a side input in the window the element maps to.
+    ///
+    /// # Errors
+    /// When the side input was not attached to this ParDo or its view cannot be built
+    /// (e.g. a singleton over an empty or multi-element collection).
+    pub fn side_input<V: Any + Send + Sync>(&self, view: &SideInput<V>) -> Result<&V, UserError> {
+        let i = self
+            .names
+            .sides
+            .iter()
+            .position(|s| *s == view.local_name())
+            .ok_or_else(|| format!("side input '{}' was not attached to this ParDo", view.pcollection()))?;
+        self.inner.side_input(i)?.view(|values| view.build(values))
+    }
+
+    /// Adds `delta` to a counter.
+    pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
+        self.inner.metrics().inc_counter(namespace, name, delta);
+    }
+
+    /// Reports a value to a distribution.
+    pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
+        self.inner.metrics().update_distribution(namespace, name, value);
+    }
+
+    /// Sets a gauge.
+    pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
+        self.inner.metrics().set_gauge(namespace, name, value);
+    }
+}
+
+/// Context of `start_bundle` / `finish_bundle`: explicit windowed outputs and metrics.
+pub struct BundleContext<'a, 'b, O> {
+    inner: &'a mut Context<'b>,
+    _o: PhantomData<fn(O)>,
+}
+
+impl<O: Element> BundleContext<'_, '_, O> {
+    /// Emits to the main output with an explicit timestamp and window.
+    pub fn output_at(&mut self, value: O, timestamp: Timestamp, window: Window) {
+        self.inner.output(
+            0,
+            WindowedValue {
+                value: value.into_value(),
+                timestamp,
+                window,
+                pane: PaneInfo::NO_FIRING,
+            },
+        );
+    }
+
+    /// Adds `delta` to a counter.
+    pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
+        self.inner.metrics().inc_counter(namespace, name, delta);
+    }
+}
+
+/// Runs a typed [`DoFn`] behind the engine's [`DoFnInvoker`] interface.
+pub(crate) struct DoFnAdapter<F> {
+    f: F,
+    names: Names,
+}
+
+impl<F: DoFn> DoFnAdapter<F> {
+    pub(crate) fn new(f: F, tags: Vec<String>, sides: Vec<String>) -> Self {
+        DoFnAdapter {
+            f,
+            names: Names { tags, sides },
+        }
+    }
+}
+
+impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
+    fn setup(&mut self) -> Result<(), UserError> {
+        self.f.setup()
+    }
+    fn start_bundle(&mut self, ctx: &mut Context<'_>) -> Result<(), UserError> {
+        self.f.start_bundle(&mut BundleContext {
+            inner: ctx,
+            _o: PhantomData,
+        })
+    }
+    fn process(&mut self, wv: WindowedValue, ctx: &mut Context<'_>) -> Result<(), UserError> {
+        let WindowedValue {
+            value,
+            timestamp,
+            window,
+            pane,
+        } = wv;
+        let element = F::In::from_value(value)?;
+        let mut pc = ProcessContext {
+            inner: ctx,
+            timestamp,
+            window,
+            pane,
+            names: &self.names,
+            _o: PhantomData,
+        };
+        self.f.process(element, &mut pc)
+    }
+    fn finish_bundle(&mut self, ctx: &mut Context<'_>) -> Result<(), UserError> {
+        self.f.finish_bundle(&mut BundleContext {
+            inner: ctx,
+            _o: PhantomData,
+        })
+    }
+    fn teardown(&mut self) -> Result<(), UserError> {
+        self.f.teardown()
+    }
+}
+
+/// A DoFn that any Beamline binary linking it can run from the pipeline proto alone.
+///
+/// Register it with [`register_dofn!`](crate::register_dofn) and apply it with
+/// [`ParDo::named`](crate::transforms::ParDo::named); its fields are its configuration,
+/// serialized into the proto with serde.
+pub trait NamedDoFn: DoFn + serde::Serialize + serde::de::DeserializeOwned {
+    /// Globally unique name, e.g. `"myapp.ParseLine"`.
+    const NAME: &'static str;
+}
+
+/// Builds a [`NamedDoFn`] from its JSON config (used by [`register_dofn!`](crate::register_dofn)).
+///
+/// # Errors
+/// When the config does not deserialize.
+pub fn build_named<F: NamedDoFn>(
+    config: &str,
+    tags: &[String],
+    sides: &[String],
+) -> Result<Box<dyn DoFnInvoker>, UserError> {
+    let f: F = serde_json::from_str(config)?;
+    Ok(Box::new(DoFnAdapter::new(f, tags.to_vec(), sides.to_vec())))
+}
+
+/// Registers a [`NamedDoFn`] so that runners can build it by name from the proto.
+///
+/// # Examples
+///
+/// ```
+/// use beamline::{DoFn, NamedDoFn, ProcessContext, UserError};
+///
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct AddN { n: i64 }
+/// impl DoFn for AddN {
+///     type In = i64;
+///     type Out = i64;
+///     fn process(&mut self, x: i64, ctx: &mut ProcessContext<'_, '_, i64>) -> Result<(), UserError> {
+///         ctx.output(x + self.n);
+///         Ok(())
+///     }
+/// }
+/// impl NamedDoFn for AddN { const NAME: &'static str = "doc.AddN"; }
+/// beamline::register_dofn!(AddN);
+/// ```
+#[macro_export]
+macro_rules! register_dofn {
+    ($t:ty) => {
+        $crate::engine::inventory::submit! {
+            $crate::engine::registry::NamedDoFn {
+                name: <$t as $crate::NamedDoFn>::NAME,
+                build: $crate::dofn::build_named::<$t>,
+            }
+        }
+    };
+}

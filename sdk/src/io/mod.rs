@@ -1,0 +1,3 @@
+//! Sources and sinks.
+
+pub mod text;

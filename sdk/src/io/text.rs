@@ -1,0 +1,466 @@
+//! Text files: ReadFromText (glob, gzip, split for parallel reads) and WriteToText
+//! (sharded `PREFIX-SSSSS-of-NNNNN`, written to temporary files and renamed on success).
+
+use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
+use crate::pcollection::{PBegin, PCollection};
+use crate::pipeline::PTransform;
+use crate::transforms::{Impulse, ParDo, Reshuffle, WindowInto};
+use beamline_engine::time::GLOBAL_WINDOW_MAX_TIMESTAMP;
+use beamline_engine::{UserError, Window};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Reads the lines of every file matching a glob, as `String`s without line terminators.
+///
+/// Uncompressed files are split into ranges read in parallel; `.gz` files are read
+/// whole. A glob that matches nothing fails the job with an error naming the glob.
+///
+/// # Examples
+///
+/// ```no_run
+/// use beamline::{Pipeline, PipelineOptions, ReadFromText};
+/// let p = Pipeline::new(PipelineOptions::default());
+/// let lines = p.apply("Read", ReadFromText::new("data/*.txt"));
+/// # let _ = lines;
+/// ```
+pub struct ReadFromText {
+    pattern: String,
+    split_size: u64,
+}
+
+impl ReadFromText {
+    /// Reads files matching `pattern` (a glob such as `logs/*.txt` or `in.txt.gz`).
+    pub fn new(pattern: impl Into<String>) -> Self {
+        ReadFromText {
+            pattern: pattern.into(),
+            split_size: 16 << 20,
+        }
+    }
+
+    /// Size of the byte ranges uncompressed files are split into (default 16 MiB).
+    pub fn with_split_size(mut self, bytes: u64) -> Self {
+        self.split_size = bytes.max(1);
+        self
+    }
+}
+
+/// A byte range of one file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileRange {
+    /// The file.
+    pub path: String,
+    /// First byte (a line belongs to the range it starts in).
+    pub start: u64,
+    /// End byte, exclusive.
+    pub end: u64,
+    /// Gzip-compressed (read whole).
+    pub gzip: bool,
+}
+crate::serde_element!(FileRange);
+
+/// Expands a glob into file ranges.
+#[derive(Clone, Serialize, Deserialize)]
+struct ExpandGlob {
+    pattern: String,
+    split_size: u64,
+}
+
+impl DoFn for ExpandGlob {
+    type In = ();
+    type Out = FileRange;
+    fn process(&mut self, _: (), ctx: &mut ProcessContext<'_, '_, FileRange>) -> Result<(), UserError> {
+        let paths = glob::glob(&self.pattern)
+            .map_err(|e| format!("invalid file pattern '{}': {e}", self.pattern))?;
+        let mut files = Vec::new();
+        for p in paths {
+            let p = p.map_err(|e| format!("reading files of '{}': {e}", self.pattern))?;
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+        if files.is_empty() {
+            return Err(format!("no files match '{}'", self.pattern).into());
+        }
+        files.sort();
+        for f in files {
+            let len = std::fs::metadata(&f)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+                .len();
+            let path = f.to_string_lossy().into_owned();
+            if path.ends_with(".gz") {
+                ctx.output(FileRange {
+                    path,
+                    start: 0,
+                    end: len,
+                    gzip: true,
+                });
+                continue;
+            }
+            let mut start = 0;
+            while start < len {
+                let end = (start + self.split_size).min(len);
+                ctx.output(FileRange {
+                    path: path.clone(),
+                    start,
+                    end,
+                    gzip: false,
+                });
+                start = end;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NamedDoFn for ExpandGlob {
+    const NAME: &'static str = "beamline.io.ExpandGlob";
+}
+crate::register_dofn!(ExpandGlob);
+
+/// Reads the lines that start inside a file range.
+#[derive(Clone, Serialize, Deserialize)]
+struct ReadRange;
+
+fn strip_newline(line: &mut Vec<u8>) {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+}
+
+fn emit_lines(
+    mut reader: impl BufRead,
+    path: &str,
+    mut pos: u64,
+    end: Option<u64>,
+    ctx: &mut ProcessContext<'_, '_, String>,
+) -> Result<(), UserError> {
+    let mut buf = Vec::new();
+    loop {
+        if end.is_some_and(|e| pos >= e) {
+            return Ok(());
+        }
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let line_start = pos;
+        pos += n as u64;
+        strip_newline(&mut buf);
+        let line = String::from_utf8(std::mem::take(&mut buf)).map_err(|_| {
+            format!("{path}: the line at byte {line_start} is not valid UTF-8")
+        })?;
+        ctx.output(line);
+    }
+}
+
+impl DoFn for ReadRange {
+    type In = FileRange;
+    type Out = String;
+    fn process(&mut self, r: FileRange, ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+        let file = File::open(&r.path).map_err(|e| format!("opening {}: {e}", r.path))?;
+        if r.gzip {
+            let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
+            return emit_lines(reader, &r.path, 0, None, ctx);
+        }
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut pos = r.start;
+        if r.start > 0 {
+            // The line that straddles `start` belongs to the previous range: skip it.
+            reader
+                .seek(SeekFrom::Start(r.start - 1))
+                .map_err(|e| format!("seeking in {}: {e}", r.path))?;
+            let mut skipped = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut skipped)
+                .map_err(|e| format!("reading {}: {e}", r.path))?;
+            pos = r.start - 1 + n as u64;
+        }
+        emit_lines(reader, &r.path, pos, Some(r.end), ctx)
+    }
+}
+
+impl NamedDoFn for ReadRange {
+    const NAME: &'static str = "beamline.io.ReadRange";
+}
+crate::register_dofn!(ReadRange);
+
+impl PTransform<PBegin> for ReadFromText {
+    type Output = PCollection<String>;
+    fn expand(self, input: &PBegin) -> PCollection<String> {
+        input
+            .0
+            .apply("Impulse", Impulse)
+            .apply(
+                "ExpandGlob",
+                ParDo::named(ExpandGlob {
+                    pattern: self.pattern,
+                    split_size: self.split_size,
+                }),
+            )
+            .apply("Reshuffle", Reshuffle::new())
+            .apply("ReadRanges", ParDo::named(ReadRange))
+    }
+}
+
+/// Writes lines to sharded text files `PREFIX-SSSSS-of-NNNNN[SUFFIX]`.
+///
+/// Lines go to temporary files first; they are renamed to their final names only when
+/// everything was written, so a failed job leaves nothing under the final names.
+/// Returns the final file names.
+///
+/// # Examples
+///
+/// ```no_run
+/// use beamline::{Create, Pipeline, PipelineOptions, WriteToText};
+/// let p = Pipeline::new(PipelineOptions::default());
+/// let lines = p.apply("Lines", Create::of(vec!["a".to_string()]));
+/// lines.apply("Write", WriteToText::new("out/result").with_num_shards(1));
+/// p.run().unwrap();
+/// ```
+pub struct WriteToText {
+    prefix: String,
+    suffix: String,
+    num_shards: usize,
+}
+
+impl WriteToText {
+    /// Writes to files starting with `prefix`; the number of shards is chosen by the runner.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        WriteToText {
+            prefix: prefix.into(),
+            suffix: String::new(),
+            num_shards: 0,
+        }
+    }
+
+    /// Appends `suffix` (e.g. `.txt`) to every file name.
+    pub fn with_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.suffix = suffix.into();
+        self
+    }
+
+    /// Writes exactly `n` shards (0: chosen by the runner).
+    pub fn with_num_shards(mut self, n: usize) -> Self {
+        self.num_shards = n;
+        self
+    }
+}
+
+fn temp_dir_for(prefix: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    PathBuf::from(format!(
+        "{prefix}.beamline-temp-{}-{nanos}",
+        std::process::id()
+    ))
+}
+
+fn create_writer(path: &Path) -> Result<BufWriter<File>, UserError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let f = File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    Ok(BufWriter::with_capacity(1 << 20, f))
+}
+
+/// Writes each bundle to its own temporary file; emits the file's path.
+#[derive(Serialize, Deserialize)]
+struct WriteBundles {
+    temp_dir: String,
+    #[serde(skip)]
+    current: Option<(String, BufWriter<File>)>,
+}
+
+impl Clone for WriteBundles {
+    /// A clone starts without an open file (each worker writes its own).
+    fn clone(&self) -> Self {
+        WriteBundles {
+            temp_dir: self.temp_dir.clone(),
+            current: None,
+        }
+    }
+}
+
+impl DoFn for WriteBundles {
+    type In = String;
+    type Out = String;
+    fn process(&mut self, line: String, _ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+        if self.current.is_none() {
+            let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
+            let w = create_writer(Path::new(&path))?;
+            self.current = Some((path, w));
+        }
+        let (path, w) = self.current.as_mut().expect("opened above");
+        w.write_all(line.as_bytes())
+            .and_then(|_| w.write_all(b"\n"))
+            .map_err(|e| format!("writing {path}: {e}"))?;
+        Ok(())
+    }
+
+    fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {
+        if let Some((path, mut w)) = self.current.take() {
+            w.flush()
+                .map_err(|e| format!("writing {path}: {e}"))?;
+            ctx.output_at(path, GLOBAL_WINDOW_MAX_TIMESTAMP, Window::Global);
+        }
+        Ok(())
+    }
+}
+
+impl NamedDoFn for WriteBundles {
+    const NAME: &'static str = "beamline.io.WriteBundles";
+}
+crate::register_dofn!(WriteBundles);
+
+/// Writes one shard's lines to a temporary file named after the shard.
+#[derive(Clone, Serialize, Deserialize)]
+struct WriteShard {
+    temp_dir: String,
+}
+
+impl DoFn for WriteShard {
+    type In = (i64, Vec<String>);
+    type Out = String;
+    fn process(
+        &mut self,
+        (shard, lines): (i64, Vec<String>),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let path = format!("{}/shard-{shard:05}", self.temp_dir);
+        let mut w = create_writer(Path::new(&path))?;
+        for l in lines {
+            w.write_all(l.as_bytes())
+                .and_then(|_| w.write_all(b"\n"))
+                .map_err(|e| format!("writing {path}: {e}"))?;
+        }
+        w.flush().map_err(|e| format!("writing {path}: {e}"))?;
+        ctx.output(path);
+        Ok(())
+    }
+}
+
+impl NamedDoFn for WriteShard {
+    const NAME: &'static str = "beamline.io.WriteShard";
+}
+crate::register_dofn!(WriteShard);
+
+/// Renames the temporary files to their final names once all are written.
+#[derive(Clone, Serialize, Deserialize)]
+struct Finalize {
+    prefix: String,
+    suffix: String,
+    num_shards: usize,
+    temp_dir: String,
+}
+
+impl DoFn for Finalize {
+    type In = ((), Vec<String>);
+    type Out = String;
+    fn process(
+        &mut self,
+        (_, mut temps): ((), Vec<String>),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        temps.sort();
+        let n = if self.num_shards > 0 {
+            self.num_shards
+        } else {
+            temps.len().max(1)
+        };
+        let name = |i: usize| format!("{}-{i:05}-of-{n:05}{}", self.prefix, self.suffix);
+        let mut finals = Vec::with_capacity(n);
+        let mut by_shard: Vec<Option<String>> = vec![None; n];
+        if self.num_shards > 0 {
+            for t in temps {
+                let idx: usize = t
+                    .rsplit("shard-")
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("unexpected temporary file {t}"))?;
+                by_shard[idx] = Some(t);
+            }
+        } else {
+            for (i, t) in temps.into_iter().enumerate() {
+                by_shard[i] = Some(t);
+            }
+        }
+        for (i, temp) in by_shard.into_iter().enumerate() {
+            let target = name(i);
+            if let Some(dir) = Path::new(&target).parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+            match temp {
+                Some(t) => std::fs::rename(&t, &target)
+                    .map_err(|e| format!("renaming {t} to {target}: {e}"))?,
+                None => {
+                    File::create(&target).map_err(|e| format!("creating {target}: {e}"))?;
+                }
+            }
+            finals.push(target);
+        }
+        let _ = std::fs::remove_dir_all(&self.temp_dir);
+        for f in finals {
+            ctx.output(f);
+        }
+        Ok(())
+    }
+}
+
+impl NamedDoFn for Finalize {
+    const NAME: &'static str = "beamline.io.FinalizeText";
+}
+crate::register_dofn!(Finalize);
+
+impl PTransform<PCollection<String>> for WriteToText {
+    type Output = PCollection<String>;
+    fn expand(self, input: &PCollection<String>) -> PCollection<String> {
+        let p = input.pipeline().clone();
+        let temp_dir = temp_dir_for(&self.prefix);
+        p.cleanup_on_failure(temp_dir.clone());
+        let temp_dir = temp_dir.to_string_lossy().into_owned();
+        // Shards are files of the whole collection, whatever its windows.
+        let input = input.apply("GlobalWindow", WindowInto::global());
+        let temps = if self.num_shards > 0 {
+            let n = self.num_shards as u64;
+            input
+                .map("AssignShard", move |l: String| ((rand::random::<u64>() % n) as i64, l))
+                .group_by_key("GroupShards")
+                .apply(
+                    "WriteShards",
+                    ParDo::named(WriteShard {
+                        temp_dir: temp_dir.clone(),
+                    }),
+                )
+        } else {
+            input.apply(
+                "WriteBundles",
+                ParDo::named(WriteBundles {
+                    temp_dir: temp_dir.clone(),
+                    current: None,
+                }),
+            )
+        };
+        temps
+            .map("KeyAll", |t: String| ((), t))
+            .group_by_key("CollectTemps")
+            .apply(
+                "Finalize",
+                ParDo::named(Finalize {
+                    prefix: self.prefix,
+                    suffix: self.suffix,
+                    num_shards: self.num_shards,
+                    temp_dir,
+                }),
+            )
+    }
+}

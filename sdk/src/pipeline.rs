@@ -1,0 +1,373 @@
+//! `Pipeline`: builds the portable pipeline proto as transforms are applied, and runs it.
+
+use crate::error::{Error, Result};
+use crate::options::PipelineOptions;
+use crate::pcollection::{PBegin, PCollection, PInput, POutput};
+use crate::proto_build;
+use beamline_engine::graph::Windowing;
+use beamline_engine::metrics::MetricResults;
+use beamline_engine::registry::{DoFnFactory, FnRegistry};
+use beamline_engine::runner::{available_runners, find_runner, JobContext};
+use beamline_proto::pipeline as pb;
+use beamline_proto::prost::Message;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Environment variable that puts a re-executed pipeline binary in worker mode: its value
+/// is the path of a pipeline proto to execute instead of the one the binary builds.
+pub const WORKER_PIPELINE_ENV: &str = "BEAMLINE_WORKER_PIPELINE";
+
+/// A transform: expands an input into outputs by applying other transforms.
+///
+/// Composite transforms implement `expand` with [`PCollection::apply`] and friends; the
+/// primitives (ParDo, GroupByKey, Flatten, Impulse, WindowInto) come with the SDK.
+pub trait PTransform<In: PInput> {
+    /// What applying the transform returns.
+    type Output: POutput;
+    /// Builds the transform's parts on `input`.
+    fn expand(self, input: &In) -> Self::Output;
+}
+
+/// A pipeline under construction; cheap to clone (a shared handle).
+///
+/// # Examples
+///
+/// ```
+/// use beamline::{Create, Pipeline, PipelineOptions};
+/// let p = Pipeline::new(PipelineOptions::default());
+/// let words = p.apply("Words", Create::of(vec!["a".to_string(), "b".to_string()]));
+/// let _upper = words.map("Upper", |w: String| w.to_uppercase());
+/// let result = p.run().unwrap();
+/// assert!(result.metrics().counters.is_empty());
+/// ```
+#[derive(Clone)]
+pub struct Pipeline {
+    pub(crate) inner: Arc<Mutex<State>>,
+}
+
+struct Scope {
+    id: String,
+    parts: Vec<String>,
+    primitive: bool,
+}
+
+pub(crate) struct State {
+    components: pb::Components,
+    roots: Vec<String>,
+    scopes: Vec<Scope>,
+    names: HashSet<String>,
+    pub(crate) fns: FnRegistry,
+    options: PipelineOptions,
+    coder_ids: HashMap<beamline_engine::coder::Coder, String>,
+    windowing_ids: HashMap<Windowing, String>,
+    windowing: HashMap<String, Windowing>,
+    errors: Vec<String>,
+    cleanup: Vec<PathBuf>,
+}
+
+/// What a finished pipeline reports.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineResult {
+    metrics: MetricResults,
+}
+
+impl PipelineResult {
+    /// User metrics (counters, distributions, gauges) by transform and name.
+    pub fn metrics(&self) -> &MetricResults {
+        &self.metrics
+    }
+}
+
+impl Pipeline {
+    /// An empty pipeline with these options.
+    pub fn new(options: PipelineOptions) -> Pipeline {
+        let mut components = pb::Components::default();
+        components.environments.insert(
+            proto_build::RUST_ENV.to_string(),
+            pb::Environment {
+                urn: beamline_proto::urns::ENV_RUST.into(),
+                ..Default::default()
+            },
+        );
+        Pipeline {
+            inner: Arc::new(Mutex::new(State {
+                components,
+                roots: Vec::new(),
+                scopes: Vec::new(),
+                names: HashSet::new(),
+                fns: FnRegistry::default(),
+                options,
+                coder_ids: HashMap::new(),
+                windowing_ids: HashMap::new(),
+                windowing: HashMap::new(),
+                errors: Vec::new(),
+                cleanup: Vec::new(),
+            })),
+        }
+    }
+
+    /// A pipeline whose options come from the command line.
+    ///
+    /// # Errors
+    /// When the command line has malformed options.
+    pub fn from_env() -> Result<Pipeline> {
+        Ok(Pipeline::new(PipelineOptions::from_env()?))
+    }
+
+    /// The options.
+    pub fn options(&self) -> PipelineOptions {
+        self.inner.lock().options.clone()
+    }
+
+    /// Applies a root transform (Create, a source, Impulse).
+    pub fn apply<T: PTransform<PBegin>>(&self, name: &str, t: T) -> T::Output {
+        apply(&PBegin(self.clone()), name, t)
+    }
+
+    /// The portable pipeline proto as built so far.
+    pub fn to_proto(&self) -> pb::Pipeline {
+        let st = self.inner.lock();
+        pb::Pipeline {
+            components: Some(st.components.clone()),
+            root_transform_ids: st.roots.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Runs the pipeline on the runner named by `--runner` and waits for it to finish.
+    ///
+    /// In worker mode (environment variable [`WORKER_PIPELINE_ENV`] set), the pipeline
+    /// proto in that file is executed instead, with this binary's closures.
+    ///
+    /// # Errors
+    /// Construction errors (duplicate names), [`Error::UnknownRunner`], and any failure of
+    /// the job; on failure, temporary output files are removed.
+    pub fn run(&self) -> Result<PipelineResult> {
+        let (bytes, functions, options) = {
+            let st = self.inner.lock();
+            if !st.errors.is_empty() {
+                return Err(Error::Construction(st.errors.join("; ")));
+            }
+            drop(st);
+            let bytes = match std::env::var_os(WORKER_PIPELINE_ENV) {
+                Some(path) => std::fs::read(&path).map_err(|source| Error::Io {
+                    context: format!("reading worker pipeline {}", PathBuf::from(path).display()),
+                    source,
+                })?,
+                None => self.to_proto().encode_to_vec(),
+            };
+            let st = self.inner.lock();
+            (bytes, Arc::new(st.fns.clone()), st.options.clone())
+        };
+        crate::link_runners();
+        let name = options.runner().to_string();
+        let reg = find_runner(&name).ok_or_else(|| Error::UnknownRunner {
+            name: name.clone(),
+            available: available_runners()
+                .iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let runner = (reg.create)();
+        let job = JobContext {
+            functions,
+            options: options.values().clone(),
+        };
+        match runner.run(&bytes, job) {
+            Ok(r) => Ok(PipelineResult { metrics: r.metrics }),
+            Err(e) => {
+                for dir in &self.inner.lock().cleanup {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    // ---- construction API used by transforms ----
+
+    fn enter(&self, name: &str) -> String {
+        let mut st = self.inner.lock();
+        let clean = if name.is_empty() { "Unnamed" } else { name };
+        let base = match st.scopes.last() {
+            Some(s) => format!("{}/{clean}", s.id),
+            None => clean.to_string(),
+        };
+        let mut id = base.clone();
+        if st.names.contains(&id) {
+            st.errors.push(format!(
+                "two transforms are named '{base}'; give each application a unique name"
+            ));
+            let mut n = 2;
+            while st.names.contains(&format!("{base}_{n}")) {
+                n += 1;
+            }
+            id = format!("{base}_{n}");
+        }
+        st.names.insert(id.clone());
+        match st.scopes.last_mut() {
+            Some(s) => s.parts.push(id.clone()),
+            None => st.roots.push(id.clone()),
+        }
+        st.scopes.push(Scope {
+            id: id.clone(),
+            parts: Vec::new(),
+            primitive: false,
+        });
+        st.components.transforms.insert(
+            id.clone(),
+            pb::PTransform {
+                unique_name: id.clone(),
+                ..Default::default()
+            },
+        );
+        id
+    }
+
+    fn exit(&self, inputs: Vec<String>, outputs: Vec<String>) {
+        let mut st = self.inner.lock();
+        let scope = st.scopes.pop().expect("balanced enter/exit");
+        let t = st
+            .components
+            .transforms
+            .get_mut(&scope.id)
+            .expect("entered transform exists");
+        t.subtransforms = scope.parts;
+        if !scope.primitive {
+            t.inputs = numbered("in", inputs);
+            t.outputs = numbered("out", outputs);
+        }
+    }
+
+    /// Unique name of the transform being expanded.
+    pub(crate) fn current_name(&self) -> String {
+        self.inner
+            .lock()
+            .scopes
+            .last()
+            .map(|s| s.id.clone())
+            .unwrap_or_default()
+    }
+
+    /// Creates an output PCollection of the transform being expanded.
+    pub(crate) fn new_output<T: crate::Element>(&self, tag: &str, windowing: Windowing) -> PCollection<T> {
+        let id = self.new_output_with_coder(tag, &T::coder(), windowing);
+        PCollection::from_id(self.clone(), id)
+    }
+
+    /// Creates an output PCollection with an explicit coder; returns its id.
+    pub(crate) fn new_output_with_coder(
+        &self,
+        tag: &str,
+        coder: &beamline_engine::coder::Coder,
+        windowing: Windowing,
+    ) -> String {
+        let mut guard = self.inner.lock();
+        let st = &mut *guard;
+        let transform = st.scopes.last().map(|s| s.id.clone()).unwrap_or_default();
+        let id = format!("{transform}.{tag}");
+        let coder_id = proto_build::coder_id(&mut st.components, &mut st.coder_ids, coder);
+        let st = &mut *st;
+        let ws_id = proto_build::windowing_id(&mut st.components, &mut st.windowing_ids, &windowing);
+        st.components.pcollections.insert(
+            id.clone(),
+            pb::PCollection {
+                unique_name: id.clone(),
+                coder_id,
+                is_bounded: pb::is_bounded::Enum::Bounded as i32,
+                windowing_strategy_id: ws_id,
+                display_data: vec![],
+            },
+        );
+        st.windowing.insert(id.clone(), windowing);
+        id
+    }
+
+    /// The windowing of a PCollection.
+    pub(crate) fn windowing_of(&self, pcoll: &str) -> Windowing {
+        self.inner
+            .lock()
+            .windowing
+            .get(pcoll)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Marks the transform being expanded as a primitive with this spec and wiring.
+    pub(crate) fn set_primitive(
+        &self,
+        spec: pb::FunctionSpec,
+        inputs: Vec<(String, String)>,
+        outputs: Vec<(String, String)>,
+        with_environment: bool,
+    ) {
+        let mut st = self.inner.lock();
+        let scope = st.scopes.last_mut().expect("inside a transform");
+        scope.primitive = true;
+        let id = scope.id.clone();
+        let t = st.components.transforms.get_mut(&id).expect("exists");
+        t.spec = Some(spec);
+        t.inputs = inputs.into_iter().collect();
+        t.outputs = outputs.into_iter().collect();
+        if with_environment {
+            t.environment_id = proto_build::RUST_ENV.into();
+        }
+    }
+
+    /// Sets the URN and payload of the (composite) transform being expanded.
+    pub(crate) fn set_composite_spec(&self, spec: pb::FunctionSpec) {
+        let mut st = self.inner.lock();
+        let id = st.scopes.last().expect("inside a transform").id.clone();
+        st.components.transforms.get_mut(&id).expect("exists").spec = Some(spec);
+    }
+
+    /// Registers a closure DoFn under `id`.
+    pub(crate) fn register_dofn(&self, id: &str, factory: DoFnFactory) {
+        self.inner.lock().fns.add_dofn(id, factory);
+    }
+
+    /// Registers a closure CombineFn under `id`.
+    pub(crate) fn register_combine_fn(
+        &self,
+        id: &str,
+        f: Arc<dyn beamline_engine::combine::CombineFnInvoker>,
+    ) {
+        self.inner.lock().fns.add_combine_fn(id, f);
+    }
+
+    /// The proto coder id of `coder`, adding it to the components if new.
+    pub(crate) fn coder_id(&self, coder: &beamline_engine::coder::Coder) -> String {
+        let mut st = self.inner.lock();
+        let st = &mut *st;
+        proto_build::coder_id(&mut st.components, &mut st.coder_ids, coder)
+    }
+
+    /// Removes `dir` if the job fails.
+    pub(crate) fn cleanup_on_failure(&self, dir: PathBuf) {
+        self.inner.lock().cleanup.push(dir);
+    }
+
+    /// Records a construction error reported at `run`.
+    pub(crate) fn construction_error(&self, msg: String) {
+        self.inner.lock().errors.push(msg);
+    }
+}
+
+fn numbered(prefix: &str, ids: Vec<String>) -> HashMap<String, String> {
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| (format!("{prefix}{i:04}"), id))
+        .collect()
+}
+
+/// Applies `t` to `input` under `name` (the transform's unique name is its path).
+pub(crate) fn apply<In: PInput, T: PTransform<In>>(input: &In, name: &str, t: T) -> T::Output {
+    let p = input.pipeline();
+    p.enter(name);
+    let out = t.expand(input);
+    p.exit(input.pcollection_ids(), out.pcollection_ids());
+    out
+}

@@ -1,0 +1,306 @@
+//! Combine: the CombineFn trait, Combine per key and globally (lifted before the shuffle).
+
+use super::create::Impulse;
+use super::group::GroupByKey;
+use super::ParDo;
+use crate::dofn::{DoFn, ProcessContext};
+use crate::element::Element;
+use crate::pcollection::PCollection;
+use crate::pipeline::PTransform;
+use beamline_engine::combine::{Accumulator, CombineFnInvoker};
+use beamline_engine::registry::NamedCombineFn;
+use beamline_engine::spec::{FnRef, UserFnSpec};
+use beamline_engine::time::GLOBAL_WINDOW_MAX_TIMESTAMP;
+use beamline_engine::window::WindowFn;
+use beamline_engine::{UserError, Value};
+use beamline_proto::pipeline as pb;
+use beamline_proto::prost::Message;
+use beamline_proto::urns;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// An associative, commutative aggregation, in Beam's four steps.
+///
+/// # Examples
+///
+/// ```
+/// use beamline::CombineFn;
+/// struct Longest;
+/// impl CombineFn for Longest {
+///     type In = String;
+///     type Acc = String;
+///     type Out = String;
+///     fn create_accumulator(&self) -> String { String::new() }
+///     fn add_input(&self, acc: &mut String, s: String) { if s.len() > acc.len() { *acc = s } }
+///     fn merge_accumulators(&self, accs: Vec<String>) -> String {
+///         accs.into_iter().max_by_key(|s| s.len()).unwrap_or_default()
+///     }
+///     fn extract_output(&self, acc: String) -> String { acc }
+/// }
+/// ```
+pub trait CombineFn: Send + Sync + 'static {
+    /// Input type.
+    type In: Element;
+    /// Accumulator type.
+    type Acc: Send + 'static;
+    /// Output type.
+    type Out: Element;
+    /// A new, empty accumulator.
+    fn create_accumulator(&self) -> Self::Acc;
+    /// Adds one input.
+    fn add_input(&self, acc: &mut Self::Acc, input: Self::In);
+    /// Merges accumulators.
+    fn merge_accumulators(&self, accs: Vec<Self::Acc>) -> Self::Acc;
+    /// The result.
+    fn extract_output(&self, acc: Self::Acc) -> Self::Out;
+}
+
+struct Adapter<C>(C);
+
+fn downcast<C: CombineFn>(acc: Accumulator) -> Result<C::Acc, UserError> {
+    acc.downcast::<C::Acc>()
+        .map(|b| *b)
+        .map_err(|_| "accumulator of another CombineFn".into())
+}
+
+impl<C: CombineFn> CombineFnInvoker for Adapter<C> {
+    fn create_accumulator(&self) -> Accumulator {
+        Box::new(self.0.create_accumulator())
+    }
+    fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
+        let acc = acc
+            .downcast_mut::<C::Acc>()
+            .ok_or("accumulator of another CombineFn")?;
+        self.0.add_input(acc, C::In::from_value(input)?);
+        Ok(())
+    }
+    fn merge_accumulators(&self, accs: Vec<Accumulator>) -> Result<Accumulator, UserError> {
+        let accs = accs.into_iter().map(downcast::<C>).collect::<Result<Vec<_>, _>>()?;
+        Ok(Box::new(self.0.merge_accumulators(accs)))
+    }
+    fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
+        Ok(self.0.extract_output(downcast::<C>(acc)?).into_value())
+    }
+}
+
+/// How a combine's function is referenced: a closure of this binary or a named function.
+#[derive(Clone)]
+pub(crate) struct CombineRef {
+    function: Option<FnRef>,
+    invoker: Arc<dyn CombineFnInvoker>,
+}
+
+impl CombineRef {
+    fn closure<C: CombineFn>(c: C) -> Self {
+        CombineRef {
+            function: None,
+            invoker: Arc::new(Adapter(c)),
+        }
+    }
+
+    /// A CombineFn registered with `inventory` under `name`.
+    ///
+    /// # Panics
+    /// If nothing is registered under `name` (a bug in the SDK: names are its own).
+    pub(crate) fn named(name: &'static str, config: serde_json::Value) -> Self {
+        let reg = inventory::iter::<NamedCombineFn>
+            .into_iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("combine fn '{name}' is not registered"));
+        let invoker = (reg.build)(&config.to_string())
+            .unwrap_or_else(|e| panic!("combine fn '{name}' rejects its config: {e}"));
+        CombineRef {
+            function: Some(FnRef::Named {
+                name: name.to_string(),
+                config,
+            }),
+            invoker,
+        }
+    }
+}
+
+/// Combines the values of each key (and window) with a CombineFn.
+pub struct CombinePerKey<K, V, O> {
+    f: CombineRef,
+    _t: PhantomData<fn(K, V) -> O>,
+}
+
+impl<K: Element, V: Element, O: Element> CombinePerKey<K, V, O> {
+    /// Combine per key with `c`.
+    pub fn new<C: CombineFn<In = V, Out = O>>(c: C) -> Self {
+        CombinePerKey {
+            f: CombineRef::closure(c),
+            _t: PhantomData,
+        }
+    }
+
+    pub(crate) fn from_ref(f: CombineRef) -> Self {
+        CombinePerKey { f, _t: PhantomData }
+    }
+}
+
+/// Combines grouped values: the expansion of CombinePerKey for runners that do not lift.
+struct CombineGroupedValues<K, V, O> {
+    invoker: Arc<dyn CombineFnInvoker>,
+    _t: PhantomData<fn(K, V) -> O>,
+}
+
+impl<K, V, O> Clone for CombineGroupedValues<K, V, O> {
+    fn clone(&self) -> Self {
+        CombineGroupedValues {
+            invoker: self.invoker.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<K: Element, V: Element, O: Element> DoFn for CombineGroupedValues<K, V, O> {
+    type In = (K, Vec<V>);
+    type Out = (K, O);
+    fn process(&mut self, (k, vs): (K, Vec<V>), ctx: &mut ProcessContext<'_, '_, (K, O)>) -> Result<(), UserError> {
+        let mut acc = self.invoker.create_accumulator();
+        for v in vs {
+            self.invoker.add_input(&mut acc, v.into_value())?;
+        }
+        let out = O::from_value(self.invoker.extract_output(acc)?)?;
+        ctx.output((k, out));
+        Ok(())
+    }
+}
+
+impl<K: Element, V: Element, O: Element> PTransform<PCollection<(K, V)>> for CombinePerKey<K, V, O> {
+    type Output = PCollection<(K, O)>;
+    fn expand(self, input: &PCollection<(K, V)>) -> PCollection<(K, O)> {
+        let p = input.pipeline().clone();
+        let name = p.current_name();
+        let function = match self.f.function.clone() {
+            Some(f) => f,
+            None => {
+                p.register_combine_fn(&name, self.f.invoker.clone());
+                FnRef::Closure { id: name }
+            }
+        };
+        let spec = UserFnSpec {
+            function,
+            outputs: vec![],
+            side_inputs: vec![],
+        };
+        let accumulator_coder_id =
+            p.coder_id(&beamline_engine::coder::Coder::Opaque("accumulator".into()));
+        p.set_composite_spec(pb::FunctionSpec {
+            urn: urns::COMBINE_PER_KEY.into(),
+            payload: pb::CombinePayload {
+                combine_fn: Some(pb::FunctionSpec {
+                    urn: urns::BEAMLINE_COMBINE_FN.into(),
+                    payload: spec.to_payload(),
+                }),
+                accumulator_coder_id,
+            }
+            .encode_to_vec(),
+        });
+        input.apply("GroupByKey", GroupByKey::new()).apply(
+            "Combine",
+            ParDo::of(CombineGroupedValues::<K, V, O> {
+                invoker: self.f.invoker,
+                _t: PhantomData,
+            }),
+        )
+    }
+}
+
+/// Combines all values of each window into one.
+///
+/// With the global window, an empty input yields the CombineFn's empty result (as Beam
+/// does), unless built [`without_defaults`](CombineGlobally::without_defaults).
+pub struct CombineGlobally<V, O> {
+    f: CombineRef,
+    defaults: bool,
+    _t: PhantomData<fn(V) -> O>,
+}
+
+impl<V: Element, O: Element> CombineGlobally<V, O> {
+    /// Combine everything with `c`.
+    pub fn new<C: CombineFn<In = V, Out = O>>(c: C) -> Self {
+        CombineGlobally {
+            f: CombineRef::closure(c),
+            defaults: true,
+            _t: PhantomData,
+        }
+    }
+
+    pub(crate) fn from_ref(f: CombineRef, defaults: bool) -> Self {
+        CombineGlobally {
+            f,
+            defaults,
+            _t: PhantomData,
+        }
+    }
+
+    /// Empty input gives empty output.
+    pub fn without_defaults(mut self) -> Self {
+        self.defaults = false;
+        self
+    }
+}
+
+/// Emits the combined value, or the default when the combine saw no input.
+#[derive(Clone)]
+struct InjectDefault<O: Element> {
+    default: O,
+    combined: crate::SideInput<Vec<O>>,
+}
+
+impl<O: Element> DoFn for InjectDefault<O> {
+    type In = ();
+    type Out = O;
+    fn process(&mut self, _: (), ctx: &mut ProcessContext<'_, '_, O>) -> Result<(), UserError> {
+        let values = ctx.side_input(&self.combined)?.clone();
+        if values.is_empty() {
+            ctx.output_with_timestamp(self.default.clone(), GLOBAL_WINDOW_MAX_TIMESTAMP);
+        }
+        for v in values {
+            ctx.output_with_timestamp(v, GLOBAL_WINDOW_MAX_TIMESTAMP);
+        }
+        Ok(())
+    }
+}
+
+impl<V: Element, O: Element> PTransform<PCollection<V>> for CombineGlobally<V, O> {
+    type Output = PCollection<O>;
+    fn expand(self, input: &PCollection<V>) -> PCollection<O> {
+        let invoker = self.f.invoker.clone();
+        let values = input
+            .map("KeyWithVoid", |v: V| ((), v))
+            .apply("CombinePerKey", CombinePerKey::<(), V, O>::from_ref(self.f))
+            .map("UnKey", |(_, o): ((), O)| o);
+        if !self.defaults || input.windowing().window_fn != WindowFn::Global {
+            return values;
+        }
+        let default = invoker
+            .extract_output(invoker.create_accumulator())
+            .map_err(|e| e.to_string())
+            .and_then(|v| O::from_value(v).map_err(|e| e.to_string()));
+        let default = match default {
+            Ok(d) => d,
+            Err(e) => {
+                input.pipeline().construction_error(format!(
+                    "'{}': the CombineFn's empty result is unusable: {e}",
+                    input.pipeline().current_name()
+                ));
+                return values;
+            }
+        };
+        let view = values.as_iter();
+        input
+            .pipeline()
+            .apply("DefaultImpulse", Impulse)
+            .apply(
+                "InjectDefault",
+                ParDo::of(InjectDefault {
+                    default,
+                    combined: view.clone(),
+                })
+                .with_side_input(&view),
+            )
+    }
+}

@@ -1,0 +1,25 @@
+//! The SDK's transforms, one per file.
+
+pub mod combine;
+pub mod combiners;
+mod create;
+mod flatten;
+mod group;
+mod kv;
+mod map;
+mod pardo;
+mod partition;
+mod reshuffle;
+mod window;
+
+pub use combine::{CombineFn, CombineGlobally, CombinePerKey};
+pub use combiners::{Count, Distinct, Max, Mean, Min, Sample, Sum, Top};
+pub use create::{Create, Impulse};
+pub use flatten::Flatten;
+pub use group::{CoGroupByKey, GroupByKey};
+pub use kv::{KvSwap, Keys, Values};
+pub use map::{Filter, FlatMap, Map};
+pub use pardo::{ParDo, ParDoWithOutputs, TaggedOutputs, MAIN_TAG};
+pub use partition::Partition;
+pub use reshuffle::Reshuffle;
+pub use window::{WindowInto, WithTimestamps};
