@@ -56,7 +56,7 @@ impl<T> PCollection<T> {
 impl<T: Element> PCollection<T> {
     /// Applies a transform to this collection under `name`.
     pub fn apply<P: PTransform<Self>>(&self, name: &str, t: P) -> P::Output {
-        apply(self, name, t)
+        <Self as PInput>::apply(self, name, t)
     }
 
     /// One output per element: `f(x)`.
@@ -96,12 +96,26 @@ impl<T: Element> PCollection<T> {
 #[derive(Clone)]
 pub struct PBegin(pub(crate) Pipeline);
 
-/// Something transforms can be applied to.
-pub trait PInput {
+/// Something transforms can be applied to: a PCollection, a list or pair of them.
+///
+/// # Examples
+///
+/// ```
+/// use beamline::{Create, Flatten, PInput, Pipeline, PipelineOptions};
+/// let p = Pipeline::new(PipelineOptions::default());
+/// let a = p.apply("A", Create::of(vec![1i64]));
+/// let b = p.apply("B", Create::of(vec![2i64]));
+/// let _both = vec![a, b].apply("Both", Flatten);
+/// ```
+pub trait PInput: Sized {
     /// The pipeline.
     fn pipeline(&self) -> Pipeline;
     /// Ids of the PCollections it consists of.
     fn pcollection_ids(&self) -> Vec<String>;
+    /// Applies a transform under `name`.
+    fn apply<T: PTransform<Self>>(&self, name: &str, t: T) -> T::Output {
+        apply(self, name, t)
+    }
 }
 
 /// Something transforms return.
