@@ -211,6 +211,20 @@ impl<O: Element> ProcessContext<'_, '_, O> {
         self.inner.side_input(i)?.view(|values| view.build(values))
     }
 
+    /// All values of side input number `index` (in attachment order) in the window the
+    /// element maps to; for [`NamedDoFn`]s, which cannot hold a [`SideInput`] handle.
+    ///
+    /// # Errors
+    /// When there is no such side input or a value is not a `T`.
+    pub fn side_input_at<T: Element>(&self, index: usize) -> Result<Vec<T>, UserError> {
+        self.inner
+            .side_input(index)?
+            .values()
+            .iter()
+            .map(|v| T::from_value(v.clone()).map_err(Into::into))
+            .collect()
+    }
+
     /// Adds `delta` to a counter.
     pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
         self.inner.metrics().inc_counter(namespace, name, delta);

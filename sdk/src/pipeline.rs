@@ -145,21 +145,39 @@ impl Pipeline {
     /// Construction errors (duplicate names), [`Error::UnknownRunner`], and any failure of
     /// the job; on failure, temporary output files are removed.
     pub fn run(&self) -> Result<PipelineResult> {
-        let (bytes, functions, options) = {
+        let bytes = match std::env::var_os(WORKER_PIPELINE_ENV) {
+            Some(path) => std::fs::read(&path).map_err(|source| Error::Io {
+                context: format!("reading worker pipeline {}", PathBuf::from(path).display()),
+                source,
+            })?,
+            None => self.to_proto().encode_to_vec(),
+        };
+        self.run_encoded(&bytes)
+    }
+
+    /// The closures registered so far, by transform name (what runners resolve them from).
+    pub fn closures(&self) -> FnRegistry {
+        self.inner.lock().fns.clone()
+    }
+
+    /// Runs another pipeline proto with this pipeline's closures and options.
+    ///
+    /// Closures resolve by transform name, so `proto` may be this pipeline's proto as
+    /// built by another run of the same program (how workers execute), or an edited one.
+    ///
+    /// # Errors
+    /// As [`Pipeline::run`].
+    pub fn run_proto(&self, proto: &pb::Pipeline) -> Result<PipelineResult> {
+        self.run_encoded(&proto.encode_to_vec())
+    }
+
+    fn run_encoded(&self, bytes: &[u8]) -> Result<PipelineResult> {
+        let (functions, options) = {
             let st = self.inner.lock();
             if !st.errors.is_empty() {
                 return Err(Error::Construction(st.errors.join("; ")));
             }
-            drop(st);
-            let bytes = match std::env::var_os(WORKER_PIPELINE_ENV) {
-                Some(path) => std::fs::read(&path).map_err(|source| Error::Io {
-                    context: format!("reading worker pipeline {}", PathBuf::from(path).display()),
-                    source,
-                })?,
-                None => self.to_proto().encode_to_vec(),
-            };
-            let st = self.inner.lock();
-            (bytes, Arc::new(st.fns.clone()), st.options.clone())
+            (Arc::new(st.fns.clone()), st.options.clone())
         };
         crate::link_runners();
         let name = options.runner().to_string();
@@ -176,7 +194,7 @@ impl Pipeline {
             functions,
             options: options.values().clone(),
         };
-        match runner.run(&bytes, job) {
+        match runner.run(bytes, job) {
             Ok(r) => Ok(PipelineResult { metrics: r.metrics }),
             Err(e) => {
                 for dir in &self.inner.lock().cleanup {

@@ -364,13 +364,11 @@ struct Finalize {
 }
 
 impl DoFn for Finalize {
-    type In = ((), Vec<String>);
+    type In = ();
     type Out = String;
-    fn process(
-        &mut self,
-        (_, mut temps): ((), Vec<String>),
-        ctx: &mut ProcessContext<'_, '_, String>,
-    ) -> Result<(), UserError> {
+    fn process(&mut self, _: (), ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+        // Side input 0: the paths of all temporary files.
+        let mut temps: Vec<String> = ctx.side_input_at(0)?;
         temps.sort();
         let n = if self.num_shards > 0 {
             self.num_shards
@@ -450,17 +448,17 @@ impl PTransform<PCollection<String>> for WriteToText {
                 }),
             )
         };
-        temps
-            .map("KeyAll", |t: String| ((), t))
-            .group_by_key("CollectTemps")
-            .apply(
-                "Finalize",
-                ParDo::named(Finalize {
-                    prefix: self.prefix,
-                    suffix: self.suffix,
-                    num_shards: self.num_shards,
-                    temp_dir,
-                }),
-            )
+        // Runs once, after every temporary file is written, even when there are none.
+        let written = temps.as_iter();
+        p.apply("FinalizeImpulse", Impulse).apply(
+            "Finalize",
+            ParDo::named(Finalize {
+                prefix: self.prefix,
+                suffix: self.suffix,
+                num_shards: self.num_shards,
+                temp_dir,
+            })
+            .with_side_input(&written),
+        )
     }
 }
