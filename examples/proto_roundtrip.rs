@@ -31,6 +31,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     run_in_child_process(&proto, &args)?;
     std::fs::remove_file(&proto)?;
-    println!("{}", std::fs::read_to_string(format!("{output}-00000-of-00001"))?.trim());
+    println!(
+        "{}",
+        std::fs::read_to_string(format!("{output}-00000-of-00001"))?.trim()
+    );
     Ok(())
 }

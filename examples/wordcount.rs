@@ -23,6 +23,9 @@ fn main() -> anyhow::Result<()> {
         .apply("Write", WriteToText::new(output));
 
     let result = p.run()?;
-    eprintln!("done; {} metric(s) reported", result.metrics().counters.len());
+    eprintln!(
+        "done; {} metric(s) reported",
+        result.metrics().counters.len()
+    );
     Ok(())
 }

@@ -1,1 +1,168 @@
-fn main(){}
+//! Beamline's benchmark harness: Beamline and reference programs on the same generated
+//! input, in one run, with outputs checked against each other.
+//!
+//! ```text
+//! cargo run --release -p beamline-bench -- wordcount [--size 100] [--threads 2]
+//! ```
+//!
+//! Each variant runs in its own child process so that its peak memory (RSS) is its own.
+
+mod wordcount;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Command line of the harness.
+#[derive(Parser, Debug)]
+#[command(about = "Beamline benchmarks: Beamline vs references on the same input")]
+struct Cli {
+    /// Workload to run: wordcount.
+    workload: String,
+    /// Input size (wordcount: megabytes of text).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Worker threads for Beamline (0: all cores).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Directory for inputs and outputs (default: a fresh temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Internal: run one variant in this process and report its peak RSS.
+    #[arg(long, hide = true)]
+    variant: Option<String>,
+    /// Internal: output path of the variant.
+    #[arg(long, hide = true)]
+    output: Option<PathBuf>,
+}
+
+/// One measured variant.
+struct Measurement {
+    name: String,
+    seconds: f64,
+    peak_rss_mb: f64,
+    output: PathBuf,
+}
+
+/// Peak resident set size of this process, in MiB (Linux; 0 elsewhere).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
+    let output = dir.join(format!("out-{name}"));
+    let start = Instant::now();
+    let out = Command::new(std::env::current_exe()?)
+        .arg(&cli.workload)
+        .arg(format!("--size={}", cli.size))
+        .arg(format!("--threads={}", cli.threads))
+        .arg(format!("--dir={}", dir.display()))
+        .arg(format!("--variant={name}"))
+        .arg(format!("--output={}", output.display()))
+        .output()
+        .with_context(|| format!("starting variant {name}"))?;
+    let seconds = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "variant {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let peak_rss_mb = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_mb="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    Ok(Measurement {
+        name: name.to_string(),
+        seconds,
+        peak_rss_mb,
+        output,
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let temp;
+    let dir = match &cli.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = std::env::temp_dir().join(format!("beamline-bench-{}", std::process::id()));
+            temp.clone()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    match cli.workload.as_str() {
+        "wordcount" => {}
+        other => bail!("unknown workload '{other}'; available: wordcount"),
+    }
+    if let Some(variant) = &cli.variant {
+        let output = cli
+            .output
+            .clone()
+            .context("--output is required with --variant")?;
+        wordcount::run(variant, &dir, &output, cli.threads)?;
+        println!("peak_rss_mb={:.1}", peak_rss_mb());
+        return Ok(());
+    }
+
+    let input_mb = wordcount::generate(&dir, cli.size)?;
+    eprintln!("input: {input_mb:.1} MB of text in {}", dir.display());
+    let mut results = Vec::new();
+    for name in wordcount::VARIANTS {
+        eprintln!("running {name}...");
+        results.push(run_variant(&cli, &dir, name)?);
+    }
+    let reference = wordcount::load_output(&results[0].output)?;
+    for r in &results[1..] {
+        let got = wordcount::load_output(&r.output)?;
+        if got != reference {
+            bail!(
+                "{} disagrees with {} ({} vs {} words)",
+                r.name,
+                results[0].name,
+                got.len(),
+                reference.len()
+            );
+        }
+    }
+    let base = results[0].seconds;
+    println!(
+        "workload: wordcount, input {input_mb:.1} MB, {} distinct words, beamline threads={}",
+        reference.len(),
+        cli.threads
+    );
+    println!(
+        "| variant | wall time (s) | throughput (MB/s) | peak RSS (MB) | time vs {} |",
+        results[0].name
+    );
+    println!("|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {:.2} | {:.1} | {:.0} | {:.2}x |",
+            r.name,
+            r.seconds,
+            input_mb / r.seconds,
+            r.peak_rss_mb,
+            r.seconds / base
+        );
+    }
+    println!("all outputs agree");
+    if cli.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}

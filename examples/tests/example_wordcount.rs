@@ -17,7 +17,9 @@ fn generate(lines: usize) -> String {
     let mut x: u64 = 42;
     for _ in 0..lines {
         for w in 0..12 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let r = (x >> 33) % 1000 + 1;
             let id = 1000 / r; // small ids are frequent
             s.push_str(&format!("word{id}"));
@@ -56,9 +58,15 @@ fn wordcount_matches_an_independent_count() {
         if !name.starts_with("counts-") {
             continue;
         }
-        for line in std::fs::read_to_string(dir.path().join(&name)).unwrap().lines() {
+        for line in std::fs::read_to_string(dir.path().join(&name))
+            .unwrap()
+            .lines()
+        {
             let (w, n) = line.rsplit_once(": ").unwrap();
-            assert!(got.insert(w.to_string(), n.parse().unwrap()).is_none(), "{w} twice");
+            assert!(
+                got.insert(w.to_string(), n.parse().unwrap()).is_none(),
+                "{w} twice"
+            );
         }
     }
     assert_eq!(got, expected);
@@ -74,7 +82,10 @@ fn unknown_runner_exits_with_the_list_of_runners() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown runner 'nope'; available runners: local"), "{stderr}");
+    assert!(
+        stderr.contains("unknown runner 'nope'; available runners: local"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -86,5 +97,8 @@ fn proto_roundtrip_example_runs_in_a_child_process() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "sum of squares: 385");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "sum of squares: 385"
+    );
 }

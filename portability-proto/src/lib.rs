@@ -48,12 +48,12 @@ pub mod org {
     }
 }
 
-/// Runner API: `org.apache.beam.model.pipeline.v1`.
-pub use org::apache::beam::model::pipeline::v1 as pipeline;
 /// Fn API: `org.apache.beam.model.fn_execution.v1`.
 pub use org::apache::beam::model::fn_execution::v1 as fn_execution;
 /// Job API: `org.apache.beam.model.job_management.v1`.
 pub use org::apache::beam::model::job_management::v1 as job_management;
+/// Runner API: `org.apache.beam.model.pipeline.v1`.
+pub use org::apache::beam::model::pipeline::v1 as pipeline;
 
 pub use prost;
 pub use prost_types;

@@ -32,13 +32,25 @@ fn transforms_have_beams_urns() {
     assert_eq!(urn(transform(&p, "Split")), urns::PAR_DO);
     assert_eq!(urn(transform(&p, "Group")), urns::GROUP_BY_KEY);
     assert_eq!(urn(transform(&p, "Fixed")), urns::ASSIGN_WINDOWS);
-    assert_eq!(urn(transform(&p, "Create/MaybeReshuffle/Reshuffle")), urns::RESHUFFLE);
+    assert_eq!(
+        urn(transform(&p, "Create/MaybeReshuffle/Reshuffle")),
+        urns::RESHUFFLE
+    );
     let sum = transform(&p, "Sum");
     assert_eq!(urn(sum), urns::COMBINE_PER_KEY);
     assert_eq!(sum.subtransforms.len(), 2);
-    let payload = pb::CombinePayload::decode(sum.spec.as_ref().unwrap().payload.as_slice()).unwrap();
+    let payload =
+        pb::CombinePayload::decode(sum.spec.as_ref().unwrap().payload.as_slice()).unwrap();
     assert!(!payload.accumulator_coder_id.is_empty());
-    let pardo = pb::ParDoPayload::decode(transform(&p, "Split").spec.as_ref().unwrap().payload.as_slice()).unwrap();
+    let pardo = pb::ParDoPayload::decode(
+        transform(&p, "Split")
+            .spec
+            .as_ref()
+            .unwrap()
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
     assert!(pardo.do_fn.unwrap().urn.starts_with("beam:dofn:"));
 }
 
@@ -52,12 +64,16 @@ fn coders_and_windowing_are_decoded() {
     let kv = &c.coders[&out.coder_id];
     assert_eq!(kv.spec.as_ref().unwrap().urn, urns::CODER_KV);
     let key = &c.coders[&kv.component_coder_ids[0]];
-    assert_eq!(key.spec.as_ref().unwrap().urn, "beam:coder:pickled_python:v1");
+    assert_eq!(
+        key.spec.as_ref().unwrap().urn,
+        "beam:coder:pickled_python:v1"
+    );
     let values = &c.coders[&kv.component_coder_ids[1]];
     assert_eq!(values.spec.as_ref().unwrap().urn, urns::CODER_ITERABLE);
 
     let fixed = transform(&p, "Fixed");
-    let wpay = pb::WindowIntoPayload::decode(fixed.spec.as_ref().unwrap().payload.as_slice()).unwrap();
+    let wpay =
+        pb::WindowIntoPayload::decode(fixed.spec.as_ref().unwrap().payload.as_slice()).unwrap();
     let wf = wpay.window_fn.unwrap();
     assert_eq!(wf.urn, urns::FIXED_WINDOWS);
     let fw = pb::FixedWindowsPayload::decode(wf.payload.as_slice()).unwrap();
@@ -67,16 +83,42 @@ fn coders_and_windowing_are_decoded() {
     let ws = &c.windowing_strategies[&windowed.windowing_strategy_id];
     assert_eq!(ws.window_fn.as_ref().unwrap().urn, urns::FIXED_WINDOWS);
     assert_eq!(ws.allowed_lateness, 30_000);
-    assert_eq!(ws.accumulation_mode, pb::accumulation_mode::Enum::Accumulating as i32);
+    assert_eq!(
+        ws.accumulation_mode,
+        pb::accumulation_mode::Enum::Accumulating as i32
+    );
     assert_eq!(ws.merge_status, pb::merge_status::Enum::NonMerging as i32);
-    assert_eq!(c.coders[&ws.window_coder_id].spec.as_ref().unwrap().urn, urns::CODER_INTERVAL_WINDOW);
-    let Some(pb::trigger::Trigger::AfterEndOfWindow(aeow)) = ws.trigger.as_ref().unwrap().trigger.as_ref() else {
+    assert_eq!(
+        c.coders[&ws.window_coder_id].spec.as_ref().unwrap().urn,
+        urns::CODER_INTERVAL_WINDOW
+    );
+    let Some(pb::trigger::Trigger::AfterEndOfWindow(aeow)) =
+        ws.trigger.as_ref().unwrap().trigger.as_ref()
+    else {
         panic!("expected AfterEndOfWindow, got {:?}", ws.trigger);
     };
-    let early = aeow.early_firings.as_ref().unwrap().trigger.as_ref().unwrap();
-    assert_eq!(early, &pb::trigger::Trigger::ElementCount(pb::trigger::ElementCount { element_count: 2 }));
-    let late = aeow.late_firings.as_ref().unwrap().trigger.as_ref().unwrap();
-    assert_eq!(late, &pb::trigger::Trigger::ElementCount(pb::trigger::ElementCount { element_count: 1 }));
+    let early = aeow
+        .early_firings
+        .as_ref()
+        .unwrap()
+        .trigger
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        early,
+        &pb::trigger::Trigger::ElementCount(pb::trigger::ElementCount { element_count: 2 })
+    );
+    let late = aeow
+        .late_firings
+        .as_ref()
+        .unwrap()
+        .trigger
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        late,
+        &pb::trigger::Trigger::ElementCount(pb::trigger::ElementCount { element_count: 1 })
+    );
 }
 
 #[test]

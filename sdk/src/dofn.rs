@@ -48,7 +48,10 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     /// Fails the job.
-    fn start_bundle(&mut self, _ctx: &mut BundleContext<'_, '_, Self::Out>) -> Result<(), UserError> {
+    fn start_bundle(
+        &mut self,
+        _ctx: &mut BundleContext<'_, '_, Self::Out>,
+    ) -> Result<(), UserError> {
         Ok(())
     }
     /// Processes one element.
@@ -64,7 +67,10 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     ///
     /// # Errors
     /// Fails the job.
-    fn finish_bundle(&mut self, _ctx: &mut BundleContext<'_, '_, Self::Out>) -> Result<(), UserError> {
+    fn finish_bundle(
+        &mut self,
+        _ctx: &mut BundleContext<'_, '_, Self::Out>,
+    ) -> Result<(), UserError> {
         Ok(())
     }
     /// Called once when the instance is discarded.
@@ -207,7 +213,12 @@ impl<O: Element> ProcessContext<'_, '_, O> {
             .sides
             .iter()
             .position(|s| *s == view.local_name())
-            .ok_or_else(|| format!("side input '{}' was not attached to this ParDo", view.pcollection()))?;
+            .ok_or_else(|| {
+                format!(
+                    "side input '{}' was not attached to this ParDo",
+                    view.pcollection()
+                )
+            })?;
         self.inner.side_input(i)?.view(|values| view.build(values))
     }
 
@@ -232,7 +243,9 @@ impl<O: Element> ProcessContext<'_, '_, O> {
 
     /// Reports a value to a distribution.
     pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
-        self.inner.metrics().update_distribution(namespace, name, value);
+        self.inner
+            .metrics()
+            .update_distribution(namespace, name, value);
     }
 
     /// Sets a gauge.

@@ -74,13 +74,17 @@ impl PipelineOptions {
 
     /// Sets an option.
     pub fn set(mut self, name: &str, value: impl ToString) -> Self {
-        self.values.insert(name.replace('-', "_"), value.to_string());
+        self.values
+            .insert(name.replace('-', "_"), value.to_string());
         self
     }
 
     /// The runner name (`--runner`, default `local`).
     pub fn runner(&self) -> &str {
-        self.values.get("runner").map(String::as_str).unwrap_or("local")
+        self.values
+            .get("runner")
+            .map(String::as_str)
+            .unwrap_or("local")
     }
 
     /// A typed option, `None` if absent.

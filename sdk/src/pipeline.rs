@@ -271,7 +271,11 @@ impl Pipeline {
     }
 
     /// Creates an output PCollection of the transform being expanded.
-    pub(crate) fn new_output<T: crate::Element>(&self, tag: &str, windowing: Windowing) -> PCollection<T> {
+    pub(crate) fn new_output<T: crate::Element>(
+        &self,
+        tag: &str,
+        windowing: Windowing,
+    ) -> PCollection<T> {
         let id = self.new_output_with_coder(tag, &T::coder(), windowing);
         PCollection::from_id(self.clone(), id)
     }
@@ -289,7 +293,8 @@ impl Pipeline {
         let id = format!("{transform}.{tag}");
         let coder_id = proto_build::coder_id(&mut st.components, &mut st.coder_ids, coder);
         let st = &mut *st;
-        let ws_id = proto_build::windowing_id(&mut st.components, &mut st.windowing_ids, &windowing);
+        let ws_id =
+            proto_build::windowing_id(&mut st.components, &mut st.windowing_ids, &windowing);
         st.components.pcollections.insert(
             id.clone(),
             pb::PCollection {

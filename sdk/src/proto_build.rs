@@ -114,11 +114,17 @@ pub(crate) fn windowing_id(
         WindowFn::Global => urns::CODER_GLOBAL_WINDOW,
         _ => urns::CODER_INTERVAL_WINDOW,
     };
-    let window_coder_id = format!("window_coder_{}", window_coder_urn.rsplit(':').nth(1).unwrap_or("w"));
-    comps.coders.entry(window_coder_id.clone()).or_insert(pb::Coder {
-        spec: Some(spec(window_coder_urn, vec![])),
-        component_coder_ids: vec![],
-    });
+    let window_coder_id = format!(
+        "window_coder_{}",
+        window_coder_urn.rsplit(':').nth(1).unwrap_or("w")
+    );
+    comps
+        .coders
+        .entry(window_coder_id.clone())
+        .or_insert(pb::Coder {
+            spec: Some(spec(window_coder_urn, vec![])),
+            component_coder_ids: vec![],
+        });
     let output_time = match w.timestamp_combiner {
         TimestampCombiner::EndOfWindow => pb::output_time::Enum::EndOfWindow,
         TimestampCombiner::Earliest => pb::output_time::Enum::EarliestInPane,

@@ -35,9 +35,16 @@ fn unknown_transform_urn_names_the_transform() {
     p.apply("Nums", Create::of(vec![1i64]))
         .map("Double", |x: i64| x * 2);
     let mut proto = p.to_proto();
-    transform_mut(&mut proto, "Double").spec.as_mut().unwrap().urn = "beam:transform:nope:v1".into();
+    transform_mut(&mut proto, "Double")
+        .spec
+        .as_mut()
+        .unwrap()
+        .urn = "beam:transform:nope:v1".into();
     let err = p.run_proto(&proto).unwrap_err().to_string();
-    assert!(err.contains("'Double'") && err.contains("beam:transform:nope:v1"), "{err}");
+    assert!(
+        err.contains("'Double'") && err.contains("beam:transform:nope:v1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,13 +67,17 @@ fn element_of_the_wrong_type_fails_the_reading_transform() {
     // Rewire the proto so a ParDo that expects integers reads strings.
     let p = pipeline();
     let words = p.apply("Words", Create::of(vec!["a".to_string()]));
-    p.apply("Nums", Create::of(vec![1i64])).map("Inc", |x: i64| x + 1);
+    p.apply("Nums", Create::of(vec![1i64]))
+        .map("Inc", |x: i64| x + 1);
     let mut proto = p.to_proto();
     let words_id = words.id().to_string();
     let inc = transform_mut(&mut proto, "Inc");
     inc.inputs.insert("input".into(), words_id);
     let err = p.run_proto(&proto).unwrap_err().to_string();
-    assert!(err.contains("'Inc'") && err.contains("type mismatch"), "{err}");
+    assert!(
+        err.contains("'Inc'") && err.contains("type mismatch"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,10 +97,19 @@ fn value_that_does_not_fit_the_coder_fails_the_grouping() {
         .clone();
     let kv_coder = comps.pcollections[&gbk_in].coder_id.clone();
     let key_coder = comps.coders[&kv_coder].component_coder_ids[0].clone();
-    comps.coders.get_mut(&key_coder).unwrap().spec.as_mut().unwrap().urn =
-        beamline::proto::urns::CODER_VARINT.into();
+    comps
+        .coders
+        .get_mut(&key_coder)
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .urn = beamline::proto::urns::CODER_VARINT.into();
     let err = p.run_proto(&proto).unwrap_err().to_string();
-    assert!(err.contains("'Group'") && err.contains("coder varint cannot encode a string value"), "{err}");
+    assert!(
+        err.contains("'Group'") && err.contains("coder varint cannot encode a string value"),
+        "{err}"
+    );
 }
 
 #[derive(Clone)]
@@ -158,5 +178,8 @@ fn bad_threads_option_is_an_error() {
     let p = Pipeline::new(PipelineOptions::default().set("threads", "many"));
     p.apply("Nums", Create::of(vec![1i64]));
     let err = p.run().unwrap_err().to_string();
-    assert!(err.contains("--threads must be a number, got 'many'"), "{err}");
+    assert!(
+        err.contains("--threads must be a number, got 'many'"),
+        "{err}"
+    );
 }

@@ -69,7 +69,10 @@ fn missing_input_names_the_glob() {
     let p = pipeline();
     p.apply("Read", ReadFromText::new("/definitely/not/here/*.txt"));
     let err = p.run().unwrap_err().to_string();
-    assert!(err.contains("no files match '/definitely/not/here/*.txt'"), "{err}");
+    assert!(
+        err.contains("no files match '/definitely/not/here/*.txt'"),
+        "{err}"
+    );
     assert!(err.contains("Read/ExpandGlob"), "{err}");
 }
 
@@ -81,7 +84,10 @@ fn invalid_utf8_is_an_error_naming_the_file() {
     let p = pipeline();
     p.apply("Read", ReadFromText::new(path.to_string_lossy()));
     let err = p.run().unwrap_err().to_string();
-    assert!(err.contains("bad.txt") && err.contains("not valid UTF-8"), "{err}");
+    assert!(
+        err.contains("bad.txt") && err.contains("not valid UTF-8"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -92,10 +98,14 @@ fn writes_fixed_and_runner_chosen_shards() {
     let input = p.apply("Lines", Create::of(lines.clone()));
     let fixed = dir.path().join("fixed");
     let auto = dir.path().join("auto");
-    let names = capture(&input.apply(
-        "WriteFixed",
-        WriteToText::new(fixed.to_string_lossy()).with_num_shards(3).with_suffix(".txt"),
-    ));
+    let names = capture(
+        &input.apply(
+            "WriteFixed",
+            WriteToText::new(fixed.to_string_lossy())
+                .with_num_shards(3)
+                .with_suffix(".txt"),
+        ),
+    );
     input.apply("WriteAuto", WriteToText::new(auto.to_string_lossy()));
     p.run().unwrap();
 
@@ -104,7 +114,11 @@ fn writes_fixed_and_runner_chosen_shards() {
     let (fixed_names, fixed_lines) = read_shards(&fixed);
     assert_eq!(
         fixed_names,
-        vec!["fixed-00000-of-00003.txt", "fixed-00001-of-00003.txt", "fixed-00002-of-00003.txt"]
+        vec![
+            "fixed-00000-of-00003.txt",
+            "fixed-00001-of-00003.txt",
+            "fixed-00002-of-00003.txt"
+        ]
     );
     assert_eq!(fixed_lines, sorted);
     assert_eq!(names.sorted().len(), 3);
@@ -151,7 +165,10 @@ fn failed_job_leaves_no_final_files() {
         })
         .apply("Write", WriteToText::new(prefix.to_string_lossy()));
     let err = p.run().unwrap_err().to_string();
-    assert!(err.contains("'FailOnOne'") && err.contains("bad record 4321"), "{err}");
+    assert!(
+        err.contains("'FailOnOne'") && err.contains("bad record 4321"),
+        "{err}"
+    );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "files left after a failed job: {left:?}");
 }

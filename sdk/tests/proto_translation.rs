@@ -11,7 +11,10 @@ use beamline::{Create, Pipeline, PipelineOptions, ReadFromText, Sum, WindowInto}
 
 fn sample() -> Pipeline {
     let p = Pipeline::new(PipelineOptions::default());
-    let kvs = p.apply("Kvs", Create::of(vec![("a".to_string(), 1i64), ("b".to_string(), 2)]));
+    let kvs = p.apply(
+        "Kvs",
+        Create::of(vec![("a".to_string(), 1i64), ("b".to_string(), 2)]),
+    );
     let sums = kvs.apply("SumPerKey", Sum::per_key());
     let lookup = sums.as_map();
     let lines = p.apply("Read", ReadFromText::new("/tmp/*.txt"));
@@ -20,7 +23,8 @@ fn sample() -> Pipeline {
         .apply("Window", WindowInto::fixed(60_000))
         .apply(
             "Lookup",
-            beamline::ParDo::of(beamline::transforms::Map::new(|x: i64| x)).with_side_input(&lookup),
+            beamline::ParDo::of(beamline::transforms::Map::new(|x: i64| x))
+                .with_side_input(&lookup),
         )
         .group_by_key_like();
     p
@@ -37,7 +41,12 @@ impl GroupLike for beamline::PCollection<i64> {
 }
 
 fn transform<'a>(p: &'a pb::Pipeline, name: &str) -> &'a pb::PTransform {
-    p.components.as_ref().unwrap().transforms.get(name).unwrap_or_else(|| panic!("no {name}"))
+    p.components
+        .as_ref()
+        .unwrap()
+        .transforms
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 fn urn(t: &pb::PTransform) -> &str {
@@ -45,7 +54,12 @@ fn urn(t: &pb::PTransform) -> &str {
 }
 
 fn coder_urn(p: &pb::Pipeline, id: &str) -> String {
-    p.components.as_ref().unwrap().coders[id].spec.as_ref().unwrap().urn.clone()
+    p.components.as_ref().unwrap().coders[id]
+        .spec
+        .as_ref()
+        .unwrap()
+        .urn
+        .clone()
 }
 
 #[test]
@@ -60,20 +74,50 @@ fn proto_bytes_round_trip() {
 #[test]
 fn transforms_use_beam_urns_and_beamline_functions() {
     let p = sample().to_proto();
-    assert_eq!(p.root_transform_ids, vec!["Kvs", "SumPerKey", "Read", "Len", "Window", "Lookup", "Pair", "Group"]);
+    assert_eq!(
+        p.root_transform_ids,
+        vec![
+            "Kvs",
+            "SumPerKey",
+            "Read",
+            "Len",
+            "Window",
+            "Lookup",
+            "Pair",
+            "Group"
+        ]
+    );
     assert_eq!(urn(transform(&p, "Kvs/Impulse")), urns::IMPULSE);
     assert_eq!(urn(transform(&p, "Kvs/Reshuffle")), urns::RESHUFFLE);
     assert_eq!(urn(transform(&p, "Group")), urns::GROUP_BY_KEY);
     assert_eq!(urn(transform(&p, "Window")), urns::ASSIGN_WINDOWS);
 
     // A closure ParDo names itself; a named DoFn carries its config.
-    let len = pb::ParDoPayload::decode(transform(&p, "Len").spec.as_ref().unwrap().payload.as_slice()).unwrap();
+    let len = pb::ParDoPayload::decode(
+        transform(&p, "Len")
+            .spec
+            .as_ref()
+            .unwrap()
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
     let spec = UserFnSpec::from_payload(&len.do_fn.unwrap().payload).unwrap();
     assert_eq!(spec.function, FnRef::Closure { id: "Len".into() });
     assert_eq!(transform(&p, "Len").environment_id, "rust");
-    let glob = pb::ParDoPayload::decode(transform(&p, "Read/ExpandGlob").spec.as_ref().unwrap().payload.as_slice()).unwrap();
+    let glob = pb::ParDoPayload::decode(
+        transform(&p, "Read/ExpandGlob")
+            .spec
+            .as_ref()
+            .unwrap()
+            .payload
+            .as_slice(),
+    )
+    .unwrap();
     let spec = UserFnSpec::from_payload(&glob.do_fn.unwrap().payload).unwrap();
-    let FnRef::Named { name, config } = spec.function else { panic!("expected a named DoFn") };
+    let FnRef::Named { name, config } = spec.function else {
+        panic!("expected a named DoFn")
+    };
     assert_eq!(name, "beamline.io.ExpandGlob");
     assert_eq!(config["pattern"], "/tmp/*.txt");
 
@@ -90,7 +134,10 @@ fn transforms_use_beam_urns_and_beamline_functions() {
     let pd = pb::ParDoPayload::decode(lookup.spec.as_ref().unwrap().payload.as_slice()).unwrap();
     let (local, side) = pd.side_inputs.iter().next().unwrap();
     assert!(lookup.inputs.contains_key(local));
-    assert_eq!(side.access_pattern.as_ref().unwrap().urn, urns::SIDE_INPUT_MULTIMAP);
+    assert_eq!(
+        side.access_pattern.as_ref().unwrap().urn,
+        urns::SIDE_INPUT_MULTIMAP
+    );
     assert_eq!(side.view_fn.as_ref().unwrap().payload, b"map");
 }
 
@@ -101,20 +148,33 @@ fn coders_and_windowing_strategies() {
     let group_out = &c.pcollections[transform(&p, "Group").outputs.values().next().unwrap()];
     let kv = &c.coders[&group_out.coder_id];
     assert_eq!(kv.spec.as_ref().unwrap().urn, urns::CODER_KV);
-    assert_eq!(coder_urn(&p, &kv.component_coder_ids[0]), urns::CODER_VARINT);
+    assert_eq!(
+        coder_urn(&p, &kv.component_coder_ids[0]),
+        urns::CODER_VARINT
+    );
     let it = &c.coders[&kv.component_coder_ids[1]];
     assert_eq!(it.spec.as_ref().unwrap().urn, urns::CODER_ITERABLE);
-    assert_eq!(coder_urn(&p, &it.component_coder_ids[0]), urns::CODER_VARINT);
+    assert_eq!(
+        coder_urn(&p, &it.component_coder_ids[0]),
+        urns::CODER_VARINT
+    );
 
     let ws = &c.windowing_strategies[&group_out.windowing_strategy_id];
     let wf = ws.window_fn.as_ref().unwrap();
     assert_eq!(wf.urn, urns::FIXED_WINDOWS);
     let fixed = pb::FixedWindowsPayload::decode(wf.payload.as_slice()).unwrap();
     assert_eq!(fixed.size.unwrap().seconds, 60);
-    assert_eq!(coder_urn(&p, &ws.window_coder_id), urns::CODER_INTERVAL_WINDOW);
+    assert_eq!(
+        coder_urn(&p, &ws.window_coder_id),
+        urns::CODER_INTERVAL_WINDOW
+    );
     assert_eq!(ws.output_time, pb::output_time::Enum::EndOfWindow as i32);
 
-    let read_out = &c.pcollections[transform(&p, "Read/ReadRanges").outputs.values().next().unwrap()];
+    let read_out = &c.pcollections[transform(&p, "Read/ReadRanges")
+        .outputs
+        .values()
+        .next()
+        .unwrap()];
     assert_eq!(coder_urn(&p, &read_out.coder_id), urns::CODER_STRING_UTF8);
     let global = &c.windowing_strategies[&read_out.windowing_strategy_id];
     assert_eq!(global.window_fn.as_ref().unwrap().urn, urns::GLOBAL_WINDOWS);
@@ -132,17 +192,25 @@ fn local_runner_rebuilds_the_graph_from_the_proto() {
         .expect("closures are not in an empty registry")
         .to_string();
     assert!(err.contains("cannot resolve function"), "{err}");
-    let count = |g: &beamline::engine::graph::Graph, f: fn(&NodeKind) -> bool| g.nodes.iter().filter(|n| f(&n.kind)).count();
+    let count = |g: &beamline::engine::graph::Graph, f: fn(&NodeKind) -> bool| {
+        g.nodes.iter().filter(|n| f(&n.kind)).count()
+    };
     let graph = {
         // Rebuild with the pipeline's own closures via a worker-style run of the proto.
         let fns = closures_of(&p);
         beamline_runner_local::translate::to_graph(&decoded, &fns).unwrap()
     };
     assert_eq!(count(&graph, |k| matches!(k, NodeKind::Impulse)), 2);
-    assert_eq!(count(&graph, |k| matches!(k, NodeKind::CombinePerKey { .. })), 1);
+    assert_eq!(
+        count(&graph, |k| matches!(k, NodeKind::CombinePerKey { .. })),
+        1
+    );
     assert_eq!(count(&graph, |k| matches!(k, NodeKind::GroupByKey)), 1);
     assert_eq!(count(&graph, |k| matches!(k, NodeKind::Reshuffle)), 2);
-    assert_eq!(count(&graph, |k| matches!(k, NodeKind::WindowInto { .. })), 1);
+    assert_eq!(
+        count(&graph, |k| matches!(k, NodeKind::WindowInto { .. })),
+        1
+    );
     let lookup = graph.nodes.iter().find(|n| n.name == "Lookup").unwrap();
     assert!(matches!(&lookup.kind, NodeKind::ParDo { side_inputs, .. } if side_inputs.len() == 1));
 }

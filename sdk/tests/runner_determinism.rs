@@ -13,8 +13,15 @@ fn run(threads: usize) -> Outputs {
         Create::of((0..50_000u64).map(|i| format!("w{}", (i * 7919) % 1013))),
     );
     let counts = capture(&words.apply("Count", Count::per_element()));
-    let floats = p.apply("Floats", Create::of((1..=40_000u64).map(|i| 1.0 / i as f64)));
-    let sum = capture(&floats.apply("Sum", Sum::globally()).map("Bits", |f: f64| f.to_bits()));
+    let floats = p.apply(
+        "Floats",
+        Create::of((1..=40_000u64).map(|i| 1.0 / i as f64)),
+    );
+    let sum = capture(
+        &floats
+            .apply("Sum", Sum::globally())
+            .map("Bits", |f: f64| f.to_bits()),
+    );
     let keyed = floats.map("Key", |f: f64| (format!("k{}", f.to_bits() % 7), f));
     let means = capture(
         &keyed

@@ -56,12 +56,17 @@ fn group_by_key_and_cogroup_by_key() {
     let a = p.apply("A", Create::of(vec![kv("k1", 1), kv("k2", 2), kv("k1", 3)]));
     let b = p.apply(
         "B",
-        Create::of(vec![("k1".to_string(), "x".to_string()), ("k3".to_string(), "y".to_string())]),
+        Create::of(vec![
+            ("k1".to_string(), "x".to_string()),
+            ("k3".to_string(), "y".to_string()),
+        ]),
     );
-    let grouped = a.group_by_key("Group").map("Sort", |(k, mut vs): (String, Vec<i64>)| {
-        vs.sort();
-        (k, vs)
-    });
+    let grouped = a
+        .group_by_key("Group")
+        .map("Sort", |(k, mut vs): (String, Vec<i64>)| {
+            vs.sort();
+            (k, vs)
+        });
     let joined = (a.clone(), b).apply("Join", CoGroupByKey::new());
     let g = capture(&grouped);
     let j = capture(&joined.map(
@@ -163,7 +168,10 @@ fn empty_global_combines_give_defaults() {
     let count = capture(&empty.apply("Count", Count::globally()));
     let mean = capture(&empty.apply("Mean", Mean::globally()));
     let min = capture(&empty.apply("Min", Min::globally()));
-    let fsum = capture(&p.apply("EmptyF", Create::of(Vec::<f64>::new())).apply("FSum", Sum::globally()));
+    let fsum = capture(
+        &p.apply("EmptyF", Create::of(Vec::<f64>::new()))
+            .apply("FSum", Sum::globally()),
+    );
     p.run().unwrap();
     assert_eq!(sum.items(), vec![0]);
     assert_eq!(count.items(), vec![0]);
@@ -257,11 +265,23 @@ struct UseSides {
 impl DoFn for UseSides {
     type In = i64;
     type Out = String;
-    fn process(&mut self, x: i64, ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        x: i64,
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
         let total = *ctx.side_input(&self.total)?;
         let n = ctx.side_input(&self.all)?.len();
-        let name = ctx.side_input(&self.names)?.get(&x).cloned().unwrap_or_default();
-        let mut tags = ctx.side_input(&self.tags)?.get(&x).cloned().unwrap_or_default();
+        let name = ctx
+            .side_input(&self.names)?
+            .get(&x)
+            .cloned()
+            .unwrap_or_default();
+        let mut tags = ctx
+            .side_input(&self.tags)?
+            .get(&x)
+            .cloned()
+            .unwrap_or_default();
         tags.sort();
         ctx.output(format!("{x}/{total}/{n}/{name}/{}", tags.join("+")));
         Ok(())
@@ -307,8 +327,12 @@ fn singleton_side_input_of_many_elements_fails() {
     let f = UseSides {
         total: nums.as_singleton(),
         all: nums.as_iter(),
-        names: p.apply("N", Create::of(Vec::<(i64, String)>::new())).as_map(),
-        tags: p.apply("T", Create::of(Vec::<(i64, String)>::new())).as_multimap(),
+        names: p
+            .apply("N", Create::of(Vec::<(i64, String)>::new()))
+            .as_map(),
+        tags: p
+            .apply("T", Create::of(Vec::<(i64, String)>::new()))
+            .as_multimap(),
     };
     nums.apply(
         "Use",
@@ -319,7 +343,10 @@ fn singleton_side_input_of_many_elements_fails() {
             .with_side_input(&f.tags),
     );
     let err = p.run().unwrap_err().to_string();
-    assert!(err.contains("'Use'") && err.contains("has 2 elements"), "{err}");
+    assert!(
+        err.contains("'Use'") && err.contains("has 2 elements"),
+        "{err}"
+    );
 }
 
 static SETUP: AtomicUsize = AtomicUsize::new(0);
@@ -388,7 +415,12 @@ fn fixed_windows_group_by_window() {
     let p = pipeline();
     let events = p.apply(
         "Events",
-        Create::of(vec![kv("u", 1_000), kv("u", 59_000), kv("u", 61_000), kv("v", 30_000)]),
+        Create::of(vec![
+            kv("u", 1_000),
+            kv("u", 59_000),
+            kv("u", 61_000),
+            kv("v", 30_000),
+        ]),
     );
     let counts = events
         .apply("Stamp", WithTimestamps::of(|(_, ts): &(String, i64)| *ts))
@@ -399,7 +431,11 @@ fn fixed_windows_group_by_window() {
     p.run().unwrap();
     assert_eq!(
         got.sorted(),
-        strings(&["u=1 in [60000,120000) at 119999", "u=2 in [0,60000) at 59999", "v=1 in [0,60000) at 59999"])
+        strings(&[
+            "u=1 in [60000,120000) at 119999",
+            "u=2 in [0,60000) at 59999",
+            "v=1 in [0,60000) at 59999"
+        ])
     );
 }
 
@@ -408,7 +444,12 @@ fn sliding_and_session_windows() {
     let p = pipeline();
     let events = p.apply(
         "Events",
-        Create::of(vec![kv("a", 0), kv("a", 5_000), kv("a", 30_000), kv("b", 12_000)]),
+        Create::of(vec![
+            kv("a", 0),
+            kv("a", 5_000),
+            kv("a", 30_000),
+            kv("b", 12_000),
+        ]),
     );
     let stamped = events.apply("Stamp", WithTimestamps::of(|(_, ts): &(String, i64)| *ts));
     let sliding = stamped
@@ -449,7 +490,11 @@ struct DescribeWindow;
 impl DoFn for DescribeWindow {
     type In = (String, i64);
     type Out = String;
-    fn process(&mut self, (k, n): (String, i64), ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        (k, n): (String, i64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
         let beamline::Window::Interval { start, end } = ctx.window() else {
             return Err("expected an interval window".into());
         };

@@ -93,7 +93,9 @@ fn unregistered_named_function_is_an_error_naming_the_transform() {
     });
     let err = p.run_proto(&proto).unwrap_err().to_string();
     assert!(
-        err.contains("'Write/WriteShards'") && err.contains("myapp.NotLinked") && err.contains("no DoFn is registered"),
+        err.contains("'Write/WriteShards'")
+            && err.contains("myapp.NotLinked")
+            && err.contains("no DoFn is registered"),
         "{err}"
     );
 }
@@ -109,5 +111,8 @@ fn named_function_with_bad_config_is_an_error() {
         }
     });
     let err = p.run_proto(&proto).unwrap_err().to_string();
-    assert!(err.contains("'Write/WriteShards'") && err.contains("temp_dir"), "{err}");
+    assert!(
+        err.contains("'Write/WriteShards'") && err.contains("temp_dir"),
+        "{err}"
+    );
 }

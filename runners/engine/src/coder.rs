@@ -173,10 +173,12 @@ impl Coder {
             }
             Coder::StringUtf8 => {
                 let b = read_len_or_rest(input, nested, "string_utf8")?;
-                Value::Str(String::from_utf8(b.to_vec()).map_err(|e| CoderError::Invalid {
-                    coder: "string_utf8",
-                    reason: e.to_string(),
-                })?)
+                Value::Str(
+                    String::from_utf8(b.to_vec()).map_err(|e| CoderError::Invalid {
+                        coder: "string_utf8",
+                        reason: e.to_string(),
+                    })?,
+                )
             }
             Coder::VarInt => Value::I64(read_varint(input)? as i64),
             Coder::Bool => match take(input, 1, "bool")?[0] {
@@ -191,7 +193,9 @@ impl Coder {
             },
             Coder::Double => {
                 let b = take(input, 8, "double")?;
-                Value::F64(f64::from_bits(u64::from_be_bytes(b.try_into().expect("8 bytes"))))
+                Value::F64(f64::from_bits(u64::from_be_bytes(
+                    b.try_into().expect("8 bytes"),
+                )))
             }
             Coder::Kv(kc, vc) => {
                 let k = kc.decode(input, true)?;
@@ -469,7 +473,10 @@ impl WindowedValueCoder {
     ///
     /// # Errors
     /// On malformed input.
-    pub fn decode_metadata(&self, input: &mut &[u8]) -> CResult<(Timestamp, Vec<Window>, PaneInfo)> {
+    pub fn decode_metadata(
+        &self,
+        input: &mut &[u8],
+    ) -> CResult<(Timestamp, Vec<Window>, PaneInfo)> {
         let timestamp = read_timestamp(input)?;
         let windows = decode_iterable(input, |i| self.window.decode(i))?;
         let pane = read_pane(input)?;
@@ -507,13 +514,17 @@ mod tests {
 
     #[test]
     fn mismatch_names_coder_and_value() {
-        let err = Coder::VarInt.encode_to_vec(&Value::Str("x".into())).unwrap_err();
+        let err = Coder::VarInt
+            .encode_to_vec(&Value::Str("x".into()))
+            .unwrap_err();
         assert_eq!(err.to_string(), "coder varint cannot encode a string value");
     }
 
     #[test]
     fn truncated_input_is_an_error() {
-        let err = Coder::StringUtf8.decode(&mut &[5u8, b'a'][..], true).unwrap_err();
+        let err = Coder::StringUtf8
+            .decode(&mut &[5u8, b'a'][..], true)
+            .unwrap_err();
         assert!(matches!(err, CoderError::Eof(_)));
     }
 }

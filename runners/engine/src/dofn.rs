@@ -32,8 +32,7 @@ pub trait DoFnInvoker: Send {
     ///
     /// # Errors
     /// A failure fails the job, naming the transform.
-    fn process(&mut self, element: WindowedValue, ctx: &mut Context<'_>)
-        -> Result<(), UserError>;
+    fn process(&mut self, element: WindowedValue, ctx: &mut Context<'_>) -> Result<(), UserError>;
     /// Called at the end of every bundle; may emit windowed outputs.
     ///
     /// # Errors
@@ -143,7 +142,11 @@ impl SideInputData {
     pub fn new(window_fn: WindowFn, values: impl IntoIterator<Item = WindowedValue>) -> Self {
         let mut by_window: FxHashMap<Window, SideWindowData> = FxHashMap::default();
         for wv in values {
-            by_window.entry(wv.window).or_default().values.push(wv.value);
+            by_window
+                .entry(wv.window)
+                .or_default()
+                .values
+                .push(wv.value);
         }
         SideInputData {
             window_fn,

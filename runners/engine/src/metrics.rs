@@ -82,8 +82,7 @@ impl MetricsContainer {
         {
             Some(c) => *c += delta,
             None => {
-                self.counters
-                    .insert((namespace.into(), name.into()), delta);
+                self.counters.insert((namespace.into(), name.into()), delta);
             }
         }
     }
@@ -99,8 +98,10 @@ impl MetricsContainer {
     /// Sets a gauge.
     pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
         let sequence = GAUGE_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        self.gauges
-            .insert((namespace.into(), name.into()), GaugeData { value, sequence });
+        self.gauges.insert(
+            (namespace.into(), name.into()),
+            GaugeData { value, sequence },
+        );
     }
 
     /// True if nothing was reported.

@@ -80,13 +80,23 @@ impl FnRegistry {
     ) -> Result<Arc<dyn CombineFnInvoker>> {
         match &spec.function {
             FnRef::Closure { id } => self.combine_fns.get(id).cloned().ok_or_else(|| {
-                unresolved(transform, id, "no CombineFn with this id was registered by the pipeline binary")
+                unresolved(
+                    transform,
+                    id,
+                    "no CombineFn with this id was registered by the pipeline binary",
+                )
             }),
             FnRef::Named { name, config } => {
                 let reg = inventory::iter::<NamedCombineFn>
                     .into_iter()
                     .find(|r| r.name == name)
-                    .ok_or_else(|| unresolved(transform, name, "no CombineFn is registered under this name in this binary"))?;
+                    .ok_or_else(|| {
+                        unresolved(
+                            transform,
+                            name,
+                            "no CombineFn is registered under this name in this binary",
+                        )
+                    })?;
                 (reg.build)(&config.to_string()).map_err(|e| unresolved(transform, name, e))
             }
         }
@@ -103,16 +113,19 @@ fn unresolved(transform: &str, function: &str, reason: impl std::fmt::Display) -
     }
 }
 
+/// Builds a named DoFn from its JSON config, output tags and side-input names.
+pub type BuildDoFn = fn(
+    config: &str,
+    outputs: &[String],
+    side_inputs: &[String],
+) -> std::result::Result<Box<dyn DoFnInvoker>, UserError>;
+
 /// A DoFn any binary linking it can build from its name and JSON config.
 pub struct NamedDoFn {
     /// Globally unique name, e.g. `beamline.io.ReadTextRange`.
     pub name: &'static str,
     /// Builds an instance from the JSON config, output tags and side-input names.
-    pub build: fn(
-        config: &str,
-        outputs: &[String],
-        side_inputs: &[String],
-    ) -> std::result::Result<Box<dyn DoFnInvoker>, UserError>,
+    pub build: BuildDoFn,
 }
 inventory::collect!(NamedDoFn);
 

@@ -16,9 +16,18 @@ use serde_yaml::Value as Y;
 /// Coders whose vectors are not checked, and why.
 const SKIPPED: &[(&str, &str)] = &[
     ("beam:coder:row:v1", "schema rows are not implemented yet"),
-    ("beam:coder:timer:v1", "timers arrive with the event-time issue"),
-    ("beam:coder:sharded_key:v1", "sharded keys (GroupIntoBatches) are not implemented yet"),
-    ("beam:coder:custom_window:v1", "Beamline has no user-defined window types"),
+    (
+        "beam:coder:timer:v1",
+        "timers arrive with the event-time issue",
+    ),
+    (
+        "beam:coder:sharded_key:v1",
+        "sharded keys (GroupIntoBatches) are not implemented yet",
+    ),
+    (
+        "beam:coder:custom_window:v1",
+        "Beamline has no user-defined window types",
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -80,7 +89,9 @@ fn to_value(c: &Coder, y: &Y) -> Value {
         (Coder::VarInt, Y::Number(n)) => Value::I64(n.as_i64().expect("int")),
         (Coder::Bool, Y::Bool(b)) => Value::Bool(*b),
         (Coder::Double, Y::String(s)) => Value::F64(s.parse().expect("float")),
-        (Coder::Kv(k, v), Y::Mapping(m)) => Value::kv(to_value(k, &m["key"]), to_value(v, &m["value"])),
+        (Coder::Kv(k, v), Y::Mapping(m)) => {
+            Value::kv(to_value(k, &m["key"]), to_value(v, &m["value"]))
+        }
         (Coder::Iterable(e), Y::Sequence(items)) => {
             Value::List(items.iter().map(|i| to_value(e, i)).collect())
         }
@@ -96,7 +107,10 @@ fn to_window(y: &Y) -> Window {
         Y::Mapping(m) => {
             let end = m["end"].as_i64().expect("end");
             let span = m["span"].as_i64().expect("span");
-            Window::Interval { start: end - span, end }
+            Window::Interval {
+                start: end - span,
+                end,
+            }
         }
         other => panic!("not a window: {other:?}"),
     }
@@ -122,7 +136,12 @@ fn to_windowed(c: &Coder, y: &Y) -> WindowedValues {
     WindowedValues {
         value: to_value(c, &y["value"]),
         timestamp: y["timestamp"].as_i64().expect("timestamp"),
-        windows: y["windows"].as_sequence().expect("windows").iter().map(to_window).collect(),
+        windows: y["windows"]
+            .as_sequence()
+            .expect("windows")
+            .iter()
+            .map(to_window)
+            .collect(),
         pane: to_pane(&y["pane"]),
     }
 }
@@ -164,7 +183,12 @@ fn check(spec: &Spec, nested: bool, bytes: &[u8], expected: &Y) -> bool {
             let payload = bytes_of(spec.payload.as_deref().expect("payload"));
             let (timestamp, windows, pane) = wvc.decode_metadata(&mut payload.as_slice()).unwrap();
             let value = wvc.value.decode(&mut &bytes[..], nested).unwrap();
-            let got = WindowedValues { value, timestamp, windows, pane };
+            let got = WindowedValues {
+                value,
+                timestamp,
+                windows,
+                pane,
+            };
             assert_eq!(got, to_windowed(&wvc.value, expected));
         }
         _ => {
@@ -173,7 +197,11 @@ fn check(spec: &Spec, nested: bool, bytes: &[u8], expected: &Y) -> bool {
             };
             let v = to_value(&coder, expected);
             let mut input = bytes;
-            assert_eq!(coder.decode(&mut input, nested).unwrap(), v, "decoding {bytes:?}");
+            assert_eq!(
+                coder.decode(&mut input, nested).unwrap(),
+                v,
+                "decoding {bytes:?}"
+            );
             assert!(input.is_empty(), "decoding left bytes");
             if deterministic {
                 let mut out = Vec::new();
@@ -202,7 +230,9 @@ fn standard_coder_vectors() {
             continue;
         }
         if section.coder.state.is_some() {
-            skipped.push(format!("{urn} with state tokens: needs the Fn API state channel"));
+            skipped.push(format!(
+                "{urn} with state tokens: needs the Fn API state channel"
+            ));
             continue;
         }
         let contexts: Vec<bool> = match section.nested {
@@ -212,7 +242,10 @@ fn standard_coder_vectors() {
         for (k, v) in &section.examples {
             let bytes = bytes_of(k.as_str().expect("key"));
             for &nested in &contexts {
-                assert!(check(&section.coder, nested, &bytes, v), "unhandled coder {urn}");
+                assert!(
+                    check(&section.coder, nested, &bytes, v),
+                    "unhandled coder {urn}"
+                );
                 checked += 1;
             }
         }

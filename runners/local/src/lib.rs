@@ -20,9 +20,8 @@ pub struct LocalRunner;
 
 impl Runner for LocalRunner {
     fn run(&self, pipeline: &[u8], job: JobContext) -> Result<JobResult, EngineError> {
-        let proto = Pipeline::decode(pipeline).map_err(|e| {
-            EngineError::InvalidPipeline(format!("malformed pipeline proto: {e}"))
-        })?;
+        let proto = Pipeline::decode(pipeline)
+            .map_err(|e| EngineError::InvalidPipeline(format!("malformed pipeline proto: {e}")))?;
         let graph = translate::to_graph(&proto, &job.functions)?;
         let threads = match job.options.get("threads") {
             Some(t) => t.parse().map_err(|_| {

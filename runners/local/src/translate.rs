@@ -55,11 +55,15 @@ pub fn coder(comps: &pb::Components, id: &str) -> Result<Coder> {
         .coders
         .get(id)
         .ok_or_else(|| invalid(format!("unknown coder id '{id}'")))?;
-    let spec = c.spec.as_ref().ok_or_else(|| invalid(format!("coder '{id}' has no spec")))?;
+    let spec = c
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid(format!("coder '{id}' has no spec")))?;
     let comp = |i: usize| -> Result<Box<Coder>> {
-        let cid = c.component_coder_ids.get(i).ok_or_else(|| {
-            invalid(format!("coder '{id}' ({}) lacks component #{i}", spec.urn))
-        })?;
+        let cid = c
+            .component_coder_ids
+            .get(i)
+            .ok_or_else(|| invalid(format!("coder '{id}' ({}) lacks component #{i}", spec.urn)))?;
         Ok(Box::new(coder(comps, cid)?))
     };
     Ok(match spec.urn.as_str() {
@@ -329,7 +333,9 @@ impl Translator<'_> {
         let mut side_inputs = Vec::new();
         for local in &spec.side_inputs {
             let pc = t.inputs.get(local).ok_or_else(|| {
-                invalid(format!("ParDo '{name}' reads side input '{local}' that is not among its inputs"))
+                invalid(format!(
+                    "ParDo '{name}' reads side input '{local}' that is not among its inputs"
+                ))
             })?;
             side_inputs.push(self.pcoll(pc)?);
         }
@@ -341,7 +347,9 @@ impl Translator<'_> {
         let mut outputs = Vec::new();
         for tag in tags {
             let pc = t.outputs.get(tag).ok_or_else(|| {
-                invalid(format!("ParDo '{name}' emits to tag '{tag}' that is not among its outputs"))
+                invalid(format!(
+                    "ParDo '{name}' emits to tag '{tag}' that is not among its outputs"
+                ))
             })?;
             outputs.push(self.pcoll(pc)?);
         }

@@ -70,7 +70,11 @@ struct ExpandGlob {
 impl DoFn for ExpandGlob {
     type In = ();
     type Out = FileRange;
-    fn process(&mut self, _: (), ctx: &mut ProcessContext<'_, '_, FileRange>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        _: (),
+        ctx: &mut ProcessContext<'_, '_, FileRange>,
+    ) -> Result<(), UserError> {
         let paths = glob::glob(&self.pattern)
             .map_err(|e| format!("invalid file pattern '{}': {e}", self.pattern))?;
         let mut files = Vec::new();
@@ -154,9 +158,8 @@ fn emit_lines(
         let line_start = pos;
         pos += n as u64;
         strip_newline(&mut buf);
-        let line = String::from_utf8(std::mem::take(&mut buf)).map_err(|_| {
-            format!("{path}: the line at byte {line_start} is not valid UTF-8")
-        })?;
+        let line = String::from_utf8(std::mem::take(&mut buf))
+            .map_err(|_| format!("{path}: the line at byte {line_start} is not valid UTF-8"))?;
         ctx.output(line);
     }
 }
@@ -164,7 +167,11 @@ fn emit_lines(
 impl DoFn for ReadRange {
     type In = FileRange;
     type Out = String;
-    fn process(&mut self, r: FileRange, ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        r: FileRange,
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
         let file = File::open(&r.path).map_err(|e| format!("opening {}: {e}", r.path))?;
         if r.gzip {
             let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
@@ -294,7 +301,11 @@ impl Clone for WriteBundles {
 impl DoFn for WriteBundles {
     type In = String;
     type Out = String;
-    fn process(&mut self, line: String, _ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        line: String,
+        _ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
         if self.current.is_none() {
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
             let w = create_writer(Path::new(&path))?;
@@ -309,8 +320,7 @@ impl DoFn for WriteBundles {
 
     fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {
         if let Some((path, mut w)) = self.current.take() {
-            w.flush()
-                .map_err(|e| format!("writing {path}: {e}"))?;
+            w.flush().map_err(|e| format!("writing {path}: {e}"))?;
             ctx.output_at(path, GLOBAL_WINDOW_MAX_TIMESTAMP, Window::Global);
         }
         Ok(())
@@ -366,7 +376,11 @@ struct Finalize {
 impl DoFn for Finalize {
     type In = ();
     type Out = String;
-    fn process(&mut self, _: (), ctx: &mut ProcessContext<'_, '_, String>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        _: (),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
         // Side input 0: the paths of all temporary files.
         let mut temps: Vec<String> = ctx.side_input_at(0)?;
         temps.sort();
@@ -395,7 +409,8 @@ impl DoFn for Finalize {
         for (i, temp) in by_shard.into_iter().enumerate() {
             let target = name(i);
             if let Some(dir) = Path::new(&target).parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
             match temp {
                 Some(t) => std::fs::rename(&t, &target)
@@ -431,7 +446,9 @@ impl PTransform<PCollection<String>> for WriteToText {
         let temps = if self.num_shards > 0 {
             let n = self.num_shards as u64;
             input
-                .map("AssignShard", move |l: String| ((rand::random::<u64>() % n) as i64, l))
+                .map("AssignShard", move |l: String| {
+                    ((rand::random::<u64>() % n) as i64, l)
+                })
                 .group_by_key("GroupShards")
                 .apply(
                     "WriteShards",

@@ -75,7 +75,10 @@ impl<C: CombineFn> CombineFnInvoker for Adapter<C> {
         Ok(())
     }
     fn merge_accumulators(&self, accs: Vec<Accumulator>) -> Result<Accumulator, UserError> {
-        let accs = accs.into_iter().map(downcast::<C>).collect::<Result<Vec<_>, _>>()?;
+        let accs = accs
+            .into_iter()
+            .map(downcast::<C>)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Box::new(self.0.merge_accumulators(accs)))
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
@@ -157,7 +160,11 @@ impl<K, V, O> Clone for CombineGroupedValues<K, V, O> {
 impl<K: Element, V: Element, O: Element> DoFn for CombineGroupedValues<K, V, O> {
     type In = (K, Vec<V>);
     type Out = (K, O);
-    fn process(&mut self, (k, vs): (K, Vec<V>), ctx: &mut ProcessContext<'_, '_, (K, O)>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        (k, vs): (K, Vec<V>),
+        ctx: &mut ProcessContext<'_, '_, (K, O)>,
+    ) -> Result<(), UserError> {
         let mut acc = self.invoker.create_accumulator();
         for v in vs {
             self.invoker.add_input(&mut acc, v.into_value())?;
@@ -168,7 +175,9 @@ impl<K: Element, V: Element, O: Element> DoFn for CombineGroupedValues<K, V, O> 
     }
 }
 
-impl<K: Element, V: Element, O: Element> PTransform<PCollection<(K, V)>> for CombinePerKey<K, V, O> {
+impl<K: Element, V: Element, O: Element> PTransform<PCollection<(K, V)>>
+    for CombinePerKey<K, V, O>
+{
     type Output = PCollection<(K, O)>;
     fn expand(self, input: &PCollection<(K, V)>) -> PCollection<(K, O)> {
         let p = input.pipeline().clone();
@@ -291,16 +300,13 @@ impl<V: Element, O: Element> PTransform<PCollection<V>> for CombineGlobally<V, O
             }
         };
         let view = values.as_iter();
-        input
-            .pipeline()
-            .apply("DefaultImpulse", Impulse)
-            .apply(
-                "InjectDefault",
-                ParDo::of(InjectDefault {
-                    default,
-                    combined: view.clone(),
-                })
-                .with_side_input(&view),
-            )
+        input.pipeline().apply("DefaultImpulse", Impulse).apply(
+            "InjectDefault",
+            ParDo::of(InjectDefault {
+                default,
+                combined: view.clone(),
+            })
+            .with_side_input(&view),
+        )
     }
 }

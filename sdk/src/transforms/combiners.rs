@@ -32,7 +32,8 @@ fn cmp_values(a: &Value, b: &Value) -> Result<Ordering, UserError> {
 }
 
 fn acc_mut<T: 'static>(acc: &mut Accumulator) -> Result<&mut T, UserError> {
-    acc.downcast_mut::<T>().ok_or_else(|| "foreign accumulator".into())
+    acc.downcast_mut::<T>()
+        .ok_or_else(|| "foreign accumulator".into())
 }
 
 fn acc_take<T: 'static>(acc: Accumulator) -> Result<T, UserError> {
@@ -82,11 +83,19 @@ fn sum(a: Value, b: Value) -> Result<Value, UserError> {
 }
 
 fn min(a: Value, b: Value) -> Result<Value, UserError> {
-    Ok(if cmp_values(&b, &a)? == Ordering::Less { b } else { a })
+    Ok(if cmp_values(&b, &a)? == Ordering::Less {
+        b
+    } else {
+        a
+    })
 }
 
 fn max(a: Value, b: Value) -> Result<Value, UserError> {
-    Ok(if cmp_values(&b, &a)? == Ordering::Greater { b } else { a })
+    Ok(if cmp_values(&b, &a)? == Ordering::Greater {
+        b
+    } else {
+        a
+    })
 }
 
 /// Counts inputs.

@@ -47,4 +47,3 @@ impl<T: Element> PCollection<T> {
         crate::pipeline::apply(&all, name, Flatten)
     }
 }
-

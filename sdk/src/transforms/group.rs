@@ -108,8 +108,12 @@ impl<K: Element, A: Element, B: Element> PTransform<(PCollection<(K, A)>, PColle
 {
     type Output = PCollection<(K, (Vec<A>, Vec<B>))>;
     fn expand(self, input: &(PCollection<(K, A)>, PCollection<(K, B)>)) -> Self::Output {
-        let ta = input.0.map("TagA", |(k, a): (K, A)| (k, encode_tagged(0, a)));
-        let tb = input.1.map("TagB", |(k, b): (K, B)| (k, encode_tagged(1, b)));
+        let ta = input
+            .0
+            .map("TagA", |(k, a): (K, A)| (k, encode_tagged(0, a)));
+        let tb = input
+            .1
+            .map("TagB", |(k, b): (K, B)| (k, encode_tagged(1, b)));
         ta.flatten_with("Flatten", &[tb])
             .apply("GroupByKey", GroupByKey::new())
             .apply("Untag", ParDo::of(Untag(PhantomData)))

@@ -17,7 +17,7 @@ pub use combiners::{Count, Distinct, Max, Mean, Min, Sample, Sum, Top};
 pub use create::{Create, Impulse};
 pub use flatten::Flatten;
 pub use group::{CoGroupByKey, GroupByKey};
-pub use kv::{KvSwap, Keys, Values};
+pub use kv::{Keys, KvSwap, Values};
 pub use map::{Filter, FlatMap, Map};
 pub use pardo::{ParDo, ParDoWithOutputs, TaggedOutputs, MAIN_TAG};
 pub use partition::Partition;

@@ -65,7 +65,11 @@ impl<F: DoFn> ParDo<F> {
         ParDoWithOutputs { pardo: self, tags }
     }
 
-    fn expand_all(self, input: &PCollection<F::In>, extra: Vec<ErasedTag>) -> TaggedOutputs<F::Out> {
+    fn expand_all(
+        self,
+        input: &PCollection<F::In>,
+        extra: Vec<ErasedTag>,
+    ) -> TaggedOutputs<F::Out> {
         let p = input.pipeline().clone();
         let name = p.current_name();
         let sides = self.sides;
@@ -81,12 +85,22 @@ impl<F: DoFn> ParDo<F> {
                 let locals: Vec<String> = sides.iter().map(|s| s.local.clone()).collect();
                 p.register_dofn(
                     &name,
-                    Arc::new(move || Box::new(DoFnAdapter::new(f.clone(), tags.clone(), locals.clone()))),
+                    Arc::new(move || {
+                        Box::new(DoFnAdapter::new(f.clone(), tags.clone(), locals.clone()))
+                    }),
                 );
                 FnRef::Closure { id: name.clone() }
             }
         };
-        let (main, others) = apply_pardo(&p, input.id(), input.windowing(), function, &F::Out::coder(), extra, &sides);
+        let (main, others) = apply_pardo(
+            &p,
+            input.id(),
+            input.windowing(),
+            function,
+            &F::Out::coder(),
+            extra,
+            &sides,
+        );
         TaggedOutputs {
             main: PCollection::from_id(p.clone(), main),
             pipeline: p,
@@ -112,7 +126,10 @@ pub(crate) fn apply_pardo(
     let mut others = Vec::new();
     for t in extra {
         if tags.contains(&t.name) {
-            p.construction_error(format!("ParDo '{name}' declares output tag '{}' twice", t.name));
+            p.construction_error(format!(
+                "ParDo '{name}' declares output tag '{}' twice",
+                t.name
+            ));
             continue;
         }
         let id = p.new_output_with_coder(&t.name, &t.coder, windowing);
@@ -186,7 +203,15 @@ impl<I, T: Element> PTransform<PCollection<I>> for NamedValueParDo<T> {
             name: self.name.to_string(),
             config: self.config,
         };
-        let (main, _) = apply_pardo(&p, input.id(), input.windowing(), function, &T::coder(), vec![], &[]);
+        let (main, _) = apply_pardo(
+            &p,
+            input.id(),
+            input.windowing(),
+            function,
+            &T::coder(),
+            vec![],
+            &[],
+        );
         PCollection::from_id(p, main)
     }
 }

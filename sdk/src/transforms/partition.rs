@@ -82,7 +82,9 @@ impl<T: Element, F: Fn(&T, usize) -> usize + Send + Sync + 'static> PTransform<P
                 coder: T::coder(),
             })
             .collect();
-        let outs = ParDo::of(PartitionFn(self)).with_outputs(tags).expand(input);
+        let outs = ParDo::of(PartitionFn(self))
+            .with_outputs(tags)
+            .expand(input);
         let mut v = vec![outs.main()];
         for i in 1..n {
             let tag = crate::TupleTag::<T>::new(&format!("p{i}"));

@@ -28,16 +28,10 @@ pub(crate) const PARTITIONS: usize = 32;
 const MAX_RESHUFFLE_BUNDLE: usize = 8192;
 
 /// How to execute.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ExecOptions {
     /// Worker threads (0: all cores).
     pub threads: usize,
-}
-
-impl Default for ExecOptions {
-    fn default() -> Self {
-        ExecOptions { threads: 0 }
-    }
 }
 
 /// Calls user code of transform `name`, turning errors and panics into errors naming it.
@@ -156,9 +150,9 @@ impl<'g> Executor<'g> {
     fn run_node(&mut self, n: usize) -> Result<()> {
         let node = &self.graph.nodes[n];
         let bundles = match &node.kind {
-            NodeKind::Impulse => vec![vec![WindowedValue::in_global_window(
-                crate::Value::Bytes(Vec::new()),
-            )]],
+            NodeKind::Impulse => vec![vec![WindowedValue::in_global_window(crate::Value::Bytes(
+                Vec::new(),
+            ))]],
             NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
                 let input = self.shuffles.remove(&n).unwrap_or_default();
                 let windowing = self.graph.pcollections[node.inputs[0]].windowing;

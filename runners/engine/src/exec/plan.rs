@@ -171,7 +171,12 @@ impl Builder<'_> {
                             state[p] = 1;
                             stack.push((p, 0));
                         }
-                        1 => return Err(invalid(format!("cycle through '{}'", self.graph.nodes[p].name))),
+                        1 => {
+                            return Err(invalid(format!(
+                                "cycle through '{}'",
+                                self.graph.nodes[p].name
+                            )))
+                        }
                         _ => {}
                     }
                 } else {
@@ -386,11 +391,9 @@ impl Builder<'_> {
                             let dd = self.unit_deps(d);
                             stack.push((d, dd, 0));
                         }
-                        Some(1) => {
-                            return Err(invalid(
-                                "cycle between stages (a side input computed from its own consumer?)",
-                            ))
-                        }
+                        Some(1) => return Err(invalid(
+                            "cycle between stages (a side input computed from its own consumer?)",
+                        )),
                         _ => {}
                     },
                     None => {

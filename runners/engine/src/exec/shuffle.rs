@@ -210,7 +210,11 @@ fn finish_partition(
 ) -> Result<Vec<WindowedValue>> {
     let tc = windowing.timestamp_combiner;
     let mut out = Vec::new();
-    let emit = |out: &mut Vec<WindowedValue>, key: Value, window: Window, value: Value, ts: Option<i64>| {
+    let emit = |out: &mut Vec<WindowedValue>,
+                key: Value,
+                window: Window,
+                value: Value,
+                ts: Option<i64>| {
         out.push(WindowedValue {
             value: Value::kv(key, value),
             timestamp: tc.output(&window, ts.unwrap_or(window.max_timestamp())),
@@ -247,15 +251,17 @@ fn finish_partition(
             }
             Chunk::Group(items) if merging => {
                 for it in items {
-                    let i = *index.entry((it.key_bytes, Window::Global)).or_insert_with(|| {
-                        unmerged.push(Group {
-                            key: it.key,
-                            window: Window::Global,
-                            items: Vec::new(),
-                            timestamp: None,
+                    let i = *index
+                        .entry((it.key_bytes, Window::Global))
+                        .or_insert_with(|| {
+                            unmerged.push(Group {
+                                key: it.key,
+                                window: Window::Global,
+                                items: Vec::new(),
+                                timestamp: None,
+                            });
+                            unmerged.len() - 1
                         });
-                        unmerged.len() - 1
-                    });
                     unmerged[i].items.push((it.window, it.timestamp, it.value));
                 }
             }
@@ -303,7 +309,10 @@ fn finish_partition(
 }
 
 /// Splits per-key groups of (window, timestamp, value) into merged-window groups.
-fn merge_groups(groups: Vec<Group<(Window, i64, Value)>>, windowing: Windowing) -> Vec<Group<Value>> {
+fn merge_groups(
+    groups: Vec<Group<(Window, i64, Value)>>,
+    windowing: Windowing,
+) -> Vec<Group<Value>> {
     let tc = windowing.timestamp_combiner;
     let mut out = Vec::new();
     for g in groups {

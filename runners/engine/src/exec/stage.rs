@@ -1,10 +1,10 @@
 //! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
 
+use super::guarded;
 use super::plan::{SinkPlan, StagePlan, Target};
 use super::shuffle::{ShuffleInput, ShuffleWriter};
 use super::Bundles;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
-use super::guarded;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind};
 use crate::metrics::{MetricResults, MetricsContainer};
@@ -89,14 +89,25 @@ impl Instance {
             .collect()
     }
 
-    fn run_bundle(&mut self, shared: &Shared<'_>, bundle: Vec<WindowedValue>) -> Result<BundleOutput> {
+    fn run_bundle(
+        &mut self,
+        shared: &Shared<'_>,
+        bundle: Vec<WindowedValue>,
+    ) -> Result<BundleOutput> {
         let mut sinks = Self::new_sinks(shared);
         let n = self.ops.len();
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
         }
         for wv in bundle {
-            deliver(&mut self.ops, 0, &mut sinks, shared, &shared.plan.root_targets, wv)?;
+            deliver(
+                &mut self.ops,
+                0,
+                &mut sinks,
+                shared,
+                &shared.plan.root_targets,
+                wv,
+            )?;
         }
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Finish)?;
@@ -224,10 +235,13 @@ fn call_op_rel(
                 Some(window) => em.emit(0, WindowedValue { window, ..wv }),
                 None => {
                     for window in wf.assign(wv.timestamp) {
-                        em.emit(0, WindowedValue {
-                            window,
-                            ..wv.clone()
-                        })?;
+                        em.emit(
+                            0,
+                            WindowedValue {
+                                window,
+                                ..wv.clone()
+                            },
+                        )?;
                     }
                     Ok(())
                 }

@@ -1,0 +1,133 @@
+//! The wordcount workload: Zipf-distributed words; Beamline vs hand-written references.
+
+use anyhow::{Context, Result};
+use beamline::{Count, Pipeline, PipelineOptions, ReadFromText, WriteToText};
+use beamline_examples::words;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Variants, reference first.
+pub const VARIANTS: [&str; 3] = ["rust-single-thread", "rust-rayon", "beamline-local"];
+
+const VOCABULARY: usize = 100_000;
+
+/// Writes `size_mb` of Zipf(1.0)-distributed words (seeded); returns the size in MB.
+pub fn generate(dir: &Path, size_mb: usize) -> Result<f64> {
+    let path = dir.join("input.txt");
+    let target = (size_mb as u64) << 20;
+    if std::fs::metadata(&path)
+        .map(|m| m.len() >= target)
+        .unwrap_or(false)
+    {
+        return Ok(std::fs::metadata(&path)?.len() as f64 / (1 << 20) as f64);
+    }
+    let mut cdf = Vec::with_capacity(VOCABULARY);
+    let mut total = 0.0;
+    for i in 1..=VOCABULARY {
+        total += 1.0 / i as f64;
+        cdf.push(total);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut out = BufWriter::new(std::fs::File::create(&path)?);
+    let mut written = 0u64;
+    while written < target {
+        let mut line = String::new();
+        for _ in 0..10 {
+            let u: f64 = rng.random::<f64>() * total;
+            let rank = cdf.partition_point(|&c| c < u);
+            line.push_str(&format!("w{rank} "));
+        }
+        line.push('\n');
+        written += line.len() as u64;
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(written as f64 / (1 << 20) as f64)
+}
+
+fn write_counts<'a>(output: &Path, counts: impl Iterator<Item = (&'a str, i64)>) -> Result<()> {
+    let mut w = BufWriter::new(std::fs::File::create(output)?);
+    for (word, n) in counts {
+        writeln!(w, "{word}: {n}")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Runs one variant over `dir/input.txt`, writing `word: count` lines under `output`.
+pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<()> {
+    let input = dir.join("input.txt");
+    match variant {
+        "rust-single-thread" => {
+            let text = std::fs::read_to_string(&input)?;
+            let mut counts: HashMap<&str, i64> = HashMap::new();
+            for line in text.lines() {
+                for w in words(line) {
+                    *counts.entry(w).or_insert(0) += 1;
+                }
+            }
+            write_counts(output, counts.into_iter())
+        }
+        "rust-rayon" => {
+            let text = std::fs::read_to_string(&input)?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            let counts = pool.install(|| {
+                text.par_lines()
+                    .fold(FxHashMap::default, |mut m: FxHashMap<&str, i64>, line| {
+                        for w in words(line) {
+                            *m.entry(w).or_insert(0) += 1;
+                        }
+                        m
+                    })
+                    .reduce(FxHashMap::default, |mut a, b| {
+                        for (k, v) in b {
+                            *a.entry(k).or_insert(0) += v;
+                        }
+                        a
+                    })
+            });
+            write_counts(output, counts.into_iter())
+        }
+        "beamline-local" => {
+            let p = Pipeline::new(PipelineOptions::default().set("threads", threads));
+            p.apply("Read", ReadFromText::new(input.to_string_lossy()))
+                .flat_map("Split", |line: String| {
+                    words(&line).map(str::to_string).collect::<Vec<_>>()
+                })
+                .apply("Count", Count::per_element())
+                .map("Format", |(w, n): (String, i64)| format!("{w}: {n}"))
+                .apply("Write", WriteToText::new(output.to_string_lossy()));
+            p.run()?;
+            Ok(())
+        }
+        other => anyhow::bail!("unknown variant {other}"),
+    }
+}
+
+/// Reads `word: count` lines from `output` or its shards.
+pub fn load_output(output: &Path) -> Result<HashMap<String, i64>> {
+    let dir = output.parent().context("output has a directory")?;
+    let stem = output
+        .file_name()
+        .context("output has a name")?
+        .to_string_lossy()
+        .into_owned();
+    let mut counts = HashMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name != stem && !name.starts_with(&format!("{stem}-")) {
+            continue;
+        }
+        for line in std::fs::read_to_string(dir.join(&name))?.lines() {
+            let (w, n) = line.rsplit_once(": ").context("a `word: count` line")?;
+            counts.insert(w.to_string(), n.parse()?);
+        }
+    }
+    Ok(counts)
+}
