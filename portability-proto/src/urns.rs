@@ -91,3 +91,11 @@ pub const BEAMLINE_CODER_SERDE: &str = "beamline:coder:serde:v1";
 pub const BEAMLINE_VIEW_FN: &str = "beamline:view_fn:v1";
 /// Side-input window mapping: main window maps to the side input's window fn.
 pub const BEAMLINE_WINDOW_MAPPING: &str = "beamline:window_mapping_fn:v1";
+/// Beamline: an unbounded source registered by name (payload: the function spec JSON).
+pub const BEAMLINE_UNBOUNDED_SOURCE: &str = "beamline:transform:unbounded_source:v1";
+
+// User state protocols.
+/// Bag user state.
+pub const USER_STATE_BAG: &str = "beam:user_state:bag:v1";
+/// Multimap user state.
+pub const USER_STATE_MULTIMAP: &str = "beam:user_state:multimap:v1";

@@ -80,6 +80,77 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     fn teardown(&mut self) -> Result<(), UserError> {
         Ok(())
     }
+    /// Called when a timer declared with [`ParDo::with_timer`](crate::ParDo::with_timer)
+    /// fires, with the state of its key and window.
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn on_timer(
+        &mut self,
+        timer: &str,
+        _ctx: &mut TimerContext<'_, '_, Self::Out>,
+    ) -> Result<(), UserError> {
+        Err(format!("timer '{timer}' fired but the DoFn does not implement on_timer").into())
+    }
+    /// Called when a window expires (its allowed lateness passed), before its state is
+    /// dropped; enable it with [`ParDo::with_window_expiration`](crate::ParDo::with_window_expiration).
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn on_window_expiration(
+        &mut self,
+        _ctx: &mut TimerContext<'_, '_, Self::Out>,
+    ) -> Result<(), UserError> {
+        Ok(())
+    }
+}
+
+/// Context of a timer callback or window expiration: outputs, state, metrics.
+pub struct TimerContext<'a, 'b, O> {
+    inner: &'a mut Context<'b>,
+    _o: PhantomData<fn(O)>,
+}
+
+impl<'b, O: Element> TimerContext<'_, 'b, O> {
+    /// Emits to the main output at the timer's output timestamp, in its window.
+    pub fn output(&mut self, value: O) {
+        let ts = self.inner.timer_timestamp();
+        let window = self.inner.window();
+        self.inner.output(
+            0,
+            WindowedValue {
+                value: value.into_value(),
+                timestamp: ts,
+                window,
+                pane: PaneInfo::NO_FIRING,
+            },
+        );
+    }
+
+    /// The window of the timer.
+    pub fn window(&self) -> Window {
+        self.inner.window()
+    }
+
+    /// The timer's output timestamp.
+    pub fn timestamp(&self) -> Timestamp {
+        self.inner.timer_timestamp()
+    }
+
+    /// State and timers of the timer's key and window.
+    ///
+    /// # Errors
+    /// When the ParDo is not stateful.
+    pub fn state(&mut self) -> Result<crate::state::State<'_, 'b>, UserError> {
+        Ok(crate::state::State {
+            inner: self.inner.state()?,
+        })
+    }
+
+    /// Adds `delta` to a counter.
+    pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
+        self.inner.metrics().inc_counter(namespace, name, delta);
+    }
 }
 
 /// Names an additional output of a ParDo and its element type.
@@ -144,7 +215,7 @@ pub(crate) struct Names {
     pub(crate) sides: Vec<String>,
 }
 
-impl<O: Element> ProcessContext<'_, '_, O> {
+impl<'b, O: Element> ProcessContext<'_, 'b, O> {
     /// Emits to the main output with the input's timestamp and window.
     pub fn output(&mut self, value: O) {
         self.emit(0, value.into_value(), self.timestamp);
@@ -234,6 +305,16 @@ impl<O: Element> ProcessContext<'_, '_, O> {
             .iter()
             .map(|v| T::from_value(v.clone()).map_err(Into::into))
             .collect()
+    }
+
+    /// State and timers of the element's key and window (stateful ParDos).
+    ///
+    /// # Errors
+    /// When the ParDo declares no state or timers.
+    pub fn state(&mut self) -> Result<crate::state::State<'_, 'b>, UserError> {
+        Ok(crate::state::State {
+            inner: self.inner.state()?,
+        })
     }
 
     /// Adds `delta` to a counter.
@@ -331,6 +412,21 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
     }
     fn teardown(&mut self) -> Result<(), UserError> {
         self.f.teardown()
+    }
+    fn on_timer(&mut self, timer: &str, ctx: &mut Context<'_>) -> Result<(), UserError> {
+        self.f.on_timer(
+            timer,
+            &mut TimerContext {
+                inner: ctx,
+                _o: PhantomData,
+            },
+        )
+    }
+    fn on_window_expiration(&mut self, ctx: &mut Context<'_>) -> Result<(), UserError> {
+        self.f.on_window_expiration(&mut TimerContext {
+            inner: ctx,
+            _o: PhantomData,
+        })
     }
 }
 

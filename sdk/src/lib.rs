@@ -27,6 +27,7 @@ mod pcollection;
 mod pipeline;
 mod proto_build;
 pub mod side_input;
+pub mod state;
 pub mod testing;
 pub mod transforms;
 pub mod worker;
@@ -34,10 +35,11 @@ pub mod worker;
 pub use beamline_engine as engine;
 pub use beamline_proto as proto;
 
-pub use dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext, TupleTag};
+pub use dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext, TimerContext, TupleTag};
 pub use element::{Bytes, Element};
 pub use engine::metrics::MetricResults;
 pub use engine::time::{self, Timestamp};
+pub use engine::trigger::Trigger;
 pub use engine::window::{TimestampCombiner, WindowFn};
 pub use engine::{PaneInfo, Timing, UserError, Window};
 pub use error::{Error, Result};
@@ -46,10 +48,11 @@ pub use options::PipelineOptions;
 pub use pcollection::{PBegin, PCollection, PInput, POutput};
 pub use pipeline::{PTransform, Pipeline, PipelineResult, WORKER_PIPELINE_ENV};
 pub use side_input::{SideInput, ViewKind};
+pub use state::{State, StateSpec, TimerSpec};
 pub use transforms::{
     CoGroupByKey, CombineFn, CombineGlobally, CombinePerKey, Count, Create, Distinct, Filter,
     FlatMap, Flatten, GroupByKey, Impulse, Keys, KvSwap, Map, Max, Mean, Min, ParDo, Partition,
-    Reshuffle, Sample, Sum, Top, Values, WindowInto, WithTimestamps,
+    Reshuffle, Sample, Sum, TestStream, Top, Values, WindowInto, WithTimestamps,
 };
 
 /// Makes sure the runner crates enabled by features are linked (their registrations too).

@@ -309,13 +309,20 @@ impl Pipeline {
         id
     }
 
+    /// Marks a PCollection as unbounded in the proto.
+    pub(crate) fn mark_unbounded(&self, pcoll: &str) {
+        if let Some(pc) = self.inner.lock().components.pcollections.get_mut(pcoll) {
+            pc.is_bounded = pb::is_bounded::Enum::Unbounded as i32;
+        }
+    }
+
     /// The windowing of a PCollection.
     pub(crate) fn windowing_of(&self, pcoll: &str) -> Windowing {
         self.inner
             .lock()
             .windowing
             .get(pcoll)
-            .copied()
+            .cloned()
             .unwrap_or_default()
     }
 

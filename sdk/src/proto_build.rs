@@ -2,6 +2,7 @@
 
 use beamline_engine::coder::Coder;
 use beamline_engine::graph::Windowing;
+use beamline_engine::trigger::Trigger;
 use beamline_engine::window::{TimestampCombiner, WindowFn};
 use beamline_proto::pipeline as pb;
 use beamline_proto::prost::Message;
@@ -139,19 +140,82 @@ pub(crate) fn windowing_id(
         window_fn: Some(window_fn_spec(&w.window_fn)),
         merge_status: merge_status as i32,
         window_coder_id,
-        trigger: Some(pb::Trigger {
-            trigger: Some(pb::trigger::Trigger::Default(pb::trigger::Default {})),
-        }),
-        accumulation_mode: pb::accumulation_mode::Enum::Discarding as i32,
+        trigger: Some(trigger_proto(&w.trigger)),
+        accumulation_mode: if w.accumulating {
+            pb::accumulation_mode::Enum::Accumulating as i32
+        } else {
+            pb::accumulation_mode::Enum::Discarding as i32
+        },
         output_time: output_time as i32,
         closing_behavior: pb::closing_behavior::Enum::EmitAlways as i32,
-        allowed_lateness: 0,
+        allowed_lateness: w.allowed_lateness,
         on_time_behavior: pb::on_time_behavior::Enum::FireAlways as i32,
         assigns_to_one_window: !matches!(w.window_fn, WindowFn::Sliding { .. }),
         environment_id: String::new(),
     };
     let id = format!("w{}", ids.len());
     comps.windowing_strategies.insert(id.clone(), ws);
-    ids.insert(*w, id.clone());
+    ids.insert(w.clone(), id.clone());
     id
+}
+
+/// The proto of a trigger tree.
+pub(crate) fn trigger_proto(t: &Trigger) -> pb::Trigger {
+    use pb::trigger as pt;
+    let boxed = |t: &Trigger| Some(Box::new(trigger_proto(t)));
+    let list = |ts: &[Trigger]| ts.iter().map(trigger_proto).collect::<Vec<_>>();
+    let inner = match t {
+        Trigger::Default => pt::Trigger::Default(pt::Default {}),
+        Trigger::Always => pt::Trigger::Always(pt::Always {}),
+        Trigger::Never => pt::Trigger::Never(pt::Never {}),
+        Trigger::AfterCount(n) => pt::Trigger::ElementCount(pt::ElementCount {
+            element_count: i32::try_from(*n).unwrap_or(i32::MAX),
+        }),
+        Trigger::AfterProcessingTime(d) => {
+            pt::Trigger::AfterProcessingTime(pt::AfterProcessingTime {
+                timestamp_transforms: vec![pb::TimestampTransform {
+                    timestamp_transform: Some(pb::timestamp_transform::TimestampTransform::Delay(
+                        pb::timestamp_transform::Delay { delay_millis: *d },
+                    )),
+                }],
+            })
+        }
+        Trigger::AfterWatermark { early, late } => {
+            pt::Trigger::AfterEndOfWindow(Box::new(pt::AfterEndOfWindow {
+                early_firings: early
+                    .as_deref()
+                    .map(|t| Box::new(trigger_proto(unrepeat(t)))),
+                late_firings: late
+                    .as_deref()
+                    .map(|t| Box::new(trigger_proto(unrepeat(t)))),
+            }))
+        }
+        Trigger::Repeatedly(u) => pt::Trigger::Repeat(Box::new(pt::Repeat {
+            subtrigger: boxed(u),
+        })),
+        Trigger::AfterAny(ts) => pt::Trigger::AfterAny(pt::AfterAny {
+            subtriggers: list(ts),
+        }),
+        Trigger::AfterAll(ts) => pt::Trigger::AfterAll(pt::AfterAll {
+            subtriggers: list(ts),
+        }),
+        Trigger::AfterEach(ts) => pt::Trigger::AfterEach(pt::AfterEach {
+            subtriggers: list(ts),
+        }),
+        Trigger::OrFinally(a, b) => pt::Trigger::OrFinally(Box::new(pt::OrFinally {
+            main: boxed(a),
+            finally: boxed(b),
+        })),
+    };
+    pb::Trigger {
+        trigger: Some(inner),
+    }
+}
+
+/// Early and late firings are stored without the implicit Repeatedly (Beam adds it back).
+fn unrepeat(t: &Trigger) -> &Trigger {
+    match t {
+        Trigger::Repeatedly(u) => u,
+        other => other,
+    }
 }

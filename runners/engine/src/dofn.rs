@@ -2,6 +2,7 @@
 
 use crate::error::{EngineError, UserError};
 use crate::metrics::MetricsContainer;
+use crate::state::KeyedState;
 use crate::value::Value;
 use crate::window::{Window, WindowFn, WindowedValue};
 use rustc_hash::FxHashMap;
@@ -47,6 +48,21 @@ pub trait DoFnInvoker: Send {
     fn teardown(&mut self) -> Result<(), UserError> {
         Ok(())
     }
+    /// Called when a timer of a stateful DoFn fires; the context holds the key's state,
+    /// the timer's window, and its output timestamp.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn on_timer(&mut self, timer: &str, _ctx: &mut Context<'_>) -> Result<(), UserError> {
+        Err(format!("timer '{timer}' fired but the DoFn does not handle timers").into())
+    }
+    /// Called when a window of a stateful DoFn expires, before its state is dropped.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn on_window_expiration(&mut self, _ctx: &mut Context<'_>) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 /// Where a DoFn's outputs go.
@@ -65,6 +81,8 @@ pub struct Context<'a> {
     metrics: &'a mut MetricsContainer,
     window: Window,
     error: Option<EngineError>,
+    keyed: Option<KeyedState<'a>>,
+    timestamp: i64,
 }
 
 impl<'a> Context<'a> {
@@ -81,7 +99,32 @@ impl<'a> Context<'a> {
             metrics,
             window,
             error: None,
+            keyed: None,
+            timestamp: crate::time::MIN_TIMESTAMP,
         }
+    }
+
+    /// Gives the context the state of the current key and window (stateful DoFns), and
+    /// the timestamp timer callbacks output at.
+    pub fn with_state(mut self, keyed: KeyedState<'a>, timestamp: i64) -> Self {
+        self.keyed = Some(keyed);
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// State and timers of the current key and window.
+    ///
+    /// # Errors
+    /// When the DoFn is not stateful (declares no state or timers).
+    pub fn state(&mut self) -> Result<&mut KeyedState<'a>, UserError> {
+        self.keyed.as_mut().ok_or_else(|| {
+            "state and timers need a stateful ParDo (declare them on the ParDo)".into()
+        })
+    }
+
+    /// Output timestamp for timer callbacks (the timer's output timestamp).
+    pub fn timer_timestamp(&self) -> i64 {
+        self.timestamp
     }
 
     /// Emits `wv` on output `tag`. A downstream failure is kept and reported after the
@@ -153,6 +196,19 @@ impl SideInputData {
             by_window,
             empty: SideWindowData::default(),
         }
+    }
+
+    /// Adds one more value (streaming side inputs fill up as data arrives).
+    pub fn push(&mut self, wv: WindowedValue) {
+        let w = self.by_window.entry(wv.window).or_default();
+        w.values.push(wv.value);
+        // A view built before this value is stale.
+        w.view = OnceLock::new();
+    }
+
+    /// The side-input window that main window `main` maps to.
+    pub fn window_for(&self, main: &Window) -> Window {
+        self.window_fn.side_input_window(main)
     }
 
     /// The values in the side-input window that `main` maps to.

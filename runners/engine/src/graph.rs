@@ -3,6 +3,8 @@
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
 use crate::registry::DoFnFactory;
+use crate::state::{StateKind, TimeDomain};
+use crate::trigger::Trigger;
 use crate::window::{TimestampCombiner, WindowFn};
 use std::sync::Arc;
 
@@ -29,13 +31,29 @@ pub struct PCollectionInfo {
     pub windowing: Windowing,
 }
 
-/// The windowing strategy of a PCollection (the batch subset).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// The windowing strategy of a PCollection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Windowing {
     /// Assigns (and merges) windows.
     pub window_fn: WindowFn,
     /// Timestamp of grouped outputs.
     pub timestamp_combiner: TimestampCombiner,
+    /// When grouped panes fire.
+    pub trigger: Trigger,
+    /// Later panes include the elements of earlier ones.
+    pub accumulating: bool,
+    /// How long after the end of a window late data is still accepted (ms).
+    pub allowed_lateness: i64,
+}
+
+impl Windowing {
+    /// Windowing with `window_fn` and defaults for everything else.
+    pub fn new(window_fn: WindowFn) -> Self {
+        Windowing {
+            window_fn,
+            ..Default::default()
+        }
+    }
 }
 
 /// A transform in the graph.
@@ -60,6 +78,18 @@ pub enum NodeKind {
         dofn: DoFnFactory,
         /// Side-input PCollections, in the order the DoFn reads them.
         side_inputs: Vec<PcId>,
+        /// State and timers, for stateful DoFns (input must be key/value).
+        stateful: Option<Arc<StatefulSpec>>,
+    },
+    /// Replays a fixed sequence of elements, watermark and processing-time advances.
+    TestStream {
+        /// The events, in order.
+        events: Vec<TestEvent>,
+    },
+    /// Reads an unbounded source.
+    Source {
+        /// Creates the source reader.
+        source: SourceFactory,
     },
     /// Assigns windows to every element.
     WindowInto {
@@ -79,6 +109,42 @@ pub enum NodeKind {
     Reshuffle,
 }
 
+/// One step of a TestStream.
+#[derive(Clone, Debug)]
+pub enum TestEvent {
+    /// Emit these elements (value, timestamp ms) as one bundle.
+    Elements(Vec<(crate::Value, i64)>),
+    /// Advance the watermark to this timestamp.
+    Watermark(i64),
+    /// Advance processing time by this many ms.
+    ProcessingTime(i64),
+}
+
+/// Creates readers of an unbounded source.
+pub type SourceFactory = Arc<
+    dyn Fn() -> Result<Box<dyn crate::source::UnboundedSource>, crate::UserError> + Send + Sync,
+>;
+
+/// State cells and timers a stateful DoFn declares.
+#[derive(Clone, Default)]
+pub struct StatefulSpec {
+    /// State cells by name.
+    pub states: Vec<StateDecl>,
+    /// Timers: name and time domain.
+    pub timers: Vec<(String, TimeDomain)>,
+    /// Call the DoFn when a window expires.
+    pub on_window_expiration: bool,
+}
+
+/// One declared state cell.
+#[derive(Clone)]
+pub struct StateDecl {
+    /// The cell's name.
+    pub name: String,
+    /// What it holds.
+    pub kind: StateKind,
+}
+
 impl NodeKind {
     /// Short name of the kind, for messages.
     pub fn label(&self) -> &'static str {
@@ -90,10 +156,26 @@ impl NodeKind {
             NodeKind::CombinePerKey { .. } => "CombinePerKey",
             NodeKind::Flatten => "Flatten",
             NodeKind::Reshuffle => "Reshuffle",
+            NodeKind::TestStream { .. } => "TestStream",
+            NodeKind::Source { .. } => "Source",
         }
     }
 
     pub(crate) fn is_fusable(&self) -> bool {
         matches!(self, NodeKind::ParDo { .. } | NodeKind::WindowInto { .. })
+    }
+
+    /// True for nodes only the streaming executor runs (unbounded sources, TestStream,
+    /// state and timers).
+    pub fn needs_streaming(&self) -> bool {
+        matches!(
+            self,
+            NodeKind::TestStream { .. }
+                | NodeKind::Source { .. }
+                | NodeKind::ParDo {
+                    stateful: Some(_),
+                    ..
+                }
+        )
     }
 }

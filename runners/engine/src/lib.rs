@@ -15,8 +15,12 @@ pub mod graph;
 pub mod metrics;
 pub mod registry;
 pub mod runner;
+pub mod source;
 pub mod spec;
+pub mod state;
+pub mod stream;
 pub mod time;
+pub mod trigger;
 pub mod value;
 pub mod window;
 

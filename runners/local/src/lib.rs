@@ -4,12 +4,17 @@
 //! objects: [`translate`] turns the pipeline into the engine's graph, resolving user
 //! functions through the job's function registry and the `inventory` registrations.
 //!
-//! Options read: `--threads=N` (default: all cores).
+//! Options read: `--threads=N` (default: all cores), `--streaming` (event-driven execution
+//! with triggers and timers; chosen automatically for unbounded sources, TestStream,
+//! stateful DoFns and non-default triggers). With unbounded sources, Ctrl-C drains the job:
+//! sources stop, watermarks advance to the end, every pending pane fires.
 
+mod interrupt;
 pub mod translate;
 
 use beamline_engine::exec::{execute, ExecOptions};
 use beamline_engine::runner::{JobContext, JobResult, Runner, RunnerRegistration};
+use beamline_engine::stream::{execute_streaming, StreamOptions};
 use beamline_engine::EngineError;
 use beamline_proto::pipeline::Pipeline;
 use beamline_proto::prost::Message;
@@ -29,7 +34,30 @@ impl Runner for LocalRunner {
             })?,
             None => 0,
         };
-        let metrics = execute(&graph, &ExecOptions { threads })?;
+        let streaming = job.options.get("streaming").is_some_and(|v| v == "true")
+            || graph.nodes.iter().any(|n| n.kind.needs_streaming())
+            || graph
+                .pcollections
+                .iter()
+                .any(|p| p.windowing.trigger != beamline_engine::trigger::Trigger::Default);
+        let metrics = if streaming {
+            // Real time for unbounded sources; virtual (deterministic) time otherwise.
+            let has_sources = graph
+                .nodes
+                .iter()
+                .any(|n| matches!(n.kind, beamline_engine::graph::NodeKind::Source { .. }));
+            let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            if has_sources {
+                interrupt::watch(cancel.clone());
+            }
+            let opts = StreamOptions {
+                virtual_time: !has_sources,
+                cancel: Some(cancel),
+            };
+            execute_streaming(&graph, &opts)?
+        } else {
+            execute(&graph, &ExecOptions { threads })?
+        };
         Ok(JobResult { metrics })
     }
 }

@@ -1,9 +1,13 @@
 //! Translation of a portable pipeline proto into the engine's graph.
 
 use beamline_engine::coder::Coder;
-use beamline_engine::graph::{Graph, Node, NodeKind, PCollectionInfo, PcId, Windowing};
+use beamline_engine::graph::{
+    Graph, Node, NodeKind, PCollectionInfo, PcId, StateDecl, StatefulSpec, TestEvent, Windowing,
+};
 use beamline_engine::registry::FnRegistry;
 use beamline_engine::spec::UserFnSpec;
+use beamline_engine::state::{StateKind, TimeDomain};
+use beamline_engine::trigger::Trigger;
 use beamline_engine::window::{TimestampCombiner, WindowFn};
 use beamline_engine::EngineError;
 use beamline_proto::pipeline as pb;
@@ -162,9 +166,66 @@ pub fn windowing(comps: &pb::Components, id: &str) -> Result<Windowing> {
         Ok(pb::output_time::Enum::LatestInPane) => TimestampCombiner::Latest,
         _ => TimestampCombiner::EndOfWindow,
     };
+    let trigger = match &ws.trigger {
+        Some(t) => trigger(t)?,
+        None => Trigger::Default,
+    };
     Ok(Windowing {
         window_fn: window_fn(wf)?,
         timestamp_combiner,
+        trigger,
+        accumulating: ws.accumulation_mode == pb::accumulation_mode::Enum::Accumulating as i32,
+        allowed_lateness: ws.allowed_lateness.max(0),
+    })
+}
+
+/// Translates a trigger tree.
+///
+/// # Errors
+/// Unsupported triggers (synchronized processing time, aligned processing-time delays).
+pub fn trigger(t: &pb::Trigger) -> Result<Trigger> {
+    use pb::trigger::Trigger as T;
+    let subs = |v: &[pb::Trigger]| v.iter().map(trigger).collect::<Result<Vec<_>>>();
+    let boxed = |t: &Option<Box<pb::Trigger>>| -> Result<Option<Trigger>> {
+        t.as_deref().map(trigger).transpose()
+    };
+    Ok(match &t.trigger {
+        None | Some(T::Default(_)) => Trigger::Default,
+        Some(T::Always(_)) => Trigger::Always,
+        Some(T::Never(_)) => Trigger::Never,
+        Some(T::ElementCount(c)) => Trigger::AfterCount(i64::from(c.element_count.max(1))),
+        Some(T::AfterAll(a)) => Trigger::AfterAll(subs(&a.subtriggers)?),
+        Some(T::AfterAny(a)) => Trigger::AfterAny(subs(&a.subtriggers)?),
+        Some(T::AfterEach(a)) => Trigger::AfterEach(subs(&a.subtriggers)?),
+        Some(T::AfterEndOfWindow(a)) => {
+            Trigger::after_watermark(boxed(&a.early_firings)?, boxed(&a.late_firings)?)
+        }
+        Some(T::AfterProcessingTime(p)) => {
+            let mut delay = 0;
+            for tt in &p.timestamp_transforms {
+                match &tt.timestamp_transform {
+                    Some(pb::timestamp_transform::TimestampTransform::Delay(d)) => {
+                        delay += d.delay_millis
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "AfterProcessingTime with aligned timestamps is not supported",
+                        ))
+                    }
+                }
+            }
+            Trigger::AfterProcessingTime(delay)
+        }
+        Some(T::Repeat(r)) => {
+            Trigger::Repeatedly(Box::new(boxed(&r.subtrigger)?.unwrap_or(Trigger::Default)))
+        }
+        Some(T::OrFinally(o)) => Trigger::OrFinally(
+            Box::new(boxed(&o.main)?.unwrap_or(Trigger::Default)),
+            Box::new(boxed(&o.finally)?.unwrap_or(Trigger::Never)),
+        ),
+        Some(T::AfterSynchronizedProcessingTime(_)) => {
+            return Err(invalid("AfterSynchronizedProcessingTime is not supported"))
+        }
     })
 }
 
@@ -283,6 +344,42 @@ impl Translator<'_> {
                 Ok(())
             }
             urns::PAR_DO => self.par_do(t, payload),
+            urns::TEST_STREAM => self.test_stream(t, payload),
+            urns::BEAMLINE_UNBOUNDED_SOURCE => {
+                let spec = parse_spec(name, payload)?;
+                let beamline_engine::spec::FnRef::Named {
+                    name: sname,
+                    config,
+                } = &spec.function
+                else {
+                    return Err(invalid(format!("source '{name}' must be a named source")));
+                };
+                let reg = inventory::iter::<beamline_engine::source::NamedSource>
+                    .into_iter()
+                    .find(|r| r.name == sname)
+                    .ok_or_else(|| EngineError::UnresolvedFunction {
+                        transform: name.to_string(),
+                        function: sname.clone(),
+                        reason: "no source is registered under this name in this binary".into(),
+                    })?;
+                let build = reg.build;
+                let config = config.to_string();
+                // Check the config before any data flows.
+                build(&config).map_err(|e| EngineError::UnresolvedFunction {
+                    transform: name.to_string(),
+                    function: sname.clone(),
+                    reason: e.to_string(),
+                })?;
+                let outs = sorted_values(&t.outputs);
+                let [out] = outs.as_slice() else {
+                    return Err(invalid(format!("source '{name}' needs one output")));
+                };
+                let o = self.pcoll(out)?;
+                let source: beamline_engine::graph::SourceFactory =
+                    std::sync::Arc::new(move || build(&config));
+                self.add(name, NodeKind::Source { source }, vec![], vec![o]);
+                Ok(())
+            }
             "" => Ok(()),
             other => Err(invalid(format!(
                 "transform '{name}' has URN '{other}', which the local runner does not know"
@@ -301,11 +398,6 @@ impl Translator<'_> {
         let name = t.unique_name.as_str();
         let pd = pb::ParDoPayload::decode(payload)
             .map_err(|e| invalid(format!("'{name}': bad ParDoPayload: {e}")))?;
-        if !pd.state_specs.is_empty() || !pd.timer_family_specs.is_empty() {
-            return Err(invalid(format!(
-                "ParDo '{name}' uses state or timers, which the batch local runner does not execute yet"
-            )));
-        }
         let f = pd
             .do_fn
             .as_ref()
@@ -353,12 +445,112 @@ impl Translator<'_> {
             })?;
             outputs.push(self.pcoll(pc)?);
         }
+        let stateful = self.stateful_spec(name, &pd)?;
         self.add(
             name,
-            NodeKind::ParDo { dofn, side_inputs },
+            NodeKind::ParDo {
+                dofn,
+                side_inputs,
+                stateful,
+            },
             vec![main],
             outputs,
         );
+        Ok(())
+    }
+
+    fn stateful_spec(
+        &self,
+        name: &str,
+        pd: &pb::ParDoPayload,
+    ) -> Result<Option<std::sync::Arc<StatefulSpec>>> {
+        if pd.state_specs.is_empty()
+            && pd.timer_family_specs.is_empty()
+            && pd.on_window_expiration_timer_family_spec.is_empty()
+        {
+            return Ok(None);
+        }
+        let mut spec = StatefulSpec::default();
+        let mut names: Vec<&String> = pd.state_specs.keys().collect();
+        names.sort();
+        for sname in names {
+            use pb::state_spec::Spec;
+            let kind = match &pd.state_specs[sname].spec {
+                Some(Spec::ReadModifyWriteSpec(_)) => StateKind::Value,
+                Some(Spec::BagSpec(_)) => StateKind::Bag,
+                Some(Spec::OrderedListSpec(_)) => StateKind::OrderedList,
+                Some(Spec::MapSpec(m)) => StateKind::Map(coder(self.comps, &m.key_coder_id)?),
+                Some(Spec::SetSpec(m)) => StateKind::Set(coder(self.comps, &m.element_coder_id)?),
+                Some(Spec::CombiningSpec(c)) => {
+                    let f = c.combine_fn.as_ref().ok_or_else(|| {
+                        invalid(format!(
+                            "ParDo '{name}': combining state '{sname}' has no CombineFn"
+                        ))
+                    })?;
+                    let cspec = parse_spec(name, &f.payload)?;
+                    StateKind::Combining(self.fns.resolve_combine_fn(name, &cspec)?)
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "ParDo '{name}': state '{sname}' has no spec"
+                    )))
+                }
+            };
+            spec.states.push(StateDecl {
+                name: sname.clone(),
+                kind,
+            });
+        }
+        let mut timers: Vec<(&String, &pb::TimerFamilySpec)> =
+            pd.timer_family_specs.iter().collect();
+        timers.sort_by_key(|(n, _)| *n);
+        for (tname, t) in timers {
+            let domain = if t.time_domain == pb::time_domain::Enum::ProcessingTime as i32 {
+                TimeDomain::ProcessingTime
+            } else {
+                TimeDomain::Watermark
+            };
+            spec.timers.push((tname.clone(), domain));
+        }
+        spec.on_window_expiration = !pd.on_window_expiration_timer_family_spec.is_empty();
+        Ok(Some(std::sync::Arc::new(spec)))
+    }
+
+    fn test_stream(&mut self, t: &pb::PTransform, payload: &[u8]) -> Result<()> {
+        let name = t.unique_name.as_str();
+        let ts = pb::TestStreamPayload::decode(payload)
+            .map_err(|e| invalid(format!("'{name}': bad TestStreamPayload: {e}")))?;
+        let c = coder(self.comps, &ts.coder_id)?;
+        let mut events = Vec::with_capacity(ts.events.len());
+        for e in &ts.events {
+            use pb::test_stream_payload::event::Event;
+            events.push(match &e.event {
+                Some(Event::ElementEvent(add)) => {
+                    let mut items = Vec::with_capacity(add.elements.len());
+                    for el in &add.elements {
+                        let v = c
+                            .decode(&mut el.encoded_element.as_slice(), false)
+                            .map_err(|source| EngineError::Coder {
+                                transform: name.to_string(),
+                                source,
+                            })?;
+                        items.push((v, el.timestamp));
+                    }
+                    TestEvent::Elements(items)
+                }
+                Some(Event::WatermarkEvent(w)) => TestEvent::Watermark(w.new_watermark),
+                Some(Event::ProcessingTimeEvent(p)) => {
+                    TestEvent::ProcessingTime(p.advance_duration)
+                }
+                None => return Err(invalid(format!("'{name}': empty TestStream event"))),
+            });
+        }
+        let outs = sorted_values(&t.outputs);
+        let [out] = outs.as_slice() else {
+            return Err(invalid(format!("TestStream '{name}' needs one output")));
+        };
+        let o = self.pcoll(out)?;
+        self.add(name, NodeKind::TestStream { events }, vec![], vec![o]);
         Ok(())
     }
 }

@@ -86,6 +86,11 @@ impl<C: CombineFn> CombineFnInvoker for Adapter<C> {
     }
 }
 
+/// The engine-level invoker of a typed CombineFn.
+pub(crate) fn invoker<C: CombineFn>(c: C) -> Arc<dyn CombineFnInvoker> {
+    Arc::new(Adapter(c))
+}
+
 /// How a combine's function is referenced: a closure of this binary or a named function.
 #[derive(Clone)]
 pub(crate) struct CombineRef {

@@ -10,6 +10,7 @@ mod map;
 mod pardo;
 mod partition;
 mod reshuffle;
+mod test_stream;
 mod window;
 
 pub use combine::{CombineFn, CombineGlobally, CombinePerKey};
@@ -22,4 +23,5 @@ pub use map::{Filter, FlatMap, Map};
 pub use pardo::{ParDo, ParDoWithOutputs, TaggedOutputs, MAIN_TAG};
 pub use partition::Partition;
 pub use reshuffle::Reshuffle;
+pub use test_stream::TestStream;
 pub use window::{WindowInto, WithTimestamps};

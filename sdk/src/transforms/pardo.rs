@@ -5,6 +5,7 @@ use crate::element::Element;
 use crate::pcollection::{PCollection, POutput};
 use crate::pipeline::{PTransform, Pipeline};
 use crate::side_input::{SideInput, ViewKind};
+use crate::state::{StateSpec, StateSpecKind, TimerSpec};
 use beamline_engine::spec::{FnRef, UserFnSpec};
 use beamline_proto::pipeline as pb;
 use beamline_proto::prost::Message;
@@ -38,6 +39,15 @@ pub struct ParDo<F> {
     f: F,
     named: Option<(&'static str, serde_json::Value)>,
     sides: Vec<SideRef>,
+    stateful: StatefulDecl,
+}
+
+/// State cells and timers declared on a ParDo.
+#[derive(Clone, Default)]
+pub(crate) struct StatefulDecl {
+    states: Vec<StateSpec>,
+    timers: Vec<TimerSpec>,
+    expiration: bool,
 }
 
 impl<F: DoFn> ParDo<F> {
@@ -47,7 +57,26 @@ impl<F: DoFn> ParDo<F> {
             f,
             named: None,
             sides: Vec::new(),
+            stateful: StatefulDecl::default(),
         }
+    }
+
+    /// Declares a state cell; the input must be `(K, V)` and state is per key and window.
+    pub fn with_state(mut self, spec: StateSpec) -> Self {
+        self.stateful.states.push(spec);
+        self
+    }
+
+    /// Declares a timer; its callback is [`DoFn::on_timer`].
+    pub fn with_timer(mut self, spec: TimerSpec) -> Self {
+        self.stateful.timers.push(spec);
+        self
+    }
+
+    /// Calls [`DoFn::on_window_expiration`] when each window of each key expires.
+    pub fn with_window_expiration(mut self) -> Self {
+        self.stateful.expiration = true;
+        self
     }
 
     /// Makes `view` readable with `ctx.side_input(&view)` inside the DoFn.
@@ -100,6 +129,7 @@ impl<F: DoFn> ParDo<F> {
             &F::Out::coder(),
             extra,
             &sides,
+            &self.stateful,
         );
         TaggedOutputs {
             main: PCollection::from_id(p.clone(), main),
@@ -118,9 +148,10 @@ pub(crate) fn apply_pardo(
     main_coder: &beamline_engine::coder::Coder,
     extra: Vec<ErasedTag>,
     sides: &[SideRef],
+    stateful: &StatefulDecl,
 ) -> (String, Vec<(String, String)>) {
     let name = p.current_name();
-    let main = p.new_output_with_coder(MAIN_TAG, main_coder, windowing);
+    let main = p.new_output_with_coder(MAIN_TAG, main_coder, windowing.clone());
     let mut tags = vec![MAIN_TAG.to_string()];
     let mut outputs = vec![(MAIN_TAG.to_string(), main.clone())];
     let mut others = Vec::new();
@@ -132,7 +163,7 @@ pub(crate) fn apply_pardo(
             ));
             continue;
         }
-        let id = p.new_output_with_coder(&t.name, &t.coder, windowing);
+        let id = p.new_output_with_coder(&t.name, &t.coder, windowing.clone());
         tags.push(t.name.clone());
         outputs.push((t.name.clone(), id.clone()));
         others.push((t.name, id));
@@ -168,7 +199,7 @@ pub(crate) fn apply_pardo(
             },
         );
     }
-    let payload = pb::ParDoPayload {
+    let mut payload = pb::ParDoPayload {
         do_fn: Some(pb::FunctionSpec {
             urn: urns::BEAMLINE_DOFN.into(),
             payload: spec.to_payload(),
@@ -176,6 +207,7 @@ pub(crate) fn apply_pardo(
         side_inputs,
         ..Default::default()
     };
+    state_protos(p, &name, stateful, &mut payload);
     p.set_primitive(
         pb::FunctionSpec {
             urn: urns::PAR_DO.into(),
@@ -186,6 +218,95 @@ pub(crate) fn apply_pardo(
         true,
     );
     (main, others)
+}
+
+/// Records state and timer declarations in the ParDo payload (registering combining
+/// state CombineFns as closures of the transform).
+fn state_protos(p: &Pipeline, name: &str, st: &StatefulDecl, payload: &mut pb::ParDoPayload) {
+    use pb::state_spec::Spec;
+    for s in &st.states {
+        let (spec, protocol) = match &s.kind {
+            StateSpecKind::Value(c) => (
+                Spec::ReadModifyWriteSpec(pb::ReadModifyWriteStateSpec {
+                    coder_id: p.coder_id(c),
+                }),
+                urns::USER_STATE_BAG,
+            ),
+            StateSpecKind::Bag(c) => (
+                Spec::BagSpec(pb::BagStateSpec {
+                    element_coder_id: p.coder_id(c),
+                }),
+                urns::USER_STATE_BAG,
+            ),
+            StateSpecKind::OrderedList(c) => (
+                Spec::OrderedListSpec(pb::OrderedListStateSpec {
+                    element_coder_id: p.coder_id(c),
+                }),
+                urns::USER_STATE_BAG,
+            ),
+            StateSpecKind::Map(k, v) => (
+                Spec::MapSpec(pb::MapStateSpec {
+                    key_coder_id: p.coder_id(k),
+                    value_coder_id: p.coder_id(v),
+                }),
+                urns::USER_STATE_MULTIMAP,
+            ),
+            StateSpecKind::Set(c) => (
+                Spec::SetSpec(pb::SetStateSpec {
+                    element_coder_id: p.coder_id(c),
+                }),
+                urns::USER_STATE_MULTIMAP,
+            ),
+            StateSpecKind::Combining(f) => {
+                let id = format!("{name}/state/{}", s.name);
+                p.register_combine_fn(&id, f.clone());
+                let fspec = UserFnSpec {
+                    function: FnRef::Closure { id },
+                    outputs: vec![],
+                    side_inputs: vec![],
+                };
+                (
+                    Spec::CombiningSpec(pb::CombiningStateSpec {
+                        accumulator_coder_id: p
+                            .coder_id(&beamline_engine::coder::Coder::Opaque("accumulator".into())),
+                        combine_fn: Some(pb::FunctionSpec {
+                            urn: urns::BEAMLINE_COMBINE_FN.into(),
+                            payload: fspec.to_payload(),
+                        }),
+                    }),
+                    urns::USER_STATE_BAG,
+                )
+            }
+        };
+        payload.state_specs.insert(
+            s.name.clone(),
+            pb::StateSpec {
+                spec: Some(spec),
+                protocol: Some(pb::FunctionSpec {
+                    urn: protocol.into(),
+                    payload: vec![],
+                }),
+            },
+        );
+    }
+    for t in &st.timers {
+        let domain = match t.domain {
+            beamline_engine::state::TimeDomain::Watermark => pb::time_domain::Enum::EventTime,
+            beamline_engine::state::TimeDomain::ProcessingTime => {
+                pb::time_domain::Enum::ProcessingTime
+            }
+        };
+        payload.timer_family_specs.insert(
+            t.name.clone(),
+            pb::TimerFamilySpec {
+                time_domain: domain as i32,
+                timer_family_coder_id: p.coder_id(&beamline_engine::coder::Coder::Bytes),
+            },
+        );
+    }
+    if st.expiration {
+        payload.on_window_expiration_timer_family_spec = "onWindowExpiration".into();
+    }
 }
 
 /// A ParDo running a Value-level function registered by name (SDK-internal transforms).
@@ -211,6 +332,7 @@ impl<I, T: Element> PTransform<PCollection<I>> for NamedValueParDo<T> {
             &T::coder(),
             vec![],
             &[],
+            &StatefulDecl::default(),
         );
         PCollection::from_id(p, main)
     }
@@ -225,6 +347,7 @@ impl<F: NamedDoFn> ParDo<F> {
             f,
             named: Some((F::NAME, config)),
             sides: Vec::new(),
+            stateful: StatefulDecl::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::pcollection::PCollection;
 use crate::pipeline::PTransform;
 use beamline_engine::graph::Windowing;
 use beamline_engine::time::Timestamp;
+use beamline_engine::trigger::Trigger;
 use beamline_engine::window::{TimestampCombiner, WindowFn};
 use beamline_engine::UserError;
 use beamline_proto::pipeline as pb;
@@ -28,6 +29,9 @@ use std::sync::Arc;
 pub struct WindowInto<T> {
     window_fn: WindowFn,
     timestamp_combiner: Option<TimestampCombiner>,
+    trigger: Trigger,
+    accumulating: bool,
+    allowed_lateness: i64,
     _t: PhantomData<fn(T)>,
 }
 
@@ -37,6 +41,9 @@ impl<T> WindowInto<T> {
         WindowInto {
             window_fn,
             timestamp_combiner: None,
+            trigger: Trigger::Default,
+            accumulating: false,
+            allowed_lateness: 0,
             _t: PhantomData,
         }
     }
@@ -63,6 +70,32 @@ impl<T> WindowInto<T> {
     pub fn sessions(gap_ms: i64) -> Self {
         Self::new(WindowFn::Sessions { gap: gap_ms })
     }
+    /// When grouped panes fire (default: when the watermark passes the end of the window,
+    /// and for every late element).
+    pub fn triggering(mut self, trigger: Trigger) -> Self {
+        self.trigger = trigger;
+        self
+    }
+
+    /// Later panes of a window include the elements of earlier panes.
+    pub fn accumulating(mut self) -> Self {
+        self.accumulating = true;
+        self
+    }
+
+    /// Every pane holds only the elements since the previous pane (the default).
+    pub fn discarding(mut self) -> Self {
+        self.accumulating = false;
+        self
+    }
+
+    /// Accepts data up to `ms` after the end of a window (late panes); later data is
+    /// dropped and counted in the `beamline/droppedDueToLateness` counter.
+    pub fn with_allowed_lateness(mut self, ms: i64) -> Self {
+        self.allowed_lateness = ms.max(0);
+        self
+    }
+
     /// How grouped outputs are timestamped (default: end of window).
     pub fn with_timestamp_combiner(mut self, tc: TimestampCombiner) -> Self {
         self.timestamp_combiner = Some(tc);
@@ -91,6 +124,9 @@ impl<T: Element> PTransform<PCollection<T>> for WindowInto<T> {
             timestamp_combiner: self
                 .timestamp_combiner
                 .unwrap_or(input.windowing().timestamp_combiner),
+            trigger: self.trigger,
+            accumulating: self.accumulating,
+            allowed_lateness: self.allowed_lateness,
         };
         let out: PCollection<T> = p.new_output("out", windowing);
         let payload = pb::WindowIntoPayload {

@@ -155,7 +155,7 @@ impl<'g> Executor<'g> {
             ))]],
             NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
                 let input = self.shuffles.remove(&n).unwrap_or_default();
-                let windowing = self.graph.pcollections[node.inputs[0]].windowing;
+                let windowing = self.graph.pcollections[node.inputs[0]].windowing.clone();
                 shuffle::finish(node, input, windowing)?
             }
             NodeKind::Flatten => {
@@ -176,8 +176,13 @@ impl<'g> Executor<'g> {
                 }
                 out
             }
-            NodeKind::ParDo { .. } | NodeKind::WindowInto { .. } => {
-                unreachable!("fusable nodes run inside stages")
+            NodeKind::ParDo { .. }
+            | NodeKind::WindowInto { .. }
+            | NodeKind::TestStream { .. }
+            | NodeKind::Source { .. } => {
+                unreachable!(
+                    "fusable nodes run inside stages; unbounded ones are rejected by the plan"
+                )
             }
         };
         let bundles = bundles.into_iter().filter(|b| !b.is_empty()).collect();

@@ -325,6 +325,12 @@ impl Builder<'_> {
                 }
             }
             NodeKind::Impulse => {}
+            NodeKind::TestStream { .. } | NodeKind::Source { .. } => {
+                return Err(invalid(format!(
+                    "'{}' is unbounded: run the pipeline in streaming mode",
+                    node.name
+                )))
+            }
         }
         Ok(())
     }

@@ -198,14 +198,14 @@ pub(crate) fn finish(node: &Node, input: ShuffleInput, windowing: Windowing) -> 
     input
         .parts
         .into_par_iter()
-        .map(|chunks| finish_partition(node, chunks, windowing, combine_fn.as_deref()))
+        .map(|chunks| finish_partition(node, chunks, &windowing, combine_fn.as_deref()))
         .collect()
 }
 
 fn finish_partition(
     node: &Node,
     chunks: Vec<Chunk>,
-    windowing: Windowing,
+    windowing: &Windowing,
     combine_fn: Option<&dyn CombineFnInvoker>,
 ) -> Result<Vec<WindowedValue>> {
     let tc = windowing.timestamp_combiner;
@@ -311,7 +311,7 @@ fn finish_partition(
 /// Splits per-key groups of (window, timestamp, value) into merged-window groups.
 fn merge_groups(
     groups: Vec<Group<(Window, i64, Value)>>,
-    windowing: Windowing,
+    windowing: &Windowing,
 ) -> Vec<Group<Value>> {
     let tc = windowing.timestamp_combiner;
     let mut out = Vec::new();

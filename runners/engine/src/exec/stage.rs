@@ -82,7 +82,7 @@ impl Instance {
                 SinkPlan::Materialize(_) => SinkInstance::Materialize(Vec::new()),
                 SinkPlan::Shuffle { node, key_coder } => {
                     let n = &shared.graph.nodes[*node];
-                    let windowing = shared.graph.pcollections[n.inputs[0]].windowing;
+                    let windowing = shared.graph.pcollections[n.inputs[0]].windowing.clone();
                     SinkInstance::Shuffle(ShuffleWriter::new(n, key_coder.clone(), windowing))
                 }
             })

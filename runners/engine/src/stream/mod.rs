@@ -1,0 +1,338 @@
+//! The streaming executor: an event loop that pushes elements through the graph as they
+//! arrive, advances watermarks and processing time, and fires triggers and timers.
+//!
+//! Sources (Impulse, TestStream, unbounded sources) produce bundles; each bundle is pushed
+//! through every transform before the next. After each step, processing-time timers fire
+//! and watermarks propagate in topological order: a transform's output watermark is the
+//! minimum of its input watermarks and its holds (pending panes and timers). The job ends
+//! when every source is finished and every watermark reached the end of time — or, after
+//! cancellation, once the sources stopped and everything drained.
+
+mod gbk;
+mod ops;
+
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, NodeKind, PcId};
+use crate::metrics::MetricResults;
+use crate::window::WindowedValue;
+use ops::{Op, OpCx, SourceStep};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The watermark after all data: past the end of every window.
+pub const END_OF_TIME: i64 = i64::MAX;
+
+/// How the streaming executor keeps processing time.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// Virtual processing time starting at 0 and advanced only by TestStream events
+    /// (deterministic tests); otherwise the wall clock.
+    pub virtual_time: bool,
+    /// Set to request a drain: sources stop, watermarks advance to the end, panes fire.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            virtual_time: true,
+            cancel: None,
+        }
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a pipeline (bounded or unbounded) to completion in streaming mode.
+///
+/// # Errors
+/// The first failure of any transform, naming it.
+pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricResults> {
+    let mut ex = Executor::new(graph, opts)?;
+    let r = ex.run();
+    let mut metrics = MetricResults::default();
+    let mut teardown_err = None;
+    for (i, op) in ex.ops.iter_mut().enumerate() {
+        if let Err(e) = op.finish(&graph.nodes[i].name, &mut metrics) {
+            teardown_err.get_or_insert(e);
+        }
+    }
+    r?;
+    match teardown_err {
+        Some(e) => Err(e),
+        None => Ok(metrics),
+    }
+}
+
+struct Executor<'g> {
+    graph: &'g Graph,
+    ops: Vec<Box<dyn Op>>,
+    /// Consumers of each PCollection: (node, input slot; 0 = main, 1.. = side inputs).
+    consumers: Vec<Vec<(usize, usize)>>,
+    topo: Vec<usize>,
+    pc_wm: Vec<i64>,
+    in_wm: Vec<i64>,
+    out_wm: Vec<i64>,
+    now: i64,
+    virtual_time: bool,
+    cancel: Option<Arc<AtomicBool>>,
+    queue: VecDeque<(PcId, WindowedValue)>,
+    out: Vec<(usize, WindowedValue)>,
+}
+
+impl<'g> Executor<'g> {
+    fn new(graph: &'g Graph, opts: &StreamOptions) -> Result<Self> {
+        let n = graph.nodes.len();
+        let mut consumers = vec![Vec::new(); graph.pcollections.len()];
+        let mut producer = vec![None; graph.pcollections.len()];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for &pc in &node.inputs {
+                consumers[pc].push((i, 0));
+            }
+            if let NodeKind::ParDo { side_inputs, .. } = &node.kind {
+                for (s, &pc) in side_inputs.iter().enumerate() {
+                    consumers[pc].push((i, s + 1));
+                }
+            }
+            for &pc in &node.outputs {
+                producer[pc] = Some(i);
+            }
+        }
+        // Topological order by depth-first search over producers.
+        let mut topo = Vec::with_capacity(n);
+        let mut state = vec![0u8; n];
+        fn visit(
+            i: usize,
+            graph: &Graph,
+            producer: &[Option<usize>],
+            state: &mut [u8],
+            topo: &mut Vec<usize>,
+        ) -> Result<()> {
+            match state[i] {
+                2 => return Ok(()),
+                1 => {
+                    return Err(EngineError::InvalidPipeline(format!(
+                        "cycle through '{}'",
+                        graph.nodes[i].name
+                    )))
+                }
+                _ => {}
+            }
+            state[i] = 1;
+            let node = &graph.nodes[i];
+            let mut deps = node.inputs.clone();
+            if let NodeKind::ParDo { side_inputs, .. } = &node.kind {
+                deps.extend(side_inputs);
+            }
+            for pc in deps {
+                let p = producer[pc].ok_or_else(|| {
+                    EngineError::InvalidPipeline(format!(
+                        "PCollection '{}' has no producer",
+                        graph.pcollections[pc].name
+                    ))
+                })?;
+                visit(p, graph, producer, state, topo)?;
+            }
+            state[i] = 2;
+            topo.push(i);
+            Ok(())
+        }
+        for i in 0..n {
+            visit(i, graph, &producer, &mut state, &mut topo)?;
+        }
+        let ops = graph
+            .nodes
+            .iter()
+            .map(|node| ops::build(graph, node))
+            .collect::<Result<Vec<_>>>()?;
+        let now = if opts.virtual_time {
+            0
+        } else {
+            wall_clock_ms()
+        };
+        Ok(Executor {
+            graph,
+            ops,
+            consumers,
+            topo,
+            pc_wm: vec![i64::MIN; graph.pcollections.len()],
+            in_wm: vec![i64::MIN; n],
+            out_wm: vec![i64::MIN; n],
+            now,
+            virtual_time: opts.virtual_time,
+            cancel: opts.cancel.clone(),
+            queue: VecDeque::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Calls operator `node` with a context, then queues what it emitted.
+    fn call<R>(
+        &mut self,
+        node: usize,
+        f: impl FnOnce(&mut dyn Op, &mut OpCx<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let mut cx = OpCx {
+            out: &mut self.out,
+            now: self.now,
+            input_watermark: self.in_wm[node],
+            output_watermark: self.out_wm[node],
+            name: &self.graph.nodes[node].name,
+        };
+        let r = f(&mut *self.ops[node], &mut cx);
+        self.collect(node);
+        r
+    }
+
+    /// Moves what node `node` emitted into the queue.
+    fn collect(&mut self, node: usize) {
+        let outputs = &self.graph.nodes[node].outputs;
+        for (tag, wv) in self.out.drain(..) {
+            if let Some(&pc) = outputs.get(tag) {
+                self.queue.push_back((pc, wv));
+            }
+        }
+    }
+
+    /// Pushes queued elements through their consumers until nothing is left, then ends
+    /// the bundle of every transform (which may fire count-based triggers, and so on).
+    fn drain(&mut self) -> Result<()> {
+        loop {
+            while let Some((pc, wv)) = self.queue.pop_front() {
+                let consumers = std::mem::take(&mut self.consumers[pc]);
+                let last = consumers.len().saturating_sub(1);
+                let mut wv = Some(wv);
+                let mut result = Ok(());
+                for (i, &(node, slot)) in consumers.iter().enumerate() {
+                    let v = if i == last {
+                        wv.take().expect("moved once")
+                    } else {
+                        wv.clone().expect("present")
+                    };
+                    result = self.call(node, |op, cx| op.process(slot, v, cx));
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                self.consumers[pc] = consumers;
+                result?;
+            }
+            let mut any = false;
+            for i in 0..self.topo.len() {
+                let node = self.topo[i];
+                self.call(node, |op, cx| op.end_bundle(cx))?;
+                if !self.queue.is_empty() {
+                    any = true;
+                    break;
+                }
+            }
+            if !any && self.queue.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
+    fn run(&mut self) -> Result<()> {
+        loop {
+            let cancelled = self.cancelled();
+            let mut progressed = false;
+            let mut all_done = true;
+            for i in 0..self.topo.len() {
+                let node = self.topo[i];
+                if cancelled {
+                    self.ops[node].stop();
+                }
+                match self.call(node, |op, cx| op.step(cx))? {
+                    SourceStep::NotASource | SourceStep::Finished => {}
+                    SourceStep::Idle => all_done = false,
+                    SourceStep::Progressed {
+                        advance_processing_time,
+                    } => {
+                        all_done = false;
+                        progressed = true;
+                        if self.virtual_time {
+                            self.now += advance_processing_time;
+                        }
+                    }
+                }
+                self.drain()?;
+            }
+            if !self.virtual_time {
+                self.now = self.now.max(wall_clock_ms());
+            }
+            self.fire_processing_time()?;
+            self.propagate_watermarks()?;
+            let finished = all_done && self.pc_wm.iter().all(|&w| w == END_OF_TIME);
+            if finished {
+                return Ok(());
+            }
+            if !progressed {
+                if all_done {
+                    // Sources are done but some watermark is held: nothing can release it.
+                    return Err(EngineError::InvalidPipeline(
+                        "streaming job stalled: sources finished but watermarks are held".into(),
+                    ));
+                }
+                if !self.virtual_time {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    fn fire_processing_time(&mut self) -> Result<()> {
+        for i in 0..self.topo.len() {
+            let node = self.topo[i];
+            self.call(node, |op, cx| op.on_processing_time(cx))?;
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn propagate_watermarks(&mut self) -> Result<()> {
+        for i in 0..self.topo.len() {
+            let node = self.topo[i];
+            let n = &self.graph.nodes[node];
+            let mut wm = END_OF_TIME;
+            for &pc in &n.inputs {
+                wm = wm.min(self.pc_wm[pc]);
+            }
+            if let NodeKind::ParDo { side_inputs, .. } = &n.kind {
+                for &pc in side_inputs {
+                    wm = wm.min(self.pc_wm[pc]);
+                }
+            }
+            if let NodeKind::ParDo { side_inputs, .. } = &n.kind {
+                if !side_inputs.is_empty() {
+                    let side: Vec<i64> = side_inputs.iter().map(|&pc| self.pc_wm[pc]).collect();
+                    self.ops[node].side_watermarks(&side);
+                }
+            }
+            if wm > self.in_wm[node] || self.in_wm[node] == i64::MIN {
+                self.in_wm[node] = wm;
+                self.call(node, |op, cx| op.advance(wm, cx))?;
+                self.drain()?;
+            }
+            let out = self.in_wm[node].min(self.ops[node].hold());
+            if out > self.out_wm[node] {
+                self.out_wm[node] = out;
+            }
+            for &pc in &self.graph.nodes[node].outputs {
+                self.pc_wm[pc] = self.out_wm[node];
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,698 @@
+//! Streaming operators: sources, element-wise transforms, and (stateful) ParDo.
+
+use super::gbk::GbkOp;
+use super::END_OF_TIME;
+use crate::coder::Coder;
+use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
+use crate::error::{EngineError, Result};
+use crate::exec::guarded;
+use crate::graph::{Graph, Node, NodeKind, SourceFactory, StatefulSpec, TestEvent};
+use crate::metrics::{MetricResults, MetricsContainer};
+use crate::registry::DoFnFactory;
+use crate::source::UnboundedSource;
+use crate::state::{KeyedState, StateCell, StateKind, TimeDomain, TimerRequest};
+use crate::value::Value;
+use crate::window::{PaneInfo, Window, WindowFn, WindowedValue};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// What an operator sees of the executor during a call.
+pub(super) struct OpCx<'a> {
+    /// Outputs: (output tag, element).
+    pub out: &'a mut Vec<(usize, WindowedValue)>,
+    /// Processing time (ms).
+    pub now: i64,
+    /// The operator's input watermark.
+    pub input_watermark: i64,
+    /// The operator's output watermark.
+    pub output_watermark: i64,
+    /// The transform's unique name.
+    pub name: &'a str,
+}
+
+/// What a source did in one step.
+pub(super) enum SourceStep {
+    NotASource,
+    Finished,
+    Idle,
+    Progressed { advance_processing_time: i64 },
+}
+
+/// A transform in the streaming executor.
+pub(super) trait Op {
+    fn process(&mut self, _slot: usize, _wv: WindowedValue, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn end_bundle(&mut self, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn advance(&mut self, _wm: i64, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn side_watermarks(&mut self, _wms: &[i64]) {}
+    fn on_processing_time(&mut self, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn hold(&self) -> i64 {
+        END_OF_TIME
+    }
+    fn step(&mut self, _cx: &mut OpCx<'_>) -> Result<SourceStep> {
+        Ok(SourceStep::NotASource)
+    }
+    fn stop(&mut self) {}
+    fn finish(&mut self, _name: &str, _metrics: &mut MetricResults) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) fn build(graph: &Graph, node: &Node) -> Result<Box<dyn Op>> {
+    Ok(match &node.kind {
+        NodeKind::Impulse => Box::new(ImpulseOp { emitted: false }),
+        NodeKind::TestStream { events } => Box::new(TestStreamOp {
+            events: events.clone(),
+            pos: 0,
+            wm: i64::MIN,
+        }),
+        NodeKind::Source { source } => Box::new(SourceOp {
+            factory: source.clone(),
+            reader: None,
+            wm: i64::MIN,
+            finished: false,
+            stopped: false,
+        }),
+        NodeKind::WindowInto { window_fn } => Box::new(WindowIntoOp(*window_fn)),
+        NodeKind::Flatten | NodeKind::Reshuffle => Box::new(PassOp),
+        NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
+            let input = &graph.pcollections[node.inputs[0]];
+            let Coder::Kv(key_coder, _) = &input.coder else {
+                return Err(EngineError::InvalidPipeline(format!(
+                    "{} '{}' needs key/value input, but '{}' has coder {}",
+                    node.kind.label(),
+                    node.name,
+                    input.name,
+                    input.coder
+                )));
+            };
+            let combine = match &node.kind {
+                NodeKind::CombinePerKey { combine_fn } => Some(combine_fn.clone()),
+                _ => None,
+            };
+            Box::new(GbkOp::new(
+                (**key_coder).clone(),
+                input.windowing.clone(),
+                combine,
+            ))
+        }
+        NodeKind::ParDo {
+            dofn,
+            side_inputs,
+            stateful,
+        } => {
+            let main = &graph.pcollections[node.inputs[0]];
+            let stateful = match stateful {
+                None => None,
+                Some(spec) => {
+                    let Coder::Kv(key_coder, _) = &main.coder else {
+                        return Err(EngineError::InvalidPipeline(format!(
+                            "stateful ParDo '{}' needs key/value input, but '{}' has coder {}",
+                            node.name, main.name, main.coder
+                        )));
+                    };
+                    Some(Stateful::new(
+                        spec.clone(),
+                        (**key_coder).clone(),
+                        main.windowing.allowed_lateness,
+                    ))
+                }
+            };
+            Box::new(ParDoOp {
+                factory: dofn.clone(),
+                inst: None,
+                in_bundle: false,
+                metrics: MetricsContainer::default(),
+                sides: side_inputs
+                    .iter()
+                    .map(|&pc| {
+                        SideInputData::new(graph.pcollections[pc].windowing.window_fn, Vec::new())
+                    })
+                    .collect(),
+                side_wms: vec![i64::MIN; side_inputs.len()],
+                pushback: Vec::new(),
+                stateful,
+            })
+        }
+    })
+}
+
+struct ImpulseOp {
+    emitted: bool,
+}
+
+impl Op for ImpulseOp {
+    fn step(&mut self, cx: &mut OpCx<'_>) -> Result<SourceStep> {
+        if self.emitted {
+            return Ok(SourceStep::Finished);
+        }
+        self.emitted = true;
+        cx.out
+            .push((0, WindowedValue::in_global_window(Value::Bytes(Vec::new()))));
+        Ok(SourceStep::Progressed {
+            advance_processing_time: 0,
+        })
+    }
+    fn hold(&self) -> i64 {
+        if self.emitted {
+            END_OF_TIME
+        } else {
+            i64::MIN
+        }
+    }
+}
+
+struct TestStreamOp {
+    events: Vec<TestEvent>,
+    pos: usize,
+    wm: i64,
+}
+
+impl Op for TestStreamOp {
+    fn step(&mut self, cx: &mut OpCx<'_>) -> Result<SourceStep> {
+        let Some(event) = self.events.get(self.pos) else {
+            self.wm = END_OF_TIME;
+            return Ok(SourceStep::Finished);
+        };
+        self.pos += 1;
+        let mut advance = 0;
+        match event {
+            TestEvent::Elements(items) => {
+                for (v, ts) in items {
+                    cx.out.push((
+                        0,
+                        WindowedValue {
+                            value: v.clone(),
+                            timestamp: *ts,
+                            window: Window::Global,
+                            pane: PaneInfo::NO_FIRING,
+                        },
+                    ));
+                }
+            }
+            TestEvent::Watermark(w) => self.wm = self.wm.max(*w),
+            TestEvent::ProcessingTime(d) => advance = *d,
+        }
+        Ok(SourceStep::Progressed {
+            advance_processing_time: advance,
+        })
+    }
+    fn hold(&self) -> i64 {
+        self.wm
+    }
+    fn stop(&mut self) {
+        self.pos = self.events.len();
+    }
+}
+
+struct SourceOp {
+    factory: SourceFactory,
+    reader: Option<Box<dyn UnboundedSource>>,
+    wm: i64,
+    finished: bool,
+    stopped: bool,
+}
+
+impl Op for SourceOp {
+    fn step(&mut self, cx: &mut OpCx<'_>) -> Result<SourceStep> {
+        if self.finished {
+            return Ok(SourceStep::Finished);
+        }
+        if self.stopped {
+            self.finished = true;
+            self.wm = END_OF_TIME;
+            return Ok(SourceStep::Progressed {
+                advance_processing_time: 0,
+            });
+        }
+        if self.reader.is_none() {
+            let f = self.factory.clone();
+            self.reader = Some(guarded(cx.name, || f())?);
+        }
+        let reader = self.reader.as_mut().expect("created above");
+        let now = cx.now;
+        let batch = guarded(cx.name, || reader.poll(now, 8192))?;
+        let n = batch.elements.len();
+        for (value, timestamp) in batch.elements {
+            cx.out.push((
+                0,
+                WindowedValue {
+                    value,
+                    timestamp,
+                    window: Window::Global,
+                    pane: PaneInfo::NO_FIRING,
+                },
+            ));
+        }
+        self.wm = self.wm.max(batch.watermark);
+        if batch.finished {
+            self.finished = true;
+            self.wm = END_OF_TIME;
+        }
+        Ok(if n == 0 && !batch.finished {
+            SourceStep::Idle
+        } else {
+            SourceStep::Progressed {
+                advance_processing_time: 0,
+            }
+        })
+    }
+    fn hold(&self) -> i64 {
+        self.wm
+    }
+    fn stop(&mut self) {
+        self.stopped = true;
+    }
+}
+
+struct WindowIntoOp(WindowFn);
+
+impl Op for WindowIntoOp {
+    fn process(&mut self, _slot: usize, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+        match self.0.assign_one(wv.timestamp) {
+            Some(window) => cx.out.push((0, WindowedValue { window, ..wv })),
+            None => {
+                for window in self.0.assign(wv.timestamp) {
+                    cx.out.push((
+                        0,
+                        WindowedValue {
+                            window,
+                            ..wv.clone()
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct PassOp;
+
+impl Op for PassOp {
+    fn process(&mut self, _slot: usize, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+        cx.out.push((0, wv));
+        Ok(())
+    }
+}
+
+struct VecEmitter<'a>(&'a mut Vec<(usize, WindowedValue)>);
+
+impl Emitter for VecEmitter<'_> {
+    fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<()> {
+        self.0.push((tag, wv));
+        Ok(())
+    }
+}
+
+/// Per key and window state of a stateful ParDo.
+struct KeyWindow {
+    key: Value,
+    cells: FxHashMap<String, StateCell>,
+    /// Pending timers: name to (domain, fire time, output time).
+    timers: FxHashMap<String, (TimeDomain, i64, i64)>,
+}
+
+type TimerIndex = BTreeSet<(i64, Vec<u8>, Window, String)>;
+
+struct Stateful {
+    spec: Arc<StatefulSpec>,
+    decls: Vec<(String, StateKind)>,
+    key_coder: Coder,
+    allowed_lateness: i64,
+    states: FxHashMap<(Vec<u8>, Window), KeyWindow>,
+    event_timers: TimerIndex,
+    processing_timers: TimerIndex,
+    dropped: i64,
+}
+
+impl Stateful {
+    fn new(spec: Arc<StatefulSpec>, key_coder: Coder, allowed_lateness: i64) -> Self {
+        Stateful {
+            decls: spec
+                .states
+                .iter()
+                .map(|d| (d.name.clone(), d.kind.clone()))
+                .collect(),
+            spec,
+            key_coder,
+            allowed_lateness,
+            states: FxHashMap::default(),
+            event_timers: BTreeSet::new(),
+            processing_timers: BTreeSet::new(),
+            dropped: 0,
+        }
+    }
+}
+
+struct ParDoOp {
+    factory: DoFnFactory,
+    inst: Option<Box<dyn DoFnInvoker>>,
+    in_bundle: bool,
+    metrics: MetricsContainer,
+    sides: Vec<SideInputData>,
+    side_wms: Vec<i64>,
+    pushback: Vec<WindowedValue>,
+    stateful: Option<Stateful>,
+}
+
+/// What a call into the DoFn is about.
+enum Call<'v> {
+    Element(WindowedValue),
+    Timer {
+        name: &'v str,
+        window: Window,
+        output_timestamp: i64,
+    },
+    Expire(Window),
+}
+
+impl ParDoOp {
+    fn instance(&mut self, name: &str, cx_out: &mut Vec<(usize, WindowedValue)>) -> Result<()> {
+        if self.inst.is_none() {
+            let f = self.factory.clone();
+            let mut inv = guarded(name, || Ok(f()))?;
+            guarded(name, || inv.setup())?;
+            self.inst = Some(inv);
+        }
+        if !self.in_bundle {
+            self.in_bundle = true;
+            let inv = self.inst.as_mut().expect("created");
+            let mut em = VecEmitter(cx_out);
+            let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
+            let r = guarded(name, || inv.start_bundle(&mut ctx));
+            if let Some(e) = ctx.take_error() {
+                return Err(e);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
+    fn sides_ready(&self, w: &Window) -> bool {
+        self.sides
+            .iter()
+            .zip(&self.side_wms)
+            .all(|(s, &wm)| wm == END_OF_TIME || wm > s.window_for(w).max_timestamp())
+    }
+
+    /// Runs one call of the DoFn, with the key's state when stateful.
+    fn call(
+        &mut self,
+        call: Call<'_>,
+        key_bytes: Option<Vec<u8>>,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        self.instance(cx.name, cx.out)?;
+        let name = cx.name;
+        let inv = self.inst.as_mut().expect("created");
+        let window = match &call {
+            Call::Element(wv) => wv.window,
+            Call::Timer { window, .. } | Call::Expire(window) => *window,
+        };
+        let mut em = VecEmitter(cx.out);
+        let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, window);
+        let mut requests = Vec::new();
+        let (r, err) = match (&mut self.stateful, key_bytes) {
+            (Some(st), Some(kb)) => {
+                let entry = st
+                    .states
+                    .entry((kb.clone(), window))
+                    .or_insert_with(|| KeyWindow {
+                        key: Value::Null,
+                        cells: FxHashMap::default(),
+                        timers: FxHashMap::default(),
+                    });
+                if let Call::Element(wv) = &call {
+                    if let Value::Kv(kv) = &wv.value {
+                        if entry.key == Value::Null {
+                            entry.key = kv.0.clone();
+                        }
+                    }
+                }
+                let ts = match &call {
+                    Call::Element(wv) => wv.timestamp,
+                    Call::Timer {
+                        output_timestamp, ..
+                    } => *output_timestamp,
+                    Call::Expire(w) => w.max_timestamp(),
+                };
+                let keyed = KeyedState {
+                    key: &entry.key,
+                    decls: &st.decls,
+                    cells: &mut entry.cells,
+                    timers: &mut requests,
+                    timer_decls: &st.spec.timers,
+                    now: cx.now,
+                    watermark: cx.input_watermark,
+                };
+                let mut ctx = ctx.with_state(keyed, ts);
+                let r = guarded(name, || match call {
+                    Call::Element(wv) => inv.process(wv, &mut ctx),
+                    Call::Timer { name, .. } => inv.on_timer(name, &mut ctx),
+                    Call::Expire(_) => inv.on_window_expiration(&mut ctx),
+                });
+                let err = ctx.take_error();
+                // Apply timer changes.
+                for req in requests {
+                    match req {
+                        TimerRequest::Set {
+                            name,
+                            timestamp,
+                            output_timestamp,
+                        } => {
+                            let domain = st
+                                .spec
+                                .timers
+                                .iter()
+                                .find(|(n, _)| *n == name)
+                                .map(|(_, d)| *d)
+                                .unwrap_or(TimeDomain::Watermark);
+                            if let Some((d, old, _)) = entry.timers.remove(&name) {
+                                st_indexes(&mut st.event_timers, &mut st.processing_timers, d)
+                                    .remove(&(old, kb.clone(), window, name.clone()));
+                            }
+                            st_indexes(&mut st.event_timers, &mut st.processing_timers, domain)
+                                .insert((timestamp, kb.clone(), window, name.clone()));
+                            entry
+                                .timers
+                                .insert(name, (domain, timestamp, output_timestamp));
+                        }
+                        TimerRequest::Clear { name } => {
+                            if let Some((d, old, _)) = entry.timers.remove(&name) {
+                                st_indexes(&mut st.event_timers, &mut st.processing_timers, d)
+                                    .remove(&(old, kb.clone(), window, name));
+                            }
+                        }
+                    }
+                }
+                (r, err)
+            }
+            _ => {
+                let r = guarded(name, || match call {
+                    Call::Element(wv) => inv.process(wv, &mut ctx),
+                    Call::Timer { name, .. } => inv.on_timer(name, &mut ctx),
+                    Call::Expire(_) => inv.on_window_expiration(&mut ctx),
+                });
+                (r, ctx.take_error())
+            }
+        };
+        match err {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    fn process_main(&mut self, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+        if !self.sides_ready(&wv.window) {
+            self.pushback.push(wv);
+            return Ok(());
+        }
+        let key_bytes =
+            match &mut self.stateful {
+                None => None,
+                Some(st) => {
+                    if cx.input_watermark
+                        > wv.window
+                            .max_timestamp()
+                            .saturating_add(st.allowed_lateness)
+                    {
+                        st.dropped += 1;
+                        return Ok(());
+                    }
+                    let Value::Kv(kv) = &wv.value else {
+                        return Err(EngineError::user(
+                            cx.name,
+                            format!(
+                                "stateful ParDo needs key/value elements, got a {} value",
+                                wv.value.kind()
+                            ),
+                        ));
+                    };
+                    Some(st.key_coder.encode_to_vec(&kv.0).map_err(|source| {
+                        EngineError::Coder {
+                            transform: cx.name.to_string(),
+                            source,
+                        }
+                    })?)
+                }
+            };
+        self.call(Call::Element(wv), key_bytes, cx)
+    }
+
+    fn fire_timers(&mut self, domain: TimeDomain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
+        loop {
+            let Some(st) = &mut self.stateful else {
+                return Ok(());
+            };
+            let index = st_indexes(&mut st.event_timers, &mut st.processing_timers, domain);
+            let Some(first) = index.first().cloned() else {
+                return Ok(());
+            };
+            if first.0 > until {
+                return Ok(());
+            }
+            index.remove(&first);
+            let (ts, kb, window, name) = first;
+            let Some(entry) = st.states.get_mut(&(kb.clone(), window)) else {
+                continue;
+            };
+            let Some((_, _, output_timestamp)) = entry.timers.remove(&name) else {
+                continue;
+            };
+            let _ = ts;
+            self.call(
+                Call::Timer {
+                    name: &name,
+                    window,
+                    output_timestamp,
+                },
+                Some(kb),
+                cx,
+            )?;
+        }
+    }
+}
+
+fn st_indexes<'a>(
+    event: &'a mut TimerIndex,
+    processing: &'a mut TimerIndex,
+    d: TimeDomain,
+) -> &'a mut TimerIndex {
+    match d {
+        TimeDomain::Watermark => event,
+        TimeDomain::ProcessingTime => processing,
+    }
+}
+
+impl Op for ParDoOp {
+    fn process(&mut self, slot: usize, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+        if slot > 0 {
+            self.sides[slot - 1].push(wv);
+            return Ok(());
+        }
+        self.process_main(wv, cx)
+    }
+
+    fn side_watermarks(&mut self, wms: &[i64]) {
+        self.side_wms.copy_from_slice(wms);
+    }
+
+    fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
+        if self.in_bundle {
+            self.in_bundle = false;
+            let name = cx.name;
+            let inv = self.inst.as_mut().expect("created");
+            let mut em = VecEmitter(cx.out);
+            let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
+            let r = guarded(name, || inv.finish_bundle(&mut ctx));
+            if let Some(e) = ctx.take_error() {
+                return Err(e);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
+        // Main elements that waited for their side inputs.
+        if !self.pushback.is_empty() {
+            let waiting = std::mem::take(&mut self.pushback);
+            for wv in waiting {
+                self.process_main(wv, cx)?;
+            }
+        }
+        self.fire_timers(TimeDomain::Watermark, wm, cx)?;
+        // Expire windows past their allowed lateness: callback, then drop state and timers.
+        let Some(st) = &mut self.stateful else {
+            return Ok(());
+        };
+        let lateness = st.allowed_lateness;
+        let expired: Vec<(Vec<u8>, Window)> = st
+            .states
+            .keys()
+            .filter(|(_, w)| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness))
+            .cloned()
+            .collect();
+        let on_expiry = st.spec.on_window_expiration;
+        for (kb, w) in expired {
+            if on_expiry {
+                self.call(Call::Expire(w), Some(kb.clone()), cx)?;
+            }
+            let st = self.stateful.as_mut().expect("stateful");
+            if let Some(entry) = st.states.remove(&(kb.clone(), w)) {
+                for (name, (d, ts, _)) in entry.timers {
+                    st_indexes(&mut st.event_timers, &mut st.processing_timers, d).remove(&(
+                        ts,
+                        kb.clone(),
+                        w,
+                        name,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
+        let now = cx.now;
+        self.fire_timers(TimeDomain::ProcessingTime, now, cx)
+    }
+
+    fn hold(&self) -> i64 {
+        let timers = self
+            .stateful
+            .as_ref()
+            .and_then(|s| s.event_timers.first().map(|t| t.0))
+            .unwrap_or(END_OF_TIME);
+        let pushed = self
+            .pushback
+            .iter()
+            .map(|wv| wv.timestamp)
+            .min()
+            .unwrap_or(END_OF_TIME);
+        timers.min(pushed)
+    }
+
+    fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {
+        if let Some(st) = &self.stateful {
+            if st.dropped > 0 {
+                self.metrics
+                    .inc_counter("beamline", "droppedDueToLateness", st.dropped);
+            }
+        }
+        metrics.merge_container(name, &self.metrics);
+        if let Some(mut inv) = self.inst.take() {
+            guarded(name, || inv.teardown())?;
+        }
+        Ok(())
+    }
+}
