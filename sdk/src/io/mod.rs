@@ -1,3 +1,4 @@
 //! Sources and sinks.
 
+pub mod generator;
 pub mod text;

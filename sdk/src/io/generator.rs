@@ -1,0 +1,220 @@
+//! An unbounded generator source: keyed, timestamped events at a chosen rate, with bounded
+//! out-of-orderness and optionally some late events, reproducible from a seed.
+
+use crate::pcollection::{PBegin, PCollection};
+use crate::pipeline::PTransform;
+use beamline_engine::source::{NamedSource, SourceBatch, UnboundedSource};
+use beamline_engine::spec::{FnRef, UserFnSpec};
+use beamline_engine::{UserError, Value};
+use beamline_proto::pipeline as pb;
+use beamline_proto::urns;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Generates `(key, sequence number)` events.
+///
+/// Event `i` happens at `start_ms + i * 1000 / events_per_second` of event time, minus a
+/// random delay of up to `max_out_of_orderness_ms`; the watermark trails the newest event
+/// by that bound, so ordinary events are never late. A `late_fraction` of events is
+/// delayed by up to `max_lateness_ms` more, arriving behind the watermark (late data).
+/// Keys are uniform in `0..keys`. Emission is paced to `rate_per_second` of wall-clock
+/// time (0: as fast as possible); it stops after `count` events, or runs until cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use beamline::io::generator::Generator;
+/// use beamline::{Pipeline, PipelineOptions};
+/// let p = Pipeline::new(PipelineOptions::default());
+/// let events = p.apply("Events", Generator::new(100).with_count(1_000).with_seed(7));
+/// # let _ = events;
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Generator {
+    /// Number of distinct keys.
+    pub keys: u64,
+    /// Events per second of event time.
+    pub events_per_second: u64,
+    /// Wall-clock emission rate (0: unlimited).
+    pub rate_per_second: u64,
+    /// Bound on how far an ordinary event is behind the newest (ms).
+    pub max_out_of_orderness_ms: i64,
+    /// Share of events that arrive behind the watermark.
+    pub late_fraction: f64,
+    /// Bound on how far behind the watermark a late event is (ms).
+    pub max_lateness_ms: i64,
+    /// Event time of the first event (ms).
+    pub start_ms: i64,
+    /// Stop after this many events.
+    pub count: Option<u64>,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Generator {
+    /// `keys` keys, 1000 events per event-time second, unlimited rate, 2s out-of-orderness.
+    pub fn new(keys: u64) -> Self {
+        Generator {
+            keys: keys.max(1),
+            events_per_second: 1000,
+            rate_per_second: 0,
+            max_out_of_orderness_ms: 2_000,
+            late_fraction: 0.0,
+            max_lateness_ms: 0,
+            start_ms: 0,
+            count: None,
+            seed: 0,
+        }
+    }
+    /// Stops after `n` events.
+    pub fn with_count(mut self, n: u64) -> Self {
+        self.count = Some(n);
+        self
+    }
+    /// Random seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Event-time density.
+    pub fn with_events_per_second(mut self, n: u64) -> Self {
+        self.events_per_second = n.max(1);
+        self
+    }
+    /// Wall-clock pacing (0: unlimited).
+    pub fn with_rate(mut self, per_second: u64) -> Self {
+        self.rate_per_second = per_second;
+        self
+    }
+    /// Out-of-orderness bound.
+    pub fn with_out_of_orderness(mut self, ms: i64) -> Self {
+        self.max_out_of_orderness_ms = ms.max(0);
+        self
+    }
+    /// Late events: their share and how far behind the watermark they may be.
+    pub fn with_late_events(mut self, fraction: f64, max_lateness_ms: i64) -> Self {
+        self.late_fraction = fraction.clamp(0.0, 1.0);
+        self.max_lateness_ms = max_lateness_ms.max(0);
+        self
+    }
+
+    /// All events of a finite generator, in emission order: `((key, seq), timestamp)`.
+    /// The same sequence the source emits (used by references and tests).
+    pub fn events(&self) -> impl Iterator<Item = ((i64, i64), i64)> + '_ {
+        let mut g = GeneratorReader::new(self.clone());
+        (0..self.count.unwrap_or(0)).map(move |_| g.next_event().0)
+    }
+}
+
+struct GeneratorReader {
+    config: Generator,
+    rng: rand::rngs::StdRng,
+    next: u64,
+    started_at: Option<i64>,
+}
+
+impl GeneratorReader {
+    fn new(config: Generator) -> Self {
+        GeneratorReader {
+            rng: rand::rngs::StdRng::seed_from_u64(config.seed),
+            config,
+            next: 0,
+            started_at: None,
+        }
+    }
+
+    fn base_time(&self, i: u64) -> i64 {
+        self.config.start_ms + (i as i128 * 1000 / self.config.events_per_second as i128) as i64
+    }
+
+    /// The next event and the watermark after it.
+    fn next_event(&mut self) -> (((i64, i64), i64), i64) {
+        let c = &self.config;
+        let i = self.next;
+        self.next += 1;
+        let key = self.rng.random_range(0..c.keys) as i64;
+        let mut delay = if c.max_out_of_orderness_ms > 0 {
+            self.rng.random_range(0..=c.max_out_of_orderness_ms)
+        } else {
+            0
+        };
+        if c.late_fraction > 0.0 && self.rng.random::<f64>() < c.late_fraction {
+            delay = c.max_out_of_orderness_ms + 1 + self.rng.random_range(0..=c.max_lateness_ms);
+        }
+        let ts = self.base_time(i) - delay;
+        let watermark = self.base_time(self.next) - c.max_out_of_orderness_ms - 1;
+        (((key, i as i64), ts), watermark)
+    }
+}
+
+impl UnboundedSource for GeneratorReader {
+    fn poll(&mut self, now_ms: i64, max: usize) -> Result<SourceBatch, UserError> {
+        let started = *self.started_at.get_or_insert(now_ms);
+        let limit = self.config.count.unwrap_or(u64::MAX);
+        let mut allowed = limit - self.next;
+        if self.config.rate_per_second > 0 {
+            let due = ((now_ms - started).max(0) as u64)
+                .saturating_mul(self.config.rate_per_second)
+                / 1000
+                + 1;
+            allowed = allowed.min(due.saturating_sub(self.next));
+        }
+        let n = allowed.min(max as u64);
+        let mut batch = SourceBatch {
+            elements: Vec::with_capacity(n as usize),
+            watermark: i64::MIN,
+            finished: false,
+        };
+        for _ in 0..n {
+            let (((k, seq), ts), wm) = self.next_event();
+            batch
+                .elements
+                .push((Value::kv(Value::I64(k), Value::I64(seq)), ts));
+            batch.watermark = wm;
+        }
+        if batch.elements.is_empty() {
+            batch.watermark = self.base_time(self.next) - self.config.max_out_of_orderness_ms - 1;
+        }
+        batch.finished = self.next >= limit;
+        Ok(batch)
+    }
+}
+
+const GENERATOR: &str = "beamline.io.Generator";
+
+inventory::submit! {
+    NamedSource {
+        name: GENERATOR,
+        build: |config| {
+            let g: Generator = serde_json::from_str(config)?;
+            Ok(Box::new(GeneratorReader::new(g)))
+        },
+    }
+}
+
+impl PTransform<PBegin> for Generator {
+    type Output = PCollection<(i64, i64)>;
+    fn expand(self, input: &PBegin) -> PCollection<(i64, i64)> {
+        let p = input.0.clone();
+        let spec = UserFnSpec {
+            function: FnRef::Named {
+                name: GENERATOR.into(),
+                config: serde_json::to_value(&self).expect("serializes"),
+            },
+            outputs: vec![],
+            side_inputs: vec![],
+        };
+        let out: PCollection<(i64, i64)> = p.new_output("out", Default::default());
+        p.mark_unbounded(out.id());
+        p.set_primitive(
+            pb::FunctionSpec {
+                urn: urns::BEAMLINE_UNBOUNDED_SOURCE.into(),
+                payload: spec.to_payload(),
+            },
+            vec![],
+            vec![("out".into(), out.id().to_string())],
+            true,
+        );
+        out
+    }
+}
