@@ -7,6 +7,7 @@
 //!
 //! Each variant runs in its own child process so that its peak memory (RSS) is its own.
 
+mod clickstream;
 mod wordcount;
 
 use anyhow::{bail, Context, Result};
@@ -19,11 +20,12 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(about = "Beamline benchmarks: Beamline vs references on the same input")]
 struct Cli {
-    /// Workload to run: wordcount.
+    /// Workload to run: wordcount, clickstream.
     workload: String,
-    /// Input size (wordcount: megabytes of text).
-    #[arg(long, default_value_t = 100)]
-    size: usize,
+    /// Input size (wordcount: megabytes of text, default 100; clickstream: millions of
+    /// events, default 10).
+    #[arg(long)]
+    size: Option<usize>,
     /// Worker threads for Beamline (0: all cores).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -66,7 +68,7 @@ fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
     let start = Instant::now();
     let out = Command::new(std::env::current_exe()?)
         .arg(&cli.workload)
-        .arg(format!("--size={}", cli.size))
+        .arg(format!("--size={}", size_of(cli)))
         .arg(format!("--threads={}", cli.threads))
         .arg(format!("--dir={}", dir.display()))
         .arg(format!("--variant={name}"))
@@ -94,6 +96,13 @@ fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
     })
 }
 
+fn size_of(cli: &Cli) -> usize {
+    cli.size.unwrap_or(match cli.workload.as_str() {
+        "clickstream" => 10,
+        _ => 100,
+    })
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let temp;
@@ -105,21 +114,26 @@ fn main() -> Result<()> {
         }
     };
     std::fs::create_dir_all(&dir)?;
-    match cli.workload.as_str() {
-        "wordcount" => {}
-        other => bail!("unknown workload '{other}'; available: wordcount"),
-    }
+    let size = size_of(&cli);
     if let Some(variant) = &cli.variant {
         let output = cli
             .output
             .clone()
             .context("--output is required with --variant")?;
-        wordcount::run(variant, &dir, &output, cli.threads)?;
+        match cli.workload.as_str() {
+            "wordcount" => wordcount::run(variant, &dir, &output, cli.threads)?,
+            _ => clickstream::run(variant, size as u64 * 1_000_000, &output)?,
+        }
         println!("peak_rss_mb={:.1}", peak_rss_mb());
         return Ok(());
     }
+    match cli.workload.as_str() {
+        "wordcount" => {}
+        "clickstream" => return run_clickstream(&cli, &dir, size),
+        other => bail!("unknown workload '{other}'; available: wordcount, clickstream"),
+    }
 
-    let input_mb = wordcount::generate(&dir, cli.size)?;
+    let input_mb = wordcount::generate(&dir, size)?;
     eprintln!("input: {input_mb:.1} MB of text in {}", dir.display());
     let mut results = Vec::new();
     for name in wordcount::VARIANTS {
@@ -163,6 +177,53 @@ fn main() -> Result<()> {
     println!("all outputs agree");
     if cli.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+fn run_clickstream(cli: &Cli, dir: &Path, millions: usize) -> Result<()> {
+    let events = millions as f64 * 1e6;
+    let mut results = Vec::new();
+    for name in clickstream::VARIANTS {
+        eprintln!("running {name}...");
+        results.push(run_variant(cli, dir, name)?);
+    }
+    let reference = clickstream::load_output(&results[0].output)?;
+    for r in &results[1..] {
+        let got = clickstream::load_output(&r.output)?;
+        if got != reference {
+            bail!(
+                "{} disagrees with {} ({} vs {} windows)",
+                r.name,
+                results[0].name,
+                got.len(),
+                reference.len()
+            );
+        }
+    }
+    let base = results[0].seconds;
+    println!(
+        "workload: clickstream, {millions}M out-of-order events, 1-minute windows, {} (user, window) counts",
+        reference.len()
+    );
+    println!(
+        "| variant | wall time (s) | events/s | peak RSS (MB) | time vs {} |",
+        results[0].name
+    );
+    println!("|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {:.2} | {:.2}M | {:.0} | {:.2}x |",
+            r.name,
+            r.seconds,
+            events / r.seconds / 1e6,
+            r.peak_rss_mb,
+            r.seconds / base
+        );
+    }
+    println!("all outputs agree (final panes)");
+    if cli.dir.is_none() {
+        let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
 }

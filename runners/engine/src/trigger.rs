@@ -161,6 +161,13 @@ pub struct TriggerContext<'a> {
 
 impl TriggerContext<'_> {
     fn set_timer(&mut self, domain: Domain, id: u32, timestamp: i64) {
+        if self
+            .timers
+            .iter()
+            .any(|t| t.domain == domain && t.id == id && t.timestamp == timestamp)
+        {
+            return;
+        }
         self.clear_timer(domain, id);
         self.timers.push(TriggerTimer {
             domain,

@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 struct WinState {
     values: Vec<Value>,
+    /// Elements added since the last pane.
+    pending: usize,
     trigger: TriggerState,
     timers: Vec<TriggerTimer>,
     hold: Option<i64>,
@@ -92,6 +94,7 @@ impl GbkOp {
     fn new_window(&self) -> WinState {
         WinState {
             values: Vec::new(),
+            pending: 0,
             trigger: self.windowing.trigger.new_state(),
             timers: Vec::new(),
             hold: None,
@@ -127,6 +130,7 @@ impl GbkOp {
         let ws = ks.windows.get_mut(&w).expect("window state exists");
         let index = ws.index;
         ws.index += 1;
+        ws.pending = 0;
         let (timing, nonspeculative) = if output_watermark <= w.max_timestamp() {
             let ns = if ws.nonspeculative != 0 {
                 ws.nonspeculative += 1;
@@ -337,12 +341,14 @@ impl GbkOp {
                     new_hold = Some(combined);
                 }
             }
+            let timers_before = ws.timers.clone();
             let mut tcx = TriggerContext {
                 timers: &mut ws.timers,
                 now: cx.now,
             };
             for (v, _) in list {
                 ws.values.push(v);
+                ws.pending += 1;
                 trigger::on_element(&trigger, &mut ws.trigger, &w, &mut tcx);
             }
             let fire = trigger::should_fire(
@@ -355,13 +361,16 @@ impl GbkOp {
             );
             let finished =
                 fire && trigger::on_fire(&trigger, &mut ws.trigger, input_wm, &w, &mut tcx);
+            let timers_changed = ws.timers != timers_before;
             if let Some(h) = old_hold {
                 self.remove_hold(h);
             }
             if let Some(h) = new_hold {
                 self.add_hold(h);
             }
-            self.index_timers(&kb, w);
+            if timers_changed {
+                self.index_timers(&kb, w);
+            }
             if fire {
                 self.output(&kb, w, finished, output_wm, false, cx)?;
             }
@@ -410,9 +419,25 @@ impl GbkOp {
         Ok(())
     }
 
-    /// Drops windows whose allowed lateness has passed (late data for them is dropped).
-    fn collect_garbage(&mut self, wm: i64) {
+    /// Expires windows whose allowed lateness has passed: a window holding elements that
+    /// no pane emitted yet fires a final pane (Beam's closing behaviour), then its state is
+    /// dropped (later data for it is dropped as too late).
+    fn collect_garbage(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
         let lateness = self.windowing.allowed_lateness;
+        let mut flush = Vec::new();
+        for (kb, ks) in &self.keys {
+            for (w, ws) in &ks.windows {
+                let expired = wm == END_OF_TIME || wm > end_of(w).saturating_add(lateness);
+                let pending = ws.timers.iter().any(|t| t.domain == Domain::Watermark);
+                if expired && !pending && !ws.tombstone && ws.pending > 0 {
+                    flush.push((kb.clone(), *w));
+                }
+            }
+        }
+        for (kb, w) in flush {
+            let out_wm = end_of(&w).saturating_add(lateness).max(end_of(&w));
+            self.output(&kb, w, true, out_wm, true, cx)?;
+        }
         let mut released = Vec::new();
         self.keys.retain(|_, ks| {
             ks.windows.retain(|w, ws| {
@@ -432,6 +457,7 @@ impl GbkOp {
         for h in released {
             self.remove_hold(h);
         }
+        Ok(())
     }
 }
 
@@ -482,7 +508,7 @@ impl Op for GbkOp {
 
     fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
         self.fire_timers(Domain::Watermark, wm, cx)?;
-        self.collect_garbage(wm);
+        self.collect_garbage(wm, cx)?;
         Ok(())
     }
 
