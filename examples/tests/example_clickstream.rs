@@ -95,3 +95,34 @@ fn batch_and_streaming_agree_with_an_independent_count() {
         "{timings:?}"
     );
 }
+
+#[test]
+fn ctrl_c_drains_an_endless_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(example("clickstream"))
+        .args([
+            "--streaming".to_string(),
+            "--rate=5000".to_string(),
+            format!("--panes={}/panes", dir.path().display()),
+            "--quiet".to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Draining fired the open windows and finalized the output files.
+    let (counts, timings) = final_counts(dir.path(), "panes");
+    assert!(!counts.is_empty(), "{stderr}");
+    assert!(
+        timings.get("ON_TIME").copied().unwrap_or(0) > 0,
+        "{timings:?}"
+    );
+}

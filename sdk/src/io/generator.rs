@@ -195,26 +195,38 @@ inventory::submit! {
 impl PTransform<PBegin> for Generator {
     type Output = PCollection<(i64, i64)>;
     fn expand(self, input: &PBegin) -> PCollection<(i64, i64)> {
-        let p = input.0.clone();
-        let spec = UserFnSpec {
-            function: FnRef::Named {
-                name: GENERATOR.into(),
-                config: serde_json::to_value(&self).expect("serializes"),
-            },
-            outputs: vec![],
-            side_inputs: vec![],
-        };
-        let out: PCollection<(i64, i64)> = p.new_output("out", Default::default());
-        p.mark_unbounded(out.id());
-        p.set_primitive(
-            pb::FunctionSpec {
-                urn: urns::BEAMLINE_UNBOUNDED_SOURCE.into(),
-                payload: spec.to_payload(),
-            },
-            vec![],
-            vec![("out".into(), out.id().to_string())],
-            true,
-        );
-        out
+        apply_named_source(
+            &input.0,
+            GENERATOR,
+            serde_json::to_value(&self).expect("serializes"),
+        )
     }
+}
+
+/// Records an unbounded source registered under `name` as the transform being expanded.
+pub(crate) fn apply_named_source<T: crate::Element>(
+    p: &crate::Pipeline,
+    name: &str,
+    config: serde_json::Value,
+) -> PCollection<T> {
+    let spec = UserFnSpec {
+        function: FnRef::Named {
+            name: name.into(),
+            config,
+        },
+        outputs: vec![],
+        side_inputs: vec![],
+    };
+    let out: PCollection<T> = p.new_output("out", Default::default());
+    p.mark_unbounded(out.id());
+    p.set_primitive(
+        pb::FunctionSpec {
+            urn: urns::BEAMLINE_UNBOUNDED_SOURCE.into(),
+            payload: spec.to_payload(),
+        },
+        vec![],
+        vec![("out".into(), out.id().to_string())],
+        true,
+    );
+    out
 }

@@ -479,3 +479,145 @@ impl PTransform<PCollection<String>> for WriteToText {
         )
     }
 }
+
+/// Watches a directory for new text files and streams their lines (an unbounded source).
+///
+/// Files matching the glob are read once their size stopped changing between two polls;
+/// each line is timestamped with the processing time it was read at, and the watermark
+/// follows processing time. The source runs until the job is cancelled (Ctrl-C drains),
+/// or until no new file appeared for `stop_after_idle_ms`, if set.
+///
+/// # Examples
+///
+/// ```no_run
+/// use beamline::io::text::WatchText;
+/// use beamline::{Pipeline, PipelineOptions};
+/// let p = Pipeline::new(PipelineOptions::default());
+/// let lines = p.apply("Watch", WatchText::new("incoming/*.txt"));
+/// # let _ = lines;
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WatchText {
+    /// Glob of the files to read.
+    pub pattern: String,
+    /// How often to look for new files (ms).
+    pub poll_interval_ms: i64,
+    /// Stop after this long without new files (ms); `None`: run until cancelled.
+    pub stop_after_idle_ms: Option<i64>,
+}
+
+impl WatchText {
+    /// Watches `pattern`, polling every 500 ms, until cancelled.
+    pub fn new(pattern: impl Into<String>) -> Self {
+        WatchText {
+            pattern: pattern.into(),
+            poll_interval_ms: 500,
+            stop_after_idle_ms: None,
+        }
+    }
+
+    /// Polling interval.
+    pub fn with_poll_interval(mut self, ms: i64) -> Self {
+        self.poll_interval_ms = ms.max(1);
+        self
+    }
+
+    /// Stops once no new file appeared for `ms`.
+    pub fn stop_after_idle(mut self, ms: i64) -> Self {
+        self.stop_after_idle_ms = Some(ms);
+        self
+    }
+}
+
+struct WatchReader {
+    config: WatchText,
+    /// Files already read.
+    done: std::collections::HashSet<PathBuf>,
+    /// Size seen at the previous poll, for files not read yet.
+    sizes: std::collections::HashMap<PathBuf, u64>,
+    last_poll: i64,
+    last_new: Option<i64>,
+}
+
+impl beamline_engine::source::UnboundedSource for WatchReader {
+    fn poll(
+        &mut self,
+        now_ms: i64,
+        _max: usize,
+    ) -> Result<beamline_engine::source::SourceBatch, UserError> {
+        let mut batch = beamline_engine::source::SourceBatch {
+            elements: Vec::new(),
+            watermark: now_ms,
+            finished: false,
+        };
+        let last_new = *self.last_new.get_or_insert(now_ms);
+        if now_ms - self.last_poll < self.config.poll_interval_ms {
+            return Ok(batch);
+        }
+        self.last_poll = now_ms;
+        let paths = glob::glob(&self.config.pattern)
+            .map_err(|e| format!("invalid file pattern '{}': {e}", self.config.pattern))?;
+        let mut ready = Vec::new();
+        for p in paths.flatten() {
+            if self.done.contains(&p) || !p.is_file() {
+                continue;
+            }
+            let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            // A file is complete once its size did not change since the previous poll.
+            if self.sizes.insert(p.clone(), size) == Some(size) {
+                ready.push(p);
+            }
+        }
+        ready.sort();
+        for p in ready {
+            self.sizes.remove(&p);
+            let text =
+                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+            for line in text.lines() {
+                batch
+                    .elements
+                    .push((beamline_engine::Value::Str(line.to_string()), now_ms));
+            }
+            self.done.insert(p);
+            self.last_new = Some(now_ms);
+        }
+        if let Some(idle) = self.config.stop_after_idle_ms {
+            if batch.elements.is_empty()
+                && self.sizes.is_empty()
+                && now_ms - self.last_new.unwrap_or(last_new) >= idle
+            {
+                batch.finished = true;
+            }
+        }
+        Ok(batch)
+    }
+}
+
+const WATCH_TEXT: &str = "beamline.io.WatchText";
+
+inventory::submit! {
+    beamline_engine::source::NamedSource {
+        name: WATCH_TEXT,
+        build: |config| {
+            let c: WatchText = serde_json::from_str(config)?;
+            Ok(Box::new(WatchReader {
+                config: c,
+                done: Default::default(),
+                sizes: Default::default(),
+                last_poll: i64::MIN / 2,
+                last_new: None,
+            }))
+        },
+    }
+}
+
+impl PTransform<PBegin> for WatchText {
+    type Output = PCollection<String>;
+    fn expand(self, input: &PBegin) -> PCollection<String> {
+        crate::io::generator::apply_named_source(
+            &input.0,
+            WATCH_TEXT,
+            serde_json::to_value(&self).expect("serializes"),
+        )
+    }
+}

@@ -127,9 +127,11 @@ impl<F: DoFn> ParDo<F> {
             input.windowing(),
             function,
             &F::Out::coder(),
-            extra,
-            &sides,
-            &self.stateful,
+            Parts {
+                extra,
+                sides: &sides,
+                stateful: &self.stateful,
+            },
         );
         TaggedOutputs {
             main: PCollection::from_id(p.clone(), main),
@@ -139,6 +141,13 @@ impl<F: DoFn> ParDo<F> {
     }
 }
 
+/// Additional outputs, side inputs and state of a ParDo being recorded.
+pub(crate) struct Parts<'a> {
+    extra: Vec<ErasedTag>,
+    sides: &'a [SideRef],
+    stateful: &'a StatefulDecl,
+}
+
 /// Records the ParDo being expanded in the proto; returns its main and tagged output ids.
 pub(crate) fn apply_pardo(
     p: &Pipeline,
@@ -146,10 +155,13 @@ pub(crate) fn apply_pardo(
     windowing: beamline_engine::graph::Windowing,
     function: FnRef,
     main_coder: &beamline_engine::coder::Coder,
-    extra: Vec<ErasedTag>,
-    sides: &[SideRef],
-    stateful: &StatefulDecl,
+    parts: Parts<'_>,
 ) -> (String, Vec<(String, String)>) {
+    let Parts {
+        extra,
+        sides,
+        stateful,
+    } = parts;
     let name = p.current_name();
     let main = p.new_output_with_coder(MAIN_TAG, main_coder, windowing.clone());
     let mut tags = vec![MAIN_TAG.to_string()];
@@ -330,9 +342,11 @@ impl<I, T: Element> PTransform<PCollection<I>> for NamedValueParDo<T> {
             input.windowing(),
             function,
             &T::coder(),
-            vec![],
-            &[],
-            &StatefulDecl::default(),
+            Parts {
+                extra: vec![],
+                sides: &[],
+                stateful: &StatefulDecl::default(),
+            },
         );
         PCollection::from_id(p, main)
     }

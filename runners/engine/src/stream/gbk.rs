@@ -31,6 +31,9 @@ struct WinState {
     tombstone: bool,
 }
 
+/// A grouped value with its timestamp and window.
+type Element = (Value, i64, Window);
+
 struct KeyState {
     key: Value,
     windows: FxHashMap<Window, WinState>,
@@ -255,7 +258,7 @@ impl GbkOp {
         &mut self,
         kb: Vec<u8>,
         key: Value,
-        elements: Vec<(Value, i64, Window)>,
+        elements: Vec<Element>,
         cx: &mut OpCx<'_>,
     ) -> Result<()> {
         let input_wm = cx.input_watermark;
@@ -488,8 +491,7 @@ impl Op for GbkOp {
             return Ok(());
         }
         let mut order: Vec<Vec<u8>> = Vec::new();
-        let mut per_key: FxHashMap<Vec<u8>, (Value, Vec<(Value, i64, Window)>)> =
-            FxHashMap::default();
+        let mut per_key: FxHashMap<Vec<u8>, (Value, Vec<Element>)> = FxHashMap::default();
         for (kb, key, value, ts, w) in std::mem::take(&mut self.pending) {
             match per_key.get_mut(&kb) {
                 Some((_, list)) => list.push((value, ts, w)),
