@@ -65,6 +65,14 @@ fn peak_rss_mb() -> f64 {
 
 fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
     let output = dir.join(format!("out-{name}"));
+    // Outputs of an earlier run in the same directory would mix with this one's.
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file == format!("out-{name}") || file.starts_with(&format!("out-{name}-")) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
     let start = Instant::now();
     let out = Command::new(std::env::current_exe()?)
         .arg(&cli.workload)
