@@ -1,4 +1,9 @@
-//! Test helpers: capture a PCollection's elements into the test process.
+//! Test helpers: assertions inside the pipeline ([`assert_that`]) and capturing a
+//! PCollection's elements into the test process ([`capture`]).
+
+mod passert;
+
+pub use passert::{assert_that, PAssert, Scope, Seen};
 
 use crate::dofn::{DoFn, ProcessContext};
 use crate::element::Element;

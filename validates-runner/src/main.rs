@@ -1,0 +1,50 @@
+//! Runs the validates-runner suite on every runner and prints the capability matrix.
+//!
+//! ```text
+//! cargo run -p beamline-validates-runner -- --matrix [--write]
+//! ```
+//! `--write` also stores the matrix in `validates-runner/MATRIX.md` and in the README
+//! section between the `matrix:start` / `matrix:end` markers.
+
+use anyhow::{bail, Context, Result};
+use beamline_validates_runner::{cases, run_suite, RUNNERS};
+use std::path::Path;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--matrix") {
+        bail!("usage: beamline-validates-runner --matrix [--write]");
+    }
+    let all = cases::all();
+    eprintln!(
+        "running {} cases on {} runners...",
+        all.len(),
+        RUNNERS.len()
+    );
+    let m = run_suite(&all, RUNNERS);
+    let md = m.to_markdown();
+    println!("{md}");
+    for (case, runner, msg) in m.failures() {
+        eprintln!("FAILED {case} on {runner}: {msg}");
+    }
+    if args.iter().any(|a| a == "--write") {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::fs::write(
+            root.join("MATRIX.md"),
+            format!("# Capability matrix\n\n{md}"),
+        )?;
+        let readme = root.join("../README.md");
+        let text = std::fs::read_to_string(&readme).context("reading README.md")?;
+        let (start, end) = ("<!-- matrix:start -->", "<!-- matrix:end -->");
+        let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
+            bail!("README.md has no {start} ... {end} section");
+        };
+        let updated = format!("{}{start}\n{md}{}", &text[..a], &text[b..]);
+        std::fs::write(&readme, updated)?;
+        eprintln!("wrote validates-runner/MATRIX.md and the README matrix");
+    }
+    if !m.failures().is_empty() {
+        bail!("{} case runs failed", m.failures().len());
+    }
+    Ok(())
+}
