@@ -23,6 +23,8 @@ struct GroupItem {
 
 /// A pre-combined accumulator for one key and window.
 struct CombineEntry {
+    /// Hash of the encoded key (shared by all windows of the key).
+    hash: u64,
     group_bytes: Vec<u8>,
     key: Value,
     window: Window,
@@ -32,7 +34,8 @@ struct CombineEntry {
 
 #[derive(Default)]
 struct CombineTable {
-    index: FxHashMap<Vec<u8>, usize>,
+    /// Indices into `entries`, hashed by the encoded key (computed once per element).
+    index: hashbrown::HashTable<usize>,
     entries: Vec<CombineEntry>,
 }
 
@@ -50,10 +53,16 @@ pub(crate) struct ShuffleWriter {
     scratch: Vec<u8>,
 }
 
-fn partition_of(key_bytes: &[u8]) -> usize {
+fn hash_of(key_bytes: &[u8]) -> u64 {
     let mut h = FxHasher::default();
     h.write(key_bytes);
-    (h.finish() % PARTITIONS as u64) as usize
+    h.finish()
+}
+
+/// The shuffle partition of a key hash: middle bits, independent of the bits hash tables
+/// use for buckets (low) and tags (high).
+fn partition_of(hash: u64) -> usize {
+    ((hash >> 32) % PARTITIONS as u64) as usize
 }
 
 fn push_window(w: &Window, out: &mut Vec<u8>) {
@@ -104,7 +113,8 @@ impl ShuffleWriter {
                 transform: self.name.clone(),
                 source,
             })?;
-        let p = partition_of(&self.scratch);
+        let hash = hash_of(&self.scratch);
+        let p = partition_of(hash);
         match &mut self.mode {
             Mode::Group(parts) => parts[p].push(GroupItem {
                 key_bytes: self.scratch.clone(),
@@ -115,25 +125,29 @@ impl ShuffleWriter {
             }),
             Mode::Combine(f, tables) => {
                 push_window(&wv.window, &mut self.scratch);
-                let table = &mut tables[p];
-                let i = match table.index.get(self.scratch.as_slice()) {
-                    Some(&i) => i,
+                let CombineTable { index, entries } = &mut tables[p];
+                let scratch = &self.scratch;
+                let found = index
+                    .find(hash, |&i| entries[i].group_bytes == *scratch)
+                    .copied();
+                let i = match found {
+                    Some(i) => i,
                     None => {
                         let acc = guarded(&self.name, || Ok(f.create_accumulator()))?;
-                        table.entries.push(CombineEntry {
-                            group_bytes: self.scratch.clone(),
+                        entries.push(CombineEntry {
+                            hash,
+                            group_bytes: scratch.clone(),
                             key,
                             window: wv.window,
                             acc,
                             timestamp: None,
                         });
-                        table
-                            .index
-                            .insert(self.scratch.clone(), table.entries.len() - 1);
-                        table.entries.len() - 1
+                        let i = entries.len() - 1;
+                        index.insert_unique(hash, i, |&j| entries[j].hash);
+                        i
                     }
                 };
-                let e = &mut table.entries[i];
+                let e = &mut entries[i];
                 e.timestamp = Some(
                     self.windowing
                         .timestamp_combiner
