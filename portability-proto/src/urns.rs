@@ -99,3 +99,5 @@ pub const BEAMLINE_UNBOUNDED_SOURCE: &str = "beamline:transform:unbounded_source
 pub const USER_STATE_BAG: &str = "beam:user_state:bag:v1";
 /// Multimap user state.
 pub const USER_STATE_MULTIMAP: &str = "beam:user_state:multimap:v1";
+/// Beamline: dynamically typed values (tag byte per type), used by the Python SDK.
+pub const BEAMLINE_CODER_DYNAMIC: &str = "beamline:coder:dynamic:v1";

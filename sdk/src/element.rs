@@ -257,3 +257,42 @@ macro_rules! serde_element {
         }
     };
 }
+
+/// Any engine value, encoded with the dynamic coder: the element type of dynamically typed
+/// SDKs (Python). Equality and hashing use the encoding.
+#[derive(Clone, Debug)]
+pub struct DynValue(pub Value);
+
+impl DynValue {
+    fn encoded(&self) -> Vec<u8> {
+        Coder::Dynamic
+            .encode_to_vec(&self.0)
+            .expect("the dynamic coder encodes every value")
+    }
+}
+
+impl PartialEq for DynValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded() == other.encoded()
+    }
+}
+
+impl Eq for DynValue {}
+
+impl std::hash::Hash for DynValue {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.encoded().hash(state);
+    }
+}
+
+impl Element for DynValue {
+    fn coder() -> Coder {
+        Coder::Dynamic
+    }
+    fn into_value(self) -> Value {
+        self.0
+    }
+    fn from_value(v: Value) -> Result<Self> {
+        Ok(DynValue(v))
+    }
+}

@@ -36,7 +36,7 @@ pub use beamline_engine as engine;
 pub use beamline_proto as proto;
 
 pub use dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext, TimerContext, TupleTag};
-pub use element::{Bytes, Element};
+pub use element::{Bytes, DynValue, Element};
 pub use engine::metrics::MetricResults;
 pub use engine::time::{self, Timestamp};
 pub use engine::trigger::Trigger;

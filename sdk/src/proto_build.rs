@@ -39,6 +39,7 @@ pub(crate) fn coder_id(
         Coder::LengthPrefix(e) => (urns::CODER_LENGTH_PREFIX, vec![], vec![e]),
         Coder::Nullable(e) => (urns::CODER_NULLABLE, vec![], vec![e]),
         Coder::Opaque(name) => (urns::BEAMLINE_CODER_SERDE, name.as_bytes().to_vec(), vec![]),
+        Coder::Dynamic => (urns::BEAMLINE_CODER_DYNAMIC, vec![], vec![]),
     };
     let component_coder_ids = parts.into_iter().map(|c| coder_id(comps, ids, c)).collect();
     let id = format!("c{}", ids.len());

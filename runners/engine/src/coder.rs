@@ -56,6 +56,9 @@ pub enum Coder {
     LengthPrefix(Box<Coder>),
     /// `beam:coder:nullable:v1`
     Nullable(Box<Coder>),
+    /// Any value, with a tag byte per variant (dynamically typed SDKs such as Python);
+    /// opaque values are carried as their encoded bytes and decode to [`ForeignBytes`].
+    Dynamic,
     /// A user type encoded by the SDK (serde); the string names the type.
     ///
     /// Values are [`Value::Opaque`] (encoded by the value itself) or [`Value::Bytes`]
@@ -76,6 +79,7 @@ impl std::fmt::Display for Coder {
             Coder::LengthPrefix(e) => write!(f, "length_prefix<{e}>"),
             Coder::Nullable(e) => write!(f, "nullable<{e}>"),
             Coder::Opaque(name) => write!(f, "serde<{name}>"),
+            Coder::Dynamic => write!(f, "dynamic"),
         }
     }
 }
@@ -94,6 +98,7 @@ impl Coder {
     /// [`CoderError::Mismatch`] when `v` is not a value this coder encodes.
     pub fn encode(&self, v: &Value, out: &mut Vec<u8>, nested: bool) -> CResult<()> {
         match (self, v) {
+            (Coder::Dynamic, v) => encode_dynamic(v, out),
             (Coder::Bytes, Value::Bytes(b)) => {
                 if nested {
                     write_varint(b.len() as u64, out);
@@ -167,6 +172,7 @@ impl Coder {
     /// [`CoderError::Eof`] or [`CoderError::Invalid`] on malformed input.
     pub fn decode(&self, input: &mut &[u8], nested: bool) -> CResult<Value> {
         Ok(match self {
+            Coder::Dynamic => decode_dynamic(input)?,
             Coder::Bytes | Coder::Opaque(_) => {
                 let b = read_len_or_rest(input, nested, "bytes")?;
                 Value::Bytes(b.to_vec())
@@ -219,6 +225,115 @@ impl Coder {
             },
         })
     }
+}
+
+/// The encoded bytes of an object of another SDK (for example a pickled Python object):
+/// opaque to the engine, compared and grouped by its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ForeignBytes(pub Vec<u8>);
+
+impl crate::value::OpaqueValue for ForeignBytes {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn clone_box(&self) -> Box<dyn crate::value::OpaqueValue> {
+        Box::new(self.clone())
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+fn encode_dynamic(v: &Value, out: &mut Vec<u8>) {
+    let bytes = |b: &[u8], out: &mut Vec<u8>| {
+        write_varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    };
+    match v {
+        Value::Null => out.push(0),
+        Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
+        Value::I64(i) => {
+            out.push(2);
+            write_varint(*i as u64, out);
+        }
+        Value::F64(f) => {
+            out.push(3);
+            out.extend_from_slice(&f.to_bits().to_be_bytes());
+        }
+        Value::Bytes(b) => {
+            out.push(4);
+            bytes(b, out);
+        }
+        Value::Str(s) => {
+            out.push(5);
+            bytes(s.as_bytes(), out);
+        }
+        Value::Kv(kv) => {
+            out.push(6);
+            encode_dynamic(&kv.0, out);
+            encode_dynamic(&kv.1, out);
+        }
+        Value::List(items) => {
+            out.push(7);
+            write_varint(items.len() as u64, out);
+            for i in items {
+                encode_dynamic(i, out);
+            }
+        }
+        Value::Opaque(o) => {
+            out.push(8);
+            let mut inner = Vec::new();
+            o.encode(&mut inner);
+            bytes(&inner, out);
+        }
+    }
+}
+
+fn decode_dynamic(input: &mut &[u8]) -> CResult<Value> {
+    let tag = take(input, 1, "dynamic value")?[0];
+    Ok(match tag {
+        0 => Value::Null,
+        1 => Value::Bool(take(input, 1, "bool")?[0] != 0),
+        2 => Value::I64(read_varint(input)? as i64),
+        3 => {
+            let b = take(input, 8, "double")?;
+            Value::F64(f64::from_bits(u64::from_be_bytes(
+                b.try_into().expect("8 bytes"),
+            )))
+        }
+        4 => Value::Bytes(read_len_or_rest(input, true, "bytes")?.to_vec()),
+        5 => {
+            let b = read_len_or_rest(input, true, "string")?;
+            Value::Str(
+                String::from_utf8(b.to_vec()).map_err(|e| CoderError::Invalid {
+                    coder: "dynamic",
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        6 => {
+            let k = decode_dynamic(input)?;
+            let v = decode_dynamic(input)?;
+            Value::kv(k, v)
+        }
+        7 => {
+            let n = read_varint(input)?;
+            let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
+            for _ in 0..n {
+                items.push(decode_dynamic(input)?);
+            }
+            Value::List(items)
+        }
+        8 => Value::Opaque(Box::new(ForeignBytes(
+            read_len_or_rest(input, true, "foreign object")?.to_vec(),
+        ))),
+        t => {
+            return Err(CoderError::Invalid {
+                coder: "dynamic",
+                reason: format!("unknown type tag {t}"),
+            })
+        }
+    })
 }
 
 /// Decodes an iterable's framing (known length, or length-unknown blocks).
@@ -510,6 +625,20 @@ mod tests {
         let mut out = Vec::new();
         c.encode(&v, &mut out, false).unwrap();
         assert_eq!(c.decode(&mut out.as_slice(), false).unwrap(), v);
+    }
+
+    #[test]
+    fn dynamic_round_trip() {
+        let v = Value::List(vec![
+            Value::kv(Value::Str("k".into()), Value::I64(-3)),
+            Value::Null,
+            Value::F64(0.5),
+            Value::Bool(true),
+            Value::Bytes(vec![1, 2]),
+            Value::Opaque(Box::new(ForeignBytes(vec![9, 9]))),
+        ]);
+        let b = Coder::Dynamic.encode_to_vec(&v).unwrap();
+        assert_eq!(Coder::Dynamic.decode(&mut b.as_slice(), false).unwrap(), v);
     }
 
     #[test]

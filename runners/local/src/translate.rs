@@ -80,6 +80,7 @@ pub fn coder(comps: &pb::Components, id: &str) -> Result<Coder> {
         urns::CODER_ITERABLE => Coder::Iterable(comp(0)?),
         urns::CODER_LENGTH_PREFIX => Coder::LengthPrefix(comp(0)?),
         urns::CODER_NULLABLE => Coder::Nullable(comp(0)?),
+        urns::BEAMLINE_CODER_DYNAMIC => Coder::Dynamic,
         urns::BEAMLINE_CODER_SERDE => {
             Coder::Opaque(String::from_utf8_lossy(&spec.payload).into_owned())
         }

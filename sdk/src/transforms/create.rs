@@ -11,7 +11,6 @@ use beamline_engine::registry::NamedDoFn;
 use beamline_engine::{UserError, WindowedValue};
 use beamline_proto::pipeline as pb;
 use beamline_proto::urns;
-use std::marker::PhantomData;
 
 /// Emits a single empty element in the global window: the start of every source.
 #[derive(Clone, Copy, Debug, Default)]
@@ -98,14 +97,7 @@ impl<T: Element> PTransform<PBegin> for Create<T> {
             .collect();
         let config = serde_json::to_value(CreateConfig { coder, elements }).expect("serializes");
         let impulse = input.0.apply("Impulse", Impulse);
-        let decoded = impulse.apply(
-            "Decode",
-            NamedValueParDo::<T> {
-                name: CREATE_FN,
-                config,
-                _t: PhantomData,
-            },
-        );
+        let decoded = impulse.apply("Decode", NamedValueParDo::<T>::new(CREATE_FN, config));
         if n > 1 {
             decoded.apply("Reshuffle", Reshuffle::new())
         } else {

@@ -20,7 +20,7 @@ pub use flatten::Flatten;
 pub use group::{CoGroupByKey, GroupByKey};
 pub use kv::{Keys, KvSwap, Values};
 pub use map::{Filter, FlatMap, Map};
-pub use pardo::{ParDo, ParDoWithOutputs, TaggedOutputs, MAIN_TAG};
+pub use pardo::{NamedValueParDo, ParDo, ParDoWithOutputs, TaggedOutputs, MAIN_TAG};
 pub use partition::Partition;
 pub use reshuffle::Reshuffle;
 pub use test_stream::TestStream;

@@ -321,11 +321,23 @@ fn state_protos(p: &Pipeline, name: &str, st: &StatefulDecl, payload: &mut pb::P
     }
 }
 
-/// A ParDo running a Value-level function registered by name (SDK-internal transforms).
-pub(crate) struct NamedValueParDo<T> {
-    pub(crate) name: &'static str,
+/// A ParDo running a function registered by name (with `inventory`), configured with JSON;
+/// its output elements are `T`s. Lets dynamically typed SDKs apply Rust DoFns by name.
+pub struct NamedValueParDo<T> {
+    pub(crate) name: String,
     pub(crate) config: serde_json::Value,
     pub(crate) _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> NamedValueParDo<T> {
+    /// The DoFn registered under `name`, with `config`.
+    pub fn new(name: impl Into<String>, config: serde_json::Value) -> Self {
+        NamedValueParDo {
+            name: name.into(),
+            config,
+            _t: std::marker::PhantomData,
+        }
+    }
 }
 
 impl<I, T: Element> PTransform<PCollection<I>> for NamedValueParDo<T> {
@@ -333,7 +345,7 @@ impl<I, T: Element> PTransform<PCollection<I>> for NamedValueParDo<T> {
     fn expand(self, input: &PCollection<I>) -> PCollection<T> {
         let p = input.pipeline().clone();
         let function = FnRef::Named {
-            name: self.name.to_string(),
+            name: self.name,
             config: self.config,
         };
         let (main, _) = apply_pardo(

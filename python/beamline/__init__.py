@@ -1,0 +1,51 @@
+"""Beamline for Python: the Apache Beam programming model on Beamline's Rust runners.
+
+Pipelines are built with a Beam-shaped API (``p | "Name" >> beamline.Map(fn)``) into the
+same portable pipeline proto as Rust pipelines and run by the Rust runners; Python
+callables run in-process, and Rust transforms (GroupByKey, standard combiners, text IO)
+never call into Python.
+"""
+
+from beamline import combiners, metrics, testing, trigger, window
+from beamline.io import ReadFromText, WriteToText
+from beamline.pipeline import Pipeline, PipelineOptions, PipelineResult
+from beamline.pvalue import (
+    AsDict,
+    AsIter,
+    AsList,
+    AsMultiMap,
+    AsSingleton,
+    PCollection,
+    TaggedOutput,
+)
+from beamline.transforms import (
+    CoGroupByKey,
+    CombineFn,
+    CombineGlobally,
+    CombinePerKey,
+    Create,
+    DoFn,
+    Filter,
+    FlatMap,
+    Flatten,
+    GroupByKey,
+    Keys,
+    KvSwap,
+    Map,
+    ParDo,
+    Partition,
+    PTransform,
+    Reshuffle,
+    RustDoFn,
+    Values,
+    WindowInto,
+)
+
+__all__ = [
+    "AsDict", "AsIter", "AsList", "AsMultiMap", "AsSingleton", "CoGroupByKey", "CombineFn",
+    "CombineGlobally", "CombinePerKey", "Create", "DoFn", "Filter", "FlatMap", "Flatten",
+    "GroupByKey", "Keys", "KvSwap", "Map", "ParDo", "Partition", "PCollection", "Pipeline",
+    "PipelineOptions", "PipelineResult", "PTransform", "ReadFromText", "Reshuffle", "RustDoFn",
+    "TaggedOutput", "Values", "WindowInto", "WriteToText", "combiners", "metrics", "testing",
+    "trigger", "window",
+]

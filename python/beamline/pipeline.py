@@ -1,0 +1,102 @@
+"""Pipeline, options and results."""
+
+from beamline import _native
+
+
+class PipelineOptions:
+    """Command-line style options: ``PipelineOptions(["--runner=local"], threads=2)``."""
+
+    def __init__(self, flags=None, **kwargs):
+        self._args = list(flags or [])
+        for key, value in kwargs.items():
+            if value is True:
+                self._args.append(f"--{key}")
+            else:
+                self._args.append(f"--{key}={value}")
+
+    def get_all_options(self):
+        """The options as a dict of ``name -> value`` strings."""
+        out = {}
+        for arg in self._args:
+            if arg.startswith("--"):
+                name, _, value = arg[2:].partition("=")
+                out[name.replace("-", "_")] = value or "true"
+        return out
+
+
+class Pipeline:
+    """A pipeline; use as a context manager to run it on exit, like Beam's."""
+
+    def __init__(self, options=None, argv=None):
+        if options is None:
+            options = PipelineOptions(argv or [])
+        self._options = options
+        self._native = _native.Pipeline(list(options._args))
+        self._result = None
+
+    @property
+    def options(self):
+        return self._options
+
+    def __or__(self, transform):
+        from beamline.transforms import apply
+        from beamline.pvalue import PBegin
+
+        return apply(PBegin(self), transform)
+
+    def run(self):
+        """Runs the pipeline to completion and returns its result."""
+        self._result = PipelineResult(self._native.run())
+        return self._result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.run()
+        return False
+
+
+class _Metrics:
+    def __init__(self, raw):
+        self._raw = raw
+
+    def _select(self, kind, namespace, name):
+        return [v for (step, ns, n), v in self._raw[kind].items() if ns == namespace and n == name]
+
+    def counter(self, namespace, name):
+        """A counter summed over every step that reported it (None if none did)."""
+        values = self._select("counters", namespace, name)
+        return sum(values) if values else None
+
+    def distribution(self, namespace, name):
+        """``(count, sum, min, max)`` merged over steps (None if none reported)."""
+        values = self._select("distributions", namespace, name)
+        if not values:
+            return None
+        return (
+            sum(v[0] for v in values),
+            sum(v[1] for v in values),
+            min(v[2] for v in values),
+            max(v[3] for v in values),
+        )
+
+    def gauge(self, namespace, name):
+        """The latest value set on a gauge (None if never set)."""
+        values = self._select("gauges", namespace, name)
+        return max(values, key=lambda v: v[1])[0] if values else None
+
+
+class PipelineResult:
+    """What a finished pipeline reports."""
+
+    def __init__(self, raw_metrics):
+        self._metrics = _Metrics(raw_metrics)
+
+    def wait_until_finish(self):
+        """Pipelines run synchronously; returns the final state."""
+        return "DONE"
+
+    def metrics(self):
+        return self._metrics

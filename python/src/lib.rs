@@ -1,0 +1,275 @@
+//! `beamline._native`: the pyo3 module behind the `beamline` Python package.
+//!
+//! Python builds pipelines through [`Pipeline`]: every transform becomes part of the same
+//! portable pipeline proto the Rust SDK builds, executed by the Rust runners. Python
+//! callables run in-process (no gRPC, no subprocess); Rust transforms (GroupByKey,
+//! combiners, IO) never call into Python.
+
+mod convert;
+mod dofn;
+mod transforms;
+
+use beamline::engine::Value;
+use beamline::{DynValue, PCollection, PipelineOptions};
+use convert::{to_py, to_value};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// A PCollection of Python values.
+#[pyclass(module = "beamline._native", frozen)]
+pub struct PColl {
+    pub(crate) pc: PCollection<DynValue>,
+}
+
+#[pymethods]
+impl PColl {
+    /// The PCollection's id in the pipeline proto.
+    #[getter]
+    fn id(&self) -> String {
+        self.pc.id().to_string()
+    }
+}
+
+/// A pipeline under construction.
+#[pyclass(module = "beamline._native", frozen)]
+pub struct Pipeline {
+    pub(crate) p: beamline::Pipeline,
+}
+
+fn wrap(pc: PCollection<DynValue>) -> PColl {
+    PColl { pc }
+}
+
+fn err(e: impl std::fmt::Display) -> PyErr {
+    PyRuntimeError::new_err(e.to_string())
+}
+
+#[pymethods]
+impl Pipeline {
+    /// A pipeline with options from command-line style arguments (`--runner=local`, ...).
+    #[new]
+    fn new(args: Vec<String>) -> PyResult<Self> {
+        let mut argv = vec!["python".to_string()];
+        argv.extend(args);
+        let options =
+            PipelineOptions::from_args(argv).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Pipeline {
+            p: beamline::Pipeline::new(options),
+        })
+    }
+
+    /// Runs the pipeline; returns the metrics as `{kind: {(step, namespace, name): value}}`.
+    fn run(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let p = self.p.clone();
+        // The runner's worker threads call back into Python: release the GIL meanwhile.
+        let result = py.detach(move || p.run()).map_err(err)?;
+        let m = result.metrics();
+        let out = PyDict::new(py);
+        let counters = PyDict::new(py);
+        for (k, v) in &m.counters {
+            counters.set_item((k.step.clone(), k.namespace.clone(), k.name.clone()), v)?;
+        }
+        let dists = PyDict::new(py);
+        for (k, d) in &m.distributions {
+            dists.set_item(
+                (k.step.clone(), k.namespace.clone(), k.name.clone()),
+                (d.count, d.sum, d.min, d.max),
+            )?;
+        }
+        let gauges = PyDict::new(py);
+        for (k, g) in &m.gauges {
+            gauges.set_item(
+                (k.step.clone(), k.namespace.clone(), k.name.clone()),
+                (g.value, g.sequence),
+            )?;
+        }
+        out.set_item("counters", counters)?;
+        out.set_item("distributions", dists)?;
+        out.set_item("gauges", gauges)?;
+        Ok(out.into_any().unbind())
+    }
+
+    /// The pipeline proto, serialized.
+    fn proto_bytes(&self) -> Vec<u8> {
+        use beamline::proto::prost::Message;
+        self.p.to_proto().encode_to_vec()
+    }
+
+    /// `Create`: fixed values.
+    fn create(&self, name: &str, values: Vec<Bound<'_, PyAny>>) -> PyResult<PColl> {
+        let vals = values.iter().map(to_value).collect::<PyResult<Vec<_>>>()?;
+        Ok(wrap(self.p.apply(
+            name,
+            beamline::Create::of(vals.into_iter().map(DynValue)),
+        )))
+    }
+
+    /// Map, FlatMap, Filter or ParDo with a Python callable or DoFn object.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (pcoll, name, kind, callable, sides, params, tags))]
+    fn pardo(
+        &self,
+        pcoll: &PColl,
+        name: &str,
+        kind: &str,
+        callable: Py<PyAny>,
+        sides: Vec<(String, PyRef<'_, PColl>)>,
+        params: Vec<(String, String)>,
+        tags: Vec<String>,
+    ) -> PyResult<Vec<PColl>> {
+        transforms::pardo(pcoll, name, kind, callable, sides, params, tags)
+    }
+
+    /// GroupByKey on `(key, value)` tuples.
+    fn group_by_key(&self, pcoll: &PColl, name: &str) -> PColl {
+        wrap(pcoll.pc.apply(name, transforms::GroupByKey))
+    }
+
+    /// Combine per key (`builtin` name, or a Python CombineFn object).
+    #[pyo3(signature = (pcoll, name, builtin, config, combine_fn))]
+    fn combine_per_key(
+        &self,
+        pcoll: &PColl,
+        name: &str,
+        builtin: Option<String>,
+        config: String,
+        combine_fn: Option<Py<PyAny>>,
+    ) -> PyResult<PColl> {
+        transforms::combine(pcoll, name, builtin, &config, combine_fn, true)
+    }
+
+    /// Combine globally (`builtin` name, or a Python CombineFn object).
+    #[pyo3(signature = (pcoll, name, builtin, config, combine_fn))]
+    fn combine_globally(
+        &self,
+        pcoll: &PColl,
+        name: &str,
+        builtin: Option<String>,
+        config: String,
+        combine_fn: Option<Py<PyAny>>,
+    ) -> PyResult<PColl> {
+        transforms::combine(pcoll, name, builtin, &config, combine_fn, false)
+    }
+
+    /// Flatten.
+    fn flatten(&self, pcolls: Vec<PyRef<'_, PColl>>, name: &str) -> PyResult<PColl> {
+        if pcolls.is_empty() {
+            return Err(PyValueError::new_err(
+                "Flatten needs at least one PCollection",
+            ));
+        }
+        let list: Vec<PCollection<DynValue>> = pcolls.iter().map(|p| p.pc.clone()).collect();
+        Ok(wrap(beamline::PInput::apply(
+            &list,
+            name,
+            beamline::Flatten,
+        )))
+    }
+
+    /// Reshuffle.
+    fn reshuffle(&self, pcoll: &PColl, name: &str) -> PColl {
+        wrap(pcoll.pc.apply(name, beamline::Reshuffle::new()))
+    }
+
+    /// WindowInto: window fn spec, trigger spec, accumulation, lateness, timestamp combiner.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (pcoll, name, window_fn, trigger, accumulating, allowed_lateness_ms, timestamp_combiner))]
+    fn window_into(
+        &self,
+        pcoll: &PColl,
+        name: &str,
+        window_fn: (String, i64, i64, i64),
+        trigger: Bound<'_, PyAny>,
+        accumulating: bool,
+        allowed_lateness_ms: i64,
+        timestamp_combiner: &str,
+    ) -> PyResult<PColl> {
+        transforms::window_into(
+            pcoll,
+            name,
+            window_fn,
+            &trigger,
+            accumulating,
+            allowed_lateness_ms,
+            timestamp_combiner,
+        )
+    }
+
+    /// ReadFromText.
+    fn read_text(&self, name: &str, pattern: String) -> PColl {
+        let lines = self.p.apply(name, beamline::ReadFromText::new(pattern));
+        wrap(lines.map(&format!("{name}/AsPython"), |s: String| {
+            DynValue(Value::Str(s))
+        }))
+    }
+
+    /// WriteToText (non-string elements are written with `str()`).
+    fn write_text(
+        &self,
+        pcoll: &PColl,
+        name: &str,
+        prefix: String,
+        suffix: String,
+        num_shards: usize,
+    ) -> PColl {
+        transforms::write_text(pcoll, name, prefix, suffix, num_shards)
+    }
+
+    /// A Rust DoFn registered by name in this package, with a JSON config.
+    fn rust_dofn(
+        &self,
+        pcoll: &PColl,
+        name: &str,
+        function: String,
+        config: String,
+    ) -> PyResult<PColl> {
+        let config: serde_json::Value =
+            serde_json::from_str(&config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(wrap(pcoll.pc.apply(
+            name,
+            beamline::transforms::NamedValueParDo::<DynValue>::new(function, config),
+        )))
+    }
+
+    /// Asserts inside the pipeline that `pcoll` holds exactly `expected` (any order).
+    fn assert_equal(&self, pcoll: &PColl, expected: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        let vals = expected
+            .iter()
+            .map(|e| to_value(e).map(DynValue))
+            .collect::<PyResult<Vec<_>>>()?;
+        beamline::testing::assert_that(&pcoll.pc).contains_in_any_order(vals);
+        Ok(())
+    }
+}
+
+/// Records a metric update from a Python DoFn (kind: 0 counter, 1 distribution, 2 gauge).
+#[pyfunction]
+fn record_metric(kind: u8, namespace: String, name: String, value: i64) {
+    dofn::record_metric(kind, namespace, name, value);
+}
+
+/// Round-trips a Python value through the engine's representation (for tests).
+#[pyfunction]
+fn roundtrip(py: Python<'_>, obj: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    to_py(py, to_value(&obj)?)
+}
+
+/// The runners linked into this package.
+#[pyfunction]
+fn runners() -> Vec<String> {
+    beamline::engine::runner::available_runners()
+        .iter()
+        .map(|r| r.name.to_string())
+        .collect()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Pipeline>()?;
+    m.add_class::<PColl>()?;
+    m.add_function(wrap_pyfunction!(record_metric, m)?)?;
+    m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(runners, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! Transforms over dynamically typed (Python) PCollections.
+
+use crate::dofn::{Kind, Param, PyCombineFn, PyDoFn, PySide};
+use crate::PColl;
+use beamline::engine::trigger::Trigger;
+use beamline::engine::window::{TimestampCombiner, WindowFn};
+use beamline::engine::{UserError, Value};
+use beamline::transforms::combiners::Combiner;
+use beamline::{
+    CombineGlobally, CombinePerKey, DoFn, DynValue, NamedDoFn, PCollection, PTransform, ParDo,
+    ProcessContext, TupleTag, WindowInto, WriteToText,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use serde::{Deserialize, Serialize};
+
+fn wrap(pc: PCollection<DynValue>) -> PColl {
+    PColl { pc }
+}
+
+pub(crate) fn pardo(
+    pcoll: &PColl,
+    name: &str,
+    kind: &str,
+    callable: Py<PyAny>,
+    sides: Vec<(String, PyRef<'_, PColl>)>,
+    params: Vec<(String, String)>,
+    tags: Vec<String>,
+) -> PyResult<Vec<PColl>> {
+    let kind = match kind {
+        "map" => Kind::Map,
+        "flat_map" => Kind::FlatMap,
+        "filter" => Kind::Filter,
+        "dofn" => Kind::DoFn,
+        other => return Err(PyValueError::new_err(format!("unknown ParDo kind {other}"))),
+    };
+    let mut py_sides = Vec::new();
+    for (view, pc) in &sides {
+        py_sides.push(match view.as_str() {
+            "singleton" => PySide::Singleton(pc.pc.as_singleton()),
+            "list" => PySide::List(pc.pc.as_iter()),
+            "dict" | "multimap" => {
+                let kvs = pc
+                    .pc
+                    .apply(&format!("{name}/SideAsKv{}", py_sides.len()), ToKv);
+                if view == "dict" {
+                    PySide::Dict(kvs.as_map())
+                } else {
+                    PySide::MultiMap(kvs.as_multimap())
+                }
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown side input view {other}"
+                )))
+            }
+        });
+    }
+    let params = params
+        .into_iter()
+        .map(|(n, p)| {
+            let p = match p.as_str() {
+                "timestamp" => Param::Timestamp,
+                "window" => Param::Window,
+                "pane" => Param::Pane,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown DoFn parameter {other}"
+                    )))
+                }
+            };
+            Ok((n, p))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let mut all_tags = vec![beamline::transforms::MAIN_TAG.to_string()];
+    all_tags.extend(tags.iter().cloned());
+    let f = PyDoFn::new(kind, callable, py_sides.clone(), params, all_tags);
+    let mut pd = ParDo::of(f);
+    for s in &py_sides {
+        pd = match s {
+            PySide::Singleton(v) => pd.with_side_input(v),
+            PySide::List(v) => pd.with_side_input(v),
+            PySide::Dict(v) => pd.with_side_input(v),
+            PySide::MultiMap(v) => pd.with_side_input(v),
+        };
+    }
+    if tags.is_empty() {
+        return Ok(vec![wrap(pcoll.pc.apply(name, pd))]);
+    }
+    let erased = tags
+        .iter()
+        .map(|t| TupleTag::<DynValue>::new(t).erased())
+        .collect();
+    let outs = pcoll.pc.apply(name, pd.with_outputs(erased));
+    let mut v = vec![wrap(outs.main())];
+    for t in &tags {
+        v.push(wrap(
+            outs.get(&TupleTag::<DynValue>::new(t)).expect("declared"),
+        ));
+    }
+    Ok(v)
+}
+
+/// Splits a Python `(key, value)` tuple into a typed pair.
+#[derive(Clone)]
+pub(crate) struct ToKvFn;
+
+impl DoFn for ToKvFn {
+    type In = DynValue;
+    type Out = (DynValue, DynValue);
+    fn process(
+        &mut self,
+        x: DynValue,
+        ctx: &mut ProcessContext<'_, '_, (DynValue, DynValue)>,
+    ) -> Result<(), UserError> {
+        match x.0 {
+            Value::Kv(kv) => {
+                let (k, v) = *kv;
+                ctx.output((DynValue(k), DynValue(v)));
+                Ok(())
+            }
+            other => Err(format!(
+                "expected a (key, value) tuple, got a {} value",
+                other.kind()
+            )
+            .into()),
+        }
+    }
+}
+
+/// `(key, value)` tuples as typed pairs.
+pub(crate) struct ToKv;
+
+impl PTransform<PCollection<DynValue>> for ToKv {
+    type Output = PCollection<(DynValue, DynValue)>;
+    fn expand(self, input: &PCollection<DynValue>) -> Self::Output {
+        input.apply("ToKv", ParDo::of(ToKvFn))
+    }
+}
+
+fn from_kv<V: beamline::Element>(
+    pc: &PCollection<(DynValue, V)>,
+    name: &str,
+) -> PCollection<DynValue> {
+    pc.map(name, |(k, v): (DynValue, V)| {
+        DynValue(Value::kv(k.0, v.into_value()))
+    })
+}
+
+/// GroupByKey over Python tuples: `(key, [values])`.
+pub(crate) struct GroupByKey;
+
+impl PTransform<PCollection<DynValue>> for GroupByKey {
+    type Output = PCollection<DynValue>;
+    fn expand(self, input: &PCollection<DynValue>) -> Self::Output {
+        let grouped = input.apply("Pairs", ToKv).group_by_key("GroupByKey");
+        from_kv(&grouped, "FromKv")
+    }
+}
+
+pub(crate) fn combine(
+    pcoll: &PColl,
+    name: &str,
+    builtin: Option<String>,
+    config: &str,
+    combine_fn: Option<Py<PyAny>>,
+    per_key: bool,
+) -> PyResult<PColl> {
+    let config: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let named = |b: &str| -> PyResult<(&'static str, bool)> {
+        Ok(match b {
+            "count" => ("beamline.Count", true),
+            "sum" => ("beamline.Sum", true),
+            "mean" => ("beamline.Mean", true),
+            "min" => ("beamline.Min", false),
+            "max" => ("beamline.Max", false),
+            "top" => ("beamline.Top", true),
+            "sample" => ("beamline.Sample", true),
+            other => return Err(PyValueError::new_err(format!("unknown combiner {other}"))),
+        })
+    };
+    let out = match (builtin, combine_fn, per_key) {
+        (Some(b), _, true) => {
+            let (n, d) = named(&b)?;
+            let c = Combiner::<DynValue, DynValue>::by_name(n, config, d).per_key::<DynValue>();
+            combine_per_key(&pcoll.pc, name, c)
+        }
+        (Some(b), _, false) => {
+            let (n, d) = named(&b)?;
+            pcoll.pc.apply(
+                name,
+                Combiner::<DynValue, DynValue>::by_name(n, config, d).globally(),
+            )
+        }
+        (None, Some(f), true) => {
+            combine_per_key(&pcoll.pc, name, CombinePerKey::new(PyCombineFn(f)))
+        }
+        (None, Some(f), false) => pcoll.pc.apply(name, CombineGlobally::new(PyCombineFn(f))),
+        (None, None, _) => {
+            return Err(PyValueError::new_err(
+                "a combine needs a CombineFn or a builtin",
+            ))
+        }
+    };
+    Ok(wrap(out))
+}
+
+/// Combine per key over Python tuples, as one composite.
+struct PerKey(CombinePerKey<DynValue, DynValue, DynValue>);
+
+impl PTransform<PCollection<DynValue>> for PerKey {
+    type Output = PCollection<DynValue>;
+    fn expand(self, input: &PCollection<DynValue>) -> Self::Output {
+        let combined = input.apply("Pairs", ToKv).apply("CombinePerKey", self.0);
+        from_kv(&combined, "FromKv")
+    }
+}
+
+fn combine_per_key(
+    pc: &PCollection<DynValue>,
+    name: &str,
+    c: CombinePerKey<DynValue, DynValue, DynValue>,
+) -> PCollection<DynValue> {
+    pc.apply(name, PerKey(c))
+}
+
+/// Parses a trigger spec: nested tuples `("after_count", 2)`, `("repeatedly", spec)`, ...
+fn trigger(spec: &Bound<'_, PyAny>) -> PyResult<Trigger> {
+    if spec.is_none() {
+        return Ok(Trigger::Default);
+    }
+    let t = spec
+        .cast::<PyTuple>()
+        .map_err(|_| PyValueError::new_err("trigger spec must be a tuple"))?;
+    let kind: String = t.get_item(0)?.extract()?;
+    let sub = |i: usize| -> PyResult<Trigger> { trigger(&t.get_item(i)?) };
+    let list = |i: usize| -> PyResult<Vec<Trigger>> {
+        let l = t.get_item(i)?;
+        let l = l
+            .cast::<PyList>()
+            .map_err(|_| PyValueError::new_err("subtriggers must be a list"))?;
+        l.iter().map(|x| trigger(&x)).collect()
+    };
+    Ok(match kind.as_str() {
+        "default" => Trigger::Default,
+        "always" => Trigger::Always,
+        "never" => Trigger::Never,
+        "after_count" => Trigger::AfterCount(t.get_item(1)?.extract()?),
+        "after_processing_time" => Trigger::AfterProcessingTime(t.get_item(1)?.extract()?),
+        "after_watermark" => {
+            let early = t.get_item(1)?;
+            let late = t.get_item(2)?;
+            Trigger::after_watermark(
+                if early.is_none() {
+                    None
+                } else {
+                    Some(trigger(&early)?)
+                },
+                if late.is_none() {
+                    None
+                } else {
+                    Some(trigger(&late)?)
+                },
+            )
+        }
+        "repeatedly" => Trigger::Repeatedly(Box::new(sub(1)?)),
+        "after_any" => Trigger::AfterAny(list(1)?),
+        "after_all" => Trigger::AfterAll(list(1)?),
+        "after_each" => Trigger::AfterEach(list(1)?),
+        "or_finally" => Trigger::OrFinally(Box::new(sub(1)?), Box::new(sub(2)?)),
+        other => return Err(PyValueError::new_err(format!("unknown trigger {other}"))),
+    })
+}
+
+pub(crate) fn window_into(
+    pcoll: &PColl,
+    name: &str,
+    (kind, a, b, c): (String, i64, i64, i64),
+    trigger_spec: &Bound<'_, PyAny>,
+    accumulating: bool,
+    allowed_lateness_ms: i64,
+    timestamp_combiner: &str,
+) -> PyResult<PColl> {
+    let wf = match kind.as_str() {
+        "global" => WindowFn::Global,
+        "fixed" => WindowFn::Fixed { size: a, offset: b },
+        "sliding" => WindowFn::Sliding {
+            size: a,
+            period: b,
+            offset: c,
+        },
+        "sessions" => WindowFn::Sessions { gap: a },
+        other => return Err(PyValueError::new_err(format!("unknown window fn {other}"))),
+    };
+    let tc = match timestamp_combiner {
+        "end_of_window" => TimestampCombiner::EndOfWindow,
+        "earliest" => TimestampCombiner::Earliest,
+        "latest" => TimestampCombiner::Latest,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown timestamp combiner {other}"
+            )))
+        }
+    };
+    let mut w = WindowInto::<DynValue>::new(wf)
+        .triggering(trigger(trigger_spec)?)
+        .with_allowed_lateness(allowed_lateness_ms)
+        .with_timestamp_combiner(tc);
+    if accumulating {
+        w = w.accumulating();
+    }
+    Ok(wrap(pcoll.pc.apply(name, w)))
+}
+
+/// Turns Python values into lines: strings as they are, others with `str()`.
+#[derive(Clone)]
+struct ToLine;
+
+impl DoFn for ToLine {
+    type In = DynValue;
+    type Out = String;
+    fn process(
+        &mut self,
+        x: DynValue,
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        match x.0 {
+            Value::Str(s) => ctx.output(s),
+            other => {
+                let s = Python::attach(|py| -> PyResult<String> {
+                    crate::convert::to_py(py, other)?.bind(py).str()?.extract()
+                })?;
+                ctx.output(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn write_text(
+    pcoll: &PColl,
+    name: &str,
+    prefix: String,
+    suffix: String,
+    num_shards: usize,
+) -> PColl {
+    struct Write(String, String, usize);
+    impl PTransform<PCollection<DynValue>> for Write {
+        type Output = PCollection<DynValue>;
+        fn expand(self, input: &PCollection<DynValue>) -> Self::Output {
+            let files = input.apply("ToLine", ParDo::of(ToLine)).apply(
+                "Write",
+                WriteToText::new(self.0)
+                    .with_suffix(self.1)
+                    .with_num_shards(self.2),
+            );
+            files.map("AsPython", |f: String| DynValue(Value::Str(f)))
+        }
+    }
+    wrap(pcoll.pc.apply(name, Write(prefix, suffix, num_shards)))
+}
+
+/// A Rust DoFn linked into the package, usable from Python by name: multiplies integers.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MultiplyBy {
+    /// The factor.
+    pub factor: i64,
+}
+
+impl DoFn for MultiplyBy {
+    type In = i64;
+    type Out = i64;
+    fn process(&mut self, x: i64, ctx: &mut ProcessContext<'_, '_, i64>) -> Result<(), UserError> {
+        ctx.output(x * self.factor);
+        Ok(())
+    }
+}
+
+impl NamedDoFn for MultiplyBy {
+    const NAME: &'static str = "beamline.python.MultiplyBy";
+}
+beamline::register_dofn!(MultiplyBy);
