@@ -1,12 +1,11 @@
 """Standard combiners, implemented in Rust (values never enter Python)."""
 
-from beamline.transforms import CombineGlobally, CombinePerKey, Map, PTransform, _Builtin
+from beamline.transforms import CombineGlobally, CombinePerKey, PTransform, _Builtin
 
 
 class _PerElement(PTransform):
     def expand(self, pcoll):
-        name = self._name()
-        return pcoll | f"{name}/Pair" >> Map(lambda x: (x, None)) | f"{name}/Count" >> CombinePerKey(_Builtin("count"))
+        return self._out(pcoll, pcoll.pipeline._native.count_per_element(pcoll._native, self._name()))
 
 
 class Count:

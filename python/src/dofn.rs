@@ -64,6 +64,34 @@ fn drain_metrics(mut apply: impl FnMut(u8, &str, &str, i64)) {
     });
 }
 
+thread_local! {
+    static HAS_THREAD_STATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives a runner worker thread a Python thread state that lives as long as the thread.
+///
+/// Without it every `Python::attach` on a thread Python does not know creates and destroys
+/// a thread state (and its frame stack), which dominated Python stages in profiles.
+#[allow(unsafe_code)]
+fn keep_thread_state() {
+    if HAS_THREAD_STATE.with(|h| h.replace(true)) {
+        return;
+    }
+    // SAFETY: the interpreter is initialized (we are called from a module it loaded).
+    // PyGILState_Ensure creates this thread's state and takes the GIL; PyEval_SaveThread
+    // releases the GIL while keeping the state, so later attaches on this thread reuse it.
+    unsafe {
+        let _ = pyo3::ffi::PyGILState_Ensure();
+        let _ = pyo3::ffi::PyEval_SaveThread();
+    }
+}
+
+/// `Python::attach` for runner worker threads.
+pub(crate) fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    keep_thread_state();
+    Python::attach(f)
+}
+
 /// Types of the Python package used to recognise outputs.
 struct Types {
     timestamped: Py<PyAny>,
@@ -320,7 +348,7 @@ impl DoFn for PyDoFn {
         if self.kind != Kind::DoFn {
             return Ok(());
         }
-        Python::attach(|py| {
+        attach(|py| {
             // Each worker gets its own copy of the DoFn object, as Beam does.
             let obj = self.callable.bind(py);
             let copy = py
@@ -336,7 +364,7 @@ impl DoFn for PyDoFn {
         &mut self,
         _ctx: &mut BundleContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
-        Python::attach(|py| self.call_method(py, "start_bundle"))
+        attach(|py| self.call_method(py, "start_bundle"))
     }
 
     fn process(
@@ -344,7 +372,7 @@ impl DoFn for PyDoFn {
         x: DynValue,
         ctx: &mut ProcessContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
-        let r = Python::attach(|py| self.run(py, x, ctx));
+        let r = attach(|py| self.run(py, x, ctx));
         drain_metrics(|k, ns, n, v| match k {
             0 => ctx.inc_counter(ns, n, v),
             1 => ctx.update_distribution(ns, n, v),
@@ -357,7 +385,7 @@ impl DoFn for PyDoFn {
         &mut self,
         ctx: &mut BundleContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
-        let r = Python::attach(|py| self.call_method(py, "finish_bundle"));
+        let r = attach(|py| self.call_method(py, "finish_bundle"));
         drain_metrics(|k, ns, n, v| {
             if k == 0 {
                 ctx.inc_counter(ns, n, v)
@@ -367,7 +395,7 @@ impl DoFn for PyDoFn {
     }
 
     fn teardown(&mut self) -> Result<(), UserError> {
-        Python::attach(|py| self.call_method(py, "teardown"))
+        attach(|py| self.call_method(py, "teardown"))
     }
 }
 
@@ -387,7 +415,7 @@ impl CombineFn for PyCombineFn {
     type Out = DynValue;
 
     fn create_accumulator(&self) -> Py<PyAny> {
-        Python::attach(
+        attach(
             |py| match self.0.bind(py).call_method0("create_accumulator") {
                 Ok(a) => a.unbind(),
                 Err(e) => fail(py, e),
@@ -396,7 +424,7 @@ impl CombineFn for PyCombineFn {
     }
 
     fn add_input(&self, acc: &mut Py<PyAny>, x: DynValue) {
-        Python::attach(|py| {
+        attach(|py| {
             let r = to_py(py, x.0)
                 .and_then(|x| self.0.bind(py).call_method1("add_input", (acc.bind(py), x)));
             match r {
@@ -407,7 +435,7 @@ impl CombineFn for PyCombineFn {
     }
 
     fn merge_accumulators(&self, accs: Vec<Py<PyAny>>) -> Py<PyAny> {
-        Python::attach(
+        attach(
             |py| match self.0.bind(py).call_method1("merge_accumulators", (accs,)) {
                 Ok(a) => a.unbind(),
                 Err(e) => fail(py, e),
@@ -416,7 +444,7 @@ impl CombineFn for PyCombineFn {
     }
 
     fn extract_output(&self, acc: Py<PyAny>) -> DynValue {
-        Python::attach(|py| {
+        attach(|py| {
             let r = self
                 .0
                 .bind(py)

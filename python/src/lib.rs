@@ -167,6 +167,11 @@ impl Pipeline {
         )))
     }
 
+    /// Count of each distinct element, `(element, count)`, without entering Python.
+    fn count_per_element(&self, pcoll: &PColl, name: &str) -> PColl {
+        wrap(pcoll.pc.apply(name, transforms::CountPerElement))
+    }
+
     /// Reshuffle.
     fn reshuffle(&self, pcoll: &PColl, name: &str) -> PColl {
         wrap(pcoll.pc.apply(name, beamline::Reshuffle::new()))

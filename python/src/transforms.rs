@@ -226,6 +226,21 @@ fn combine_per_key(
     pc.apply(name, PerKey(c))
 }
 
+/// Count per element over Python values, entirely in Rust.
+pub(crate) struct CountPerElement;
+
+impl PTransform<PCollection<DynValue>> for CountPerElement {
+    type Output = PCollection<DynValue>;
+    fn expand(self, input: &PCollection<DynValue>) -> Self::Output {
+        let counted = input
+            .map("PairWithOne", |x: DynValue| (x, ()))
+            .apply("Count", beamline::Count::per_key());
+        counted.map("AsPython", |(k, n): (DynValue, i64)| {
+            DynValue(Value::kv(k.0, Value::I64(n)))
+        })
+    }
+}
+
 /// Parses a trigger spec: nested tuples `("after_count", 2)`, `("repeatedly", spec)`, ...
 fn trigger(spec: &Bound<'_, PyAny>) -> PyResult<Trigger> {
     if spec.is_none() {
@@ -329,7 +344,7 @@ impl DoFn for ToLine {
         match x.0 {
             Value::Str(s) => ctx.output(s),
             other => {
-                let s = Python::attach(|py| -> PyResult<String> {
+                let s = crate::dofn::attach(|py| -> PyResult<String> {
                     crate::convert::to_py(py, other)?.bind(py).str()?.extract()
                 })?;
                 ctx.output(s);
