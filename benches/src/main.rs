@@ -8,6 +8,7 @@
 //! Each variant runs in its own child process so that its peak memory (RSS) is its own.
 
 mod clickstream;
+mod keyed;
 mod wordcount;
 
 use anyhow::{bail, Context, Result};
@@ -20,7 +21,7 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(about = "Beamline benchmarks: Beamline vs references on the same input")]
 struct Cli {
-    /// Workload to run: wordcount, clickstream.
+    /// Workload to run: wordcount, clickstream, gbk-sum, combine-mean, cogroup, dedup.
     workload: String,
     /// Input size (wordcount: megabytes of text, default 100; clickstream: millions of
     /// events, default 10).
@@ -106,8 +107,9 @@ fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
 
 fn size_of(cli: &Cli) -> usize {
     cli.size.unwrap_or(match cli.workload.as_str() {
+        "wordcount" => 100,
         "clickstream" => 10,
-        _ => 100,
+        _ => 1,
     })
 }
 
@@ -130,7 +132,8 @@ fn main() -> Result<()> {
             .context("--output is required with --variant")?;
         match cli.workload.as_str() {
             "wordcount" => wordcount::run(variant, &dir, &output, cli.threads)?,
-            _ => clickstream::run(variant, size as u64 * 1_000_000, &output)?,
+            "clickstream" => clickstream::run(variant, size as u64 * 1_000_000, &output)?,
+            w => keyed::run(w, variant, size as u64, cli.threads, &output)?,
         }
         println!("peak_rss_mb={:.1}", peak_rss_mb());
         return Ok(());
@@ -138,7 +141,10 @@ fn main() -> Result<()> {
     match cli.workload.as_str() {
         "wordcount" => {}
         "clickstream" => return run_clickstream(&cli, &dir, size),
-        other => bail!("unknown workload '{other}'; available: wordcount, clickstream"),
+        "gbk-sum" | "combine-mean" | "cogroup" | "dedup" => return run_keyed(&cli, &dir, size),
+        other => bail!(
+            "unknown workload '{other}'; available: wordcount, clickstream, gbk-sum, combine-mean, cogroup, dedup"
+        ),
     }
 
     let input_mb = wordcount::generate(&dir, size)?;
@@ -230,6 +236,46 @@ fn run_clickstream(cli: &Cli, dir: &Path, millions: usize) -> Result<()> {
         );
     }
     println!("all outputs agree (final panes)");
+    if cli.dir.is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+fn run_keyed(cli: &Cli, dir: &Path, size: usize) -> Result<()> {
+    let (n, keys) = keyed::shape(&cli.workload, size as u64);
+    let mut results = Vec::new();
+    for name in keyed::VARIANTS {
+        eprintln!("running {name}...");
+        results.push(run_variant(cli, dir, name)?);
+    }
+    let reference = keyed::load_output(&results[0].output)?;
+    for r in &results[1..] {
+        if keyed::load_output(&r.output)? != reference {
+            bail!("{} disagrees with {}", r.name, results[0].name);
+        }
+    }
+    let base = results[0].seconds;
+    println!(
+        "workload: {} (size x{size}): {n} elements per input, {keys} keys, beamline threads={}",
+        cli.workload, cli.threads
+    );
+    println!(
+        "| variant | wall time (s) | elements/s | peak RSS (MB) | time vs {} |",
+        results[0].name
+    );
+    println!("|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {:.2} | {:.2}M | {:.0} | {:.2}x |",
+            r.name,
+            r.seconds,
+            n as f64 / r.seconds / 1e6,
+            r.peak_rss_mb,
+            r.seconds / base
+        );
+    }
+    println!("all outputs agree");
     if cli.dir.is_none() {
         let _ = std::fs::remove_dir_all(dir);
     }
