@@ -258,6 +258,23 @@ impl Pipeline {
             t.inputs = numbered("in", inputs);
             t.outputs = numbered("out", outputs);
         }
+        // Outputs computed from an unbounded input are unbounded too.
+        let (ins, outs): (Vec<String>, Vec<String>) = (
+            t.inputs.values().cloned().collect(),
+            t.outputs.values().cloned().collect(),
+        );
+        let unbounded = pb::is_bounded::Enum::Unbounded as i32;
+        let pcs = &mut st.components.pcollections;
+        if ins
+            .iter()
+            .any(|i| pcs.get(i).is_some_and(|p| p.is_bounded == unbounded))
+        {
+            for o in outs {
+                if let Some(p) = pcs.get_mut(&o) {
+                    p.is_bounded = unbounded;
+                }
+            }
+        }
     }
 
     /// Unique name of the transform being expanded.

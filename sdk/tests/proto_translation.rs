@@ -218,3 +218,25 @@ fn local_runner_rebuilds_the_graph_from_the_proto() {
 fn closures_of(p: &Pipeline) -> beamline::engine::registry::FnRegistry {
     p.closures()
 }
+
+#[test]
+fn unboundedness_propagates_downstream() {
+    let p = Pipeline::new(PipelineOptions::default());
+    let events = p.apply(
+        "Gen",
+        beamline::io::generator::Generator::new(2).with_count(10),
+    );
+    let counted = events
+        .map("Key", |(k, _): (i64, i64)| (k, ()))
+        .apply("Count", beamline::Count::per_key());
+    let bounded = p.apply("Nums", beamline::Create::of(vec![1i64]));
+    let proto = p.to_proto();
+    let pcs = &proto.components.as_ref().unwrap().pcollections;
+    let unbounded = pb::is_bounded::Enum::Unbounded as i32;
+    assert_eq!(pcs[events.id()].is_bounded, unbounded);
+    assert_eq!(pcs[counted.id()].is_bounded, unbounded);
+    assert_eq!(
+        pcs[bounded.id()].is_bounded,
+        pb::is_bounded::Enum::Bounded as i32
+    );
+}

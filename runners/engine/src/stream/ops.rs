@@ -561,14 +561,13 @@ impl ParDoOp {
                 return Ok(());
             }
             index.remove(&first);
-            let (ts, kb, window, name) = first;
+            let (_, kb, window, name) = first;
             let Some(entry) = st.states.get_mut(&(kb.clone(), window)) else {
                 continue;
             };
             let Some((_, _, output_timestamp)) = entry.timers.remove(&name) else {
                 continue;
             };
-            let _ = ts;
             self.call(
                 Call::Timer {
                     name: &name,
