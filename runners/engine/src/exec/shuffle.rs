@@ -165,14 +165,18 @@ enum Chunk {
     Combine(Vec<CombineEntry>),
 }
 
-/// Everything written to one shuffle, per partition, in bundle order.
+/// Everything written to one shuffle, per partition, in bundle order. Pre-combined
+/// accumulators are merged into one table per partition as bundles arrive (in bundle
+/// order, so results do not depend on thread count), which bounds memory by the number of
+/// distinct keys instead of keys times bundles.
 #[derive(Default)]
 pub(crate) struct ShuffleInput {
     parts: Vec<Vec<Chunk>>,
+    merged: Vec<CombineTable>,
 }
 
 impl ShuffleInput {
-    pub(crate) fn absorb(&mut self, w: ShuffleWriter) {
+    pub(crate) fn absorb(&mut self, w: ShuffleWriter) -> Result<()> {
         if self.parts.is_empty() {
             self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
         }
@@ -184,14 +188,49 @@ impl ShuffleInput {
                     }
                 }
             }
-            Mode::Combine(_, tables) => {
+            Mode::Combine(f, tables) => {
+                if self.merged.is_empty() {
+                    self.merged = (0..PARTITIONS).map(|_| CombineTable::default()).collect();
+                }
+                let tc = w.windowing.timestamp_combiner;
                 for (p, t) in tables.into_iter().enumerate() {
-                    if !t.entries.is_empty() {
-                        self.parts[p].push(Chunk::Combine(t.entries));
+                    let CombineTable { index, entries } = &mut self.merged[p];
+                    for e in t.entries {
+                        let found = index
+                            .find(e.hash, |&i| entries[i].group_bytes == e.group_bytes)
+                            .copied();
+                        match found {
+                            Some(i) => {
+                                let target = &mut entries[i];
+                                let prev = std::mem::replace(&mut target.acc, Box::new(()));
+                                target.acc =
+                                    guarded(&w.name, || f.merge_accumulators(vec![prev, e.acc]))?;
+                                if let Some(ts) = e.timestamp {
+                                    target.timestamp = Some(tc.combine(target.timestamp, ts));
+                                }
+                            }
+                            None => {
+                                let h = e.hash;
+                                entries.push(e);
+                                let i = entries.len() - 1;
+                                index.insert_unique(h, i, |&j| entries[j].hash);
+                            }
+                        }
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Moves the merged tables into the partitions' chunk lists.
+    fn into_parts(mut self) -> Vec<Vec<Chunk>> {
+        for (p, t) in std::mem::take(&mut self.merged).into_iter().enumerate() {
+            if !t.entries.is_empty() {
+                self.parts[p].push(Chunk::Combine(t.entries));
+            }
+        }
+        self.parts
     }
 }
 
@@ -210,7 +249,7 @@ pub(crate) fn finish(node: &Node, input: ShuffleInput, windowing: Windowing) -> 
         _ => None,
     };
     input
-        .parts
+        .into_parts()
         .into_par_iter()
         .map(|chunks| finish_partition(node, chunks, &windowing, combine_fn.as_deref()))
         .collect()

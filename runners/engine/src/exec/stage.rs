@@ -267,6 +267,34 @@ fn call_op_rel(
     }
 }
 
+/// Merges per-bundle sink outputs in bundle order.
+struct Merger {
+    next: usize,
+    waiting: std::collections::BTreeMap<usize, BundleOutput>,
+    outputs: Vec<SinkOutput>,
+    error: Option<EngineError>,
+}
+
+impl Merger {
+    fn drain(&mut self) -> Result<()> {
+        while let Some(bundle_out) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            for (out, sink) in self.outputs.iter_mut().zip(bundle_out) {
+                match (out, sink) {
+                    (SinkOutput::Bundles(b), SinkInstance::Materialize(v)) => {
+                        if !v.is_empty() {
+                            b.push(v)
+                        }
+                    }
+                    (SinkOutput::Shuffle(s), SinkInstance::Shuffle(w)) => s.absorb(w)?,
+                    _ => unreachable!("sink kinds line up"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs a stage over its input bundles in parallel; returns one output per sink.
 pub(crate) fn run_stage(
     graph: &Graph,
@@ -277,34 +305,7 @@ pub(crate) fn run_stage(
 ) -> Result<Vec<SinkOutput>> {
     let shared = Shared { graph, plan, side };
     let pool: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
-    let results: Vec<Result<BundleOutput>> = input
-        .into_par_iter()
-        .map(|bundle| {
-            let inst = pool.lock().pop();
-            let mut inst = match inst {
-                Some(i) => i,
-                None => Instance::new(&shared)?,
-            };
-            let r = inst.run_bundle(&shared, bundle);
-            // An instance that failed mid-bundle is still torn down, with the others.
-            pool.lock().push(inst);
-            r
-        })
-        .collect();
-    let mut teardown_err = None;
-    for inst in pool.into_inner() {
-        if let Err(e) = inst.teardown(metrics) {
-            teardown_err.get_or_insert(e);
-        }
-    }
-    let mut per_bundle = Vec::with_capacity(results.len());
-    for r in results {
-        per_bundle.push(r?);
-    }
-    if let Some(e) = teardown_err {
-        return Err(e);
-    }
-    let mut outputs: Vec<SinkOutput> = plan
+    let outputs: Vec<SinkOutput> = plan
         .sinks
         .iter()
         .map(|s| match s {
@@ -312,18 +313,52 @@ pub(crate) fn run_stage(
             SinkPlan::Shuffle { .. } => SinkOutput::Shuffle(ShuffleInput::default()),
         })
         .collect();
-    for bundle_out in per_bundle {
-        for (out, sink) in outputs.iter_mut().zip(bundle_out) {
-            match (out, sink) {
-                (SinkOutput::Bundles(b), SinkInstance::Materialize(v)) => {
-                    if !v.is_empty() {
-                        b.push(v)
-                    }
+    // Bundle outputs are merged in bundle order as soon as they are next in line, so only
+    // the bundles finished out of order wait in memory.
+    let merger = Mutex::new(Merger {
+        next: 0,
+        waiting: std::collections::BTreeMap::new(),
+        outputs,
+        error: None,
+    });
+    input.into_par_iter().enumerate().for_each(|(i, bundle)| {
+        if merger.lock().error.is_some() {
+            return;
+        }
+        let inst = pool.lock().pop();
+        let r = match inst {
+            Some(inst) => Ok(inst),
+            None => Instance::new(&shared),
+        }
+        .and_then(|mut inst| {
+            let r = inst.run_bundle(&shared, bundle);
+            // An instance that failed mid-bundle is still torn down, with the others.
+            pool.lock().push(inst);
+            r
+        });
+        let mut m = merger.lock();
+        match r {
+            Ok(out) => {
+                m.waiting.insert(i, out);
+                if let Err(e) = m.drain() {
+                    m.error.get_or_insert(e);
                 }
-                (SinkOutput::Shuffle(s), SinkInstance::Shuffle(w)) => s.absorb(w),
-                _ => unreachable!("sink kinds line up"),
+            }
+            Err(e) => {
+                m.error.get_or_insert(e);
             }
         }
+    });
+    let mut teardown_err = None;
+    for inst in pool.into_inner() {
+        if let Err(e) = inst.teardown(metrics) {
+            teardown_err.get_or_insert(e);
+        }
     }
+    let m = merger.into_inner();
+    if let Some(e) = m.error.or(teardown_err) {
+        return Err(e);
+    }
+    let outputs = m.outputs;
     Ok(outputs)
 }
