@@ -6,7 +6,7 @@ callables run in-process, and Rust transforms (GroupByKey, standard combiners, t
 never call into Python.
 """
 
-from beamline import combiners, metrics, testing, trigger, window
+from beamline import combiners, metrics, testing, trigger, userstate, window
 from beamline.io import ReadFromText, WriteToText
 from beamline.pipeline import Pipeline, PipelineOptions, PipelineResult
 from beamline.pvalue import (
@@ -47,5 +47,5 @@ __all__ = [
     "GroupByKey", "Keys", "KvSwap", "Map", "ParDo", "Partition", "PCollection", "Pipeline",
     "PipelineOptions", "PipelineResult", "PTransform", "ReadFromText", "Reshuffle", "RustDoFn",
     "TaggedOutput", "Values", "WindowInto", "WriteToText", "combiners", "metrics", "testing",
-    "trigger", "window",
+    "trigger", "userstate", "window",
 ]

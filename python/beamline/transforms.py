@@ -117,7 +117,7 @@ class _CallableParDo(PTransform):
     def expand(self, pcoll):
         name = self._name()
         fn, sides = _split_args(self.fn, self.args, f"{type(self).__name__} '{name}'")
-        outs = pcoll.pipeline._native.pardo(pcoll._native, name, self.kind, fn, sides, [], [])
+        outs = pcoll.pipeline._native.pardo(pcoll._native, name, self.kind, fn, sides, [], [], [], [], [])
         return self._out(pcoll, outs[0])
 
 
@@ -140,8 +140,13 @@ class Filter(_CallableParDo):
 
 
 class _Param:
-    def __init__(self, kind):
-        self.kind = kind
+    def __init__(self, kind, spec=None):
+        self.kind, self.spec = kind, spec
+
+    def encoded(self):
+        if self.kind in ("state", "timer"):
+            return f"{self.kind}:{self.spec.name}"
+        return self.kind
 
 
 class DoFn:
@@ -154,6 +159,15 @@ class DoFn:
     TimestampParam = _Param("timestamp")
     WindowParam = _Param("window")
     PaneInfoParam = _Param("pane")
+    KeyParam = _Param("key")
+
+    @staticmethod
+    def StateParam(spec):
+        return _Param("state", spec)
+
+    @staticmethod
+    def TimerParam(spec):
+        return _Param("timer", spec)
 
     def setup(self):
         pass
@@ -217,11 +231,31 @@ class ParDo(PTransform):
         except (TypeError, ValueError):
             sig = None
         params = []
+        states, timers = {}, {}
+
+        def collect(method):
+            out = []
+            for q in inspect.signature(method).parameters.values():
+                if isinstance(q.default, _Param):
+                    out.append((q.name, q.default.encoded()))
+                    if q.default.kind == "state":
+                        states[q.default.spec.name] = q.default.spec
+                    elif q.default.kind == "timer":
+                        timers[q.default.spec.name] = q.default.spec
+            return out
+
+        timer_methods = []
+        for attr in dir(type(self.dofn)):
+            method = getattr(self.dofn, attr, None)
+            timer = getattr(method, "_beamline_timer", None)
+            if timer is not None:
+                timer_methods.append((timer, attr, collect(method)))
         if sig is not None:
             plain = []
+            collect(self.dofn.process)
             for p in sig.parameters.values():
                 if isinstance(p.default, _Param):
-                    params.append((p.name, p.default.kind))
+                    params.append((p.name, p.default.encoded()))
                 elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                     plain.append(p)
             needed = [p for p in plain if p.default is inspect.Parameter.empty]
@@ -235,7 +269,15 @@ class ParDo(PTransform):
         sides = [(a.view, a.pcoll._native) for a in self.args if isinstance(a, _SideInput)]
         if len(sides) != len(self.args):
             raise ValueError(f"ParDo '{name}': extra arguments must be side inputs (AsSingleton, AsList, ...)")
-        outs = pcoll.pipeline._native.pardo(pcoll._native, name, "dofn", dofn, sides, params, self.tags)
+        state_specs = [(n, s.kind) for n, s in states.items()]
+        timer_specs = [(n, t.time_domain) for n, t in timers.items()]
+        if state_specs or timer_specs:
+            # Snapshots of combining state combine in Python with the spec's function.
+            dofn._beamline_state_specs = states
+        outs = pcoll.pipeline._native.pardo(
+            pcoll._native, name, "dofn", dofn, sides, params, self.tags,
+            state_specs, timer_specs, timer_methods,
+        )
         if not self.tags:
             return self._out(pcoll, outs[0])
         return DoOutputsTuple(

@@ -2,7 +2,9 @@
 
 use crate::convert::{to_py, to_value, traceback};
 use beamline::engine::{UserError, Value, Window};
-use beamline::{BundleContext, CombineFn, DoFn, DynValue, ProcessContext, SideInput, TupleTag};
+use beamline::{
+    BundleContext, CombineFn, DoFn, DynValue, ProcessContext, SideInput, TimerContext, TupleTag,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use std::cell::RefCell;
@@ -35,8 +37,8 @@ pub enum PySide {
     MultiMap(SideInput<HashMap<DynValue, Vec<DynValue>>>),
 }
 
-/// Element metadata a DoFn's `process` asks for by parameter default.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// What a DoFn method asks for by parameter default.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Param {
     /// Event timestamp in seconds.
     Timestamp,
@@ -44,6 +46,28 @@ pub enum Param {
     Window,
     /// The pane.
     Pane,
+    /// The key (stateful DoFns).
+    Key,
+    /// A state cell, by name.
+    State(String),
+    /// A timer, by name.
+    Timer(String),
+}
+
+/// Timer name to (callback method name, its parameters).
+pub type TimerMethods = HashMap<String, (String, Vec<(String, Param)>)>;
+
+/// Element metadata for parameters.
+struct Meta {
+    timestamp: i64,
+    window: Window,
+    pane: beamline::PaneInfo,
+}
+
+/// A state or timer handle given to Python, written back after the call.
+struct Pending {
+    param: Param,
+    handle: Py<PyAny>,
 }
 
 thread_local! {
@@ -122,6 +146,10 @@ fn types(py: Python<'_>) -> PyResult<&'static Types> {
 
 /// A Python callable or DoFn object as a Beamline DoFn.
 pub struct PyDoFn {
+    /// Timer name to (method name, its parameters).
+    timer_methods: Arc<TimerMethods>,
+    /// State cell name to kind (bag, value, set, combining).
+    state_kinds: Arc<HashMap<String, String>>,
     kind: Kind,
     callable: Arc<Py<PyAny>>,
     instance: Option<Py<PyAny>>,
@@ -135,6 +163,8 @@ pub struct PyDoFn {
 impl Clone for PyDoFn {
     fn clone(&self) -> Self {
         PyDoFn {
+            timer_methods: self.timer_methods.clone(),
+            state_kinds: self.state_kinds.clone(),
             kind: self.kind,
             callable: self.callable.clone(),
             instance: None,
@@ -157,6 +187,8 @@ impl PyDoFn {
     ) -> Self {
         let n = sides.len();
         PyDoFn {
+            timer_methods: Arc::new(HashMap::new()),
+            state_kinds: Arc::new(HashMap::new()),
             kind,
             callable: Arc::new(callable),
             instance: None,
@@ -165,6 +197,172 @@ impl PyDoFn {
             tags: Arc::new(tags),
             side_cache: (0..n).map(|_| None).collect(),
         }
+    }
+
+    /// Declares the state cells (name, kind) and timer callbacks of a stateful DoFn.
+    pub fn with_state(
+        mut self,
+        state_kinds: HashMap<String, String>,
+        timer_methods: TimerMethods,
+    ) -> Self {
+        self.state_kinds = Arc::new(state_kinds);
+        self.timer_methods = Arc::new(timer_methods);
+        self
+    }
+
+    /// Keyword arguments for `params`; state and timer handles to write back afterwards.
+    fn kwargs<'py>(
+        &self,
+        py: Python<'py>,
+        params: &[(String, Param)],
+        meta: &Meta,
+        mut state: Option<beamline::State<'_, '_>>,
+    ) -> Result<(Option<Bound<'py, PyDict>>, Vec<Pending>), UserError> {
+        if params.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let t = types(py)?;
+        let kw = PyDict::new(py);
+        let mut pending = Vec::new();
+        for (name, p) in params {
+            let v: Py<PyAny> = match p {
+                Param::Timestamp => (meta.timestamp as f64 / 1000.0)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+                Param::Window => match meta.window {
+                    Window::Global => t.global_window.bind(py).call0()?.unbind(),
+                    Window::Interval { start, end } => t
+                        .interval_window
+                        .bind(py)
+                        .call1((start as f64 / 1000.0, end as f64 / 1000.0))?
+                        .unbind(),
+                },
+                Param::Pane => {
+                    let pn = meta.pane;
+                    let timing = match pn.timing {
+                        beamline::Timing::Early => 0,
+                        beamline::Timing::OnTime => 1,
+                        beamline::Timing::Late => 2,
+                        beamline::Timing::Unknown => 3,
+                    };
+                    t.pane_info
+                        .bind(py)
+                        .call1((
+                            pn.is_first,
+                            pn.is_last,
+                            timing,
+                            pn.index,
+                            pn.nonspeculative_index,
+                        ))?
+                        .unbind()
+                }
+                Param::Key => {
+                    let st = state.as_mut().ok_or("KeyParam needs a stateful DoFn")?;
+                    to_py(py, st.key::<DynValue>()?.0)?
+                }
+                Param::State(cell) => {
+                    let st = state
+                        .as_mut()
+                        .ok_or("StateParam needs (key, value) input")?;
+                    let kind = self.state_kinds.get(cell).cloned().unwrap_or_default();
+                    let values: Vec<Value> = match kind.as_str() {
+                        "value" => st
+                            .read::<DynValue>(cell)?
+                            .into_iter()
+                            .map(|d| d.0)
+                            .collect(),
+                        "set" => st
+                            .set_read::<DynValue>(cell)?
+                            .into_iter()
+                            .map(|d| d.0)
+                            .collect(),
+                        _ => st
+                            .read_bag::<DynValue>(cell)?
+                            .into_iter()
+                            .map(|d| d.0)
+                            .collect(),
+                    };
+                    let spec = self
+                        .target(py)
+                        .getattr("_beamline_state_specs")
+                        .and_then(|d| d.get_item(cell))
+                        .map_err(|e| traceback(py, &e))?;
+                    let handle = py
+                        .import("beamline.userstate")?
+                        .call_method1("_handle", (kind, to_py(py, Value::List(values))?, spec))
+                        .map_err(|e| traceback(py, &e))?
+                        .unbind();
+                    pending.push(Pending {
+                        param: p.clone(),
+                        handle: handle.clone_ref(py),
+                    });
+                    handle
+                }
+                Param::Timer(_) => {
+                    let handle = py
+                        .import("beamline.userstate")?
+                        .getattr("_Timer")?
+                        .call0()?
+                        .unbind();
+                    pending.push(Pending {
+                        param: p.clone(),
+                        handle: handle.clone_ref(py),
+                    });
+                    handle
+                }
+            };
+            kw.set_item(name, v)?;
+        }
+        Ok((Some(kw), pending))
+    }
+
+    /// Writes state handles back and applies timer changes.
+    fn write_back(
+        &self,
+        py: Python<'_>,
+        pending: Vec<Pending>,
+        mut st: beamline::State<'_, '_>,
+    ) -> Result<(), UserError> {
+        for p in pending {
+            let h = p.handle.bind(py);
+            match &p.param {
+                Param::State(cell) => {
+                    if !h.getattr("_dirty")?.is_truthy()? {
+                        continue;
+                    }
+                    let content: Vec<Bound<'_, PyAny>> = h.call_method0("_content")?.extract()?;
+                    st.clear(cell)?;
+                    let kind = self
+                        .state_kinds
+                        .get(cell)
+                        .map(String::as_str)
+                        .unwrap_or("bag");
+                    for v in content {
+                        let v = DynValue(to_value(&v)?);
+                        match kind {
+                            "value" => st.write(cell, v)?,
+                            "set" => {
+                                st.set_add(cell, v)?;
+                            }
+                            _ => st.add(cell, v)?,
+                        }
+                    }
+                }
+                Param::Timer(name) => {
+                    let ops: Vec<(String, f64)> = h.getattr("_ops")?.extract()?;
+                    for (op, ts) in ops {
+                        if op == "set" {
+                            st.set_timer(name, (ts * 1000.0).round() as i64)?;
+                        } else {
+                            st.clear_timer(name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn target<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
@@ -228,55 +426,6 @@ impl PyDoFn {
         Ok(args)
     }
 
-    fn params<'py>(
-        &self,
-        py: Python<'py>,
-        ctx: &ProcessContext<'_, '_, DynValue>,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        if self.params.is_empty() {
-            return Ok(None);
-        }
-        let t = types(py)?;
-        let kw = PyDict::new(py);
-        for (name, p) in self.params.iter() {
-            let v: Py<PyAny> = match p {
-                Param::Timestamp => (ctx.timestamp() as f64 / 1000.0)
-                    .into_pyobject(py)?
-                    .into_any()
-                    .unbind(),
-                Param::Window => match ctx.window() {
-                    Window::Global => t.global_window.bind(py).call0()?.unbind(),
-                    Window::Interval { start, end } => t
-                        .interval_window
-                        .bind(py)
-                        .call1((start as f64 / 1000.0, end as f64 / 1000.0))?
-                        .unbind(),
-                },
-                Param::Pane => {
-                    let pn = ctx.pane();
-                    let timing = match pn.timing {
-                        beamline::Timing::Early => 0,
-                        beamline::Timing::OnTime => 1,
-                        beamline::Timing::Late => 2,
-                        beamline::Timing::Unknown => 3,
-                    };
-                    t.pane_info
-                        .bind(py)
-                        .call1((
-                            pn.is_first,
-                            pn.is_last,
-                            timing,
-                            pn.index,
-                            pn.nonspeculative_index,
-                        ))?
-                        .unbind()
-                }
-            };
-            kw.set_item(name, v)?;
-        }
-        Ok(Some(kw))
-    }
-
     fn emit(
         &self,
         py: Python<'_>,
@@ -313,7 +462,15 @@ impl PyDoFn {
         let mut args: Vec<Py<PyAny>> = vec![to_py(py, x.0.clone())?];
         args.extend(self.side_args(py, ctx)?);
         let args = PyTuple::new(py, args)?;
-        let kwargs = self.params(py, ctx)?;
+        let meta = Meta {
+            timestamp: ctx.timestamp(),
+            window: ctx.window(),
+            pane: ctx.pane(),
+        };
+        let stateful = !self.state_kinds.is_empty() || !self.timer_methods.is_empty();
+        let state = if stateful { Some(ctx.state()?) } else { None };
+        let params = self.params.clone();
+        let (kwargs, pending) = self.kwargs(py, &params, &meta, state)?;
         let target = self.target(py);
         let result = match self.kind {
             Kind::DoFn => target.call_method("process", args, kwargs.as_ref()),
@@ -336,7 +493,38 @@ impl PyDoFn {
                 }
             }
         }
+        if !pending.is_empty() {
+            self.write_back(py, pending, ctx.state()?)?;
+        }
         Ok(())
+    }
+
+    fn run_timer(
+        &mut self,
+        py: Python<'_>,
+        timer: &str,
+        ctx: &mut TimerContext<'_, '_, DynValue>,
+    ) -> Result<(), UserError> {
+        let (method, params) = self.timer_methods.get(timer).cloned().ok_or_else(|| {
+            format!("timer '{timer}' fired but the DoFn has no @on_timer method for it")
+        })?;
+        let meta = Meta {
+            timestamp: ctx.timestamp(),
+            window: ctx.window(),
+            pane: beamline::PaneInfo::NO_FIRING,
+        };
+        let (kwargs, pending) = self.kwargs(py, &params, &meta, Some(ctx.state()?))?;
+        let result = self
+            .target(py)
+            .call_method(method.as_str(), (), kwargs.as_ref())
+            .map_err(|e| traceback(py, &e))?;
+        if !result.is_none() {
+            for item in result.try_iter().map_err(|e| traceback(py, &e))? {
+                let item = item.map_err(|e| traceback(py, &e))?;
+                ctx.output(DynValue(to_value(&item)?));
+            }
+        }
+        self.write_back(py, pending, ctx.state()?)
     }
 }
 
@@ -396,6 +584,52 @@ impl DoFn for PyDoFn {
 
     fn teardown(&mut self) -> Result<(), UserError> {
         attach(|py| self.call_method(py, "teardown"))
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &str,
+        ctx: &mut TimerContext<'_, '_, DynValue>,
+    ) -> Result<(), UserError> {
+        attach(|py| self.run_timer(py, timer, ctx))
+    }
+}
+
+/// A stateful Python DoFn: its input is split into key and value for the runner.
+#[derive(Clone)]
+pub struct KeyedPyDoFn(pub PyDoFn);
+
+impl DoFn for KeyedPyDoFn {
+    type In = (DynValue, DynValue);
+    type Out = DynValue;
+    fn setup(&mut self) -> Result<(), UserError> {
+        self.0.setup()
+    }
+    fn start_bundle(&mut self, ctx: &mut BundleContext<'_, '_, DynValue>) -> Result<(), UserError> {
+        self.0.start_bundle(ctx)
+    }
+    fn process(
+        &mut self,
+        (k, v): (DynValue, DynValue),
+        ctx: &mut ProcessContext<'_, '_, DynValue>,
+    ) -> Result<(), UserError> {
+        self.0.process(DynValue(Value::kv(k.0, v.0)), ctx)
+    }
+    fn finish_bundle(
+        &mut self,
+        ctx: &mut BundleContext<'_, '_, DynValue>,
+    ) -> Result<(), UserError> {
+        self.0.finish_bundle(ctx)
+    }
+    fn teardown(&mut self) -> Result<(), UserError> {
+        self.0.teardown()
+    }
+    fn on_timer(
+        &mut self,
+        timer: &str,
+        ctx: &mut TimerContext<'_, '_, DynValue>,
+    ) -> Result<(), UserError> {
+        self.0.on_timer(timer, ctx)
     }
 }
 

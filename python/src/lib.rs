@@ -107,7 +107,7 @@ impl Pipeline {
 
     /// Map, FlatMap, Filter or ParDo with a Python callable or DoFn object.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (pcoll, name, kind, callable, sides, params, tags))]
+    #[pyo3(signature = (pcoll, name, kind, callable, sides, params, tags, state_specs, timer_specs, timer_methods))]
     fn pardo(
         &self,
         pcoll: &PColl,
@@ -117,8 +117,16 @@ impl Pipeline {
         sides: Vec<(String, PyRef<'_, PColl>)>,
         params: Vec<(String, String)>,
         tags: Vec<String>,
+        state_specs: Vec<(String, String)>,
+        timer_specs: Vec<(String, String)>,
+        timer_methods: transforms::PyTimerMethods,
     ) -> PyResult<Vec<PColl>> {
-        transforms::pardo(pcoll, name, kind, callable, sides, params, tags)
+        let stateful = transforms::Stateful {
+            states: state_specs,
+            timers: timer_specs,
+            methods: timer_methods,
+        };
+        transforms::pardo(pcoll, name, kind, callable, sides, params, tags, stateful)
     }
 
     /// GroupByKey on `(key, value)` tuples.

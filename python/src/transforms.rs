@@ -1,6 +1,6 @@
 //! Transforms over dynamically typed (Python) PCollections.
 
-use crate::dofn::{Kind, Param, PyCombineFn, PyDoFn, PySide};
+use crate::dofn::{KeyedPyDoFn, Kind, Param, PyCombineFn, PyDoFn, PySide};
 use crate::PColl;
 use beamline::engine::trigger::Trigger;
 use beamline::engine::window::{TimestampCombiner, WindowFn};
@@ -19,6 +19,36 @@ fn wrap(pc: PCollection<DynValue>) -> PColl {
     PColl { pc }
 }
 
+/// State cells `(name, kind)`, timers `(name, domain)` and timer callbacks
+/// `(timer, method, params)` of a stateful Python DoFn.
+/// Timer callbacks as Python describes them: (timer, method, [(parameter, kind)]).
+pub(crate) type PyTimerMethods = Vec<(String, String, Vec<(String, String)>)>;
+
+pub(crate) struct Stateful {
+    pub(crate) states: Vec<(String, String)>,
+    pub(crate) timers: Vec<(String, String)>,
+    pub(crate) methods: PyTimerMethods,
+}
+
+fn parse_param(p: &str) -> PyResult<Param> {
+    Ok(match p {
+        "timestamp" => Param::Timestamp,
+        "window" => Param::Window,
+        "pane" => Param::Pane,
+        "key" => Param::Key,
+        other => match other.split_once(':') {
+            Some(("state", n)) => Param::State(n.to_string()),
+            Some(("timer", n)) => Param::Timer(n.to_string()),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown DoFn parameter {other}"
+                )))
+            }
+        },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pardo(
     pcoll: &PColl,
     name: &str,
@@ -27,6 +57,7 @@ pub(crate) fn pardo(
     sides: Vec<(String, PyRef<'_, PColl>)>,
     params: Vec<(String, String)>,
     tags: Vec<String>,
+    stateful: Stateful,
 ) -> PyResult<Vec<PColl>> {
     let kind = match kind {
         "map" => Kind::Map,
@@ -59,23 +90,45 @@ pub(crate) fn pardo(
     }
     let params = params
         .into_iter()
-        .map(|(n, p)| {
-            let p = match p.as_str() {
-                "timestamp" => Param::Timestamp,
-                "window" => Param::Window,
-                "pane" => Param::Pane,
-                other => {
-                    return Err(PyValueError::new_err(format!(
-                        "unknown DoFn parameter {other}"
-                    )))
-                }
-            };
-            Ok((n, p))
-        })
+        .map(|(n, p)| Ok((n, parse_param(&p)?)))
         .collect::<PyResult<Vec<_>>>()?;
     let mut all_tags = vec![beamline::transforms::MAIN_TAG.to_string()];
     all_tags.extend(tags.iter().cloned());
     let f = PyDoFn::new(kind, callable, py_sides.clone(), params, all_tags);
+    if !stateful.states.is_empty() || !stateful.timers.is_empty() {
+        if !tags.is_empty() || !py_sides.is_empty() {
+            return Err(PyValueError::new_err(format!(
+                "ParDo '{name}': stateful DoFns with side inputs or tagged outputs are not supported yet"
+            )));
+        }
+        let mut methods = std::collections::HashMap::new();
+        for (timer, method, ps) in stateful.methods {
+            let ps = ps
+                .into_iter()
+                .map(|(n, p)| Ok((n, parse_param(&p)?)))
+                .collect::<PyResult<Vec<_>>>()?;
+            methods.insert(timer, (method, ps));
+        }
+        let kinds: std::collections::HashMap<String, String> =
+            stateful.states.iter().cloned().collect();
+        let mut pd = ParDo::of(KeyedPyDoFn(f.with_state(kinds, methods)));
+        for (cell, kind) in &stateful.states {
+            pd = pd.with_state(match kind.as_str() {
+                "value" => beamline::StateSpec::value::<DynValue>(cell),
+                "set" => beamline::StateSpec::set::<DynValue>(cell),
+                _ => beamline::StateSpec::bag::<DynValue>(cell),
+            });
+        }
+        for (timer, domain) in &stateful.timers {
+            pd = pd.with_timer(if domain == "processing" {
+                beamline::TimerSpec::processing_time(timer)
+            } else {
+                beamline::TimerSpec::event_time(timer)
+            });
+        }
+        let keyed = pcoll.pc.apply(&format!("{name}/Keyed"), ToKv);
+        return Ok(vec![wrap(keyed.apply(name, pd))]);
+    }
     let mut pd = ParDo::of(f);
     for s in &py_sides {
         pd = match s {
