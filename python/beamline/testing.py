@@ -1,7 +1,50 @@
-"""Assertions inside the pipeline: ``assert_that(pcoll, equal_to([...]))``.
-
-A failed assertion fails the job with a diff of missing and unexpected elements.
+"""Testing helpers: ``TestStream`` and assertions inside the pipeline
+(``assert_that(pcoll, equal_to([...]))``; a failure fails the job with a diff).
 """
+
+from beamline.transforms import PTransform
+
+
+class TestStream(PTransform):
+    """Replays elements, watermark and processing-time advances (times in seconds).
+
+    Processing time is virtual and starts at 0; after the last event the watermark
+    advances to infinity.
+    """
+
+    __test__ = False
+
+    def __init__(self):
+        super().__init__()
+        self._events = []
+
+    def add_elements(self, elements):
+        """Adds elements: plain values (timestamp 0) or ``TimestampedValue``s."""
+        from beamline.window import TimestampedValue
+
+        items = []
+        for e in elements:
+            if isinstance(e, TimestampedValue):
+                items.append((e.value, int(round(e.timestamp * 1000))))
+            else:
+                items.append((e, 0))
+        self._events.append(("add", items))
+        return self
+
+    def advance_watermark_to(self, timestamp):
+        self._events.append(("wm", int(round(timestamp * 1000))))
+        return self
+
+    def advance_processing_time(self, duration):
+        self._events.append(("pt", int(round(duration * 1000))))
+        return self
+
+    def advance_watermark_to_infinity(self):
+        return self
+
+    def expand(self, pbegin):
+        return self._out(pbegin, pbegin.pipeline._native.test_stream(self._name(), self._events))
+
 
 
 class _Matcher:

@@ -105,6 +105,31 @@ impl Pipeline {
         )))
     }
 
+    /// TestStream: events are ("add", [(value, timestamp_ms)]), ("wm", ms) or ("pt", ms).
+    fn test_stream(&self, name: &str, events: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<PColl> {
+        let mut ts = beamline::TestStream::<DynValue>::new();
+        for (kind, arg) in events {
+            ts = match kind.as_str() {
+                "add" => {
+                    let items: Vec<(Bound<'_, PyAny>, i64)> = arg.extract()?;
+                    let items = items
+                        .iter()
+                        .map(|(v, t)| Ok((DynValue(to_value(v)?), *t)))
+                        .collect::<PyResult<Vec<_>>>()?;
+                    ts.add_elements(items)
+                }
+                "wm" => ts.advance_watermark_to(arg.extract()?),
+                "pt" => ts.advance_processing_time(arg.extract()?),
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown TestStream event {other}"
+                    )))
+                }
+            };
+        }
+        Ok(wrap(self.p.apply(name, ts)))
+    }
+
     /// Map, FlatMap, Filter or ParDo with a Python callable or DoFn object.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (pcoll, name, kind, callable, sides, params, tags, state_specs, timer_specs, timer_methods))]
