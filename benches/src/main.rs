@@ -195,73 +195,31 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn run_clickstream(cli: &Cli, dir: &Path, millions: usize) -> Result<()> {
-    let events = millions as f64 * 1e6;
+/// Runs every variant, checks that their outputs agree, and prints the table.
+fn run_all<T: PartialEq>(
+    cli: &Cli,
+    dir: &Path,
+    variants: &[&str],
+    load: fn(&Path) -> Result<T>,
+    title: &str,
+    unit: &str,
+    amount: f64,
+) -> Result<()> {
     let mut results = Vec::new();
-    for name in clickstream::VARIANTS {
+    for name in variants {
         eprintln!("running {name}...");
         results.push(run_variant(cli, dir, name)?);
     }
-    let reference = clickstream::load_output(&results[0].output)?;
+    let reference = load(&results[0].output)?;
     for r in &results[1..] {
-        let got = clickstream::load_output(&r.output)?;
-        if got != reference {
-            bail!(
-                "{} disagrees with {} ({} vs {} windows)",
-                r.name,
-                results[0].name,
-                got.len(),
-                reference.len()
-            );
-        }
-    }
-    let base = results[0].seconds;
-    println!(
-        "workload: clickstream, {millions}M out-of-order events, 1-minute windows, {} (user, window) counts",
-        reference.len()
-    );
-    println!(
-        "| variant | wall time (s) | events/s | peak RSS (MB) | time vs {} |",
-        results[0].name
-    );
-    println!("|---|---|---|---|---|");
-    for r in &results {
-        println!(
-            "| {} | {:.2} | {:.2}M | {:.0} | {:.2}x |",
-            r.name,
-            r.seconds,
-            events / r.seconds / 1e6,
-            r.peak_rss_mb,
-            r.seconds / base
-        );
-    }
-    println!("all outputs agree (final panes)");
-    if cli.dir.is_none() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    Ok(())
-}
-
-fn run_keyed(cli: &Cli, dir: &Path, size: usize) -> Result<()> {
-    let (n, keys) = keyed::shape(&cli.workload, size as u64);
-    let mut results = Vec::new();
-    for name in keyed::VARIANTS {
-        eprintln!("running {name}...");
-        results.push(run_variant(cli, dir, name)?);
-    }
-    let reference = keyed::load_output(&results[0].output)?;
-    for r in &results[1..] {
-        if keyed::load_output(&r.output)? != reference {
+        if load(&r.output)? != reference {
             bail!("{} disagrees with {}", r.name, results[0].name);
         }
     }
     let base = results[0].seconds;
+    println!("{title}");
     println!(
-        "workload: {} (size x{size}): {n} elements per input, {keys} keys, beamline threads={}",
-        cli.workload, cli.threads
-    );
-    println!(
-        "| variant | wall time (s) | elements/s | peak RSS (MB) | time vs {} |",
+        "| variant | wall time (s) | {unit}/s | peak RSS (MB) | time vs {} |",
         results[0].name
     );
     println!("|---|---|---|---|---|");
@@ -270,7 +228,7 @@ fn run_keyed(cli: &Cli, dir: &Path, size: usize) -> Result<()> {
             "| {} | {:.2} | {:.2}M | {:.0} | {:.2}x |",
             r.name,
             r.seconds,
-            n as f64 / r.seconds / 1e6,
+            amount / r.seconds / 1e6,
             r.peak_rss_mb,
             r.seconds / base
         );
@@ -280,4 +238,36 @@ fn run_keyed(cli: &Cli, dir: &Path, size: usize) -> Result<()> {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
+}
+
+fn run_clickstream(cli: &Cli, dir: &Path, millions: usize) -> Result<()> {
+    let title = format!(
+        "workload: clickstream, {millions}M out-of-order events, 1-minute windows (final panes compared)"
+    );
+    run_all(
+        cli,
+        dir,
+        &clickstream::VARIANTS,
+        clickstream::load_output,
+        &title,
+        "events",
+        millions as f64 * 1e6,
+    )
+}
+
+fn run_keyed(cli: &Cli, dir: &Path, size: usize) -> Result<()> {
+    let (n, keys) = keyed::shape(&cli.workload, size as u64);
+    let title = format!(
+        "workload: {} (size x{size}): {n} elements per input, {keys} keys, beamline threads={}",
+        cli.workload, cli.threads
+    );
+    run_all(
+        cli,
+        dir,
+        &keyed::VARIANTS,
+        keyed::load_output,
+        &title,
+        "elements",
+        n as f64,
+    )
 }
