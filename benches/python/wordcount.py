@@ -93,6 +93,10 @@ def main():
         ("python-counter", lambda out: run_counter(inp, out)),
         ("beamline-1-thread", lambda out: run_beamline(inp, out, ["--threads=1"])),
         ("beamline-2-threads", lambda out: run_beamline(inp, out, ["--threads=2"])),
+        (
+            "beamline-2-python-workers",
+            lambda out: run_beamline(inp, out, ["--threads=2", "--python-workers=2"]),
+        ),
     ]
     try:
         import apache_beam  # noqa: F401
@@ -120,6 +124,10 @@ def main():
     for name, t, _ in results:
         print(f"| {name} | {t:.2f} | {size / t:.1f} | {t / base:.2f}x |")
     times = dict((n, t) for n, t, _ in results)
+    print(
+        f"--python-workers=2 speed-up over 1 thread: "
+        f"{times['beamline-1-thread'] / times['beamline-2-python-workers']:.2f}x"
+    )
     if "beam-directrunner" in times:
         print(f"Beamline (2 threads) is {times['beam-directrunner'] / times['beamline-2-threads']:.1f}x faster than Beam's DirectRunner")
 

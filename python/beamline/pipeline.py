@@ -46,7 +46,15 @@ class Pipeline:
 
     def run(self):
         """Runs the pipeline to completion and returns its result."""
-        self._result = PipelineResult(self._native.run())
+        from beamline import _workers
+
+        workers = int(self._options.get_all_options().get("python_workers", "1") or 1)
+        if workers > 1:
+            _workers.start(workers)
+        try:
+            self._result = PipelineResult(self._native.run())
+        finally:
+            _workers.stop()
         return self._result
 
     def __enter__(self):

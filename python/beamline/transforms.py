@@ -117,6 +117,14 @@ class _CallableParDo(PTransform):
     def expand(self, pcoll):
         name = self._name()
         fn, sides = _split_args(self.fn, self.args, f"{type(self).__name__} '{name}'")
+        workers = int(pcoll.pipeline.options.get_all_options().get("python_workers", "1") or 1)
+        if workers > 1 and not sides:
+            # Runs in worker processes: the native harness sends bundles to _workers.
+            from beamline import _workers
+
+            stage = _workers.register(self.kind, fn)
+            native = pcoll.pipeline._native.worker_stage(pcoll._native, name, stage)
+            return self._out(pcoll, native)
         outs = pcoll.pipeline._native.pardo(pcoll._native, name, self.kind, fn, sides, [], [], [], [], [])
         return self._out(pcoll, outs[0])
 

@@ -154,6 +154,15 @@ impl Pipeline {
         transforms::pardo(pcoll, name, kind, callable, sides, params, tags, stateful)
     }
 
+    /// An element-wise stage run in worker processes (`--python-workers`).
+    fn worker_stage(&self, pcoll: &PColl, name: &str, stage: i64) -> PColl {
+        wrap(
+            pcoll
+                .pc
+                .apply(name, beamline::ParDo::of(dofn::WorkerStage::new(stage))),
+        )
+    }
+
     /// GroupByKey on `(key, value)` tuples.
     fn group_by_key(&self, pcoll: &PColl, name: &str) -> PColl {
         wrap(pcoll.pc.apply(name, transforms::GroupByKey))
