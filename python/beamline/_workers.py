@@ -43,8 +43,18 @@ def _apply(stage_id, elements):
     return [[x] if fn(x) else [] for x in elements]
 
 
+def _apply_chunk(args):
+    return _apply(*args)
+
+
 def run_batch(stage_id, elements):
-    """Runs a bundle of a stage in a worker process (in this process without workers)."""
+    """Runs a bundle of a stage in the worker processes, split into chunks so that one
+    large bundle still uses every worker (in this process without workers)."""
     if _POOL is None:
         return _apply(stage_id, elements)
-    return _POOL.apply(_apply, (stage_id, elements))
+    n = max(1, len(elements) // (_POOL._processes * 4))
+    chunks = [(stage_id, elements[i:i + n]) for i in range(0, len(elements), n)]
+    out = []
+    for part in _POOL.map(_apply_chunk, chunks):
+        out.extend(part)
+    return out
