@@ -33,6 +33,9 @@ struct Cli {
     /// Directory for inputs and outputs (default: a fresh temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Do not run the Apache Beam Python reference (wordcount).
+    #[arg(long)]
+    skip_beam: bool,
     /// Internal: run one variant in this process and report its peak RSS.
     #[arg(long, hide = true)]
     variant: Option<String>,
@@ -153,6 +156,17 @@ fn main() -> Result<()> {
     for name in wordcount::VARIANTS {
         eprintln!("running {name}...");
         results.push(run_variant(&cli, &dir, name)?);
+    }
+    if cli.skip_beam {
+        eprintln!("Apache Beam DirectRunner skipped (--skip-beam)");
+    } else {
+        match wordcount::beam_python() {
+            Ok(_) => {
+                eprintln!("running beam-python-directrunner...");
+                results.push(run_variant(&cli, &dir, "beam-python-directrunner")?);
+            }
+            Err(e) => eprintln!("Apache Beam DirectRunner skipped: {e}"),
+        }
     }
     let reference = wordcount::load_output(&results[0].output)?;
     for r in &results[1..] {

@@ -58,6 +58,62 @@ fn write_counts<'a>(output: &Path, counts: impl Iterator<Item = (&'a str, i64)>)
     Ok(())
 }
 
+/// Apache Beam Python's word count (same tokenization), run by `python` on the DirectRunner.
+const BEAM_SCRIPT: &str = r#"
+import re, sys
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+inp, out = sys.argv[1], sys.argv[2]
+word = re.compile(r"[\w']+")
+with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+    (p | beam.io.ReadFromText(inp)
+       | beam.FlatMap(lambda line: word.findall(line))
+       | beam.combiners.Count.PerElement()
+       | beam.Map(lambda wc: "%s: %d" % wc)
+       | beam.io.WriteToText(out))
+"#;
+
+/// A Python with apache-beam 2.77: `$BEAMLINE_BEAM_PYTHON`, or a virtualenv the harness
+/// creates under `benches/.venv-beam`.
+///
+/// # Errors
+/// When no such Python exists and the virtualenv cannot be created (no network, no pip).
+pub fn beam_python() -> Result<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("BEAMLINE_BEAM_PYTHON") {
+        return Ok(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-beam");
+    let python = venv.join("bin/python");
+    let has_beam = |py: &Path| {
+        std::process::Command::new(py)
+            .args(["-c", "import apache_beam"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !has_beam(&python) {
+        eprintln!(
+            "setting up {} with apache-beam==2.77.0 (once)...",
+            venv.display()
+        );
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+            && std::process::Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "apache-beam==2.77.0"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if !ok || !has_beam(&python) {
+            anyhow::bail!("could not set up a Python with apache-beam==2.77.0");
+        }
+    }
+    Ok(python)
+}
+
 /// Runs one variant over `dir/input.txt`, writing `word: count` lines under `output`.
 pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<()> {
     let input = dir.join("input.txt");
@@ -104,6 +160,17 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<(
                 .map("Format", |(w, n): (String, i64)| format!("{w}: {n}"))
                 .apply("Write", WriteToText::new(output.to_string_lossy()));
             p.run()?;
+            Ok(())
+        }
+        "beam-python-directrunner" => {
+            let status = std::process::Command::new(beam_python()?)
+                .args(["-c", BEAM_SCRIPT])
+                .arg(&input)
+                .arg(output)
+                .env("PYTHONWARNINGS", "ignore")
+                .stderr(std::process::Stdio::null())
+                .status()?;
+            anyhow::ensure!(status.success(), "the Beam pipeline failed");
             Ok(())
         }
         other => anyhow::bail!("unknown variant {other}"),
