@@ -42,6 +42,8 @@ struct KeyState {
 pub(super) struct GbkOp {
     key_coder: Coder,
     windowing: Windowing,
+    /// The trigger, shared cheaply with the per-window calls.
+    trigger: Arc<crate::trigger::Trigger>,
     combine: Option<Arc<dyn CombineFnInvoker>>,
     keys: FxHashMap<Vec<u8>, KeyState>,
     /// The current bundle: (key bytes, key, value, timestamp, window).
@@ -71,6 +73,7 @@ impl GbkOp {
     ) -> Self {
         GbkOp {
             key_coder,
+            trigger: Arc::new(windowing.trigger.clone()),
             windowing,
             combine,
             keys: FxHashMap::default(),
@@ -322,7 +325,7 @@ impl GbkOp {
                     });
                 }
             }
-            let trigger = self.windowing.trigger.clone();
+            let trigger = self.trigger.clone();
             let ws = self
                 .keys
                 .get_mut(&kb)
@@ -383,7 +386,7 @@ impl GbkOp {
 
     fn fire_timers(&mut self, domain: Domain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
         let slot = domain_slot(domain);
-        let trigger = self.windowing.trigger.clone();
+        let trigger = self.trigger.clone();
         while let Some(first) = self.timers[slot].first().cloned() {
             if first.0 > until {
                 break;
