@@ -41,6 +41,9 @@ pub enum Error {
     /// A worker process failed.
     #[error("worker process failed: {0}")]
     Worker(String),
+    /// Arrow could not encode or decode a record batch.
+    #[error("arrow: {0}")]
+    Arrow(String),
     /// File or process I/O failed.
     #[error("{context}: {source}")]
     Io {

@@ -18,6 +18,7 @@
 //! assert_eq!(seen.sorted(), vec![("a".to_string(), 2), ("b".to_string(), 1)]);
 //! ```
 
+pub mod arrow;
 pub mod dofn;
 pub mod element;
 mod error;

@@ -281,9 +281,15 @@ fn encode_dynamic(v: &Value, out: &mut Vec<u8>) {
             }
         }
         Value::Opaque(o) => {
-            out.push(8);
             let mut inner = Vec::new();
             o.encode(&mut inner);
+            match o.type_name() {
+                Some(name) => {
+                    out.push(9);
+                    bytes(name.as_bytes(), out);
+                }
+                None => out.push(8),
+            }
             bytes(&inner, out);
         }
     }
@@ -327,6 +333,19 @@ fn decode_dynamic(input: &mut &[u8]) -> CResult<Value> {
         8 => Value::Opaque(Box::new(ForeignBytes(
             read_len_or_rest(input, true, "foreign object")?.to_vec(),
         ))),
+        9 => {
+            let name = read_len_or_rest(input, true, "type name")?;
+            let name = String::from_utf8_lossy(name).into_owned();
+            let body = read_len_or_rest(input, true, "typed object")?;
+            let ty = crate::value::opaque_type(&name).ok_or_else(|| CoderError::Invalid {
+                coder: "dynamic",
+                reason: format!("no decoder is registered for values of type '{name}'"),
+            })?;
+            Value::Opaque((ty.decode)(body).map_err(|reason| CoderError::Invalid {
+                coder: "dynamic",
+                reason: format!("decoding a '{name}' value: {reason}"),
+            })?)
+        }
         t => {
             return Err(CoderError::Invalid {
                 coder: "dynamic",

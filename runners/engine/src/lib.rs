@@ -25,7 +25,7 @@ pub mod value;
 pub mod window;
 
 pub use error::{EngineError, Result, UserError};
-pub use value::{OpaqueValue, Value};
+pub use value::{opaque_type, OpaqueType, OpaqueValue, Value};
 pub use window::{PaneInfo, Timing, Window, WindowFn, WindowedValue};
 
 #[doc(hidden)]

@@ -15,6 +15,30 @@ pub trait OpaqueValue: Any + Send + Sync + fmt::Debug {
     fn clone_box(&self) -> Box<dyn OpaqueValue>;
     /// Upcasts to `Any` for downcasting to the concrete type.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// The name of a registered [`OpaqueType`] that decodes this value's encoding, if any.
+    ///
+    /// Values with a type name keep their type through the dynamic coder (an Arrow record
+    /// batch stays a record batch after a shuffle); others decode as foreign bytes.
+    fn type_name(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// A decoder for [`OpaqueValue`]s of one type, registered with `inventory::submit!`.
+pub struct OpaqueType {
+    /// The name [`OpaqueValue::type_name`] returns.
+    pub name: &'static str,
+    /// Decodes bytes written by [`OpaqueValue::encode`].
+    pub decode: fn(&[u8]) -> Result<Box<dyn OpaqueValue>, String>,
+}
+
+inventory::collect!(OpaqueType);
+
+/// Looks up the decoder registered under `name`.
+pub fn opaque_type(name: &str) -> Option<&'static OpaqueType> {
+    inventory::iter::<OpaqueType>
+        .into_iter()
+        .find(|t| t.name == name)
 }
 
 /// One element's value, independent of any Rust type.

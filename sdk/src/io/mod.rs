@@ -1,4 +1,5 @@
 //! Sources and sinks.
 
 pub mod generator;
+pub mod parquet;
 pub mod text;

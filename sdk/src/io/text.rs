@@ -261,7 +261,7 @@ impl WriteToText {
     }
 }
 
-fn temp_dir_for(prefix: &str) -> PathBuf {
+pub(crate) fn temp_dir_for(prefix: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -272,7 +272,7 @@ fn temp_dir_for(prefix: &str) -> PathBuf {
     ))
 }
 
-fn create_writer(path: &Path) -> Result<BufWriter<File>, UserError> {
+pub(crate) fn create_writer(path: &Path) -> Result<BufWriter<File>, UserError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
@@ -364,6 +364,26 @@ impl NamedDoFn for WriteShard {
 }
 crate::register_dofn!(WriteShard);
 
+/// What a fixed number of shards writes for a shard that received no element.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) enum EmptyShard {
+    /// An empty file (text).
+    #[default]
+    Blank,
+    /// A file with these bytes (a Parquet file with a schema and no rows).
+    Contents(Vec<u8>),
+    /// A Parquet file with no rows, the schema of another shard and this codec; failing
+    /// with this message when no shard has rows.
+    ParquetLikeSibling {
+        /// The codec's name.
+        codec: String,
+        /// The error when there is no sibling to take the schema from.
+        no_sibling: String,
+    },
+    /// Fail the job with this message (the format cannot write an empty file).
+    Fail(String),
+}
+
 /// Renames the temporary files to their final names once all are written.
 #[derive(Clone, Serialize, Deserialize)]
 struct Finalize {
@@ -371,6 +391,8 @@ struct Finalize {
     suffix: String,
     num_shards: usize,
     temp_dir: String,
+    #[serde(default)]
+    empty_shard: EmptyShard,
 }
 
 impl DoFn for Finalize {
@@ -406,6 +428,15 @@ impl DoFn for Finalize {
                 by_shard[i] = Some(t);
             }
         }
+        let mut empty_shard = self.empty_shard.clone();
+        if let EmptyShard::ParquetLikeSibling { codec, no_sibling } = &empty_shard {
+            empty_shard = match by_shard.iter().flatten().next() {
+                Some(sibling) => EmptyShard::Contents(crate::io::parquet::empty_file_like(
+                    sibling, codec,
+                )?),
+                None => EmptyShard::Fail(no_sibling.clone()),
+            };
+        }
         for (i, temp) in by_shard.into_iter().enumerate() {
             let target = name(i);
             if let Some(dir) = Path::new(&target).parent() {
@@ -415,9 +446,15 @@ impl DoFn for Finalize {
             match temp {
                 Some(t) => std::fs::rename(&t, &target)
                     .map_err(|e| format!("renaming {t} to {target}: {e}"))?,
-                None => {
-                    File::create(&target).map_err(|e| format!("creating {target}: {e}"))?;
-                }
+                None => match &empty_shard {
+                    EmptyShard::Blank => {
+                        File::create(&target).map_err(|e| format!("creating {target}: {e}"))?;
+                    }
+                    EmptyShard::Contents(bytes) => std::fs::write(&target, bytes)
+                        .map_err(|e| format!("writing {target}: {e}"))?,
+                    EmptyShard::Fail(msg) => return Err(format!("shard {i}: {msg}").into()),
+                    EmptyShard::ParquetLikeSibling { .. } => unreachable!("resolved above"),
+                },
             }
             finals.push(target);
         }
@@ -465,19 +502,44 @@ impl PTransform<PCollection<String>> for WriteToText {
                 }),
             )
         };
-        // Runs once, after every temporary file is written, even when there are none.
-        let written = temps.as_iter();
-        p.apply("FinalizeImpulse", Impulse).apply(
-            "Finalize",
-            ParDo::named(Finalize {
-                prefix: self.prefix,
-                suffix: self.suffix,
-                num_shards: self.num_shards,
-                temp_dir,
-            })
-            .with_side_input(&written),
-        )
+        let files = FileNames {
+            prefix: self.prefix,
+            suffix: self.suffix,
+            num_shards: self.num_shards,
+            temp_dir,
+        };
+        finalize(&temps, files, EmptyShard::Blank)
     }
+}
+
+/// Final and temporary names of a sharded file sink.
+pub(crate) struct FileNames {
+    pub(crate) prefix: String,
+    pub(crate) suffix: String,
+    pub(crate) num_shards: usize,
+    pub(crate) temp_dir: String,
+}
+
+/// Renames the temporary files listed in `temps` (`shard-NNNNN` files when the number of
+/// shards is fixed) to `PREFIX-SSSSS-of-NNNNN[SUFFIX]`; returns the final names.
+pub(crate) fn finalize(
+    temps: &PCollection<String>,
+    files: FileNames,
+    empty_shard: EmptyShard,
+) -> PCollection<String> {
+    // Runs once, after every temporary file is written, even when there are none.
+    let written = temps.as_iter();
+    temps.pipeline().apply("FinalizeImpulse", Impulse).apply(
+        "Finalize",
+        ParDo::named(Finalize {
+            prefix: files.prefix,
+            suffix: files.suffix,
+            num_shards: files.num_shards,
+            temp_dir: files.temp_dir,
+            empty_shard,
+        })
+        .with_side_input(&written),
+    )
 }
 
 /// Watches a directory for new text files and streams their lines (an unbounded source).
