@@ -7,7 +7,14 @@ never call into Python.
 """
 
 from beamline import combiners, metrics, testing, trigger, userstate, window
-from beamline.io import ReadFromText, WriteToText
+from beamline.io import (
+    ReadFromParquet,
+    ReadFromParquetBatched,
+    ReadFromText,
+    WriteToParquet,
+    WriteToParquetBatched,
+    WriteToText,
+)
 from beamline.pipeline import Pipeline, PipelineOptions, PipelineResult
 from beamline.pvalue import (
     AsDict,
@@ -45,7 +52,8 @@ __all__ = [
     "AsDict", "AsIter", "AsList", "AsMultiMap", "AsSingleton", "CoGroupByKey", "CombineFn",
     "CombineGlobally", "CombinePerKey", "Create", "DoFn", "Filter", "FlatMap", "Flatten",
     "GroupByKey", "Keys", "KvSwap", "Map", "ParDo", "Partition", "PCollection", "Pipeline",
-    "PipelineOptions", "PipelineResult", "PTransform", "ReadFromText", "Reshuffle", "RustDoFn",
+    "PipelineOptions", "PipelineResult", "PTransform", "ReadFromParquet",
+    "ReadFromParquetBatched", "ReadFromText", "WriteToParquet", "WriteToParquetBatched", "Reshuffle", "RustDoFn",
     "TaggedOutput", "Values", "WindowInto", "WriteToText", "combiners", "metrics", "testing",
     "trigger", "userstate", "window",
 ]

@@ -1,4 +1,5 @@
-"""Text files (read and written by Rust; lines never enter Python unless you map them)."""
+"""Text and Parquet files, read and written by Rust (lines and columns enter Python only
+when a Python transform needs them; Arrow data crosses without copying)."""
 
 from beamline.transforms import PTransform
 
@@ -27,3 +28,100 @@ class WriteToText(PTransform):
             pcoll._native, self._name(), self.prefix, self.suffix, self.num_shards
         )
         return self._out(pcoll, native)
+
+
+def _require_pyarrow(what):
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{what} needs pyarrow: pip install 'beamline[parquet]' (or pyarrow)") from e
+
+
+class ReadFromParquetBatched(PTransform):
+    """Parquet files matching a glob as ``pyarrow.Table``s (one per row-group slice).
+
+    Rust reads the files (row groups in parallel); the tables reference the Rust buffers,
+    so no column data is copied into Python.
+    """
+
+    def __init__(self, file_pattern, columns=None, batch_size=65536):
+        super().__init__()
+        _require_pyarrow("ReadFromParquetBatched")
+        self.file_pattern, self.columns, self.batch_size = file_pattern, columns, batch_size
+
+    def _batches(self, pbegin):
+        columns = None if self.columns is None else [str(c) for c in self.columns]
+        native = pbegin.pipeline._native.read_parquet(
+            self._name(), self.file_pattern, columns, int(self.batch_size)
+        )
+        return self._out(pbegin, native)
+
+    def expand(self, pbegin):
+        import pyarrow as pa
+
+        from beamline.transforms import Map
+
+        return self._batches(pbegin) | f"{self._name()}/ToTables" >> Map(
+            lambda b: pa.Table.from_batches([b])
+        )
+
+
+class ReadFromParquet(ReadFromParquetBatched):
+    """The rows of Parquet files matching a glob, as dicts (column name to value)."""
+
+    def expand(self, pbegin):
+        from beamline.transforms import FlatMap
+
+        return self._batches(pbegin) | f"{self._name()}/ToRows" >> FlatMap(lambda b: b.to_pylist())
+
+
+class WriteToParquet(PTransform):
+    """Writes dict rows to ``PREFIX-SSSSS-of-NNNNN[SUFFIX]`` Parquet files with ``schema``.
+
+    Rows are turned into Arrow record batches of ``record_batch_size`` rows by pyarrow,
+    then written by Rust. ``codec`` is one of none, snappy, gzip, lz4, zstd. Returns the
+    names of the files written.
+    """
+
+    def __init__(self, file_path_prefix, schema, record_batch_size=1000, codec="none",
+                 file_name_suffix="", num_shards=0, row_group_size=None):
+        super().__init__()
+        _require_pyarrow("WriteToParquet")
+        self.prefix, self.schema, self.batch_size = file_path_prefix, schema, record_batch_size
+        self.codec, self.suffix, self.num_shards = codec, file_name_suffix, num_shards
+        self.row_group_size = row_group_size
+
+    def _write(self, pcoll, batch_size):
+        native = pcoll.pipeline._native.write_parquet(
+            pcoll._native, self._name(), self.prefix, self.suffix, self.num_shards,
+            self.codec, self.schema, self.row_group_size, batch_size,
+        )
+        return self._out(pcoll, native)
+
+    def expand(self, pcoll):
+        if self.schema is None:
+            raise ValueError("WriteToParquet needs a schema (a pyarrow.Schema)")
+        return self._write(pcoll, int(self.batch_size))
+
+
+class WriteToParquetBatched(WriteToParquet):
+    """Writes ``pyarrow.Table`` or ``pyarrow.RecordBatch`` elements to Parquet files.
+
+    The batches' buffers are handed to Rust without copying. Without ``schema``, each file
+    takes the schema of its first batch.
+    """
+
+    def __init__(self, file_path_prefix, schema=None, codec="none", file_name_suffix="",
+                 num_shards=0, row_group_size=None):
+        super().__init__(file_path_prefix, schema, None, codec, file_name_suffix, num_shards,
+                         row_group_size)
+
+    def expand(self, pcoll):
+        from beamline.transforms import FlatMap
+
+        def to_batches(t):
+            # Tables are sequences of batches; both share the table's buffers.
+            return t.to_batches() if type(t).__name__ == "Table" else [t]
+
+        batches = pcoll | f"{self._name()}/ToBatches" >> FlatMap(to_batches)
+        return self._write(batches, None)

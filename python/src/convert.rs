@@ -3,7 +3,8 @@
 //! Python primitives map to the engine's own variants (None, bool, int, float, str, bytes;
 //! 2-tuples become key/value pairs and lists become lists), so keys group by value and
 //! Rust transforms (GroupByKey, Count, Sum...) handle them without calling Python. Other
-//! objects are pickled and travel as opaque bytes.
+//! objects are pickled and travel as opaque bytes, except pyarrow record batches, which
+//! cross without copying (see [`crate::arrow`]).
 
 use beamline::engine::coder::ForeignBytes;
 use beamline::engine::Value;
@@ -49,6 +50,10 @@ pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
                 .map(Value::List);
         }
     }
+    if crate::arrow::is_pyarrow_batch(obj) {
+        let batch = crate::arrow::from_pyarrow(obj)?;
+        return Ok(Value::Opaque(Box::new(beamline::arrow::ArrowBatch(batch))));
+    }
     let pickled = obj
         .py()
         .import("pickle")?
@@ -82,13 +87,17 @@ pub fn to_py(py: Python<'_>, v: Value) -> PyResult<Py<PyAny>> {
                 .collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any().unbind()
         }
-        Value::Opaque(o) => {
-            let mut bytes = Vec::new();
-            o.encode(&mut bytes);
-            py.import("pickle")?
-                .call_method1("loads", (PyBytes::new(py, &bytes),))?
-                .unbind()
-        }
+        Value::Opaque(o) => match beamline::arrow::take_batch(Value::Opaque(o)) {
+            Ok(batch) => crate::arrow::to_pyarrow(py, batch.0)?,
+            Err(Value::Opaque(o)) => {
+                let mut bytes = Vec::new();
+                o.encode(&mut bytes);
+                py.import("pickle")?
+                    .call_method1("loads", (PyBytes::new(py, &bytes),))?
+                    .unbind()
+            }
+            Err(other) => to_py(py, other)?,
+        },
     })
 }
 

@@ -5,8 +5,10 @@
 //! callables run in-process (no gRPC, no subprocess); Rust transforms (GroupByKey,
 //! combiners, IO) never call into Python.
 
+mod arrow;
 mod convert;
 mod dofn;
+mod parquet;
 mod transforms;
 
 use beamline::engine::Value;
@@ -263,6 +265,54 @@ impl Pipeline {
         transforms::write_text(pcoll, name, prefix, suffix, num_shards)
     }
 
+    /// ReadFromParquet: pyarrow record batches of at most `batch_size` rows.
+    #[pyo3(signature = (name, pattern, columns, batch_size))]
+    fn read_parquet(
+        &self,
+        name: &str,
+        pattern: String,
+        columns: Option<Vec<String>>,
+        batch_size: usize,
+    ) -> PColl {
+        parquet::read(&self.p, name, pattern, columns, batch_size)
+    }
+
+    /// WriteToParquet (`batch_size` rows per batch) or, with `batch_size` None,
+    /// WriteToParquetBatched (elements are pyarrow record batches).
+    #[pyo3(signature = (pcoll, name, prefix, suffix, num_shards, codec, schema, row_group_size, batch_size))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_parquet(
+        &self,
+        pcoll: &PColl,
+        name: &str,
+        prefix: String,
+        suffix: String,
+        num_shards: usize,
+        codec: String,
+        schema: Option<Bound<'_, PyAny>>,
+        row_group_size: Option<usize>,
+        batch_size: Option<usize>,
+    ) -> PyResult<PColl> {
+        let schema = schema.map(|s| arrow::schema_from_pyarrow(&s)).transpose()?;
+        let input = match batch_size {
+            Some(n) => parquet::Input::Rows(n),
+            None => parquet::Input::Batches,
+        };
+        parquet::write(
+            pcoll,
+            name,
+            parquet::WriteConfig {
+                prefix,
+                suffix,
+                num_shards,
+                codec,
+                row_group_size,
+                schema,
+                input,
+            },
+        )
+    }
+
     /// A Rust DoFn registered by name in this package, with a JSON config.
     fn rust_dofn(
         &self,
@@ -302,6 +352,25 @@ fn roundtrip(py: Python<'_>, obj: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     to_py(py, to_value(&obj)?)
 }
 
+/// Imports a pyarrow record batch into Rust and returns the address of its first column's
+/// first buffer (tests compare it with pyarrow's to show nothing was copied).
+#[pyfunction]
+fn arrow_import_address(batch: Bound<'_, PyAny>) -> PyResult<usize> {
+    Ok(arrow::first_buffer_address(&arrow::from_pyarrow(&batch)?))
+}
+
+/// Builds an Int64 record batch `0..n` in Rust and hands it to pyarrow; returns the batch
+/// and the address of its values buffer in Rust (tests compare it with pyarrow's).
+#[pyfunction]
+fn arrow_export_sample(py: Python<'_>, n: i64) -> PyResult<(Py<PyAny>, usize)> {
+    use ::arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    let col: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(0..n));
+    let batch = RecordBatch::try_from_iter([("x", col)])
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let address = arrow::first_buffer_address(&batch);
+    Ok((arrow::to_pyarrow(py, batch)?, address))
+}
+
 /// The runners linked into this package.
 #[pyfunction]
 fn runners() -> Vec<String> {
@@ -318,5 +387,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(record_metric, m)?)?;
     m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(runners, m)?)?;
+    m.add_function(wrap_pyfunction!(arrow_import_address, m)?)?;
+    m.add_function(wrap_pyfunction!(arrow_export_sample, m)?)?;
     Ok(())
 }

@@ -56,7 +56,11 @@ impl ArrowBatch {
             .map_err(|e| Error::Arrow(format!("invalid Arrow IPC stream: {e}")))?;
         let batch = match r.next() {
             Some(b) => b.map_err(|e| Error::Arrow(format!("invalid Arrow IPC stream: {e}")))?,
-            None => return Err(Error::Arrow("Arrow IPC stream holds no record batch".into())),
+            None => {
+                return Err(Error::Arrow(
+                    "Arrow IPC stream holds no record batch".into(),
+                ))
+            }
         };
         if r.next().is_some() {
             return Err(Error::Arrow(
@@ -70,7 +74,10 @@ impl ArrowBatch {
 impl OpaqueValue for ArrowBatch {
     fn encode(&self, out: &mut Vec<u8>) {
         // Writing a valid in-memory batch to a Vec cannot fail short of running out of memory.
-        out.extend(self.to_ipc().expect("an in-memory record batch encodes as Arrow IPC"));
+        out.extend(
+            self.to_ipc()
+                .expect("an in-memory record batch encodes as Arrow IPC"),
+        );
     }
     fn clone_box(&self) -> Box<dyn OpaqueValue> {
         Box::new(self.clone())
@@ -152,7 +159,10 @@ mod tests {
     #[test]
     fn bad_bytes_are_errors() {
         let err = ArrowBatch::from_ipc(b"not arrow").unwrap_err();
-        assert!(err.to_string().contains("invalid Arrow IPC stream"), "{err}");
+        assert!(
+            err.to_string().contains("invalid Arrow IPC stream"),
+            "{err}"
+        );
         // A typed value whose name no decoder knows.
         let mut bytes = vec![9, 3];
         bytes.extend_from_slice(b"xyz");

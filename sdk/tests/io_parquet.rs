@@ -93,16 +93,14 @@ fn write_then_read_round_trips_with_every_codec() {
     for codec in beamline::io::parquet::CODECS {
         let prefix = dir.path().join(format!("out-{codec}"));
         let p = Pipeline::new(PipelineOptions::default());
-        let names = p
-            .apply("Batches", Create::of(input.clone()))
-            .apply(
-                "Write",
-                WriteToParquet::new(prefix.to_string_lossy())
-                    .with_suffix(".parquet")
-                    .with_num_shards(2)
-                    .with_codec(codec)
-                    .unwrap(),
-            );
+        let names = p.apply("Batches", Create::of(input.clone())).apply(
+            "Write",
+            WriteToParquet::new(prefix.to_string_lossy())
+                .with_suffix(".parquet")
+                .with_num_shards(2)
+                .with_codec(codec)
+                .unwrap(),
+        );
         let names = capture(&names);
         p.run().unwrap();
         assert_eq!(names.sorted().len(), 2);
@@ -137,20 +135,14 @@ fn reads_row_groups_in_parallel_with_projection_in_requested_order() {
     let props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(250))
         .build();
-    let mut w = ArrowWriter::try_new(
-        std::fs::File::create(&path).unwrap(),
-        schema(),
-        Some(props),
-    )
-    .unwrap();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema(), Some(props)).unwrap();
     let all = batch(0, 1000);
     w.write(&all).unwrap();
     let meta = w.close().unwrap();
     assert_eq!(meta.num_row_groups(), 4);
 
-    let p = Pipeline::new(
-        PipelineOptions::from_args(["--threads=2"]).unwrap(),
-    );
+    let p = Pipeline::new(PipelineOptions::from_args(["--threads=2"]).unwrap());
     let read = p.apply(
         "Read",
         ReadFromParquet::new(path.to_string_lossy())
@@ -164,7 +156,12 @@ fn reads_row_groups_in_parallel_with_projection_in_requested_order() {
     assert_eq!(got.len(), 12);
     for b in &got {
         assert!(b.num_rows() <= 100);
-        let names: Vec<&str> = b.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = b
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         assert_eq!(names, ["score", "id"]);
     }
     let mut ids: Vec<i64> = got
@@ -183,12 +180,13 @@ fn empty_input_writes_valid_empty_shards_when_the_schema_is_known() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("empty");
     let p = Pipeline::new(PipelineOptions::default());
-    p.apply("Batches", Create::of(Vec::<ArrowBatch>::new())).apply(
-        "Write",
-        WriteToParquet::new(prefix.to_string_lossy())
-            .with_num_shards(1)
-            .with_schema(schema()),
-    );
+    p.apply("Batches", Create::of(Vec::<ArrowBatch>::new()))
+        .apply(
+            "Write",
+            WriteToParquet::new(prefix.to_string_lossy())
+                .with_num_shards(1)
+                .with_schema(schema()),
+        );
     p.run().unwrap();
     let f = dir.path().join("empty-00000-of-00001");
     let file = std::fs::File::open(&f).unwrap();
@@ -198,22 +196,27 @@ fn empty_input_writes_valid_empty_shards_when_the_schema_is_known() {
 
     // More shards than batches, no schema: empty shards take another shard's schema.
     let p = Pipeline::new(PipelineOptions::default());
-    p.apply("Batches", Create::of(vec![ArrowBatch(batch(0, 10))])).apply(
-        "Write",
-        WriteToParquet::new(dir.path().join("sparse").to_string_lossy()).with_num_shards(4),
-    );
+    p.apply("Batches", Create::of(vec![ArrowBatch(batch(0, 10))]))
+        .apply(
+            "Write",
+            WriteToParquet::new(dir.path().join("sparse").to_string_lossy()).with_num_shards(4),
+        );
     p.run().unwrap();
     let files = files_with_prefix(dir.path(), "sparse");
     assert_eq!(files.len(), 4);
-    let all: Vec<RecordBatch> = files.iter().flat_map(|f| read_file(&dir.path().join(f))).collect();
+    let all: Vec<RecordBatch> = files
+        .iter()
+        .flat_map(|f| read_file(&dir.path().join(f)))
+        .collect();
     assert_eq!(rows(&all), rows(&[batch(0, 10)]));
 
     // Without a schema there is nothing to write an empty file with: a clear error.
     let p = Pipeline::new(PipelineOptions::default());
-    p.apply("Batches", Create::of(Vec::<ArrowBatch>::new())).apply(
-        "Write",
-        WriteToParquet::new(dir.path().join("noschema").to_string_lossy()).with_num_shards(1),
-    );
+    p.apply("Batches", Create::of(Vec::<ArrowBatch>::new()))
+        .apply(
+            "Write",
+            WriteToParquet::new(dir.path().join("noschema").to_string_lossy()).with_num_shards(1),
+        );
     let err = p.run().unwrap_err().to_string();
     assert!(err.contains("give WriteToParquet a schema"), "{err}");
 }
@@ -225,7 +228,10 @@ fn bad_input_is_reported_with_what_was_wrong() {
     let p = Pipeline::new(PipelineOptions::default());
     p.apply("Read", ReadFromParquet::new("/no/such/dir/*.parquet"));
     let err = p.run().unwrap_err().to_string();
-    assert!(err.contains("no files match '/no/such/dir/*.parquet'"), "{err}");
+    assert!(
+        err.contains("no files match '/no/such/dir/*.parquet'"),
+        "{err}"
+    );
 
     // Not a Parquet file.
     let bogus = dir.path().join("bogus.parquet");
@@ -233,11 +239,15 @@ fn bad_input_is_reported_with_what_was_wrong() {
     let p = Pipeline::new(PipelineOptions::default());
     p.apply("Read", ReadFromParquet::new(bogus.to_string_lossy()));
     let err = p.run().unwrap_err().to_string();
-    assert!(err.contains("bogus.parquet is not a readable Parquet file"), "{err}");
+    assert!(
+        err.contains("bogus.parquet is not a readable Parquet file"),
+        "{err}"
+    );
 
     // An unknown column names the file and the columns it has.
     let good = dir.path().join("good.parquet");
-    let mut w = ArrowWriter::try_new(std::fs::File::create(&good).unwrap(), schema(), None).unwrap();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(&good).unwrap(), schema(), None).unwrap();
     w.write(&batch(0, 10)).unwrap();
     w.close().unwrap();
     let p = Pipeline::new(PipelineOptions::default());
@@ -273,6 +283,13 @@ fn bad_input_is_reported_with_what_was_wrong() {
     assert!(files_with_prefix(dir.path(), "mixed").is_empty());
 
     // An unknown codec is a construction error.
-    let err = WriteToParquet::new("x").with_codec("brotli9").err().unwrap();
-    assert!(err.to_string().contains("unsupported Parquet codec 'brotli9'"), "{err}");
+    let err = WriteToParquet::new("x")
+        .with_codec("brotli9")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("unsupported Parquet codec 'brotli9'"),
+        "{err}"
+    );
 }

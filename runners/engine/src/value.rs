@@ -24,12 +24,15 @@ pub trait OpaqueValue: Any + Send + Sync + fmt::Debug {
     }
 }
 
+/// Decodes bytes written by [`OpaqueValue::encode`] (the error says what was wrong).
+pub type DecodeOpaque = fn(&[u8]) -> Result<Box<dyn OpaqueValue>, String>;
+
 /// A decoder for [`OpaqueValue`]s of one type, registered with `inventory::submit!`.
 pub struct OpaqueType {
     /// The name [`OpaqueValue::type_name`] returns.
     pub name: &'static str,
     /// Decodes bytes written by [`OpaqueValue::encode`].
-    pub decode: fn(&[u8]) -> Result<Box<dyn OpaqueValue>, String>,
+    pub decode: DecodeOpaque,
 }
 
 inventory::collect!(OpaqueType);

@@ -115,10 +115,16 @@ struct ExpandParquet(ReadConfig);
 impl DoFn for ExpandParquet {
     type In = ();
     type Out = RowGroup;
-    fn process(&mut self, _: (), ctx: &mut ProcessContext<'_, '_, RowGroup>) -> Result<(), UserError> {
+    fn process(
+        &mut self,
+        _: (),
+        ctx: &mut ProcessContext<'_, '_, RowGroup>,
+    ) -> Result<(), UserError> {
         let pattern = &self.0.pattern;
         let mut files = Vec::new();
-        for p in glob::glob(pattern).map_err(|e| format!("invalid file pattern '{pattern}': {e}"))? {
+        for p in
+            glob::glob(pattern).map_err(|e| format!("invalid file pattern '{pattern}': {e}"))?
+        {
             let p = p.map_err(|e| format!("reading files of '{pattern}': {e}"))?;
             if p.is_file() {
                 files.push(p.to_string_lossy().into_owned());
@@ -205,7 +211,10 @@ impl PTransform<PBegin> for ReadFromParquet {
         input
             .0
             .apply("Impulse", Impulse)
-            .apply("ExpandGlob", ParDo::named(ExpandParquet(self.config.clone())))
+            .apply(
+                "ExpandGlob",
+                ParDo::named(ExpandParquet(self.config.clone())),
+            )
             .apply("Reshuffle", Reshuffle::new())
             .apply("ReadRowGroups", ParDo::named(ReadRowGroup(self.config)))
     }
@@ -275,7 +284,12 @@ impl SinkConfig {
     fn schema(&self) -> Result<Option<SchemaRef>, UserError> {
         match &self.schema {
             None => Ok(None),
-            Some(b) => Ok(Some(ArrowBatch::from_ipc(b).map_err(|e| e.to_string())?.0.schema())),
+            Some(b) => Ok(Some(
+                ArrowBatch::from_ipc(b)
+                    .map_err(|e| e.to_string())?
+                    .0
+                    .schema(),
+            )),
         }
     }
 
@@ -444,7 +458,9 @@ impl DoFn for WriteBundles {
             self.current = Some(std::sync::Mutex::new(self.sink.open(&path, &batch.0)?));
         }
         let w = self.current.as_mut().expect("opened above");
-        w.get_mut().map_err(|_| "a previous write panicked")?.write(&batch.0)
+        w.get_mut()
+            .map_err(|_| "a previous write panicked")?
+            .write(&batch.0)
     }
 
     fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {

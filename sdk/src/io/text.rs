@@ -431,9 +431,9 @@ impl DoFn for Finalize {
         let mut empty_shard = self.empty_shard.clone();
         if let EmptyShard::ParquetLikeSibling { codec, no_sibling } = &empty_shard {
             empty_shard = match by_shard.iter().flatten().next() {
-                Some(sibling) => EmptyShard::Contents(crate::io::parquet::empty_file_like(
-                    sibling, codec,
-                )?),
+                Some(sibling) => {
+                    EmptyShard::Contents(crate::io::parquet::empty_file_like(sibling, codec)?)
+                }
                 None => EmptyShard::Fail(no_sibling.clone()),
             };
         }
