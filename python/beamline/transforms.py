@@ -282,6 +282,13 @@ class ParDo(PTransform):
         if state_specs or timer_specs:
             # Snapshots of combining state combine in Python with the spec's function.
             dofn._beamline_state_specs = states
+        workers = int(pcoll.pipeline.options.get_all_options().get("python_workers", "1") or 1)
+        if workers > 1 and not (sides or params or self.tags or state_specs or timer_specs):
+            # Element-only DoFns run in worker processes like Map (see _workers).
+            from beamline import _workers
+
+            stage = _workers.register("dofn", dofn)
+            return self._out(pcoll, pcoll.pipeline._native.worker_stage(pcoll._native, name, stage))
         outs = pcoll.pipeline._native.pardo(
             pcoll._native, name, "dofn", dofn, sides, params, self.tags,
             state_specs, timer_specs, timer_methods,

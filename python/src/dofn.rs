@@ -80,12 +80,36 @@ pub fn record_metric(kind: u8, namespace: String, name: String, value: i64) {
     METRICS.with(|m| m.borrow_mut().push((kind, namespace, name, value)));
 }
 
-fn drain_metrics(mut apply: impl FnMut(u8, &str, &str, i64)) {
-    METRICS.with(|m| {
-        for (k, ns, n, v) in m.borrow_mut().drain(..) {
-            apply(k, &ns, &n, v);
+/// Takes the metric updates Python code recorded on this thread.
+pub fn take_metrics() -> Vec<(u8, String, String, i64)> {
+    METRICS.with(|m| std::mem::take(&mut *m.borrow_mut()))
+}
+
+/// A DoFn context that metric updates can be reported to.
+pub(crate) trait MetricSink {
+    fn report(&mut self, kind: u8, namespace: &str, name: &str, value: i64);
+}
+
+macro_rules! metric_sink {
+    ($($ctx:ident),*) => {$(
+        impl MetricSink for $ctx<'_, '_, DynValue> {
+            fn report(&mut self, kind: u8, namespace: &str, name: &str, value: i64) {
+                match kind {
+                    0 => self.inc_counter(namespace, name, value),
+                    1 => self.update_distribution(namespace, name, value),
+                    _ => self.set_gauge(namespace, name, value),
+                }
+            }
         }
-    });
+    )*};
+}
+metric_sink!(ProcessContext, BundleContext, TimerContext);
+
+/// Reports the metric updates Python code recorded on this thread to `ctx`'s transform.
+pub(crate) fn drain_metrics(ctx: &mut impl MetricSink) {
+    for (k, ns, n, v) in take_metrics() {
+        ctx.report(k, &ns, &n, v);
+    }
 }
 
 thread_local! {
@@ -548,11 +572,11 @@ impl DoFn for PyDoFn {
         })
     }
 
-    fn start_bundle(
-        &mut self,
-        _ctx: &mut BundleContext<'_, '_, DynValue>,
-    ) -> Result<(), UserError> {
-        attach(|py| self.call_method(py, "start_bundle"))
+    fn start_bundle(&mut self, ctx: &mut BundleContext<'_, '_, DynValue>) -> Result<(), UserError> {
+        // Updates made in setup (which has no context) count for this transform too.
+        let r = attach(|py| self.call_method(py, "start_bundle"));
+        drain_metrics(ctx);
+        r
     }
 
     fn process(
@@ -561,11 +585,7 @@ impl DoFn for PyDoFn {
         ctx: &mut ProcessContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
         let r = attach(|py| self.run(py, x, ctx));
-        drain_metrics(|k, ns, n, v| match k {
-            0 => ctx.inc_counter(ns, n, v),
-            1 => ctx.update_distribution(ns, n, v),
-            _ => ctx.set_gauge(ns, n, v),
-        });
+        drain_metrics(ctx);
         r
     }
 
@@ -574,11 +594,7 @@ impl DoFn for PyDoFn {
         ctx: &mut BundleContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
         let r = attach(|py| self.call_method(py, "finish_bundle"));
-        drain_metrics(|k, ns, n, v| {
-            if k == 0 {
-                ctx.inc_counter(ns, n, v)
-            }
-        });
+        drain_metrics(ctx);
         r
     }
 
@@ -591,7 +607,9 @@ impl DoFn for PyDoFn {
         timer: &str,
         ctx: &mut TimerContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
-        attach(|py| self.run_timer(py, timer, ctx))
+        let r = attach(|py| self.run_timer(py, timer, ctx));
+        drain_metrics(ctx);
+        r
     }
 }
 
@@ -754,6 +772,9 @@ impl DoFn for WorkerStage {
                 }
             }
             Ok(())
-        })
+        })?;
+        // The workers' metric updates, re-recorded on this thread by `run_batch`.
+        drain_metrics(ctx);
+        Ok(())
     }
 }

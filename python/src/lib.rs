@@ -346,6 +346,12 @@ fn record_metric(kind: u8, namespace: String, name: String, value: i64) {
     dofn::record_metric(kind, namespace, name, value);
 }
 
+/// Takes the metric updates recorded on this thread (worker processes send them back).
+#[pyfunction]
+fn take_metrics() -> Vec<(u8, String, String, i64)> {
+    dofn::take_metrics()
+}
+
 /// Round-trips a Python value through the engine's representation (for tests).
 #[pyfunction]
 fn roundtrip(py: Python<'_>, obj: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -386,6 +392,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PColl>()?;
     m.add_function(wrap_pyfunction!(record_metric, m)?)?;
     m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(take_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(runners, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_import_address, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_export_sample, m)?)?;

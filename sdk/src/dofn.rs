@@ -151,6 +151,18 @@ impl<'b, O: Element> TimerContext<'_, 'b, O> {
     pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
         self.inner.metrics().inc_counter(namespace, name, delta);
     }
+
+    /// Reports a value to a distribution.
+    pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
+        self.inner
+            .metrics()
+            .update_distribution(namespace, name, value);
+    }
+
+    /// Sets a gauge.
+    pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
+        self.inner.metrics().set_gauge(namespace, name, value);
+    }
 }
 
 /// Names an additional output of a ParDo and its element type.
@@ -358,6 +370,18 @@ impl<O: Element> BundleContext<'_, '_, O> {
     /// Adds `delta` to a counter.
     pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
         self.inner.metrics().inc_counter(namespace, name, delta);
+    }
+
+    /// Reports a value to a distribution.
+    pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
+        self.inner
+            .metrics()
+            .update_distribution(namespace, name, value);
+    }
+
+    /// Sets a gauge.
+    pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
+        self.inner.metrics().set_gauge(namespace, name, value);
     }
 }
 
