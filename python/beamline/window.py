@@ -33,8 +33,19 @@ class IntervalWindow:
         return f"[{self.start}, {self.end})"
 
 
+# The global window's last timestamp (ms), as Beam defines it: the maximum timestamp
+# (9223372036854775 ms) minus one day.
+_GLOBAL_MAX_MS = 9_223_371_950_454_775
+
+
 class GlobalWindow:
     """The single window spanning all of time."""
+
+    start = -9_223_372_036_854_775 / 1000
+    end = (_GLOBAL_MAX_MS + 1) / 1000
+
+    def max_timestamp(self):
+        return _GLOBAL_MAX_MS / 1000
 
     def __eq__(self, other):
         return isinstance(other, GlobalWindow)

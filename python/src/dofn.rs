@@ -543,9 +543,22 @@ impl PyDoFn {
             .call_method(method.as_str(), (), kwargs.as_ref())
             .map_err(|e| traceback(py, &e))?;
         if !result.is_none() {
+            let t = types(py)?;
             for item in result.try_iter().map_err(|e| traceback(py, &e))? {
                 let item = item.map_err(|e| traceback(py, &e))?;
-                ctx.output(DynValue(to_value(&item)?));
+                if item.is_instance(t.tagged.bind(py))? {
+                    let tag: String = item.getattr("tag")?.extract()?;
+                    if !self.tags.contains(&tag) {
+                        return Err(format!(
+                            "output tag '{tag}' was not declared with with_outputs"
+                        )
+                        .into());
+                    }
+                    let value = to_value(&item.getattr("value")?)?;
+                    ctx.output_to(&TupleTag::<DynValue>::new(&tag), DynValue(value))?;
+                } else {
+                    ctx.output(DynValue(to_value(&item)?));
+                }
             }
         }
         self.write_back(py, pending, ctx.state()?)

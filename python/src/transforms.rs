@@ -95,42 +95,47 @@ pub(crate) fn pardo(
     let mut all_tags = vec![beamline::transforms::MAIN_TAG.to_string()];
     all_tags.extend(tags.iter().cloned());
     let f = PyDoFn::new(kind, callable, py_sides.clone(), params, all_tags);
-    if !stateful.states.is_empty() || !stateful.timers.is_empty() {
-        if !tags.is_empty() || !py_sides.is_empty() {
-            return Err(PyValueError::new_err(format!(
-                "ParDo '{name}': stateful DoFns with side inputs or tagged outputs are not supported yet"
-            )));
-        }
-        let mut methods = std::collections::HashMap::new();
-        for (timer, method, ps) in stateful.methods {
-            let ps = ps
-                .into_iter()
-                .map(|(n, p)| Ok((n, parse_param(&p)?)))
-                .collect::<PyResult<Vec<_>>>()?;
-            methods.insert(timer, (method, ps));
-        }
-        let kinds: std::collections::HashMap<String, String> =
-            stateful.states.iter().cloned().collect();
-        let mut pd = ParDo::of(KeyedPyDoFn(f.with_state(kinds, methods)));
-        for (cell, kind) in &stateful.states {
-            pd = pd.with_state(match kind.as_str() {
-                "value" => beamline::StateSpec::value::<DynValue>(cell),
-                "set" => beamline::StateSpec::set::<DynValue>(cell),
-                _ => beamline::StateSpec::bag::<DynValue>(cell),
-            });
-        }
-        for (timer, domain) in &stateful.timers {
-            pd = pd.with_timer(if domain == "processing" {
-                beamline::TimerSpec::processing_time(timer)
-            } else {
-                beamline::TimerSpec::event_time(timer)
-            });
-        }
-        let keyed = pcoll.pc.apply(&format!("{name}/Keyed"), ToKv);
-        return Ok(vec![wrap(keyed.apply(name, pd))]);
+    if stateful.states.is_empty() && stateful.timers.is_empty() {
+        return Ok(apply_pardo(&pcoll.pc, name, ParDo::of(f), &py_sides, &tags));
     }
-    let mut pd = ParDo::of(f);
-    for s in &py_sides {
+    let mut methods = std::collections::HashMap::new();
+    for (timer, method, ps) in stateful.methods {
+        let ps = ps
+            .into_iter()
+            .map(|(n, p)| Ok((n, parse_param(&p)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        methods.insert(timer, (method, ps));
+    }
+    let kinds: std::collections::HashMap<String, String> =
+        stateful.states.iter().cloned().collect();
+    let mut pd = ParDo::of(KeyedPyDoFn(f.with_state(kinds, methods)));
+    for (cell, kind) in &stateful.states {
+        pd = pd.with_state(match kind.as_str() {
+            "value" => beamline::StateSpec::value::<DynValue>(cell),
+            "set" => beamline::StateSpec::set::<DynValue>(cell),
+            _ => beamline::StateSpec::bag::<DynValue>(cell),
+        });
+    }
+    for (timer, domain) in &stateful.timers {
+        pd = pd.with_timer(if domain == "processing" {
+            beamline::TimerSpec::processing_time(timer)
+        } else {
+            beamline::TimerSpec::event_time(timer)
+        });
+    }
+    let keyed = pcoll.pc.apply(&format!("{name}/Keyed"), ToKv);
+    Ok(apply_pardo(&keyed, name, pd, &py_sides, &tags))
+}
+
+/// Applies a Python ParDo with its side inputs and tagged outputs; main output first.
+fn apply_pardo<F: DoFn<Out = DynValue>>(
+    input: &PCollection<F::In>,
+    name: &str,
+    mut pd: ParDo<F>,
+    sides: &[PySide],
+    tags: &[String],
+) -> Vec<PColl> {
+    for s in sides {
         pd = match s {
             PySide::Singleton(v) => pd.with_side_input(v),
             PySide::List(v) => pd.with_side_input(v),
@@ -139,20 +144,20 @@ pub(crate) fn pardo(
         };
     }
     if tags.is_empty() {
-        return Ok(vec![wrap(pcoll.pc.apply(name, pd))]);
+        return vec![wrap(input.apply(name, pd))];
     }
     let erased = tags
         .iter()
         .map(|t| TupleTag::<DynValue>::new(t).erased())
         .collect();
-    let outs = pcoll.pc.apply(name, pd.with_outputs(erased));
+    let outs = input.apply(name, pd.with_outputs(erased));
     let mut v = vec![wrap(outs.main())];
-    for t in &tags {
+    for t in tags {
         v.push(wrap(
             outs.get(&TupleTag::<DynValue>::new(t)).expect("declared"),
         ));
     }
-    Ok(v)
+    v
 }
 
 /// Splits a Python `(key, value)` tuple into a typed pair.

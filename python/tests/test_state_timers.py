@@ -52,3 +52,41 @@ def test_combining_and_set_state(runner_args):
         out = kvs | "Totals" >> beamline.ParDo(Totals())
         finals = out | "Final" >> beamline.Filter(lambda r: r[1] == 7)
         assert_that(finals, equal_to([("k", 7, [2, 3])]))
+
+
+LIMIT_SEEN = userstate.ReadModifyWriteStateSpec("count")
+LIMIT_FLUSH = userstate.TimerSpec("report", userstate.TimeDomain.WATERMARK)
+
+
+class CapPerKey(beamline.DoFn):
+    """Stateful, with a side input (the cap) and a tagged output for what exceeds it."""
+
+    def process(self, kv, cap, w=beamline.DoFn.WindowParam,
+                count=beamline.DoFn.StateParam(LIMIT_SEEN),
+                report=beamline.DoFn.TimerParam(LIMIT_FLUSH)):
+        n = (count.read() or 0) + 1
+        count.write(n)
+        report.set(w.end)
+        if n <= cap:
+            yield kv
+        else:
+            yield beamline.TaggedOutput("over", kv)
+
+    @userstate.on_timer(LIMIT_FLUSH)
+    def on_report(self, key=beamline.DoFn.KeyParam, count=beamline.DoFn.StateParam(LIMIT_SEEN)):
+        yield beamline.TaggedOutput("totals", (key, count.read()))
+
+
+def test_stateful_dofn_with_side_input_and_tagged_outputs(runner_args):
+    with beamline.Pipeline(argv=runner_args) as p:
+        cap = p | "Cap" >> beamline.Create([2])
+        kvs = p | "Kvs" >> beamline.Create([("a", i) for i in range(5)] + [("b", 9)])
+        kvs = kvs | "Win" >> beamline.WindowInto(window.FixedWindows(60))
+        out = kvs | "Capped" >> beamline.ParDo(
+            CapPerKey(), beamline.AsSingleton(cap)
+        ).with_outputs("over", "totals")
+        kept = out[None] | "KeptKeys" >> beamline.Map(lambda kv: kv[0]) | "CountKept" >> beamline.combiners.Count.PerElement()
+        over = out.over | "OverKeys" >> beamline.Map(lambda kv: kv[0]) | "CountOver" >> beamline.combiners.Count.PerElement()
+        assert_that(kept, equal_to([("a", 2), ("b", 1)]), label="Kept")
+        assert_that(over, equal_to([("a", 3)]), label="Over")
+        assert_that(out.totals, equal_to([("a", 5), ("b", 1)]), label="Totals")

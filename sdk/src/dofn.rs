@@ -108,6 +108,7 @@ pub trait DoFn: Clone + Send + Sync + 'static {
 /// Context of a timer callback or window expiration: outputs, state, metrics.
 pub struct TimerContext<'a, 'b, O> {
     inner: &'a mut Context<'b>,
+    names: &'a Names,
     _o: PhantomData<fn(O)>,
 }
 
@@ -125,6 +126,31 @@ impl<'b, O: Element> TimerContext<'_, 'b, O> {
                 pane: PaneInfo::NO_FIRING,
             },
         );
+    }
+
+    /// Emits to an additional output at the timer's output timestamp.
+    ///
+    /// # Errors
+    /// When the tag was not declared with `with_outputs`.
+    pub fn output_to<U: Element>(&mut self, tag: &TupleTag<U>, value: U) -> Result<(), UserError> {
+        let i = self
+            .names
+            .tags
+            .iter()
+            .position(|t| *t == tag.name)
+            .ok_or_else(|| format!("output tag '{}' was not declared on this ParDo", tag.name))?;
+        let ts = self.inner.timer_timestamp();
+        let window = self.inner.window();
+        self.inner.output(
+            i,
+            WindowedValue {
+                value: value.into_value(),
+                timestamp: ts,
+                window,
+                pane: PaneInfo::NO_FIRING,
+            },
+        );
+        Ok(())
     }
 
     /// The window of the timer.
@@ -442,6 +468,7 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
             timer,
             &mut TimerContext {
                 inner: ctx,
+                names: &self.names,
                 _o: PhantomData,
             },
         )
@@ -449,6 +476,7 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
     fn on_window_expiration(&mut self, ctx: &mut Context<'_>) -> Result<(), UserError> {
         self.f.on_window_expiration(&mut TimerContext {
             inner: ctx,
+            names: &self.names,
             _o: PhantomData,
         })
     }

@@ -272,3 +272,49 @@ fn undeclared_state_is_an_error_naming_the_transform() {
         "{err}"
     );
 }
+
+/// Counts per key and adds the side input's values.
+#[derive(Clone)]
+struct CountPlusSide;
+
+impl DoFn for CountPlusSide {
+    type In = Kv;
+    type Out = String;
+    fn process(
+        &mut self,
+        (k, _): Kv,
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let side: Vec<i64> = ctx.side_input_at(0)?;
+        let mut st = ctx.state()?;
+        let n = st.read::<i64>("n")?.unwrap_or(0) + 1;
+        st.write("n", n)?;
+        ctx.output(format!("{k} #{n} +{}", side.iter().sum::<i64>()));
+        Ok(())
+    }
+}
+
+#[test]
+fn stateful_dofn_with_a_side_input_processes_every_element() {
+    // Elements wait for the side input, then are processed, not dropped as late.
+    let p = Pipeline::new(PipelineOptions::default());
+    let side = p.apply("Side", Create::of(vec![10i64, 5])).as_iter();
+    let out = p
+        .apply(
+            "Kvs",
+            Create::of(vec![
+                ("x".to_string(), 1i64),
+                ("x".to_string(), 2),
+                ("y".to_string(), 3),
+            ]),
+        )
+        .apply(
+            "Count",
+            ParDo::of(CountPlusSide)
+                .with_state(StateSpec::value::<i64>("n"))
+                .with_side_input(&side),
+        );
+    let got = capture(&out);
+    p.run().unwrap();
+    assert_eq!(got.sorted(), vec!["x #1 +15", "x #2 +15", "y #1 +15"]);
+}

@@ -161,8 +161,52 @@ fn tick_events() -> TestStream<Kv> {
         .advance_watermark_to(50_000)
 }
 
+/// Keeps a running sum per key and adds the side input's total to it.
+#[derive(Clone)]
+struct SumPlusSide;
+
+impl DoFn for SumPlusSide {
+    type In = Kv;
+    type Out = String;
+    fn process(
+        &mut self,
+        (k, v): Kv,
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let side: i64 = ctx.side_input_at::<i64>(0)?.iter().sum();
+        let mut st = ctx.state()?;
+        let sum = st.read::<i64>("sum")?.unwrap_or(0) + v;
+        st.write("sum", sum)?;
+        ctx.output(format!("{k}:{sum}+{side}"));
+        Ok(())
+    }
+}
+
 pub(crate) fn cases() -> Vec<Case> {
     vec![
+        Case {
+            name: "state_with_side_input",
+            categories: &[C::StatefulParDo, C::SideInputs],
+            expect: Expect::Success,
+            build: |p| {
+                let side = p.apply("Side", Create::of(vec![100i64, 20])).as_iter();
+                let out = input(p).apply(
+                    "S",
+                    ParDo::of(SumPlusSide)
+                        .with_state(StateSpec::value::<i64>("sum"))
+                        .with_side_input(&side),
+                );
+                // Sums per key depend on arrival order; their number and the side do not.
+                let keys = out.map("SideTotal", |l: String| {
+                    l.split_once('+')
+                        .map(|(_, s)| s.to_string())
+                        .unwrap_or_default()
+                });
+                assert_that(&keys).contains_in_any_order(lines(&["120", "120", "120", "120"]));
+                let b = out.filter("OnlyB", |l: &String| l.starts_with("b:"));
+                assert_that(&b).contains_in_any_order(lines(&["b:1+120"]));
+            },
+        },
         Case {
             name: "value_state_running_count",
             categories: &[C::StatefulParDo, C::KeyInParDo],

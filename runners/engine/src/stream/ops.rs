@@ -512,22 +512,30 @@ impl ParDoOp {
     }
 
     fn process_main(&mut self, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+        if let Some(st) = &mut self.stateful {
+            // Lateness is judged on arrival: elements waiting for side inputs hold the
+            // watermark and are not late when they are finally processed.
+            if cx.input_watermark
+                > wv.window
+                    .max_timestamp()
+                    .saturating_add(st.allowed_lateness)
+            {
+                st.dropped += 1;
+                return Ok(());
+            }
+        }
         if !self.sides_ready(&wv.window) {
             self.pushback.push(wv);
             return Ok(());
         }
+        self.process_ready(wv, cx)
+    }
+
+    fn process_ready(&mut self, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
         let key_bytes =
             match &mut self.stateful {
                 None => None,
                 Some(st) => {
-                    if cx.input_watermark
-                        > wv.window
-                            .max_timestamp()
-                            .saturating_add(st.allowed_lateness)
-                    {
-                        st.dropped += 1;
-                        return Ok(());
-                    }
                     let Value::Kv(kv) = &wv.value else {
                         return Err(EngineError::user(
                             cx.name,
@@ -626,7 +634,11 @@ impl Op for ParDoOp {
         if !self.pushback.is_empty() {
             let waiting = std::mem::take(&mut self.pushback);
             for wv in waiting {
-                self.process_main(wv, cx)?;
+                if self.sides_ready(&wv.window) {
+                    self.process_ready(wv, cx)?;
+                } else {
+                    self.pushback.push(wv);
+                }
             }
         }
         self.fire_timers(TimeDomain::Watermark, wm, cx)?;
