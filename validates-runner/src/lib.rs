@@ -151,6 +151,12 @@ pub const RUNNERS: &[RunnerEntry] = &[
         skips: &[],
     },
     RunnerEntry {
+        name: "local --memory-budget=1B (spills everything)",
+        runner: "local",
+        options: &[("memory_budget", "1B")],
+        skips: &[],
+    },
+    RunnerEntry {
         name: "local --streaming",
         runner: "local",
         options: &[("streaming", "true")],

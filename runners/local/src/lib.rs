@@ -6,8 +6,10 @@
 //!
 //! Options read: `--threads=N` (default: all cores), `--streaming` (event-driven execution
 //! with triggers and timers; chosen automatically for unbounded sources, TestStream,
-//! stateful DoFns and non-default triggers). With unbounded sources, Ctrl-C drains the job:
-//! sources stop, watermarks advance to the end, every pending pane fires.
+//! stateful DoFns and non-default triggers), `--memory-budget=SIZE` (batch: spill grouping
+//! state and materialized PCollections to disk past SIZE, e.g. `512MB`, `2GiB`) and
+//! `--spill-dir=DIR`. With unbounded sources, Ctrl-C drains the job: sources stop,
+//! watermarks advance to the end, every pending pane fires.
 
 mod interrupt;
 pub mod translate;
@@ -56,10 +58,53 @@ impl Runner for LocalRunner {
             };
             execute_streaming(&graph, &opts)?
         } else {
-            execute(&graph, &ExecOptions { threads })?
+            let memory_budget = match job.options.get("memory_budget") {
+                Some(b) => Some(parse_size(b).map_err(|reason| {
+                    EngineError::InvalidPipeline(format!("--memory-budget: {reason}"))
+                })?),
+                None => None,
+            };
+            let opts = ExecOptions {
+                threads,
+                memory_budget,
+                spill_dir: job.options.get("spill_dir").map(std::path::PathBuf::from),
+            };
+            execute(&graph, &opts)?
         };
         Ok(JobResult { metrics })
     }
+}
+
+/// Parses a byte size: a number with an optional unit (`B`, `KB`/`KiB`, `MB`/`MiB`,
+/// `GB`/`GiB`; units are powers of 1024, case-insensitive).
+///
+/// # Errors
+/// A message saying what is wrong with `s`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 512MB, 2GiB, 1000000)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{s}' (use B, KB, MB or GB)"
+            ))
+        }
+    };
+    let bytes = num * mult;
+    if bytes < 1.0 {
+        return Err(format!("'{s}' is less than one byte"));
+    }
+    Ok(bytes as usize)
 }
 
 inventory::submit! {

@@ -12,6 +12,7 @@
 
 mod plan;
 mod shuffle;
+mod spill;
 mod stage;
 
 use crate::error::{EngineError, Result};
@@ -32,6 +33,11 @@ const MAX_RESHUFFLE_BUNDLE: usize = 8192;
 pub struct ExecOptions {
     /// Worker threads (0: all cores).
     pub threads: usize,
+    /// Bytes of data to keep in memory before spilling grouping state and materialized
+    /// PCollections to disk (`None`: no limit).
+    pub memory_budget: Option<usize>,
+    /// Where spill files go (default: the system's temporary directory).
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 /// Calls user code of transform `name`, turning errors and panics into errors naming it.
@@ -54,7 +60,7 @@ pub(crate) fn guarded<T>(
 }
 
 /// Bundles of a materialized PCollection.
-pub(crate) type Bundles = Vec<Vec<WindowedValue>>;
+pub(crate) type Bundles = Vec<spill::Bundle>;
 
 /// Runs a bounded pipeline to completion and returns its metrics.
 ///
@@ -68,7 +74,20 @@ pub fn execute(graph: &Graph, opts: &ExecOptions) -> Result<MetricResults> {
         .thread_name(|i| format!("beamline-worker-{i}"))
         .build()
         .map_err(|e| EngineError::InvalidPipeline(format!("cannot start worker threads: {e}")))?;
-    pool.install(|| Executor::new(graph, &plan).run())
+    let budget = opts.memory_budget.map(|bytes| spill::Budget {
+        bytes,
+        dir: opts.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+        spilled: Default::default(),
+    });
+    let spilled = budget.as_ref().map(|b| b.spilled.clone());
+    let mut metrics = pool.install(|| Executor::new(graph, &plan, budget).run())?;
+    if let Some(s) = spilled {
+        let bytes = s.load(std::sync::atomic::Ordering::Relaxed);
+        let mut c = crate::metrics::MetricsContainer::default();
+        c.inc_counter("beamline", "spilledBytes", bytes as i64);
+        metrics.merge_container("(local runner)", &c);
+    }
+    Ok(metrics)
 }
 
 struct Executor<'g> {
@@ -78,10 +97,11 @@ struct Executor<'g> {
     readers_left: HashMap<PcId, usize>,
     shuffles: HashMap<usize, shuffle::ShuffleInput>,
     metrics: MetricResults,
+    budget: Option<spill::Budget>,
 }
 
 impl<'g> Executor<'g> {
-    fn new(graph: &'g Graph, plan: &'g Plan) -> Self {
+    fn new(graph: &'g Graph, plan: &'g Plan, budget: Option<spill::Budget>) -> Self {
         Executor {
             graph,
             plan,
@@ -89,6 +109,7 @@ impl<'g> Executor<'g> {
             readers_left: plan.readers.clone(),
             shuffles: HashMap::new(),
             metrics: MetricResults::default(),
+            budget,
         }
     }
 
@@ -127,12 +148,22 @@ impl<'g> Executor<'g> {
             let mut data = Vec::new();
             for &pc in &op.side_inputs {
                 let window_fn = self.graph.pcollections[pc].windowing.window_fn;
-                let values = self.read(pc).into_iter().flatten();
+                let mut values = Vec::new();
+                for b in self.read(pc) {
+                    values.extend(b.load()?);
+                }
                 data.push(crate::dofn::SideInputData::new(window_fn, values));
             }
             side.push(data);
         }
-        let out = stage::run_stage(self.graph, sp, input, side, &mut self.metrics)?;
+        let out = stage::run_stage(
+            self.graph,
+            sp,
+            input,
+            side,
+            &mut self.metrics,
+            self.budget.as_ref(),
+        )?;
         for (sink, result) in sp.sinks.iter().zip(out) {
             match (sink, result) {
                 (plan::SinkPlan::Materialize(pc), stage::SinkOutput::Bundles(b)) => {
@@ -150,13 +181,14 @@ impl<'g> Executor<'g> {
     fn run_node(&mut self, n: usize) -> Result<()> {
         let node = &self.graph.nodes[n];
         let bundles = match &node.kind {
-            NodeKind::Impulse => vec![vec![WindowedValue::in_global_window(crate::Value::Bytes(
-                Vec::new(),
-            ))]],
+            NodeKind::Impulse => vec![spill::Bundle::Mem(vec![WindowedValue::in_global_window(
+                crate::Value::Bytes(Vec::new()),
+            )])],
             NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
                 let input = self.shuffles.remove(&n).unwrap_or_default();
                 let windowing = self.graph.pcollections[node.inputs[0]].windowing.clone();
-                shuffle::finish(node, input, windowing)?
+                let out_coder = &self.graph.pcollections[node.outputs[0]].coder;
+                shuffle::finish(node, input, windowing, out_coder)?
             }
             NodeKind::Flatten => {
                 let mut all = Vec::new();
@@ -166,15 +198,18 @@ impl<'g> Executor<'g> {
                 all
             }
             NodeKind::Reshuffle => {
-                let elements: Vec<WindowedValue> =
-                    self.read(node.inputs[0]).into_iter().flatten().collect();
-                let size = elements.len().div_ceil(64).clamp(1, MAX_RESHUFFLE_BUNDLE);
-                let mut out = Vec::with_capacity(elements.len() / size + 1);
-                let mut it = elements.into_iter().peekable();
-                while it.peek().is_some() {
-                    out.push(it.by_ref().take(size).collect());
+                let input = self.read(node.inputs[0]);
+                if input.iter().any(|b| matches!(b, spill::Bundle::Spilled(_))) {
+                    // Spilled bundles are already cut by size; loading them would defeat
+                    // the budget.
+                    input
+                } else {
+                    let mut elements: Vec<WindowedValue> = Vec::new();
+                    for b in input {
+                        elements.extend(b.load()?);
+                    }
+                    reshuffle(elements)
                 }
-                out
             }
             NodeKind::ParDo { .. }
             | NodeKind::WindowInto { .. }
@@ -189,4 +224,15 @@ impl<'g> Executor<'g> {
         self.put(node.outputs[0], bundles);
         Ok(())
     }
+}
+
+/// Cuts elements into up to 64 bundles (each at most [`MAX_RESHUFFLE_BUNDLE`] elements).
+fn reshuffle(elements: Vec<WindowedValue>) -> Bundles {
+    let size = elements.len().div_ceil(64).clamp(1, MAX_RESHUFFLE_BUNDLE);
+    let mut out = Vec::with_capacity(elements.len() / size + 1);
+    let mut it = elements.into_iter().peekable();
+    while it.peek().is_some() {
+        out.push(spill::Bundle::Mem(it.by_ref().take(size).collect()));
+    }
+    out
 }

@@ -27,7 +27,11 @@ pub(crate) enum SinkPlan {
     /// Keep the PCollection's elements for later readers.
     Materialize(PcId),
     /// Feed the shuffle of a GroupByKey or CombinePerKey node.
-    Shuffle { node: usize, key_coder: Coder },
+    Shuffle {
+        node: usize,
+        key_coder: Coder,
+        value_coder: Coder,
+    },
 }
 
 /// A fused stage: a materialized root PCollection pushed through ops into sinks.
@@ -303,7 +307,7 @@ impl Builder<'_> {
             NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
                 let input = node.inputs[0];
                 let info = &self.graph.pcollections[input];
-                let crate::coder::Coder::Kv(key_coder, _) = &info.coder else {
+                let crate::coder::Coder::Kv(key_coder, value_coder) = &info.coder else {
                     return Err(invalid(format!(
                         "{} '{}' needs key/value input, but '{}' has coder {}",
                         node.kind.label(),
@@ -315,6 +319,7 @@ impl Builder<'_> {
                 let sink = SinkPlan::Shuffle {
                     node: n,
                     key_coder: (**key_coder).clone(),
+                    value_coder: (**value_coder).clone(),
                 };
                 self.add_sink_for(input, sink);
             }

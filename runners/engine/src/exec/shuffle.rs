@@ -1,5 +1,6 @@
 //! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
 
+use super::spill::{self, Budget, Bundle, SpillFile};
 use super::{guarded, Bundles, PARTITIONS};
 use crate::coder::Coder;
 use crate::combine::{Accumulator, CombineFnInvoker};
@@ -51,6 +52,10 @@ pub(crate) struct ShuffleWriter {
     windowing: Windowing,
     mode: Mode,
     scratch: Vec<u8>,
+    /// Whether to account the memory of grouped items (only under a memory budget).
+    track: bool,
+    /// Approximate bytes of the grouped items.
+    bytes: usize,
 }
 
 fn hash_of(key_bytes: &[u8]) -> u64 {
@@ -77,7 +82,7 @@ fn push_window(w: &Window, out: &mut Vec<u8>) {
 }
 
 impl ShuffleWriter {
-    pub(crate) fn new(node: &Node, key_coder: Coder, windowing: Windowing) -> Self {
+    pub(crate) fn new(node: &Node, key_coder: Coder, windowing: Windowing, track: bool) -> Self {
         let mode = match &node.kind {
             NodeKind::CombinePerKey { combine_fn } if !windowing.window_fn.is_merging() => {
                 Mode::Combine(
@@ -93,6 +98,8 @@ impl ShuffleWriter {
             windowing,
             mode,
             scratch: Vec::new(),
+            track,
+            bytes: 0,
         }
     }
 
@@ -116,13 +123,22 @@ impl ShuffleWriter {
         let hash = hash_of(&self.scratch);
         let p = partition_of(hash);
         match &mut self.mode {
-            Mode::Group(parts) => parts[p].push(GroupItem {
-                key_bytes: self.scratch.clone(),
-                key,
-                value,
-                window: wv.window,
-                timestamp: wv.timestamp,
-            }),
+            Mode::Group(parts) => {
+                if self.track {
+                    self.bytes += std::mem::size_of::<GroupItem>()
+                        + self.scratch.len()
+                        + spill::value_size(&key)
+                        + spill::value_size(&value)
+                        - 2 * std::mem::size_of::<Value>();
+                }
+                parts[p].push(GroupItem {
+                    key_bytes: self.scratch.clone(),
+                    key,
+                    value,
+                    window: wv.window,
+                    timestamp: wv.timestamp,
+                })
+            }
             Mode::Combine(f, tables) => {
                 push_window(&wv.window, &mut self.scratch);
                 let CombineTable { index, entries } = &mut tables[p];
@@ -168,14 +184,138 @@ enum Chunk {
 /// Everything written to one shuffle, per partition, in bundle order. Pre-combined
 /// accumulators are merged into one table per partition as bundles arrive (in bundle
 /// order, so results do not depend on thread count), which bounds memory by the number of
-/// distinct keys instead of keys times bundles.
+/// distinct keys instead of keys times bundles. Under a memory budget, grouped items past
+/// the shuffle's share are spilled to disk, per partition, in bundle order.
 #[derive(Default)]
 pub(crate) struct ShuffleInput {
     parts: Vec<Vec<Chunk>>,
     merged: Vec<CombineTable>,
+    spill: Option<ShuffleSpill>,
+}
+
+/// Spilling of grouped items: where, how items encode, and what was written.
+pub(crate) struct ShuffleSpill {
+    budget: Budget,
+    value_coder: Coder,
+    key_coder: Coder,
+    name: String,
+    /// Approximate bytes of the grouped items in memory.
+    mem_bytes: usize,
+    file: Option<Arc<SpillFile>>,
+    /// Per partition: (offset, length, items) of each spilled run, in bundle order.
+    segments: Vec<Vec<(u64, u64, usize)>>,
+}
+
+impl ShuffleSpill {
+    /// Spilling for the shuffle of `name`, keys and values encoded with these coders.
+    pub(crate) fn new(budget: Budget, name: &str, key_coder: Coder, value_coder: Coder) -> Self {
+        ShuffleSpill {
+            budget,
+            value_coder,
+            key_coder,
+            name: name.to_string(),
+            mem_bytes: 0,
+            file: None,
+            segments: (0..PARTITIONS).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    fn spilled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Writes the grouped items of every partition to the spill file.
+    fn spill(&mut self, parts: &mut [Vec<Chunk>]) -> Result<()> {
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => {
+                let f = SpillFile::create(&self.budget)?;
+                self.file = Some(f.clone());
+                f
+            }
+        };
+        let mut buf = Vec::new();
+        for (p, chunks) in parts.iter_mut().enumerate() {
+            let mut kept = Vec::new();
+            buf.clear();
+            let mut count = 0;
+            for chunk in chunks.drain(..) {
+                let Chunk::Group(items) = chunk else {
+                    kept.push(chunk);
+                    continue;
+                };
+                for it in items {
+                    crate::coder::write_varint(it.key_bytes.len() as u64, &mut buf);
+                    buf.extend_from_slice(&it.key_bytes);
+                    self.value_coder
+                        .encode(&it.value, &mut buf, true)
+                        .map_err(|source| EngineError::Coder {
+                            transform: self.name.clone(),
+                            source,
+                        })?;
+                    crate::coder::write_timestamp(it.timestamp, &mut buf);
+                    spill::encode_window(&it.window, &mut buf);
+                    count += 1;
+                }
+            }
+            *chunks = kept;
+            if count > 0 {
+                let offset = file.append(&buf)?;
+                self.segments[p].push((offset, buf.len() as u64, count));
+            }
+        }
+        self.mem_bytes = 0;
+        Ok(())
+    }
+
+    /// Reads back one spilled run of a partition.
+    fn load(&self, (offset, len, count): (u64, u64, usize)) -> Result<Vec<GroupItem>> {
+        let file = self.file.as_ref().expect("runs exist only once spilled");
+        let bytes = file.read(offset, len)?;
+        let mut input = bytes.as_slice();
+        let coder_err = |source| EngineError::Coder {
+            transform: self.name.clone(),
+            source,
+        };
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            let n = crate::coder::read_varint(&mut input).map_err(coder_err)? as usize;
+            if input.len() < n {
+                return Err(coder_err(crate::coder::CoderError::Eof("spilled key")));
+            }
+            let (key_bytes, rest) = input.split_at(n);
+            input = rest;
+            let key = self
+                .key_coder
+                .decode(&mut &key_bytes[..], true)
+                .map_err(coder_err)?;
+            let value = self
+                .value_coder
+                .decode(&mut input, true)
+                .map_err(coder_err)?;
+            let timestamp = crate::coder::read_timestamp(&mut input).map_err(coder_err)?;
+            let window = spill::decode_window(&mut input).map_err(coder_err)?;
+            items.push(GroupItem {
+                key_bytes: key_bytes.to_vec(),
+                key,
+                value,
+                window,
+                timestamp,
+            });
+        }
+        Ok(items)
+    }
 }
 
 impl ShuffleInput {
+    /// A shuffle input that spills past its share of `spill`'s budget.
+    pub(crate) fn with_spill(spill: Option<ShuffleSpill>) -> Self {
+        ShuffleInput {
+            spill,
+            ..ShuffleInput::default()
+        }
+    }
+
     pub(crate) fn absorb(&mut self, w: ShuffleWriter) -> Result<()> {
         if self.parts.is_empty() {
             self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
@@ -185,6 +325,12 @@ impl ShuffleInput {
                 for (p, items) in parts.into_iter().enumerate() {
                     if !items.is_empty() {
                         self.parts[p].push(Chunk::Group(items));
+                    }
+                }
+                if let Some(sp) = &mut self.spill {
+                    sp.mem_bytes += w.bytes;
+                    if sp.mem_bytes > sp.budget.shuffle_bytes() {
+                        sp.spill(&mut self.parts)?;
                     }
                 }
             }
@@ -224,13 +370,16 @@ impl ShuffleInput {
     }
 
     /// Moves the merged tables into the partitions' chunk lists.
-    fn into_parts(mut self) -> Vec<Vec<Chunk>> {
+    fn into_parts(mut self) -> (Vec<Vec<Chunk>>, Option<ShuffleSpill>) {
+        if self.parts.is_empty() {
+            self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
+        }
         for (p, t) in std::mem::take(&mut self.merged).into_iter().enumerate() {
             if !t.entries.is_empty() {
                 self.parts[p].push(Chunk::Combine(t.entries));
             }
         }
-        self.parts
+        (self.parts, self.spill)
     }
 }
 
@@ -243,16 +392,71 @@ struct Group<T> {
 }
 
 /// Groups, merges windows, combines and emits the output of a GroupByKey or CombinePerKey.
-pub(crate) fn finish(node: &Node, input: ShuffleInput, windowing: Windowing) -> Result<Bundles> {
+///
+/// When the shuffle spilled, each partition reads its spilled runs back and its output is
+/// spilled too (encoded with `out_coder`), in bundles of the budget's bundle size.
+pub(crate) fn finish(
+    node: &Node,
+    input: ShuffleInput,
+    windowing: Windowing,
+    out_coder: &Coder,
+) -> Result<Bundles> {
     let combine_fn = match &node.kind {
         NodeKind::CombinePerKey { combine_fn } => Some(combine_fn.clone()),
         _ => None,
     };
-    input
-        .into_parts()
+    let (parts, spill) = input.into_parts();
+    let spill = spill.filter(ShuffleSpill::spilled);
+    let out_file = match &spill {
+        Some(sp) => Some(SpillFile::create(&sp.budget)?),
+        None => None,
+    };
+    let per_part: Vec<Bundles> = parts
         .into_par_iter()
-        .map(|chunks| finish_partition(node, chunks, &windowing, combine_fn.as_deref()))
-        .collect()
+        .enumerate()
+        .map(|(p, chunks)| {
+            let mut all = Vec::new();
+            if let Some(sp) = &spill {
+                for &run in &sp.segments[p] {
+                    all.push(Chunk::Group(sp.load(run)?));
+                }
+            }
+            all.extend(chunks);
+            let out = finish_partition(node, all, &windowing, combine_fn.as_deref())?;
+            match (&spill, &out_file) {
+                (Some(sp), Some(file)) => {
+                    spill_output(out, out_coder, file, &sp.budget, &node.name)
+                }
+                _ => Ok(vec![Bundle::Mem(out)]),
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok(per_part.into_iter().flatten().collect())
+}
+
+/// Writes a partition's output to `file` in bundles of at most the budget's bundle size.
+fn spill_output(
+    out: Vec<WindowedValue>,
+    coder: &Coder,
+    file: &Arc<SpillFile>,
+    budget: &Budget,
+    name: &str,
+) -> Result<Bundles> {
+    let mut bundles = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, wv) in out.iter().enumerate() {
+        size += spill::windowed_size(wv);
+        if size >= budget.bundle_bytes() {
+            bundles.push(Bundle::spill(&out[start..=i], coder, file, name)?);
+            start = i + 1;
+            size = 0;
+        }
+    }
+    if start < out.len() {
+        bundles.push(Bundle::spill(&out[start..], coder, file, name)?);
+    }
+    Ok(bundles)
 }
 
 fn finish_partition(

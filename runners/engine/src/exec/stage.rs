@@ -2,7 +2,8 @@
 
 use super::guarded;
 use super::plan::{SinkPlan, StagePlan, Target};
-use super::shuffle::{ShuffleInput, ShuffleWriter};
+use super::shuffle::{ShuffleInput, ShuffleSpill, ShuffleWriter};
+use super::spill::{self, Budget, Bundle, SpillFile};
 use super::Bundles;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result};
@@ -10,7 +11,6 @@ use crate::graph::{Graph, NodeKind};
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::window::{Window, WindowFn, WindowedValue};
 use parking_lot::Mutex;
-use rayon::prelude::*;
 
 /// What a stage produced for one of its sinks.
 pub(crate) enum SinkOutput {
@@ -47,6 +47,7 @@ struct Shared<'a> {
     graph: &'a Graph,
     plan: &'a StagePlan,
     side: Vec<Vec<SideInputData>>,
+    budget: Option<&'a Budget>,
 }
 
 impl Instance {
@@ -80,10 +81,17 @@ impl Instance {
             .iter()
             .map(|s| match s {
                 SinkPlan::Materialize(_) => SinkInstance::Materialize(Vec::new()),
-                SinkPlan::Shuffle { node, key_coder } => {
+                SinkPlan::Shuffle {
+                    node, key_coder, ..
+                } => {
                     let n = &shared.graph.nodes[*node];
                     let windowing = shared.graph.pcollections[n.inputs[0]].windowing.clone();
-                    SinkInstance::Shuffle(ShuffleWriter::new(n, key_coder.clone(), windowing))
+                    SinkInstance::Shuffle(ShuffleWriter::new(
+                        n,
+                        key_coder.clone(),
+                        windowing,
+                        shared.budget.is_some(),
+                    ))
                 }
             })
             .collect()
@@ -267,11 +275,35 @@ fn call_op_rel(
     }
 }
 
+/// Spilling of one materialized sink's bundles past its share of the budget.
+struct MaterializeSpill {
+    budget: Budget,
+    coder: crate::coder::Coder,
+    name: String,
+    mem_bytes: usize,
+    file: Option<std::sync::Arc<SpillFile>>,
+}
+
+impl MaterializeSpill {
+    fn keep(&mut self, v: Vec<WindowedValue>) -> Result<Bundle> {
+        if self.file.is_none() {
+            self.mem_bytes += v.iter().map(spill::windowed_size).sum::<usize>();
+            if self.mem_bytes <= self.budget.materialized_bytes() {
+                return Ok(Bundle::Mem(v));
+            }
+            self.file = Some(SpillFile::create(&self.budget)?);
+        }
+        let file = self.file.as_ref().expect("created above");
+        Bundle::spill(&v, &self.coder, file, &self.name)
+    }
+}
+
 /// Merges per-bundle sink outputs in bundle order.
 struct Merger {
     next: usize,
     waiting: std::collections::BTreeMap<usize, BundleOutput>,
     outputs: Vec<SinkOutput>,
+    spills: Vec<Option<MaterializeSpill>>,
     error: Option<EngineError>,
 }
 
@@ -279,11 +311,19 @@ impl Merger {
     fn drain(&mut self) -> Result<()> {
         while let Some(bundle_out) = self.waiting.remove(&self.next) {
             self.next += 1;
-            for (out, sink) in self.outputs.iter_mut().zip(bundle_out) {
+            for ((out, sink), spill) in self
+                .outputs
+                .iter_mut()
+                .zip(bundle_out)
+                .zip(&mut self.spills)
+            {
                 match (out, sink) {
                     (SinkOutput::Bundles(b), SinkInstance::Materialize(v)) => {
                         if !v.is_empty() {
-                            b.push(v)
+                            b.push(match spill {
+                                Some(s) => s.keep(v)?,
+                                None => Bundle::Mem(v),
+                            })
                         }
                     }
                     (SinkOutput::Shuffle(s), SinkInstance::Shuffle(w)) => s.absorb(w)?,
@@ -296,45 +336,92 @@ impl Merger {
 }
 
 /// Runs a stage over its input bundles in parallel; returns one output per sink.
+///
+/// Workers take bundles in order and run at most one bundle per worker ahead of the
+/// oldest unfinished one, so outputs waiting to be merged in order stay few.
 pub(crate) fn run_stage(
     graph: &Graph,
     plan: &StagePlan,
     input: Bundles,
     side: Vec<Vec<SideInputData>>,
     metrics: &mut MetricResults,
+    budget: Option<&Budget>,
 ) -> Result<Vec<SinkOutput>> {
-    let shared = Shared { graph, plan, side };
+    let shared = Shared {
+        graph,
+        plan,
+        side,
+        budget,
+    };
     let pool: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
     let outputs: Vec<SinkOutput> = plan
         .sinks
         .iter()
         .map(|s| match s {
             SinkPlan::Materialize(_) => SinkOutput::Bundles(Vec::new()),
-            SinkPlan::Shuffle { .. } => SinkOutput::Shuffle(ShuffleInput::default()),
+            SinkPlan::Shuffle {
+                node,
+                key_coder,
+                value_coder,
+            } => SinkOutput::Shuffle(ShuffleInput::with_spill(budget.map(|b| {
+                ShuffleSpill::new(
+                    b.clone(),
+                    &graph.nodes[*node].name,
+                    key_coder.clone(),
+                    value_coder.clone(),
+                )
+            }))),
         })
         .collect();
-    // Bundle outputs are merged in bundle order as soon as they are next in line, so only
-    // the bundles finished out of order wait in memory.
+    let spills = plan
+        .sinks
+        .iter()
+        .map(|s| match (s, budget) {
+            (SinkPlan::Materialize(pc), Some(b)) => Some(MaterializeSpill {
+                budget: b.clone(),
+                coder: graph.pcollections[*pc].coder.clone(),
+                name: graph.pcollections[*pc].name.clone(),
+                mem_bytes: 0,
+                file: None,
+            }),
+            _ => None,
+        })
+        .collect();
     let merger = Mutex::new(Merger {
         next: 0,
         waiting: std::collections::BTreeMap::new(),
         outputs,
+        spills,
         error: None,
     });
-    input.into_par_iter().enumerate().for_each(|(i, bundle)| {
-        if merger.lock().error.is_some() {
+    let merged = parking_lot::Condvar::new();
+    let queue = Mutex::new(input.into_iter().enumerate());
+    let workers = rayon::current_num_threads().max(1);
+    let work = || loop {
+        let Some((i, bundle)) = queue.lock().next() else {
             return;
+        };
+        {
+            let mut m = merger.lock();
+            while m.error.is_none() && i >= m.next + workers {
+                merged.wait(&mut m);
+            }
+            if m.error.is_some() {
+                return;
+            }
         }
-        let inst = pool.lock().pop();
-        let r = match inst {
-            Some(inst) => Ok(inst),
-            None => Instance::new(&shared),
-        }
-        .and_then(|mut inst| {
-            let r = inst.run_bundle(&shared, bundle);
-            // An instance that failed mid-bundle is still torn down, with the others.
-            pool.lock().push(inst);
-            r
+        let r = bundle.load().and_then(|bundle| {
+            let inst = pool.lock().pop();
+            match inst {
+                Some(inst) => Ok(inst),
+                None => Instance::new(&shared),
+            }
+            .and_then(|mut inst| {
+                let r = inst.run_bundle(&shared, bundle);
+                // An instance that failed mid-bundle is still torn down, with the others.
+                pool.lock().push(inst);
+                r
+            })
         });
         let mut m = merger.lock();
         match r {
@@ -348,6 +435,12 @@ pub(crate) fn run_stage(
                 m.error.get_or_insert(e);
             }
         }
+        merged.notify_all();
+    };
+    rayon::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|_| work());
+        }
     });
     let mut teardown_err = None;
     for inst in pool.into_inner() {
@@ -359,6 +452,5 @@ pub(crate) fn run_stage(
     if let Some(e) = m.error.or(teardown_err) {
         return Err(e);
     }
-    let outputs = m.outputs;
-    Ok(outputs)
+    Ok(m.outputs)
 }

@@ -1,0 +1,340 @@
+//! Spilling past the memory budget: bundles encoded into temporary files, decoded again
+//! only when a worker takes them up, so memory holds a few bundles instead of whole
+//! PCollections.
+
+use crate::coder::{read_pane, read_timestamp, write_pane, write_timestamp, Coder};
+use crate::error::{EngineError, Result};
+use crate::value::Value;
+use crate::window::{Window, WindowedValue};
+use parking_lot::Mutex;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Bytes the executor may keep in memory before it spills, and where spill files go.
+#[derive(Clone, Debug)]
+pub(crate) struct Budget {
+    /// The whole budget (bytes).
+    pub(crate) bytes: usize,
+    /// Directory of the spill files.
+    pub(crate) dir: PathBuf,
+    /// Bytes written to spill files so far (reported as `beamline/spilledBytes`).
+    pub(crate) spilled: Arc<AtomicU64>,
+}
+
+impl Budget {
+    /// In-memory bytes one shuffle may hold before spilling its grouping state.
+    pub(crate) fn shuffle_bytes(&self) -> usize {
+        self.bytes / 3
+    }
+
+    /// In-memory bytes one materialized PCollection may hold before its bundles spill.
+    pub(crate) fn materialized_bytes(&self) -> usize {
+        self.bytes / 4
+    }
+
+    /// Largest in-memory size of one bundle read back from a spill file.
+    pub(crate) fn bundle_bytes(&self) -> usize {
+        (self.bytes / 32).max(1 << 16)
+    }
+}
+
+/// An append-only temporary file, deleted when the last reference goes.
+pub(crate) struct SpillFile {
+    spilled: Arc<AtomicU64>,
+    path: PathBuf,
+    writer: Mutex<BufWriter<File>>,
+    len: AtomicU64,
+}
+
+static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+
+fn io_err(what: &str, path: &std::path::Path, source: std::io::Error) -> EngineError {
+    EngineError::Io {
+        context: format!("{what} spill file {}", path.display()),
+        source,
+    }
+}
+
+impl SpillFile {
+    /// Creates a new file in the budget's directory.
+    pub(crate) fn create(budget: &Budget) -> Result<Arc<SpillFile>> {
+        let dir = budget.dir.as_path();
+        std::fs::create_dir_all(dir).map_err(|e| io_err("creating the directory of", dir, e))?;
+        let path = dir.join(format!(
+            "beamline-spill-{}-{}",
+            std::process::id(),
+            NEXT_FILE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
+        Ok(Arc::new(SpillFile {
+            spilled: budget.spilled.clone(),
+            path,
+            writer: Mutex::new(BufWriter::with_capacity(1 << 20, f)),
+            len: AtomicU64::new(0),
+        }))
+    }
+
+    /// Appends `bytes`; returns their offset.
+    pub(crate) fn append(&self, bytes: &[u8]) -> Result<u64> {
+        let mut w = self.writer.lock();
+        w.write_all(bytes)
+            .map_err(|e| io_err("writing", &self.path, e))?;
+        self.spilled
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(self.len.fetch_add(bytes.len() as u64, Ordering::Relaxed))
+    }
+
+    /// Reads `len` bytes at `offset` (written before).
+    pub(crate) fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.writer
+            .lock()
+            .flush()
+            .map_err(|e| io_err("writing", &self.path, e))?;
+        let mut f = File::open(&self.path).map_err(|e| io_err("opening", &self.path, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_err("reading", &self.path, e))?;
+        let mut buf = vec![0; len as usize];
+        f.read_exact(&mut buf)
+            .map_err(|e| io_err("reading", &self.path, e))?;
+        Ok(buf)
+    }
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A bundle written to a spill file.
+pub(crate) struct SpilledBundle {
+    file: Arc<SpillFile>,
+    offset: u64,
+    len: u64,
+    count: usize,
+    coder: Coder,
+}
+
+/// A bundle of a materialized PCollection, in memory or spilled.
+#[derive(Clone)]
+pub(crate) enum Bundle {
+    /// Elements in memory.
+    Mem(Vec<WindowedValue>),
+    /// Elements encoded in a spill file.
+    Spilled(Arc<SpilledBundle>),
+}
+
+impl Bundle {
+    /// Number of elements.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Bundle::Mem(v) => v.len(),
+            Bundle::Spilled(s) => s.count,
+        }
+    }
+
+    /// Whether the bundle has no elements.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements (read back from disk when spilled).
+    pub(crate) fn load(self) -> Result<Vec<WindowedValue>> {
+        match self {
+            Bundle::Mem(v) => Ok(v),
+            Bundle::Spilled(s) => {
+                let bytes = s.file.read(s.offset, s.len)?;
+                let mut input = bytes.as_slice();
+                let mut out = Vec::with_capacity(s.count);
+                for _ in 0..s.count {
+                    out.push(decode_windowed(&s.coder, &mut input).map_err(|e| {
+                        io_err(
+                            "decoding",
+                            &s.file.path,
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                        )
+                    })?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Writes `elements` to `file`, encoded with `coder`.
+    ///
+    /// # Errors
+    /// When an element does not fit the coder (naming `transform`), or on I/O failure.
+    pub(crate) fn spill(
+        elements: &[WindowedValue],
+        coder: &Coder,
+        file: &Arc<SpillFile>,
+        transform: &str,
+    ) -> Result<Bundle> {
+        let mut buf = Vec::new();
+        for wv in elements {
+            encode_windowed(coder, wv, &mut buf).map_err(|source| EngineError::Coder {
+                transform: transform.to_string(),
+                source,
+            })?;
+        }
+        let offset = file.append(&buf)?;
+        Ok(Bundle::Spilled(Arc::new(SpilledBundle {
+            file: file.clone(),
+            offset,
+            len: buf.len() as u64,
+            count: elements.len(),
+            coder: coder.clone(),
+        })))
+    }
+}
+
+/// Appends a windowed value: value (nested), timestamp, window, pane.
+pub(crate) fn encode_windowed(
+    coder: &Coder,
+    wv: &WindowedValue,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), crate::coder::CoderError> {
+    coder.encode(&wv.value, out, true)?;
+    write_timestamp(wv.timestamp, out);
+    encode_window(&wv.window, out);
+    write_pane(&wv.pane, out);
+    Ok(())
+}
+
+/// Decodes what [`encode_windowed`] wrote.
+pub(crate) fn decode_windowed(
+    coder: &Coder,
+    input: &mut &[u8],
+) -> std::result::Result<WindowedValue, crate::coder::CoderError> {
+    let value = coder.decode(input, true)?;
+    let timestamp = read_timestamp(input)?;
+    let window = decode_window(input)?;
+    let pane = read_pane(input)?;
+    Ok(WindowedValue {
+        value,
+        timestamp,
+        window,
+        pane,
+    })
+}
+
+/// Appends a window: 0 for the global window, 1 and both bounds for an interval.
+pub(crate) fn encode_window(w: &Window, out: &mut Vec<u8>) {
+    match w {
+        Window::Global => out.push(0),
+        Window::Interval { start, end } => {
+            out.push(1);
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+    }
+}
+
+/// Decodes what [`encode_window`] wrote.
+pub(crate) fn decode_window(
+    input: &mut &[u8],
+) -> std::result::Result<Window, crate::coder::CoderError> {
+    let eof = crate::coder::CoderError::Eof("window");
+    let (&tag, rest) = input.split_first().ok_or(eof.clone())?;
+    *input = rest;
+    match tag {
+        0 => Ok(Window::Global),
+        1 => {
+            if input.len() < 16 {
+                return Err(eof);
+            }
+            let (b, rest) = input.split_at(16);
+            *input = rest;
+            let start = i64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            let end = i64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
+            Ok(Window::Interval { start, end })
+        }
+        t => Err(crate::coder::CoderError::Invalid {
+            coder: "spilled window",
+            reason: format!("unknown window tag {t}"),
+        }),
+    }
+}
+
+/// Approximate bytes a value occupies in memory (for budget accounting).
+pub(crate) fn value_size(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::Bytes(b) => b.capacity(),
+            Value::Str(s) => s.capacity(),
+            Value::Kv(kv) => value_size(&kv.0) + value_size(&kv.1),
+            Value::List(items) => {
+                items.iter().map(value_size).sum::<usize>()
+                    + (items.capacity() - items.len()) * std::mem::size_of::<Value>()
+            }
+            Value::Opaque(_) => 64,
+            _ => 0,
+        }
+}
+
+/// Approximate bytes a windowed value occupies in memory.
+pub(crate) fn windowed_size(wv: &WindowedValue) -> usize {
+    std::mem::size_of::<WindowedValue>() - std::mem::size_of::<Value>() + value_size(&wv.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::PaneInfo;
+
+    #[test]
+    fn spilled_bundles_read_back_equal() {
+        let dir = std::env::temp_dir().join(format!("beamline-spill-test-{}", std::process::id()));
+        let budget = Budget {
+            bytes: 1,
+            dir: dir.clone(),
+            spilled: Default::default(),
+        };
+        let file = SpillFile::create(&budget).unwrap();
+        let coder = Coder::Kv(Box::new(Coder::StringUtf8), Box::new(Coder::VarInt));
+        let wvs: Vec<WindowedValue> = (0..100)
+            .map(|i| WindowedValue {
+                value: Value::kv(Value::Str(format!("k{i}")), Value::I64(i)),
+                timestamp: i * 7 - 50,
+                window: if i % 2 == 0 {
+                    Window::Global
+                } else {
+                    Window::Interval {
+                        start: i,
+                        end: i + 10,
+                    }
+                },
+                pane: PaneInfo::ON_TIME_AND_ONLY_FIRING,
+            })
+            .collect();
+        let a = Bundle::spill(&wvs[..60], &coder, &file, "t").unwrap();
+        let b = Bundle::spill(&wvs[60..], &coder, &file, "t").unwrap();
+        assert_eq!((a.len(), b.len()), (60, 40));
+        assert!(budget.spilled.load(Ordering::Relaxed) > 100);
+        let mut back = a.load().unwrap();
+        back.extend(b.load().unwrap());
+        assert_eq!(back, wvs);
+        let path = file.path.clone();
+        drop(file);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn values_that_do_not_fit_the_coder_name_the_transform() {
+        let budget = Budget {
+            bytes: 1,
+            dir: std::env::temp_dir(),
+            spilled: Default::default(),
+        };
+        let file = SpillFile::create(&budget).unwrap();
+        let wv = WindowedValue::in_global_window(Value::Str("x".into()));
+        let err = Bundle::spill(&[wv], &Coder::VarInt, &file, "MyStep")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("MyStep"), "{err}");
+    }
+}
