@@ -5,7 +5,10 @@ use beamline::testing::capture;
 use beamline::{Create, Flatten, PCollection, PInput, Pipeline, PipelineOptions};
 
 /// Sums per key over a GroupByKey, with a Flatten, a side input and a Reshuffle downstream.
-fn run(args: &[&str]) -> (Vec<(i64, (i64, i64))>, Option<i64>) {
+/// Per key: (sum, count).
+type Sums = Vec<(i64, (i64, i64))>;
+
+fn run(args: &[&str]) -> (Sums, Option<i64>) {
     let mut all = vec!["prog"];
     all.extend_from_slice(args);
     let p = Pipeline::new(PipelineOptions::from_args(all).unwrap());
