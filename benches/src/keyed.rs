@@ -79,10 +79,21 @@ fn write_lines(output: &Path, lines: impl Iterator<Item = String>) -> Result<()>
 }
 
 /// Runs `variant` of `workload`, writing `key,result` lines under `output`.
-pub fn run(workload: &str, variant: &str, size: u64, threads: usize, output: &Path) -> Result<()> {
+pub fn run(
+    workload: &str,
+    variant: &str,
+    size: u64,
+    threads: usize,
+    memory_budget: Option<&str>,
+    output: &Path,
+) -> Result<()> {
     let (n, keys) = shape(workload, size);
     if variant == "beamline-local" {
-        let p = Pipeline::new(PipelineOptions::default().set("threads", threads));
+        let mut opts = PipelineOptions::default().set("threads", threads);
+        if let Some(b) = memory_budget {
+            opts = opts.set("memory_budget", b);
+        }
+        let p = Pipeline::new(opts);
         let a = generated(&p, "A", 0, n, keys);
         let lines: PCollection<String> = match workload {
             "gbk-sum" => a

@@ -7,6 +7,11 @@
 //!
 //! Each variant runs in its own child process so that its peak memory (RSS) is its own.
 
+/// Beamline allocates per element; mimalloc's thread-local heaps suit that far better than
+/// the system allocator. References run in the same binary, so they use it too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod clickstream;
 mod keyed;
 mod wordcount;
@@ -36,6 +41,10 @@ struct Cli {
     /// Do not run the Apache Beam Python reference (wordcount).
     #[arg(long)]
     skip_beam: bool,
+    /// Memory budget of the Beamline variant (keyed workloads), e.g. `700MB`: grouping
+    /// state past it spills to disk; the table then reports peak RSS against the budget.
+    #[arg(long)]
+    memory_budget: Option<String>,
     /// Internal: run one variant in this process and report its peak RSS.
     #[arg(long, hide = true)]
     variant: Option<String>,
@@ -78,13 +87,17 @@ fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
         }
     }
     let start = Instant::now();
-    let out = Command::new(std::env::current_exe()?)
-        .arg(&cli.workload)
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg(&cli.workload)
         .arg(format!("--size={}", size_of(cli)))
         .arg(format!("--threads={}", cli.threads))
         .arg(format!("--dir={}", dir.display()))
         .arg(format!("--variant={name}"))
-        .arg(format!("--output={}", output.display()))
+        .arg(format!("--output={}", output.display()));
+    if let Some(b) = &cli.memory_budget {
+        cmd.arg(format!("--memory-budget={b}"));
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("starting variant {name}"))?;
     let seconds = start.elapsed().as_secs_f64();
@@ -136,7 +149,14 @@ fn main() -> Result<()> {
         match cli.workload.as_str() {
             "wordcount" => wordcount::run(variant, &dir, &output, cli.threads)?,
             "clickstream" => clickstream::run(variant, size as u64 * 1_000_000, &output)?,
-            w => keyed::run(w, variant, size as u64, cli.threads, &output)?,
+            w => keyed::run(
+                w,
+                variant,
+                size as u64,
+                cli.threads,
+                cli.memory_budget.as_deref(),
+                &output,
+            )?,
         }
         println!("peak_rss_mb={:.1}", peak_rss_mb());
         return Ok(());
@@ -248,6 +268,18 @@ fn run_all<T: PartialEq>(
         );
     }
     println!("all outputs agree");
+    if let Some(budget) = &cli.memory_budget {
+        let bytes = beamline_runner_local::parse_size(budget).map_err(anyhow::Error::msg)?;
+        let budget_mb = bytes as f64 / (1024.0 * 1024.0);
+        for r in results.iter().filter(|r| r.name.starts_with("beamline")) {
+            println!(
+                "memory budget {budget_mb:.0} MB: {} peak RSS {:.0} MB = {:.2}x the budget",
+                r.name,
+                r.peak_rss_mb,
+                r.peak_rss_mb / budget_mb
+            );
+        }
+    }
     if cli.dir.is_none() {
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 /// One key/value pair on its way to grouping, with its key encoded once.
 struct GroupItem {
+    /// Hash of `key_bytes`.
+    hash: u64,
     key_bytes: Vec<u8>,
     key: Value,
     value: Value,
@@ -132,6 +134,7 @@ impl ShuffleWriter {
                         - 2 * std::mem::size_of::<Value>();
                 }
                 parts[p].push(GroupItem {
+                    hash,
                     key_bytes: self.scratch.clone(),
                     key,
                     value,
@@ -296,6 +299,7 @@ impl ShuffleSpill {
             let timestamp = crate::coder::read_timestamp(&mut input).map_err(coder_err)?;
             let window = spill::decode_window(&mut input).map_err(coder_err)?;
             items.push(GroupItem {
+                hash: hash_of(key_bytes),
                 key_bytes: key_bytes.to_vec(),
                 key,
                 value,
@@ -481,7 +485,7 @@ fn finish_partition(
     };
     let mut lifted: Vec<Group<Accumulator>> = Vec::new();
     let mut lifted_index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
-    let mut groups: Vec<Group<Value>> = Vec::new();
+    let mut grouper = Grouper::default();
     let mut index: FxHashMap<(Vec<u8>, Window), usize> = FxHashMap::default();
     // Merging windows group per key first, keeping each value's window; merged below.
     let mut unmerged: Vec<Group<(Window, i64, Value)>> = Vec::new();
@@ -522,22 +526,7 @@ fn finish_partition(
                     unmerged[i].items.push((it.window, it.timestamp, it.value));
                 }
             }
-            Chunk::Group(items) => {
-                for it in items {
-                    let i = *index.entry((it.key_bytes, it.window)).or_insert_with(|| {
-                        groups.push(Group {
-                            key: it.key,
-                            window: it.window,
-                            items: Vec::new(),
-                            timestamp: None,
-                        });
-                        groups.len() - 1
-                    });
-                    let g = &mut groups[i];
-                    g.timestamp = Some(tc.combine(g.timestamp, it.timestamp));
-                    g.items.push(it.value);
-                }
-            }
+            Chunk::Group(items) => grouper.add(items, tc),
         }
     }
     for g in lifted {
@@ -546,9 +535,11 @@ fn finish_partition(
         let v = guarded(&node.name, || f.extract_output(acc))?;
         emit(&mut out, g.key, g.window, v, g.timestamp);
     }
-    if merging {
-        groups = merge_groups(unmerged, windowing);
-    }
+    let groups = if merging {
+        merge_groups(unmerged, windowing)
+    } else {
+        grouper.finish()
+    };
     for g in groups {
         match combine_fn {
             None => emit(&mut out, g.key, g.window, Value::List(g.items), g.timestamp),
@@ -563,6 +554,82 @@ fn finish_partition(
         }
     }
     Ok(out)
+}
+
+/// Groups items by (key, window) in two passes: first every item gets its group's number
+/// (keys compared by hash, then bytes), then each group's values are moved into a vector of
+/// exactly the right size, in arrival order.
+#[derive(Default)]
+struct Grouper {
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<Slot>,
+    group_of: Vec<u32>,
+    values: Vec<Value>,
+}
+
+struct Slot {
+    hash: u64,
+    key_bytes: Vec<u8>,
+    key: Value,
+    window: Window,
+    timestamp: Option<i64>,
+    count: usize,
+}
+
+impl Grouper {
+    fn add(&mut self, items: Vec<GroupItem>, tc: crate::window::TimestampCombiner) {
+        self.group_of.reserve(items.len());
+        self.values.reserve(items.len());
+        for it in items {
+            let slots = &mut self.slots;
+            let found = self
+                .index
+                .find(it.hash, |&g| {
+                    let s = &slots[g as usize];
+                    s.hash == it.hash && s.window == it.window && s.key_bytes == it.key_bytes
+                })
+                .copied();
+            let g = match found {
+                Some(g) => g,
+                None => {
+                    let g = slots.len() as u32;
+                    slots.push(Slot {
+                        hash: it.hash,
+                        key_bytes: it.key_bytes,
+                        key: it.key,
+                        window: it.window,
+                        timestamp: None,
+                        count: 0,
+                    });
+                    self.index
+                        .insert_unique(it.hash, g, |&j| slots[j as usize].hash);
+                    g
+                }
+            };
+            let slot = &mut self.slots[g as usize];
+            slot.count += 1;
+            slot.timestamp = Some(tc.combine(slot.timestamp, it.timestamp));
+            self.group_of.push(g);
+            self.values.push(it.value);
+        }
+    }
+
+    fn finish(self) -> Vec<Group<Value>> {
+        let mut groups: Vec<Group<Value>> = self
+            .slots
+            .into_iter()
+            .map(|s| Group {
+                key: s.key,
+                window: s.window,
+                items: Vec::with_capacity(s.count),
+                timestamp: s.timestamp,
+            })
+            .collect();
+        for (g, v) in self.group_of.into_iter().zip(self.values) {
+            groups[g as usize].items.push(v);
+        }
+        groups
+    }
 }
 
 /// Splits per-key groups of (window, timestamp, value) into merged-window groups.
