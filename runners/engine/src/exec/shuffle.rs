@@ -24,22 +24,25 @@ struct GroupItem {
     timestamp: i64,
 }
 
-/// A pre-combined accumulator for one key and window.
+/// Encoded key and window of a pre-combined entry, inline when short (most keys), so a
+/// lookup touches one cache line instead of chasing a heap pointer.
+type GroupBytes = smallvec::SmallVec<[u8; 16]>;
+
+/// A pre-combined accumulator for one key and window: 64 bytes, one cache line. The key
+/// and window are decoded from `group_bytes` once, when the result is emitted.
 struct CombineEntry {
     /// Hash of the encoded key (shared by all windows of the key).
     hash: u64,
-    group_bytes: Vec<u8>,
-    key: Value,
-    window: Window,
+    /// The encoded key, then the encoded window.
+    group_bytes: GroupBytes,
     acc: Accumulator,
     timestamp: Option<i64>,
 }
 
+/// Pre-combined entries, stored in the hash table itself (one probe per element).
 #[derive(Default)]
 struct CombineTable {
-    /// Indices into `entries`, hashed by the encoded key (computed once per element).
-    index: hashbrown::HashTable<usize>,
-    entries: Vec<CombineEntry>,
+    table: hashbrown::HashTable<CombineEntry>,
 }
 
 enum Mode {
@@ -70,17 +73,6 @@ fn hash_of(key_bytes: &[u8]) -> u64 {
 /// use for buckets (low) and tags (high).
 fn partition_of(hash: u64) -> usize {
     ((hash >> 32) % PARTITIONS as u64) as usize
-}
-
-fn push_window(w: &Window, out: &mut Vec<u8>) {
-    match w {
-        Window::Global => out.push(0),
-        Window::Interval { start, end } => {
-            out.push(1);
-            out.extend_from_slice(&start.to_le_bytes());
-            out.extend_from_slice(&end.to_le_bytes());
-        }
-    }
 }
 
 impl ShuffleWriter {
@@ -143,30 +135,22 @@ impl ShuffleWriter {
                 })
             }
             Mode::Combine(f, tables) => {
-                push_window(&wv.window, &mut self.scratch);
-                let CombineTable { index, entries } = &mut tables[p];
+                spill::encode_window(&wv.window, &mut self.scratch);
+                let table = &mut tables[p].table;
                 let scratch = &self.scratch;
-                let found = index
-                    .find(hash, |&i| entries[i].group_bytes == *scratch)
-                    .copied();
-                let i = match found {
-                    Some(i) => i,
+                let e = match table.find_mut(hash, |e| e.group_bytes[..] == scratch[..]) {
+                    Some(e) => e,
                     None => {
                         let acc = guarded(&self.name, || Ok(f.create_accumulator()))?;
-                        entries.push(CombineEntry {
+                        let entry = CombineEntry {
                             hash,
-                            group_bytes: scratch.clone(),
-                            key,
-                            window: wv.window,
+                            group_bytes: GroupBytes::from_slice(scratch),
                             acc,
                             timestamp: None,
-                        });
-                        let i = entries.len() - 1;
-                        index.insert_unique(hash, i, |&j| entries[j].hash);
-                        i
+                        };
+                        table.insert_unique(hash, entry, |e| e.hash).into_mut()
                     }
                 };
-                let e = &mut entries[i];
                 e.timestamp = Some(
                     self.windowing
                         .timestamp_combiner
@@ -191,6 +175,8 @@ enum Chunk {
 /// the shuffle's share are spilled to disk, per partition, in bundle order.
 #[derive(Default)]
 pub(crate) struct ShuffleInput {
+    /// Coder of the keys (to decode pre-combined entries' keys).
+    key_coder: Option<Coder>,
     parts: Vec<Vec<Chunk>>,
     merged: Vec<CombineTable>,
     spill: Option<ShuffleSpill>,
@@ -321,6 +307,9 @@ impl ShuffleInput {
     }
 
     pub(crate) fn absorb(&mut self, w: ShuffleWriter) -> Result<()> {
+        if self.key_coder.is_none() {
+            self.key_coder = Some(w.key_coder.clone());
+        }
         if self.parts.is_empty() {
             self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
         }
@@ -344,14 +333,10 @@ impl ShuffleInput {
                 }
                 let tc = w.windowing.timestamp_combiner;
                 for (p, t) in tables.into_iter().enumerate() {
-                    let CombineTable { index, entries } = &mut self.merged[p];
-                    for e in t.entries {
-                        let found = index
-                            .find(e.hash, |&i| entries[i].group_bytes == e.group_bytes)
-                            .copied();
-                        match found {
-                            Some(i) => {
-                                let target = &mut entries[i];
+                    let table = &mut self.merged[p].table;
+                    for e in t.table {
+                        match table.find_mut(e.hash, |x| x.group_bytes == e.group_bytes) {
+                            Some(target) => {
                                 let prev = std::mem::replace(&mut target.acc, Box::new(()));
                                 target.acc =
                                     guarded(&w.name, || f.merge_accumulators(vec![prev, e.acc]))?;
@@ -360,10 +345,7 @@ impl ShuffleInput {
                                 }
                             }
                             None => {
-                                let h = e.hash;
-                                entries.push(e);
-                                let i = entries.len() - 1;
-                                index.insert_unique(h, i, |&j| entries[j].hash);
+                                table.insert_unique(e.hash, e, |x| x.hash);
                             }
                         }
                     }
@@ -374,16 +356,16 @@ impl ShuffleInput {
     }
 
     /// Moves the merged tables into the partitions' chunk lists.
-    fn into_parts(mut self) -> (Vec<Vec<Chunk>>, Option<ShuffleSpill>) {
+    fn into_parts(mut self) -> (Vec<Vec<Chunk>>, Option<ShuffleSpill>, Option<Coder>) {
         if self.parts.is_empty() {
             self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
         }
         for (p, t) in std::mem::take(&mut self.merged).into_iter().enumerate() {
-            if !t.entries.is_empty() {
-                self.parts[p].push(Chunk::Combine(t.entries));
+            if !t.table.is_empty() {
+                self.parts[p].push(Chunk::Combine(t.table.into_iter().collect()));
             }
         }
-        (self.parts, self.spill)
+        (self.parts, self.spill, self.key_coder)
     }
 }
 
@@ -409,7 +391,7 @@ pub(crate) fn finish(
         NodeKind::CombinePerKey { combine_fn } => Some(combine_fn.clone()),
         _ => None,
     };
-    let (parts, spill) = input.into_parts();
+    let (parts, spill, key_coder) = input.into_parts();
     let spill = spill.filter(ShuffleSpill::spilled);
     let out_file = match &spill {
         Some(sp) => Some(SpillFile::create(&sp.budget)?),
@@ -426,7 +408,11 @@ pub(crate) fn finish(
                 }
             }
             all.extend(chunks);
-            let out = finish_partition(node, all, &windowing, combine_fn.as_deref())?;
+            let lifted = match (combine_fn.as_deref(), key_coder.as_ref()) {
+                (Some(f), Some(c)) => Some((f, c)),
+                _ => None,
+            };
+            let out = finish_partition(node, all, &windowing, combine_fn.as_deref(), lifted)?;
             match (&spill, &out_file) {
                 (Some(sp), Some(file)) => {
                     spill_output(out, out_coder, file, &sp.budget, &node.name)
@@ -468,6 +454,7 @@ fn finish_partition(
     chunks: Vec<Chunk>,
     windowing: &Windowing,
     combine_fn: Option<&dyn CombineFnInvoker>,
+    lifted: Option<(&dyn CombineFnInvoker, &Coder)>,
 ) -> Result<Vec<WindowedValue>> {
     let tc = windowing.timestamp_combiner;
     let mut out = Vec::new();
@@ -483,8 +470,6 @@ fn finish_partition(
             pane: PaneInfo::ON_TIME_AND_ONLY_FIRING,
         });
     };
-    let mut lifted: Vec<Group<Accumulator>> = Vec::new();
-    let mut lifted_index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
     let mut grouper = Grouper::default();
     let mut index: FxHashMap<(Vec<u8>, Window), usize> = FxHashMap::default();
     // Merging windows group per key first, keeping each value's window; merged below.
@@ -493,21 +478,18 @@ fn finish_partition(
     for chunk in chunks {
         match chunk {
             Chunk::Combine(entries) => {
+                // One merged table per partition: every entry is its own key and window.
+                let (f, key_coder) = lifted.expect("lifted chunks only for combines");
+                let coder_err = |source| EngineError::Coder {
+                    transform: node.name.clone(),
+                    source,
+                };
                 for e in entries {
-                    let i = *lifted_index.entry(e.group_bytes).or_insert_with(|| {
-                        lifted.push(Group {
-                            key: e.key,
-                            window: e.window,
-                            items: Vec::new(),
-                            timestamp: None,
-                        });
-                        lifted.len() - 1
-                    });
-                    let g = &mut lifted[i];
-                    if let Some(ts) = e.timestamp {
-                        g.timestamp = Some(tc.combine(g.timestamp, ts));
-                    }
-                    g.items.push(e.acc);
+                    let mut b = &e.group_bytes[..];
+                    let key = key_coder.decode(&mut b, true).map_err(coder_err)?;
+                    let window = spill::decode_window(&mut b).map_err(coder_err)?;
+                    let v = guarded(&node.name, || f.extract_output(e.acc))?;
+                    emit(&mut out, key, window, v, e.timestamp);
                 }
             }
             Chunk::Group(items) if merging => {
@@ -528,12 +510,6 @@ fn finish_partition(
             }
             Chunk::Group(items) => grouper.add(items, tc),
         }
-    }
-    for g in lifted {
-        let f = combine_fn.expect("lifted chunks only for combines");
-        let acc = guarded(&node.name, || f.merge_accumulators(g.items))?;
-        let v = guarded(&node.name, || f.extract_output(acc))?;
-        emit(&mut out, g.key, g.window, v, g.timestamp);
     }
     let groups = if merging {
         merge_groups(unmerged, windowing)
