@@ -5,6 +5,11 @@
 //! callables run in-process (no gRPC, no subprocess); Rust transforms (GroupByKey,
 //! combiners, IO) never call into Python.
 
+/// The engine allocates per element; mimalloc's thread-local heaps suit that better than
+/// the system allocator (only Rust allocations use it; Python keeps its own).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod arrow;
 mod convert;
 mod dofn;
