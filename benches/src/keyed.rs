@@ -31,12 +31,13 @@ fn pair(s: u64, i: u64, keys: u64) -> (i64, i64) {
 }
 
 /// Number of elements and keys of a workload at `size` (1 = the size).
-pub fn shape(workload: &str, size: u64) -> (u64, u64) {
-    match workload {
-        "gbk-sum" | "combine-mean" => (20_000_000 * size, 100_000),
-        "cogroup" => (5_000_000 * size, 1_000_000),
-        _ => (10_000_000 * size, 1_000_000),
-    }
+pub fn shape(workload: &str, size: f64) -> (u64, u64) {
+    let (n, keys) = match workload {
+        "gbk-sum" | "combine-mean" => (20_000_000.0, 100_000),
+        "cogroup" => (5_000_000.0, 1_000_000),
+        _ => (10_000_000.0, 1_000_000),
+    };
+    ((n * size) as u64, keys)
 }
 
 fn generated(p: &Pipeline, name: &str, stream: u64, n: u64, keys: u64) -> PCollection<(i64, i64)> {
@@ -82,7 +83,7 @@ fn write_lines(output: &Path, lines: impl Iterator<Item = String>) -> Result<()>
 pub fn run(
     workload: &str,
     variant: &str,
-    size: u64,
+    size: f64,
     threads: usize,
     memory_budget: Option<&str>,
     output: &Path,

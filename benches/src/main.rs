@@ -29,9 +29,13 @@ struct Cli {
     /// Workload to run: wordcount, clickstream, gbk-sum, combine-mean, cogroup, dedup.
     workload: String,
     /// Input size (wordcount: megabytes of text, default 100; clickstream: millions of
-    /// events, default 10).
+    /// events, default 10; keyed workloads: a multiple of the size, default 1).
     #[arg(long)]
-    size: Option<usize>,
+    size: Option<f64>,
+    /// Scaling matrix: the single-threaded reference and Beamline at 1 and `--threads`
+    /// threads, on 1x, 2x and 4x inputs, where 4x is `--size`.
+    #[arg(long)]
+    scaling: bool,
     /// Worker threads for Beamline (0: all cores).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -77,6 +81,16 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
+    run_variant_at(cli, dir, name, size_of(cli), cli.threads)
+}
+
+fn run_variant_at(
+    cli: &Cli,
+    dir: &Path,
+    name: &str,
+    size: f64,
+    threads: usize,
+) -> Result<Measurement> {
     let output = dir.join(format!("out-{name}"));
     // Outputs of an earlier run in the same directory would mix with this one's.
     for entry in std::fs::read_dir(dir)? {
@@ -89,8 +103,8 @@ fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
     let start = Instant::now();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg(&cli.workload)
-        .arg(format!("--size={}", size_of(cli)))
-        .arg(format!("--threads={}", cli.threads))
+        .arg(format!("--size={size}"))
+        .arg(format!("--threads={threads}"))
         .arg(format!("--dir={}", dir.display()))
         .arg(format!("--variant={name}"))
         .arg(format!("--output={}", output.display()));
@@ -121,11 +135,11 @@ fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
     })
 }
 
-fn size_of(cli: &Cli) -> usize {
+fn size_of(cli: &Cli) -> f64 {
     cli.size.unwrap_or(match cli.workload.as_str() {
-        "wordcount" => 100,
-        "clickstream" => 10,
-        _ => 1,
+        "wordcount" => 100.0,
+        "clickstream" => 10.0,
+        _ => 1.0,
     })
 }
 
@@ -148,11 +162,11 @@ fn main() -> Result<()> {
             .context("--output is required with --variant")?;
         match cli.workload.as_str() {
             "wordcount" => wordcount::run(variant, &dir, &output, cli.threads)?,
-            "clickstream" => clickstream::run(variant, size as u64 * 1_000_000, &output)?,
+            "clickstream" => clickstream::run(variant, (size * 1e6) as u64, &output)?,
             w => keyed::run(
                 w,
                 variant,
-                size as u64,
+                size,
                 cli.threads,
                 cli.memory_budget.as_deref(),
                 &output,
@@ -160,6 +174,9 @@ fn main() -> Result<()> {
         }
         println!("peak_rss_mb={:.1}", peak_rss_mb());
         return Ok(());
+    }
+    if cli.scaling {
+        return run_scaling(&cli, &dir, size);
     }
     match cli.workload.as_str() {
         "wordcount" => {}
@@ -286,7 +303,7 @@ fn run_all<T: PartialEq>(
     Ok(())
 }
 
-fn run_clickstream(cli: &Cli, dir: &Path, millions: usize) -> Result<()> {
+fn run_clickstream(cli: &Cli, dir: &Path, millions: f64) -> Result<()> {
     let title = format!(
         "workload: clickstream, {millions}M out-of-order events, 1-minute windows (final panes compared)"
     );
@@ -297,12 +314,12 @@ fn run_clickstream(cli: &Cli, dir: &Path, millions: usize) -> Result<()> {
         clickstream::load_output,
         &title,
         "events",
-        millions as f64 * 1e6,
+        millions * 1e6,
     )
 }
 
-fn run_keyed(cli: &Cli, dir: &Path, size: usize) -> Result<()> {
-    let (n, keys) = keyed::shape(&cli.workload, size as u64);
+fn run_keyed(cli: &Cli, dir: &Path, size: f64) -> Result<()> {
+    let (n, keys) = keyed::shape(&cli.workload, size);
     let title = format!(
         "workload: {} (size x{size}): {n} elements per input, {keys} keys, beamline threads={}",
         cli.workload, cli.threads
@@ -316,4 +333,89 @@ fn run_keyed(cli: &Cli, dir: &Path, size: usize) -> Result<()> {
         "elements",
         n as f64,
     )
+}
+
+/// Whether two variants' outputs of the current workload agree.
+fn outputs_agree(workload: &str, a: &Path, b: &Path) -> Result<bool> {
+    Ok(match workload {
+        "wordcount" => wordcount::load_output(a)? == wordcount::load_output(b)?,
+        "clickstream" => clickstream::load_output(a)? == clickstream::load_output(b)?,
+        _ => keyed::load_output(a)? == keyed::load_output(b)?,
+    })
+}
+
+/// The scaling matrix: reference and Beamline (1 and N threads) at 1x, 2x and 4x input.
+fn run_scaling(cli: &Cli, dir: &Path, largest: f64) -> Result<()> {
+    let mults = [1.0, 2.0, 4.0];
+    let beamline = match cli.workload.as_str() {
+        "wordcount" => "beamline-local",
+        "clickstream" => "beamline-streaming",
+        "gbk-sum" | "combine-mean" | "cogroup" | "dedup" => "beamline-local",
+        other => bail!("unknown workload '{other}'"),
+    };
+    let rows: Vec<(String, &str, usize)> = vec![
+        ("rust-single-thread".to_string(), "rust-single-thread", 1),
+        (format!("{beamline}, 1 thread"), beamline, 1),
+        (
+            format!("{beamline}, {} threads", cli.threads),
+            beamline,
+            cli.threads,
+        ),
+    ];
+    let mut times = vec![Vec::new(); rows.len()];
+    for (i, m) in mults.iter().enumerate() {
+        let size = largest * m / 4.0;
+        let sub = dir.join(format!("scale-{i}"));
+        std::fs::create_dir_all(&sub)?;
+        if cli.workload == "wordcount" {
+            wordcount::generate(&sub, size)?;
+        }
+        let mut outs = Vec::new();
+        for (r, (label, variant, threads)) in rows.iter().enumerate() {
+            eprintln!("running {label} at {m}x...");
+            let meas = run_variant_at(cli, &sub, variant, size, *threads)?;
+            times[r].push(meas.seconds);
+            outs.push(meas.output);
+            // Two Beamline rows share a variant name: keep the first one's output.
+            if r == 1 {
+                let kept = sub.join("out-beamline-1-thread");
+                std::fs::create_dir_all(&kept)?;
+                for e in std::fs::read_dir(&sub)? {
+                    let e = e?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&format!("out-{variant}")) {
+                        std::fs::rename(e.path(), kept.join(&name))?;
+                    }
+                }
+                *outs.last_mut().expect("pushed") = kept.join(format!("out-{variant}"));
+            }
+        }
+        for (r, out) in outs.iter().enumerate().skip(1) {
+            if !outputs_agree(&cli.workload, &outs[0], out)? {
+                bail!("{} disagrees with the reference at {m}x", rows[r].0);
+            }
+        }
+    }
+    println!(
+        "scaling: {} at sizes {:.2} / {:.2} / {:.2} (--size units); all outputs agree",
+        cli.workload,
+        largest / 4.0,
+        largest / 2.0,
+        largest
+    );
+    println!("| variant | 1x (s) | 2x (s) | 4x (s) | 4x time / 1x time |");
+    println!("|---|---|---|---|---|");
+    for ((label, _, _), t) in rows.iter().zip(&times) {
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            t[0],
+            t[1],
+            t[2],
+            t[2] / t[0]
+        );
+    }
+    if cli.dir.is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
 }

@@ -16,9 +16,9 @@ pub const VARIANTS: [&str; 3] = ["rust-single-thread", "rust-rayon", "beamline-l
 const VOCABULARY: usize = 100_000;
 
 /// Writes `size_mb` of Zipf(1.0)-distributed words (seeded); returns the size in MB.
-pub fn generate(dir: &Path, size_mb: usize) -> Result<f64> {
+pub fn generate(dir: &Path, size_mb: f64) -> Result<f64> {
     let path = dir.join("input.txt");
-    let target = (size_mb as u64) << 20;
+    let target = (size_mb * (1u64 << 20) as f64) as u64;
     if std::fs::metadata(&path)
         .map(|m| m.len() >= target)
         .unwrap_or(false)
