@@ -13,6 +13,9 @@ use rustc_hash::FxHashMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+/// The keyed workloads as an Apache Beam Python pipeline (same generated input).
+const BEAM_KEYED_SCRIPT: &str = include_str!("../python/beam_keyed.py");
+
 /// Variants, reference first.
 pub const VARIANTS: [&str; 3] = ["rust-single-thread", "rust-rayon", "beamline-local"];
 
@@ -89,6 +92,18 @@ pub fn run(
     output: &Path,
 ) -> Result<()> {
     let (n, keys) = shape(workload, size);
+    if variant == crate::wordcount::BEAM_VARIANT {
+        let status = std::process::Command::new(crate::wordcount::beam_python()?)
+            .args(["-c", BEAM_KEYED_SCRIPT, workload])
+            .arg(n.to_string())
+            .arg(keys.to_string())
+            .arg(output)
+            .env("PYTHONWARNINGS", "ignore")
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "the Beam pipeline failed");
+        return Ok(());
+    }
     if variant == "beamline-local" {
         let mut opts = PipelineOptions::default().set("threads", threads);
         if let Some(b) = memory_budget {

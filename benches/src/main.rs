@@ -42,7 +42,7 @@ struct Cli {
     /// Directory for inputs and outputs (default: a fresh temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Do not run the Apache Beam Python reference (wordcount).
+    /// Do not run the Apache Beam Python reference (wordcount and keyed workloads).
     #[arg(long)]
     skip_beam: bool,
     /// Memory budget of the Beamline variant (keyed workloads), e.g. `700MB`: grouping
@@ -200,7 +200,7 @@ fn main() -> Result<()> {
         match wordcount::beam_python() {
             Ok(_) => {
                 eprintln!("running beam-python-directrunner...");
-                results.push(run_variant(&cli, &dir, "beam-python-directrunner")?);
+                results.push(run_variant(&cli, &dir, wordcount::BEAM_VARIANT)?);
             }
             Err(e) => eprintln!("Apache Beam DirectRunner skipped: {e}"),
         }
@@ -324,10 +324,19 @@ fn run_keyed(cli: &Cli, dir: &Path, size: f64) -> Result<()> {
         "workload: {} (size x{size}): {n} elements per input, {keys} keys, beamline threads={}",
         cli.workload, cli.threads
     );
+    let mut variants = keyed::VARIANTS.to_vec();
+    if cli.skip_beam {
+        eprintln!("Apache Beam DirectRunner skipped (--skip-beam)");
+    } else {
+        match wordcount::beam_python() {
+            Ok(_) => variants.push(wordcount::BEAM_VARIANT),
+            Err(e) => eprintln!("Apache Beam DirectRunner skipped: {e}"),
+        }
+    }
     run_all(
         cli,
         dir,
-        &keyed::VARIANTS,
+        &variants,
         keyed::load_output,
         &title,
         "elements",

@@ -13,6 +13,9 @@ use std::path::Path;
 /// Variants, reference first.
 pub const VARIANTS: [&str; 3] = ["rust-single-thread", "rust-rayon", "beamline-local"];
 
+/// The Apache Beam Python DirectRunner variant (run when a Python with apache-beam exists).
+pub const BEAM_VARIANT: &str = "beam-python-directrunner";
+
 const VOCABULARY: usize = 100_000;
 
 /// Writes `size_mb` of Zipf(1.0)-distributed words (seeded); returns the size in MB.
@@ -162,7 +165,7 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<(
             p.run()?;
             Ok(())
         }
-        "beam-python-directrunner" => {
+        BEAM_VARIANT => {
             let status = std::process::Command::new(beam_python()?)
                 .args(["-c", BEAM_SCRIPT])
                 .arg(&input)
