@@ -13,20 +13,20 @@ use rustc_hash::{FxHashMap, FxHasher};
 use std::hash::Hasher;
 use std::sync::Arc;
 
-/// One key/value pair on its way to grouping, with its key encoded once.
+/// Encoded bytes kept inline when short (most keys): no allocation per element, and a
+/// lookup touches one cache line instead of chasing a heap pointer.
+type GroupBytes = smallvec::SmallVec<[u8; 16]>;
+
+/// One key/value pair on its way to grouping, with its key encoded once. The key itself
+/// is decoded from `key_bytes` once per group.
 struct GroupItem {
     /// Hash of `key_bytes`.
     hash: u64,
-    key_bytes: Vec<u8>,
-    key: Value,
+    key_bytes: GroupBytes,
     value: Value,
     window: Window,
     timestamp: i64,
 }
-
-/// Encoded key and window of a pre-combined entry, inline when short (most keys), so a
-/// lookup touches one cache line instead of chasing a heap pointer.
-type GroupBytes = smallvec::SmallVec<[u8; 16]>;
 
 /// A pre-combined accumulator for one key and window: 64 bytes, one cache line. The key
 /// and window are decoded from `group_bytes` once, when the result is emitted.
@@ -120,15 +120,18 @@ impl ShuffleWriter {
             Mode::Group(parts) => {
                 if self.track {
                     self.bytes += std::mem::size_of::<GroupItem>()
-                        + self.scratch.len()
-                        + spill::value_size(&key)
+                        + if self.scratch.len() > 16 {
+                            self.scratch.len()
+                        } else {
+                            0
+                        }
                         + spill::value_size(&value)
-                        - 2 * std::mem::size_of::<Value>();
+                        - std::mem::size_of::<Value>();
                 }
+                drop(key);
                 parts[p].push(GroupItem {
                     hash,
-                    key_bytes: self.scratch.clone(),
-                    key,
+                    key_bytes: GroupBytes::from_slice(&self.scratch),
                     value,
                     window: wv.window,
                     timestamp: wv.timestamp,
@@ -186,7 +189,6 @@ pub(crate) struct ShuffleInput {
 pub(crate) struct ShuffleSpill {
     budget: Budget,
     value_coder: Coder,
-    key_coder: Coder,
     name: String,
     /// Approximate bytes of the grouped items in memory.
     mem_bytes: usize,
@@ -196,12 +198,12 @@ pub(crate) struct ShuffleSpill {
 }
 
 impl ShuffleSpill {
-    /// Spilling for the shuffle of `name`, keys and values encoded with these coders.
-    pub(crate) fn new(budget: Budget, name: &str, key_coder: Coder, value_coder: Coder) -> Self {
+    /// Spilling for the shuffle of `name`, values encoded with `value_coder` (keys are
+    /// already encoded).
+    pub(crate) fn new(budget: Budget, name: &str, value_coder: Coder) -> Self {
         ShuffleSpill {
             budget,
             value_coder,
-            key_coder,
             name: name.to_string(),
             mem_bytes: 0,
             file: None,
@@ -274,10 +276,6 @@ impl ShuffleSpill {
             }
             let (key_bytes, rest) = input.split_at(n);
             input = rest;
-            let key = self
-                .key_coder
-                .decode(&mut &key_bytes[..], true)
-                .map_err(coder_err)?;
             let value = self
                 .value_coder
                 .decode(&mut input, true)
@@ -286,8 +284,7 @@ impl ShuffleSpill {
             let window = spill::decode_window(&mut input).map_err(coder_err)?;
             items.push(GroupItem {
                 hash: hash_of(key_bytes),
-                key_bytes: key_bytes.to_vec(),
-                key,
+                key_bytes: GroupBytes::from_slice(key_bytes),
                 value,
                 window,
                 timestamp,
@@ -408,11 +405,13 @@ pub(crate) fn finish(
                 }
             }
             all.extend(chunks);
-            let lifted = match (combine_fn.as_deref(), key_coder.as_ref()) {
-                (Some(f), Some(c)) => Some((f, c)),
-                _ => None,
-            };
-            let out = finish_partition(node, all, &windowing, combine_fn.as_deref(), lifted)?;
+            let out = finish_partition(
+                node,
+                all,
+                &windowing,
+                combine_fn.as_deref(),
+                key_coder.as_ref(),
+            )?;
             match (&spill, &out_file) {
                 (Some(sp), Some(file)) => {
                     spill_output(out, out_coder, file, &sp.budget, &node.name)
@@ -454,9 +453,18 @@ fn finish_partition(
     chunks: Vec<Chunk>,
     windowing: &Windowing,
     combine_fn: Option<&dyn CombineFnInvoker>,
-    lifted: Option<(&dyn CombineFnInvoker, &Coder)>,
+    key_coder: Option<&Coder>,
 ) -> Result<Vec<WindowedValue>> {
     let tc = windowing.timestamp_combiner;
+    let coder_err = |source| EngineError::Coder {
+        transform: node.name.clone(),
+        source,
+    };
+    // Every chunk was written by a shuffle writer, which sets the key coder.
+    let decode_key = |b: &[u8]| -> Result<Value> {
+        let c = key_coder.expect("chunks come with a key coder");
+        c.decode(&mut &b[..], true).map_err(coder_err)
+    };
     let mut out = Vec::new();
     let emit = |out: &mut Vec<WindowedValue>,
                 key: Value,
@@ -471,7 +479,7 @@ fn finish_partition(
         });
     };
     let mut grouper = Grouper::default();
-    let mut index: FxHashMap<(Vec<u8>, Window), usize> = FxHashMap::default();
+    let mut index: FxHashMap<GroupBytes, usize> = FxHashMap::default();
     // Merging windows group per key first, keeping each value's window; merged below.
     let mut unmerged: Vec<Group<(Window, i64, Value)>> = Vec::new();
     let merging = windowing.window_fn.is_merging();
@@ -479,11 +487,8 @@ fn finish_partition(
         match chunk {
             Chunk::Combine(entries) => {
                 // One merged table per partition: every entry is its own key and window.
-                let (f, key_coder) = lifted.expect("lifted chunks only for combines");
-                let coder_err = |source| EngineError::Coder {
-                    transform: node.name.clone(),
-                    source,
-                };
+                let f = combine_fn.expect("lifted chunks only for combines");
+                let key_coder = key_coder.expect("chunks come with a key coder");
                 for e in entries {
                     let mut b = &e.group_bytes[..];
                     let key = key_coder.decode(&mut b, true).map_err(coder_err)?;
@@ -494,21 +499,23 @@ fn finish_partition(
             }
             Chunk::Group(items) if merging => {
                 for it in items {
-                    let i = *index
-                        .entry((it.key_bytes, Window::Global))
-                        .or_insert_with(|| {
+                    let i = match index.get(&it.key_bytes) {
+                        Some(&i) => i,
+                        None => {
                             unmerged.push(Group {
-                                key: it.key,
+                                key: decode_key(&it.key_bytes)?,
                                 window: Window::Global,
                                 items: Vec::new(),
                                 timestamp: None,
                             });
+                            index.insert(it.key_bytes, unmerged.len() - 1);
                             unmerged.len() - 1
-                        });
+                        }
+                    };
                     unmerged[i].items.push((it.window, it.timestamp, it.value));
                 }
             }
-            Chunk::Group(items) => grouper.add(items, tc),
+            Chunk::Group(items) => grouper.add(items, tc, &decode_key)?,
         }
     }
     let groups = if merging {
@@ -545,7 +552,7 @@ struct Grouper {
 
 struct Slot {
     hash: u64,
-    key_bytes: Vec<u8>,
+    key_bytes: GroupBytes,
     key: Value,
     window: Window,
     timestamp: Option<i64>,
@@ -553,7 +560,12 @@ struct Slot {
 }
 
 impl Grouper {
-    fn add(&mut self, items: Vec<GroupItem>, tc: crate::window::TimestampCombiner) {
+    fn add(
+        &mut self,
+        items: Vec<GroupItem>,
+        tc: crate::window::TimestampCombiner,
+        decode_key: &dyn Fn(&[u8]) -> Result<Value>,
+    ) -> Result<()> {
         self.group_of.reserve(items.len());
         self.values.reserve(items.len());
         for it in items {
@@ -571,8 +583,8 @@ impl Grouper {
                     let g = slots.len() as u32;
                     slots.push(Slot {
                         hash: it.hash,
+                        key: decode_key(&it.key_bytes)?,
                         key_bytes: it.key_bytes,
-                        key: it.key,
                         window: it.window,
                         timestamp: None,
                         count: 0,
@@ -588,6 +600,7 @@ impl Grouper {
             self.group_of.push(g);
             self.values.push(it.value);
         }
+        Ok(())
     }
 
     fn finish(self) -> Vec<Group<Value>> {

@@ -360,16 +360,9 @@ pub(crate) fn run_stage(
         .map(|s| match s {
             SinkPlan::Materialize(_) => SinkOutput::Bundles(Vec::new()),
             SinkPlan::Shuffle {
-                node,
-                key_coder,
-                value_coder,
+                node, value_coder, ..
             } => SinkOutput::Shuffle(ShuffleInput::with_spill(budget.map(|b| {
-                ShuffleSpill::new(
-                    b.clone(),
-                    &graph.nodes[*node].name,
-                    key_coder.clone(),
-                    value_coder.clone(),
-                )
+                ShuffleSpill::new(b.clone(), &graph.nodes[*node].name, value_coder.clone())
             }))),
         })
         .collect();
