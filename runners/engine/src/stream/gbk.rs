@@ -50,6 +50,9 @@ pub(super) struct GbkOp {
     pending: Vec<(Vec<u8>, Value, Value, i64, Window)>,
     timers: [BTreeSet<(i64, Vec<u8>, Window)>; 2],
     holds: BTreeMap<i64, usize>,
+    /// Windows by the watermark past which they expire (end + allowed lateness), so
+    /// garbage collection looks only at windows that are due.
+    expiry: BTreeSet<(i64, Vec<u8>, Window)>,
     dropped: i64,
 }
 
@@ -80,8 +83,13 @@ impl GbkOp {
             pending: Vec::new(),
             timers: [BTreeSet::new(), BTreeSet::new()],
             holds: BTreeMap::new(),
+            expiry: BTreeSet::new(),
             dropped: 0,
         }
+    }
+
+    fn expires_at(&self, w: &Window) -> i64 {
+        end_of(w).saturating_add(self.windowing.allowed_lateness)
     }
 
     fn add_hold(&mut self, t: i64) {
@@ -248,6 +256,8 @@ impl GbkOp {
                     ws.index = 0;
                     ws.nonspeculative = 0;
                     ks.windows.insert(to, ws);
+                    let exp = end_of(&to).saturating_add(self.windowing.allowed_lateness);
+                    self.expiry.insert((exp, kb.to_vec(), to));
                 }
             }
         }
@@ -307,6 +317,7 @@ impl GbkOp {
                     .expect("exists")
                     .windows
                     .insert(w, fresh);
+                self.expiry.insert((self.expires_at(&w), kb.clone(), w));
             }
             if self.keys[&kb].windows[&w].tombstone {
                 continue;
@@ -430,39 +441,40 @@ impl GbkOp {
     /// dropped (later data for it is dropped as too late).
     fn collect_garbage(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
         let lateness = self.windowing.allowed_lateness;
-        let mut flush = Vec::new();
-        for (kb, ks) in &self.keys {
-            for (w, ws) in &ks.windows {
-                let expired = wm == END_OF_TIME || wm > end_of(w).saturating_add(lateness);
-                let pending = ws.timers.iter().any(|t| t.domain == Domain::Watermark);
-                if expired && !pending && !ws.tombstone && ws.pending > 0 {
-                    flush.push((kb.clone(), *w));
-                }
+        // Windows expire once the watermark passes end + allowed lateness.
+        let mut due = Vec::new();
+        while self
+            .expiry
+            .first()
+            .is_some_and(|e| wm == END_OF_TIME || e.0 < wm)
+        {
+            due.extend(self.expiry.pop_first());
+        }
+        let mut recheck = Vec::new();
+        for entry in due {
+            let (_, kb, w) = &entry;
+            let Some(ws) = self.keys.get(kb).and_then(|ks| ks.windows.get(w)) else {
+                continue; // merged away or already collected
+            };
+            if ws.timers.iter().any(|t| t.domain == Domain::Watermark) {
+                // A pending event-time timer keeps the window until it fires.
+                recheck.push(entry);
+                continue;
+            }
+            if !ws.tombstone && ws.pending > 0 {
+                let out_wm = end_of(w).saturating_add(lateness).max(end_of(w));
+                self.output(kb, *w, true, out_wm, true, cx)?;
+            }
+            let ks = self.keys.get_mut(kb).expect("checked above");
+            let hold = ks.windows.remove(w).and_then(|ws| ws.hold);
+            if ks.windows.is_empty() {
+                self.keys.remove(kb);
+            }
+            if let Some(h) = hold {
+                self.remove_hold(h);
             }
         }
-        for (kb, w) in flush {
-            let out_wm = end_of(&w).saturating_add(lateness).max(end_of(&w));
-            self.output(&kb, w, true, out_wm, true, cx)?;
-        }
-        let mut released = Vec::new();
-        self.keys.retain(|_, ks| {
-            ks.windows.retain(|w, ws| {
-                let expired = wm == END_OF_TIME || wm > end_of(w).saturating_add(lateness);
-                let pending = ws.timers.iter().any(|t| t.domain == Domain::Watermark);
-                if expired && !pending {
-                    if let Some(h) = ws.hold {
-                        released.push(h);
-                    }
-                    false
-                } else {
-                    true
-                }
-            });
-            !ks.windows.is_empty()
-        });
-        for h in released {
-            self.remove_hold(h);
-        }
+        self.expiry.extend(recheck);
         Ok(())
     }
 }
