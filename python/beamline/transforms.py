@@ -1,8 +1,10 @@
 """Core transforms: Create, Map, FlatMap, Filter, ParDo, GroupByKey, combines, windows..."""
 
+import copy
 import inspect
 import itertools
 import json
+import types
 
 from beamline.pvalue import PBegin, PCollection, _SideInput
 
@@ -69,8 +71,51 @@ class Create(PTransform):
         return self._out(pbegin, pbegin.pipeline._native.create(self._name(), self.values))
 
 
+_ATOMIC = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
+
+
+def _check_copyable(obj, what, role):
+    """Beam pickles every DoFn and callable when the pipeline is built; Beamline instead
+    gives each worker thread its own copy (``copy.deepcopy``). State that cannot be copied
+    (locks, sockets, open files, clients) is rejected here, at construction, with the
+    advice Beam gives: create such resources in ``DoFn.setup``."""
+    if isinstance(obj, _ATOMIC) or obj is None:
+        return
+    try:
+        copy.deepcopy(obj)
+    except Exception as e:  # noqa: BLE001 - any failure means the object cannot be copied
+        raise ValueError(
+            f"{what}: {role} {obj!r} cannot be copied for each worker ({type(e).__name__}: "
+            f"{e}); Beam would fail to pickle it too. Create such resources in "
+            f"DoFn.setup() instead of capturing them."
+        ) from None
+
+
+def _check_callable(fn, what):
+    """Checks what a callable captures: closure cells, default arguments, bound object."""
+    target = getattr(fn, "__func__", fn)
+    bound = getattr(fn, "__self__", None)
+    if bound is not None and not isinstance(bound, types.ModuleType):
+        _check_copyable(bound, what, "the object bound to the callable,")
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        _check_copyable(value, what, "a value the callable captures,")
+    for value in getattr(target, "__defaults__", None) or ():
+        _check_copyable(value, what, "a default argument of the callable,")
+    if not isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+        # A callable object: it is copied like a DoFn.
+        _check_copyable(fn, what, "the callable object")
+
+
 def _split_args(fn, args, what):
     """Separates side-input views from constant arguments; checks the arity."""
+    _check_callable(fn, what)
+    for a in args:
+        if not isinstance(a, _SideInput):
+            _check_copyable(a, what, "an extra argument,")
     sides = [a for a in args if isinstance(a, _SideInput)]
     if sides and len(sides) != len(args):
 
@@ -274,6 +319,7 @@ class ParDo(PTransform):
                     f"positional argument(s), but gets an element and {len(self.args)} more"
                 )
         dofn = self.dofn
+        _check_copyable(dofn, f"ParDo '{name}'", "the DoFn")
         sides = [(a.view, a.pcoll._native) for a in self.args if isinstance(a, _SideInput)]
         if len(sides) != len(self.args):
             raise ValueError(f"ParDo '{name}': extra arguments must be side inputs (AsSingleton, AsList, ...)")

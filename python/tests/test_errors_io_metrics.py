@@ -101,3 +101,46 @@ def test_python_stages_use_threads_without_deadlock():
         nums = p | "Nums" >> beamline.Create(range(20000))
         sq = nums | "Sq" >> beamline.Map(lambda x: x * x) | "Sum" >> beamline.CombineGlobally(sum)
         assert_that(sq, equal_to([sum(x * x for x in range(20000))]))
+
+
+def test_uncopyable_callables_and_dofns_are_construction_errors():
+    import re
+    import threading
+
+    p = beamline.Pipeline()
+    nums = p | "Nums" >> beamline.Create([1, 2])
+    lock = threading.Lock()
+    with pytest.raises(ValueError, match=r"Map 'Locked'.*cannot be copied.*DoFn.setup"):
+        nums | "Locked" >> beamline.Map(lambda x: (lock, x)[1])
+
+    class HoldsLock(beamline.DoFn):
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def process(self, x):
+            yield x
+
+    with pytest.raises(ValueError, match=r"ParDo 'HoldsLock'.*the DoFn.*cannot be copied"):
+        nums | "HoldsLock" >> beamline.ParDo(HoldsLock())
+
+    with pytest.raises(ValueError, match="an extra argument"):
+        nums | "LockArg" >> beamline.Map(lambda x, l: x, lock)
+
+    # Resources made in setup, modules, compiled patterns and plain data are fine.
+    class LockInSetup(beamline.DoFn):
+        def setup(self):
+            self.lock = threading.Lock()
+
+        def process(self, x):
+            with self.lock:
+                yield x
+
+    pattern = re.compile(r"\d")
+    table = {"a": [1, 2]}
+    out = (
+        nums
+        | "Setup" >> beamline.ParDo(LockInSetup())
+        | "Captures" >> beamline.Map(lambda x: (bool(pattern.match(str(x))), len(table["a"]), re.escape("a")))
+    )
+    assert_that(out, equal_to([(True, 2, "a"), (True, 2, "a")]))
+    p.run()
