@@ -4,10 +4,10 @@
 use crate::arrow::ArrowBatch;
 use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
 use crate::error::{Error, Result};
-use crate::io::text::{create_writer, finalize, temp_dir_for, EmptyShard, FileNames};
+use crate::io::text::{create_writer, EmptyShard, ShardedSink};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
-use crate::transforms::{Impulse, ParDo, Reshuffle, WindowInto};
+use crate::transforms::{Impulse, ParDo, Reshuffle};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use beamline_engine::time::GLOBAL_WINDOW_MAX_TIMESTAMP;
@@ -513,43 +513,27 @@ crate::register_dofn!(WriteShard);
 impl PTransform<PCollection<ArrowBatch>> for WriteToParquet {
     type Output = PCollection<String>;
     fn expand(self, input: &PCollection<ArrowBatch>) -> PCollection<String> {
-        let p = input.pipeline().clone();
-        let temp_dir = temp_dir_for(&self.prefix);
-        p.cleanup_on_failure(temp_dir.clone());
-        let temp_dir = temp_dir.to_string_lossy().into_owned();
         // An invalid schema or codec cannot be here: both were checked when they were set.
         let empty_shard = self.empty_shard().unwrap_or_else(EmptyShard::Fail);
-        let input = input.apply("GlobalWindow", WindowInto::global());
-        let temps = if self.num_shards > 0 {
-            let n = self.num_shards as u64;
-            input
-                .map("AssignShard", move |b: ArrowBatch| {
-                    ((rand::random::<u64>() % n) as i64, b)
-                })
-                .group_by_key("GroupShards")
-                .apply(
-                    "WriteShards",
-                    ParDo::named(WriteShard {
-                        temp_dir: temp_dir.clone(),
-                        sink: self.sink.clone(),
-                    }),
-                )
-        } else {
-            input.apply(
-                "WriteBundles",
-                ParDo::named(WriteBundles {
-                    temp_dir: temp_dir.clone(),
-                    sink: self.sink.clone(),
-                    current: None,
-                }),
-            )
-        };
-        let files = FileNames {
+        let sink = ShardedSink {
             prefix: self.prefix,
             suffix: self.suffix,
             num_shards: self.num_shards,
-            temp_dir,
+            empty_shard,
         };
-        finalize(&temps, files, empty_shard)
+        let config = self.sink;
+        let shard_config = config.clone();
+        sink.write(
+            input,
+            |temp_dir| WriteBundles {
+                temp_dir: temp_dir.to_string(),
+                sink: config,
+                current: None,
+            },
+            |temp_dir| WriteShard {
+                temp_dir: temp_dir.to_string(),
+                sink: shard_config,
+            },
+        )
     }
 }

@@ -474,6 +474,49 @@ crate::register_dofn!(Finalize);
 impl PTransform<PCollection<String>> for WriteToText {
     type Output = PCollection<String>;
     fn expand(self, input: &PCollection<String>) -> PCollection<String> {
+        let sink = ShardedSink {
+            prefix: self.prefix,
+            suffix: self.suffix,
+            num_shards: self.num_shards,
+            empty_shard: EmptyShard::Blank,
+        };
+        sink.write(
+            input,
+            |temp_dir| WriteBundles {
+                temp_dir: temp_dir.to_string(),
+                current: None,
+            },
+            |temp_dir| WriteShard {
+                temp_dir: temp_dir.to_string(),
+            },
+        )
+    }
+}
+
+/// A sink writing `PREFIX-SSSSS-of-NNNNN[SUFFIX]` files through temporary files: one per
+/// bundle (runner-chosen shards) or one per shard (fixed number, elements spread at
+/// random), renamed once all are written.
+pub(crate) struct ShardedSink {
+    pub(crate) prefix: String,
+    pub(crate) suffix: String,
+    pub(crate) num_shards: usize,
+    pub(crate) empty_shard: EmptyShard,
+}
+
+impl ShardedSink {
+    /// Writes `input` with the DoFn writing a bundle's elements, or the one writing a
+    /// shard's, both made for the temporary directory; returns the final file names.
+    pub(crate) fn write<T, B, S>(
+        self,
+        input: &PCollection<T>,
+        bundle_writer: impl FnOnce(&str) -> B,
+        shard_writer: impl FnOnce(&str) -> S,
+    ) -> PCollection<String>
+    where
+        T: crate::Element,
+        B: NamedDoFn<In = T, Out = String>,
+        S: NamedDoFn<In = (i64, Vec<T>), Out = String>,
+    {
         let p = input.pipeline().clone();
         let temp_dir = temp_dir_for(&self.prefix);
         p.cleanup_on_failure(temp_dir.clone());
@@ -483,24 +526,13 @@ impl PTransform<PCollection<String>> for WriteToText {
         let temps = if self.num_shards > 0 {
             let n = self.num_shards as u64;
             input
-                .map("AssignShard", move |l: String| {
-                    ((rand::random::<u64>() % n) as i64, l)
+                .map("AssignShard", move |x: T| {
+                    ((rand::random::<u64>() % n) as i64, x)
                 })
                 .group_by_key("GroupShards")
-                .apply(
-                    "WriteShards",
-                    ParDo::named(WriteShard {
-                        temp_dir: temp_dir.clone(),
-                    }),
-                )
+                .apply("WriteShards", ParDo::named(shard_writer(&temp_dir)))
         } else {
-            input.apply(
-                "WriteBundles",
-                ParDo::named(WriteBundles {
-                    temp_dir: temp_dir.clone(),
-                    current: None,
-                }),
-            )
+            input.apply("WriteBundles", ParDo::named(bundle_writer(&temp_dir)))
         };
         let files = FileNames {
             prefix: self.prefix,
@@ -508,7 +540,7 @@ impl PTransform<PCollection<String>> for WriteToText {
             num_shards: self.num_shards,
             temp_dir,
         };
-        finalize(&temps, files, EmptyShard::Blank)
+        finalize(&temps, files, self.empty_shard)
     }
 }
 
