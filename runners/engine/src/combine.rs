@@ -5,7 +5,83 @@ use crate::value::Value;
 use std::any::Any;
 
 /// An accumulator, opaque to the engine.
-pub type Accumulator = Box<dyn Any + Send>;
+///
+/// Counts and sums (`i64`) and (sum, count) pairs (`(f64, i64)`) are stored inline, so
+/// the per-key tables of lifted combiners do not chase a pointer per element; anything
+/// else is boxed.
+///
+/// # Examples
+///
+/// ```
+/// use beamline_engine::combine::Accumulator;
+/// let mut a = Accumulator::new(1i64);
+/// *a.downcast_mut::<i64>().unwrap() += 1;
+/// assert_eq!(a.downcast::<i64>().ok(), Some(2));
+/// let v = Accumulator::new(vec![1, 2]);
+/// assert!(v.downcast::<String>().is_err());
+/// ```
+pub struct Accumulator(Inner);
+
+enum Inner {
+    I64(i64),
+    F64I64((f64, i64)),
+    Boxed(Box<dyn Any + Send>),
+}
+
+impl std::fmt::Debug for Accumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Inner::I64(i) => write!(f, "Accumulator({i})"),
+            Inner::F64I64(p) => write!(f, "Accumulator({p:?})"),
+            Inner::Boxed(_) => f.write_str("Accumulator(..)"),
+        }
+    }
+}
+
+impl Accumulator {
+    /// Wraps an accumulator value.
+    pub fn new<T: Any + Send>(value: T) -> Self {
+        let any = &value as &dyn Any;
+        if let Some(&i) = any.downcast_ref::<i64>() {
+            return Accumulator(Inner::I64(i));
+        }
+        if let Some(&p) = any.downcast_ref::<(f64, i64)>() {
+            return Accumulator(Inner::F64I64(p));
+        }
+        Accumulator(Inner::Boxed(Box::new(value)))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn downcast_mut<T: Any>(&mut self) -> Option<&mut T> {
+        match &mut self.0 {
+            Inner::I64(i) => (i as &mut dyn Any).downcast_mut::<T>(),
+            Inner::F64I64(p) => (p as &mut dyn Any).downcast_mut::<T>(),
+            Inner::Boxed(b) => b.downcast_mut::<T>(),
+        }
+    }
+
+    /// Takes the value out if it is a `T`; gives the accumulator back otherwise.
+    ///
+    /// # Errors
+    /// The accumulator itself when it holds another type.
+    pub fn downcast<T: Any>(self) -> Result<T, Accumulator> {
+        fn take<S: Any, T: Any>(s: S) -> Result<T, S> {
+            let mut slot = Some(s);
+            match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+                Some(t) => Ok(t.take().expect("filled above")),
+                None => Err(slot.expect("untouched")),
+            }
+        }
+        match self.0 {
+            Inner::I64(i) => take(i).map_err(|i| Accumulator(Inner::I64(i))),
+            Inner::F64I64(p) => take(p).map_err(|p| Accumulator(Inner::F64I64(p))),
+            Inner::Boxed(b) => b
+                .downcast::<T>()
+                .map(|t| *t)
+                .map_err(|b| Accumulator(Inner::Boxed(b))),
+        }
+    }
+}
 
 /// User aggregation code as the engine sees it.
 ///

@@ -59,13 +59,12 @@ struct Adapter<C>(C);
 
 fn downcast<C: CombineFn>(acc: Accumulator) -> Result<C::Acc, UserError> {
     acc.downcast::<C::Acc>()
-        .map(|b| *b)
         .map_err(|_| "accumulator of another CombineFn".into())
 }
 
 impl<C: CombineFn> CombineFnInvoker for Adapter<C> {
     fn create_accumulator(&self) -> Accumulator {
-        Box::new(self.0.create_accumulator())
+        Accumulator::new(self.0.create_accumulator())
     }
     fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
         let acc = acc
@@ -79,7 +78,7 @@ impl<C: CombineFn> CombineFnInvoker for Adapter<C> {
             .into_iter()
             .map(downcast::<C>)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Box::new(self.0.merge_accumulators(accs)))
+        Ok(Accumulator::new(self.0.merge_accumulators(accs)))
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(self.0.extract_output(downcast::<C>(acc)?).into_value())

@@ -38,7 +38,6 @@ fn acc_mut<T: 'static>(acc: &mut Accumulator) -> Result<&mut T, UserError> {
 
 fn acc_take<T: 'static>(acc: Accumulator) -> Result<T, UserError> {
     acc.downcast::<T>()
-        .map(|b| *b)
         .map_err(|_| "foreign accumulator".into())
 }
 
@@ -50,7 +49,7 @@ struct Fold {
 
 impl CombineFnInvoker for Fold {
     fn create_accumulator(&self) -> Accumulator {
-        Box::new(None::<Value>)
+        Accumulator::new(None::<Value>)
     }
     fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
         let a = acc_mut::<Option<Value>>(acc)?;
@@ -103,7 +102,7 @@ struct CountFn;
 
 impl CombineFnInvoker for CountFn {
     fn create_accumulator(&self) -> Accumulator {
-        Box::new(0i64)
+        Accumulator::new(0i64)
     }
     fn add_input(&self, acc: &mut Accumulator, _: Value) -> Result<(), UserError> {
         *acc_mut::<i64>(acc)? += 1;
@@ -114,7 +113,7 @@ impl CombineFnInvoker for CountFn {
         for a in accs {
             n += acc_take::<i64>(a)?;
         }
-        Ok(Box::new(n))
+        Ok(Accumulator::new(n))
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(Value::I64(acc_take::<i64>(acc)?))
@@ -126,7 +125,7 @@ struct MeanFn;
 
 impl CombineFnInvoker for MeanFn {
     fn create_accumulator(&self) -> Accumulator {
-        Box::new((0f64, 0i64))
+        Accumulator::new((0f64, 0i64))
     }
     fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
         let a = acc_mut::<(f64, i64)>(acc)?;
@@ -145,7 +144,7 @@ impl CombineFnInvoker for MeanFn {
             m.0 += s;
             m.1 += n;
         }
-        Ok(Box::new(m))
+        Ok(Accumulator::new(m))
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         let (s, n) = acc_take::<(f64, i64)>(acc)?;
@@ -187,7 +186,7 @@ impl TopFn {
 
 impl CombineFnInvoker for TopFn {
     fn create_accumulator(&self) -> Accumulator {
-        Box::new(Vec::<Value>::new())
+        Accumulator::new(Vec::<Value>::new())
     }
     fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
         let list = acc_mut::<Vec<Value>>(acc)?;
@@ -200,7 +199,7 @@ impl CombineFnInvoker for TopFn {
                 self.insert(&mut out, v)?;
             }
         }
-        Ok(Box::new(out))
+        Ok(Accumulator::new(out))
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(Value::List(acc_take::<Vec<Value>>(acc)?))
@@ -224,7 +223,7 @@ impl SampleFn {
 
 impl CombineFnInvoker for SampleFn {
     fn create_accumulator(&self) -> Accumulator {
-        Box::new(Vec::<(u64, Value)>::new())
+        Accumulator::new(Vec::<(u64, Value)>::new())
     }
     fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
         let a = acc_mut::<Vec<(u64, Value)>>(acc)?;
@@ -238,7 +237,7 @@ impl CombineFnInvoker for SampleFn {
                 self.insert(&mut out, p, v);
             }
         }
-        Ok(Box::new(out))
+        Ok(Accumulator::new(out))
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(Value::List(

@@ -36,7 +36,17 @@ struct CombineEntry {
     /// The encoded key, then the encoded window.
     group_bytes: GroupBytes,
     acc: Accumulator,
-    timestamp: Option<i64>,
+    /// Combined timestamp of the inputs; [`NO_TIMESTAMP`] before the first.
+    timestamp: i64,
+}
+
+/// [`CombineEntry::timestamp`] before any input (keeps entries at 64 bytes).
+const NO_TIMESTAMP: i64 = i64::MIN;
+
+impl CombineEntry {
+    fn timestamp(&self) -> Option<i64> {
+        (self.timestamp != NO_TIMESTAMP).then_some(self.timestamp)
+    }
 }
 
 /// Pre-combined entries, stored in the hash table itself (one probe per element).
@@ -149,16 +159,15 @@ impl ShuffleWriter {
                             hash,
                             group_bytes: GroupBytes::from_slice(scratch),
                             acc,
-                            timestamp: None,
+                            timestamp: NO_TIMESTAMP,
                         };
                         table.insert_unique(hash, entry, |e| e.hash).into_mut()
                     }
                 };
-                e.timestamp = Some(
-                    self.windowing
-                        .timestamp_combiner
-                        .combine(e.timestamp, wv.timestamp),
-                );
+                e.timestamp = self
+                    .windowing
+                    .timestamp_combiner
+                    .combine(e.timestamp(), wv.timestamp);
                 guarded(&self.name, || f.add_input(&mut e.acc, value))?;
             }
         }
@@ -334,11 +343,12 @@ impl ShuffleInput {
                     for e in t.table {
                         match table.find_mut(e.hash, |x| x.group_bytes == e.group_bytes) {
                             Some(target) => {
-                                let prev = std::mem::replace(&mut target.acc, Box::new(()));
+                                let ts = e.timestamp();
+                                let prev = std::mem::replace(&mut target.acc, Accumulator::new(()));
                                 target.acc =
                                     guarded(&w.name, || f.merge_accumulators(vec![prev, e.acc]))?;
-                                if let Some(ts) = e.timestamp {
-                                    target.timestamp = Some(tc.combine(target.timestamp, ts));
+                                if let Some(ts) = ts {
+                                    target.timestamp = tc.combine(target.timestamp(), ts);
                                 }
                             }
                             None => {
@@ -493,8 +503,9 @@ fn finish_partition(
                     let mut b = &e.group_bytes[..];
                     let key = key_coder.decode(&mut b, true).map_err(coder_err)?;
                     let window = spill::decode_window(&mut b).map_err(coder_err)?;
+                    let ts = e.timestamp();
                     let v = guarded(&node.name, || f.extract_output(e.acc))?;
-                    emit(&mut out, key, window, v, e.timestamp);
+                    emit(&mut out, key, window, v, ts);
                 }
             }
             Chunk::Group(items) if merging => {
@@ -652,4 +663,12 @@ fn merge_groups(
         out.extend(by_window);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn combine_entries_fill_one_cache_line() {
+        assert_eq!(std::mem::size_of::<super::CombineEntry>(), 64);
+    }
 }
