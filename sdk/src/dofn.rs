@@ -112,6 +112,28 @@ pub struct TimerContext<'a, 'b, O> {
     _o: PhantomData<fn(O)>,
 }
 
+/// The metric methods every DoFn context has (counters, distributions, gauges).
+macro_rules! metric_methods {
+    () => {
+        /// Adds `delta` to a counter.
+        pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
+            self.inner.metrics().inc_counter(namespace, name, delta);
+        }
+
+        /// Reports a value to a distribution.
+        pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
+            self.inner
+                .metrics()
+                .update_distribution(namespace, name, value);
+        }
+
+        /// Sets a gauge.
+        pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
+            self.inner.metrics().set_gauge(namespace, name, value);
+        }
+    };
+}
+
 impl<'b, O: Element> TimerContext<'_, 'b, O> {
     /// Emits to the main output at the timer's output timestamp, in its window.
     pub fn output(&mut self, value: O) {
@@ -133,12 +155,7 @@ impl<'b, O: Element> TimerContext<'_, 'b, O> {
     /// # Errors
     /// When the tag was not declared with `with_outputs`.
     pub fn output_to<U: Element>(&mut self, tag: &TupleTag<U>, value: U) -> Result<(), UserError> {
-        let i = self
-            .names
-            .tags
-            .iter()
-            .position(|t| *t == tag.name)
-            .ok_or_else(|| format!("output tag '{}' was not declared on this ParDo", tag.name))?;
+        let i = self.names.tag_index(&tag.name)?;
         let ts = self.inner.timer_timestamp();
         let window = self.inner.window();
         self.inner.output(
@@ -173,22 +190,7 @@ impl<'b, O: Element> TimerContext<'_, 'b, O> {
         })
     }
 
-    /// Adds `delta` to a counter.
-    pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
-        self.inner.metrics().inc_counter(namespace, name, delta);
-    }
-
-    /// Reports a value to a distribution.
-    pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
-        self.inner
-            .metrics()
-            .update_distribution(namespace, name, value);
-    }
-
-    /// Sets a gauge.
-    pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
-        self.inner.metrics().set_gauge(namespace, name, value);
-    }
+    metric_methods!();
 }
 
 /// Names an additional output of a ParDo and its element type.
@@ -253,6 +255,16 @@ pub(crate) struct Names {
     pub(crate) sides: Vec<String>,
 }
 
+impl Names {
+    /// The output number of tag `name`.
+    fn tag_index(&self, name: &str) -> Result<usize, UserError> {
+        self.tags
+            .iter()
+            .position(|t| t == name)
+            .ok_or_else(|| format!("output tag '{name}' was not declared on this ParDo").into())
+    }
+}
+
 impl<'b, O: Element> ProcessContext<'_, 'b, O> {
     /// Emits to the main output with the input's timestamp and window.
     pub fn output(&mut self, value: O) {
@@ -269,12 +281,7 @@ impl<'b, O: Element> ProcessContext<'_, 'b, O> {
     /// # Errors
     /// When the tag was not declared with `with_outputs`.
     pub fn output_to<U: Element>(&mut self, tag: &TupleTag<U>, value: U) -> Result<(), UserError> {
-        let i = self
-            .names
-            .tags
-            .iter()
-            .position(|t| *t == tag.name)
-            .ok_or_else(|| format!("output tag '{}' was not declared on this ParDo", tag.name))?;
+        let i = self.names.tag_index(&tag.name)?;
         self.emit(i, value.into_value(), self.timestamp);
         Ok(())
     }
@@ -355,22 +362,7 @@ impl<'b, O: Element> ProcessContext<'_, 'b, O> {
         })
     }
 
-    /// Adds `delta` to a counter.
-    pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
-        self.inner.metrics().inc_counter(namespace, name, delta);
-    }
-
-    /// Reports a value to a distribution.
-    pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
-        self.inner
-            .metrics()
-            .update_distribution(namespace, name, value);
-    }
-
-    /// Sets a gauge.
-    pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
-        self.inner.metrics().set_gauge(namespace, name, value);
-    }
+    metric_methods!();
 }
 
 /// Context of `start_bundle` / `finish_bundle`: explicit windowed outputs and metrics.
@@ -393,22 +385,7 @@ impl<O: Element> BundleContext<'_, '_, O> {
         );
     }
 
-    /// Adds `delta` to a counter.
-    pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
-        self.inner.metrics().inc_counter(namespace, name, delta);
-    }
-
-    /// Reports a value to a distribution.
-    pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
-        self.inner
-            .metrics()
-            .update_distribution(namespace, name, value);
-    }
-
-    /// Sets a gauge.
-    pub fn set_gauge(&mut self, namespace: &str, name: &str, value: i64) {
-        self.inner.metrics().set_gauge(namespace, name, value);
-    }
+    metric_methods!();
 }
 
 /// Runs a typed [`DoFn`] behind the engine's [`DoFnInvoker`] interface.
