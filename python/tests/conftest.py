@@ -6,6 +6,8 @@ RUNNERS = {
     "local": ["--runner=local"],
     "local-1-thread": ["--runner=local", "--threads=1"],
     "local-streaming": ["--runner=local", "--streaming"],
+    # Spills every shuffle and materialized PCollection to disk (as in validates-runner).
+    "local-spill-everything": ["--runner=local", "--memory-budget=1B"],
 }
 
 
