@@ -4,7 +4,6 @@ use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
 use crate::error::UserError;
 use crate::value::Value;
-use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -70,8 +69,8 @@ pub struct KeyedState<'a> {
     pub key: &'a Value,
     /// Declared cells: name to kind.
     pub decls: &'a [(String, StateKind)],
-    /// Cell contents.
-    pub cells: &'a mut FxHashMap<String, StateCell>,
+    /// Cell contents, in the order of `decls` (grown on first use).
+    pub cells: &'a mut Vec<StateCell>,
     /// Timer changes made during the call.
     pub timers: &'a mut Vec<TimerRequest>,
     /// Declared timers: name to domain.
@@ -96,8 +95,15 @@ impl KeyedState<'_> {
     }
 
     fn cell(&mut self, name: &str) -> Result<&mut StateCell, UserError> {
-        self.kind(name)?;
-        Ok(self.cells.entry(name.to_string()).or_default())
+        let i = self
+            .decls
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| undeclared(name))?;
+        if self.cells.len() <= i {
+            self.cells.resize_with(self.decls.len(), StateCell::default);
+        }
+        Ok(&mut self.cells[i])
     }
 
     /// Reads a value cell.

@@ -316,7 +316,8 @@ impl Emitter for VecEmitter<'_> {
 /// Per key and window state of a stateful ParDo.
 struct KeyWindow {
     key: Value,
-    cells: FxHashMap<String, StateCell>,
+    /// Cells in declaration order.
+    cells: Vec<StateCell>,
     /// Pending timers: name to (domain, fire time, output time).
     timers: FxHashMap<String, (TimeDomain, i64, i64)>,
 }
@@ -423,14 +424,20 @@ impl ParDoOp {
         let mut requests = Vec::new();
         let (r, err) = match (&mut self.stateful, key_bytes) {
             (Some(st), Some(kb)) => {
-                let entry = st
-                    .states
-                    .entry((kb.clone(), window))
-                    .or_insert_with(|| KeyWindow {
-                        key: Value::Null,
-                        cells: FxHashMap::default(),
-                        timers: FxHashMap::default(),
-                    });
+                let state_key = (kb, window);
+                // Look up before inserting: the key bytes are cloned only for a new entry.
+                if !st.states.contains_key(&state_key) {
+                    st.states.insert(
+                        state_key.clone(),
+                        KeyWindow {
+                            key: Value::Null,
+                            cells: Vec::new(),
+                            timers: FxHashMap::default(),
+                        },
+                    );
+                }
+                let kb = &state_key.0;
+                let entry = st.states.get_mut(&state_key).expect("inserted above");
                 if let Call::Element(wv) = &call {
                     if let Value::Kv(kv) = &wv.value {
                         if entry.key == Value::Null {
