@@ -34,6 +34,28 @@ pub trait DoFnInvoker: Send {
     /// # Errors
     /// A failure fails the job, naming the transform.
     fn process(&mut self, element: WindowedValue, ctx: &mut Context<'_>) -> Result<(), UserError>;
+    /// Processes a batch of elements in order, leaving `elements` empty.
+    ///
+    /// The batch executor hands elements over in batches so that the per-call work
+    /// (dispatch, panic guard, context) is paid once per batch. The default calls
+    /// [`DoFnInvoker::process`] for each element, and stops at the first failure.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn process_batch(
+        &mut self,
+        elements: &mut Vec<WindowedValue>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), UserError> {
+        for wv in elements.drain(..) {
+            ctx.set_window(wv.window);
+            self.process(wv, ctx)?;
+            if ctx.failed() {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// Called at the end of every bundle; may emit windowed outputs.
     ///
     /// # Errors
@@ -164,6 +186,12 @@ impl<'a> Context<'a> {
             )
         })?;
         Ok(side.for_main_window(&self.window))
+    }
+
+    /// Whether a downstream failure was recorded by [`Context::output`] (later outputs are
+    /// dropped, so callers can stop early).
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
     }
 
     /// Takes the downstream error recorded by [`Context::output`], if any.

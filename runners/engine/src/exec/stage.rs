@@ -23,11 +23,17 @@ enum OpKind {
     WindowInto(WindowFn),
 }
 
+/// Elements handed from one op to the next at a time: enough to pay the per-call work
+/// (dispatch, panic guard, context) rarely, few enough to stay in cache.
+const BATCH: usize = 256;
+
 struct OpInstance {
     name: String,
     kind: OpKind,
     outputs: Vec<Vec<Target>>,
     metrics: MetricsContainer,
+    /// Outputs not yet handed downstream, one buffer per output tag.
+    pending: Vec<Vec<WindowedValue>>,
 }
 
 enum SinkInstance {
@@ -69,6 +75,7 @@ impl Instance {
                 kind,
                 outputs: op.outputs.clone(),
                 metrics: MetricsContainer::default(),
+                pending: op.outputs.iter().map(|_| Vec::new()).collect(),
             });
         }
         Ok(Instance { ops })
@@ -97,6 +104,7 @@ impl Instance {
             .collect()
     }
 
+    /// Runs one bundle: its elements go through the ops a batch at a time, in order.
     fn run_bundle(
         &mut self,
         shared: &Shared<'_>,
@@ -107,20 +115,38 @@ impl Instance {
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
         }
-        for wv in bundle {
+        self.flush_all(&mut sinks, shared)?;
+        let mut batch = Vec::with_capacity(BATCH.min(bundle.len()));
+        let mut elements = bundle.into_iter();
+        loop {
+            batch.extend(elements.by_ref().take(BATCH));
+            if batch.is_empty() {
+                break;
+            }
             deliver(
                 &mut self.ops,
                 0,
                 &mut sinks,
                 shared,
                 &shared.plan.root_targets,
-                wv,
+                &mut batch,
             )?;
+            self.flush_all(&mut sinks, shared)?;
         }
+        // Each op finishes after everything upstream of it was delivered.
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Finish)?;
+            flush(&mut self.ops, i, &mut sinks, shared)?;
         }
         Ok(sinks)
+    }
+
+    /// Hands every op's pending outputs downstream, upstream ops first.
+    fn flush_all(&mut self, sinks: &mut [SinkInstance], shared: &Shared<'_>) -> Result<()> {
+        for i in 0..self.ops.len() {
+            flush(&mut self.ops, i, sinks, shared)?;
+        }
+        Ok(())
     }
 
     fn teardown(mut self, metrics: &mut MetricResults) -> Result<()> {
@@ -137,28 +163,48 @@ impl Instance {
     }
 }
 
-enum Call {
+enum Call<'b> {
     Start,
-    Process(WindowedValue),
+    Process(&'b mut Vec<WindowedValue>),
     Finish,
 }
 
-/// Delivers `wv` to every target; ops are addressed by absolute index, `ops[0]` is op `base`.
+/// Hands the pending outputs of op `i` (an index into `ops`, which starts at op 0) to
+/// their targets.
+fn flush(
+    ops: &mut [OpInstance],
+    i: usize,
+    sinks: &mut [SinkInstance],
+    shared: &Shared<'_>,
+) -> Result<()> {
+    let (left, right) = ops.split_at_mut(i + 1);
+    let op = &mut left[i];
+    for (buf, targets) in op.pending.iter_mut().zip(&op.outputs) {
+        if !buf.is_empty() {
+            deliver(right, i + 1, sinks, shared, targets, buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Delivers a batch to every target, leaving `batch` empty (its capacity is kept);
+/// ops are addressed by absolute index, `ops[0]` is op `base`.
 fn deliver(
     ops: &mut [OpInstance],
     base: usize,
     sinks: &mut [SinkInstance],
     shared: &Shared<'_>,
     targets: &[Target],
-    wv: WindowedValue,
+    batch: &mut Vec<WindowedValue>,
 ) -> Result<()> {
     let Some((last, rest)) = targets.split_last() else {
+        batch.clear();
         return Ok(());
     };
     for t in rest {
-        deliver_one(ops, base, sinks, shared, *t, wv.clone())?;
+        deliver_one(ops, base, sinks, shared, *t, &mut batch.clone())?;
     }
-    deliver_one(ops, base, sinks, shared, *last, wv)
+    deliver_one(ops, base, sinks, shared, *last, batch)
 }
 
 fn deliver_one(
@@ -167,16 +213,26 @@ fn deliver_one(
     sinks: &mut [SinkInstance],
     shared: &Shared<'_>,
     t: Target,
-    wv: WindowedValue,
+    batch: &mut Vec<WindowedValue>,
 ) -> Result<()> {
     match t {
-        Target::Op(j) => call_op_rel(ops, base, j, sinks, shared, Call::Process(wv)),
+        Target::Op(j) => {
+            let r = call_op_rel(ops, base, j, sinks, shared, Call::Process(&mut *batch));
+            // An invoker that stopped early (it failed) leaves elements behind.
+            batch.clear();
+            r
+        }
         Target::Sink(s) => match &mut sinks[s] {
             SinkInstance::Materialize(v) => {
-                v.push(wv);
+                v.append(batch);
                 Ok(())
             }
-            SinkInstance::Shuffle(w) => w.write(wv),
+            SinkInstance::Shuffle(w) => {
+                for wv in batch.drain(..) {
+                    w.write(wv)?;
+                }
+                Ok(())
+            }
         },
     }
 }
@@ -186,28 +242,34 @@ fn call_op(
     j: usize,
     sinks: &mut [SinkInstance],
     shared: &Shared<'_>,
-    call: Call,
+    call: Call<'_>,
 ) -> Result<()> {
     call_op_rel(ops, 0, j, sinks, shared, call)
 }
 
+/// Where an op's outputs go: into its pending buffers, handed downstream when full.
 struct StageEmitter<'s, 'a> {
     ops: &'s mut [OpInstance],
     base: usize,
     sinks: &'s mut [SinkInstance],
     shared: &'s Shared<'a>,
     outputs: &'s [Vec<Target>],
+    pending: &'s mut [Vec<WindowedValue>],
 }
 
 impl Emitter for StageEmitter<'_, '_> {
     fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<()> {
-        let targets = self.outputs.get(tag).ok_or_else(|| {
-            EngineError::InvalidPipeline(format!(
+        let (Some(buf), Some(targets)) = (self.pending.get_mut(tag), self.outputs.get(tag)) else {
+            return Err(EngineError::InvalidPipeline(format!(
                 "output tag #{tag} used but the transform declares {} output(s)",
                 self.outputs.len()
-            ))
-        })?;
-        deliver(self.ops, self.base, self.sinks, self.shared, targets, wv)
+            )));
+        };
+        buf.push(wv);
+        if buf.len() >= BATCH {
+            deliver(self.ops, self.base, self.sinks, self.shared, targets, buf)?;
+        }
+        Ok(())
     }
 }
 
@@ -217,7 +279,7 @@ fn call_op_rel(
     j: usize,
     sinks: &mut [SinkInstance],
     shared: &Shared<'_>,
-    call: Call,
+    call: Call<'_>,
 ) -> Result<()> {
     let rel = j - base;
     let (left, right) = ops.split_at_mut(rel + 1);
@@ -226,6 +288,7 @@ fn call_op_rel(
         kind,
         outputs,
         metrics,
+        pending,
     } = &mut left[rel];
     let mut em = StageEmitter {
         ops: right,
@@ -233,37 +296,36 @@ fn call_op_rel(
         sinks,
         shared,
         outputs,
+        pending,
     };
     match kind {
         OpKind::WindowInto(wf) => {
-            let Call::Process(wv) = call else {
+            let Call::Process(batch) = call else {
                 return Ok(());
             };
-            match wf.assign_one(wv.timestamp) {
-                Some(window) => em.emit(0, WindowedValue { window, ..wv }),
-                None => {
-                    for window in wf.assign(wv.timestamp) {
-                        em.emit(
-                            0,
-                            WindowedValue {
-                                window,
-                                ..wv.clone()
-                            },
-                        )?;
+            for wv in batch.drain(..) {
+                match wf.assign_one(wv.timestamp) {
+                    Some(window) => em.emit(0, WindowedValue { window, ..wv })?,
+                    None => {
+                        for window in wf.assign(wv.timestamp) {
+                            em.emit(
+                                0,
+                                WindowedValue {
+                                    window,
+                                    ..wv.clone()
+                                },
+                            )?;
+                        }
                     }
-                    Ok(())
                 }
             }
+            Ok(())
         }
         OpKind::ParDo(inv) => {
-            let window = match &call {
-                Call::Process(wv) => wv.window,
-                _ => Window::Global,
-            };
-            let mut ctx = Context::new(&mut em, &shared.side[j], metrics, window);
+            let mut ctx = Context::new(&mut em, &shared.side[j], metrics, Window::Global);
             let r = guarded(name, || match call {
                 Call::Start => inv.start_bundle(&mut ctx),
-                Call::Process(wv) => inv.process(wv, &mut ctx),
+                Call::Process(batch) => inv.process_batch(batch, &mut ctx),
                 Call::Finish => inv.finish_bundle(&mut ctx),
             });
             // A downstream failure is the root cause; report it first.
