@@ -267,6 +267,7 @@ impl Names {
 
 impl<'b, O: Element> ProcessContext<'_, 'b, O> {
     /// Emits to the main output with the input's timestamp and window.
+    #[inline]
     pub fn output(&mut self, value: O) {
         self.emit(0, value.into_value(), self.timestamp);
     }
@@ -291,6 +292,7 @@ impl<'b, O: Element> ProcessContext<'_, 'b, O> {
         self.inner.output(tag, wv);
     }
 
+    #[inline(always)]
     fn emit(&mut self, tag: usize, value: beamline_engine::Value, timestamp: Timestamp) {
         self.inner.output(
             tag,

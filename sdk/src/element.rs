@@ -34,9 +34,11 @@ impl Element for String {
     fn coder() -> Coder {
         Coder::StringUtf8
     }
+    #[inline]
     fn into_value(self) -> Value {
         Value::Str(self)
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::Str(s) => Ok(s),
@@ -51,9 +53,11 @@ macro_rules! int_element {
             fn coder() -> Coder {
                 Coder::VarInt
             }
+            #[inline]
             fn into_value(self) -> Value {
                 Value::I64(self as i64)
             }
+            #[inline]
             fn from_value(v: Value) -> Result<Self> {
                 match v {
                     Value::I64(i) => Ok(i as $t),
@@ -69,9 +73,11 @@ impl Element for f64 {
     fn coder() -> Coder {
         Coder::Double
     }
+    #[inline]
     fn into_value(self) -> Value {
         Value::F64(self)
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::F64(f) => Ok(f),
@@ -84,9 +90,11 @@ impl Element for bool {
     fn coder() -> Coder {
         Coder::Bool
     }
+    #[inline]
     fn into_value(self) -> Value {
         Value::Bool(self)
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::Bool(b) => Ok(b),
@@ -103,9 +111,11 @@ impl Element for Bytes {
     fn coder() -> Coder {
         Coder::Bytes
     }
+    #[inline]
     fn into_value(self) -> Value {
         Value::Bytes(self.0)
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::Bytes(b) => Ok(Bytes(b)),
@@ -119,9 +129,11 @@ impl Element for () {
     fn coder() -> Coder {
         Coder::Bytes
     }
+    #[inline]
     fn into_value(self) -> Value {
         Value::Bytes(Vec::new())
     }
+    #[inline]
     fn from_value(_: Value) -> Result<Self> {
         Ok(())
     }
@@ -131,9 +143,11 @@ impl<K: Element, V: Element> Element for (K, V) {
     fn coder() -> Coder {
         Coder::Kv(Box::new(K::coder()), Box::new(V::coder()))
     }
+    #[inline]
     fn into_value(self) -> Value {
         Value::kv(self.0.into_value(), self.1.into_value())
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::Kv(kv) => {
@@ -149,9 +163,11 @@ impl<T: Element> Element for Vec<T> {
     fn coder() -> Coder {
         Coder::Iterable(Box::new(T::coder()))
     }
+    #[inline]
     fn into_value(self) -> Value {
         Value::List(self.into_iter().map(Element::into_value).collect())
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::List(items) => items.into_iter().map(T::from_value).collect(),
@@ -164,12 +180,14 @@ impl<T: Element> Element for Option<T> {
     fn coder() -> Coder {
         Coder::Nullable(Box::new(T::coder()))
     }
+    #[inline]
     fn into_value(self) -> Value {
         match self {
             None => Value::Null,
             Some(v) => v.into_value(),
         }
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::Null => Ok(None),
@@ -248,9 +266,11 @@ macro_rules! serde_element {
             fn coder() -> $crate::engine::coder::Coder {
                 $crate::engine::coder::Coder::Opaque(::std::any::type_name::<$t>().to_string())
             }
+            #[inline]
             fn into_value(self) -> $crate::engine::Value {
                 $crate::element::serde_into_value(self)
             }
+            #[inline]
             fn from_value(v: $crate::engine::Value) -> $crate::Result<Self> {
                 $crate::element::serde_from_value(v)
             }
@@ -289,9 +309,11 @@ impl Element for DynValue {
     fn coder() -> Coder {
         Coder::Dynamic
     }
+    #[inline]
     fn into_value(self) -> Value {
         self.0
     }
+    #[inline]
     fn from_value(v: Value) -> Result<Self> {
         Ok(DynValue(v))
     }

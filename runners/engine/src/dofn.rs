@@ -94,6 +94,18 @@ pub trait Emitter {
     /// # Errors
     /// Errors of downstream transforms propagate back through here.
     fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<(), EngineError>;
+
+    /// A buffer with room for one more output of `tag`, if the emitter buffers outputs;
+    /// pushing into it is the same as [`Emitter::emit`].
+    ///
+    /// Returning the buffer lets the caller build the element in place instead of moving
+    /// it through a call, which matters at millions of elements per second.
+    ///
+    /// # Errors
+    /// Errors of downstream transforms (handed a full buffer) propagate back through here.
+    fn buffer(&mut self, _tag: usize) -> Result<Option<&mut Vec<WindowedValue>>, EngineError> {
+        Ok(None)
+    }
 }
 
 /// What a DoFn can reach while it runs: outputs, side inputs, metrics.
@@ -151,9 +163,18 @@ impl<'a> Context<'a> {
 
     /// Emits `wv` on output `tag`. A downstream failure is kept and reported after the
     /// current call returns; later outputs are then dropped as the job is failing.
+    #[inline(always)]
     pub fn output(&mut self, tag: usize, wv: WindowedValue) {
         if self.error.is_none() {
-            if let Err(e) = self.emitter.emit(tag, wv) {
+            let r = match self.emitter.buffer(tag) {
+                Ok(Some(buf)) => {
+                    buf.push(wv);
+                    Ok(())
+                }
+                Ok(None) => self.emitter.emit(tag, wv),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
                 self.error = Some(e);
             }
         }

@@ -110,6 +110,7 @@ impl PartialEq for Value {
 
 impl Value {
     /// Builds a key/value pair.
+    #[inline]
     pub fn kv(key: Value, value: Value) -> Value {
         Value::Kv(Box::new((key, value)))
     }
@@ -130,6 +131,7 @@ impl Value {
     }
 
     /// Splits a `Kv` into key and value; `None` for any other variant.
+    #[inline]
     pub fn into_kv(self) -> Option<(Value, Value)> {
         match self {
             Value::Kv(kv) => Some(*kv),

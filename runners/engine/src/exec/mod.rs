@@ -45,9 +45,14 @@ pub(crate) fn guarded<T>(
     name: &str,
     f: impl FnOnce() -> std::result::Result<T, crate::UserError>,
 ) -> Result<T> {
+    panics_guarded(name, || f().map_err(|e| EngineError::user(name, e)))
+}
+
+/// Runs `f`, which calls user code of transform `name`, turning a panic into an error
+/// naming the transform (one guard around many calls costs less than one per call).
+pub(crate) fn panics_guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(EngineError::user(name, e)),
+        Ok(r) => r,
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<&str>()

@@ -1,7 +1,7 @@
 //! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
 
 use super::spill::{self, Budget, Bundle, SpillFile};
-use super::{guarded, Bundles, PARTITIONS};
+use super::{guarded, panics_guarded, Bundles, PARTITIONS};
 use crate::coder::Coder;
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result};
@@ -107,12 +107,26 @@ impl ShuffleWriter {
         }
     }
 
-    pub(crate) fn write(&mut self, wv: WindowedValue) -> Result<()> {
+    /// Writes a batch of elements, leaving `batch` empty.
+    pub(crate) fn write_batch(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
+        // Combining calls user code per element: one panic guard for the whole batch.
+        let name = std::mem::take(&mut self.name);
+        let r = panics_guarded(&name, || {
+            for wv in batch.drain(..) {
+                self.write(wv, &name)?;
+            }
+            Ok(())
+        });
+        self.name = name;
+        r
+    }
+
+    fn write(&mut self, wv: WindowedValue, name: &str) -> Result<()> {
         let (key, value) = match wv.value {
             Value::Kv(kv) => *kv,
             other => {
                 return Err(EngineError::user(
-                    &self.name,
+                    name,
                     format!("expected a key/value element, got a {} value", other.kind()),
                 ))
             }
@@ -121,7 +135,7 @@ impl ShuffleWriter {
         self.key_coder
             .encode(&key, &mut self.scratch, true)
             .map_err(|source| EngineError::Coder {
-                transform: self.name.clone(),
+                transform: name.to_string(),
                 source,
             })?;
         let hash = hash_of(&self.scratch);
@@ -154,7 +168,7 @@ impl ShuffleWriter {
                 let e = match table.find_mut(hash, |e| e.group_bytes[..] == scratch[..]) {
                     Some(e) => e,
                     None => {
-                        let acc = guarded(&self.name, || Ok(f.create_accumulator()))?;
+                        let acc = f.create_accumulator();
                         let entry = CombineEntry {
                             hash,
                             group_bytes: GroupBytes::from_slice(scratch),
@@ -168,7 +182,8 @@ impl ShuffleWriter {
                     .windowing
                     .timestamp_combiner
                     .combine(e.timestamp(), wv.timestamp);
-                guarded(&self.name, || f.add_input(&mut e.acc, value))?;
+                f.add_input(&mut e.acc, value)
+                    .map_err(|e| EngineError::user(name, e))?;
             }
         }
         Ok(())

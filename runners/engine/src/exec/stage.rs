@@ -227,12 +227,7 @@ fn deliver_one(
                 v.append(batch);
                 Ok(())
             }
-            SinkInstance::Shuffle(w) => {
-                for wv in batch.drain(..) {
-                    w.write(wv)?;
-                }
-                Ok(())
-            }
+            SinkInstance::Shuffle(w) => w.write_batch(batch),
         },
     }
 }
@@ -270,6 +265,17 @@ impl Emitter for StageEmitter<'_, '_> {
             deliver(self.ops, self.base, self.sinks, self.shared, targets, buf)?;
         }
         Ok(())
+    }
+
+    fn buffer(&mut self, tag: usize) -> Result<Option<&mut Vec<WindowedValue>>> {
+        let (Some(buf), Some(targets)) = (self.pending.get_mut(tag), self.outputs.get(tag)) else {
+            // Unknown tags get their error from `emit`.
+            return Ok(None);
+        };
+        if buf.len() >= BATCH {
+            deliver(self.ops, self.base, self.sinks, self.shared, targets, buf)?;
+        }
+        Ok(Some(buf))
     }
 }
 
