@@ -100,6 +100,19 @@ pub trait CombineFnInvoker: Send + Sync {
     /// # Errors
     /// When the user code fails.
     fn merge_accumulators(&self, accs: Vec<Accumulator>) -> Result<Accumulator, UserError>;
+    /// Merges `other` into `acc`.
+    ///
+    /// The runner merges pre-combined accumulators pairwise, once per key and bundle;
+    /// the default goes through [`CombineFnInvoker::merge_accumulators`], combiners with
+    /// cheap accumulators override it to skip the vector.
+    ///
+    /// # Errors
+    /// As [`CombineFnInvoker::merge_accumulators`].
+    fn merge_into(&self, acc: &mut Accumulator, other: Accumulator) -> Result<(), UserError> {
+        let prev = std::mem::replace(acc, Accumulator::new(()));
+        *acc = self.merge_accumulators(vec![prev, other])?;
+        Ok(())
+    }
     /// Produces the output from a final accumulator.
     ///
     /// # Errors

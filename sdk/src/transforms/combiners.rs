@@ -115,6 +115,10 @@ impl CombineFnInvoker for CountFn {
         }
         Ok(Accumulator::new(n))
     }
+    fn merge_into(&self, acc: &mut Accumulator, other: Accumulator) -> Result<(), UserError> {
+        *acc_mut::<i64>(acc)? += acc_take::<i64>(other)?;
+        Ok(())
+    }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(Value::I64(acc_take::<i64>(acc)?))
     }
@@ -145,6 +149,13 @@ impl CombineFnInvoker for MeanFn {
             m.1 += n;
         }
         Ok(Accumulator::new(m))
+    }
+    fn merge_into(&self, acc: &mut Accumulator, other: Accumulator) -> Result<(), UserError> {
+        let (s, n) = acc_take::<(f64, i64)>(other)?;
+        let m = acc_mut::<(f64, i64)>(acc)?;
+        m.0 += s;
+        m.1 += n;
+        Ok(())
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         let (s, n) = acc_take::<(f64, i64)>(acc)?;

@@ -359,9 +359,7 @@ impl ShuffleInput {
                         match table.find_mut(e.hash, |x| x.group_bytes == e.group_bytes) {
                             Some(target) => {
                                 let ts = e.timestamp();
-                                let prev = std::mem::replace(&mut target.acc, Accumulator::new(()));
-                                target.acc =
-                                    guarded(&w.name, || f.merge_accumulators(vec![prev, e.acc]))?;
+                                guarded(&w.name, || f.merge_into(&mut target.acc, e.acc))?;
                                 if let Some(ts) = ts {
                                     target.timestamp = tc.combine(target.timestamp(), ts);
                                 }
