@@ -17,6 +17,28 @@ use std::sync::Arc;
 /// lookup touches one cache line instead of chasing a heap pointer.
 type GroupBytes = smallvec::SmallVec<[u8; 16]>;
 
+/// Encoded key and window bytes for a lookup: borrowed (copied only if inserted) or owned.
+enum GroupKey<'a> {
+    Borrowed(&'a [u8]),
+    Owned(GroupBytes),
+}
+
+impl GroupKey<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            GroupKey::Borrowed(b) => b,
+            GroupKey::Owned(b) => b,
+        }
+    }
+
+    fn into_owned(self) -> GroupBytes {
+        match self {
+            GroupKey::Borrowed(b) => GroupBytes::from_slice(b),
+            GroupKey::Owned(b) => b,
+        }
+    }
+}
+
 /// One key/value pair on its way to grouping, with its key encoded once. The key itself
 /// is decoded from `key_bytes` once per group.
 struct GroupItem {
@@ -57,7 +79,50 @@ struct CombineTable {
 
 enum Mode {
     Group(Vec<Vec<GroupItem>>),
-    Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>),
+    Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>, Staging),
+}
+
+/// Empty buffers a closed writer hands to the next bundle's (no regrowing per bundle).
+#[derive(Default)]
+pub(crate) struct ShuffleBuffers {
+    staging: Staging,
+}
+
+/// Elements waiting to be pre-combined, per partition.
+///
+/// Adding each element to its table as it arrives touches one table entry per element,
+/// anywhere in the bundle's tables. When keys repeat a lot (skewed keys, few keys) those
+/// entries stay in cache; when most elements bring a key the bundle has rarely seen, the
+/// tables are megabytes and every element is a cache miss. Staged elements are added a
+/// partition at a time instead, while that partition's table (a thirty-second of the
+/// keys) stays in cache. Whether to stage is decided from the previous bundle.
+#[derive(Default)]
+struct Staging {
+    /// Whether elements are staged (otherwise added to their table at once).
+    enabled: bool,
+    parts: Vec<Vec<Staged>>,
+    len: usize,
+    /// Elements written in this bundle.
+    written: usize,
+}
+
+/// Staging pays off once tables outgrow the cache and keys repeat little: more than this
+/// many entries...
+const STAGE_MIN_ENTRIES: usize = 1 << 14;
+/// ...and more than one new entry per this many elements.
+const STAGE_MAX_REUSE: usize = 8;
+
+/// Elements staged before their tables are flushed: enough for every partition's table to
+/// be reused many times per flush, few enough to keep the staging memory small (~18 MB).
+const STAGE_LIMIT: usize = 1 << 18;
+
+/// One element waiting to be pre-combined.
+struct Staged {
+    hash: u64,
+    /// The encoded key, then the encoded window.
+    group_bytes: GroupBytes,
+    value: Value,
+    timestamp: i64,
 }
 
 /// Writes one bundle's elements into shuffle partitions (pre-combining when lifted).
@@ -86,12 +151,26 @@ fn partition_of(hash: u64) -> usize {
 }
 
 impl ShuffleWriter {
-    pub(crate) fn new(node: &Node, key_coder: Coder, windowing: Windowing, track: bool) -> Self {
+    /// A writer for one bundle, reusing the buffers of an earlier bundle's writer if given.
+    pub(crate) fn new(
+        node: &Node,
+        key_coder: Coder,
+        windowing: Windowing,
+        track: bool,
+        buffers: Option<ShuffleBuffers>,
+    ) -> Self {
         let mode = match &node.kind {
             NodeKind::CombinePerKey { combine_fn } if !windowing.window_fn.is_merging() => {
                 Mode::Combine(
                     combine_fn.clone(),
                     (0..PARTITIONS).map(|_| CombineTable::default()).collect(),
+                    buffers
+                        .map(|b| b.staging)
+                        .filter(|s| s.parts.len() == PARTITIONS)
+                        .unwrap_or_else(|| Staging {
+                            parts: (0..PARTITIONS).map(|_| Vec::new()).collect(),
+                            ..Staging::default()
+                        }),
                 )
             }
             _ => Mode::Group((0..PARTITIONS).map(|_| Vec::new()).collect()),
@@ -161,33 +240,117 @@ impl ShuffleWriter {
                     timestamp: wv.timestamp,
                 })
             }
-            Mode::Combine(f, tables) => {
+            Mode::Combine(f, tables, staging) => {
                 spill::encode_window(&wv.window, &mut self.scratch);
-                let table = &mut tables[p].table;
-                let scratch = &self.scratch;
-                let e = match table.find_mut(hash, |e| e.group_bytes[..] == scratch[..]) {
-                    Some(e) => e,
-                    None => {
-                        let acc = f.create_accumulator();
-                        let entry = CombineEntry {
-                            hash,
-                            group_bytes: GroupBytes::from_slice(scratch),
-                            acc,
-                            timestamp: NO_TIMESTAMP,
-                        };
-                        table.insert_unique(hash, entry, |e| e.hash).into_mut()
-                    }
-                };
-                e.timestamp = self
-                    .windowing
-                    .timestamp_combiner
-                    .combine(e.timestamp(), wv.timestamp);
-                f.add_input(&mut e.acc, value)
-                    .map_err(|e| EngineError::user(name, e))?;
+                staging.written += 1;
+                if !staging.enabled {
+                    let tc = self.windowing.timestamp_combiner;
+                    let group = GroupKey::Borrowed(&self.scratch);
+                    let e = entry(f.as_ref(), &mut tables[p], hash, group);
+                    return add_input(f.as_ref(), e, value, wv.timestamp, tc, name);
+                }
+                staging.parts[p].push(Staged {
+                    hash,
+                    group_bytes: GroupBytes::from_slice(&self.scratch),
+                    value,
+                    timestamp: wv.timestamp,
+                });
+                staging.len += 1;
+                if staging.len >= STAGE_LIMIT {
+                    flush_staged(f.as_ref(), tables, staging, &self.windowing, name)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+impl ShuffleWriter {
+    /// Pre-combines what is still staged; call once the bundle's last element is written.
+    /// Returns the (empty) buffers for the next bundle's writer.
+    pub(crate) fn close(&mut self) -> Result<ShuffleBuffers> {
+        let name = std::mem::take(&mut self.name);
+        let r = match &mut self.mode {
+            Mode::Combine(f, tables, staging) => panics_guarded(&name, || {
+                if staging.len > 0 {
+                    flush_staged(f.as_ref(), tables, staging, &self.windowing, &name)?;
+                }
+                let entries: usize = tables.iter().map(|t| t.table.len()).sum();
+                let mut staging = std::mem::take(staging);
+                staging.enabled =
+                    entries > STAGE_MIN_ENTRIES && entries * STAGE_MAX_REUSE > staging.written;
+                staging.written = 0;
+                Ok(ShuffleBuffers { staging })
+            }),
+            Mode::Group(_) => Ok(ShuffleBuffers::default()),
+        };
+        self.name = name;
+        r
+    }
+}
+
+/// Adds staged elements to their partitions' tables, one partition at a time.
+fn flush_staged(
+    f: &dyn CombineFnInvoker,
+    tables: &mut [CombineTable],
+    staging: &mut Staging,
+    windowing: &Windowing,
+    name: &str,
+) -> Result<()> {
+    let tc = windowing.timestamp_combiner;
+    for (part, table) in staging.parts.iter_mut().zip(tables) {
+        for st in part.drain(..) {
+            let Staged {
+                hash,
+                group_bytes,
+                value,
+                timestamp,
+            } = st;
+            let e = entry(f, table, hash, GroupKey::Owned(group_bytes));
+            add_input(f, e, value, timestamp, tc, name)?;
+        }
+    }
+    staging.len = 0;
+    Ok(())
+}
+
+/// The entry of a key and window (encoded in `group`), created if new.
+#[inline]
+fn entry<'t>(
+    f: &dyn CombineFnInvoker,
+    table: &'t mut CombineTable,
+    hash: u64,
+    group: GroupKey<'_>,
+) -> &'t mut CombineEntry {
+    let found = table
+        .table
+        .entry(hash, |e| e.group_bytes[..] == *group.bytes(), |e| e.hash);
+    match found {
+        hashbrown::hash_table::Entry::Occupied(e) => e.into_mut(),
+        hashbrown::hash_table::Entry::Vacant(v) => v
+            .insert(CombineEntry {
+                hash,
+                group_bytes: group.into_owned(),
+                acc: f.create_accumulator(),
+                timestamp: NO_TIMESTAMP,
+            })
+            .into_mut(),
+    }
+}
+
+/// Adds one element to an accumulator.
+#[inline]
+fn add_input(
+    f: &dyn CombineFnInvoker,
+    e: &mut CombineEntry,
+    value: Value,
+    timestamp: i64,
+    tc: crate::window::TimestampCombiner,
+    name: &str,
+) -> Result<()> {
+    e.timestamp = tc.combine(e.timestamp(), timestamp);
+    f.add_input(&mut e.acc, value)
+        .map_err(|e| EngineError::user(name, e))
 }
 
 enum Chunk {
@@ -348,7 +511,8 @@ impl ShuffleInput {
                     }
                 }
             }
-            Mode::Combine(f, tables) => {
+            Mode::Combine(f, tables, staging) => {
+                debug_assert_eq!(staging.len, 0, "writers are closed before absorbing");
                 if self.merged.is_empty() {
                     self.merged = (0..PARTITIONS).map(|_| CombineTable::default()).collect();
                 }

@@ -2,7 +2,7 @@
 
 use super::guarded;
 use super::plan::{SinkPlan, StagePlan, Target};
-use super::shuffle::{ShuffleInput, ShuffleSpill, ShuffleWriter};
+use super::shuffle::{ShuffleBuffers, ShuffleInput, ShuffleSpill, ShuffleWriter};
 use super::spill::{self, Budget, Bundle, SpillFile};
 use super::Bundles;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
@@ -46,6 +46,8 @@ type BundleOutput = Vec<SinkInstance>;
 
 struct Instance {
     ops: Vec<OpInstance>,
+    /// Buffers of the last bundle's shuffle writers, reused by the next bundle's.
+    spare: Vec<Option<ShuffleBuffers>>,
 }
 
 /// Data shared read-only by all instances of a stage.
@@ -78,10 +80,14 @@ impl Instance {
                 pending: op.outputs.iter().map(|_| Vec::new()).collect(),
             });
         }
-        Ok(Instance { ops })
+        Ok(Instance {
+            ops,
+            spare: Vec::new(),
+        })
     }
 
-    fn new_sinks(shared: &Shared<'_>) -> Vec<SinkInstance> {
+    fn new_sinks(&mut self, shared: &Shared<'_>) -> Vec<SinkInstance> {
+        let mut spare = std::mem::take(&mut self.spare).into_iter();
         shared
             .plan
             .sinks
@@ -98,6 +104,7 @@ impl Instance {
                         key_coder.clone(),
                         windowing,
                         shared.budget.is_some(),
+                        spare.next().flatten(),
                     ))
                 }
             })
@@ -110,7 +117,7 @@ impl Instance {
         shared: &Shared<'_>,
         bundle: Vec<WindowedValue>,
     ) -> Result<BundleOutput> {
-        let mut sinks = Self::new_sinks(shared);
+        let mut sinks = self.new_sinks(shared);
         let n = self.ops.len();
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
@@ -137,6 +144,12 @@ impl Instance {
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Finish)?;
             flush(&mut self.ops, i, &mut sinks, shared)?;
+        }
+        for sink in &mut sinks {
+            self.spare.push(match sink {
+                SinkInstance::Shuffle(w) => Some(w.close()?),
+                SinkInstance::Materialize(_) => None,
+            });
         }
         Ok(sinks)
     }
