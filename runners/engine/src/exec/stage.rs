@@ -38,7 +38,7 @@ struct OpInstance {
 
 enum SinkInstance {
     Materialize(Vec<WindowedValue>),
-    Shuffle(ShuffleWriter),
+    Shuffle(Box<ShuffleWriter>),
 }
 
 /// Per-bundle output of every sink.
@@ -99,13 +99,13 @@ impl Instance {
                 } => {
                     let n = &shared.graph.nodes[*node];
                     let windowing = shared.graph.pcollections[n.inputs[0]].windowing.clone();
-                    SinkInstance::Shuffle(ShuffleWriter::new(
+                    SinkInstance::Shuffle(Box::new(ShuffleWriter::new(
                         n,
                         key_coder.clone(),
                         windowing,
                         shared.budget.is_some(),
                         spare.next().flatten(),
-                    ))
+                    )))
                 }
             })
             .collect()
@@ -407,7 +407,7 @@ impl Merger {
                             })
                         }
                     }
-                    (SinkOutput::Shuffle(s), SinkInstance::Shuffle(w)) => s.absorb(w)?,
+                    (SinkOutput::Shuffle(s), SinkInstance::Shuffle(w)) => s.absorb(*w)?,
                     _ => unreachable!("sink kinds line up"),
                 }
             }
