@@ -1,5 +1,6 @@
 //! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
 
+use super::grouped::EncodedRun;
 use super::spill::{self, Budget, Bundle, SpillFile};
 use super::{guarded, panics_guarded, Bundles, PARTITIONS};
 use crate::coder::Coder;
@@ -79,6 +80,8 @@ struct CombineTable {
 
 enum Mode {
     Group(Vec<Vec<GroupItem>>),
+    /// Grouping with values encoded by this coder, per partition a list of runs.
+    Encoded(Coder, Vec<Vec<EncodedRun>>),
     Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>, Staging),
 }
 
@@ -158,8 +161,13 @@ impl ShuffleWriter {
         windowing: Windowing,
         track: bool,
         buffers: Option<ShuffleBuffers>,
+        encoded_values: Option<Coder>,
     ) -> Self {
         let mode = match &node.kind {
+            NodeKind::GroupByKey if encoded_values.is_some() && !track => Mode::Encoded(
+                encoded_values.expect("checked"),
+                (0..PARTITIONS).map(|_| Vec::new()).collect(),
+            ),
             NodeKind::CombinePerKey { combine_fn } if !windowing.window_fn.is_merging() => {
                 Mode::Combine(
                     combine_fn.clone(),
@@ -240,6 +248,24 @@ impl ShuffleWriter {
                     timestamp: wv.timestamp,
                 })
             }
+            Mode::Encoded(coder, parts) => {
+                let key_len = self.scratch.len();
+                spill::encode_window(&wv.window, &mut self.scratch);
+                let (key, window) = self.scratch.split_at(key_len);
+                let runs = &mut parts[p];
+                if runs.last().is_none_or(EncodedRun::is_full) {
+                    runs.push(EncodedRun::default());
+                }
+                let run = runs.last_mut().expect("pushed above");
+                run.push(hash, key, window, wv.timestamp, |out| {
+                    coder
+                        .encode(&value, out, true)
+                        .map_err(|source| EngineError::Coder {
+                            transform: name.to_string(),
+                            source,
+                        })
+                })?;
+            }
             Mode::Combine(f, tables, staging) => {
                 spill::encode_window(&wv.window, &mut self.scratch);
                 staging.written += 1;
@@ -282,7 +308,7 @@ impl ShuffleWriter {
                 staging.written = 0;
                 Ok(ShuffleBuffers { staging })
             }),
-            Mode::Group(_) => Ok(ShuffleBuffers::default()),
+            Mode::Group(_) | Mode::Encoded(..) => Ok(ShuffleBuffers::default()),
         };
         self.name = name;
         r
@@ -355,6 +381,7 @@ fn add_input(
 
 enum Chunk {
     Group(Vec<GroupItem>),
+    Encoded(EncodedRun),
     Combine(Vec<CombineEntry>),
 }
 
@@ -498,6 +525,15 @@ impl ShuffleInput {
             self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
         }
         match w.mode {
+            Mode::Encoded(_, parts) => {
+                for (p, runs) in parts.into_iter().enumerate() {
+                    self.parts[p].extend(
+                        runs.into_iter()
+                            .filter(|r| !r.is_empty())
+                            .map(Chunk::Encoded),
+                    );
+                }
+            }
             Mode::Group(parts) => {
                 for (p, items) in parts.into_iter().enumerate() {
                     if !items.is_empty() {
@@ -590,6 +626,18 @@ pub(crate) fn finish(
                 for &run in &sp.segments[p] {
                     all.push(Chunk::Group(sp.load(run)?));
                 }
+            }
+            if chunks.iter().any(|c| matches!(c, Chunk::Encoded(_))) {
+                // Encoded runs are written only without a memory budget: nothing spilled.
+                let runs = chunks
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        Chunk::Encoded(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                let out = super::grouped::finish_encoded(&node.name, runs, &windowing, out_coder)?;
+                return Ok(vec![out]);
             }
             all.extend(chunks);
             let out = finish_partition(
@@ -704,6 +752,7 @@ fn finish_partition(
                 }
             }
             Chunk::Group(items) => grouper.add(items, tc, &decode_key)?,
+            Chunk::Encoded(_) => unreachable!("encoded runs are grouped by `finish_encoded`"),
         }
     }
     let groups = if merging {

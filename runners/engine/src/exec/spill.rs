@@ -118,11 +118,21 @@ pub(crate) struct SpilledBundle {
     coder: Coder,
 }
 
+/// Elements encoded in memory (decoded when a stage loads them).
+pub(crate) struct EncodedBundle {
+    /// The elements, each as [`encode_windowed`] writes it.
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) count: usize,
+    pub(crate) coder: Coder,
+}
+
 /// A bundle of a materialized PCollection, in memory or spilled.
 #[derive(Clone)]
 pub(crate) enum Bundle {
     /// Elements in memory.
     Mem(Vec<WindowedValue>),
+    /// Elements encoded in memory.
+    Encoded(Arc<EncodedBundle>),
     /// Elements encoded in a spill file.
     Spilled(Arc<SpilledBundle>),
 }
@@ -132,6 +142,7 @@ impl Bundle {
     pub(crate) fn len(&self) -> usize {
         match self {
             Bundle::Mem(v) => v.len(),
+            Bundle::Encoded(e) => e.count,
             Bundle::Spilled(s) => s.count,
         }
     }
@@ -145,6 +156,18 @@ impl Bundle {
     pub(crate) fn load(self) -> Result<Vec<WindowedValue>> {
         match self {
             Bundle::Mem(v) => Ok(v),
+            Bundle::Encoded(e) => {
+                let mut input = e.bytes.as_slice();
+                let mut out = Vec::with_capacity(e.count);
+                for _ in 0..e.count {
+                    out.push(decode_windowed(&e.coder, &mut input).map_err(|e| {
+                        EngineError::InvalidPipeline(format!(
+                            "grouped elements do not decode (a runner bug): {e}"
+                        ))
+                    })?);
+                }
+                Ok(out)
+            }
             Bundle::Spilled(s) => {
                 let bytes = s.file.read(s.offset, s.len)?;
                 let mut input = bytes.as_slice();

@@ -1,10 +1,12 @@
 //! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
 
+use super::grouped::groups_encoded;
 use super::guarded;
 use super::plan::{SinkPlan, StagePlan, Target};
 use super::shuffle::{ShuffleBuffers, ShuffleInput, ShuffleSpill, ShuffleWriter};
 use super::spill::{self, Budget, Bundle, SpillFile};
 use super::Bundles;
+use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind};
@@ -95,16 +97,30 @@ impl Instance {
             .map(|s| match s {
                 SinkPlan::Materialize(_) => SinkInstance::Materialize(Vec::new()),
                 SinkPlan::Shuffle {
-                    node, key_coder, ..
+                    node,
+                    key_coder,
+                    value_coder,
                 } => {
                     let n = &shared.graph.nodes[*node];
                     let windowing = shared.graph.pcollections[n.inputs[0]].windowing.clone();
+                    // Grouped values stay encoded when their output is exactly the
+                    // encoding the grouping produces.
+                    let out = &shared.graph.pcollections[n.outputs[0]].coder;
+                    let grouped = Coder::Kv(
+                        Box::new(key_coder.clone()),
+                        Box::new(Coder::Iterable(Box::new(value_coder.clone()))),
+                    );
+                    let encoded = (groups_encoded(value_coder)
+                        && *out == grouped
+                        && !windowing.window_fn.is_merging())
+                    .then(|| value_coder.clone());
                     SinkInstance::Shuffle(Box::new(ShuffleWriter::new(
                         n,
                         key_coder.clone(),
                         windowing,
                         shared.budget.is_some(),
                         spare.next().flatten(),
+                        encoded,
                     )))
                 }
             })
