@@ -73,6 +73,19 @@ impl EncodedRun {
         Ok(())
     }
 
+    /// An empty run with room for `items` records of `bytes` in total.
+    pub(crate) fn with_capacity(items: usize, bytes: usize) -> Self {
+        EncodedRun {
+            items: Vec::with_capacity(items),
+            bytes: Vec::with_capacity(bytes.min(MAX_RUN_BYTES)),
+        }
+    }
+
+    /// Records and bytes in the run.
+    pub(crate) fn len(&self) -> (usize, usize) {
+        (self.items.len(), self.bytes.len())
+    }
+
     /// Whether the run is full (the writer starts another).
     pub(crate) fn is_full(&self) -> bool {
         self.bytes.len() > MAX_RUN_BYTES
@@ -107,10 +120,36 @@ impl EncodedRun {
 /// A group: its first item (for the key and window bytes), size and timestamp.
 struct Slot {
     hash: u64,
+    /// The key and window bytes, inline when short (compared without touching the runs).
+    group: smallvec::SmallVec<[u8; 16]>,
+    key_len: u32,
     run: u32,
     item: u32,
     count: u32,
+    /// Bytes of the encoded values.
+    bytes: usize,
     timestamp: Option<i64>,
+}
+
+/// Bytes of the window encoding within a slot's key and window bytes.
+fn window_len(group: &[u8], s: &Slot) -> usize {
+    group.len() - key_len_of(s)
+}
+
+fn key_len_of(s: &Slot) -> usize {
+    s.key_len as usize
+}
+
+/// Copies a few bytes without a call into `memcpy` (most values are a few bytes long).
+#[inline]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    if src.len() <= 16 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
 }
 
 /// Groups a partition's runs (in bundle order) by key and window and encodes each group
@@ -132,11 +171,11 @@ pub(crate) fn finish_encoded(
     let mut group_of: Vec<u32> = Vec::with_capacity(total);
     for (r, run) in runs.iter().enumerate() {
         for (i, it) in run.items.iter().enumerate() {
-            let (group, _) = run.group(i);
+            let (group, key_len) = run.group(i);
             let found = index
                 .find(it.hash, |&g| {
                     let s = &slots[g as usize];
-                    s.hash == it.hash && runs[s.run as usize].group(s.item as usize).0 == group
+                    s.hash == it.hash && s.group[..] == *group
                 })
                 .copied();
             let g = match found {
@@ -145,9 +184,12 @@ pub(crate) fn finish_encoded(
                     let g = slots.len() as u32;
                     slots.push(Slot {
                         hash: it.hash,
+                        group: group.into(),
                         run: r as u32,
                         item: i as u32,
                         count: 0,
+                        bytes: 0,
+                        key_len: key_len as u32,
                         timestamp: None,
                     });
                     index.insert_unique(it.hash, g, |&j| slots[j as usize].hash);
@@ -156,48 +198,53 @@ pub(crate) fn finish_encoded(
             };
             let s = &mut slots[g as usize];
             s.count += 1;
+            s.bytes += run.value(i).len();
             s.timestamp = Some(tc.combine(s.timestamp, run.timestamp(i)));
             group_of.push(g);
         }
     }
     drop(index);
-    // Counting sort of (run, item) by group, keeping arrival order within each group.
-    let mut next: Vec<usize> = Vec::with_capacity(slots.len());
-    let mut at = 0;
+    // Lay every output element out in place, then scatter the values into it in arrival
+    // order: reads of the runs stay sequential, writes land in the (small) output.
+    let mut pane = Vec::new();
+    write_pane(&PaneInfo::ON_TIME_AND_ONLY_FIRING, &mut pane);
+    let mut value_at: Vec<usize> = Vec::with_capacity(slots.len());
+    let mut len = 0;
     for s in &slots {
-        next.push(at);
-        at += s.count as usize;
+        let (group, _) = runs[s.run as usize].group(s.item as usize);
+        // Key and count; values; timestamp, window and pane.
+        value_at.push(len + group.len() + 4 - window_len(group, s));
+        len += group.len() + 4 + s.bytes + 8 + pane.len();
     }
-    let mut order: Vec<(u32, u32)> = vec![(0, 0); total];
-    let mut k = 0;
-    for (r, run) in runs.iter().enumerate() {
-        for i in 0..run.items.len() {
-            let g = group_of[k] as usize;
-            k += 1;
-            order[next[g]] = (r as u32, i as u32);
-            next[g] += 1;
-        }
-    }
-    drop(group_of);
-    let mut out = Vec::new();
-    let mut pos = 0;
-    for s in &slots {
+    let mut out = vec![0u8; len];
+    for (s, &at) in slots.iter().zip(&value_at) {
         let (group, key_len) = runs[s.run as usize].group(s.item as usize);
         let (key, mut window_bytes) = group.split_at(key_len);
         let window = decode_window(&mut window_bytes).map_err(|source| EngineError::Coder {
             transform: name.to_string(),
             source,
         })?;
-        out.extend_from_slice(key);
-        out.extend_from_slice(&(s.count as i32).to_be_bytes());
-        for &(r, i) in &order[pos..pos + s.count as usize] {
-            out.extend_from_slice(runs[r as usize].value(i as usize));
-        }
-        pos += s.count as usize;
+        out[at - 4 - key_len..at - 4].copy_from_slice(key);
+        out[at - 4..at].copy_from_slice(&(s.count as i32).to_be_bytes());
+        let mut tail = Vec::with_capacity(8 + group.len() - key_len + pane.len());
         let ts = s.timestamp.unwrap_or(window.max_timestamp());
-        write_timestamp(tc.output(&window, ts), &mut out);
-        out.extend_from_slice(&group[key_len..]);
-        write_pane(&PaneInfo::ON_TIME_AND_ONLY_FIRING, &mut out);
+        write_timestamp(tc.output(&window, ts), &mut tail);
+        tail.extend_from_slice(&group[key_len..]);
+        tail.extend_from_slice(&pane);
+        let end = at + s.bytes;
+        out[end..end + tail.len()].copy_from_slice(&tail);
+    }
+    let mut next = value_at;
+    let mut k = 0;
+    for run in &runs {
+        for i in 0..run.items.len() {
+            let g = group_of[k] as usize;
+            k += 1;
+            let v = run.value(i);
+            let at = next[g];
+            copy_small(&mut out[at..at + v.len()], v);
+            next[g] = at + v.len();
+        }
     }
     Ok(Bundle::Encoded(Arc::new(super::spill::EncodedBundle {
         bytes: out,

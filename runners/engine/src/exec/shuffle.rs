@@ -89,6 +89,9 @@ enum Mode {
 #[derive(Default)]
 pub(crate) struct ShuffleBuffers {
     staging: Staging,
+    /// Items and bytes of the largest encoded run (so the next bundle's runs start big
+    /// enough instead of growing by copying).
+    run_size: (usize, usize),
 }
 
 /// Elements waiting to be pre-combined, per partition.
@@ -164,10 +167,15 @@ impl ShuffleWriter {
         encoded_values: Option<Coder>,
     ) -> Self {
         let mode = match &node.kind {
-            NodeKind::GroupByKey if encoded_values.is_some() && !track => Mode::Encoded(
-                encoded_values.expect("checked"),
-                (0..PARTITIONS).map(|_| Vec::new()).collect(),
-            ),
+            NodeKind::GroupByKey if encoded_values.is_some() && !track => {
+                let (items, bytes) = buffers.as_ref().map_or((0, 0), |b| b.run_size);
+                Mode::Encoded(
+                    encoded_values.expect("checked"),
+                    (0..PARTITIONS)
+                        .map(|_| vec![EncodedRun::with_capacity(items, bytes)])
+                        .collect(),
+                )
+            }
             NodeKind::CombinePerKey { combine_fn } if !windowing.window_fn.is_merging() => {
                 Mode::Combine(
                     combine_fn.clone(),
@@ -306,9 +314,21 @@ impl ShuffleWriter {
                 staging.enabled =
                     entries > STAGE_MIN_ENTRIES && entries * STAGE_MAX_REUSE > staging.written;
                 staging.written = 0;
-                Ok(ShuffleBuffers { staging })
+                Ok(ShuffleBuffers {
+                    staging,
+                    ..ShuffleBuffers::default()
+                })
             }),
-            Mode::Group(_) | Mode::Encoded(..) => Ok(ShuffleBuffers::default()),
+            Mode::Encoded(_, parts) => {
+                let largest = parts.iter().flatten().map(EncodedRun::len).max();
+                let (items, bytes) = largest.unwrap_or((0, 0));
+                // A little headroom: bundles of the same input differ slightly in size.
+                Ok(ShuffleBuffers {
+                    run_size: (items + items / 8, bytes + bytes / 8),
+                    ..ShuffleBuffers::default()
+                })
+            }
+            Mode::Group(_) => Ok(ShuffleBuffers::default()),
         };
         self.name = name;
         r
