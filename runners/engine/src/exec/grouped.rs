@@ -11,6 +11,7 @@ use crate::coder::{read_varint, write_pane, write_timestamp, write_varint, Coder
 use crate::error::{EngineError, Result};
 use crate::graph::Windowing;
 use crate::window::PaneInfo;
+use std::hash::Hasher;
 use std::sync::Arc;
 
 /// Whether values of coder `c` can be grouped encoded: standard coders only (user and
@@ -24,32 +25,40 @@ pub(crate) fn groups_encoded(c: &Coder) -> bool {
     }
 }
 
-/// Runs start over before their offsets outgrow `u32`.
-const MAX_RUN_BYTES: usize = (u32::MAX as usize) - (64 << 20);
-
 /// Elements of one shuffle partition from one bundle, encoded back to back.
 ///
-/// Each record is: key length (varint), key, window, timestamp (8 bytes), value (nested).
+/// Each record is: key length (varint), key, window, timestamp (zigzag varint of the
+/// difference to the previous record's: one byte when they are equal), value length
+/// (varint), value (nested). Records are read in order only, so no index is kept.
 #[derive(Default)]
 pub(crate) struct EncodedRun {
-    items: Vec<RunItem>,
     bytes: Vec<u8>,
+    count: usize,
+    last_timestamp: i64,
 }
 
-/// Where one record is, with its key's hash.
-#[derive(Clone, Copy)]
-struct RunItem {
-    hash: u64,
-    start: u32,
-    /// Start of the value (the timestamp is the 8 bytes before it).
-    value: u32,
+/// One record read back.
+struct Record<'a> {
+    /// Key then window bytes.
+    group: &'a [u8],
+    key_len: usize,
+    timestamp: i64,
+    value: &'a [u8],
 }
 
 impl EncodedRun {
-    /// Appends a record; `key` is the encoded key, `window` the encoded window.
+    /// An empty run with room for `bytes`.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        EncodedRun {
+            bytes: Vec::with_capacity(bytes),
+            ..EncodedRun::default()
+        }
+    }
+
+    /// Appends a record; `key` is the encoded key, `window` the encoded window, `value`
+    /// appends the nested encoding of the value.
     pub(crate) fn push(
         &mut self,
-        hash: u64,
         key: &[u8],
         window: &[u8],
         timestamp: i64,
@@ -59,85 +68,74 @@ impl EncodedRun {
         write_varint(key.len() as u64, &mut self.bytes);
         self.bytes.extend_from_slice(key);
         self.bytes.extend_from_slice(window);
-        self.bytes.extend_from_slice(&timestamp.to_le_bytes());
-        let value_start = self.bytes.len();
+        let delta = timestamp.wrapping_sub(self.last_timestamp);
+        write_varint(((delta << 1) ^ (delta >> 63)) as u64, &mut self.bytes);
+        // Values are almost always shorter than 128 bytes: reserve one length byte and
+        // move the value only when its length needs more.
+        let len_at = self.bytes.len();
+        self.bytes.push(0);
         if let Err(e) = value(&mut self.bytes) {
             self.bytes.truncate(start);
             return Err(e);
         }
-        self.items.push(RunItem {
-            hash,
-            start: start as u32,
-            value: value_start as u32,
-        });
+        let len = self.bytes.len() - len_at - 1;
+        if len < 0x80 {
+            self.bytes[len_at] = len as u8;
+        } else {
+            let value = self.bytes.split_off(len_at + 1);
+            self.bytes.truncate(len_at);
+            write_varint(len as u64, &mut self.bytes);
+            self.bytes.extend_from_slice(&value);
+        }
+        self.last_timestamp = timestamp;
+        self.count += 1;
         Ok(())
     }
 
-    /// An empty run with room for `items` records of `bytes` in total.
-    pub(crate) fn with_capacity(items: usize, bytes: usize) -> Self {
-        EncodedRun {
-            items: Vec::with_capacity(items),
-            bytes: Vec::with_capacity(bytes.min(MAX_RUN_BYTES)),
-        }
-    }
-
-    /// Records and bytes in the run.
-    pub(crate) fn len(&self) -> (usize, usize) {
-        (self.items.len(), self.bytes.len())
-    }
-
-    /// Whether the run is full (the writer starts another).
-    pub(crate) fn is_full(&self) -> bool {
-        self.bytes.len() > MAX_RUN_BYTES
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.count == 0
     }
 
-    /// The key and window bytes of item `i`, and the key's length within them.
-    fn group(&self, i: usize) -> (&[u8], usize) {
-        let it = self.items[i];
-        let mut rec = &self.bytes[it.start as usize..it.value as usize - 8];
-        let key_len = read_varint(&mut rec).expect("written by push") as usize;
-        (rec, key_len)
+    /// Bytes in the run.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
     }
 
-    fn timestamp(&self, i: usize) -> i64 {
-        let v = self.items[i].value as usize;
-        i64::from_le_bytes(self.bytes[v - 8..v].try_into().expect("8 bytes"))
-    }
-
-    fn value(&self, i: usize) -> &[u8] {
-        let end = self
-            .items
-            .get(i + 1)
-            .map_or(self.bytes.len(), |n| n.start as usize);
-        &self.bytes[self.items[i].value as usize..end]
+    /// The records, in order.
+    fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        let mut input = self.bytes.as_slice();
+        let mut timestamp = 0i64;
+        (0..self.count).map(move |_| {
+            let key_len = read_varint(&mut input).expect("written by push") as usize;
+            // A window is its tag byte, plus both bounds for an interval.
+            let window_len = if input[key_len] == 0 { 1 } else { 17 };
+            let (group, rest) = input.split_at(key_len + window_len);
+            input = rest;
+            let z = read_varint(&mut input).expect("written by push");
+            timestamp = timestamp.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+            let len = read_varint(&mut input).expect("written by push") as usize;
+            let (value, rest) = input.split_at(len);
+            input = rest;
+            Record {
+                group,
+                key_len,
+                timestamp,
+                value,
+            }
+        })
     }
 }
 
-/// A group: its first item (for the key and window bytes), size and timestamp.
+/// A group: its key and window bytes, size and timestamp.
 struct Slot {
     hash: u64,
-    /// The key and window bytes, inline when short (compared without touching the runs).
+    /// The key and window bytes, inline when short.
     group: smallvec::SmallVec<[u8; 16]>,
     key_len: u32,
-    run: u32,
-    item: u32,
     count: u32,
     /// Bytes of the encoded values.
     bytes: usize,
     timestamp: Option<i64>,
-}
-
-/// Bytes of the window encoding within a slot's key and window bytes.
-fn window_len(group: &[u8], s: &Slot) -> usize {
-    group.len() - key_len_of(s)
-}
-
-fn key_len_of(s: &Slot) -> usize {
-    s.key_len as usize
 }
 
 /// Copies a few bytes without a call into `memcpy` (most values are a few bytes long).
@@ -167,15 +165,19 @@ pub(crate) fn finish_encoded(
     let tc = windowing.timestamp_combiner;
     let mut index: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
     let mut slots: Vec<Slot> = Vec::new();
-    let total: usize = runs.iter().map(|r| r.items.len()).sum();
+    let total: usize = runs.iter().map(|r| r.count).sum();
     let mut group_of: Vec<u32> = Vec::with_capacity(total);
-    for (r, run) in runs.iter().enumerate() {
-        for (i, it) in run.items.iter().enumerate() {
-            let (group, key_len) = run.group(i);
+    for run in &runs {
+        for rec in run.records() {
+            let hash = {
+                let mut h = rustc_hash::FxHasher::default();
+                h.write(rec.group);
+                h.finish()
+            };
             let found = index
-                .find(it.hash, |&g| {
+                .find(hash, |&g| {
                     let s = &slots[g as usize];
-                    s.hash == it.hash && s.group[..] == *group
+                    s.hash == hash && s.group[..] == *rec.group
                 })
                 .copied();
             let g = match found {
@@ -183,68 +185,60 @@ pub(crate) fn finish_encoded(
                 None => {
                     let g = slots.len() as u32;
                     slots.push(Slot {
-                        hash: it.hash,
-                        group: group.into(),
-                        run: r as u32,
-                        item: i as u32,
+                        hash,
+                        group: rec.group.into(),
+                        key_len: rec.key_len as u32,
                         count: 0,
                         bytes: 0,
-                        key_len: key_len as u32,
                         timestamp: None,
                     });
-                    index.insert_unique(it.hash, g, |&j| slots[j as usize].hash);
+                    index.insert_unique(hash, g, |&j| slots[j as usize].hash);
                     g
                 }
             };
             let s = &mut slots[g as usize];
             s.count += 1;
-            s.bytes += run.value(i).len();
-            s.timestamp = Some(tc.combine(s.timestamp, run.timestamp(i)));
+            s.bytes += rec.value.len();
+            s.timestamp = Some(tc.combine(s.timestamp, rec.timestamp));
             group_of.push(g);
         }
     }
     drop(index);
     // Lay every output element out in place, then scatter the values into it in arrival
-    // order: reads of the runs stay sequential, writes land in the (small) output.
+    // order: the runs are read sequentially, writes land in the (small) output.
     let mut pane = Vec::new();
     write_pane(&PaneInfo::ON_TIME_AND_ONLY_FIRING, &mut pane);
     let mut value_at: Vec<usize> = Vec::with_capacity(slots.len());
     let mut len = 0;
     for s in &slots {
-        let (group, _) = runs[s.run as usize].group(s.item as usize);
         // Key and count; values; timestamp, window and pane.
-        value_at.push(len + group.len() + 4 - window_len(group, s));
-        len += group.len() + 4 + s.bytes + 8 + pane.len();
+        value_at.push(len + s.key_len as usize + 4);
+        len += s.group.len() + 4 + s.bytes + 8 + pane.len();
     }
     let mut out = vec![0u8; len];
+    let mut tail = Vec::new();
     for (s, &at) in slots.iter().zip(&value_at) {
-        let (group, key_len) = runs[s.run as usize].group(s.item as usize);
-        let (key, mut window_bytes) = group.split_at(key_len);
+        let key_len = s.key_len as usize;
+        let (key, mut window_bytes) = s.group.split_at(key_len);
         let window = decode_window(&mut window_bytes).map_err(|source| EngineError::Coder {
             transform: name.to_string(),
             source,
         })?;
         out[at - 4 - key_len..at - 4].copy_from_slice(key);
         out[at - 4..at].copy_from_slice(&(s.count as i32).to_be_bytes());
-        let mut tail = Vec::with_capacity(8 + group.len() - key_len + pane.len());
+        tail.clear();
         let ts = s.timestamp.unwrap_or(window.max_timestamp());
         write_timestamp(tc.output(&window, ts), &mut tail);
-        tail.extend_from_slice(&group[key_len..]);
+        tail.extend_from_slice(&s.group[key_len..]);
         tail.extend_from_slice(&pane);
         let end = at + s.bytes;
         out[end..end + tail.len()].copy_from_slice(&tail);
     }
     let mut next = value_at;
-    let mut k = 0;
-    for run in &runs {
-        for i in 0..run.items.len() {
-            let g = group_of[k] as usize;
-            k += 1;
-            let v = run.value(i);
-            let at = next[g];
-            copy_small(&mut out[at..at + v.len()], v);
-            next[g] = at + v.len();
-        }
+    for (rec, &g) in runs.iter().flat_map(EncodedRun::records).zip(&group_of) {
+        let at = next[g as usize];
+        copy_small(&mut out[at..at + rec.value.len()], rec.value);
+        next[g as usize] = at + rec.value.len();
     }
     Ok(Bundle::Encoded(Arc::new(super::spill::EncodedBundle {
         bytes: out,

@@ -81,7 +81,7 @@ struct CombineTable {
 enum Mode {
     Group(Vec<Vec<GroupItem>>),
     /// Grouping with values encoded by this coder, per partition a list of runs.
-    Encoded(Coder, Vec<Vec<EncodedRun>>),
+    Encoded(Coder, Vec<EncodedRun>),
     Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>, Staging),
 }
 
@@ -89,9 +89,9 @@ enum Mode {
 #[derive(Default)]
 pub(crate) struct ShuffleBuffers {
     staging: Staging,
-    /// Items and bytes of the largest encoded run (so the next bundle's runs start big
-    /// enough instead of growing by copying).
-    run_size: (usize, usize),
+    /// Bytes of the largest encoded run (so the next bundle's runs start big enough
+    /// instead of growing by copying).
+    run_size: usize,
 }
 
 /// Elements waiting to be pre-combined, per partition.
@@ -168,11 +168,11 @@ impl ShuffleWriter {
     ) -> Self {
         let mode = match &node.kind {
             NodeKind::GroupByKey if encoded_values.is_some() && !track => {
-                let (items, bytes) = buffers.as_ref().map_or((0, 0), |b| b.run_size);
+                let bytes = buffers.as_ref().map_or(0, |b| b.run_size);
                 Mode::Encoded(
                     encoded_values.expect("checked"),
                     (0..PARTITIONS)
-                        .map(|_| vec![EncodedRun::with_capacity(items, bytes)])
+                        .map(|_| EncodedRun::with_capacity(bytes))
                         .collect(),
                 )
             }
@@ -260,12 +260,7 @@ impl ShuffleWriter {
                 let key_len = self.scratch.len();
                 spill::encode_window(&wv.window, &mut self.scratch);
                 let (key, window) = self.scratch.split_at(key_len);
-                let runs = &mut parts[p];
-                if runs.last().is_none_or(EncodedRun::is_full) {
-                    runs.push(EncodedRun::default());
-                }
-                let run = runs.last_mut().expect("pushed above");
-                run.push(hash, key, window, wv.timestamp, |out| {
+                parts[p].push(key, window, wv.timestamp, |out| {
                     coder
                         .encode(&value, out, true)
                         .map_err(|source| EngineError::Coder {
@@ -320,11 +315,10 @@ impl ShuffleWriter {
                 })
             }),
             Mode::Encoded(_, parts) => {
-                let largest = parts.iter().flatten().map(EncodedRun::len).max();
-                let (items, bytes) = largest.unwrap_or((0, 0));
+                let bytes = parts.iter().map(EncodedRun::len).max().unwrap_or(0);
                 // A little headroom: bundles of the same input differ slightly in size.
                 Ok(ShuffleBuffers {
-                    run_size: (items + items / 8, bytes + bytes / 8),
+                    run_size: bytes + bytes / 8,
                     ..ShuffleBuffers::default()
                 })
             }
@@ -546,12 +540,10 @@ impl ShuffleInput {
         }
         match w.mode {
             Mode::Encoded(_, parts) => {
-                for (p, runs) in parts.into_iter().enumerate() {
-                    self.parts[p].extend(
-                        runs.into_iter()
-                            .filter(|r| !r.is_empty())
-                            .map(Chunk::Encoded),
-                    );
+                for (p, run) in parts.into_iter().enumerate() {
+                    if !run.is_empty() {
+                        self.parts[p].push(Chunk::Encoded(run));
+                    }
                 }
             }
             Mode::Group(parts) => {
