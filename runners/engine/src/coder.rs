@@ -388,6 +388,7 @@ fn decode_iterable<T>(
 }
 
 /// Appends `v` as an unsigned LEB128 varint.
+#[inline]
 pub fn write_varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -400,7 +401,19 @@ pub fn write_varint(mut v: u64, out: &mut Vec<u8>) {
 ///
 /// # Errors
 /// [`CoderError::Eof`] if the input ends early, [`CoderError::Invalid`] past 10 bytes.
+#[inline]
 pub fn read_varint(input: &mut &[u8]) -> CResult<u64> {
+    // Most varints (lengths, small numbers) are one byte.
+    if let Some((&b, rest)) = input.split_first() {
+        if b < 0x80 {
+            *input = rest;
+            return Ok(u64::from(b));
+        }
+    }
+    read_varint_slow(input)
+}
+
+fn read_varint_slow(input: &mut &[u8]) -> CResult<u64> {
     let mut result = 0u64;
     let mut shift = 0;
     loop {
