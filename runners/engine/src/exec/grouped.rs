@@ -177,7 +177,7 @@ pub(crate) fn finish_encoded(
             let found = index
                 .find(hash, |&g| {
                     let s = &slots[g as usize];
-                    s.hash == hash && s.group[..] == *rec.group
+                    s.hash == hash && super::shuffle::same_bytes(&s.group, rec.group)
                 })
                 .copied();
             let g = match found {

@@ -144,6 +144,17 @@ pub(crate) struct ShuffleWriter {
     bytes: usize,
 }
 
+/// Byte-slice equality without a call into `memcmp` for short keys.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && if a.len() <= 16 {
+            a.iter().zip(b).all(|(x, y)| x == y)
+        } else {
+            a == b
+        }
+}
+
 fn hash_of(key_bytes: &[u8]) -> u64 {
     let mut h = FxHasher::default();
     h.write(key_bytes);
@@ -227,12 +238,23 @@ impl ShuffleWriter {
             }
         };
         self.scratch.clear();
-        self.key_coder
-            .encode(&key, &mut self.scratch, true)
-            .map_err(|source| EngineError::Coder {
-                transform: name.to_string(),
-                source,
-            })?;
+        // The most common key types are encoded here, without the general coder's call.
+        match (&self.key_coder, &key) {
+            (Coder::VarInt, Value::I64(i)) => {
+                crate::coder::write_varint(*i as u64, &mut self.scratch)
+            }
+            (Coder::StringUtf8, Value::Str(s)) => {
+                crate::coder::write_varint(s.len() as u64, &mut self.scratch);
+                self.scratch.extend_from_slice(s.as_bytes());
+            }
+            _ => self
+                .key_coder
+                .encode(&key, &mut self.scratch, true)
+                .map_err(|source| EngineError::Coder {
+                    transform: name.to_string(),
+                    source,
+                })?,
+        }
         let hash = hash_of(&self.scratch);
         let p = partition_of(hash);
         match &mut self.mode {
@@ -362,9 +384,11 @@ fn entry<'t>(
     hash: u64,
     group: GroupKey<'_>,
 ) -> &'t mut CombineEntry {
-    let found = table
-        .table
-        .entry(hash, |e| e.group_bytes[..] == *group.bytes(), |e| e.hash);
+    let found = table.table.entry(
+        hash,
+        |e| same_bytes(&e.group_bytes, group.bytes()),
+        |e| e.hash,
+    );
     match found {
         hashbrown::hash_table::Entry::Occupied(e) => e.into_mut(),
         hashbrown::hash_table::Entry::Vacant(v) => v

@@ -245,6 +245,7 @@ pub(crate) fn decode_windowed(
 }
 
 /// Appends a window: 0 for the global window, 1 and both bounds for an interval.
+#[inline]
 pub(crate) fn encode_window(w: &Window, out: &mut Vec<u8>) {
     match w {
         Window::Global => out.push(0),
