@@ -602,6 +602,15 @@ impl DoFn for PyDoFn {
         r
     }
 
+    fn around_batch(
+        &mut self,
+        batch: &mut dyn FnMut(&mut Self) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
+        // Holding the interpreter lock for a batch makes the per-element `attach` a
+        // counter increment, and stops worker threads handing the lock over per element.
+        attach(|_| batch(self))
+    }
+
     fn finish_bundle(
         &mut self,
         ctx: &mut BundleContext<'_, '_, DynValue>,
@@ -645,6 +654,12 @@ impl DoFn for KeyedPyDoFn {
         ctx: &mut ProcessContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
         self.0.process(DynValue(Value::kv(k.0, v.0)), ctx)
+    }
+    fn around_batch(
+        &mut self,
+        batch: &mut dyn FnMut(&mut Self) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
+        attach(|_| batch(self))
     }
     fn finish_bundle(
         &mut self,

@@ -63,6 +63,18 @@ pub trait DoFn: Clone + Send + Sync + 'static {
         element: Self::In,
         ctx: &mut ProcessContext<'_, '_, Self::Out>,
     ) -> Result<(), UserError>;
+    /// Runs `batch`, which processes a batch of elements; override to hold a resource for
+    /// the whole batch instead of per element (the Python harness holds the interpreter
+    /// lock). The default just runs it.
+    ///
+    /// # Errors
+    /// What `batch` returns.
+    fn around_batch(
+        &mut self,
+        batch: &mut dyn FnMut(&mut Self) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
+        batch(self)
+    }
     /// Called at the end of every bundle; may emit with [`BundleContext::output_at`].
     ///
     /// # Errors
@@ -390,6 +402,32 @@ impl<O: Element> BundleContext<'_, '_, O> {
     metric_methods!();
 }
 
+/// Converts one element to the DoFn's input type and processes it.
+#[inline]
+fn process_one<F: DoFn>(
+    f: &mut F,
+    names: &Names,
+    wv: WindowedValue,
+    ctx: &mut Context<'_>,
+) -> Result<(), UserError> {
+    let WindowedValue {
+        value,
+        timestamp,
+        window,
+        pane,
+    } = wv;
+    let element = F::In::from_value(value)?;
+    let mut pc = ProcessContext {
+        inner: ctx,
+        timestamp,
+        window,
+        pane,
+        names,
+        _o: PhantomData,
+    };
+    f.process(element, &mut pc)
+}
+
 /// Runs a typed [`DoFn`] behind the engine's [`DoFnInvoker`] interface.
 pub(crate) struct DoFnAdapter<F> {
     f: F,
@@ -416,22 +454,24 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
         })
     }
     fn process(&mut self, wv: WindowedValue, ctx: &mut Context<'_>) -> Result<(), UserError> {
-        let WindowedValue {
-            value,
-            timestamp,
-            window,
-            pane,
-        } = wv;
-        let element = F::In::from_value(value)?;
-        let mut pc = ProcessContext {
-            inner: ctx,
-            timestamp,
-            window,
-            pane,
-            names: &self.names,
-            _o: PhantomData,
-        };
-        self.f.process(element, &mut pc)
+        process_one(&mut self.f, &self.names, wv, ctx)
+    }
+    fn process_batch(
+        &mut self,
+        elements: &mut Vec<WindowedValue>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), UserError> {
+        let names = &self.names;
+        self.f.around_batch(&mut |f| {
+            for wv in elements.drain(..) {
+                ctx.set_window(wv.window);
+                process_one(f, names, wv, ctx)?;
+                if ctx.failed() {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
     fn finish_bundle(&mut self, ctx: &mut Context<'_>) -> Result<(), UserError> {
         self.f.finish_bundle(&mut BundleContext {
