@@ -291,6 +291,49 @@ pub(crate) fn cases() -> Vec<Case> {
             },
         },
         Case {
+            // Runners may feed the shuffle from each flatten input directly.
+            name: "flatten_then_group_by_key",
+            categories: &[C::Flatten, C::GroupByKey],
+            expect: Expect::Success,
+            build: |p| {
+                let a = p
+                    .apply("A", Create::of(vec![1i64, 2]))
+                    .map("KeyA", |x: i64| (format!("k{}", x % 2), x));
+                let b = p.apply("B", Create::of(vec![kv("k0", 10)]));
+                let g = vec![a.clone(), b, a]
+                    .apply("Three", Flatten)
+                    .group_by_key("Group")
+                    .map("Sort", |(k, mut v): (String, Vec<i64>)| {
+                        v.sort();
+                        (k, v)
+                    });
+                assert_that(&g).contains_in_any_order(vec![
+                    ("k0".to_string(), vec![2, 2, 10]),
+                    ("k1".to_string(), vec![1, 1]),
+                ]);
+            },
+        },
+        Case {
+            name: "flatten_read_by_group_by_key_and_another_transform",
+            categories: &[C::Flatten, C::GroupByKey],
+            expect: Expect::Success,
+            build: |p| {
+                let a = p.apply("A", Create::of(vec![kv("x", 1)]));
+                let b = p.apply("B", Create::of(vec![kv("x", 2), kv("y", 3)]));
+                let all = vec![a, b].apply("Both", Flatten);
+                let g = all
+                    .group_by_key("Group")
+                    .map("Size", |(k, v): (String, Vec<i64>)| (k, v.len() as i64));
+                assert_that(&g)
+                    .contains_in_any_order(vec![("x".to_string(), 2), ("y".to_string(), 1)]);
+                assert_that(&all.apply("Keys", Keys)).contains_in_any_order(vec![
+                    "x".to_string(),
+                    "x".to_string(),
+                    "y".to_string(),
+                ]);
+            },
+        },
+        Case {
             name: "group_by_key",
             categories: &[C::GroupByKey],
             expect: Expect::Success,

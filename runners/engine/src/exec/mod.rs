@@ -74,7 +74,8 @@ pub(crate) type Bundles = Vec<spill::Bundle>;
 /// The first failure of any transform (user code error or panic, coder mismatch, I/O),
 /// naming the transform; or [`EngineError::InvalidPipeline`] for a malformed graph.
 pub fn execute(graph: &Graph, opts: &ExecOptions) -> Result<MetricResults> {
-    let plan = Plan::build(graph)?;
+    // Under a memory budget each shuffle spills from one stage: no flatten unzipping.
+    let plan = Plan::build(graph, opts.memory_budget.is_none())?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .thread_name(|i| format!("beamline-worker-{i}"))
@@ -176,7 +177,16 @@ impl<'g> Executor<'g> {
                     self.put(*pc, b)
                 }
                 (plan::SinkPlan::Shuffle { node, .. }, stage::SinkOutput::Shuffle(data)) => {
-                    self.shuffles.insert(*node, data);
+                    // Unzipped flattens feed one shuffle from several stages, in order.
+                    match self.shuffles.remove(node) {
+                        Some(mut earlier) => {
+                            earlier.append(data);
+                            self.shuffles.insert(*node, earlier);
+                        }
+                        None => {
+                            self.shuffles.insert(*node, data);
+                        }
+                    }
                 }
                 _ => unreachable!("sink kinds and outputs line up"),
             }

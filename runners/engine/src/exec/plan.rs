@@ -23,6 +23,7 @@ pub(crate) struct OpPlan {
 }
 
 /// Where a stage's results go.
+#[derive(Clone)]
 pub(crate) enum SinkPlan {
     /// Keep the PCollection's elements for later readers.
     Materialize(PcId),
@@ -70,10 +71,17 @@ struct Builder<'g> {
     root_stage: HashMap<PcId, usize>,
     materialized: HashSet<PcId>,
     readers: HashMap<PcId, usize>,
+    /// Flattens whose inputs feed their consumer's shuffle directly (never materialized).
+    unzipped: HashSet<usize>,
+    /// Whether flattens feeding a GroupByKey may be unzipped.
+    unzip: bool,
 }
 
 impl Plan {
-    pub(crate) fn build(graph: &Graph) -> Result<Plan> {
+    /// Plans `graph`. With `unzip`, a Flatten read only by a GroupByKey is not
+    /// materialized: each of its inputs writes into the GroupByKey's shuffle from the stage
+    /// that computes it (Beam runners' "flatten unzipping").
+    pub(crate) fn build(graph: &Graph, unzip: bool) -> Result<Plan> {
         let npc = graph.pcollections.len();
         let mut producer = vec![None; npc];
         for (i, node) in graph.nodes.iter().enumerate() {
@@ -124,6 +132,8 @@ impl Plan {
             root_stage: HashMap::new(),
             materialized: HashSet::new(),
             readers: HashMap::new(),
+            unzipped: HashSet::new(),
+            unzip,
         };
         let topo = b.topo_order()?;
         for &n in &topo {
@@ -321,7 +331,12 @@ impl Builder<'_> {
                     key_coder: (**key_coder).clone(),
                     value_coder: (**value_coder).clone(),
                 };
-                self.add_sink_for(input, sink);
+                for pc in self.shuffle_feeds(input) {
+                    self.add_sink_for(pc, sink.clone());
+                }
+            }
+            NodeKind::Flatten if self.unzippable(n) => {
+                self.unzipped.insert(n);
             }
             NodeKind::Flatten | NodeKind::Reshuffle => {
                 for &pc in &node.inputs {
@@ -338,6 +353,35 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether Flatten `n` can be unzipped: its output is read by one GroupByKey only.
+    fn unzippable(&self, n: usize) -> bool {
+        if !self.unzip {
+            return false;
+        }
+        let out = self.graph.nodes[n].outputs[0];
+        let mut readers = self.graph.nodes.iter().filter(|m| {
+            m.inputs.contains(&out)
+                || matches!(&m.kind, NodeKind::ParDo { side_inputs, .. } if side_inputs.contains(&out))
+        });
+        matches!(
+            (readers.next(), readers.next()),
+            (Some(m), None) if matches!(m.kind, NodeKind::GroupByKey) && m.inputs == [out]
+        )
+    }
+
+    /// The PCollections whose elements go into a shuffle reading `pc`: `pc` itself, or the
+    /// inputs of the unzipped flattens producing it.
+    fn shuffle_feeds(&self, pc: PcId) -> Vec<PcId> {
+        match self.producer[pc] {
+            Some(p) if self.unzipped.contains(&p) => self.graph.nodes[p]
+                .inputs
+                .iter()
+                .flat_map(|&i| self.shuffle_feeds(i))
+                .collect(),
+            _ => vec![pc],
+        }
     }
 
     fn unit_of(&self, pc: PcId) -> Unit {
@@ -362,14 +406,16 @@ impl Builder<'_> {
             Unit::Node(n) => {
                 let node = &self.graph.nodes[n];
                 match node.kind {
-                    NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
-                        let input = node.inputs[0];
-                        let stage = match self.placed[self.producer[input].expect("validated")] {
-                            Some((s, _)) => s,
-                            None => self.root_stage[&input],
-                        };
-                        vec![Unit::Stage(stage)]
-                    }
+                    NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => self
+                        .shuffle_feeds(node.inputs[0])
+                        .into_iter()
+                        .map(|pc| {
+                            Unit::Stage(match self.placed[self.producer[pc].expect("validated")] {
+                                Some((s, _)) => s,
+                                None => self.root_stage[&pc],
+                            })
+                        })
+                        .collect(),
                     _ => node.inputs.iter().map(|&pc| self.unit_of(pc)).collect(),
                 }
             }
@@ -379,7 +425,7 @@ impl Builder<'_> {
     fn unit_order(&self) -> Result<Vec<Unit>> {
         let mut units: Vec<Unit> = (0..self.stages.len()).map(Unit::Stage).collect();
         for (i, node) in self.graph.nodes.iter().enumerate() {
-            if !node.kind.is_fusable() {
+            if !node.kind.is_fusable() && !self.unzipped.contains(&i) {
                 units.push(Unit::Node(i));
             }
         }

@@ -555,6 +555,23 @@ impl ShuffleInput {
         }
     }
 
+    /// Appends what another stage wrote into the same GroupByKey shuffle (unzipped
+    /// flattens; never under a memory budget, never for combines).
+    pub(crate) fn append(&mut self, other: ShuffleInput) {
+        debug_assert!(self.spill.is_none() && other.spill.is_none());
+        debug_assert!(self.merged.is_empty() && other.merged.is_empty());
+        if self.key_coder.is_none() {
+            self.key_coder = other.key_coder;
+        }
+        if self.parts.is_empty() {
+            self.parts = other.parts;
+        } else {
+            for (mine, theirs) in self.parts.iter_mut().zip(other.parts) {
+                mine.extend(theirs);
+            }
+        }
+    }
+
     pub(crate) fn absorb(&mut self, w: ShuffleWriter) -> Result<()> {
         if self.key_coder.is_none() {
             self.key_coder = Some(w.key_coder.clone());
