@@ -2,10 +2,13 @@
 //!
 //! Planning: ParDo and WindowInto nodes fuse with their producer into a *stage*, rooted
 //! at a materialized PCollection (the output of Impulse, GroupByKey, CombinePerKey,
-//! Flatten or Reshuffle). Inside a stage elements are pushed from one DoFn to the next
-//! without buffering. PCollections read by a shuffle, a Flatten or as a side input end in a
-//! *sink* of the stage that produces them: grouped by key hash for GroupByKey, pre-combined
-//! per key for CombinePerKey (combiner lifting), or materialized.
+//! Flatten or Reshuffle). Inside a stage elements go from one DoFn to the next in batches
+//! of a few hundred (one dispatch, panic guard and context per batch; outputs are built in
+//! place in the next op's buffer). PCollections read by a shuffle, a Flatten or as a side
+//! input end in a *sink* of the stage that produces them: grouped by key hash for
+//! GroupByKey (as encoded runs when values have standard coders), pre-combined per key for
+//! CombinePerKey (combiner lifting), or materialized. A Flatten read only by a GroupByKey
+//! is not materialized: its inputs write into the shuffle directly.
 //!
 //! Determinism: bundles are cut by data size, never by thread count, and partial results
 //! are merged in bundle order, so results do not depend on the number of threads.
