@@ -246,3 +246,64 @@ pub(crate) fn finish_encoded(
         coder: out_coder.clone(),
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+    use crate::window::{TimestampCombiner, Window};
+
+    fn push(run: &mut EncodedRun, key: i64, w: &Window, ts: i64, v: &Value, coder: &Coder) {
+        let (mut k, mut wb) = (Vec::new(), Vec::new());
+        Coder::VarInt
+            .encode(&Value::I64(key), &mut k, true)
+            .unwrap();
+        super::super::spill::encode_window(w, &mut wb);
+        run.push(&k, &wb, ts, |out| {
+            coder.encode(v, out, true).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn groups_long_values_windows_and_timestamps_in_arrival_order() {
+        let coder = Coder::StringUtf8;
+        let w = Window::Interval { start: 0, end: 10 };
+        let long = Value::Str("x".repeat(300));
+        let mut a = EncodedRun::default();
+        push(&mut a, 1, &w, 5, &Value::Str("a".into()), &coder);
+        push(&mut a, 2, &Window::Global, -7, &long, &coder);
+        push(&mut a, 1, &w, 2, &long, &coder);
+        let mut b = EncodedRun::default();
+        push(&mut b, 1, &w, 9, &Value::Str("b".into()), &coder);
+        let windowing = Windowing {
+            timestamp_combiner: TimestampCombiner::Earliest,
+            ..Windowing::default()
+        };
+        let out_coder = Coder::Kv(
+            Box::new(Coder::VarInt),
+            Box::new(Coder::Iterable(Box::new(coder.clone()))),
+        );
+        let out = finish_encoded("G", vec![a, b], &windowing, &out_coder)
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        let list = |items: Vec<Value>| Value::List(items);
+        assert_eq!(
+            out[0].value,
+            Value::kv(
+                Value::I64(1),
+                list(vec![
+                    Value::Str("a".into()),
+                    long.clone(),
+                    Value::Str("b".into())
+                ])
+            )
+        );
+        assert_eq!((out[0].window, out[0].timestamp), (w, 2));
+        assert_eq!(out[1].value, Value::kv(Value::I64(2), list(vec![long])));
+        assert_eq!((out[1].window, out[1].timestamp), (Window::Global, -7));
+    }
+}
