@@ -126,6 +126,28 @@ impl EncodedRun {
     }
 }
 
+/// The number of the group `same` recognises among those with `hash`, or of a new group
+/// `make` builds (group numbers index `slots`).
+pub(crate) fn group_number<S>(
+    index: &mut hashbrown::HashTable<u32>,
+    slots: &mut Vec<S>,
+    hash: u64,
+    hash_of: impl Fn(&S) -> u64,
+    same: impl Fn(&S) -> bool,
+    make: impl FnOnce() -> Result<S>,
+) -> Result<u32> {
+    if let Some(&g) = index.find(hash, |&g| {
+        let s = &slots[g as usize];
+        hash_of(s) == hash && same(s)
+    }) {
+        return Ok(g);
+    }
+    let g = slots.len() as u32;
+    slots.push(make()?);
+    index.insert_unique(hash, g, |&j| hash_of(&slots[j as usize]));
+    Ok(g)
+}
+
 /// A group: its key and window bytes, size and timestamp.
 struct Slot {
     hash: u64,
@@ -174,28 +196,23 @@ pub(crate) fn finish_encoded(
                 h.write(rec.group);
                 h.finish()
             };
-            let found = index
-                .find(hash, |&g| {
-                    let s = &slots[g as usize];
-                    s.hash == hash && super::shuffle::same_bytes(&s.group, rec.group)
-                })
-                .copied();
-            let g = match found {
-                Some(g) => g,
-                None => {
-                    let g = slots.len() as u32;
-                    slots.push(Slot {
+            let g = group_number(
+                &mut index,
+                &mut slots,
+                hash,
+                |s| s.hash,
+                |s| super::shuffle::same_bytes(&s.group, rec.group),
+                || {
+                    Ok(Slot {
                         hash,
                         group: rec.group.into(),
                         key_len: rec.key_len as u32,
                         count: 0,
                         bytes: 0,
                         timestamp: None,
-                    });
-                    index.insert_unique(hash, g, |&j| slots[j as usize].hash);
-                    g
-                }
-            };
+                    })
+                },
+            )?;
             let s = &mut slots[g as usize];
             s.count += 1;
             s.bytes += rec.value.len();

@@ -859,31 +859,23 @@ impl Grouper {
         self.group_of.reserve(items.len());
         self.values.reserve(items.len());
         for it in items {
-            let slots = &mut self.slots;
-            let found = self
-                .index
-                .find(it.hash, |&g| {
-                    let s = &slots[g as usize];
-                    s.hash == it.hash && s.window == it.window && s.key_bytes == it.key_bytes
-                })
-                .copied();
-            let g = match found {
-                Some(g) => g,
-                None => {
-                    let g = slots.len() as u32;
-                    slots.push(Slot {
+            let g = super::grouped::group_number(
+                &mut self.index,
+                &mut self.slots,
+                it.hash,
+                |s| s.hash,
+                |s| s.window == it.window && s.key_bytes == it.key_bytes,
+                || {
+                    Ok(Slot {
                         hash: it.hash,
                         key: decode_key(&it.key_bytes)?,
-                        key_bytes: it.key_bytes,
+                        key_bytes: it.key_bytes.clone(),
                         window: it.window,
                         timestamp: None,
                         count: 0,
-                    });
-                    self.index
-                        .insert_unique(it.hash, g, |&j| slots[j as usize].hash);
-                    g
-                }
-            };
+                    })
+                },
+            )?;
             let slot = &mut self.slots[g as usize];
             slot.count += 1;
             slot.timestamp = Some(tc.combine(slot.timestamp, it.timestamp));
