@@ -96,7 +96,27 @@ impl Coder {
     ///
     /// # Errors
     /// [`CoderError::Mismatch`] when `v` is not a value this coder encodes.
+    #[inline]
     pub fn encode(&self, v: &Value, out: &mut Vec<u8>, nested: bool) -> CResult<()> {
+        // The most common scalars are encoded inline at the call site (keys of every
+        // shuffled element); everything else goes through the general encoder.
+        match (self, v) {
+            (Coder::VarInt, Value::I64(i)) => {
+                write_varint(*i as u64, out);
+                Ok(())
+            }
+            (Coder::StringUtf8, Value::Str(s)) => {
+                if nested {
+                    write_varint(s.len() as u64, out);
+                }
+                out.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+            _ => self.encode_general(v, out, nested),
+        }
+    }
+
+    fn encode_general(&self, v: &Value, out: &mut Vec<u8>, nested: bool) -> CResult<()> {
         match (self, v) {
             (Coder::Dynamic, v) => encode_dynamic(v, out),
             (Coder::Bytes, Value::Bytes(b)) => {

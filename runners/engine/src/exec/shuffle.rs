@@ -216,13 +216,19 @@ impl ShuffleWriter {
     /// Writes a batch of elements, leaving `batch` empty.
     pub(crate) fn write_batch(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
         // Combining calls user code per element: one panic guard for the whole batch.
-        let name = std::mem::take(&mut self.name);
-        let r = panics_guarded(&name, || {
+        self.guarded(|w, name| {
             for wv in batch.drain(..) {
-                self.write(wv, &name)?;
+                w.write(wv, name)?;
             }
             Ok(())
-        });
+        })
+    }
+
+    /// Runs `f` (which may call user code) under one panic guard, with the writer and the
+    /// transform's name (lent out of the writer meanwhile).
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self, &str) -> Result<T>) -> Result<T> {
+        let name = std::mem::take(&mut self.name);
+        let r = panics_guarded(&name, || f(self, &name));
         self.name = name;
         r
     }
@@ -238,23 +244,12 @@ impl ShuffleWriter {
             }
         };
         self.scratch.clear();
-        // The most common key types are encoded here, without the general coder's call.
-        match (&self.key_coder, &key) {
-            (Coder::VarInt, Value::I64(i)) => {
-                crate::coder::write_varint(*i as u64, &mut self.scratch)
-            }
-            (Coder::StringUtf8, Value::Str(s)) => {
-                crate::coder::write_varint(s.len() as u64, &mut self.scratch);
-                self.scratch.extend_from_slice(s.as_bytes());
-            }
-            _ => self
-                .key_coder
-                .encode(&key, &mut self.scratch, true)
-                .map_err(|source| EngineError::Coder {
-                    transform: name.to_string(),
-                    source,
-                })?,
-        }
+        self.key_coder
+            .encode(&key, &mut self.scratch, true)
+            .map_err(|source| EngineError::Coder {
+                transform: name.to_string(),
+                source,
+            })?;
         let hash = hash_of(&self.scratch);
         let p = partition_of(hash);
         match &mut self.mode {
@@ -320,11 +315,10 @@ impl ShuffleWriter {
     /// Pre-combines what is still staged; call once the bundle's last element is written.
     /// Returns the (empty) buffers for the next bundle's writer.
     pub(crate) fn close(&mut self) -> Result<ShuffleBuffers> {
-        let name = std::mem::take(&mut self.name);
-        let r = match &mut self.mode {
-            Mode::Combine(f, tables, staging) => panics_guarded(&name, || {
+        self.guarded(|w, name| match &mut w.mode {
+            Mode::Combine(f, tables, staging) => {
                 if staging.len > 0 {
-                    flush_staged(f.as_ref(), tables, staging, &self.windowing, &name)?;
+                    flush_staged(f.as_ref(), tables, staging, &w.windowing, name)?;
                 }
                 let entries: usize = tables.iter().map(|t| t.table.len()).sum();
                 let mut staging = std::mem::take(staging);
@@ -335,7 +329,7 @@ impl ShuffleWriter {
                     staging,
                     ..ShuffleBuffers::default()
                 })
-            }),
+            }
             Mode::Encoded(_, parts) => {
                 let bytes = parts.iter().map(EncodedRun::len).max().unwrap_or(0);
                 // A little headroom: bundles of the same input differ slightly in size.
@@ -345,9 +339,7 @@ impl ShuffleWriter {
                 })
             }
             Mode::Group(_) => Ok(ShuffleBuffers::default()),
-        };
-        self.name = name;
-        r
+        })
     }
 }
 
