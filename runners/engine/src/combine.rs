@@ -51,6 +51,25 @@ impl Accumulator {
         Accumulator(Inner::Boxed(Box::new(value)))
     }
 
+    /// A copy of an inline accumulator (counts, sums, (sum, count) pairs); `None` for a
+    /// boxed one, which cannot be copied.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use beamline_engine::combine::Accumulator;
+    /// let a = Accumulator::new(3i64);
+    /// assert_eq!(a.try_clone().and_then(|c| c.downcast::<i64>().ok()), Some(3));
+    /// assert!(Accumulator::new(vec![1]).try_clone().is_none());
+    /// ```
+    pub fn try_clone(&self) -> Option<Accumulator> {
+        match &self.0 {
+            Inner::I64(i) => Some(Accumulator(Inner::I64(*i))),
+            Inner::F64I64(p) => Some(Accumulator(Inner::F64I64(*p))),
+            Inner::Boxed(_) => None,
+        }
+    }
+
     /// The value, if it is a `T`.
     pub fn downcast_mut<T: Any>(&mut self) -> Option<&mut T> {
         match &mut self.0 {

@@ -1,58 +1,59 @@
 //! Streaming GroupByKey / CombinePerKey: panes per key and window, fired by triggers.
 //!
 //! Follows Beam Python's `GeneralTriggerDriver`: elements of a bundle are added per key
-//! and window, the trigger is asked once per bundle; watermark and processing-time timers
-//! fire the trigger later. Pane index, timing and watermark holds are computed as Beam does.
+//! and window, the trigger is asked once per bundle and window; watermark and
+//! processing-time timers fire the trigger later. Pane index, timing and watermark holds
+//! are computed as Beam does. Combines keep one accumulator per pane (lifted) unless
+//! accumulating panes would need to copy an accumulator that cannot be copied.
 
 use super::ops::{Op, OpCx};
+use super::pane::{AddCx, Contents, WinState};
 use super::END_OF_TIME;
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
 use crate::error::{EngineError, Result};
-use crate::exec::guarded;
+use crate::exec::panics_guarded;
 use crate::graph::Windowing;
 use crate::metrics::{MetricResults, MetricsContainer};
-use crate::trigger::{self, Domain, TriggerContext, TriggerState, TriggerTimer};
+use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
-use crate::window::{merge_intervals, PaneInfo, TimestampCombiner, Timing, Window, WindowedValue};
-use rustc_hash::FxHashMap;
+use crate::window::{merge_intervals, Window, WindowedValue};
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-struct WinState {
-    values: Vec<Value>,
-    /// Elements added since the last pane.
-    pending: usize,
-    trigger: TriggerState,
-    timers: Vec<TriggerTimer>,
-    hold: Option<i64>,
-    index: i64,
-    nonspeculative: i64,
-    tombstone: bool,
-}
-
-/// A grouped value with its timestamp and window.
-type Element = (Value, i64, Window);
+/// A key's encoding, shared by the key table, timers and expiry index.
+type KeyBytes = Arc<[u8]>;
 
 struct KeyState {
+    kb: KeyBytes,
     key: Value,
     windows: FxHashMap<Window, WinState>,
 }
 
 pub(super) struct GbkOp {
     key_coder: Coder,
+    /// Scratch space for encoding keys.
+    key_buf: Vec<u8>,
+    /// The current bundle of a merging window function: (key, value, timestamp, window).
+    merging: Vec<(KeyBytes, Value, Value, i64, Window)>,
+    panes: Panes,
+}
+
+/// The panes of every key and window, with their timers, holds and expiry.
+struct Panes {
     windowing: Windowing,
-    /// The trigger, shared cheaply with the per-window calls.
-    trigger: Arc<crate::trigger::Trigger>,
     combine: Option<Arc<dyn CombineFnInvoker>>,
-    keys: FxHashMap<Vec<u8>, KeyState>,
-    /// The current bundle: (key bytes, key, value, timestamp, window).
-    pending: Vec<(Vec<u8>, Value, Value, i64, Window)>,
-    timers: [BTreeSet<(i64, Vec<u8>, Window)>; 2],
+    /// Panes hold an accumulator rather than values.
+    lifted: bool,
+    keys: hashbrown::HashMap<KeyBytes, KeyState, FxBuildHasher>,
+    /// Windows that received elements in the current bundle, in order of first arrival.
+    touched: Vec<(KeyBytes, Window)>,
+    timers: [BTreeSet<(i64, KeyBytes, Window)>; 2],
     holds: BTreeMap<i64, usize>,
     /// Windows by the watermark past which they expire (end + allowed lateness), so
     /// garbage collection looks only at windows that are due.
-    expiry: BTreeSet<(i64, Vec<u8>, Window)>,
+    expiry: BTreeSet<(i64, KeyBytes, Window)>,
     dropped: i64,
 }
 
@@ -68,61 +69,192 @@ fn end_of(w: &Window) -> i64 {
     w.max_timestamp().saturating_add(1)
 }
 
+fn add_hold(holds: &mut BTreeMap<i64, usize>, t: i64) {
+    *holds.entry(t).or_insert(0) += 1;
+}
+
+fn remove_hold(holds: &mut BTreeMap<i64, usize>, t: i64) {
+    if let Some(n) = holds.get_mut(&t) {
+        *n -= 1;
+        if *n == 0 {
+            holds.remove(&t);
+        }
+    }
+}
+
 impl GbkOp {
     pub(super) fn new(
         key_coder: Coder,
         windowing: Windowing,
         combine: Option<Arc<dyn CombineFnInvoker>>,
     ) -> Self {
+        // Accumulating panes fire a copy of the accumulator and keep it.
+        let lifted = combine.as_ref().is_some_and(|f| {
+            !windowing.accumulating || f.create_accumulator().try_clone().is_some()
+        });
         GbkOp {
             key_coder,
-            trigger: Arc::new(windowing.trigger.clone()),
-            windowing,
-            combine,
-            keys: FxHashMap::default(),
-            pending: Vec::new(),
-            timers: [BTreeSet::new(), BTreeSet::new()],
-            holds: BTreeMap::new(),
-            expiry: BTreeSet::new(),
-            dropped: 0,
+            key_buf: Vec::new(),
+            merging: Vec::new(),
+            panes: Panes {
+                windowing,
+                combine,
+                lifted,
+                keys: hashbrown::HashMap::default(),
+                touched: Vec::new(),
+                timers: [BTreeSet::new(), BTreeSet::new()],
+                holds: BTreeMap::new(),
+                expiry: BTreeSet::new(),
+                dropped: 0,
+            },
         }
     }
 
-    fn expires_at(&self, w: &Window) -> i64 {
-        end_of(w).saturating_add(self.windowing.allowed_lateness)
-    }
-
-    fn add_hold(&mut self, t: i64) {
-        *self.holds.entry(t).or_insert(0) += 1;
-    }
-
-    fn remove_hold(&mut self, t: i64) {
-        if let Some(n) = self.holds.get_mut(&t) {
-            *n -= 1;
-            if *n == 0 {
-                self.holds.remove(&t);
+    /// Groups a merging window function's bundle per key, merges each key's windows
+    /// with the new ones, and adds the elements to the merged windows.
+    fn add_merging(&mut self, cx: &OpCx<'_>) -> Result<()> {
+        let mut order: Vec<KeyBytes> = Vec::new();
+        type Group = (Value, Vec<(Value, i64, Window)>);
+        let mut per_key: FxHashMap<KeyBytes, Group> = FxHashMap::default();
+        for (kb, key, value, ts, w) in std::mem::take(&mut self.merging) {
+            match per_key.get_mut(&kb) {
+                Some((_, list)) => list.push((value, ts, w)),
+                None => {
+                    order.push(kb.clone());
+                    per_key.insert(kb, (key, vec![(value, ts, w)]));
+                }
             }
         }
-    }
-
-    fn new_window(&self) -> WinState {
-        WinState {
-            values: Vec::new(),
-            pending: 0,
-            trigger: self.windowing.trigger.new_state(),
-            timers: Vec::new(),
-            hold: None,
-            index: 0,
-            nonspeculative: 0,
-            tombstone: false,
+        for kb in order {
+            let (key, elements) = per_key.remove(&kb).expect("present");
+            self.panes.key_state(&kb, key);
+            let mut new: Vec<Window> = Vec::new();
+            for (_, _, w) in &elements {
+                if !new.contains(w) {
+                    new.push(*w);
+                }
+            }
+            let mapping = self.panes.merge_windows(&kb, &new, cx.name)?;
+            for (value, ts, w) in elements {
+                let to = mapping.get(&w).copied().unwrap_or(w);
+                self.panes.add(&kb, Value::Null, value, ts, to, cx)?;
+            }
         }
+        Ok(())
+    }
+}
+
+impl Panes {
+    /// The state of key `kb`, created with `key` if new.
+    fn key_state(&mut self, kb: &[u8], key: Value) -> &mut KeyState {
+        self.keys.entry_ref(kb).or_insert_with(|| KeyState {
+            kb: KeyBytes::from(kb),
+            key,
+            windows: FxHashMap::default(),
+        })
     }
 
-    /// Indexes the timers a trigger call left on `(kb, w)`.
-    fn index_timers(&mut self, kb: &[u8], w: Window) {
+    /// Adds `value` to the pane of `(kb, w)`, creating key (with `key`) and window state
+    /// as needed; elements of a closed window are ignored.
+    ///
+    /// # Errors
+    /// When the combine fails.
+    fn add(
+        &mut self,
+        kb: &[u8],
+        key: Value,
+        value: Value,
+        ts: i64,
+        w: Window,
+        cx: &OpCx<'_>,
+    ) -> Result<()> {
+        let Panes {
+            windowing,
+            combine,
+            lifted,
+            keys,
+            touched,
+            expiry,
+            ..
+        } = self;
+        let combine = combine.as_deref();
+        let ks = keys.entry_ref(kb).or_insert_with(|| KeyState {
+            kb: KeyBytes::from(kb),
+            key,
+            windows: FxHashMap::default(),
+        });
+        let ws = ks.windows.entry(w).or_insert_with(|| {
+            let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
+            expiry.insert((expires, ks.kb.clone(), w));
+            WinState::new(&windowing.trigger, combine, *lifted)
+        });
+        if ws.tombstone {
+            return Ok(());
+        }
+        let acx = AddCx {
+            trigger: &windowing.trigger,
+            combine,
+            timestamp_combiner: windowing.timestamp_combiner,
+            output_watermark: cx.output_watermark,
+            now: cx.now,
+        };
+        let first = ws
+            .add(value, ts, &w, &acx)
+            .map_err(|e| EngineError::user(cx.name, e))?;
+        if first {
+            touched.push((ks.kb.clone(), w));
+        }
+        Ok(())
+    }
+
+    /// Ends the bundle for every touched window: updates its hold, asks its trigger,
+    /// fires a pane if it says so.
+    fn finish_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
+        let input_wm = cx.input_watermark;
+        let mut touched = std::mem::take(&mut self.touched);
+        for (kb, w) in touched.drain(..) {
+            let Some(ws) = self.keys.get_mut(&kb).and_then(|k| k.windows.get_mut(&w)) else {
+                continue;
+            };
+            let before = ws.bundle_hold.take().flatten();
+            if ws.hold != before {
+                if let Some(h) = before {
+                    remove_hold(&mut self.holds, h);
+                }
+                if let Some(h) = ws.hold {
+                    add_hold(&mut self.holds, h);
+                }
+            }
+            let trigger = &self.windowing.trigger;
+            let mut tcx = TriggerContext {
+                timers: &mut ws.timers,
+                now: cx.now,
+            };
+            let fire = trigger::should_fire(
+                trigger,
+                &mut ws.trigger,
+                Domain::Watermark,
+                input_wm,
+                &w,
+                &mut tcx,
+            );
+            let finished =
+                fire && trigger::on_fire(trigger, &mut ws.trigger, input_wm, &w, &mut tcx);
+            self.index_timers(&kb, w);
+            if fire {
+                self.output(&kb, w, finished, cx.output_watermark, false, cx)?;
+            }
+        }
+        // Keep the buffer's capacity for the next bundle.
+        self.touched = touched;
+        Ok(())
+    }
+
+    /// Indexes the timers of `(kb, w)` (already indexed ones are found again).
+    fn index_timers(&mut self, kb: &KeyBytes, w: Window) {
         if let Some(ws) = self.keys.get(kb).and_then(|k| k.windows.get(&w)) {
             for t in &ws.timers {
-                self.timers[domain_slot(t.domain)].insert((t.timestamp, kb.to_vec(), w));
+                self.timers[domain_slot(t.domain)].insert((t.timestamp, kb.clone(), w));
             }
         }
     }
@@ -138,43 +270,11 @@ impl GbkOp {
         cx: &mut OpCx<'_>,
     ) -> Result<()> {
         let has_ontime = self.windowing.trigger.has_ontime_pane();
-        let accumulating = self.windowing.accumulating;
+        let keep = self.windowing.accumulating && !finished;
+        let combine = self.combine.as_deref();
         let ks = self.keys.get_mut(kb).expect("key state exists");
-        let key = ks.key.clone();
         let ws = ks.windows.get_mut(&w).expect("window state exists");
-        let index = ws.index;
-        ws.index += 1;
-        ws.pending = 0;
-        let (timing, nonspeculative) = if output_watermark <= w.max_timestamp() {
-            let ns = if ws.nonspeculative != 0 {
-                ws.nonspeculative += 1;
-                ws.nonspeculative - 1
-            } else {
-                -1
-            };
-            (Timing::Early, ns)
-        } else {
-            let ns = ws.nonspeculative;
-            ws.nonspeculative += 1;
-            let timing = if maybe_ontime && ns == 0 {
-                Timing::OnTime
-            } else {
-                Timing::Late
-            };
-            (timing, ns)
-        };
-        let pane = PaneInfo {
-            is_first: index == 0,
-            is_last: finished,
-            timing,
-            index,
-            nonspeculative_index: nonspeculative,
-        };
-        let values = if finished || !accumulating {
-            std::mem::take(&mut ws.values)
-        } else {
-            ws.values.clone()
-        };
+        let pane = ws.next_pane(&w, finished, output_watermark, maybe_ontime);
         if finished {
             ws.tombstone = true;
         }
@@ -188,34 +288,29 @@ impl GbkOp {
                 h
             }
         };
-        let cleared = old_hold.is_some() && ws.hold.is_none();
-        if cleared {
-            self.remove_hold(old_hold.expect("checked"));
+        let name = cx.name;
+        let value = panics_guarded(name, || ws.pane_value(keep, combine, name))?;
+        let key = ks.key.clone();
+        if let (Some(h), None) = (old_hold, ws.hold) {
+            remove_hold(&mut self.holds, h);
         }
-        let value = match &self.combine {
-            None => Value::List(values),
-            Some(f) => {
-                let mut acc = guarded(cx.name, || Ok(f.create_accumulator()))?;
-                for v in values {
-                    guarded(cx.name, || f.add_input(&mut acc, v))?;
-                }
-                guarded(cx.name, || f.extract_output(acc))?
-            }
-        };
-        cx.out.push((
-            0,
-            WindowedValue {
-                value: Value::kv(key, value),
-                timestamp,
-                window: w,
-                pane,
-            },
-        ));
+        cx.out[0].push(WindowedValue {
+            value: Value::kv(key, value),
+            timestamp,
+            window: w,
+            pane,
+        });
         Ok(())
     }
 
     /// Merges the session windows of one key with the new windows; returns the mapping.
-    fn merge_windows(&mut self, kb: &[u8], new: &[Window]) -> FxHashMap<Window, Window> {
+    fn merge_windows(
+        &mut self,
+        kb: &KeyBytes,
+        new: &[Window],
+        name: &str,
+    ) -> Result<FxHashMap<Window, Window>> {
+        let combine = self.combine.as_deref();
         let ks = self.keys.get_mut(kb).expect("key exists");
         let mut all: Vec<Window> = ks.windows.keys().copied().collect();
         for w in new {
@@ -240,7 +335,13 @@ impl GbkOp {
             ws.timers.clear();
             match ks.windows.get_mut(&to) {
                 Some(target) => {
-                    target.values.append(&mut ws.values);
+                    let contents =
+                        std::mem::replace(&mut ws.contents, Contents::Values(Vec::new()));
+                    panics_guarded(name, || {
+                        target
+                            .absorb(contents, combine)
+                            .map_err(|e| EngineError::user(name, e))
+                    })?;
                     if let Some(h) = ws.hold {
                         released.push(h);
                         target.hold = Some(target.hold.map_or(h, |t| t.min(h)));
@@ -257,147 +358,18 @@ impl GbkOp {
                     ws.nonspeculative = 0;
                     ks.windows.insert(to, ws);
                     let exp = end_of(&to).saturating_add(self.windowing.allowed_lateness);
-                    self.expiry.insert((exp, kb.to_vec(), to));
+                    self.expiry.insert((exp, kb.clone(), to));
                 }
             }
         }
         for h in released {
-            self.remove_hold(h);
+            remove_hold(&mut self.holds, h);
         }
-        mapping
-    }
-
-    fn process_key(
-        &mut self,
-        kb: Vec<u8>,
-        key: Value,
-        elements: Vec<Element>,
-        cx: &mut OpCx<'_>,
-    ) -> Result<()> {
-        let input_wm = cx.input_watermark;
-        let output_wm = cx.output_watermark;
-        let lateness = self.windowing.allowed_lateness;
-        let mut by_window: Vec<(Window, Vec<(Value, i64)>)> = Vec::new();
-        for (v, ts, w) in elements {
-            if input_wm > end_of(&w).saturating_add(lateness) {
-                self.dropped += 1;
-                continue;
-            }
-            match by_window.iter_mut().find(|(x, _)| *x == w) {
-                Some((_, list)) => list.push((v, ts)),
-                None => by_window.push((w, vec![(v, ts)])),
-            }
-        }
-        if by_window.is_empty() {
-            return Ok(());
-        }
-        self.keys.entry(kb.clone()).or_insert_with(|| KeyState {
-            key,
-            windows: FxHashMap::default(),
-        });
-        if self.windowing.window_fn.is_merging() {
-            let new: Vec<Window> = by_window.iter().map(|(w, _)| *w).collect();
-            let mapping = self.merge_windows(&kb, &new);
-            let mut merged: Vec<(Window, Vec<(Value, i64)>)> = Vec::new();
-            for (w, list) in by_window {
-                let to = mapping.get(&w).copied().unwrap_or(w);
-                match merged.iter_mut().find(|(x, _)| *x == to) {
-                    Some((_, l)) => l.extend(list),
-                    None => merged.push((to, list)),
-                }
-            }
-            by_window = merged;
-        }
-        let tc = self.windowing.timestamp_combiner;
-        for (w, list) in by_window {
-            if !self.keys[&kb].windows.contains_key(&w) {
-                let fresh = self.new_window();
-                self.keys
-                    .get_mut(&kb)
-                    .expect("exists")
-                    .windows
-                    .insert(w, fresh);
-                self.expiry.insert((self.expires_at(&w), kb.clone(), w));
-            }
-            if self.keys[&kb].windows[&w].tombstone {
-                continue;
-            }
-            let mut output_time: Option<i64> = None;
-            for (_, ts) in &list {
-                let t = match tc {
-                    TimestampCombiner::EndOfWindow => w.max_timestamp(),
-                    _ => *ts,
-                };
-                if t >= output_wm {
-                    output_time = Some(match (tc, output_time) {
-                        (_, None) => t,
-                        (TimestampCombiner::Latest, Some(o)) => o.max(t),
-                        (_, Some(o)) => o.min(t),
-                    });
-                }
-            }
-            let trigger = self.trigger.clone();
-            let ws = self
-                .keys
-                .get_mut(&kb)
-                .expect("exists")
-                .windows
-                .get_mut(&w)
-                .expect("exists");
-            let mut new_hold = None;
-            let mut old_hold = None;
-            if let Some(t) = output_time {
-                let combined = match (tc, ws.hold) {
-                    (_, None) => t,
-                    (TimestampCombiner::Latest, Some(h)) => h.max(t),
-                    (_, Some(h)) => h.min(t),
-                };
-                if ws.hold != Some(combined) {
-                    old_hold = ws.hold;
-                    ws.hold = Some(combined);
-                    new_hold = Some(combined);
-                }
-            }
-            let timers_before = ws.timers.clone();
-            let mut tcx = TriggerContext {
-                timers: &mut ws.timers,
-                now: cx.now,
-            };
-            for (v, _) in list {
-                ws.values.push(v);
-                ws.pending += 1;
-                trigger::on_element(&trigger, &mut ws.trigger, &w, &mut tcx);
-            }
-            let fire = trigger::should_fire(
-                &trigger,
-                &mut ws.trigger,
-                Domain::Watermark,
-                input_wm,
-                &w,
-                &mut tcx,
-            );
-            let finished =
-                fire && trigger::on_fire(&trigger, &mut ws.trigger, input_wm, &w, &mut tcx);
-            let timers_changed = ws.timers != timers_before;
-            if let Some(h) = old_hold {
-                self.remove_hold(h);
-            }
-            if let Some(h) = new_hold {
-                self.add_hold(h);
-            }
-            if timers_changed {
-                self.index_timers(&kb, w);
-            }
-            if fire {
-                self.output(&kb, w, finished, output_wm, false, cx)?;
-            }
-        }
-        Ok(())
+        Ok(mapping)
     }
 
     fn fire_timers(&mut self, domain: Domain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
         let slot = domain_slot(domain);
-        let trigger = self.trigger.clone();
         while let Some(first) = self.timers[slot].first().cloned() {
             if first.0 > until {
                 break;
@@ -418,12 +390,13 @@ impl GbkOp {
             if ws.tombstone {
                 continue;
             }
+            let trigger = &self.windowing.trigger;
             let mut tcx = TriggerContext {
                 timers: &mut ws.timers,
                 now: cx.now,
             };
-            let fire = trigger::should_fire(&trigger, &mut ws.trigger, domain, ts, &w, &mut tcx);
-            let finished = fire && trigger::on_fire(&trigger, &mut ws.trigger, ts, &w, &mut tcx);
+            let fire = trigger::should_fire(trigger, &mut ws.trigger, domain, ts, &w, &mut tcx);
+            let finished = fire && trigger::on_fire(trigger, &mut ws.trigger, ts, &w, &mut tcx);
             self.index_timers(&kb, w);
             if fire {
                 let (out_wm, ontime) = match domain {
@@ -471,7 +444,7 @@ impl GbkOp {
                 self.keys.remove(kb);
             }
             if let Some(h) = hold {
-                self.remove_hold(h);
+                remove_hold(&mut self.holds, h);
             }
         }
         self.expiry.extend(recheck);
@@ -480,68 +453,85 @@ impl GbkOp {
 }
 
 impl Op for GbkOp {
-    fn process(&mut self, _slot: usize, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
-        let (key, value) = match wv.value {
-            Value::Kv(kv) => *kv,
-            other => {
-                return Err(EngineError::user(
-                    cx.name,
-                    format!("expected a key/value element, got a {} value", other.kind()),
-                ))
+    fn process(
+        &mut self,
+        _slot: usize,
+        batch: &mut Vec<WindowedValue>,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        let merging = self.panes.windowing.window_fn.is_merging();
+        let lateness = self.panes.windowing.allowed_lateness;
+        let input_wm = cx.input_watermark;
+        // One guard for the batch: combines run user code per element.
+        panics_guarded(cx.name, || {
+            for wv in batch.drain(..) {
+                let (key, value) = match wv.value {
+                    Value::Kv(kv) => *kv,
+                    other => {
+                        return Err(EngineError::user(
+                            cx.name,
+                            format!("expected a key/value element, got a {} value", other.kind()),
+                        ))
+                    }
+                };
+                // The watermark does not move within a bundle: lateness is judged here.
+                if input_wm > end_of(&wv.window).saturating_add(lateness) {
+                    self.panes.dropped += 1;
+                    continue;
+                }
+                self.key_buf.clear();
+                self.key_coder
+                    .encode(&key, &mut self.key_buf, false)
+                    .map_err(|source| EngineError::Coder {
+                        transform: cx.name.to_string(),
+                        source,
+                    })?;
+                if merging {
+                    let kb = KeyBytes::from(&self.key_buf[..]);
+                    self.merging.push((kb, key, value, wv.timestamp, wv.window));
+                } else {
+                    self.panes
+                        .add(&self.key_buf, key, value, wv.timestamp, wv.window, cx)?;
+                }
             }
-        };
-        let kb = self
-            .key_coder
-            .encode_to_vec(&key)
-            .map_err(|source| EngineError::Coder {
-                transform: cx.name.to_string(),
-                source,
-            })?;
-        self.pending.push((kb, key, value, wv.timestamp, wv.window));
-        Ok(())
+            Ok(())
+        })
     }
 
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
-        if self.pending.is_empty() {
+        if !self.merging.is_empty() {
+            self.add_merging(cx)?;
+        }
+        if self.panes.touched.is_empty() {
             return Ok(());
         }
-        let mut order: Vec<Vec<u8>> = Vec::new();
-        let mut per_key: FxHashMap<Vec<u8>, (Value, Vec<Element>)> = FxHashMap::default();
-        for (kb, key, value, ts, w) in std::mem::take(&mut self.pending) {
-            match per_key.get_mut(&kb) {
-                Some((_, list)) => list.push((value, ts, w)),
-                None => {
-                    order.push(kb.clone());
-                    per_key.insert(kb, (key, vec![(value, ts, w)]));
-                }
-            }
-        }
-        for kb in order {
-            let (key, elements) = per_key.remove(&kb).expect("present");
-            self.process_key(kb, key, elements, cx)?;
-        }
-        Ok(())
+        self.panes.finish_bundle(cx)
     }
 
     fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
-        self.fire_timers(Domain::Watermark, wm, cx)?;
-        self.collect_garbage(wm, cx)?;
+        self.panes.fire_timers(Domain::Watermark, wm, cx)?;
+        self.panes.collect_garbage(wm, cx)?;
         Ok(())
     }
 
     fn on_processing_time(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
         let now = cx.now;
-        self.fire_timers(Domain::ProcessingTime, now, cx)
+        self.panes.fire_timers(Domain::ProcessingTime, now, cx)
     }
 
     fn hold(&self) -> i64 {
-        self.holds.keys().next().copied().unwrap_or(END_OF_TIME)
+        self.panes
+            .holds
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(END_OF_TIME)
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {
-        if self.dropped > 0 {
+        if self.panes.dropped > 0 {
             let mut c = MetricsContainer::default();
-            c.inc_counter("beamline", "droppedDueToLateness", self.dropped);
+            c.inc_counter("beamline", "droppedDueToLateness", self.panes.dropped);
             metrics.merge_container(name, &c);
         }
         Ok(())

@@ -2,7 +2,8 @@
 //! arrive, advances watermarks and processing time, and fires triggers and timers.
 //!
 //! Sources (Impulse, TestStream, unbounded sources) produce bundles; each bundle is pushed
-//! through every transform before the next. After each step, processing-time timers fire
+//! through every transform before the next, in batches (one call per transform and batch,
+//! not per element). After each step, processing-time timers fire
 //! and watermarks propagate in topological order: a transform's output watermark is the
 //! minimum of its input watermarks and its holds (pending panes and timers). The job ends
 //! when every source is finished and every watermark reached the end of time — or, after
@@ -10,6 +11,7 @@
 
 mod gbk;
 mod ops;
+mod pane;
 
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
@@ -82,8 +84,12 @@ struct Executor<'g> {
     now: i64,
     virtual_time: bool,
     cancel: Option<Arc<AtomicBool>>,
-    queue: VecDeque<(PcId, WindowedValue)>,
-    out: Vec<(usize, WindowedValue)>,
+    /// Batches waiting for their consumers.
+    queue: VecDeque<(PcId, Vec<WindowedValue>)>,
+    /// Output buffers of every node, one per output tag.
+    outs: Vec<Vec<Vec<WindowedValue>>>,
+    /// Emptied batches, reused so steady streaming does not allocate per batch.
+    spare: Vec<Vec<WindowedValue>>,
 }
 
 impl<'g> Executor<'g> {
@@ -168,7 +174,12 @@ impl<'g> Executor<'g> {
             virtual_time: opts.virtual_time,
             cancel: opts.cancel.clone(),
             queue: VecDeque::new(),
-            out: Vec::new(),
+            outs: graph
+                .nodes
+                .iter()
+                .map(|n| vec![Vec::new(); n.outputs.len()])
+                .collect(),
+            spare: Vec::new(),
         })
     }
 
@@ -179,7 +190,7 @@ impl<'g> Executor<'g> {
         f: impl FnOnce(&mut dyn Op, &mut OpCx<'_>) -> Result<R>,
     ) -> Result<R> {
         let mut cx = OpCx {
-            out: &mut self.out,
+            out: &mut self.outs[node],
             now: self.now,
             input_watermark: self.in_wm[node],
             output_watermark: self.out_wm[node],
@@ -193,9 +204,10 @@ impl<'g> Executor<'g> {
     /// Moves what node `node` emitted into the queue.
     fn collect(&mut self, node: usize) {
         let outputs = &self.graph.nodes[node].outputs;
-        for (tag, wv) in self.out.drain(..) {
-            if let Some(&pc) = outputs.get(tag) {
-                self.queue.push_back((pc, wv));
+        for (buf, &pc) in self.outs[node].iter_mut().zip(outputs) {
+            if !buf.is_empty() {
+                let fresh = self.spare.pop().unwrap_or_default();
+                self.queue.push_back((pc, std::mem::replace(buf, fresh)));
             }
         }
     }
@@ -204,24 +216,27 @@ impl<'g> Executor<'g> {
     /// the bundle of every transform (which may fire count-based triggers, and so on).
     fn drain(&mut self) -> Result<()> {
         loop {
-            while let Some((pc, wv)) = self.queue.pop_front() {
+            while let Some((pc, mut batch)) = self.queue.pop_front() {
                 let consumers = std::mem::take(&mut self.consumers[pc]);
                 let last = consumers.len().saturating_sub(1);
-                let mut wv = Some(wv);
                 let mut result = Ok(());
                 for (i, &(node, slot)) in consumers.iter().enumerate() {
-                    let v = if i == last {
-                        wv.take().expect("moved once")
+                    let mut copy;
+                    let b = if i == last {
+                        &mut batch
                     } else {
-                        wv.clone().expect("present")
+                        copy = batch.clone();
+                        &mut copy
                     };
-                    result = self.call(node, |op, cx| op.process(slot, v, cx));
+                    result = self.call(node, |op, cx| op.process(slot, b, cx));
                     if result.is_err() {
                         break;
                     }
                 }
                 self.consumers[pc] = consumers;
                 result?;
+                batch.clear();
+                self.spare.push(batch);
             }
             let mut any = false;
             for i in 0..self.topo.len() {

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 /// What an operator sees of the executor during a call.
 pub(super) struct OpCx<'a> {
-    /// Outputs: (output tag, element).
-    pub out: &'a mut Vec<(usize, WindowedValue)>,
+    /// Output buffers, one per output tag.
+    pub out: &'a mut [Vec<WindowedValue>],
     /// Processing time (ms).
     pub now: i64,
     /// The operator's input watermark.
@@ -39,9 +39,25 @@ pub(super) enum SourceStep {
     Progressed { advance_processing_time: i64 },
 }
 
+/// Moves a batch into an output buffer (without copying when the buffer is empty).
+pub(super) fn forward(batch: &mut Vec<WindowedValue>, out: &mut Vec<WindowedValue>) {
+    if out.is_empty() {
+        std::mem::swap(batch, out);
+    } else {
+        out.append(batch);
+    }
+}
+
 /// A transform in the streaming executor.
 pub(super) trait Op {
-    fn process(&mut self, _slot: usize, _wv: WindowedValue, _cx: &mut OpCx<'_>) -> Result<()> {
+    /// Processes a batch of elements of input `slot` (0: main input, 1..: side inputs);
+    /// what is left in `batch` afterwards is discarded.
+    fn process(
+        &mut self,
+        _slot: usize,
+        _batch: &mut Vec<WindowedValue>,
+        _cx: &mut OpCx<'_>,
+    ) -> Result<()> {
         Ok(())
     }
     fn end_bundle(&mut self, _cx: &mut OpCx<'_>) -> Result<()> {
@@ -155,8 +171,7 @@ impl Op for ImpulseOp {
             return Ok(SourceStep::Finished);
         }
         self.emitted = true;
-        cx.out
-            .push((0, WindowedValue::in_global_window(Value::Bytes(Vec::new()))));
+        cx.out[0].push(WindowedValue::in_global_window(Value::Bytes(Vec::new())));
         Ok(SourceStep::Progressed {
             advance_processing_time: 0,
         })
@@ -186,17 +201,12 @@ impl Op for TestStreamOp {
         let mut advance = 0;
         match event {
             TestEvent::Elements(items) => {
-                for (v, ts) in items {
-                    cx.out.push((
-                        0,
-                        WindowedValue {
-                            value: v.clone(),
-                            timestamp: *ts,
-                            window: Window::Global,
-                            pane: PaneInfo::NO_FIRING,
-                        },
-                    ));
-                }
+                cx.out[0].extend(items.iter().map(|(v, ts)| WindowedValue {
+                    value: v.clone(),
+                    timestamp: *ts,
+                    window: Window::Global,
+                    pane: PaneInfo::NO_FIRING,
+                }));
             }
             TestEvent::Watermark(w) => self.wm = self.wm.max(*w),
             TestEvent::ProcessingTime(d) => advance = *d,
@@ -241,17 +251,17 @@ impl Op for SourceOp {
         let now = cx.now;
         let batch = guarded(cx.name, || reader.poll(now, 8192))?;
         let n = batch.elements.len();
-        for (value, timestamp) in batch.elements {
-            cx.out.push((
-                0,
-                WindowedValue {
+        cx.out[0].extend(
+            batch
+                .elements
+                .into_iter()
+                .map(|(value, timestamp)| WindowedValue {
                     value,
                     timestamp,
                     window: Window::Global,
                     pane: PaneInfo::NO_FIRING,
-                },
-            ));
-        }
+                }),
+        );
         self.wm = self.wm.max(batch.watermark);
         if batch.finished {
             self.finished = true;
@@ -276,19 +286,36 @@ impl Op for SourceOp {
 struct WindowIntoOp(WindowFn);
 
 impl Op for WindowIntoOp {
-    fn process(&mut self, _slot: usize, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
-        match self.0.assign_one(wv.timestamp) {
-            Some(window) => cx.out.push((0, WindowedValue { window, ..wv })),
-            None => {
-                for window in self.0.assign(wv.timestamp) {
-                    cx.out.push((
-                        0,
-                        WindowedValue {
-                            window,
-                            ..wv.clone()
-                        },
-                    ));
-                }
+    fn process(
+        &mut self,
+        _slot: usize,
+        batch: &mut Vec<WindowedValue>,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        // Windows are assigned in place when each element gets exactly one.
+        let mut i = 0;
+        while i < batch.len() {
+            match self.0.assign_one(batch[i].timestamp) {
+                Some(window) => batch[i].window = window,
+                None => break,
+            }
+            i += 1;
+        }
+        if i == batch.len() {
+            forward(batch, &mut cx.out[0]);
+            return Ok(());
+        }
+        let out = &mut cx.out[0];
+        out.extend(batch.drain(..i));
+        for wv in batch.drain(..) {
+            match self.0.assign_one(wv.timestamp) {
+                Some(window) => out.push(WindowedValue { window, ..wv }),
+                None => out.extend(self.0.assign(wv.timestamp).into_iter().map(|window| {
+                    WindowedValue {
+                        window,
+                        ..wv.clone()
+                    }
+                })),
             }
         }
         Ok(())
@@ -298,18 +325,35 @@ impl Op for WindowIntoOp {
 struct PassOp;
 
 impl Op for PassOp {
-    fn process(&mut self, _slot: usize, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
-        cx.out.push((0, wv));
+    fn process(
+        &mut self,
+        _slot: usize,
+        batch: &mut Vec<WindowedValue>,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        forward(batch, &mut cx.out[0]);
         Ok(())
     }
 }
 
-struct VecEmitter<'a>(&'a mut Vec<(usize, WindowedValue)>);
+/// Hands a DoFn's outputs to the op's output buffers.
+struct BufEmitter<'a>(&'a mut [Vec<WindowedValue>]);
 
-impl Emitter for VecEmitter<'_> {
+impl Emitter for BufEmitter<'_> {
     fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<()> {
-        self.0.push((tag, wv));
+        let n = self.0.len();
+        let buf = self.0.get_mut(tag).ok_or_else(|| {
+            EngineError::InvalidPipeline(format!(
+                "output tag #{tag} used but the transform declares {n} output(s)"
+            ))
+        })?;
+        buf.push(wv);
         Ok(())
+    }
+
+    fn buffer(&mut self, tag: usize) -> Result<Option<&mut Vec<WindowedValue>>> {
+        // Unknown tags get their error from `emit`.
+        Ok(self.0.get_mut(tag))
     }
 }
 
@@ -377,7 +421,7 @@ enum Call<'v> {
 }
 
 impl ParDoOp {
-    fn instance(&mut self, name: &str, cx_out: &mut Vec<(usize, WindowedValue)>) -> Result<()> {
+    fn instance(&mut self, name: &str, cx_out: &mut [Vec<WindowedValue>]) -> Result<()> {
         if self.inst.is_none() {
             let f = self.factory.clone();
             let mut inv = guarded(name, || Ok(f()))?;
@@ -387,7 +431,7 @@ impl ParDoOp {
         if !self.in_bundle {
             self.in_bundle = true;
             let inv = self.inst.as_mut().expect("created");
-            let mut em = VecEmitter(cx_out);
+            let mut em = BufEmitter(cx_out);
             let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
             let r = guarded(name, || inv.start_bundle(&mut ctx));
             if let Some(e) = ctx.take_error() {
@@ -419,7 +463,7 @@ impl ParDoOp {
             Call::Element(wv) => wv.window,
             Call::Timer { window, .. } | Call::Expire(window) => *window,
         };
-        let mut em = VecEmitter(cx.out);
+        let mut em = BufEmitter(cx.out);
         let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, window);
         let mut requests = Vec::new();
         let (r, err) = match (&mut self.stateful, key_bytes) {
@@ -608,12 +652,35 @@ fn st_indexes<'a>(
 }
 
 impl Op for ParDoOp {
-    fn process(&mut self, slot: usize, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+    fn process(
+        &mut self,
+        slot: usize,
+        batch: &mut Vec<WindowedValue>,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
         if slot > 0 {
-            self.sides[slot - 1].push(wv);
+            for wv in batch.drain(..) {
+                self.sides[slot - 1].push(wv);
+            }
             return Ok(());
         }
-        self.process_main(wv, cx)
+        if self.stateful.is_some() || !self.sides.is_empty() {
+            // Per element: state lookups, side-input readiness.
+            for wv in batch.drain(..) {
+                self.process_main(wv, cx)?;
+            }
+            return Ok(());
+        }
+        self.instance(cx.name, cx.out)?;
+        let name = cx.name;
+        let inv = self.inst.as_mut().expect("created");
+        let mut em = BufEmitter(cx.out);
+        let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
+        let r = guarded(name, || inv.process_batch(batch, &mut ctx));
+        match ctx.take_error() {
+            Some(e) => Err(e),
+            None => r,
+        }
     }
 
     fn side_watermarks(&mut self, wms: &[i64]) {
@@ -625,7 +692,7 @@ impl Op for ParDoOp {
             self.in_bundle = false;
             let name = cx.name;
             let inv = self.inst.as_mut().expect("created");
-            let mut em = VecEmitter(cx.out);
+            let mut em = BufEmitter(cx.out);
             let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
             let r = guarded(name, || inv.finish_bundle(&mut ctx));
             if let Some(e) = ctx.take_error() {

@@ -1,0 +1,214 @@
+//! The state of one key and window of a streaming grouping: its pane contents (values,
+//! or an accumulator when the combine is lifted), trigger state, timers and hold.
+
+use crate::combine::{Accumulator, CombineFnInvoker};
+use crate::error::{EngineError, Result, UserError};
+use crate::trigger::{self, Trigger, TriggerContext, TriggerState, TriggerTimer};
+use crate::value::Value;
+use crate::window::{PaneInfo, TimestampCombiner, Timing, Window};
+
+/// How panes hold their contents: every value, or one accumulator per pane.
+pub(super) enum Contents {
+    /// The values (GroupByKey, or a combine whose accumulators cannot be copied for
+    /// accumulating panes).
+    Values(Vec<Value>),
+    /// The running accumulator of a lifted combine.
+    Accumulator(Accumulator),
+}
+
+pub(super) struct WinState {
+    pub contents: Contents,
+    /// Elements added since the last pane.
+    pub pending: usize,
+    pub trigger: TriggerState,
+    pub timers: Vec<TriggerTimer>,
+    pub hold: Option<i64>,
+    /// While the window is touched by the current bundle: its hold before the bundle.
+    pub bundle_hold: Option<Option<i64>>,
+    pub index: i64,
+    pub nonspeculative: i64,
+    pub tombstone: bool,
+}
+
+/// What adding an element needs to know of the operator.
+pub(super) struct AddCx<'a> {
+    pub trigger: &'a Trigger,
+    pub combine: Option<&'a dyn CombineFnInvoker>,
+    pub timestamp_combiner: TimestampCombiner,
+    pub output_watermark: i64,
+    pub now: i64,
+}
+
+impl WinState {
+    /// A fresh window; `lifted` gives it an accumulator instead of a value list.
+    pub(super) fn new(
+        trigger: &Trigger,
+        combine: Option<&dyn CombineFnInvoker>,
+        lifted: bool,
+    ) -> Self {
+        let contents = match combine {
+            Some(f) if lifted => Contents::Accumulator(f.create_accumulator()),
+            _ => Contents::Values(Vec::new()),
+        };
+        WinState {
+            contents,
+            pending: 0,
+            trigger: trigger.new_state(),
+            timers: Vec::new(),
+            hold: None,
+            bundle_hold: None,
+            index: 0,
+            nonspeculative: 0,
+            tombstone: false,
+        }
+    }
+
+    /// Adds one element of the current bundle (value, watermark hold, trigger); returns
+    /// true when this is the window's first element in the bundle.
+    ///
+    /// # Errors
+    /// When the combine's `add_input` fails.
+    pub(super) fn add(
+        &mut self,
+        value: Value,
+        ts: i64,
+        w: &Window,
+        cx: &AddCx<'_>,
+    ) -> Result<bool, UserError> {
+        let first = self.bundle_hold.is_none();
+        if first {
+            self.bundle_hold = Some(self.hold);
+        }
+        let t = match cx.timestamp_combiner {
+            TimestampCombiner::EndOfWindow => w.max_timestamp(),
+            _ => ts,
+        };
+        // Elements behind the output watermark do not hold it back.
+        if t >= cx.output_watermark {
+            self.hold = Some(match (cx.timestamp_combiner, self.hold) {
+                (_, None) => t,
+                (TimestampCombiner::Latest, Some(h)) => h.max(t),
+                (_, Some(h)) => h.min(t),
+            });
+        }
+        match (&mut self.contents, cx.combine) {
+            (Contents::Accumulator(acc), Some(f)) => f.add_input(acc, value)?,
+            (Contents::Values(values), _) => values.push(value),
+            (Contents::Accumulator(_), None) => {
+                return Err("an accumulator pane without a combine".into())
+            }
+        }
+        self.pending += 1;
+        let mut tcx = TriggerContext {
+            timers: &mut self.timers,
+            now: cx.now,
+        };
+        trigger::on_element(cx.trigger, &mut self.trigger, w, &mut tcx);
+        Ok(first)
+    }
+
+    /// Moves the contents of a window merged away into this one.
+    ///
+    /// # Errors
+    /// When the combine's `merge_accumulators` fails.
+    pub(super) fn absorb(
+        &mut self,
+        other: Contents,
+        combine: Option<&dyn CombineFnInvoker>,
+    ) -> Result<(), UserError> {
+        match (&mut self.contents, other, combine) {
+            (Contents::Values(a), Contents::Values(mut b), _) => a.append(&mut b),
+            (Contents::Accumulator(a), Contents::Accumulator(b), Some(f)) => f.merge_into(a, b)?,
+            _ => return Err("merging panes of different kinds".into()),
+        }
+        Ok(())
+    }
+
+    /// The pane's metadata as it fires (Beam's pane index and timing rules); advances
+    /// the indexes.
+    pub(super) fn next_pane(
+        &mut self,
+        w: &Window,
+        finished: bool,
+        output_watermark: i64,
+        maybe_ontime: bool,
+    ) -> PaneInfo {
+        let index = self.index;
+        self.index += 1;
+        self.pending = 0;
+        let (timing, nonspeculative) = if output_watermark <= w.max_timestamp() {
+            let ns = if self.nonspeculative != 0 {
+                self.nonspeculative += 1;
+                self.nonspeculative - 1
+            } else {
+                -1
+            };
+            (Timing::Early, ns)
+        } else {
+            let ns = self.nonspeculative;
+            self.nonspeculative += 1;
+            let timing = if maybe_ontime && ns == 0 {
+                Timing::OnTime
+            } else {
+                Timing::Late
+            };
+            (timing, ns)
+        };
+        PaneInfo {
+            is_first: index == 0,
+            is_last: finished,
+            timing,
+            index,
+            nonspeculative_index: nonspeculative,
+        }
+    }
+
+    /// The value of the firing pane; the contents are kept for accumulating panes that
+    /// go on, and reset otherwise.
+    ///
+    /// # Errors
+    /// When the combine fails, or an accumulating pane's accumulator cannot be copied.
+    pub(super) fn pane_value(
+        &mut self,
+        keep: bool,
+        combine: Option<&dyn CombineFnInvoker>,
+        name: &str,
+    ) -> Result<Value> {
+        let user = |e: UserError| EngineError::user(name, e);
+        match (&mut self.contents, combine) {
+            (Contents::Values(values), None) => Ok(Value::List(if keep {
+                values.clone()
+            } else {
+                std::mem::take(values)
+            })),
+            (Contents::Values(values), Some(f)) => {
+                let values = if keep {
+                    values.clone()
+                } else {
+                    std::mem::take(values)
+                };
+                let mut acc = f.create_accumulator();
+                for v in values {
+                    f.add_input(&mut acc, v).map_err(user)?;
+                }
+                f.extract_output(acc).map_err(user)
+            }
+            (Contents::Accumulator(acc), Some(f)) => {
+                let acc = if keep {
+                    acc.try_clone().ok_or_else(|| {
+                        EngineError::InvalidPipeline(format!(
+                            "'{name}': the combine's accumulator cannot be copied for an \
+                             accumulating pane"
+                        ))
+                    })?
+                } else {
+                    std::mem::replace(acc, f.create_accumulator())
+                };
+                f.extract_output(acc).map_err(user)
+            }
+            (Contents::Accumulator(_), None) => Err(EngineError::InvalidPipeline(format!(
+                "'{name}': an accumulator pane without a combine"
+            ))),
+        }
+    }
+}
