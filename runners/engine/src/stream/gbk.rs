@@ -29,14 +29,15 @@ struct KeyState {
     kb: KeyBytes,
     key: Value,
     windows: FxHashMap<Window, WinState>,
+    /// Elements of the current batch (bundle, for merging windows): (value, timestamp,
+    /// window). Adding a key's elements together keeps its windows in cache.
+    staged: Vec<(Value, i64, Window)>,
 }
 
 pub(super) struct GbkOp {
     key_coder: Coder,
     /// Scratch space for encoding keys.
     key_buf: Vec<u8>,
-    /// The current bundle of a merging window function: (key, value, timestamp, window).
-    merging: Vec<(KeyBytes, Value, Value, i64, Window)>,
     panes: Panes,
 }
 
@@ -47,6 +48,8 @@ struct Panes {
     /// Panes hold an accumulator rather than values.
     lifted: bool,
     keys: hashbrown::HashMap<KeyBytes, KeyState, FxBuildHasher>,
+    /// Keys with staged elements, in order of first arrival.
+    staged_keys: Vec<KeyBytes>,
     /// Windows that received elements in the current bundle, in order of first arrival.
     touched: Vec<(KeyBytes, Window)>,
     timers: [BTreeSet<(i64, KeyBytes, Window)>; 2],
@@ -95,12 +98,12 @@ impl GbkOp {
         GbkOp {
             key_coder,
             key_buf: Vec::new(),
-            merging: Vec::new(),
             panes: Panes {
                 windowing,
                 combine,
                 lifted,
                 keys: hashbrown::HashMap::default(),
+                staged_keys: Vec::new(),
                 touched: Vec::new(),
                 timers: [BTreeSet::new(), BTreeSet::new()],
                 holds: BTreeMap::new(),
@@ -109,65 +112,75 @@ impl GbkOp {
             },
         }
     }
+}
 
-    /// Groups a merging window function's bundle per key, merges each key's windows
-    /// with the new ones, and adds the elements to the merged windows.
-    fn add_merging(&mut self, cx: &OpCx<'_>) -> Result<()> {
-        let mut order: Vec<KeyBytes> = Vec::new();
-        type Group = (Value, Vec<(Value, i64, Window)>);
-        let mut per_key: FxHashMap<KeyBytes, Group> = FxHashMap::default();
-        for (kb, key, value, ts, w) in std::mem::take(&mut self.merging) {
-            match per_key.get_mut(&kb) {
-                Some((_, list)) => list.push((value, ts, w)),
-                None => {
-                    order.push(kb.clone());
-                    per_key.insert(kb, (key, vec![(value, ts, w)]));
+impl Panes {
+    /// Stages an element for key `kb` (created with `key` if new).
+    fn stage(&mut self, kb: &[u8], key: Value, value: Value, ts: i64, w: Window) {
+        let ks = self.keys.entry_ref(kb).or_insert_with(|| KeyState {
+            kb: KeyBytes::from(kb),
+            key,
+            windows: FxHashMap::default(),
+            staged: Vec::new(),
+        });
+        if ks.staged.is_empty() {
+            self.staged_keys.push(ks.kb.clone());
+        }
+        ks.staged.push((value, ts, w));
+    }
+
+    /// Adds the staged elements to their panes, a key at a time; merging window functions
+    /// first merge each key's windows with the new ones.
+    ///
+    /// # Errors
+    /// When the combine fails.
+    fn add_staged(&mut self, cx: &OpCx<'_>) -> Result<()> {
+        let merging = self.windowing.window_fn.is_merging();
+        let mut staged_keys = std::mem::take(&mut self.staged_keys);
+        let mut r = Ok(());
+        for kb in staged_keys.drain(..) {
+            if r.is_err() {
+                // Drop what the failed bundle staged.
+                if let Some(ks) = self.keys.get_mut(&kb) {
+                    ks.staged.clear();
                 }
+                continue;
+            }
+            if merging {
+                r = self.merge_staged(&kb, cx.name);
+                if r.is_err() {
+                    continue;
+                }
+            }
+            r = self.add_key(&kb, cx);
+        }
+        self.staged_keys = staged_keys;
+        r
+    }
+
+    /// Maps the windows of key `kb`'s staged elements to their merged windows.
+    fn merge_staged(&mut self, kb: &KeyBytes, name: &str) -> Result<()> {
+        let Some(ks) = self.keys.get(kb) else {
+            return Ok(());
+        };
+        let mut new: Vec<Window> = Vec::new();
+        for (_, _, w) in &ks.staged {
+            if !new.contains(w) {
+                new.push(*w);
             }
         }
-        for kb in order {
-            let (key, elements) = per_key.remove(&kb).expect("present");
-            self.panes.key_state(&kb, key);
-            let mut new: Vec<Window> = Vec::new();
-            for (_, _, w) in &elements {
-                if !new.contains(w) {
-                    new.push(*w);
-                }
-            }
-            let mapping = self.panes.merge_windows(&kb, &new, cx.name)?;
-            for (value, ts, w) in elements {
-                let to = mapping.get(&w).copied().unwrap_or(w);
-                self.panes.add(&kb, Value::Null, value, ts, to, cx)?;
+        let mapping = self.merge_windows(kb, &new, name)?;
+        if let Some(ks) = self.keys.get_mut(kb) {
+            for (_, _, w) in &mut ks.staged {
+                *w = mapping.get(w).copied().unwrap_or(*w);
             }
         }
         Ok(())
     }
-}
 
-impl Panes {
-    /// The state of key `kb`, created with `key` if new.
-    fn key_state(&mut self, kb: &[u8], key: Value) -> &mut KeyState {
-        self.keys.entry_ref(kb).or_insert_with(|| KeyState {
-            kb: KeyBytes::from(kb),
-            key,
-            windows: FxHashMap::default(),
-        })
-    }
-
-    /// Adds `value` to the pane of `(kb, w)`, creating key (with `key`) and window state
-    /// as needed; elements of a closed window are ignored.
-    ///
-    /// # Errors
-    /// When the combine fails.
-    fn add(
-        &mut self,
-        kb: &[u8],
-        key: Value,
-        value: Value,
-        ts: i64,
-        w: Window,
-        cx: &OpCx<'_>,
-    ) -> Result<()> {
+    /// Adds the staged elements of key `kb` to the panes of their windows, creating
+    /// windows as needed; elements of a closed window are ignored.
+    fn add_key(&mut self, kb: &KeyBytes, cx: &OpCx<'_>) -> Result<()> {
         let Panes {
             windowing,
             combine,
@@ -178,19 +191,9 @@ impl Panes {
             ..
         } = self;
         let combine = combine.as_deref();
-        let ks = keys.entry_ref(kb).or_insert_with(|| KeyState {
-            kb: KeyBytes::from(kb),
-            key,
-            windows: FxHashMap::default(),
-        });
-        let ws = ks.windows.entry(w).or_insert_with(|| {
-            let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
-            expiry.insert((expires, ks.kb.clone(), w));
-            WinState::new(&windowing.trigger, combine, *lifted)
-        });
-        if ws.tombstone {
+        let Some(ks) = keys.get_mut(kb) else {
             return Ok(());
-        }
+        };
         let acx = AddCx {
             trigger: &windowing.trigger,
             combine,
@@ -198,11 +201,26 @@ impl Panes {
             output_watermark: cx.output_watermark,
             now: cx.now,
         };
-        let first = ws
-            .add(value, ts, &w, &acx)
-            .map_err(|e| EngineError::user(cx.name, e))?;
-        if first {
-            touched.push((ks.kb.clone(), w));
+        // A key's elements mostly share a window: keep the last one at hand.
+        let mut current: Option<(Window, &mut WinState)> = None;
+        for (value, ts, w) in ks.staged.drain(..) {
+            let ws = match current {
+                Some((cw, ws)) if cw == w => ws,
+                _ => ks.windows.entry(w).or_insert_with(|| {
+                    let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
+                    expiry.insert((expires, kb.clone(), w));
+                    WinState::new(&windowing.trigger, combine, *lifted)
+                }),
+            };
+            if !ws.tombstone {
+                let first = ws
+                    .add(value, ts, &w, &acx)
+                    .map_err(|e| EngineError::user(cx.name, e))?;
+                if first {
+                    touched.push((kb.clone(), w));
+                }
+            }
+            current = Some((w, ws));
         }
         Ok(())
     }
@@ -250,12 +268,19 @@ impl Panes {
         Ok(())
     }
 
-    /// Indexes the timers of `(kb, w)` (already indexed ones are found again).
+    /// Indexes the timers of `(kb, w)` set since the last call. Cleared timers stay in
+    /// the index; firing skips them.
     fn index_timers(&mut self, kb: &KeyBytes, w: Window) {
-        if let Some(ws) = self.keys.get(kb).and_then(|k| k.windows.get(&w)) {
-            for t in &ws.timers {
-                self.timers[domain_slot(t.domain)].insert((t.timestamp, kb.clone(), w));
+        if let Some(ws) = self.keys.get_mut(kb).and_then(|k| k.windows.get_mut(&w)) {
+            if ws.timers == ws.indexed {
+                return;
             }
+            for t in &ws.timers {
+                if !ws.indexed.contains(t) {
+                    self.timers[domain_slot(t.domain)].insert((t.timestamp, kb.clone(), w));
+                }
+            }
+            ws.indexed.clone_from(&ws.timers);
         }
     }
 
@@ -332,7 +357,9 @@ impl Panes {
         let mut released = Vec::new();
         for (to, mut ws) in moved {
             // Timers of merged-away windows are cleared (on_merge); the next element resets them.
+            // Their index entries name the old window: the new one indexes afresh.
             ws.timers.clear();
+            ws.indexed.clear();
             match ks.windows.get_mut(&to) {
                 Some(target) => {
                     let contents =
@@ -379,6 +406,9 @@ impl Panes {
             let Some(ws) = self.keys.get_mut(&kb).and_then(|k| k.windows.get_mut(&w)) else {
                 continue;
             };
+            // No longer in the index: the same timer set again must be indexed again.
+            ws.indexed
+                .retain(|t| !(t.domain == domain && t.timestamp == ts));
             let Some(pos) = ws
                 .timers
                 .iter()
@@ -459,48 +489,46 @@ impl Op for GbkOp {
         batch: &mut Vec<WindowedValue>,
         cx: &mut OpCx<'_>,
     ) -> Result<()> {
-        let merging = self.panes.windowing.window_fn.is_merging();
         let lateness = self.panes.windowing.allowed_lateness;
         let input_wm = cx.input_watermark;
-        // One guard for the batch: combines run user code per element.
-        panics_guarded(cx.name, || {
-            for wv in batch.drain(..) {
-                let (key, value) = match wv.value {
-                    Value::Kv(kv) => *kv,
-                    other => {
-                        return Err(EngineError::user(
-                            cx.name,
-                            format!("expected a key/value element, got a {} value", other.kind()),
-                        ))
-                    }
-                };
-                // The watermark does not move within a bundle: lateness is judged here.
-                if input_wm > end_of(&wv.window).saturating_add(lateness) {
-                    self.panes.dropped += 1;
-                    continue;
+        for wv in batch.drain(..) {
+            let (key, value) = match wv.value {
+                Value::Kv(kv) => *kv,
+                other => {
+                    return Err(EngineError::user(
+                        cx.name,
+                        format!("expected a key/value element, got a {} value", other.kind()),
+                    ))
                 }
-                self.key_buf.clear();
-                self.key_coder
-                    .encode(&key, &mut self.key_buf, false)
-                    .map_err(|source| EngineError::Coder {
-                        transform: cx.name.to_string(),
-                        source,
-                    })?;
-                if merging {
-                    let kb = KeyBytes::from(&self.key_buf[..]);
-                    self.merging.push((kb, key, value, wv.timestamp, wv.window));
-                } else {
-                    self.panes
-                        .add(&self.key_buf, key, value, wv.timestamp, wv.window, cx)?;
-                }
+            };
+            // The watermark does not move within a bundle: lateness is judged here.
+            if input_wm > end_of(&wv.window).saturating_add(lateness) {
+                self.panes.dropped += 1;
+                continue;
             }
-            Ok(())
-        })
+            self.key_buf.clear();
+            self.key_coder
+                .encode(&key, &mut self.key_buf, false)
+                .map_err(|source| EngineError::Coder {
+                    transform: cx.name.to_string(),
+                    source,
+                })?;
+            self.panes
+                .stage(&self.key_buf, key, value, wv.timestamp, wv.window);
+        }
+        // Merging windows are merged once per bundle, at its end; otherwise staged
+        // elements are added per batch, while they are in cache.
+        if self.panes.windowing.window_fn.is_merging() {
+            return Ok(());
+        }
+        // One guard for the batch: combines run user code per element.
+        panics_guarded(cx.name, || self.panes.add_staged(cx))
     }
 
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
-        if !self.merging.is_empty() {
-            self.add_merging(cx)?;
+        if !self.panes.staged_keys.is_empty() {
+            // One guard for the bundle: combines run user code per element.
+            panics_guarded(cx.name, || self.panes.add_staged(cx))?;
         }
         if self.panes.touched.is_empty() {
             return Ok(());

@@ -201,13 +201,15 @@ impl<'g> Executor<'g> {
         r
     }
 
-    /// Moves what node `node` emitted into the queue.
+    /// Moves what node `node` emitted to the front of the queue: a batch goes through all
+    /// its consumers before the next source batch, while it is in cache. Order within a
+    /// PCollection is kept.
     fn collect(&mut self, node: usize) {
         let outputs = &self.graph.nodes[node].outputs;
-        for (buf, &pc) in self.outs[node].iter_mut().zip(outputs) {
+        for (buf, &pc) in self.outs[node].iter_mut().zip(outputs).rev() {
             if !buf.is_empty() {
                 let fresh = self.spare.pop().unwrap_or_default();
-                self.queue.push_back((pc, std::mem::replace(buf, fresh)));
+                self.queue.push_front((pc, std::mem::replace(buf, fresh)));
             }
         }
     }

@@ -22,6 +22,9 @@ pub(super) struct WinState {
     pub pending: usize,
     pub trigger: TriggerState,
     pub timers: Vec<TriggerTimer>,
+    /// The timers as last put in the operator's timer index (unchanged ones are not
+    /// indexed again).
+    pub indexed: Vec<TriggerTimer>,
     pub hold: Option<i64>,
     /// While the window is touched by the current bundle: its hold before the bundle.
     pub bundle_hold: Option<Option<i64>>,
@@ -55,6 +58,7 @@ impl WinState {
             pending: 0,
             trigger: trigger.new_state(),
             timers: Vec::new(),
+            indexed: Vec::new(),
             hold: None,
             bundle_hold: None,
             index: 0,
