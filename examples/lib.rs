@@ -10,8 +10,8 @@ pub fn words(line: &str) -> impl Iterator<Item = &str> {
 pub mod clickstream {
     use beamline::io::generator::Generator;
     use beamline::{
-        Count, DoFn, PCollection, ParDo, ProcessContext, StateSpec, Timing, Trigger, UserError,
-        Window, WindowInto,
+        Count, DoFn, Element, PCollection, ParDo, ProcessContext, StateSpec, Timing, Trigger,
+        UserError, Window, WindowInto,
     };
 
     /// Window length: one minute.
@@ -55,9 +55,10 @@ pub mod clickstream {
 
     /// Per-user click counts in one-minute windows: early firings every 2s of processing
     /// time, the on-time pane, then one late pane per late click (accumulating panes).
-    pub fn counts(clicks: &PCollection<String>) -> PCollection<(String, i64)> {
+    /// Users are names or numeric ids.
+    pub fn counts<U: Element>(clicks: &PCollection<U>) -> PCollection<(U, i64)> {
         clicks
-            .map("KeyByUser", |u: String| (u, ()))
+            .map("KeyByUser", |u: U| (u, ()))
             .apply(
                 "Minutes",
                 WindowInto::fixed(WINDOW_MS)

@@ -37,13 +37,17 @@ pub fn run(variant: &str, events: u64, output: &Path) -> Result<()> {
         }
         "beamline-streaming" => {
             let p = Pipeline::new(PipelineOptions::default().set("streaming", true));
+            // Counted per numeric user id, named once per pane: the reference does the same.
             let clicks = p
                 .apply(
                     "Clicks",
                     clickstream::generator(USERS, Some(events), 0, SEED),
                 )
-                .map("User", |(key, _): (i64, i64)| clickstream::user_of(key));
+                .map("User", |(key, _): (i64, i64)| key);
             clickstream::counts(&clicks)
+                .map("Name", |(key, n): (i64, i64)| {
+                    (clickstream::user_of(key), n)
+                })
                 .par_do("DescribePane", DescribePane)
                 .apply("Write", WriteToText::new(output.to_string_lossy()));
             p.run()?;

@@ -277,7 +277,9 @@ pub(crate) fn create_writer(path: &Path) -> Result<BufWriter<File>, UserError> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let f = File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-    Ok(BufWriter::with_capacity(1 << 20, f))
+    // 64 KiB: few system calls, and small enough for the allocator to reuse when
+    // streaming writes a file per bundle.
+    Ok(BufWriter::with_capacity(1 << 16, f))
 }
 
 /// Writes each bundle to its own temporary file; emits the file's path.
