@@ -204,11 +204,13 @@ fn end_of(w: &crate::Window) -> i64 {
     w.max_timestamp() + 1
 }
 
-/// Called for every element added to the window.
-pub fn on_element(
+/// Called for `n` elements added to the window together (one bundle's): triggers count
+/// them; everything else they do is the same for one element or many.
+pub fn on_elements(
     t: &Trigger,
     s: &mut TriggerState,
     w: &crate::Window,
+    n: i64,
     cx: &mut TriggerContext<'_>,
 ) {
     match t {
@@ -217,7 +219,7 @@ pub fn on_element(
             cx.set_timer(Domain::Watermark, id, end_of(w));
         }
         Trigger::Always | Trigger::Never => {}
-        Trigger::AfterCount(_) => *leaf(s).1 += 1,
+        Trigger::AfterCount(_) => *leaf(s).1 += n,
         Trigger::AfterProcessingTime(delay) => {
             let (id, _, has_timer) = leaf(s);
             if !*has_timer {
@@ -238,31 +240,31 @@ pub fn on_element(
                 unreachable!()
             };
             if *is_late && late.is_some() {
-                on_element(late.as_ref().unwrap(), ls.as_mut().unwrap(), w, cx);
+                on_elements(late.as_ref().unwrap(), ls.as_mut().unwrap(), w, n, cx);
             } else {
                 cx.set_timer(Domain::Watermark, *id, end_of(w));
                 if let (Some(e), Some(es)) = (early, es) {
-                    on_element(e, es, w, cx);
+                    on_elements(e, es, w, n, cx);
                 }
             }
         }
-        Trigger::Repeatedly(u) => on_element(u, &mut nested(s)[0], w, cx),
+        Trigger::Repeatedly(u) => on_elements(u, &mut nested(s)[0], w, n, cx),
         Trigger::AfterAny(ts) | Trigger::AfterAll(ts) => {
             for (t, s) in ts.iter().zip(nested(s)) {
-                on_element(t, s, w, cx);
+                on_elements(t, s, w, n, cx);
             }
         }
         Trigger::OrFinally(a, b) => {
             let subs = nested(s);
-            on_element(a, &mut subs[0], w, cx);
-            on_element(b, &mut subs[1], w, cx);
+            on_elements(a, &mut subs[0], w, n, cx);
+            on_elements(b, &mut subs[1], w, n, cx);
         }
         Trigger::AfterEach(ts) => {
             let TriggerState::Each { index, subs } = s else {
                 unreachable!()
             };
             if *index < ts.len() {
-                on_element(&ts[*index], &mut subs[*index], w, cx);
+                on_elements(&ts[*index], &mut subs[*index], w, n, cx);
             }
         }
     }

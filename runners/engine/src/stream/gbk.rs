@@ -195,11 +195,9 @@ impl Panes {
             return Ok(());
         };
         let acx = AddCx {
-            trigger: &windowing.trigger,
             combine,
             timestamp_combiner: windowing.timestamp_combiner,
             output_watermark: cx.output_watermark,
-            now: cx.now,
         };
         // A key's elements mostly share a window: keep the last one at hand.
         let mut current: Option<(Window, &mut WinState)> = None;
@@ -248,6 +246,8 @@ impl Panes {
                 timers: &mut ws.timers,
                 now: cx.now,
             };
+            let added = std::mem::take(&mut ws.bundle_added);
+            trigger::on_elements(trigger, &mut ws.trigger, &w, added, &mut tcx);
             let fire = trigger::should_fire(
                 trigger,
                 &mut ws.trigger,

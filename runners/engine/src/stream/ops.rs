@@ -249,7 +249,7 @@ impl Op for SourceOp {
         }
         let reader = self.reader.as_mut().expect("created above");
         let now = cx.now;
-        let batch = guarded(cx.name, || reader.poll(now, 8192))?;
+        let batch = guarded(cx.name, || reader.poll(now, 32768))?;
         let n = batch.elements.len();
         cx.out[0].extend(
             batch

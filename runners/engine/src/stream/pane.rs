@@ -3,7 +3,7 @@
 
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result, UserError};
-use crate::trigger::{self, Trigger, TriggerContext, TriggerState, TriggerTimer};
+use crate::trigger::{Trigger, TriggerState, TriggerTimer};
 use crate::value::Value;
 use crate::window::{PaneInfo, TimestampCombiner, Timing, Window};
 
@@ -20,6 +20,8 @@ pub(super) struct WinState {
     pub contents: Contents,
     /// Elements added since the last pane.
     pub pending: usize,
+    /// Elements added in the current bundle, not yet shown to the trigger.
+    pub bundle_added: i64,
     pub trigger: TriggerState,
     pub timers: Vec<TriggerTimer>,
     /// The timers as last put in the operator's timer index (unchanged ones are not
@@ -35,11 +37,9 @@ pub(super) struct WinState {
 
 /// What adding an element needs to know of the operator.
 pub(super) struct AddCx<'a> {
-    pub trigger: &'a Trigger,
     pub combine: Option<&'a dyn CombineFnInvoker>,
     pub timestamp_combiner: TimestampCombiner,
     pub output_watermark: i64,
-    pub now: i64,
 }
 
 impl WinState {
@@ -56,6 +56,7 @@ impl WinState {
         WinState {
             contents,
             pending: 0,
+            bundle_added: 0,
             trigger: trigger.new_state(),
             timers: Vec::new(),
             indexed: Vec::new(),
@@ -67,8 +68,9 @@ impl WinState {
         }
     }
 
-    /// Adds one element of the current bundle (value, watermark hold, trigger); returns
-    /// true when this is the window's first element in the bundle.
+    /// Adds one element of the current bundle (value, watermark hold; the trigger sees
+    /// the bundle's elements when it ends); returns true when this is the window's first
+    /// element in the bundle.
     ///
     /// # Errors
     /// When the combine's `add_input` fails.
@@ -103,11 +105,7 @@ impl WinState {
             }
         }
         self.pending += 1;
-        let mut tcx = TriggerContext {
-            timers: &mut self.timers,
-            now: cx.now,
-        };
-        trigger::on_element(cx.trigger, &mut self.trigger, w, &mut tcx);
+        self.bundle_added += 1;
         Ok(first)
     }
 
