@@ -71,6 +71,9 @@ fn batch_and_streaming_agree_with_an_independent_count() {
     ]);
     run(&[
         "--streaming".into(),
+        // Several bundles, so that the watermark moves while clicks arrive and some
+        // come late (one bundle of everything would have no late clicks).
+        "--max-bundle-size=4096".into(),
         format!("--count={n}"),
         format!("--seed={seed}"),
         format!("--panes={d}/stream"),

@@ -183,3 +183,22 @@ fn bad_threads_option_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_max_bundle_size_is_an_error() {
+    for bad in ["0", "lots"] {
+        let p = Pipeline::new(
+            PipelineOptions::default()
+                .set("streaming", true)
+                .set("max_bundle_size", bad),
+        );
+        p.apply("Nums", Create::of(vec![1i64]));
+        let err = p.run().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "--max-bundle-size must be a positive number, got '{bad}'"
+            )),
+            "{err}"
+        );
+    }
+}

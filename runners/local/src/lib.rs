@@ -8,8 +8,9 @@
 //! with triggers and timers; chosen automatically for unbounded sources, TestStream,
 //! stateful DoFns and non-default triggers), `--memory-budget=SIZE` (batch: spill grouping
 //! state and materialized PCollections to disk past SIZE, e.g. `512MB`, `2GiB`) and
-//! `--spill-dir=DIR`. With unbounded sources, Ctrl-C drains the job: sources stop,
-//! watermarks advance to the end, every pending pane fires.
+//! `--spill-dir=DIR`, `--max-bundle-size=N` (streaming: most elements a source reads
+//! into one bundle, default 32768). With unbounded sources, Ctrl-C drains the job:
+//! sources stop, watermarks advance to the end, every pending pane fires.
 
 mod interrupt;
 pub mod translate;
@@ -52,9 +53,18 @@ impl Runner for LocalRunner {
             if has_sources {
                 interrupt::watch(cancel.clone());
             }
+            let max_bundle_size = match job.options.get("max_bundle_size") {
+                Some(n) => n.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(|| {
+                    EngineError::InvalidPipeline(format!(
+                        "--max-bundle-size must be a positive number, got '{n}'"
+                    ))
+                })?,
+                None => beamline_engine::stream::DEFAULT_MAX_BUNDLE_SIZE,
+            };
             let opts = StreamOptions {
                 virtual_time: !has_sources,
                 cancel: Some(cancel),
+                max_bundle_size,
             };
             execute_streaming(&graph, &opts)?
         } else {

@@ -33,13 +33,20 @@ pub struct StreamOptions {
     pub virtual_time: bool,
     /// Set to request a drain: sources stop, watermarks advance to the end, panes fire.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Most elements a source reads into one bundle. Larger bundles cost less per
+    /// element; smaller ones fire count triggers and late panes more often.
+    pub max_bundle_size: usize,
 }
+
+/// Default of [`StreamOptions::max_bundle_size`].
+pub const DEFAULT_MAX_BUNDLE_SIZE: usize = 32_768;
 
 impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
             virtual_time: true,
             cancel: None,
+            max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
         }
     }
 }
@@ -155,7 +162,7 @@ impl<'g> Executor<'g> {
         let ops = graph
             .nodes
             .iter()
-            .map(|node| ops::build(graph, node))
+            .map(|node| ops::build(graph, node, opts.max_bundle_size.max(1)))
             .collect::<Result<Vec<_>>>()?;
         let now = if opts.virtual_time {
             0

@@ -82,7 +82,7 @@ pub(super) trait Op {
     }
 }
 
-pub(super) fn build(graph: &Graph, node: &Node) -> Result<Box<dyn Op>> {
+pub(super) fn build(graph: &Graph, node: &Node, max_bundle_size: usize) -> Result<Box<dyn Op>> {
     Ok(match &node.kind {
         NodeKind::Impulse => Box::new(ImpulseOp { emitted: false }),
         NodeKind::TestStream { events } => Box::new(TestStreamOp {
@@ -93,6 +93,7 @@ pub(super) fn build(graph: &Graph, node: &Node) -> Result<Box<dyn Op>> {
         NodeKind::Source { source } => Box::new(SourceOp {
             factory: source.clone(),
             reader: None,
+            max_bundle_size,
             wm: i64::MIN,
             finished: false,
             stopped: false,
@@ -226,6 +227,7 @@ impl Op for TestStreamOp {
 struct SourceOp {
     factory: SourceFactory,
     reader: Option<Box<dyn UnboundedSource>>,
+    max_bundle_size: usize,
     wm: i64,
     finished: bool,
     stopped: bool,
@@ -248,8 +250,8 @@ impl Op for SourceOp {
             self.reader = Some(guarded(cx.name, || f())?);
         }
         let reader = self.reader.as_mut().expect("created above");
-        let now = cx.now;
-        let batch = guarded(cx.name, || reader.poll(now, 32768))?;
+        let (now, max) = (cx.now, self.max_bundle_size);
+        let batch = guarded(cx.name, || reader.poll(now, max))?;
         let n = batch.elements.len();
         cx.out[0].extend(
             batch
