@@ -151,10 +151,13 @@ pub struct TriggerTimer {
     pub timestamp: i64,
 }
 
+/// The timers of one window: one or two, kept inline.
+pub type TimerList = smallvec::SmallVec<[TriggerTimer; 2]>;
+
 /// What triggers can do besides their own state: timers and the processing-time clock.
 pub struct TriggerContext<'a> {
     /// Timers of the window.
-    pub timers: &'a mut Vec<TriggerTimer>,
+    pub timers: &'a mut TimerList,
     /// Current processing time.
     pub now: i64,
 }

@@ -7,7 +7,7 @@
 //! accumulating panes would need to copy an accumulator that cannot be copied.
 
 use super::ops::{Op, OpCx};
-use super::pane::{AddCx, Contents, WinState};
+use super::pane::{AddCx, Contents, WinState, Windows};
 use super::END_OF_TIME;
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
@@ -28,7 +28,7 @@ type KeyBytes = Arc<[u8]>;
 struct KeyState {
     kb: KeyBytes,
     key: Value,
-    windows: FxHashMap<Window, WinState>,
+    windows: Windows,
     /// Elements of the current batch (bundle, for merging windows): (value, timestamp,
     /// window). Adding a key's elements together keeps its windows in cache.
     staged: Vec<(Value, i64, Window)>,
@@ -120,7 +120,7 @@ impl Panes {
         let ks = self.keys.entry_ref(kb).or_insert_with(|| KeyState {
             kb: KeyBytes::from(kb),
             key,
-            windows: FxHashMap::default(),
+            windows: Windows::default(),
             staged: Vec::new(),
         });
         if ks.staged.is_empty() {
@@ -201,10 +201,12 @@ impl Panes {
         };
         // A key's elements mostly share a window: keep the last one at hand.
         let mut current: Option<(Window, &mut WinState)> = None;
-        for (value, ts, w) in ks.staged.drain(..) {
+        let n = ks.staged.len();
+        let mut staged = std::mem::take(&mut ks.staged);
+        for (value, ts, w) in staged.drain(..) {
             let ws = match current {
                 Some((cw, ws)) if cw == w => ws,
-                _ => ks.windows.entry(w).or_insert_with(|| {
+                _ => ks.windows.get_or_insert_with(w, || {
                     let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
                     expiry.insert((expires, kb.clone(), w));
                     WinState::new(&windowing.trigger, combine, *lifted)
@@ -219,6 +221,11 @@ impl Panes {
                 }
             }
             current = Some((w, ws));
+        }
+        // Keys that repeat keep their buffer; single-element keys (many keys, each
+        // rare) do not hold memory between stages.
+        if n > 1 {
+            ks.staged = staged;
         }
         Ok(())
     }
@@ -337,7 +344,7 @@ impl Panes {
     ) -> Result<FxHashMap<Window, Window>> {
         let combine = self.combine.as_deref();
         let ks = self.keys.get_mut(kb).expect("key exists");
-        let mut all: Vec<Window> = ks.windows.keys().copied().collect();
+        let mut all: Vec<Window> = ks.windows.windows().collect();
         for w in new {
             if !all.contains(w) {
                 all.push(*w);

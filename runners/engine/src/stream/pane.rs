@@ -3,7 +3,7 @@
 
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result, UserError};
-use crate::trigger::{Trigger, TriggerState, TriggerTimer};
+use crate::trigger::{TimerList, Trigger, TriggerState};
 use crate::value::Value;
 use crate::window::{PaneInfo, TimestampCombiner, Timing, Window};
 
@@ -23,10 +23,10 @@ pub(super) struct WinState {
     /// Elements added in the current bundle, not yet shown to the trigger.
     pub bundle_added: i64,
     pub trigger: TriggerState,
-    pub timers: Vec<TriggerTimer>,
+    pub timers: TimerList,
     /// The timers as last put in the operator's timer index (unchanged ones are not
     /// indexed again).
-    pub indexed: Vec<TriggerTimer>,
+    pub indexed: TimerList,
     pub hold: Option<i64>,
     /// While the window is touched by the current bundle: its hold before the bundle.
     pub bundle_hold: Option<Option<i64>>,
@@ -58,8 +58,8 @@ impl WinState {
             pending: 0,
             bundle_added: 0,
             trigger: trigger.new_state(),
-            timers: Vec::new(),
-            indexed: Vec::new(),
+            timers: TimerList::new(),
+            indexed: TimerList::new(),
             hold: None,
             bundle_hold: None,
             index: 0,
@@ -212,5 +212,57 @@ impl WinState {
                 "'{name}': an accumulator pane without a combine"
             ))),
         }
+    }
+}
+
+/// The windows of one key: few, so a vector searched linearly, grown in small steps
+/// (keys with one window, the common case of many keys, hold exactly one).
+#[derive(Default)]
+pub(super) struct Windows(Vec<(Window, WinState)>);
+
+impl Windows {
+    pub(super) fn get(&self, w: &Window) -> Option<&WinState> {
+        self.0.iter().find(|(x, _)| x == w).map(|(_, ws)| ws)
+    }
+
+    pub(super) fn get_mut(&mut self, w: &Window) -> Option<&mut WinState> {
+        self.0.iter_mut().find(|(x, _)| x == w).map(|(_, ws)| ws)
+    }
+
+    /// The state of `w`, created by `new` if absent.
+    pub(super) fn get_or_insert_with(
+        &mut self,
+        w: Window,
+        new: impl FnOnce() -> WinState,
+    ) -> &mut WinState {
+        let i = match self.0.iter().position(|(x, _)| *x == w) {
+            Some(i) => i,
+            None => {
+                self.insert(w, new());
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    /// Adds window `w` (not present).
+    pub(super) fn insert(&mut self, w: Window, ws: WinState) {
+        if self.0.len() == self.0.capacity() {
+            self.0.reserve_exact((self.0.len() / 2).max(1));
+        }
+        self.0.push((w, ws));
+    }
+
+    pub(super) fn remove(&mut self, w: &Window) -> Option<WinState> {
+        let i = self.0.iter().position(|(x, _)| x == w)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    pub(super) fn windows(&self) -> impl Iterator<Item = Window> + '_ {
+        self.0.iter().map(|(w, _)| *w)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
