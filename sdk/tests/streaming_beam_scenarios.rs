@@ -6,8 +6,8 @@
 
 use beamline::testing::capture;
 use beamline::{
-    DoFn, PCollection, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec, TestStream,
-    TimerContext, TimerSpec, Trigger, UserError, WindowInto,
+    DoFn, PCollection, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec, Sum,
+    TestStream, TimerContext, TimerSpec, Top, Trigger, UserError, WindowInto,
 };
 use serde_json::Value as J;
 
@@ -212,6 +212,67 @@ fn after_processing_time_early_firing() {
             None,
         )),
     );
+}
+
+/// Combines fire the panes grouping fires, with the combined value: `Sum` (an inline
+/// accumulator, kept per pane), `Top` (a boxed accumulator: accumulating panes keep the
+/// values) — in accumulating, discarding and merging (session) windowing.
+#[test]
+fn combines_fire_the_panes_of_grouping() {
+    let fx = fixture();
+    let cases: Vec<(&str, WindowInto<(String, i64)>)> = vec![
+        (
+            "early_ontime_late_accumulating",
+            WindowInto::fixed(10_000)
+                .triggering(early_late())
+                .accumulating()
+                .with_allowed_lateness(5_000),
+        ),
+        (
+            "early_ontime_late_discarding",
+            WindowInto::fixed(10_000)
+                .triggering(early_late())
+                .with_allowed_lateness(5_000),
+        ),
+        ("sessions_default", WindowInto::sessions(5_000)),
+        (
+            "fixed_default_late",
+            WindowInto::fixed(10_000).with_allowed_lateness(5_000),
+        ),
+    ];
+    for (scenario, window) in cases {
+        let p = Pipeline::new(PipelineOptions::default());
+        let input: PCollection<(String, i64)> =
+            p.apply("Events", test_stream(events_of(&fx, scenario)));
+        let windowed = input.apply("Window", window);
+        let grouped = windowed.group_by_key("Group");
+        let lists = grouped.par_do("Describe", Describe);
+        let sums_of_groups = grouped
+            .map("SumGroup", |(k, vs): (String, Vec<i64>)| {
+                (k, vs.iter().sum::<i64>())
+            })
+            .par_do("DescribeSumGroup", DescribeScalar);
+        let sums = windowed
+            .apply("Sum", Sum::per_key())
+            .par_do("DescribeSum", DescribeScalar);
+        let tops = windowed
+            .apply("Top", Top::largest(1000).per_key())
+            .par_do("DescribeTop", Describe);
+        let (lists, sums_of_groups, sums, tops) = (
+            capture(&lists),
+            capture(&sums_of_groups),
+            capture(&sums),
+            capture(&tops),
+        );
+        p.run().unwrap();
+        assert_eq!(
+            lists.sorted(),
+            expected(&fx, scenario),
+            "scenario {scenario}"
+        );
+        assert_eq!(sums.sorted(), sums_of_groups.sorted(), "sums, {scenario}");
+        assert_eq!(tops.sorted(), lists.sorted(), "top, {scenario}");
+    }
 }
 
 #[test]
