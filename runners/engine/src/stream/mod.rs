@@ -12,6 +12,7 @@
 mod gbk;
 mod ops;
 mod pane;
+mod source;
 
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
@@ -51,7 +52,7 @@ impl Default for StreamOptions {
     }
 }
 
-fn wall_clock_ms() -> i64 {
+pub(super) fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -1,15 +1,15 @@
 //! Streaming operators: sources, element-wise transforms, and (stateful) ParDo.
 
 use super::gbk::GbkOp;
+use super::source::SourceOp;
 use super::END_OF_TIME;
 use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result};
 use crate::exec::guarded;
-use crate::graph::{Graph, Node, NodeKind, SourceFactory, StatefulSpec, TestEvent};
+use crate::graph::{Graph, Node, NodeKind, StatefulSpec, TestEvent};
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::registry::DoFnFactory;
-use crate::source::UnboundedSource;
 use crate::state::{KeyedState, StateCell, StateKind, TimeDomain, TimerRequest};
 use crate::value::Value;
 use crate::window::{PaneInfo, Window, WindowFn, WindowedValue};
@@ -90,14 +90,7 @@ pub(super) fn build(graph: &Graph, node: &Node, max_bundle_size: usize) -> Resul
             pos: 0,
             wm: i64::MIN,
         }),
-        NodeKind::Source { source } => Box::new(SourceOp {
-            factory: source.clone(),
-            reader: None,
-            max_bundle_size,
-            wm: i64::MIN,
-            finished: false,
-            stopped: false,
-        }),
+        NodeKind::Source { source } => Box::new(SourceOp::new(source.clone(), max_bundle_size)),
         NodeKind::WindowInto { window_fn } => Box::new(WindowIntoOp(*window_fn)),
         NodeKind::Flatten | NodeKind::Reshuffle => Box::new(PassOp),
         NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
@@ -221,67 +214,6 @@ impl Op for TestStreamOp {
     }
     fn stop(&mut self) {
         self.pos = self.events.len();
-    }
-}
-
-struct SourceOp {
-    factory: SourceFactory,
-    reader: Option<Box<dyn UnboundedSource>>,
-    max_bundle_size: usize,
-    wm: i64,
-    finished: bool,
-    stopped: bool,
-}
-
-impl Op for SourceOp {
-    fn step(&mut self, cx: &mut OpCx<'_>) -> Result<SourceStep> {
-        if self.finished {
-            return Ok(SourceStep::Finished);
-        }
-        if self.stopped {
-            self.finished = true;
-            self.wm = END_OF_TIME;
-            return Ok(SourceStep::Progressed {
-                advance_processing_time: 0,
-            });
-        }
-        if self.reader.is_none() {
-            let f = self.factory.clone();
-            self.reader = Some(guarded(cx.name, || f())?);
-        }
-        let reader = self.reader.as_mut().expect("created above");
-        let (now, max) = (cx.now, self.max_bundle_size);
-        let batch = guarded(cx.name, || reader.poll(now, max))?;
-        let n = batch.elements.len();
-        cx.out[0].extend(
-            batch
-                .elements
-                .into_iter()
-                .map(|(value, timestamp)| WindowedValue {
-                    value,
-                    timestamp,
-                    window: Window::Global,
-                    pane: PaneInfo::NO_FIRING,
-                }),
-        );
-        self.wm = self.wm.max(batch.watermark);
-        if batch.finished {
-            self.finished = true;
-            self.wm = END_OF_TIME;
-        }
-        Ok(if n == 0 && !batch.finished {
-            SourceStep::Idle
-        } else {
-            SourceStep::Progressed {
-                advance_processing_time: 0,
-            }
-        })
-    }
-    fn hold(&self) -> i64 {
-        self.wm
-    }
-    fn stop(&mut self) {
-        self.stopped = true;
     }
 }
 
