@@ -12,6 +12,7 @@
 mod gbk;
 mod ops;
 mod pane;
+mod pardo;
 mod source;
 
 use crate::error::{EngineError, Result};

@@ -1,0 +1,511 @@
+//! The streaming ParDo: batches through the DoFn, or element by element with per-key
+//! state and timers (stateful DoFns) or side inputs that must be ready first.
+
+use super::ops::{Op, OpCx};
+use super::END_OF_TIME;
+use crate::coder::Coder;
+use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
+use crate::error::{EngineError, Result};
+use crate::exec::guarded;
+use crate::graph::{Graph, Node, PcId, StatefulSpec};
+use crate::metrics::{MetricResults, MetricsContainer};
+use crate::registry::DoFnFactory;
+use crate::state::{KeyedState, StateCell, StateKind, TimeDomain, TimerRequest};
+use crate::value::Value;
+use crate::window::{Window, WindowedValue};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Hands a DoFn's outputs to the op's output buffers.
+struct BufEmitter<'a>(&'a mut [Vec<WindowedValue>]);
+
+impl Emitter for BufEmitter<'_> {
+    fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<()> {
+        let n = self.0.len();
+        let buf = self.0.get_mut(tag).ok_or_else(|| {
+            EngineError::InvalidPipeline(format!(
+                "output tag #{tag} used but the transform declares {n} output(s)"
+            ))
+        })?;
+        buf.push(wv);
+        Ok(())
+    }
+
+    fn buffer(&mut self, tag: usize) -> Result<Option<&mut Vec<WindowedValue>>> {
+        // Unknown tags get their error from `emit`.
+        Ok(self.0.get_mut(tag))
+    }
+}
+
+/// Per key and window state of a stateful ParDo.
+struct KeyWindow {
+    key: Value,
+    /// Cells in declaration order.
+    cells: Vec<StateCell>,
+    /// Pending timers: name to (domain, fire time, output time).
+    timers: FxHashMap<String, (TimeDomain, i64, i64)>,
+}
+
+type TimerIndex = BTreeSet<(i64, Vec<u8>, Window, String)>;
+
+struct Stateful {
+    spec: Arc<StatefulSpec>,
+    decls: Vec<(String, StateKind)>,
+    key_coder: Coder,
+    allowed_lateness: i64,
+    states: FxHashMap<(Vec<u8>, Window), KeyWindow>,
+    event_timers: TimerIndex,
+    processing_timers: TimerIndex,
+    dropped: i64,
+}
+
+impl Stateful {
+    fn new(spec: Arc<StatefulSpec>, key_coder: Coder, allowed_lateness: i64) -> Self {
+        Stateful {
+            decls: spec
+                .states
+                .iter()
+                .map(|d| (d.name.clone(), d.kind.clone()))
+                .collect(),
+            spec,
+            key_coder,
+            allowed_lateness,
+            states: FxHashMap::default(),
+            event_timers: BTreeSet::new(),
+            processing_timers: BTreeSet::new(),
+            dropped: 0,
+        }
+    }
+}
+
+pub(super) struct ParDoOp {
+    factory: DoFnFactory,
+    inst: Option<Box<dyn DoFnInvoker>>,
+    in_bundle: bool,
+    metrics: MetricsContainer,
+    sides: Vec<SideInputData>,
+    side_wms: Vec<i64>,
+    pushback: Vec<WindowedValue>,
+    stateful: Option<Stateful>,
+}
+
+/// What a call into the DoFn is about.
+enum Call<'v> {
+    Element(WindowedValue),
+    Timer {
+        name: &'v str,
+        window: Window,
+        output_timestamp: i64,
+    },
+    Expire(Window),
+}
+
+impl ParDoOp {
+    /// The ParDo of `node`, with its side inputs and (when stateful) its state.
+    ///
+    /// # Errors
+    /// When a stateful ParDo's input is not key/value.
+    pub(super) fn new(
+        graph: &Graph,
+        node: &Node,
+        dofn: &DoFnFactory,
+        side_inputs: &[PcId],
+        stateful: Option<&Arc<StatefulSpec>>,
+    ) -> Result<Self> {
+        let main = &graph.pcollections[node.inputs[0]];
+        let stateful = match stateful {
+            None => None,
+            Some(spec) => {
+                let Coder::Kv(key_coder, _) = &main.coder else {
+                    return Err(EngineError::InvalidPipeline(format!(
+                        "stateful ParDo '{}' needs key/value input, but '{}' has coder {}",
+                        node.name, main.name, main.coder
+                    )));
+                };
+                Some(Stateful::new(
+                    spec.clone(),
+                    (**key_coder).clone(),
+                    main.windowing.allowed_lateness,
+                ))
+            }
+        };
+        Ok(ParDoOp {
+            factory: dofn.clone(),
+            inst: None,
+            in_bundle: false,
+            metrics: MetricsContainer::default(),
+            sides: side_inputs
+                .iter()
+                .map(|&pc| {
+                    SideInputData::new(graph.pcollections[pc].windowing.window_fn, Vec::new())
+                })
+                .collect(),
+            side_wms: vec![i64::MIN; side_inputs.len()],
+            pushback: Vec::new(),
+            stateful,
+        })
+    }
+}
+
+impl ParDoOp {
+    fn instance(&mut self, name: &str, cx_out: &mut [Vec<WindowedValue>]) -> Result<()> {
+        if self.inst.is_none() {
+            let f = self.factory.clone();
+            let mut inv = guarded(name, || Ok(f()))?;
+            guarded(name, || inv.setup())?;
+            self.inst = Some(inv);
+        }
+        if !self.in_bundle {
+            self.in_bundle = true;
+            let inv = self.inst.as_mut().expect("created");
+            let mut em = BufEmitter(cx_out);
+            let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
+            let r = guarded(name, || inv.start_bundle(&mut ctx));
+            if let Some(e) = ctx.take_error() {
+                return Err(e);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
+    fn sides_ready(&self, w: &Window) -> bool {
+        self.sides
+            .iter()
+            .zip(&self.side_wms)
+            .all(|(s, &wm)| wm == END_OF_TIME || wm > s.window_for(w).max_timestamp())
+    }
+
+    /// Runs one call of the DoFn, with the key's state when stateful.
+    fn call(
+        &mut self,
+        call: Call<'_>,
+        key_bytes: Option<Vec<u8>>,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        self.instance(cx.name, cx.out)?;
+        let name = cx.name;
+        let inv = self.inst.as_mut().expect("created");
+        let window = match &call {
+            Call::Element(wv) => wv.window,
+            Call::Timer { window, .. } | Call::Expire(window) => *window,
+        };
+        let mut em = BufEmitter(cx.out);
+        let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, window);
+        let mut requests = Vec::new();
+        let (r, err) = match (&mut self.stateful, key_bytes) {
+            (Some(st), Some(kb)) => {
+                let state_key = (kb, window);
+                // Look up before inserting: the key bytes are cloned only for a new entry.
+                if !st.states.contains_key(&state_key) {
+                    st.states.insert(
+                        state_key.clone(),
+                        KeyWindow {
+                            key: Value::Null,
+                            cells: Vec::new(),
+                            timers: FxHashMap::default(),
+                        },
+                    );
+                }
+                let kb = &state_key.0;
+                let entry = st.states.get_mut(&state_key).expect("inserted above");
+                if let Call::Element(wv) = &call {
+                    if let Value::Kv(kv) = &wv.value {
+                        if entry.key == Value::Null {
+                            entry.key = kv.0.clone();
+                        }
+                    }
+                }
+                let ts = match &call {
+                    Call::Element(wv) => wv.timestamp,
+                    Call::Timer {
+                        output_timestamp, ..
+                    } => *output_timestamp,
+                    Call::Expire(w) => w.max_timestamp(),
+                };
+                let keyed = KeyedState {
+                    key: &entry.key,
+                    decls: &st.decls,
+                    cells: &mut entry.cells,
+                    timers: &mut requests,
+                    timer_decls: &st.spec.timers,
+                    now: cx.now,
+                    watermark: cx.input_watermark,
+                };
+                let mut ctx = ctx.with_state(keyed, ts);
+                let r = guarded(name, || match call {
+                    Call::Element(wv) => inv.process(wv, &mut ctx),
+                    Call::Timer { name, .. } => inv.on_timer(name, &mut ctx),
+                    Call::Expire(_) => inv.on_window_expiration(&mut ctx),
+                });
+                let err = ctx.take_error();
+                // Apply timer changes.
+                for req in requests {
+                    match req {
+                        TimerRequest::Set {
+                            name,
+                            timestamp,
+                            output_timestamp,
+                        } => {
+                            let domain = st
+                                .spec
+                                .timers
+                                .iter()
+                                .find(|(n, _)| *n == name)
+                                .map(|(_, d)| *d)
+                                .unwrap_or(TimeDomain::Watermark);
+                            if let Some((d, old, _)) = entry.timers.remove(&name) {
+                                st_indexes(&mut st.event_timers, &mut st.processing_timers, d)
+                                    .remove(&(old, kb.clone(), window, name.clone()));
+                            }
+                            st_indexes(&mut st.event_timers, &mut st.processing_timers, domain)
+                                .insert((timestamp, kb.clone(), window, name.clone()));
+                            entry
+                                .timers
+                                .insert(name, (domain, timestamp, output_timestamp));
+                        }
+                        TimerRequest::Clear { name } => {
+                            if let Some((d, old, _)) = entry.timers.remove(&name) {
+                                st_indexes(&mut st.event_timers, &mut st.processing_timers, d)
+                                    .remove(&(old, kb.clone(), window, name));
+                            }
+                        }
+                    }
+                }
+                (r, err)
+            }
+            _ => {
+                let r = guarded(name, || match call {
+                    Call::Element(wv) => inv.process(wv, &mut ctx),
+                    Call::Timer { name, .. } => inv.on_timer(name, &mut ctx),
+                    Call::Expire(_) => inv.on_window_expiration(&mut ctx),
+                });
+                (r, ctx.take_error())
+            }
+        };
+        match err {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    fn process_main(&mut self, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+        if let Some(st) = &mut self.stateful {
+            // Lateness is judged on arrival: elements waiting for side inputs hold the
+            // watermark and are not late when they are finally processed.
+            if cx.input_watermark
+                > wv.window
+                    .max_timestamp()
+                    .saturating_add(st.allowed_lateness)
+            {
+                st.dropped += 1;
+                return Ok(());
+            }
+        }
+        if !self.sides_ready(&wv.window) {
+            self.pushback.push(wv);
+            return Ok(());
+        }
+        self.process_ready(wv, cx)
+    }
+
+    fn process_ready(&mut self, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
+        let key_bytes =
+            match &mut self.stateful {
+                None => None,
+                Some(st) => {
+                    let Value::Kv(kv) = &wv.value else {
+                        return Err(EngineError::user(
+                            cx.name,
+                            format!(
+                                "stateful ParDo needs key/value elements, got a {} value",
+                                wv.value.kind()
+                            ),
+                        ));
+                    };
+                    Some(st.key_coder.encode_to_vec(&kv.0).map_err(|source| {
+                        EngineError::Coder {
+                            transform: cx.name.to_string(),
+                            source,
+                        }
+                    })?)
+                }
+            };
+        self.call(Call::Element(wv), key_bytes, cx)
+    }
+
+    fn fire_timers(&mut self, domain: TimeDomain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
+        loop {
+            let Some(st) = &mut self.stateful else {
+                return Ok(());
+            };
+            let index = st_indexes(&mut st.event_timers, &mut st.processing_timers, domain);
+            let Some(first) = index.first().cloned() else {
+                return Ok(());
+            };
+            if first.0 > until {
+                return Ok(());
+            }
+            index.remove(&first);
+            let (_, kb, window, name) = first;
+            let Some(entry) = st.states.get_mut(&(kb.clone(), window)) else {
+                continue;
+            };
+            let Some((_, _, output_timestamp)) = entry.timers.remove(&name) else {
+                continue;
+            };
+            self.call(
+                Call::Timer {
+                    name: &name,
+                    window,
+                    output_timestamp,
+                },
+                Some(kb),
+                cx,
+            )?;
+        }
+    }
+}
+
+fn st_indexes<'a>(
+    event: &'a mut TimerIndex,
+    processing: &'a mut TimerIndex,
+    d: TimeDomain,
+) -> &'a mut TimerIndex {
+    match d {
+        TimeDomain::Watermark => event,
+        TimeDomain::ProcessingTime => processing,
+    }
+}
+
+impl Op for ParDoOp {
+    fn process(
+        &mut self,
+        slot: usize,
+        batch: &mut Vec<WindowedValue>,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        if slot > 0 {
+            for wv in batch.drain(..) {
+                self.sides[slot - 1].push(wv);
+            }
+            return Ok(());
+        }
+        if self.stateful.is_some() || !self.sides.is_empty() {
+            // Per element: state lookups, side-input readiness.
+            for wv in batch.drain(..) {
+                self.process_main(wv, cx)?;
+            }
+            return Ok(());
+        }
+        self.instance(cx.name, cx.out)?;
+        let name = cx.name;
+        let inv = self.inst.as_mut().expect("created");
+        let mut em = BufEmitter(cx.out);
+        let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
+        let r = guarded(name, || inv.process_batch(batch, &mut ctx));
+        match ctx.take_error() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    fn side_watermarks(&mut self, wms: &[i64]) {
+        self.side_wms.copy_from_slice(wms);
+    }
+
+    fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
+        if self.in_bundle {
+            self.in_bundle = false;
+            let name = cx.name;
+            let inv = self.inst.as_mut().expect("created");
+            let mut em = BufEmitter(cx.out);
+            let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
+            let r = guarded(name, || inv.finish_bundle(&mut ctx));
+            if let Some(e) = ctx.take_error() {
+                return Err(e);
+            }
+            r?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
+        // Main elements that waited for their side inputs.
+        if !self.pushback.is_empty() {
+            let waiting = std::mem::take(&mut self.pushback);
+            for wv in waiting {
+                if self.sides_ready(&wv.window) {
+                    self.process_ready(wv, cx)?;
+                } else {
+                    self.pushback.push(wv);
+                }
+            }
+        }
+        self.fire_timers(TimeDomain::Watermark, wm, cx)?;
+        // Expire windows past their allowed lateness: callback, then drop state and timers.
+        let Some(st) = &mut self.stateful else {
+            return Ok(());
+        };
+        let lateness = st.allowed_lateness;
+        let expired: Vec<(Vec<u8>, Window)> = st
+            .states
+            .keys()
+            .filter(|(_, w)| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness))
+            .cloned()
+            .collect();
+        let on_expiry = st.spec.on_window_expiration;
+        for (kb, w) in expired {
+            if on_expiry {
+                self.call(Call::Expire(w), Some(kb.clone()), cx)?;
+            }
+            let st = self.stateful.as_mut().expect("stateful");
+            if let Some(entry) = st.states.remove(&(kb.clone(), w)) {
+                for (name, (d, ts, _)) in entry.timers {
+                    st_indexes(&mut st.event_timers, &mut st.processing_timers, d).remove(&(
+                        ts,
+                        kb.clone(),
+                        w,
+                        name,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
+        let now = cx.now;
+        self.fire_timers(TimeDomain::ProcessingTime, now, cx)
+    }
+
+    fn hold(&self) -> i64 {
+        let timers = self
+            .stateful
+            .as_ref()
+            .and_then(|s| s.event_timers.first().map(|t| t.0))
+            .unwrap_or(END_OF_TIME);
+        let pushed = self
+            .pushback
+            .iter()
+            .map(|wv| wv.timestamp)
+            .min()
+            .unwrap_or(END_OF_TIME);
+        timers.min(pushed)
+    }
+
+    fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {
+        if let Some(st) = &self.stateful {
+            if st.dropped > 0 {
+                self.metrics
+                    .inc_counter("beamline", "droppedDueToLateness", st.dropped);
+            }
+        }
+        metrics.merge_container(name, &self.metrics);
+        if let Some(mut inv) = self.inst.take() {
+            guarded(name, || inv.teardown())?;
+        }
+        Ok(())
+    }
+}
