@@ -55,6 +55,8 @@ struct Stateful {
     key_coder: Coder,
     allowed_lateness: i64,
     states: FxHashMap<(Vec<u8>, Window), KeyWindow>,
+    /// How many states each window has: expiry scans the states only when a window is due.
+    windows: FxHashMap<Window, usize>,
     event_timers: TimerIndex,
     processing_timers: TimerIndex,
     dropped: i64,
@@ -72,6 +74,7 @@ impl Stateful {
             key_coder,
             allowed_lateness,
             states: FxHashMap::default(),
+            windows: FxHashMap::default(),
             event_timers: BTreeSet::new(),
             processing_timers: BTreeSet::new(),
             dropped: 0,
@@ -199,6 +202,7 @@ impl ParDoOp {
                 let state_key = (kb, window);
                 // Look up before inserting: the key bytes are cloned only for a new entry.
                 if !st.states.contains_key(&state_key) {
+                    *st.windows.entry(window).or_insert(0) += 1;
                     st.states.insert(
                         state_key.clone(),
                         KeyWindow {
@@ -449,12 +453,12 @@ impl Op for ParDoOp {
             return Ok(());
         };
         let lateness = st.allowed_lateness;
-        let expired: Vec<(Vec<u8>, Window)> = st
-            .states
-            .keys()
-            .filter(|(_, w)| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness))
-            .cloned()
-            .collect();
+        let due = |w: &Window| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness);
+        if !st.windows.keys().any(due) {
+            return Ok(());
+        }
+        let expired: Vec<(Vec<u8>, Window)> =
+            st.states.keys().filter(|(_, w)| due(w)).cloned().collect();
         let on_expiry = st.spec.on_window_expiration;
         for (kb, w) in expired {
             if on_expiry {
@@ -462,6 +466,12 @@ impl Op for ParDoOp {
             }
             let st = self.stateful.as_mut().expect("stateful");
             if let Some(entry) = st.states.remove(&(kb.clone(), w)) {
+                if let Some(n) = st.windows.get_mut(&w) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.windows.remove(&w);
+                    }
+                }
                 for (name, (d, ts, _)) in entry.timers {
                     st_indexes(&mut st.event_timers, &mut st.processing_timers, d).remove(&(
                         ts,
