@@ -19,11 +19,64 @@ use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
 use crate::window::{merge_intervals, Window, WindowedValue};
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
-/// A key's encoding, shared by the key table, timers and expiry index.
-type KeyBytes = Arc<[u8]>;
+/// A key's encoding, shared by the key table, timers and expiry index; ordered by a hash
+/// of the bytes first, so that index lookups (many keys' timers share a timestamp) rarely
+/// compare the bytes themselves.
+#[derive(Clone, Debug)]
+struct KeyBytes {
+    order: u64,
+    bytes: Arc<[u8]>,
+}
+
+impl From<&[u8]> for KeyBytes {
+    fn from(bytes: &[u8]) -> Self {
+        KeyBytes {
+            order: FxBuildHasher.hash_one(bytes),
+            bytes: Arc::from(bytes),
+        }
+    }
+}
+
+impl Borrow<[u8]> for KeyBytes {
+    fn borrow(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Hash for KeyBytes {
+    /// As the bytes hash, so that the key table can be searched with borrowed bytes.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
+
+impl PartialEq for KeyBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order && self.bytes == other.bytes
+    }
+}
+
+impl Eq for KeyBytes {}
+
+impl Ord for KeyBytes {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order
+            .cmp(&other.order)
+            .then_with(|| self.bytes.cmp(&other.bytes))
+    }
+}
+
+impl PartialOrd for KeyBytes {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 struct KeyState {
     kb: KeyBytes,
@@ -294,7 +347,7 @@ impl Panes {
     /// Emits a pane of `(kb, w)` (Beam's `_output`).
     fn output(
         &mut self,
-        kb: &[u8],
+        kb: &KeyBytes,
         w: Window,
         finished: bool,
         output_watermark: i64,
