@@ -5,7 +5,7 @@ use super::ops::{Op, OpCx};
 use super::END_OF_TIME;
 use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Result, UserError};
 use crate::exec::guarded;
 use crate::graph::{Graph, Node, PcId, StatefulSpec};
 use crate::metrics::{MetricResults, MetricsContainer};
@@ -161,16 +161,27 @@ impl ParDoOp {
         }
         if !self.in_bundle {
             self.in_bundle = true;
-            let inv = self.inst.as_mut().expect("created");
-            let mut em = BufEmitter(cx_out);
-            let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
-            let r = guarded(name, || inv.start_bundle(&mut ctx));
-            if let Some(e) = ctx.take_error() {
-                return Err(e);
-            }
-            r?;
+            self.with_context(name, cx_out, |inv, ctx| inv.start_bundle(ctx))?;
         }
         Ok(())
+    }
+
+    /// Calls the DoFn (created) with a context in the global window whose outputs go to
+    /// `out`; an error recorded by the context (from downstream) comes first.
+    fn with_context(
+        &mut self,
+        name: &str,
+        out: &mut [Vec<WindowedValue>],
+        f: impl FnOnce(&mut dyn DoFnInvoker, &mut Context<'_>) -> std::result::Result<(), UserError>,
+    ) -> Result<()> {
+        let inv = self.inst.as_mut().expect("created");
+        let mut em = BufEmitter(out);
+        let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
+        let r = guarded(name, || f(&mut **inv, &mut ctx));
+        match ctx.take_error() {
+            Some(e) => Err(e),
+            None => r,
+        }
     }
 
     fn sides_ready(&self, w: &Window) -> bool {
@@ -404,15 +415,7 @@ impl Op for ParDoOp {
             return Ok(());
         }
         self.instance(cx.name, cx.out)?;
-        let name = cx.name;
-        let inv = self.inst.as_mut().expect("created");
-        let mut em = BufEmitter(cx.out);
-        let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
-        let r = guarded(name, || inv.process_batch(batch, &mut ctx));
-        match ctx.take_error() {
-            Some(e) => Err(e),
-            None => r,
-        }
+        self.with_context(cx.name, cx.out, |inv, ctx| inv.process_batch(batch, ctx))
     }
 
     fn side_watermarks(&mut self, wms: &[i64]) {
@@ -422,15 +425,7 @@ impl Op for ParDoOp {
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
         if self.in_bundle {
             self.in_bundle = false;
-            let name = cx.name;
-            let inv = self.inst.as_mut().expect("created");
-            let mut em = BufEmitter(cx.out);
-            let mut ctx = Context::new(&mut em, &self.sides, &mut self.metrics, Window::Global);
-            let r = guarded(name, || inv.finish_bundle(&mut ctx));
-            if let Some(e) = ctx.take_error() {
-                return Err(e);
-            }
-            r?;
+            self.with_context(cx.name, cx.out, |inv, ctx| inv.finish_bundle(ctx))?;
         }
         Ok(())
     }
