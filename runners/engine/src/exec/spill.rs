@@ -126,6 +126,78 @@ pub(crate) struct EncodedBundle {
     pub(crate) coder: Coder,
 }
 
+/// The elements of a [`Bundle`], read in batches.
+pub(crate) enum BundleReader {
+    Mem(std::vec::IntoIter<WindowedValue>),
+    Encoded {
+        bundle: Arc<EncodedBundle>,
+        /// Byte offset of the next element.
+        at: usize,
+        /// Elements not yet read.
+        count: usize,
+    },
+    Spilled {
+        bundle: Arc<SpilledBundle>,
+        bytes: Vec<u8>,
+        at: usize,
+        count: usize,
+    },
+}
+
+impl BundleReader {
+    /// Elements not yet read.
+    pub(crate) fn remaining(&self) -> usize {
+        match self {
+            BundleReader::Mem(it) => it.len(),
+            BundleReader::Encoded { count, .. } | BundleReader::Spilled { count, .. } => *count,
+        }
+    }
+
+    /// Appends up to `max` more elements to `out` (none once all were read).
+    ///
+    /// # Errors
+    /// When an encoded element does not decode (naming the spill file when spilled).
+    pub(crate) fn next_batch(&mut self, out: &mut Vec<WindowedValue>, max: usize) -> Result<()> {
+        match self {
+            BundleReader::Mem(it) => out.extend(it.by_ref().take(max)),
+            BundleReader::Encoded { bundle, at, count } => {
+                let mut input = &bundle.bytes[*at..];
+                let n = max.min(*count);
+                for _ in 0..n {
+                    out.push(decode_windowed(&bundle.coder, &mut input).map_err(|e| {
+                        EngineError::InvalidPipeline(format!(
+                            "grouped elements do not decode (a runner bug): {e}"
+                        ))
+                    })?);
+                }
+                *at = bundle.bytes.len() - input.len();
+                *count -= n;
+            }
+            BundleReader::Spilled {
+                bundle,
+                bytes,
+                at,
+                count,
+            } => {
+                let mut input = &bytes[*at..];
+                let n = max.min(*count);
+                for _ in 0..n {
+                    out.push(decode_windowed(&bundle.coder, &mut input).map_err(|e| {
+                        io_err(
+                            "decoding",
+                            &bundle.file.path,
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                        )
+                    })?);
+                }
+                *at = bytes.len() - input.len();
+                *count -= n;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A bundle of a materialized PCollection, in memory or spilled.
 #[derive(Clone)]
 pub(crate) enum Bundle {
@@ -154,36 +226,30 @@ impl Bundle {
 
     /// The elements (read back from disk when spilled).
     pub(crate) fn load(self) -> Result<Vec<WindowedValue>> {
-        match self {
-            Bundle::Mem(v) => Ok(v),
-            Bundle::Encoded(e) => {
-                let mut input = e.bytes.as_slice();
-                let mut out = Vec::with_capacity(e.count);
-                for _ in 0..e.count {
-                    out.push(decode_windowed(&e.coder, &mut input).map_err(|e| {
-                        EngineError::InvalidPipeline(format!(
-                            "grouped elements do not decode (a runner bug): {e}"
-                        ))
-                    })?);
-                }
-                Ok(out)
-            }
-            Bundle::Spilled(s) => {
-                let bytes = s.file.read(s.offset, s.len)?;
-                let mut input = bytes.as_slice();
-                let mut out = Vec::with_capacity(s.count);
-                for _ in 0..s.count {
-                    out.push(decode_windowed(&s.coder, &mut input).map_err(|e| {
-                        io_err(
-                            "decoding",
-                            &s.file.path,
-                            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                        )
-                    })?);
-                }
-                Ok(out)
-            }
-        }
+        let mut reader = self.reader()?;
+        let mut out = Vec::with_capacity(reader.remaining());
+        reader.next_batch(&mut out, usize::MAX)?;
+        Ok(out)
+    }
+
+    /// A reader handing the elements out a batch at a time (spilled bytes are read from
+    /// disk here): encoded elements are decoded as they are needed, so a stage never
+    /// holds a whole decoded bundle of, say, grouped values.
+    pub(crate) fn reader(self) -> Result<BundleReader> {
+        Ok(match self {
+            Bundle::Mem(v) => BundleReader::Mem(v.into_iter()),
+            Bundle::Encoded(e) => BundleReader::Encoded {
+                count: e.count,
+                at: 0,
+                bundle: e,
+            },
+            Bundle::Spilled(s) => BundleReader::Spilled {
+                bytes: s.file.read(s.offset, s.len)?,
+                at: 0,
+                count: s.count,
+                bundle: s,
+            },
+        })
     }
 
     /// Writes `elements` to `file`, encoded with `coder`.

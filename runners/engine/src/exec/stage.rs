@@ -131,7 +131,7 @@ impl Instance {
     fn run_bundle(
         &mut self,
         shared: &Shared<'_>,
-        bundle: Vec<WindowedValue>,
+        mut bundle: spill::BundleReader,
     ) -> Result<BundleOutput> {
         let mut sinks = self.new_sinks(shared);
         let n = self.ops.len();
@@ -139,10 +139,9 @@ impl Instance {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
         }
         self.flush_all(&mut sinks, shared)?;
-        let mut batch = Vec::with_capacity(BATCH.min(bundle.len()));
-        let mut elements = bundle.into_iter();
+        let mut batch = Vec::with_capacity(BATCH.min(bundle.remaining()));
         loop {
-            batch.extend(elements.by_ref().take(BATCH));
+            bundle.next_batch(&mut batch, BATCH)?;
             if batch.is_empty() {
                 break;
             }
@@ -500,7 +499,7 @@ pub(crate) fn run_stage(
                 return;
             }
         }
-        let r = bundle.load().and_then(|bundle| {
+        let r = bundle.reader().and_then(|bundle| {
             let inst = pool.lock().pop();
             match inst {
                 Some(inst) => Ok(inst),
