@@ -228,7 +228,14 @@ impl Coder {
                 let v = vc.decode(input, nested)?;
                 Value::kv(k, v)
             }
-            Coder::Iterable(ec) => Value::List(decode_iterable(input, |i| ec.decode(i, true))?),
+            Coder::Iterable(ec) => Value::List(match **ec {
+                // Grouped integers (the values of most keyed sums and counts): one
+                // inlined loop instead of a coder dispatch per value.
+                Coder::VarInt => {
+                    decode_iterable(input, |i| Ok(Value::I64(read_varint(i)? as i64)))?
+                }
+                _ => decode_iterable(input, |i| ec.decode(i, true))?,
+            }),
             Coder::LengthPrefix(ec) => {
                 let mut b = read_len_or_rest(input, true, "length_prefix")?;
                 ec.decode(&mut b, false)?
@@ -383,7 +390,9 @@ fn decode_iterable<T>(
     let n = i32::from_be_bytes(take(input, 4, "iterable")?.try_into().expect("4 bytes"));
     let mut out = Vec::new();
     if n >= 0 {
-        out.reserve(n as usize);
+        // Every item takes at least one byte: a corrupt count cannot reserve more than
+        // the input could hold.
+        out.reserve((n as usize).min(input.len()));
         for _ in 0..n {
             out.push(item(input)?);
         }
@@ -707,5 +716,21 @@ mod tests {
             .decode(&mut &[5u8, b'a'][..], true)
             .unwrap_err();
         assert!(matches!(err, CoderError::Eof(_)));
+    }
+
+    #[test]
+    fn iterables_of_integers_round_trip_and_corrupt_counts_are_errors() {
+        let c = Coder::Iterable(Box::new(Coder::VarInt));
+        let v = Value::List(vec![Value::I64(0), Value::I64(-1), Value::I64(300)]);
+        let b = c.encode_to_vec(&v).unwrap();
+        assert_eq!(c.decode(&mut b.as_slice(), false).unwrap(), v);
+        // A count of i32::MAX with three bytes behind it: an error, not a huge allocation.
+        for ec in [Coder::VarInt, Coder::StringUtf8] {
+            let c = Coder::Iterable(Box::new(ec));
+            let mut corrupt = i32::MAX.to_be_bytes().to_vec();
+            corrupt.extend([1, 2, 3]);
+            let err = c.decode(&mut corrupt.as_slice(), false).unwrap_err();
+            assert!(matches!(err, CoderError::Eof(_)), "{err}");
+        }
     }
 }
