@@ -42,6 +42,10 @@ struct Cli {
     /// Directory for inputs and outputs (default: a fresh temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Runs of each variant (Apache Beam's: one), in rounds so that a noisy spell of a
+    /// shared machine hits every variant alike; the table shows each one's median time.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Do not run the Apache Beam Python reference (wordcount and keyed workloads).
     #[arg(long)]
     skip_beam: bool,
@@ -80,8 +84,47 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn run_variant(cli: &Cli, dir: &Path, name: &str) -> Result<Measurement> {
-    run_variant_at(cli, dir, name, size_of(cli), cli.threads)
+/// Runs every variant `--repeat` times, in rounds (Apache Beam's once), and keeps each
+/// one's median time and largest peak RSS.
+fn run_variants(cli: &Cli, dir: &Path, names: &[&str]) -> Result<Vec<Measurement>> {
+    let rounds = cli.repeat.max(1);
+    let mut runs: Vec<Vec<Measurement>> = names.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for (name, runs) in names.iter().zip(&mut runs) {
+            if round > 0 && *name == wordcount::BEAM_VARIANT {
+                continue;
+            }
+            eprintln!("running {name} ({}/{rounds})...", round + 1);
+            runs.push(run_variant_at(cli, dir, name, size_of(cli), cli.threads)?);
+        }
+    }
+    Ok(runs.into_iter().map(median).collect())
+}
+
+/// How the table's times were taken, when not from one run each.
+fn repeat_note(cli: &Cli) -> String {
+    if cli.repeat > 1 {
+        format!(" (median of {} runs per variant)", cli.repeat)
+    } else {
+        String::new()
+    }
+}
+
+/// The run of median time (the mean of the two middle ones for an even count), with the
+/// largest peak RSS of all runs.
+fn median(mut runs: Vec<Measurement>) -> Measurement {
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let peak = runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+    let n = runs.len();
+    let seconds = if n % 2 == 0 {
+        (runs[n / 2 - 1].seconds + runs[n / 2].seconds) / 2.0
+    } else {
+        runs[n / 2].seconds
+    };
+    let mut m = runs.swap_remove(n / 2);
+    m.seconds = seconds;
+    m.peak_rss_mb = peak;
+    m
 }
 
 fn run_variant_at(
@@ -189,22 +232,16 @@ fn main() -> Result<()> {
 
     let input_mb = wordcount::generate(&dir, size)?;
     eprintln!("input: {input_mb:.1} MB of text in {}", dir.display());
-    let mut results = Vec::new();
-    for name in wordcount::VARIANTS {
-        eprintln!("running {name}...");
-        results.push(run_variant(&cli, &dir, name)?);
-    }
+    let mut variants = wordcount::VARIANTS.to_vec();
     if cli.skip_beam {
         eprintln!("Apache Beam DirectRunner skipped (--skip-beam)");
     } else {
         match wordcount::beam_python() {
-            Ok(_) => {
-                eprintln!("running beam-python-directrunner...");
-                results.push(run_variant(&cli, &dir, wordcount::BEAM_VARIANT)?);
-            }
+            Ok(_) => variants.push(wordcount::BEAM_VARIANT),
             Err(e) => eprintln!("Apache Beam DirectRunner skipped: {e}"),
         }
     }
+    let results = run_variants(&cli, &dir, &variants)?;
     let reference = wordcount::load_output(&results[0].output)?;
     for r in &results[1..] {
         let got = wordcount::load_output(&r.output)?;
@@ -220,9 +257,10 @@ fn main() -> Result<()> {
     }
     let base = results[0].seconds;
     println!(
-        "workload: wordcount, input {input_mb:.1} MB, {} distinct words, beamline threads={}",
+        "workload: wordcount, input {input_mb:.1} MB, {} distinct words, beamline threads={}{}",
         reference.len(),
-        cli.threads
+        cli.threads,
+        repeat_note(&cli)
     );
     println!(
         "| variant | wall time (s) | throughput (MB/s) | peak RSS (MB) | time vs {} |",
@@ -256,11 +294,7 @@ fn run_all<T: PartialEq>(
     unit: &str,
     amount: f64,
 ) -> Result<()> {
-    let mut results = Vec::new();
-    for name in variants {
-        eprintln!("running {name}...");
-        results.push(run_variant(cli, dir, name)?);
-    }
+    let results = run_variants(cli, dir, variants)?;
     let reference = load(&results[0].output)?;
     for r in &results[1..] {
         if load(&r.output)? != reference {
@@ -268,7 +302,7 @@ fn run_all<T: PartialEq>(
         }
     }
     let base = results[0].seconds;
-    println!("{title}");
+    println!("{title}{}", repeat_note(cli));
     println!(
         "| variant | wall time (s) | {unit}/s | peak RSS (MB) | time vs {} |",
         results[0].name
