@@ -116,7 +116,7 @@ fn median(mut runs: Vec<Measurement>) -> Measurement {
     runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let peak = runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
     let n = runs.len();
-    let seconds = if n % 2 == 0 {
+    let seconds = if n.is_multiple_of(2) {
         (runs[n / 2 - 1].seconds + runs[n / 2].seconds) / 2.0
     } else {
         runs[n / 2].seconds
