@@ -161,41 +161,47 @@ impl BundleReader {
         match self {
             BundleReader::Mem(it) => out.extend(it.by_ref().take(max)),
             BundleReader::Encoded { bundle, at, count } => {
-                let mut input = &bundle.bytes[*at..];
-                let n = max.min(*count);
-                for _ in 0..n {
-                    out.push(decode_windowed(&bundle.coder, &mut input).map_err(|e| {
-                        EngineError::InvalidPipeline(format!(
-                            "grouped elements do not decode (a runner bug): {e}"
-                        ))
-                    })?);
-                }
-                *at = bundle.bytes.len() - input.len();
-                *count -= n;
+                decode_some(&bundle.coder, &bundle.bytes, at, count, max, out).map_err(|e| {
+                    EngineError::InvalidPipeline(format!(
+                        "grouped elements do not decode (a runner bug): {e}"
+                    ))
+                })?
             }
             BundleReader::Spilled {
                 bundle,
                 bytes,
                 at,
                 count,
-            } => {
-                let mut input = &bytes[*at..];
-                let n = max.min(*count);
-                for _ in 0..n {
-                    out.push(decode_windowed(&bundle.coder, &mut input).map_err(|e| {
-                        io_err(
-                            "decoding",
-                            &bundle.file.path,
-                            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                        )
-                    })?);
-                }
-                *at = bytes.len() - input.len();
-                *count -= n;
-            }
+            } => decode_some(&bundle.coder, bytes, at, count, max, out).map_err(|e| {
+                io_err(
+                    "decoding",
+                    &bundle.file.path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?,
         }
         Ok(())
     }
+}
+
+/// Decodes up to `max` of the `count` elements left in `bytes` from offset `at` into `out`,
+/// advancing `at` and `count`.
+fn decode_some(
+    coder: &Coder,
+    bytes: &[u8],
+    at: &mut usize,
+    count: &mut usize,
+    max: usize,
+    out: &mut Vec<WindowedValue>,
+) -> std::result::Result<(), crate::coder::CoderError> {
+    let mut input = &bytes[*at..];
+    let n = max.min(*count);
+    for _ in 0..n {
+        out.push(decode_windowed(coder, &mut input)?);
+    }
+    *at = bytes.len() - input.len();
+    *count -= n;
+    Ok(())
 }
 
 /// A bundle of a materialized PCollection, in memory or spilled.
@@ -404,9 +410,19 @@ mod tests {
         let b = Bundle::spill(&wvs[60..], &coder, &file, "t").unwrap();
         assert_eq!((a.len(), b.len()), (60, 40));
         assert!(budget.spilled.load(Ordering::Relaxed) > 100);
-        let mut back = a.load().unwrap();
+        // Read in batches of 7 (a stage's reader) and whole (side inputs, reshuffles).
+        let mut back = Vec::new();
+        {
+            let mut reader = a.clone().reader().unwrap();
+            while reader.remaining() > 0 {
+                let before = back.len();
+                reader.next_batch(&mut back, 7).unwrap();
+                assert!(back.len() - before <= 7);
+            }
+        }
         back.extend(b.load().unwrap());
         assert_eq!(back, wvs);
+        assert_eq!(a.load().unwrap(), wvs[..60]);
         let path = file.path.clone();
         drop(file);
         assert!(!path.exists());
@@ -426,5 +442,35 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("MyStep"), "{err}");
+    }
+
+    #[test]
+    fn encoded_bundles_read_in_batches_and_corrupt_bytes_are_errors() {
+        let coder = Coder::Kv(Box::new(Coder::VarInt), Box::new(Coder::StringUtf8));
+        let wvs: Vec<WindowedValue> = (0..10)
+            .map(|i| {
+                WindowedValue::in_global_window(Value::kv(Value::I64(i), Value::Str("v".into())))
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        for wv in &wvs {
+            encode_windowed(&coder, wv, &mut bytes).unwrap();
+        }
+        let bundle = |bytes: Vec<u8>| {
+            Bundle::Encoded(Arc::new(EncodedBundle {
+                bytes,
+                count: 10,
+                coder: coder.clone(),
+            }))
+        };
+        let mut reader = bundle(bytes.clone()).reader().unwrap();
+        let mut back = Vec::new();
+        reader.next_batch(&mut back, 4).unwrap();
+        assert_eq!((back.len(), reader.remaining()), (4, 6));
+        reader.next_batch(&mut back, 100).unwrap();
+        assert_eq!(back, wvs);
+        bytes.truncate(bytes.len() - 3);
+        let err = bundle(bytes).load().unwrap_err().to_string();
+        assert!(err.contains("do not decode"), "{err}");
     }
 }
