@@ -161,21 +161,19 @@ impl NodeKind {
         }
     }
 
+    /// True for nodes fused into the stage of their input: stateless ParDos and
+    /// WindowInto (a stateful ParDo reads its input shuffled by key).
     pub(crate) fn is_fusable(&self) -> bool {
-        matches!(self, NodeKind::ParDo { .. } | NodeKind::WindowInto { .. })
-    }
-
-    /// True for nodes only the streaming executor runs (unbounded sources, TestStream,
-    /// state and timers).
-    pub fn needs_streaming(&self) -> bool {
         matches!(
             self,
-            NodeKind::TestStream { .. }
-                | NodeKind::Source { .. }
-                | NodeKind::ParDo {
-                    stateful: Some(_),
-                    ..
-                }
+            NodeKind::ParDo { stateful: None, .. } | NodeKind::WindowInto { .. }
         )
+    }
+
+    /// True for nodes only the streaming executor runs (unbounded sources, TestStream).
+    /// Stateful ParDos run in both: the batch executor shuffles their input by key and
+    /// fires their timers once the input is complete.
+    pub fn needs_streaming(&self) -> bool {
+        matches!(self, NodeKind::TestStream { .. } | NodeKind::Source { .. })
     }
 }

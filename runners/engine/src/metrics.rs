@@ -122,6 +122,29 @@ pub struct MetricResults {
 }
 
 impl MetricResults {
+    /// Folds results gathered elsewhere (another worker's) into these.
+    pub fn merge(&mut self, other: MetricResults) {
+        for (k, v) in other.counters {
+            *self.counters.entry(k).or_insert(0) += v;
+        }
+        for (k, d) in other.distributions {
+            self.distributions
+                .entry(k)
+                .and_modify(|x| x.merge(&d))
+                .or_insert(d);
+        }
+        for (k, g) in other.gauges {
+            self.gauges
+                .entry(k)
+                .and_modify(|x| {
+                    if g.sequence > x.sequence {
+                        *x = g
+                    }
+                })
+                .or_insert(g);
+        }
+    }
+
     /// Folds one transform instance's container into the results.
     pub fn merge_container(&mut self, step: &str, c: &MetricsContainer) {
         let key = |(ns, n): &Name| MetricKey {

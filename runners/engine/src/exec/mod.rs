@@ -18,6 +18,7 @@ mod plan;
 mod shuffle;
 mod spill;
 mod stage;
+mod stateful;
 
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
@@ -200,6 +201,33 @@ impl<'g> Executor<'g> {
     fn run_node(&mut self, n: usize) -> Result<()> {
         let node = &self.graph.nodes[n];
         let bundles = match &node.kind {
+            NodeKind::ParDo {
+                stateful: Some(_),
+                side_inputs,
+                ..
+            } => {
+                let input = self.shuffles.remove(&n).unwrap_or_default();
+                let mut sides = Vec::with_capacity(side_inputs.len());
+                for &pc in side_inputs {
+                    let mut values = Vec::new();
+                    for b in self.read(pc) {
+                        values.extend(b.load()?);
+                    }
+                    sides.push(values);
+                }
+                let outs = stateful::run(
+                    self.graph,
+                    n,
+                    input.into_keyed(),
+                    sides,
+                    &mut self.metrics,
+                    self.budget.as_ref(),
+                )?;
+                for (&pc, bundles) in node.outputs.iter().zip(outs) {
+                    self.put(pc, bundles);
+                }
+                return Ok(());
+            }
             NodeKind::Impulse => vec![spill::Bundle::Mem(vec![WindowedValue::in_global_window(
                 crate::Value::Bytes(Vec::new()),
             )])],

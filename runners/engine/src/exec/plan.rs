@@ -287,7 +287,7 @@ impl Builder<'_> {
     fn place(&mut self, n: usize) -> Result<()> {
         let node = &self.graph.nodes[n];
         match &node.kind {
-            NodeKind::ParDo { .. } | NodeKind::WindowInto { .. } => {
+            NodeKind::ParDo { stateful: None, .. } | NodeKind::WindowInto { .. } => {
                 let main = node.inputs[0];
                 let side = self.deps(n)[1..].to_vec();
                 let (mut stage, mut from) = self.stream_location(main);
@@ -314,24 +314,22 @@ impl Builder<'_> {
                 }
                 self.placed[n] = Some((stage, op));
             }
+            NodeKind::ParDo {
+                stateful: Some(_),
+                side_inputs,
+                ..
+            } => {
+                // Elements go to the ParDo's key partitions, like a GroupByKey's.
+                for &pc in side_inputs {
+                    *self.readers.entry(pc).or_insert(0) += 1;
+                    self.need_materialized(pc);
+                }
+                let sink = self.shuffle_sink(n)?;
+                self.add_sink_for(node.inputs[0], sink);
+            }
             NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
-                let input = node.inputs[0];
-                let info = &self.graph.pcollections[input];
-                let crate::coder::Coder::Kv(key_coder, value_coder) = &info.coder else {
-                    return Err(invalid(format!(
-                        "{} '{}' needs key/value input, but '{}' has coder {}",
-                        node.kind.label(),
-                        node.name,
-                        info.name,
-                        info.coder
-                    )));
-                };
-                let sink = SinkPlan::Shuffle {
-                    node: n,
-                    key_coder: (**key_coder).clone(),
-                    value_coder: (**value_coder).clone(),
-                };
-                for pc in self.shuffle_feeds(input) {
+                let sink = self.shuffle_sink(n)?;
+                for pc in self.shuffle_feeds(node.inputs[0]) {
                     self.add_sink_for(pc, sink.clone());
                 }
             }
@@ -353,6 +351,28 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The shuffle sink feeding node `n` (a GroupByKey, CombinePerKey or stateful ParDo),
+    /// whose input must be key/value.
+    fn shuffle_sink(&self, n: usize) -> Result<SinkPlan> {
+        let node = &self.graph.nodes[n];
+        let info = &self.graph.pcollections[node.inputs[0]];
+        let crate::coder::Coder::Kv(key_coder, value_coder) = &info.coder else {
+            let what = match node.kind {
+                NodeKind::ParDo { .. } => "stateful ParDo",
+                _ => node.kind.label(),
+            };
+            return Err(invalid(format!(
+                "{what} '{}' needs key/value input, but '{}' has coder {}",
+                node.name, info.name, info.coder
+            )));
+        };
+        Ok(SinkPlan::Shuffle {
+            node: n,
+            key_coder: (**key_coder).clone(),
+            value_coder: (**value_coder).clone(),
+        })
     }
 
     /// Whether Flatten `n` can be unzipped: its output is read by one GroupByKey only.
@@ -405,17 +425,28 @@ impl Builder<'_> {
             }
             Unit::Node(n) => {
                 let node = &self.graph.nodes[n];
-                match node.kind {
-                    NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => self
-                        .shuffle_feeds(node.inputs[0])
-                        .into_iter()
-                        .map(|pc| {
-                            Unit::Stage(match self.placed[self.producer[pc].expect("validated")] {
-                                Some((s, _)) => s,
-                                None => self.root_stage[&pc],
+                match &node.kind {
+                    NodeKind::GroupByKey
+                    | NodeKind::CombinePerKey { .. }
+                    | NodeKind::ParDo { .. } => {
+                        // The stages writing the shuffle, and (stateful ParDo) side inputs.
+                        let mut v: Vec<Unit> = self
+                            .shuffle_feeds(node.inputs[0])
+                            .into_iter()
+                            .map(|pc| {
+                                Unit::Stage(
+                                    match self.placed[self.producer[pc].expect("validated")] {
+                                        Some((s, _)) => s,
+                                        None => self.root_stage[&pc],
+                                    },
+                                )
                             })
-                        })
-                        .collect(),
+                            .collect();
+                        if let NodeKind::ParDo { side_inputs, .. } = &node.kind {
+                            v.extend(side_inputs.iter().map(|&pc| self.unit_of(pc)));
+                        }
+                        v
+                    }
                     _ => node.inputs.iter().map(|&pc| self.unit_of(pc)).collect(),
                 }
             }

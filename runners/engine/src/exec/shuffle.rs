@@ -83,6 +83,8 @@ enum Mode {
     /// Grouping with values encoded by this coder, per partition a list of runs.
     Encoded(Coder, Vec<EncodedRun>),
     Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>, Staging),
+    /// Whole elements (a stateful ParDo sees them as they were), per partition.
+    Keyed(Vec<Vec<WindowedValue>>),
 }
 
 /// Empty buffers a closed writer hands to the next bundle's (no regrowing per bundle).
@@ -167,6 +169,25 @@ fn partition_of(hash: u64) -> usize {
     ((hash >> 32) % PARTITIONS as u64) as usize
 }
 
+/// The error for an element that is not a key/value pair.
+fn not_kv(name: &str, value: &Value) -> EngineError {
+    EngineError::user(
+        name,
+        format!("expected a key/value element, got a {} value", value.kind()),
+    )
+}
+
+/// Encodes `key` into `out` (cleared first).
+fn encode_key(coder: &Coder, key: &Value, out: &mut Vec<u8>, name: &str) -> Result<()> {
+    out.clear();
+    coder
+        .encode(key, out, true)
+        .map_err(|source| EngineError::Coder {
+            transform: name.to_string(),
+            source,
+        })
+}
+
 impl ShuffleWriter {
     /// A writer for one bundle, reusing the buffers of an earlier bundle's writer if given.
     pub(crate) fn new(
@@ -200,6 +221,7 @@ impl ShuffleWriter {
                         }),
                 )
             }
+            NodeKind::ParDo { .. } => Mode::Keyed((0..PARTITIONS).map(|_| Vec::new()).collect()),
             _ => Mode::Group((0..PARTITIONS).map(|_| Vec::new()).collect()),
         };
         ShuffleWriter {
@@ -234,22 +256,22 @@ impl ShuffleWriter {
     }
 
     fn write(&mut self, wv: WindowedValue, name: &str) -> Result<()> {
+        if let Mode::Keyed(parts) = &mut self.mode {
+            let Value::Kv(kv) = &wv.value else {
+                return Err(not_kv(name, &wv.value));
+            };
+            encode_key(&self.key_coder, &kv.0, &mut self.scratch, name)?;
+            if self.track {
+                self.bytes += spill::windowed_size(&wv);
+            }
+            parts[partition_of(hash_of(&self.scratch))].push(wv);
+            return Ok(());
+        }
         let (key, value) = match wv.value {
             Value::Kv(kv) => *kv,
-            other => {
-                return Err(EngineError::user(
-                    name,
-                    format!("expected a key/value element, got a {} value", other.kind()),
-                ))
-            }
+            other => return Err(not_kv(name, &other)),
         };
-        self.scratch.clear();
-        self.key_coder
-            .encode(&key, &mut self.scratch, true)
-            .map_err(|source| EngineError::Coder {
-                transform: name.to_string(),
-                source,
-            })?;
+        encode_key(&self.key_coder, &key, &mut self.scratch, name)?;
         let hash = hash_of(&self.scratch);
         let p = partition_of(hash);
         match &mut self.mode {
@@ -286,6 +308,7 @@ impl ShuffleWriter {
                         })
                 })?;
             }
+            Mode::Keyed(_) => unreachable!("written above"),
             Mode::Combine(f, tables, staging) => {
                 spill::encode_window(&wv.window, &mut self.scratch);
                 staging.written += 1;
@@ -338,7 +361,7 @@ impl ShuffleWriter {
                     ..ShuffleBuffers::default()
                 })
             }
-            Mode::Group(_) => Ok(ShuffleBuffers::default()),
+            Mode::Group(_) | Mode::Keyed(_) => Ok(ShuffleBuffers::default()),
         })
     }
 }
@@ -413,6 +436,9 @@ enum Chunk {
     Group(Vec<GroupItem>),
     Encoded(EncodedRun),
     Combine(Vec<CombineEntry>),
+    /// Whole elements for a stateful ParDo: in memory, or spilled (encoded with the
+    /// input's key/value coder).
+    Keyed(Bundle),
 }
 
 /// Everything written to one shuffle, per partition, in bundle order. Pre-combined
@@ -475,9 +501,17 @@ impl ShuffleSpill {
             buf.clear();
             let mut count = 0;
             for chunk in chunks.drain(..) {
-                let Chunk::Group(items) = chunk else {
-                    kept.push(chunk);
-                    continue;
+                let items = match chunk {
+                    Chunk::Group(items) => items,
+                    Chunk::Keyed(Bundle::Mem(elements)) => {
+                        let b = Bundle::spill(&elements, &self.value_coder, &file, &self.name)?;
+                        kept.push(Chunk::Keyed(b));
+                        continue;
+                    }
+                    other => {
+                        kept.push(other);
+                        continue;
+                    }
                 };
                 for it in items {
                     crate::coder::write_varint(it.key_bytes.len() as u64, &mut buf);
@@ -564,6 +598,17 @@ impl ShuffleInput {
         }
     }
 
+    /// Accounts `bytes` more held in memory; spills everything held past the budget.
+    fn held(&mut self, bytes: usize) -> Result<()> {
+        if let Some(sp) = &mut self.spill {
+            sp.mem_bytes += bytes;
+            if sp.mem_bytes > sp.budget.shuffle_bytes() {
+                sp.spill(&mut self.parts)?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn absorb(&mut self, w: ShuffleWriter) -> Result<()> {
         if self.key_coder.is_none() {
             self.key_coder = Some(w.key_coder.clone());
@@ -585,12 +630,15 @@ impl ShuffleInput {
                         self.parts[p].push(Chunk::Group(items));
                     }
                 }
-                if let Some(sp) = &mut self.spill {
-                    sp.mem_bytes += w.bytes;
-                    if sp.mem_bytes > sp.budget.shuffle_bytes() {
-                        sp.spill(&mut self.parts)?;
+                self.held(w.bytes)?;
+            }
+            Mode::Keyed(parts) => {
+                for (p, elements) in parts.into_iter().enumerate() {
+                    if !elements.is_empty() {
+                        self.parts[p].push(Chunk::Keyed(Bundle::Mem(elements)));
                     }
                 }
+                self.held(w.bytes)?;
             }
             Mode::Combine(f, tables, staging) => {
                 debug_assert_eq!(staging.len, 0, "writers are closed before absorbing");
@@ -618,6 +666,23 @@ impl ShuffleInput {
             }
         }
         Ok(())
+    }
+
+    /// The elements of a stateful ParDo's shuffle: per partition, its bundles in order.
+    pub(crate) fn into_keyed(self) -> Vec<Vec<Bundle>> {
+        let (parts, _, _) = self.into_parts();
+        parts
+            .into_iter()
+            .map(|chunks| {
+                chunks
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        Chunk::Keyed(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Moves the merged tables into the partitions' chunk lists.
@@ -798,6 +863,7 @@ fn finish_partition(
             }
             Chunk::Group(items) => grouper.add(items, tc, &decode_key)?,
             Chunk::Encoded(_) => unreachable!("encoded runs are grouped by `finish_encoded`"),
+            Chunk::Keyed(_) => unreachable!("keyed chunks feed stateful ParDos only"),
         }
     }
     let groups = if merging {

@@ -105,13 +105,13 @@ impl Instance {
                     let windowing = shared.graph.pcollections[n.inputs[0]].windowing.clone();
                     // Grouped values stay encoded when their output is exactly the
                     // encoding the grouping produces.
-                    let out = &shared.graph.pcollections[n.outputs[0]].coder;
                     let grouped = Coder::Kv(
                         Box::new(key_coder.clone()),
                         Box::new(Coder::Iterable(Box::new(value_coder.clone()))),
                     );
-                    let encoded = (groups_encoded(value_coder)
-                        && *out == grouped
+                    let encoded = (matches!(n.kind, NodeKind::GroupByKey)
+                        && groups_encoded(value_coder)
+                        && shared.graph.pcollections[n.outputs[0]].coder == grouped
                         && !windowing.window_fn.is_merging())
                     .then(|| value_coder.clone());
                     SinkInstance::Shuffle(Box::new(ShuffleWriter::new(
@@ -456,9 +456,18 @@ pub(crate) fn run_stage(
         .map(|s| match s {
             SinkPlan::Materialize(_) => SinkOutput::Bundles(Vec::new()),
             SinkPlan::Shuffle {
-                node, value_coder, ..
+                node,
+                key_coder,
+                value_coder,
             } => SinkOutput::Shuffle(ShuffleInput::with_spill(budget.map(|b| {
-                ShuffleSpill::new(b.clone(), &graph.nodes[*node].name, value_coder.clone())
+                // A stateful ParDo's shuffle spills whole elements.
+                let coder = match graph.nodes[*node].kind {
+                    NodeKind::ParDo { .. } => {
+                        Coder::Kv(Box::new(key_coder.clone()), Box::new(value_coder.clone()))
+                    }
+                    _ => value_coder.clone(),
+                };
+                ShuffleSpill::new(b.clone(), &graph.nodes[*node].name, coder)
             }))),
         })
         .collect();

@@ -9,6 +9,7 @@
 //! when every source is finished and every watermark reached the end of time — or, after
 //! cancellation, once the sources stopped and everything drained.
 
+pub(crate) mod batch;
 mod gbk;
 mod ops;
 mod pane;

@@ -1,0 +1,159 @@
+//! Stateful ParDo in the batch executor: elements shuffled by key, then every key
+//! partition runs through its own instance of the DoFn, partitions in parallel.
+//!
+//! A key's elements all land in one partition, in bundle order, so each instance sees
+//! every element of its keys and keeps their state; once its input is complete the
+//! watermark jumps to the end of time (timers fire, windows expire, state is dropped).
+//! The outputs are one bundle (or, under a memory budget, several spilled ones) per
+//! partition and output tag, in partition order: independent of the thread count.
+
+use super::spill::{self, Budget, Bundle, SpillFile};
+use super::Bundles;
+use crate::coder::Coder;
+use crate::error::Result;
+use crate::graph::Graph;
+use crate::metrics::MetricResults;
+use crate::stream::batch::StatefulBatch;
+use crate::window::WindowedValue;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Elements read from the input and handed to the DoFn at a time.
+const BATCH: usize = 1024;
+
+/// Where outputs spill under a memory budget.
+struct Spill<'a> {
+    budget: &'a Budget,
+    file: Arc<SpillFile>,
+}
+
+/// The output of one tag of one partition: bundles cut by size when spilling.
+struct TagOutput<'a> {
+    coder: &'a Coder,
+    name: &'a str,
+    pending: Vec<WindowedValue>,
+    pending_bytes: usize,
+    bundles: Bundles,
+}
+
+impl TagOutput<'_> {
+    fn push(&mut self, items: &mut Vec<WindowedValue>, spill: Option<&Spill<'_>>) -> Result<()> {
+        let Some(sp) = spill else {
+            self.pending.append(items);
+            return Ok(());
+        };
+        for wv in items.drain(..) {
+            self.pending_bytes += spill::windowed_size(&wv);
+            self.pending.push(wv);
+            if self.pending_bytes >= sp.budget.bundle_bytes() {
+                self.cut(sp)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self, sp: &Spill<'_>) -> Result<()> {
+        let b = Bundle::spill(&self.pending, self.coder, &sp.file, self.name)?;
+        self.bundles.push(b);
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    fn finish(mut self, spill: Option<&Spill<'_>>) -> Result<Bundles> {
+        if !self.pending.is_empty() {
+            match spill {
+                Some(sp) => self.cut(sp)?,
+                None => self.bundles.push(Bundle::Mem(self.pending)),
+            }
+        }
+        Ok(self.bundles)
+    }
+}
+
+/// Runs stateful ParDo `node` over its shuffled input (`parts`: per key partition, its
+/// bundles in order) with its side inputs' elements; returns the bundles of every output
+/// tag and merges the DoFn's metrics into `metrics`.
+///
+/// # Errors
+/// The first failure of the DoFn in any partition (naming the transform), or I/O
+/// failures of spilling.
+pub(crate) fn run(
+    graph: &Graph,
+    node: usize,
+    parts: Vec<Vec<Bundle>>,
+    sides: Vec<Vec<WindowedValue>>,
+    metrics: &mut MetricResults,
+    budget: Option<&Budget>,
+) -> Result<Vec<Bundles>> {
+    let n = &graph.nodes[node];
+    let spill = match budget {
+        Some(b) => Some(Spill {
+            budget: b,
+            file: SpillFile::create(b)?,
+        }),
+        None => None,
+    };
+    let per_part: Vec<(Vec<Bundles>, MetricResults)> = parts
+        .into_par_iter()
+        .filter(|bundles| bundles.iter().any(|b| !b.is_empty()))
+        .map(|bundles| {
+            let mut outs: Vec<TagOutput<'_>> = n
+                .outputs
+                .iter()
+                .map(|&pc| TagOutput {
+                    coder: &graph.pcollections[pc].coder,
+                    name: &n.name,
+                    pending: Vec::new(),
+                    pending_bytes: 0,
+                    bundles: Vec::new(),
+                })
+                .collect();
+            let mut inst = StatefulBatch::new(graph, node, sides.clone())?;
+            let fed = feed(&mut inst, bundles, &mut outs, spill.as_ref());
+            if let Err(e) = fed {
+                inst.abandon();
+                return Err(e);
+            }
+            let (rest, m) = inst.finish()?;
+            let mut tags = Vec::with_capacity(outs.len());
+            for (mut out, mut items) in outs.into_iter().zip(rest) {
+                out.push(&mut items, spill.as_ref())?;
+                tags.push(out.finish(spill.as_ref())?);
+            }
+            Ok((tags, m))
+        })
+        .collect::<Result<_>>()?;
+    let mut by_tag: Vec<Bundles> = vec![Vec::new(); n.outputs.len()];
+    for (tags, m) in per_part {
+        metrics.merge(m);
+        for (all, b) in by_tag.iter_mut().zip(tags) {
+            all.extend(b);
+        }
+    }
+    Ok(by_tag)
+}
+
+/// Hands a partition's elements to the DoFn a batch at a time, moving its outputs on.
+fn feed(
+    inst: &mut StatefulBatch,
+    bundles: Vec<Bundle>,
+    outs: &mut [TagOutput<'_>],
+    spill: Option<&Spill<'_>>,
+) -> Result<()> {
+    let mut batch = Vec::new();
+    for b in bundles {
+        let mut reader = b.reader()?;
+        loop {
+            reader.next_batch(&mut batch, BATCH)?;
+            if batch.is_empty() {
+                break;
+            }
+            inst.process(&mut batch)?;
+            for (out, items) in outs.iter_mut().zip(inst.outputs()) {
+                out.push(items, spill)?;
+            }
+        }
+    }
+    Ok(())
+}
