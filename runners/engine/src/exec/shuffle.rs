@@ -84,7 +84,23 @@ enum Mode {
     Encoded(Coder, Vec<EncodedRun>),
     Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>, Staging),
     /// Whole elements (a stateful ParDo sees them as they were), per partition.
-    Keyed(Vec<Vec<WindowedValue>>),
+    Keyed(KeyedParts),
+}
+
+/// A stateful ParDo's elements of one bundle, per partition.
+enum KeyedParts {
+    /// As they came (user or dynamically typed values).
+    Mem(Vec<Vec<WindowedValue>>),
+    /// Encoded as [`spill::encode_windowed`] writes them with `coder` (standard coders:
+    /// a few bytes per small element instead of a struct with a boxed pair), decoded a
+    /// batch at a time when the ParDo reads them.
+    Encoded {
+        /// The input's key/value coder.
+        coder: Coder,
+        value_coder: Coder,
+        /// Bytes and element count per partition.
+        parts: Vec<(Vec<u8>, usize)>,
+    },
 }
 
 /// Empty buffers a closed writer hands to the next bundle's (no regrowing per bundle).
@@ -221,7 +237,14 @@ impl ShuffleWriter {
                         }),
                 )
             }
-            NodeKind::ParDo { .. } => Mode::Keyed((0..PARTITIONS).map(|_| Vec::new()).collect()),
+            NodeKind::ParDo { .. } => Mode::Keyed(match encoded_values {
+                Some(value_coder) => KeyedParts::Encoded {
+                    coder: Coder::Kv(Box::new(key_coder.clone()), Box::new(value_coder.clone())),
+                    value_coder,
+                    parts: (0..PARTITIONS).map(|_| (Vec::new(), 0)).collect(),
+                },
+                None => KeyedParts::Mem((0..PARTITIONS).map(|_| Vec::new()).collect()),
+            }),
             _ => Mode::Group((0..PARTITIONS).map(|_| Vec::new()).collect()),
         };
         ShuffleWriter {
@@ -261,10 +284,35 @@ impl ShuffleWriter {
                 return Err(not_kv(name, &wv.value));
             };
             encode_key(&self.key_coder, &kv.0, &mut self.scratch, name)?;
-            if self.track {
-                self.bytes += spill::windowed_size(&wv);
+            let p = partition_of(hash_of(&self.scratch));
+            match parts {
+                KeyedParts::Mem(parts) => {
+                    if self.track {
+                        self.bytes += spill::windowed_size(&wv);
+                    }
+                    parts[p].push(wv);
+                }
+                KeyedParts::Encoded {
+                    value_coder, parts, ..
+                } => {
+                    // The key/value coder writes the key, then the value.
+                    let (buf, count) = &mut parts[p];
+                    let start = buf.len();
+                    buf.extend_from_slice(&self.scratch);
+                    if let Err(source) = value_coder.encode(&kv.1, buf, true) {
+                        buf.truncate(start);
+                        return Err(EngineError::Coder {
+                            transform: name.to_string(),
+                            source,
+                        });
+                    }
+                    crate::coder::write_timestamp(wv.timestamp, buf);
+                    spill::encode_window(&wv.window, buf);
+                    crate::coder::write_pane(&wv.pane, buf);
+                    *count += 1;
+                    self.bytes += buf.len() - start;
+                }
             }
-            parts[partition_of(hash_of(&self.scratch))].push(wv);
             return Ok(());
         }
         let (key, value) = match wv.value {
@@ -508,6 +556,10 @@ impl ShuffleSpill {
                         kept.push(Chunk::Keyed(b));
                         continue;
                     }
+                    Chunk::Keyed(Bundle::Encoded(e)) => {
+                        kept.push(Chunk::Keyed(Bundle::spill_encoded(&e, &file)?));
+                        continue;
+                    }
                     other => {
                         kept.push(other);
                         continue;
@@ -632,10 +684,23 @@ impl ShuffleInput {
                 }
                 self.held(w.bytes)?;
             }
-            Mode::Keyed(parts) => {
+            Mode::Keyed(KeyedParts::Mem(parts)) => {
                 for (p, elements) in parts.into_iter().enumerate() {
                     if !elements.is_empty() {
                         self.parts[p].push(Chunk::Keyed(Bundle::Mem(elements)));
+                    }
+                }
+                self.held(w.bytes)?;
+            }
+            Mode::Keyed(KeyedParts::Encoded { coder, parts, .. }) => {
+                for (p, (bytes, count)) in parts.into_iter().enumerate() {
+                    if count > 0 {
+                        let e = spill::EncodedBundle {
+                            bytes,
+                            count,
+                            coder: coder.clone(),
+                        };
+                        self.parts[p].push(Chunk::Keyed(Bundle::Encoded(Arc::new(e))));
                     }
                 }
                 self.held(w.bytes)?;

@@ -258,6 +258,21 @@ impl Bundle {
         })
     }
 
+    /// Moves an encoded bundle's bytes to `file` (the spilled format is the same).
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub(crate) fn spill_encoded(e: &EncodedBundle, file: &Arc<SpillFile>) -> Result<Bundle> {
+        let offset = file.append(&e.bytes)?;
+        Ok(Bundle::Spilled(Arc::new(SpilledBundle {
+            file: file.clone(),
+            offset,
+            len: e.bytes.len() as u64,
+            count: e.count,
+            coder: e.coder.clone(),
+        })))
+    }
+
     /// Writes `elements` to `file`, encoded with `coder`.
     ///
     /// # Errors

@@ -109,10 +109,18 @@ impl Instance {
                         Box::new(key_coder.clone()),
                         Box::new(Coder::Iterable(Box::new(value_coder.clone()))),
                     );
-                    let encoded = (matches!(n.kind, NodeKind::GroupByKey)
-                        && groups_encoded(value_coder)
-                        && shared.graph.pcollections[n.outputs[0]].coder == grouped
-                        && !windowing.window_fn.is_merging())
+                    let encoded = match n.kind {
+                        NodeKind::GroupByKey => {
+                            groups_encoded(value_coder)
+                                && shared.graph.pcollections[n.outputs[0]].coder == grouped
+                                && !windowing.window_fn.is_merging()
+                        }
+                        // A stateful ParDo's elements are kept encoded when nothing is lost.
+                        NodeKind::ParDo { .. } => {
+                            groups_encoded(key_coder) && groups_encoded(value_coder)
+                        }
+                        _ => false,
+                    }
                     .then(|| value_coder.clone());
                     SinkInstance::Shuffle(Box::new(ShuffleWriter::new(
                         n,

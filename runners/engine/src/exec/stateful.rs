@@ -7,10 +7,11 @@
 //! The outputs are one bundle (or, under a memory budget, several spilled ones) per
 //! partition and output tag, in partition order: independent of the thread count.
 
+use super::grouped::groups_encoded;
 use super::spill::{self, Budget, Bundle, SpillFile};
 use super::Bundles;
 use crate::coder::Coder;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::graph::Graph;
 use crate::metrics::MetricResults;
 use crate::stream::batch::StatefulBatch;
@@ -33,11 +34,39 @@ struct TagOutput<'a> {
     name: &'a str,
     pending: Vec<WindowedValue>,
     pending_bytes: usize,
+    /// Outputs with standard coders are kept encoded (as a GroupByKey's are): a few bytes
+    /// per small element instead of a struct with boxed values.
+    encoded: Option<Vec<u8>>,
+    encoded_count: usize,
     bundles: Bundles,
 }
 
-impl TagOutput<'_> {
+impl<'a> TagOutput<'a> {
+    fn new(coder: &'a Coder, name: &'a str, spilling: bool) -> Self {
+        TagOutput {
+            coder,
+            name,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            encoded: (!spilling && groups_encoded(coder)).then(Vec::new),
+            encoded_count: 0,
+            bundles: Vec::new(),
+        }
+    }
+
     fn push(&mut self, items: &mut Vec<WindowedValue>, spill: Option<&Spill<'_>>) -> Result<()> {
+        if let Some(bytes) = &mut self.encoded {
+            for wv in items.drain(..) {
+                spill::encode_windowed(self.coder, &wv, bytes).map_err(|source| {
+                    EngineError::Coder {
+                        transform: self.name.to_string(),
+                        source,
+                    }
+                })?;
+                self.encoded_count += 1;
+            }
+            return Ok(());
+        }
         let Some(sp) = spill else {
             self.pending.append(items);
             return Ok(());
@@ -61,6 +90,14 @@ impl TagOutput<'_> {
     }
 
     fn finish(mut self, spill: Option<&Spill<'_>>) -> Result<Bundles> {
+        if let Some(bytes) = self.encoded.take().filter(|_| self.encoded_count > 0) {
+            self.bundles
+                .push(Bundle::Encoded(Arc::new(spill::EncodedBundle {
+                    bytes,
+                    count: self.encoded_count,
+                    coder: self.coder.clone(),
+                })));
+        }
         if !self.pending.is_empty() {
             match spill {
                 Some(sp) => self.cut(sp)?,
@@ -101,13 +138,7 @@ pub(crate) fn run(
             let mut outs: Vec<TagOutput<'_>> = n
                 .outputs
                 .iter()
-                .map(|&pc| TagOutput {
-                    coder: &graph.pcollections[pc].coder,
-                    name: &n.name,
-                    pending: Vec::new(),
-                    pending_bytes: 0,
-                    bundles: Vec::new(),
-                })
+                .map(|&pc| TagOutput::new(&graph.pcollections[pc].coder, &n.name, spill.is_some()))
                 .collect();
             let mut inst = StatefulBatch::new(graph, node, sides.clone())?;
             let fed = feed(&mut inst, bundles, &mut outs, spill.as_ref());
