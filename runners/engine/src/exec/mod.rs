@@ -13,6 +13,7 @@
 //! Determinism: bundles are cut by data size, never by thread count, and partial results
 //! are merged in bundle order, so results do not depend on the number of threads.
 
+mod combine_table;
 mod grouped;
 mod plan;
 mod shuffle;

@@ -1,10 +1,11 @@
 //! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
 
+use super::combine_table::{CombineEntry, CombineTable, Found, NO_TIMESTAMP};
 use super::grouped::EncodedRun;
 use super::spill::{self, Budget, Bundle, SpillFile};
 use super::{guarded, panics_guarded, Bundles, PARTITIONS};
 use crate::coder::Coder;
-use crate::combine::{Accumulator, CombineFnInvoker};
+use crate::combine::CombineFnInvoker;
 use crate::error::{EngineError, Result};
 use crate::graph::{Node, NodeKind, Windowing};
 use crate::value::Value;
@@ -16,29 +17,7 @@ use std::sync::Arc;
 
 /// Encoded bytes kept inline when short (most keys): no allocation per element, and a
 /// lookup touches one cache line instead of chasing a heap pointer.
-type GroupBytes = smallvec::SmallVec<[u8; 16]>;
-
-/// Encoded key and window bytes for a lookup: borrowed (copied only if inserted) or owned.
-enum GroupKey<'a> {
-    Borrowed(&'a [u8]),
-    Owned(GroupBytes),
-}
-
-impl GroupKey<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            GroupKey::Borrowed(b) => b,
-            GroupKey::Owned(b) => b,
-        }
-    }
-
-    fn into_owned(self) -> GroupBytes {
-        match self {
-            GroupKey::Borrowed(b) => GroupBytes::from_slice(b),
-            GroupKey::Owned(b) => b,
-        }
-    }
-}
+pub(super) type GroupBytes = smallvec::SmallVec<[u8; 16]>;
 
 /// One key/value pair on its way to grouping, with its key encoded once. The key itself
 /// is decoded from `key_bytes` once per group.
@@ -51,38 +30,11 @@ struct GroupItem {
     timestamp: i64,
 }
 
-/// A pre-combined accumulator for one key and window: 64 bytes, one cache line. The key
-/// and window are decoded from `group_bytes` once, when the result is emitted.
-struct CombineEntry {
-    /// Hash of the encoded key (shared by all windows of the key).
-    hash: u64,
-    /// The encoded key, then the encoded window.
-    group_bytes: GroupBytes,
-    acc: Accumulator,
-    /// Combined timestamp of the inputs; [`NO_TIMESTAMP`] before the first.
-    timestamp: i64,
-}
-
-/// [`CombineEntry::timestamp`] before any input (keeps entries at 64 bytes).
-const NO_TIMESTAMP: i64 = i64::MIN;
-
-impl CombineEntry {
-    fn timestamp(&self) -> Option<i64> {
-        (self.timestamp != NO_TIMESTAMP).then_some(self.timestamp)
-    }
-}
-
-/// Pre-combined entries, stored in the hash table itself (one probe per element).
-#[derive(Default)]
-struct CombineTable {
-    table: hashbrown::HashTable<CombineEntry>,
-}
-
 enum Mode {
     Group(Vec<Vec<GroupItem>>),
     /// Grouping with values encoded by this coder, per partition a list of runs.
     Encoded(Coder, Vec<EncodedRun>),
-    Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>, Staging),
+    Combine(Arc<dyn CombineFnInvoker>, Vec<CombineTable>),
     /// Whole elements (a stateful ParDo sees them as they were), per partition.
     Keyed(KeyedParts),
 }
@@ -106,47 +58,12 @@ enum KeyedParts {
 /// Empty buffers a closed writer hands to the next bundle's (no regrowing per bundle).
 #[derive(Default)]
 pub(crate) struct ShuffleBuffers {
-    staging: Staging,
     /// Bytes of the largest encoded run (so the next bundle's runs start big enough
     /// instead of growing by copying).
     run_size: usize,
-}
-
-/// Elements waiting to be pre-combined, per partition.
-///
-/// Adding each element to its table as it arrives touches one table entry per element,
-/// anywhere in the bundle's tables. When keys repeat a lot (skewed keys, few keys) those
-/// entries stay in cache; when most elements bring a key the bundle has rarely seen, the
-/// tables are megabytes and every element is a cache miss. Staged elements are added a
-/// partition at a time instead, while that partition's table (a thirty-second of the
-/// keys) stays in cache. Whether to stage is decided from the previous bundle.
-#[derive(Default)]
-struct Staging {
-    /// Whether elements are staged (otherwise added to their table at once).
-    enabled: bool,
-    parts: Vec<Vec<Staged>>,
-    len: usize,
-    /// Elements written in this bundle.
-    written: usize,
-}
-
-/// Staging pays off once tables outgrow the cache and keys repeat little: more than this
-/// many entries...
-const STAGE_MIN_ENTRIES: usize = 1 << 14;
-/// ...and more than one new entry per this many elements.
-const STAGE_MAX_REUSE: usize = 8;
-
-/// Elements staged before their tables are flushed: enough for every partition's table to
-/// be reused many times per flush, few enough to keep the staging memory small (~18 MB).
-const STAGE_LIMIT: usize = 1 << 18;
-
-/// One element waiting to be pre-combined.
-struct Staged {
-    hash: u64,
-    /// The encoded key, then the encoded window.
-    group_bytes: GroupBytes,
-    value: Value,
-    timestamp: i64,
+    /// Entries of the largest pre-combine table (the next bundle's start that big
+    /// instead of growing, and rehashing, a dozen times).
+    table_len: usize,
 }
 
 /// Writes one bundle's elements into shuffle partitions (pre-combining when lifted).
@@ -160,6 +77,20 @@ pub(crate) struct ShuffleWriter {
     track: bool,
     /// Approximate bytes of the grouped items.
     bytes: usize,
+    /// A batch's elements on their way into the pre-combine tables.
+    ahead: Vec<Ahead>,
+    /// Their encoded keys and windows.
+    arena: Vec<u8>,
+}
+
+/// An element of a batch whose pre-combine table slot is being prefetched.
+struct Ahead {
+    hash: u64,
+    /// Its key and window bytes in the arena.
+    start: usize,
+    end: usize,
+    value: Value,
+    timestamp: i64,
 }
 
 /// Byte-slice equality without a call into `memcmp` for short keys.
@@ -225,16 +156,13 @@ impl ShuffleWriter {
                 )
             }
             NodeKind::CombinePerKey { combine_fn } if !windowing.window_fn.is_merging() => {
+                let len = buffers.as_ref().map_or(0, |b| b.table_len);
                 Mode::Combine(
                     combine_fn.clone(),
-                    (0..PARTITIONS).map(|_| CombineTable::default()).collect(),
-                    buffers
-                        .map(|b| b.staging)
-                        .filter(|s| s.parts.len() == PARTITIONS)
-                        .unwrap_or_else(|| Staging {
-                            parts: (0..PARTITIONS).map(|_| Vec::new()).collect(),
-                            ..Staging::default()
-                        }),
+                    // A little headroom: bundles of the same input differ slightly.
+                    (0..PARTITIONS)
+                        .map(|_| CombineTable::with_capacity(len + len / 8))
+                        .collect(),
                 )
             }
             NodeKind::ParDo { .. } => Mode::Keyed(match encoded_values {
@@ -255,6 +183,8 @@ impl ShuffleWriter {
             scratch: Vec::new(),
             track,
             bytes: 0,
+            ahead: Vec::new(),
+            arena: Vec::new(),
         }
     }
 
@@ -262,11 +192,56 @@ impl ShuffleWriter {
     pub(crate) fn write_batch(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
         // Combining calls user code per element: one panic guard for the whole batch.
         self.guarded(|w, name| {
+            if matches!(w.mode, Mode::Combine(..)) {
+                return w.combine_batch(batch, name);
+            }
             for wv in batch.drain(..) {
                 w.write(wv, name)?;
             }
             Ok(())
         })
+    }
+
+    /// Adds a batch to the pre-combine tables in two passes: every key is encoded and its
+    /// slot prefetched first, then the slots are looked up, so the batch's cache misses
+    /// overlap instead of stalling one after the other.
+    fn combine_batch(&mut self, batch: &mut Vec<WindowedValue>, name: &str) -> Result<()> {
+        let Mode::Combine(f, tables) = &mut self.mode else {
+            unreachable!("checked by the caller")
+        };
+        let (ahead, arena) = (&mut self.ahead, &mut self.arena);
+        ahead.clear();
+        arena.clear();
+        for wv in batch.drain(..) {
+            let (key, value) = match wv.value {
+                Value::Kv(kv) => *kv,
+                other => return Err(not_kv(name, &other)),
+            };
+            let start = arena.len();
+            self.key_coder
+                .encode(&key, arena, true)
+                .map_err(|source| EngineError::Coder {
+                    transform: name.to_string(),
+                    source,
+                })?;
+            let hash = hash_of(&arena[start..]);
+            spill::encode_window(&wv.window, arena);
+            tables[partition_of(hash)].prefetch(hash);
+            ahead.push(Ahead {
+                hash,
+                start,
+                end: arena.len(),
+                value,
+                timestamp: wv.timestamp,
+            });
+        }
+        let tc = self.windowing.timestamp_combiner;
+        for a in ahead.drain(..) {
+            let group = &arena[a.start..a.end];
+            let e = entry(f.as_ref(), &mut tables[partition_of(a.hash)], a.hash, group);
+            add_input(f.as_ref(), e, a.value, a.timestamp, tc, name)?;
+        }
+        Ok(())
     }
 
     /// Runs `f` (which may call user code) under one panic guard, with the writer and the
@@ -357,86 +332,32 @@ impl ShuffleWriter {
                 })?;
             }
             Mode::Keyed(_) => unreachable!("written above"),
-            Mode::Combine(f, tables, staging) => {
-                spill::encode_window(&wv.window, &mut self.scratch);
-                staging.written += 1;
-                if !staging.enabled {
-                    let tc = self.windowing.timestamp_combiner;
-                    let group = GroupKey::Borrowed(&self.scratch);
-                    let e = entry(f.as_ref(), &mut tables[p], hash, group);
-                    return add_input(f.as_ref(), e, value, wv.timestamp, tc, name);
-                }
-                staging.parts[p].push(Staged {
-                    hash,
-                    group_bytes: GroupBytes::from_slice(&self.scratch),
-                    value,
-                    timestamp: wv.timestamp,
-                });
-                staging.len += 1;
-                if staging.len >= STAGE_LIMIT {
-                    flush_staged(f.as_ref(), tables, staging, &self.windowing, name)?;
-                }
-            }
+            Mode::Combine(..) => unreachable!("batches are combined by `combine_batch`"),
         }
         Ok(())
     }
 }
 
 impl ShuffleWriter {
-    /// Pre-combines what is still staged; call once the bundle's last element is written.
-    /// Returns the (empty) buffers for the next bundle's writer.
-    pub(crate) fn close(&mut self) -> Result<ShuffleBuffers> {
-        self.guarded(|w, name| match &mut w.mode {
-            Mode::Combine(f, tables, staging) => {
-                if staging.len > 0 {
-                    flush_staged(f.as_ref(), tables, staging, &w.windowing, name)?;
-                }
-                let entries: usize = tables.iter().map(|t| t.table.len()).sum();
-                let mut staging = std::mem::take(staging);
-                staging.enabled =
-                    entries > STAGE_MIN_ENTRIES && entries * STAGE_MAX_REUSE > staging.written;
-                staging.written = 0;
-                Ok(ShuffleBuffers {
-                    staging,
-                    ..ShuffleBuffers::default()
-                })
-            }
+    /// The writer's (emptied) buffers, sized for the next bundle's writer; call once the
+    /// bundle's last element is written.
+    pub(crate) fn close(&mut self) -> ShuffleBuffers {
+        match &self.mode {
+            Mode::Combine(_, tables) => ShuffleBuffers {
+                table_len: tables.iter().map(CombineTable::len).max().unwrap_or(0),
+                ..ShuffleBuffers::default()
+            },
             Mode::Encoded(_, parts) => {
                 let bytes = parts.iter().map(EncodedRun::len).max().unwrap_or(0);
                 // A little headroom: bundles of the same input differ slightly in size.
-                Ok(ShuffleBuffers {
+                ShuffleBuffers {
                     run_size: bytes + bytes / 8,
                     ..ShuffleBuffers::default()
-                })
+                }
             }
-            Mode::Group(_) | Mode::Keyed(_) => Ok(ShuffleBuffers::default()),
-        })
-    }
-}
-
-/// Adds staged elements to their partitions' tables, one partition at a time.
-fn flush_staged(
-    f: &dyn CombineFnInvoker,
-    tables: &mut [CombineTable],
-    staging: &mut Staging,
-    windowing: &Windowing,
-    name: &str,
-) -> Result<()> {
-    let tc = windowing.timestamp_combiner;
-    for (part, table) in staging.parts.iter_mut().zip(tables) {
-        for st in part.drain(..) {
-            let Staged {
-                hash,
-                group_bytes,
-                value,
-                timestamp,
-            } = st;
-            let e = entry(f, table, hash, GroupKey::Owned(group_bytes));
-            add_input(f, e, value, timestamp, tc, name)?;
+            Mode::Group(_) | Mode::Keyed(_) => ShuffleBuffers::default(),
         }
     }
-    staging.len = 0;
-    Ok(())
 }
 
 /// The entry of a key and window (encoded in `group`), created if new.
@@ -445,24 +366,14 @@ fn entry<'t>(
     f: &dyn CombineFnInvoker,
     table: &'t mut CombineTable,
     hash: u64,
-    group: GroupKey<'_>,
+    group: &[u8],
 ) -> &'t mut CombineEntry {
-    let found = table.table.entry(
+    table.slot(hash, group).or_insert_with(|| CombineEntry {
         hash,
-        |e| same_bytes(&e.group_bytes, group.bytes()),
-        |e| e.hash,
-    );
-    match found {
-        hashbrown::hash_table::Entry::Occupied(e) => e.into_mut(),
-        hashbrown::hash_table::Entry::Vacant(v) => v
-            .insert(CombineEntry {
-                hash,
-                group_bytes: group.into_owned(),
-                acc: f.create_accumulator(),
-                timestamp: NO_TIMESTAMP,
-            })
-            .into_mut(),
-    }
+        group_bytes: GroupBytes::from_slice(group),
+        acc: f.create_accumulator(),
+        timestamp: NO_TIMESTAMP,
+    })
 }
 
 /// Adds one element to an accumulator.
@@ -705,25 +616,24 @@ impl ShuffleInput {
                 }
                 self.held(w.bytes)?;
             }
-            Mode::Combine(f, tables, staging) => {
-                debug_assert_eq!(staging.len, 0, "writers are closed before absorbing");
+            Mode::Combine(f, tables) => {
                 if self.merged.is_empty() {
                     self.merged = (0..PARTITIONS).map(|_| CombineTable::default()).collect();
                 }
                 let tc = w.windowing.timestamp_combiner;
                 for (p, t) in tables.into_iter().enumerate() {
-                    let table = &mut self.merged[p].table;
-                    for e in t.table {
-                        match table.find_mut(e.hash, |x| x.group_bytes == e.group_bytes) {
-                            Some(target) => {
+                    let table = &mut self.merged[p];
+                    for e in t.into_entries() {
+                        match table.slot(e.hash, &e.group_bytes) {
+                            Found::Occupied(target) => {
                                 let ts = e.timestamp();
                                 guarded(&w.name, || f.merge_into(&mut target.acc, e.acc))?;
                                 if let Some(ts) = ts {
                                     target.timestamp = tc.combine(target.timestamp(), ts);
                                 }
                             }
-                            None => {
-                                table.insert_unique(e.hash, e, |x| x.hash);
+                            Found::Vacant(v) => {
+                                v.insert(e);
                             }
                         }
                     }
@@ -756,8 +666,8 @@ impl ShuffleInput {
             self.parts = (0..PARTITIONS).map(|_| Vec::new()).collect();
         }
         for (p, t) in std::mem::take(&mut self.merged).into_iter().enumerate() {
-            if !t.table.is_empty() {
-                self.parts[p].push(Chunk::Combine(t.table.into_iter().collect()));
+            if !t.is_empty() {
+                self.parts[p].push(Chunk::Combine(t.into_entries().collect()));
             }
         }
         (self.parts, self.spill, self.key_coder)
@@ -1057,12 +967,4 @@ fn merge_groups(
         out.extend(by_window);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn combine_entries_fill_one_cache_line() {
-        assert_eq!(std::mem::size_of::<super::CombineEntry>(), 64);
-    }
 }

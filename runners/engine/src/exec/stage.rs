@@ -170,7 +170,7 @@ impl Instance {
         }
         for sink in &mut sinks {
             self.spare.push(match sink {
-                SinkInstance::Shuffle(w) => Some(w.close()?),
+                SinkInstance::Shuffle(w) => Some(w.close()),
                 SinkInstance::Materialize(_) => None,
             });
         }

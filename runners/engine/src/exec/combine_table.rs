@@ -1,0 +1,215 @@
+//! The pre-combine table of lifted combines: accumulators per encoded key and window.
+//!
+//! Open addressing with linear probing, the entries themselves in the slots: a lookup
+//! usually reads one cache line (the hash is in the entry, so other keys are passed over
+//! without comparing bytes), and the slot of an element a few places ahead can be
+//! prefetched while this one is added. With many keys the table is larger than the
+//! caches and that miss is most of a lifted combine's cost.
+
+use super::shuffle::GroupBytes;
+use crate::combine::Accumulator;
+use prefetch_index::prefetch_index;
+
+/// A pre-combined accumulator for one key and window: 64 bytes, one cache line. The key
+/// and window are decoded from `group_bytes` once, when the result is emitted.
+pub(super) struct CombineEntry {
+    /// Hash of the encoded key (shared by all windows of the key).
+    pub(super) hash: u64,
+    /// The encoded key, then the encoded window.
+    pub(super) group_bytes: GroupBytes,
+    pub(super) acc: Accumulator,
+    /// Combined timestamp of the inputs; [`NO_TIMESTAMP`] before the first.
+    pub(super) timestamp: i64,
+}
+
+/// [`CombineEntry::timestamp`] before any input (keeps entries at 64 bytes).
+pub(super) const NO_TIMESTAMP: i64 = i64::MIN;
+
+impl CombineEntry {
+    pub(super) fn timestamp(&self) -> Option<i64> {
+        (self.timestamp != NO_TIMESTAMP).then_some(self.timestamp)
+    }
+}
+
+/// Pre-combined entries by key and window.
+#[derive(Default)]
+pub(super) struct CombineTable {
+    /// A power of two of slots (or none yet).
+    slots: Vec<Option<CombineEntry>>,
+    len: usize,
+    /// 64 minus log2 of the number of slots.
+    shift: u32,
+}
+
+/// The slot found for a key and window.
+pub(super) enum Found<'a> {
+    Occupied(&'a mut CombineEntry),
+    Vacant(Vacant<'a>),
+}
+
+/// An empty slot where a key and window belong.
+pub(super) struct Vacant<'a> {
+    slot: &'a mut Option<CombineEntry>,
+    len: &'a mut usize,
+}
+
+impl<'a> Vacant<'a> {
+    /// Puts the key and window's entry in the slot.
+    pub(super) fn insert(self, e: CombineEntry) -> &'a mut CombineEntry {
+        *self.len += 1;
+        self.slot.insert(e)
+    }
+}
+
+impl<'a> Found<'a> {
+    /// The entry, created by `make` if the slot is empty.
+    #[inline]
+    pub(super) fn or_insert_with(
+        self,
+        make: impl FnOnce() -> CombineEntry,
+    ) -> &'a mut CombineEntry {
+        match self {
+            Found::Occupied(e) => e,
+            Found::Vacant(v) => v.insert(make()),
+        }
+    }
+}
+
+/// Fibonacci hashing: the slot comes from the high bits of the product, which depend on
+/// every bit of the hash (the low bits of an Fx hash are weak).
+const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl CombineTable {
+    /// An empty table with room for `n` entries.
+    pub(super) fn with_capacity(n: usize) -> Self {
+        let mut t = CombineTable::default();
+        if n > 0 {
+            t.resize((n * 4 / 3 + 1).next_power_of_two());
+        }
+        t
+    }
+
+    /// Number of entries.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table has no entries.
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash.wrapping_mul(SPREAD) >> self.shift) as usize
+    }
+
+    /// Starts loading the slot where `hash` begins its search into the cache.
+    #[inline]
+    pub(super) fn prefetch(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            prefetch_index(&self.slots, self.home(hash));
+        }
+    }
+
+    /// Index of the slot holding `group` (hash `hash`), or of the empty slot where it
+    /// belongs. The table must have an empty slot.
+    #[inline]
+    fn position(&self, hash: u64, group: &[u8]) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(hash);
+        loop {
+            match &self.slots[i] {
+                None => return i,
+                Some(e) if e.hash == hash && super::shuffle::same_bytes(&e.group_bytes, group) => {
+                    return i
+                }
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// The slot of `group` (hash `hash`), with room made for a new entry first.
+    #[inline]
+    pub(super) fn slot(&mut self, hash: u64, group: &[u8]) -> Found<'_> {
+        // At most 3/4 full: a search ends after two or three slots on average.
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let i = self.position(hash, group);
+        let slot = &mut self.slots[i];
+        if slot.is_some() {
+            Found::Occupied(slot.as_mut().expect("checked"))
+        } else {
+            Found::Vacant(Vacant {
+                slot,
+                len: &mut self.len,
+            })
+        }
+    }
+
+    fn grow(&mut self) {
+        self.resize((self.slots.len() * 2).max(16));
+    }
+
+    /// Moves the entries into `n` slots (a power of two, more than the entries).
+    fn resize(&mut self, n: usize) {
+        let old = std::mem::replace(&mut self.slots, (0..n).map(|_| None).collect());
+        self.shift = 64 - n.trailing_zeros();
+        let mask = n - 1;
+        for e in old.into_iter().flatten() {
+            // Entries are distinct: the first empty slot from home is theirs.
+            let mut i = self.home(e.hash);
+            while self.slots[i].is_some() {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = Some(e);
+        }
+    }
+
+    /// The entries, in slot order.
+    pub(super) fn into_entries(self) -> impl Iterator<Item = CombineEntry> {
+        self.slots.into_iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: u64) -> CombineEntry {
+        CombineEntry {
+            hash: key % 7, // many collisions on purpose
+            group_bytes: GroupBytes::from_slice(&key.to_le_bytes()),
+            acc: Accumulator::new(0i64),
+            timestamp: NO_TIMESTAMP,
+        }
+    }
+
+    #[test]
+    fn entries_fill_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Option<CombineEntry>>(), 64);
+    }
+
+    #[test]
+    fn finds_every_key_after_growing_with_colliding_hashes() {
+        let mut t = CombineTable::default();
+        for round in 0..3 {
+            for key in 0..1000u64 {
+                let e = entry(key);
+                let (hash, bytes) = (e.hash, e.group_bytes.clone());
+                let got = t.slot(hash, &bytes).or_insert_with(|| e);
+                *got.acc.downcast_mut::<i64>().unwrap() += 1;
+                assert_eq!(got.group_bytes.as_slice(), &key.to_le_bytes());
+            }
+            assert_eq!(t.len(), 1000, "round {round}");
+        }
+        let mut counts: Vec<(Vec<u8>, i64)> = t
+            .into_entries()
+            .map(|e| (e.group_bytes.to_vec(), e.acc.downcast::<i64>().unwrap()))
+            .collect();
+        counts.sort();
+        assert_eq!(counts.len(), 1000);
+        assert!(counts.iter().all(|(_, n)| *n == 3));
+    }
+}
