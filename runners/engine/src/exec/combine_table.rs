@@ -34,11 +34,9 @@ impl CombineEntry {
 /// Pre-combined entries by key and window.
 #[derive(Default)]
 pub(super) struct CombineTable {
-    /// A power of two of slots (or none yet).
+    /// The slots (any number: tables are sized to what the previous bundle needed).
     slots: Vec<Option<CombineEntry>>,
     len: usize,
-    /// 64 minus log2 of the number of slots.
-    shift: u32,
 }
 
 /// The slot found for a key and window.
@@ -75,7 +73,7 @@ impl<'a> Found<'a> {
     }
 }
 
-/// Fibonacci hashing: the slot comes from the high bits of the product, which depend on
+/// Mixes the hash before it is mapped to a slot: the high bits of the product depend on
 /// every bit of the hash (the low bits of an Fx hash are weak).
 const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -84,7 +82,7 @@ impl CombineTable {
     pub(super) fn with_capacity(n: usize) -> Self {
         let mut t = CombineTable::default();
         if n > 0 {
-            t.resize((n * 4 / 3 + 1).next_power_of_two());
+            t.resize((n * 4 / 3 + 1).max(16));
         }
         t
     }
@@ -99,9 +97,11 @@ impl CombineTable {
         self.len == 0
     }
 
+    /// The slot where the search for `hash` starts: the mixed hash scaled to the number
+    /// of slots (a multiply instead of a division).
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        (hash.wrapping_mul(SPREAD) >> self.shift) as usize
+        ((u128::from(hash.wrapping_mul(SPREAD)) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// Starts loading the slot where `hash` begins its search into the cache.
@@ -116,7 +116,7 @@ impl CombineTable {
     /// belongs. The table must have an empty slot.
     #[inline]
     fn position(&self, hash: u64, group: &[u8]) -> usize {
-        let mask = self.slots.len() - 1;
+        let n = self.slots.len();
         let mut i = self.home(hash);
         loop {
             match &self.slots[i] {
@@ -124,7 +124,7 @@ impl CombineTable {
                 Some(e) if e.hash == hash && super::shuffle::same_bytes(&e.group_bytes, group) => {
                     return i
                 }
-                Some(_) => i = (i + 1) & mask,
+                Some(_) => i = if i + 1 == n { 0 } else { i + 1 },
             }
         }
     }
@@ -152,16 +152,14 @@ impl CombineTable {
         self.resize((self.slots.len() * 2).max(16));
     }
 
-    /// Moves the entries into `n` slots (a power of two, more than the entries).
+    /// Moves the entries into `n` slots (more than the entries).
     fn resize(&mut self, n: usize) {
         let old = std::mem::replace(&mut self.slots, (0..n).map(|_| None).collect());
-        self.shift = 64 - n.trailing_zeros();
-        let mask = n - 1;
         for e in old.into_iter().flatten() {
             // Entries are distinct: the first empty slot from home is theirs.
             let mut i = self.home(e.hash);
             while self.slots[i].is_some() {
-                i = (i + 1) & mask;
+                i = if i + 1 == n { 0 } else { i + 1 };
             }
             self.slots[i] = Some(e);
         }
@@ -193,7 +191,12 @@ mod tests {
 
     #[test]
     fn finds_every_key_after_growing_with_colliding_hashes() {
-        let mut t = CombineTable::default();
+        check_rounds(CombineTable::default());
+        // Not a power of two of slots, and searches wrapping around the end.
+        check_rounds(CombineTable::with_capacity(10));
+    }
+
+    fn check_rounds(mut t: CombineTable) {
         for round in 0..3 {
             for key in 0..1000u64 {
                 let e = entry(key);
