@@ -5,9 +5,10 @@
 //! functions through the job's function registry and the `inventory` registrations.
 //!
 //! Options read: `--threads=N` (default: all cores), `--streaming` (event-driven execution
-//! with triggers and timers; chosen automatically for unbounded sources, TestStream,
-//! stateful DoFns and non-default triggers), `--memory-budget=SIZE` (batch: spill grouping
-//! state and materialized PCollections to disk past SIZE, e.g. `512MB`, `2GiB`) and
+//! with triggers and timers; chosen automatically for unbounded sources, TestStream and
+//! non-default triggers; stateful DoFns run in both modes), `--memory-budget=SIZE`
+//! (batch: spill grouping state, stateful DoFns' input and materialized PCollections to
+//! disk past SIZE, e.g. `512MB`, `2GiB`) and
 //! `--spill-dir=DIR`, `--max-bundle-size=N` (streaming: most elements a source reads
 //! into one bundle, default 32768). With unbounded sources, Ctrl-C drains the job:
 //! sources stop, watermarks advance to the end, every pending pane fires.

@@ -2,13 +2,15 @@
 //!
 //! Planning: ParDo and WindowInto nodes fuse with their producer into a *stage*, rooted
 //! at a materialized PCollection (the output of Impulse, GroupByKey, CombinePerKey,
-//! Flatten or Reshuffle). Inside a stage elements go from one DoFn to the next in batches
-//! of a few hundred (one dispatch, panic guard and context per batch; outputs are built in
-//! place in the next op's buffer). PCollections read by a shuffle, a Flatten or as a side
+//! Flatten, Reshuffle or a stateful ParDo). Inside a stage elements go from one DoFn to the
+//! next in batches of a few hundred (one dispatch, panic guard and context per batch;
+//! outputs are built in place in the next op's buffer). PCollections read by a shuffle, a Flatten or as a side
 //! input end in a *sink* of the stage that produces them: grouped by key hash for
 //! GroupByKey (as encoded runs when values have standard coders), pre-combined per key for
 //! CombinePerKey (combiner lifting), or materialized. A Flatten read only by a GroupByKey
-//! is not materialized: its inputs write into the shuffle directly.
+//! is not materialized: its inputs write into the shuffle directly. A stateful ParDo is
+//! not fused either: its input is shuffled by key like a GroupByKey's, then every key
+//! partition runs through its own DoFn instance (`stateful`).
 //!
 //! Determinism: bundles are cut by data size, never by thread count, and partial results
 //! are merged in bundle order, so results do not depend on the number of threads.

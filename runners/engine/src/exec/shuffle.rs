@@ -428,7 +428,7 @@ pub(crate) struct ShuffleSpill {
 
 impl ShuffleSpill {
     /// Spilling for the shuffle of `name`, values encoded with `value_coder` (keys are
-    /// already encoded).
+    /// already encoded; a stateful ParDo's whole elements use its input's coder).
     pub(crate) fn new(budget: Budget, name: &str, value_coder: Coder) -> Self {
         ShuffleSpill {
             budget,
