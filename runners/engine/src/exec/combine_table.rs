@@ -37,6 +37,9 @@ pub(super) struct CombineTable {
     /// The slots (any number: tables are sized to what the previous bundle needed).
     slots: Vec<Option<CombineEntry>>,
     len: usize,
+    /// Slots of the first allocation, made when the first entry arrives (partitions that
+    /// get no entries cost nothing).
+    first: usize,
 }
 
 /// The slot found for a key and window.
@@ -80,11 +83,10 @@ const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
 impl CombineTable {
     /// An empty table with room for `n` entries.
     pub(super) fn with_capacity(n: usize) -> Self {
-        let mut t = CombineTable::default();
-        if n > 0 {
-            t.resize((n * 4 / 3 + 1).max(16));
+        CombineTable {
+            first: n * 4 / 3 + 1,
+            ..CombineTable::default()
         }
-        t
     }
 
     /// Number of entries.
@@ -149,7 +151,12 @@ impl CombineTable {
     }
 
     fn grow(&mut self) {
-        self.resize((self.slots.len() * 2).max(16));
+        let n = if self.slots.is_empty() {
+            self.first
+        } else {
+            self.slots.len() * 2
+        };
+        self.resize(n.max(16));
     }
 
     /// Moves the entries into `n` slots (more than the entries).
@@ -163,6 +170,42 @@ impl CombineTable {
             }
             self.slots[i] = Some(e);
         }
+    }
+
+    /// Moves every entry of `other` in: new keys and windows are inserted, those already
+    /// here are merged by `merge`. Room is made first and slots are prefetched a few
+    /// entries ahead (merging is a cache miss per entry when tables are large).
+    ///
+    /// # Errors
+    /// The first error of `merge`.
+    pub(super) fn merge_from<E>(
+        &mut self,
+        mut other: CombineTable,
+        mut merge: impl FnMut(&mut CombineEntry, CombineEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const AHEAD: usize = 8;
+        let wanted = self.len + other.len;
+        if wanted * 4 > self.slots.len() * 3 {
+            self.resize((wanted * 4 / 3 + 1).max(self.slots.len() * 2).max(16));
+        }
+        let slots = &mut other.slots;
+        for i in 0..slots.len() {
+            if let Some(next) = slots.get(i + AHEAD).and_then(Option::as_ref) {
+                self.prefetch(next.hash);
+            }
+            let Some(e) = slots[i].take() else {
+                continue;
+            };
+            let at = self.position(e.hash, &e.group_bytes);
+            match &mut self.slots[at] {
+                Some(target) => merge(target, e)?,
+                empty => {
+                    *empty = Some(e);
+                    self.len += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The entries, in slot order.
@@ -194,6 +237,35 @@ mod tests {
         check_rounds(CombineTable::default());
         // Not a power of two of slots, and searches wrapping around the end.
         check_rounds(CombineTable::with_capacity(10));
+    }
+
+    #[test]
+    fn merging_inserts_new_keys_and_merges_known_ones() {
+        let mut a = CombineTable::default();
+        let mut b = CombineTable::with_capacity(3);
+        for key in 0..600u64 {
+            let e = entry(key);
+            let (hash, bytes) = (e.hash, e.group_bytes.clone());
+            let t = if key < 400 { &mut a } else { &mut b };
+            t.slot(hash, &bytes).or_insert_with(|| e);
+            if (200..400).contains(&key) {
+                let e = entry(key);
+                b.slot(hash, &bytes).or_insert_with(|| e);
+            }
+        }
+        let mut merged = 0;
+        a.merge_from(b, |into, _| {
+            *into.acc.downcast_mut::<i64>().unwrap() += 1;
+            merged += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!((a.len(), merged), (600, 200));
+        let twice = a
+            .into_entries()
+            .filter(|e| e.acc.try_clone().and_then(|c| c.downcast::<i64>().ok()) == Some(1))
+            .count();
+        assert_eq!(twice, 200);
     }
 
     fn check_rounds(mut t: CombineTable) {

@@ -1,6 +1,6 @@
 //! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
 
-use super::combine_table::{CombineEntry, CombineTable, Found, NO_TIMESTAMP};
+use super::combine_table::{CombineEntry, CombineTable, NO_TIMESTAMP};
 use super::grouped::EncodedRun;
 use super::spill::{self, Budget, Bundle, SpillFile};
 use super::{guarded, panics_guarded, Bundles, PARTITIONS};
@@ -61,8 +61,9 @@ pub(crate) struct ShuffleBuffers {
     /// Bytes of the largest encoded run (so the next bundle's runs start big enough
     /// instead of growing by copying).
     run_size: usize,
-    /// Entries of the largest pre-combine table (the next bundle's start that big
-    /// instead of growing, and rehashing, a dozen times).
+    /// Entries of the largest pre-combine table: the next bundle's start that big instead
+    /// of growing, and rehashing, a dozen times (tables are allocated when their first
+    /// entry arrives, so partitions that get none cost nothing).
     table_len: usize,
 }
 
@@ -622,21 +623,14 @@ impl ShuffleInput {
                 }
                 let tc = w.windowing.timestamp_combiner;
                 for (p, t) in tables.into_iter().enumerate() {
-                    let table = &mut self.merged[p];
-                    for e in t.into_entries() {
-                        match table.slot(e.hash, &e.group_bytes) {
-                            Found::Occupied(target) => {
-                                let ts = e.timestamp();
-                                guarded(&w.name, || f.merge_into(&mut target.acc, e.acc))?;
-                                if let Some(ts) = ts {
-                                    target.timestamp = tc.combine(target.timestamp(), ts);
-                                }
-                            }
-                            Found::Vacant(v) => {
-                                v.insert(e);
-                            }
+                    self.merged[p].merge_from(t, |target, e| {
+                        let ts = e.timestamp();
+                        guarded(&w.name, || f.merge_into(&mut target.acc, e.acc))?;
+                        if let Some(ts) = ts {
+                            target.timestamp = tc.combine(target.timestamp(), ts);
                         }
-                    }
+                        Ok(())
+                    })?;
                 }
             }
         }
