@@ -84,6 +84,10 @@ pub(crate) struct ShuffleWriter {
     arena: Vec<u8>,
 }
 
+/// How many elements ahead of the one being added a pre-combine table slot is prefetched:
+/// enough to cover a miss, few enough not to fill the core's queue of outstanding misses.
+const LOOKAHEAD: usize = 16;
+
 /// An element of a batch whose pre-combine table slot is being prefetched.
 struct Ahead {
     hash: u64,
@@ -203,9 +207,10 @@ impl ShuffleWriter {
         })
     }
 
-    /// Adds a batch to the pre-combine tables in two passes: every key is encoded and its
-    /// slot prefetched first, then the slots are looked up, so the batch's cache misses
-    /// overlap instead of stalling one after the other.
+    /// Adds a batch to the pre-combine tables in two passes: every key is encoded and
+    /// hashed first, then the slots are looked up while the slot of an element
+    /// [`LOOKAHEAD`] places further is prefetched, so cache misses overlap instead of
+    /// stalling one after the other.
     fn combine_batch(&mut self, batch: &mut Vec<WindowedValue>, name: &str) -> Result<()> {
         let Mode::Combine(f, tables) = &mut self.mode else {
             unreachable!("checked by the caller")
@@ -227,7 +232,9 @@ impl ShuffleWriter {
                 })?;
             let hash = hash_of(&arena[start..]);
             spill::encode_window(&wv.window, arena);
-            tables[partition_of(hash)].prefetch(hash);
+            if ahead.len() < LOOKAHEAD {
+                tables[partition_of(hash)].prefetch(hash);
+            }
             ahead.push(Ahead {
                 hash,
                 start,
@@ -237,7 +244,14 @@ impl ShuffleWriter {
             });
         }
         let tc = self.windowing.timestamp_combiner;
-        for a in ahead.drain(..) {
+        let mut items = ahead.drain(..);
+        loop {
+            if let Some(next) = items.as_slice().get(LOOKAHEAD) {
+                tables[partition_of(next.hash)].prefetch(next.hash);
+            }
+            let Some(a) = items.next() else {
+                break;
+            };
             let group = &arena[a.start..a.end];
             let e = entry(f.as_ref(), &mut tables[partition_of(a.hash)], a.hash, group);
             add_input(f.as_ref(), e, a.value, a.timestamp, tc, name)?;
