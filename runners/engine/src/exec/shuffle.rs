@@ -129,9 +129,8 @@ fn not_kv(name: &str, value: &Value) -> EngineError {
     )
 }
 
-/// Encodes `key` into `out` (cleared first).
+/// Appends the encoding of `key` to `out`.
 fn encode_key(coder: &Coder, key: &Value, out: &mut Vec<u8>, name: &str) -> Result<()> {
-    out.clear();
     coder
         .encode(key, out, true)
         .map_err(|source| EngineError::Coder {
@@ -224,12 +223,7 @@ impl ShuffleWriter {
                 other => return Err(not_kv(name, &other)),
             };
             let start = arena.len();
-            self.key_coder
-                .encode(&key, arena, true)
-                .map_err(|source| EngineError::Coder {
-                    transform: name.to_string(),
-                    source,
-                })?;
+            encode_key(&self.key_coder, &key, arena, name)?;
             let hash = hash_of(&arena[start..]);
             spill::encode_window(&wv.window, arena);
             if ahead.len() < LOOKAHEAD {
@@ -273,6 +267,7 @@ impl ShuffleWriter {
             let Value::Kv(kv) = &wv.value else {
                 return Err(not_kv(name, &wv.value));
             };
+            self.scratch.clear();
             encode_key(&self.key_coder, &kv.0, &mut self.scratch, name)?;
             let p = partition_of(hash_of(&self.scratch));
             match parts {
@@ -309,6 +304,7 @@ impl ShuffleWriter {
             Value::Kv(kv) => *kv,
             other => return Err(not_kv(name, &other)),
         };
+        self.scratch.clear();
         encode_key(&self.key_coder, &key, &mut self.scratch, name)?;
         let hash = hash_of(&self.scratch);
         let p = partition_of(hash);
