@@ -42,40 +42,6 @@ pub(super) struct CombineTable {
     first: usize,
 }
 
-/// The slot found for a key and window.
-pub(super) enum Found<'a> {
-    Occupied(&'a mut CombineEntry),
-    Vacant(Vacant<'a>),
-}
-
-/// An empty slot where a key and window belong.
-pub(super) struct Vacant<'a> {
-    slot: &'a mut Option<CombineEntry>,
-    len: &'a mut usize,
-}
-
-impl<'a> Vacant<'a> {
-    /// Puts the key and window's entry in the slot.
-    pub(super) fn insert(self, e: CombineEntry) -> &'a mut CombineEntry {
-        *self.len += 1;
-        self.slot.insert(e)
-    }
-}
-
-impl<'a> Found<'a> {
-    /// The entry, created by `make` if the slot is empty.
-    #[inline]
-    pub(super) fn or_insert_with(
-        self,
-        make: impl FnOnce() -> CombineEntry,
-    ) -> &'a mut CombineEntry {
-        match self {
-            Found::Occupied(e) => e,
-            Found::Vacant(v) => v.insert(make()),
-        }
-    }
-}
-
 /// Mixes the hash before it is mapped to a slot: the high bits of the product depend on
 /// every bit of the hash (the low bits of an Fx hash are weak).
 const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -131,23 +97,24 @@ impl CombineTable {
         }
     }
 
-    /// The slot of `group` (hash `hash`), with room made for a new entry first.
+    /// The entry of `group` (hash `hash`), created by `make` if new.
     #[inline]
-    pub(super) fn slot(&mut self, hash: u64, group: &[u8]) -> Found<'_> {
+    pub(super) fn get_or_insert_with(
+        &mut self,
+        hash: u64,
+        group: &[u8],
+        make: impl FnOnce() -> CombineEntry,
+    ) -> &mut CombineEntry {
         // At most 3/4 full: a search ends after two or three slots on average.
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
         let i = self.position(hash, group);
         let slot = &mut self.slots[i];
-        if slot.is_some() {
-            Found::Occupied(slot.as_mut().expect("checked"))
-        } else {
-            Found::Vacant(Vacant {
-                slot,
-                len: &mut self.len,
-            })
+        if slot.is_none() {
+            self.len += 1;
         }
+        slot.get_or_insert_with(make)
     }
 
     fn grow(&mut self) {
@@ -247,10 +214,10 @@ mod tests {
             let e = entry(key);
             let (hash, bytes) = (e.hash, e.group_bytes.clone());
             let t = if key < 400 { &mut a } else { &mut b };
-            t.slot(hash, &bytes).or_insert_with(|| e);
+            t.get_or_insert_with(hash, &bytes, || e);
             if (200..400).contains(&key) {
                 let e = entry(key);
-                b.slot(hash, &bytes).or_insert_with(|| e);
+                b.get_or_insert_with(hash, &bytes, || e);
             }
         }
         let mut merged = 0;
@@ -273,7 +240,7 @@ mod tests {
             for key in 0..1000u64 {
                 let e = entry(key);
                 let (hash, bytes) = (e.hash, e.group_bytes.clone());
-                let got = t.slot(hash, &bytes).or_insert_with(|| e);
+                let got = t.get_or_insert_with(hash, &bytes, || e);
                 *got.acc.downcast_mut::<i64>().unwrap() += 1;
                 assert_eq!(got.group_bytes.as_slice(), &key.to_le_bytes());
             }

@@ -379,7 +379,7 @@ fn entry<'t>(
     hash: u64,
     group: &[u8],
 ) -> &'t mut CombineEntry {
-    table.slot(hash, group).or_insert_with(|| CombineEntry {
+    table.get_or_insert_with(hash, group, || CombineEntry {
         hash,
         group_bytes: GroupBytes::from_slice(group),
         acc: f.create_accumulator(),
