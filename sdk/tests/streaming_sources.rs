@@ -1,10 +1,14 @@
 //! Unbounded sources in streaming mode: the generator (reproducible, paced, with late
-//! events) and the directory-watching text source.
+//! events), the directory-watching text source, and the stateless transforms that run on
+//! a source's reader thread.
 
 use beamline::io::generator::Generator;
 use beamline::io::text::WatchText;
 use beamline::testing::capture;
-use beamline::{Count, Pipeline, PipelineOptions, WindowInto};
+use beamline::{
+    BundleContext, Count, DoFn, ParDo, Pipeline, PipelineOptions, ProcessContext, UserError,
+    Window, WindowInto,
+};
 
 #[test]
 fn generator_is_reproducible_and_counts_match() {
@@ -73,4 +77,84 @@ fn watch_text_streams_new_files() {
     p.run().unwrap();
     writer.join().unwrap();
     assert_eq!(got.sorted(), vec!["one", "three", "two"]);
+}
+
+/// Counts the elements of each bundle and emits the count when the bundle ends; reports
+/// every element in a counter.
+#[derive(Clone, Default)]
+struct BundleSizes {
+    n: i64,
+}
+
+impl DoFn for BundleSizes {
+    type In = (i64, i64);
+    type Out = i64;
+    fn process(
+        &mut self,
+        _: (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, i64>,
+    ) -> Result<(), UserError> {
+        self.n += 1;
+        ctx.inc_counter("test", "seen", 1);
+        Ok(())
+    }
+    fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, i64>) -> Result<(), UserError> {
+        if self.n > 0 {
+            ctx.output_at(self.n, 0, Window::Global);
+        }
+        self.n = 0;
+        Ok(())
+    }
+}
+
+#[test]
+fn transforms_after_a_source_keep_bundle_outputs_metrics_and_order_of_calls() {
+    // The source, ParDo and Filter run on the reader thread (WindowInto too: see the
+    // generator test above); the Sum after them on the executor's.
+    let p = Pipeline::new(PipelineOptions::default().set("max_bundle_size", 700));
+    let sizes = p
+        .apply("Gen", Generator::new(4).with_count(10_000).with_seed(3))
+        .apply("Sizes", ParDo::of(BundleSizes::default()))
+        .filter("Positive", |n: &i64| *n > 0);
+    let got = capture(&sizes);
+    let total = capture(
+        &sizes
+            .map("One", |n: i64| (0i64, n))
+            .apply("Sum", beamline::Sum::per_key()),
+    );
+    let result = p.run().unwrap();
+    assert_eq!(got.items().iter().sum::<i64>(), 10_000);
+    assert!(got.items().iter().all(|&n| n <= 700), "{:?}", got.items());
+    assert_eq!(total.items(), vec![(0, 10_000)]);
+    let seen: Vec<_> = result
+        .metrics()
+        .counters
+        .iter()
+        .filter(|(k, _)| k.name == "seen")
+        .map(|(k, v)| (k.step.as_str(), *v))
+        .collect();
+    assert_eq!(seen, vec![("Sizes", 10_000)]);
+}
+
+#[test]
+fn a_failing_transform_after_a_source_fails_the_job_naming_it() {
+    let p = Pipeline::new(PipelineOptions::default());
+    let out = p
+        .apply("Gen", Generator::new(4).with_count(5_000))
+        .map("Key", |(k, seq): (i64, i64)| (k, seq))
+        .flat_map("Explode", |(_, seq): (i64, i64)| {
+            if seq == 4_321 {
+                panic!("cannot handle event {seq}");
+            }
+            Some(seq)
+        });
+    let _ = capture(&out);
+    let err = p
+        .run()
+        .expect_err("the panicking transform fails the job")
+        .to_string();
+    assert!(
+        err.contains("Explode") && err.contains("cannot handle event 4321"),
+        "{err}"
+    );
 }

@@ -124,7 +124,13 @@ impl GeneratorReader {
     }
 
     fn base_time(&self, i: u64) -> i64 {
-        self.config.start_ms + (i as i128 * 1000 / self.config.events_per_second as i128) as i64
+        let eps = self.config.events_per_second;
+        // 64-bit division unless `i * 1000` overflows it (a 128-bit one costs a call).
+        let offset = match i.checked_mul(1000) {
+            Some(ms) => (ms / eps) as i64,
+            None => (i as i128 * 1000 / eps as i128) as i64,
+        };
+        self.config.start_ms + offset
     }
 
     /// The next event and the watermark after it.

@@ -63,8 +63,11 @@ impl StatefulBatch {
     }
 
     fn with_cx(&mut self, f: impl FnOnce(&mut ParDoOp, &mut OpCx<'_>) -> Result<()>) -> Result<()> {
+        let (mut more, mut spare) = (Vec::new(), Vec::new());
         let mut cx = OpCx {
             out: &mut self.outs,
+            more: &mut more,
+            spare: &mut spare,
             now: 0,
             input_watermark: self.input_watermark,
             output_watermark: i64::MIN,

@@ -6,6 +6,7 @@
 //! are computed as Beam does. Combines keep one accumulator per pane (lifted) unless
 //! accumulating panes would need to copy an accumulator that cannot be copied.
 
+use super::keys::{KeyBytes, KeyTable};
 use super::ops::{Op, OpCx};
 use super::pane::{AddCx, Contents, WinState, Windows};
 use super::END_OF_TIME;
@@ -18,68 +19,11 @@ use crate::metrics::{MetricResults, MetricsContainer};
 use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
 use crate::window::{merge_intervals, Window, WindowedValue};
-use rustc_hash::{FxBuildHasher, FxHashMap};
-use std::borrow::Borrow;
-use std::cmp::Ordering;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
-/// A key's encoding, shared by the key table, timers and expiry index; ordered by a hash
-/// of the bytes first, so that index lookups (many keys' timers share a timestamp) rarely
-/// compare the bytes themselves.
-#[derive(Clone, Debug)]
-struct KeyBytes {
-    order: u64,
-    bytes: Arc<[u8]>,
-}
-
-impl From<&[u8]> for KeyBytes {
-    fn from(bytes: &[u8]) -> Self {
-        KeyBytes {
-            order: FxBuildHasher.hash_one(bytes),
-            bytes: Arc::from(bytes),
-        }
-    }
-}
-
-impl Borrow<[u8]> for KeyBytes {
-    fn borrow(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Hash for KeyBytes {
-    /// As the bytes hash, so that the key table can be searched with borrowed bytes.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.bytes.hash(state);
-    }
-}
-
-impl PartialEq for KeyBytes {
-    fn eq(&self, other: &Self) -> bool {
-        self.order == other.order && self.bytes == other.bytes
-    }
-}
-
-impl Eq for KeyBytes {}
-
-impl Ord for KeyBytes {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.order
-            .cmp(&other.order)
-            .then_with(|| self.bytes.cmp(&other.bytes))
-    }
-}
-
-impl PartialOrd for KeyBytes {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 struct KeyState {
-    kb: KeyBytes,
     key: Value,
     windows: Windows,
     /// Elements of the current batch (bundle, for merging windows): (value, timestamp,
@@ -100,7 +44,7 @@ struct Panes {
     combine: Option<Arc<dyn CombineFnInvoker>>,
     /// Panes hold an accumulator rather than values.
     lifted: bool,
-    keys: hashbrown::HashMap<KeyBytes, KeyState, FxBuildHasher>,
+    keys: KeyTable<KeyState>,
     /// Keys with staged elements, in order of first arrival.
     staged_keys: Vec<KeyBytes>,
     /// Windows that received elements in the current bundle, in order of first arrival.
@@ -155,7 +99,7 @@ impl GbkOp {
                 windowing,
                 combine,
                 lifted,
-                keys: hashbrown::HashMap::default(),
+                keys: KeyTable::default(),
                 staged_keys: Vec::new(),
                 touched: Vec::new(),
                 timers: [BTreeSet::new(), BTreeSet::new()],
@@ -169,17 +113,64 @@ impl GbkOp {
 
 impl Panes {
     /// Stages an element for key `kb` (created with `key` if new).
-    fn stage(&mut self, kb: &[u8], key: Value, value: Value, ts: i64, w: Window) {
-        let ks = self.keys.entry_ref(kb).or_insert_with(|| KeyState {
-            kb: KeyBytes::from(kb),
+    fn stage(&mut self, kb: &KeyBytes, key: Value, value: Value, ts: i64, w: Window) {
+        let (kb, ks) = self.keys.get_or_insert_with(kb, || KeyState {
             key,
             windows: Windows::default(),
             staged: Vec::new(),
         });
         if ks.staged.is_empty() {
-            self.staged_keys.push(ks.kb.clone());
+            self.staged_keys.push(kb.clone());
         }
         ks.staged.push((value, ts, w));
+    }
+
+    /// Adds one element of key `kb` (created with `key` if new) to the pane of window `w`
+    /// (non-merging windows: no staging needed); elements of a closed window are ignored.
+    ///
+    /// # Errors
+    /// When the combine fails.
+    fn add_one(
+        &mut self,
+        kb: &KeyBytes,
+        key: Value,
+        value: Value,
+        ts: i64,
+        w: Window,
+        output_watermark: i64,
+    ) -> std::result::Result<(), crate::error::UserError> {
+        let Panes {
+            windowing,
+            combine,
+            lifted,
+            keys,
+            touched,
+            expiry,
+            ..
+        } = self;
+        let combine = combine.as_deref();
+        let (kb, ks) = keys.get_or_insert_with(kb, || KeyState {
+            key,
+            windows: Windows::default(),
+            staged: Vec::new(),
+        });
+        let ws = ks.windows.get_or_insert_with(w, || {
+            let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
+            expiry.insert((expires, kb.clone(), w));
+            WinState::new(&windowing.trigger, combine, *lifted)
+        });
+        if ws.tombstone {
+            return Ok(());
+        }
+        let acx = AddCx {
+            combine,
+            timestamp_combiner: windowing.timestamp_combiner,
+            output_watermark,
+        };
+        if ws.add(value, ts, &w, &acx)? {
+            touched.push((kb.clone(), w));
+        }
+        Ok(())
     }
 
     /// Adds the staged elements to their panes, a key at a time; merging window functions
@@ -551,38 +542,46 @@ impl Op for GbkOp {
     ) -> Result<()> {
         let lateness = self.panes.windowing.allowed_lateness;
         let input_wm = cx.input_watermark;
-        for wv in batch.drain(..) {
-            let (key, value) = match wv.value {
-                Value::Kv(kv) => *kv,
-                other => {
-                    return Err(EngineError::user(
-                        cx.name,
-                        format!("expected a key/value element, got a {} value", other.kind()),
-                    ))
-                }
-            };
-            // The watermark does not move within a bundle: lateness is judged here.
-            if input_wm > end_of(&wv.window).saturating_add(lateness) {
-                self.panes.dropped += 1;
-                continue;
-            }
-            self.key_buf.clear();
-            self.key_coder
-                .encode(&key, &mut self.key_buf, false)
-                .map_err(|source| EngineError::Coder {
-                    transform: cx.name.to_string(),
-                    source,
-                })?;
-            self.panes
-                .stage(&self.key_buf, key, value, wv.timestamp, wv.window);
-        }
-        // Merging windows are merged once per bundle, at its end; otherwise staged
-        // elements are added per batch, while they are in cache.
-        if self.panes.windowing.window_fn.is_merging() {
-            return Ok(());
-        }
+        // Merging windows are merged once per bundle, at its end, so their elements are
+        // staged; otherwise each element goes straight to its pane.
+        let merging = self.panes.windowing.window_fn.is_merging();
+        let output_wm = cx.output_watermark;
+        let name = cx.name;
         // One guard for the batch: combines run user code per element.
-        panics_guarded(cx.name, || self.panes.add_staged(cx))
+        panics_guarded(name, || {
+            for wv in batch.drain(..) {
+                let (key, value) = match wv.value {
+                    Value::Kv(kv) => *kv,
+                    other => {
+                        return Err(EngineError::user(
+                            name,
+                            format!("expected a key/value element, got a {} value", other.kind()),
+                        ))
+                    }
+                };
+                // The watermark does not move within a bundle: lateness is judged here.
+                if input_wm > end_of(&wv.window).saturating_add(lateness) {
+                    self.panes.dropped += 1;
+                    continue;
+                }
+                self.key_buf.clear();
+                self.key_coder
+                    .encode(&key, &mut self.key_buf, false)
+                    .map_err(|source| EngineError::Coder {
+                        transform: name.to_string(),
+                        source,
+                    })?;
+                let kb = KeyBytes::new(&self.key_buf);
+                if merging {
+                    self.panes.stage(&kb, key, value, wv.timestamp, wv.window);
+                } else {
+                    self.panes
+                        .add_one(&kb, key, value, wv.timestamp, wv.window, output_wm)
+                        .map_err(|e| EngineError::user(name, e))?;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {

@@ -10,7 +10,9 @@
 //! cancellation, once the sources stopped and everything drained.
 
 pub(crate) mod batch;
+mod chain;
 mod gbk;
+mod keys;
 mod ops;
 mod pane;
 mod pardo;
@@ -40,6 +42,9 @@ pub struct StreamOptions {
     /// element; smaller ones fire count triggers and late panes more often.
     pub max_bundle_size: usize,
 }
+
+/// Most emptied batch buffers the executor keeps for reuse.
+const MAX_SPARE: usize = 64;
 
 /// Default of [`StreamOptions::max_bundle_size`].
 pub const DEFAULT_MAX_BUNDLE_SIZE: usize = 32_768;
@@ -87,6 +92,9 @@ struct Executor<'g> {
     ops: Vec<Box<dyn Op>>,
     /// Consumers of each PCollection: (node, input slot; 0 = main, 1.. = side inputs).
     consumers: Vec<Vec<(usize, usize)>>,
+    /// Where each node's outputs go: its output PCollections, except for a source with
+    /// fused transforms, whose output is the last fused transform's.
+    routes: Vec<Vec<PcId>>,
     topo: Vec<usize>,
     pc_wm: Vec<i64>,
     in_wm: Vec<i64>,
@@ -100,6 +108,8 @@ struct Executor<'g> {
     outs: Vec<Vec<Vec<WindowedValue>>>,
     /// Emptied batches, reused so steady streaming does not allocate per batch.
     spare: Vec<Vec<WindowedValue>>,
+    /// Further output batches of the operator being called (see [`OpCx::more`]).
+    more: Vec<Vec<WindowedValue>>,
 }
 
 impl<'g> Executor<'g> {
@@ -162,11 +172,33 @@ impl<'g> Executor<'g> {
         for i in 0..n {
             visit(i, graph, &producer, &mut state, &mut topo)?;
         }
-        let ops = graph
+        let mut ops = graph
             .nodes
             .iter()
             .map(|node| ops::build(graph, node, opts.max_bundle_size.max(1)))
             .collect::<Result<Vec<_>>>()?;
+        // Stateless transforms right after a source run on its reader thread: the source
+        // emits their output, and they receive nothing here.
+        let mut routes: Vec<Vec<PcId>> = graph.nodes.iter().map(|n| n.outputs.clone()).collect();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let NodeKind::Source { source } = &node.kind else {
+                continue;
+            };
+            let fused = chain::fusable_after(graph, &consumers, i);
+            let Some(&last) = fused.last() else {
+                continue;
+            };
+            let links = fused
+                .iter()
+                .map(|&j| chain::link(graph, &graph.nodes[j]))
+                .collect::<Result<Vec<_>>>()?;
+            ops[i] = Box::new(
+                source::SourceOp::new(source.clone(), opts.max_bundle_size.max(1))
+                    .with_chain(chain::Chain::new(links)),
+            );
+            consumers[node.outputs[0]].clear();
+            routes[i].clone_from(&graph.nodes[last].outputs);
+        }
         let now = if opts.virtual_time {
             0
         } else {
@@ -176,6 +208,7 @@ impl<'g> Executor<'g> {
             graph,
             ops,
             consumers,
+            routes,
             topo,
             pc_wm: vec![i64::MIN; graph.pcollections.len()],
             in_wm: vec![i64::MIN; n],
@@ -190,6 +223,7 @@ impl<'g> Executor<'g> {
                 .map(|n| vec![Vec::new(); n.outputs.len()])
                 .collect(),
             spare: Vec::new(),
+            more: Vec::new(),
         })
     }
 
@@ -201,6 +235,8 @@ impl<'g> Executor<'g> {
     ) -> Result<R> {
         let mut cx = OpCx {
             out: &mut self.outs[node],
+            more: &mut self.more,
+            spare: &mut self.spare,
             now: self.now,
             input_watermark: self.in_wm[node],
             output_watermark: self.out_wm[node],
@@ -215,8 +251,13 @@ impl<'g> Executor<'g> {
     /// its consumers before the next source batch, while it is in cache. Order within a
     /// PCollection is kept.
     fn collect(&mut self, node: usize) {
-        let outputs = &self.graph.nodes[node].outputs;
-        for (buf, &pc) in self.outs[node].iter_mut().zip(outputs).rev() {
+        let outputs = &self.routes[node];
+        for (tag, (buf, &pc)) in self.outs[node].iter_mut().zip(outputs).enumerate().rev() {
+            if tag == 0 {
+                for batch in self.more.drain(..).rev() {
+                    self.queue.push_front((pc, batch));
+                }
+            }
             if !buf.is_empty() {
                 let fresh = self.spare.pop().unwrap_or_default();
                 self.queue.push_front((pc, std::mem::replace(buf, fresh)));
@@ -247,8 +288,12 @@ impl<'g> Executor<'g> {
                 }
                 self.consumers[pc] = consumers;
                 result?;
-                batch.clear();
-                self.spare.push(batch);
+                // A few spare buffers cover the outputs of one batch's path through the
+                // graph; sources hand over more batches than that, which are freed.
+                if self.spare.len() < MAX_SPARE {
+                    batch.clear();
+                    self.spare.push(batch);
+                }
             }
             let mut any = false;
             for i in 0..self.topo.len() {

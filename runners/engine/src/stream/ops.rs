@@ -15,6 +15,12 @@ use crate::window::{PaneInfo, Window, WindowFn, WindowedValue};
 pub(super) struct OpCx<'a> {
     /// Output buffers, one per output tag.
     pub out: &'a mut [Vec<WindowedValue>],
+    /// Further batches of output 0, queued in order after `out[0]`: a source hands over a
+    /// bundle in batches small enough to stay in cache on their way downstream.
+    pub more: &'a mut Vec<Vec<WindowedValue>>,
+    /// Emptied buffers the executor keeps for outputs; a source hands some back to its
+    /// reader thread.
+    pub spare: &'a mut Vec<Vec<WindowedValue>>,
     /// Processing time (ms).
     pub now: i64,
     /// The operator's input watermark.
@@ -184,7 +190,7 @@ impl Op for TestStreamOp {
     }
 }
 
-struct WindowIntoOp(WindowFn);
+pub(super) struct WindowIntoOp(pub(super) WindowFn);
 
 impl Op for WindowIntoOp {
     fn process(

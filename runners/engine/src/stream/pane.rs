@@ -221,12 +221,17 @@ impl WinState {
 pub(super) struct Windows(Vec<(Window, WinState)>);
 
 impl Windows {
+    // Searched newest first: elements mostly fall into the latest windows.
     pub(super) fn get(&self, w: &Window) -> Option<&WinState> {
-        self.0.iter().find(|(x, _)| x == w).map(|(_, ws)| ws)
+        self.0.iter().rev().find(|(x, _)| x == w).map(|(_, ws)| ws)
     }
 
     pub(super) fn get_mut(&mut self, w: &Window) -> Option<&mut WinState> {
-        self.0.iter_mut().find(|(x, _)| x == w).map(|(_, ws)| ws)
+        self.0
+            .iter_mut()
+            .rev()
+            .find(|(x, _)| x == w)
+            .map(|(_, ws)| ws)
     }
 
     /// The state of `w`, created by `new` if absent.
@@ -235,7 +240,7 @@ impl Windows {
         w: Window,
         new: impl FnOnce() -> WinState,
     ) -> &mut WinState {
-        let i = match self.0.iter().position(|(x, _)| *x == w) {
+        let i = match self.0.iter().rposition(|(x, _)| *x == w) {
             Some(i) => i,
             None => {
                 self.insert(w, new());
@@ -254,8 +259,9 @@ impl Windows {
     }
 
     pub(super) fn remove(&mut self, w: &Window) -> Option<WinState> {
-        let i = self.0.iter().position(|(x, _)| x == w)?;
-        Some(self.0.swap_remove(i).1)
+        let i = self.0.iter().rposition(|(x, _)| x == w)?;
+        // Order-keeping: the newest windows stay at the end, where searches start.
+        Some(self.0.remove(i).1)
     }
 
     pub(super) fn windows(&self) -> impl Iterator<Item = Window> + '_ {

@@ -1,20 +1,43 @@
 //! The streaming source operator: a reader polled on its own thread, a bundle ahead of
-//! the pipeline, so that reading overlaps processing.
+//! the pipeline, so that reading (and the stateless transforms fused after it) overlaps
+//! processing.
 
+use super::chain::Chain;
 use super::ops::{Op, OpCx, SourceStep};
 use super::{wall_clock_ms, END_OF_TIME};
 use crate::error::{EngineError, Result};
 use crate::exec::guarded;
 use crate::graph::SourceFactory;
+use crate::metrics::MetricResults;
 use crate::source::UnboundedSource;
 use crate::window::{PaneInfo, Window, WindowedValue};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// One bundle read ahead: elements, the watermark after them, whether the source ended.
-type Bundle = (Vec<WindowedValue>, i64, bool);
+/// One bundle read ahead.
+struct Bundle {
+    /// Its elements (after the fused transforms) in batches of at most about [`BATCH`].
+    batches: Vec<Vec<WindowedValue>>,
+    /// Elements the source read (the fused transforms may drop or add some).
+    read: usize,
+    /// The source's watermark after the bundle.
+    watermark: i64,
+    /// The source has ended.
+    finished: bool,
+}
+
+/// Elements per batch handed downstream: a batch and its successors' outputs stay in
+/// the core's cache while they pass the transforms; a whole bundle would not.
+const BATCH: usize = 1024;
+
+/// Spare buffers left to the executor for operator outputs.
+const KEEP_SPARE: usize = 4;
+
+/// Most emptied buffers waiting to go back to the reader thread.
+const RETURNED: usize = 64;
 
 /// How long a step waits for the reader before reporting the source idle.
 const WAIT: Duration = Duration::from_millis(1);
@@ -22,8 +45,14 @@ const WAIT: Duration = Duration::from_millis(1);
 pub(super) struct SourceOp {
     factory: SourceFactory,
     max_bundle_size: usize,
+    /// Stateless transforms run on the reader thread, until it starts.
+    chain: Option<Chain>,
     /// Bundles from the reader thread, once started.
     bundles: Option<Receiver<Result<Bundle>>>,
+    /// The reader thread; it returns the fused transforms' metrics and teardown result.
+    reader: Option<JoinHandle<(MetricResults, Result<()>)>>,
+    /// Hands emptied batch buffers back to the reader thread, for its next bundles.
+    give_back: Option<SyncSender<Vec<WindowedValue>>>,
     /// Tells the reader thread to stop.
     stop: Arc<AtomicBool>,
     wm: i64,
@@ -36,7 +65,10 @@ impl SourceOp {
         SourceOp {
             factory,
             max_bundle_size,
+            chain: None,
             bundles: None,
+            reader: None,
+            give_back: None,
             stop: Arc::new(AtomicBool::new(false)),
             wm: i64::MIN,
             finished: false,
@@ -44,43 +76,71 @@ impl SourceOp {
         }
     }
 
+    /// Runs `chain` on the reader thread, after the source.
+    pub(super) fn with_chain(mut self, chain: Chain) -> Self {
+        self.chain = (!chain.is_empty()).then_some(chain);
+        self
+    }
+
     /// Creates the reader and starts its thread: it reads a bundle at a time (at most two
     /// waiting), until the source ends, fails, or the operator stops it.
     fn start(&mut self, name: &str) -> Result<Receiver<Result<Bundle>>> {
         let f = self.factory.clone();
         let mut reader: Box<dyn UnboundedSource> = guarded(name, || f())?;
+        let mut chain = self.chain.take().unwrap_or_default();
         let (tx, rx) = sync_channel(2);
+        let (give_back, returned) = sync_channel(RETURNED);
+        self.give_back = Some(give_back);
         let (max, stop) = (self.max_bundle_size, self.stop.clone());
         let transform = name.to_string();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("beamline-source".into())
             .spawn(move || {
+                let mut wm = i64::MIN;
                 while !stop.load(Ordering::Relaxed) {
-                    let r =
-                        guarded(&transform, || reader.poll(wall_clock_ms(), max)).map(|batch| {
-                            let elements = batch
-                                .elements
-                                .into_iter()
-                                .map(|(value, timestamp)| WindowedValue {
+                    let now = wall_clock_ms();
+                    let r = guarded(&transform, || reader.poll(now, max)).and_then(|polled| {
+                        let read = polled.elements.len();
+                        let mut batches = Vec::with_capacity(read.div_ceil(BATCH));
+                        while let Ok(buf) = returned.try_recv() {
+                            chain.recycle(buf);
+                        }
+                        let mut elements = polled.elements.into_iter().peekable();
+                        while elements.peek().is_some() {
+                            let mut batch = chain.buffer();
+                            batch.extend(elements.by_ref().take(BATCH).map(
+                                |(value, timestamp)| WindowedValue {
                                     value,
                                     timestamp,
                                     window: Window::Global,
                                     pane: PaneInfo::NO_FIRING,
-                                })
-                                .collect::<Vec<_>>();
-                            (elements, batch.watermark, batch.finished)
-                        });
+                                },
+                            ));
+                            batches.push(batch);
+                        }
+                        if !chain.is_empty() && read > 0 {
+                            batches = chain.run_bundle(batches, wm, now)?;
+                        }
+                        wm = wm.max(polled.watermark);
+                        Ok(Bundle {
+                            batches,
+                            read,
+                            watermark: polled.watermark,
+                            finished: polled.finished,
+                        })
+                    });
                     let (idle, last) = match &r {
-                        Ok((elements, _, finished)) => (elements.is_empty(), *finished),
+                        Ok(b) => (b.read == 0, b.finished),
                         Err(_) => (false, true),
                     };
                     if tx.send(r).is_err() || last {
-                        return;
+                        break;
                     }
                     if idle {
                         std::thread::sleep(WAIT);
                     }
                 }
+                chain.finish()
             })
             .map_err(|e| {
                 EngineError::user(
@@ -88,6 +148,7 @@ impl SourceOp {
                     format!("cannot start the source's reader thread: {e}"),
                 )
             })?;
+        self.reader = Some(handle);
         Ok(rx)
     }
 }
@@ -107,8 +168,23 @@ impl Op for SourceOp {
         if self.bundles.is_none() {
             self.bundles = Some(self.start(cx.name)?);
         }
+        if let Some(give_back) = &self.give_back {
+            // Buffers the pipeline emptied return to the thread that fills them, so that
+            // neither allocates nor frees one per batch.
+            while cx.spare.len() > KEEP_SPARE {
+                let Some(buf) = cx.spare.pop() else { break };
+                if give_back.try_send(buf).is_err() {
+                    break;
+                }
+            }
+        }
         let bundles = self.bundles.as_ref().expect("started above");
-        let (mut elements, watermark, finished) = match bundles.recv_timeout(WAIT) {
+        let Bundle {
+            batches,
+            read,
+            watermark,
+            finished,
+        } = match bundles.recv_timeout(WAIT) {
             Ok(bundle) => bundle?,
             Err(RecvTimeoutError::Timeout) => return Ok(SourceStep::Idle),
             Err(RecvTimeoutError::Disconnected) => {
@@ -118,15 +194,18 @@ impl Op for SourceOp {
                 ))
             }
         };
-        let n = elements.len();
-        super::ops::forward(&mut elements, &mut cx.out[0]);
+        let mut batches = batches.into_iter();
+        if let Some(mut first) = batches.next() {
+            super::ops::forward(&mut first, &mut cx.out[0]);
+        }
+        cx.more.extend(batches);
         self.wm = self.wm.max(watermark);
         if finished {
             self.finished = true;
             self.wm = END_OF_TIME;
             self.bundles = None;
         }
-        Ok(if n == 0 && !finished {
+        Ok(if read == 0 && !finished {
             SourceStep::Idle
         } else {
             SourceStep::Progressed {
@@ -144,6 +223,20 @@ impl Op for SourceOp {
         self.stop.store(true, Ordering::Relaxed);
         // Dropping the receiver ends a reader thread waiting to hand over a bundle.
         self.bundles = None;
+    }
+
+    fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.bundles = None;
+        let Some(reader) = self.reader.take() else {
+            // Never started: the fused transforms were never set up either.
+            return Ok(());
+        };
+        let (fused, result) = reader
+            .join()
+            .map_err(|_| EngineError::user(name, "the source's reader thread panicked"))?;
+        metrics.merge(fused);
+        result
     }
 }
 

@@ -1,0 +1,222 @@
+//! Stateless transforms fused onto a source's reader thread: the ParDos (no state, timers
+//! or side inputs) and WindowIntos that directly follow an unbounded source run where it
+//! reads, so reading and that work overlap the rest of the pipeline.
+
+use super::ops::{Op, OpCx, WindowIntoOp};
+use super::pardo::ParDoOp;
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, Node, NodeKind, PcId};
+use crate::metrics::MetricResults;
+use crate::window::WindowedValue;
+
+/// The transforms after source `node` that can run on its reader thread, in order: each
+/// one the only consumer of its predecessor's single output.
+pub(super) fn fusable_after(
+    graph: &Graph,
+    consumers: &[Vec<(usize, usize)>],
+    node: usize,
+) -> Vec<usize> {
+    let mut chain = Vec::new();
+    let Some(&[mut pc]) = graph.nodes.get(node).map(|n| n.outputs.as_slice()) else {
+        return chain;
+    };
+    while let [(next, 0)] = consumers[pc].as_slice() {
+        let n = &graph.nodes[*next];
+        let stateless = match &n.kind {
+            NodeKind::ParDo {
+                side_inputs,
+                stateful,
+                ..
+            } => side_inputs.is_empty() && stateful.is_none(),
+            NodeKind::WindowInto { .. } => true,
+            _ => false,
+        };
+        let [out]: [PcId; 1] = match n.outputs.as_slice().try_into() {
+            Ok(o) => o,
+            Err(_) => break,
+        };
+        if !stateless || n.inputs.len() != 1 {
+            break;
+        }
+        chain.push(*next);
+        pc = out;
+    }
+    chain
+}
+
+/// The fused transform of `node` (one [`fusable_after`] chose), with its name.
+///
+/// # Errors
+/// As building the ParDo's operator.
+pub(super) fn link(graph: &Graph, node: &Node) -> Result<(String, LinkOp)> {
+    let op = match &node.kind {
+        NodeKind::ParDo {
+            dofn,
+            side_inputs,
+            stateful,
+        } => LinkOp::ParDo(Box::new(ParDoOp::new(
+            graph,
+            node,
+            dofn,
+            side_inputs,
+            stateful.as_ref(),
+        )?)),
+        NodeKind::WindowInto { window_fn } => LinkOp::WindowInto(WindowIntoOp(*window_fn)),
+        other => {
+            return Err(EngineError::InvalidPipeline(format!(
+                "'{}': a {} cannot run on a source's reader thread",
+                node.name,
+                other.label()
+            )))
+        }
+    };
+    Ok((node.name.clone(), op))
+}
+
+/// One fused transform.
+pub(super) enum LinkOp {
+    ParDo(Box<ParDoOp>),
+    WindowInto(WindowIntoOp),
+}
+
+impl LinkOp {
+    fn op(&mut self) -> &mut dyn Op {
+        match self {
+            LinkOp::ParDo(p) => &mut **p,
+            LinkOp::WindowInto(w) => w,
+        }
+    }
+}
+
+/// Most buffers a chain keeps for reuse: a bundle's batches and the links' outputs.
+const MAX_POOL: usize = 64;
+
+/// The fused transforms of a source, with their names; run on the reader thread.
+#[derive(Default)]
+pub(super) struct Chain {
+    links: Vec<(String, LinkOp)>,
+    /// Emptied batch buffers, reused for the links' outputs.
+    pool: Vec<Vec<WindowedValue>>,
+}
+
+impl Chain {
+    pub(super) fn new(links: Vec<(String, LinkOp)>) -> Self {
+        Chain {
+            links,
+            pool: Vec::new(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Calls link `i` with a one-output context; returns what it emitted, in a buffer
+    /// with room for at least `room` elements.
+    fn call(
+        &mut self,
+        i: usize,
+        wm: i64,
+        now: i64,
+        room: usize,
+        f: impl FnOnce(&mut dyn Op, &mut OpCx<'_>) -> Result<()>,
+    ) -> Result<Vec<WindowedValue>> {
+        let (name, op) = &mut self.links[i];
+        let mut out = self.pool.pop().unwrap_or_default();
+        out.reserve(room);
+        let (mut more, mut spare) = (Vec::new(), Vec::new());
+        let mut cx = OpCx {
+            out: std::slice::from_mut(&mut out),
+            more: &mut more,
+            spare: &mut spare,
+            now,
+            input_watermark: wm,
+            output_watermark: wm,
+            name,
+        };
+        f(op.op(), &mut cx)?;
+        Ok(out)
+    }
+
+    /// Pushes `batch` through links `from..`.
+    fn push(
+        &mut self,
+        from: usize,
+        mut batch: Vec<WindowedValue>,
+        wm: i64,
+        now: i64,
+    ) -> Result<Vec<WindowedValue>> {
+        for i in from..self.links.len() {
+            if batch.is_empty() {
+                break;
+            }
+            let mut out = self.call(i, wm, now, batch.len(), |op, cx| {
+                op.process(0, &mut batch, cx)
+            })?;
+            std::mem::swap(&mut batch, &mut out);
+            out.clear();
+            self.pool.push(out);
+        }
+        Ok(batch)
+    }
+
+    /// Runs one bundle's batches through every link, then ends the bundle of each link
+    /// in order (what a `finish_bundle` emits goes through the links after it). `wm` is
+    /// the source's watermark before the bundle; empty batches are left out.
+    ///
+    /// # Errors
+    /// The first failure of a link, naming it.
+    pub(super) fn run_bundle(
+        &mut self,
+        batches: Vec<Vec<WindowedValue>>,
+        wm: i64,
+        now: i64,
+    ) -> Result<Vec<Vec<WindowedValue>>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let b = self.push(0, batch, wm, now)?;
+            self.keep(b, &mut out);
+        }
+        for i in 0..self.links.len() {
+            let emitted = self.call(i, wm, now, 0, |op, cx| op.end_bundle(cx))?;
+            let b = self.push(i + 1, emitted, wm, now)?;
+            self.keep(b, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// A buffer for the next source batch.
+    pub(super) fn buffer(&mut self) -> Vec<WindowedValue> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    /// Gives back a buffer the rest of the pipeline emptied.
+    pub(super) fn recycle(&mut self, mut buf: Vec<WindowedValue>) {
+        if self.pool.len() < MAX_POOL {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    /// Adds a non-empty output batch to `out`; pools an empty one.
+    fn keep(&mut self, b: Vec<WindowedValue>, out: &mut Vec<Vec<WindowedValue>>) {
+        if b.is_empty() {
+            self.recycle(b);
+        } else {
+            out.push(b);
+        }
+    }
+
+    /// Tears the links down; their metrics, and the first teardown failure.
+    pub(super) fn finish(&mut self) -> (MetricResults, Result<()>) {
+        let mut metrics = MetricResults::default();
+        let mut result = Ok(());
+        for (name, op) in &mut self.links {
+            let r = op.op().finish(name, &mut metrics);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        (metrics, result)
+    }
+}
