@@ -294,21 +294,21 @@ impl Panes {
             }
             let trigger = &self.windowing.trigger;
             let mut tcx = TriggerContext {
-                timers: &mut ws.timers,
+                timers: &mut ws.trig.timers,
                 now: cx.now,
             };
             let added = std::mem::take(&mut ws.bundle_added);
-            trigger::on_elements(trigger, &mut ws.trigger, &w, added, &mut tcx);
+            trigger::on_elements(trigger, &mut ws.trig.state, &w, added, &mut tcx);
             let fire = trigger::should_fire(
                 trigger,
-                &mut ws.trigger,
+                &mut ws.trig.state,
                 Domain::Watermark,
                 input_wm,
                 &w,
                 &mut tcx,
             );
             let finished =
-                fire && trigger::on_fire(trigger, &mut ws.trigger, input_wm, &w, &mut tcx);
+                fire && trigger::on_fire(trigger, &mut ws.trig.state, input_wm, &w, &mut tcx);
             self.index_timers(&kb, w);
             if fire {
                 self.output(&kb, w, finished, cx.output_watermark, false, cx)?;
@@ -323,15 +323,15 @@ impl Panes {
     /// the index; firing skips them.
     fn index_timers(&mut self, kb: &KeyBytes, w: Window) {
         if let Some(ws) = self.keys.get_mut(kb).and_then(|k| k.windows.get_mut(&w)) {
-            if ws.timers == ws.indexed {
+            if ws.trig.timers == ws.trig.indexed {
                 return;
             }
-            for t in &ws.timers {
-                if !ws.indexed.contains(t) {
+            for t in &ws.trig.timers {
+                if !ws.trig.indexed.contains(t) {
                     self.timers[domain_slot(t.domain)].insert((t.timestamp, kb.clone(), w));
                 }
             }
-            ws.indexed.clone_from(&ws.timers);
+            ws.trig.indexed.clone_from(&ws.trig.timers);
         }
     }
 
@@ -409,8 +409,8 @@ impl Panes {
         for (to, mut ws) in moved {
             // Timers of merged-away windows are cleared (on_merge); the next element resets them.
             // Their index entries name the old window: the new one indexes afresh.
-            ws.timers.clear();
-            ws.indexed.clear();
+            ws.trig.timers.clear();
+            ws.trig.indexed.clear();
             match ks.windows.get_mut(&to) {
                 Some(target) => {
                     let contents =
@@ -429,7 +429,7 @@ impl Panes {
                             }
                         }
                     }
-                    target.timers.clear();
+                    target.trig.timers.clear();
                 }
                 None => {
                     ws.index = 0;
@@ -458,26 +458,28 @@ impl Panes {
                 continue;
             };
             // No longer in the index: the same timer set again must be indexed again.
-            ws.indexed
+            ws.trig
+                .indexed
                 .retain(|t| !(t.domain == domain && t.timestamp == ts));
             let Some(pos) = ws
+                .trig
                 .timers
                 .iter()
                 .position(|t| t.domain == domain && t.timestamp == ts)
             else {
                 continue;
             };
-            ws.timers.remove(pos);
+            ws.trig.timers.remove(pos);
             if ws.tombstone {
                 continue;
             }
             let trigger = &self.windowing.trigger;
             let mut tcx = TriggerContext {
-                timers: &mut ws.timers,
+                timers: &mut ws.trig.timers,
                 now: cx.now,
             };
-            let fire = trigger::should_fire(trigger, &mut ws.trigger, domain, ts, &w, &mut tcx);
-            let finished = fire && trigger::on_fire(trigger, &mut ws.trigger, ts, &w, &mut tcx);
+            let fire = trigger::should_fire(trigger, &mut ws.trig.state, domain, ts, &w, &mut tcx);
+            let finished = fire && trigger::on_fire(trigger, &mut ws.trig.state, ts, &w, &mut tcx);
             self.index_timers(&kb, w);
             if fire {
                 let (out_wm, ontime) = match domain {
@@ -510,7 +512,7 @@ impl Panes {
             let Some(ws) = self.keys.get(kb).and_then(|ks| ks.windows.get(w)) else {
                 continue; // merged away or already collected
             };
-            if ws.timers.iter().any(|t| t.domain == Domain::Watermark) {
+            if ws.trig.timers.iter().any(|t| t.domain == Domain::Watermark) {
                 // A pending event-time timer keeps the window until it fires.
                 recheck.push(entry);
                 continue;

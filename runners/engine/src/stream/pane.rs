@@ -16,17 +16,23 @@ pub(super) enum Contents {
     Accumulator(Accumulator),
 }
 
+/// What a window's trigger keeps: touched once per bundle or timer, not per element, so
+/// kept apart from the per-element fields (which then share fewer cache lines).
+pub(super) struct TriggerPart {
+    pub state: TriggerState,
+    pub timers: TimerList,
+    /// The timers as last put in the operator's timer index (unchanged ones are not
+    /// indexed again).
+    pub indexed: TimerList,
+}
+
 pub(super) struct WinState {
     pub contents: Contents,
     /// Elements added since the last pane.
     pub pending: usize,
     /// Elements added in the current bundle, not yet shown to the trigger.
     pub bundle_added: i64,
-    pub trigger: TriggerState,
-    pub timers: TimerList,
-    /// The timers as last put in the operator's timer index (unchanged ones are not
-    /// indexed again).
-    pub indexed: TimerList,
+    pub trig: Box<TriggerPart>,
     pub hold: Option<i64>,
     /// While the window is touched by the current bundle: its hold before the bundle.
     pub bundle_hold: Option<Option<i64>>,
@@ -57,9 +63,11 @@ impl WinState {
             contents,
             pending: 0,
             bundle_added: 0,
-            trigger: trigger.new_state(),
-            timers: TimerList::new(),
-            indexed: TimerList::new(),
+            trig: Box::new(TriggerPart {
+                state: trigger.new_state(),
+                timers: TimerList::new(),
+                indexed: TimerList::new(),
+            }),
             hold: None,
             bundle_hold: None,
             index: 0,
@@ -215,23 +223,40 @@ impl WinState {
     }
 }
 
-/// The windows of one key: few, so a vector searched linearly, grown in small steps
-/// (keys with one window, the common case of many keys, hold exactly one).
+/// The windows of one key. The newest is kept inline (in the key's table entry): most
+/// elements fall into it, and then finding the key finds the window without another
+/// cache miss. Older ones are few, so a vector searched linearly, newest first, grown
+/// in small steps.
 #[derive(Default)]
-pub(super) struct Windows(Vec<(Window, WinState)>);
+pub(super) struct Windows {
+    head: Option<(Window, WinState)>,
+    /// Older windows, oldest first.
+    rest: Vec<(Window, WinState)>,
+}
 
 impl Windows {
-    // Searched newest first: elements mostly fall into the latest windows.
     pub(super) fn get(&self, w: &Window) -> Option<&WinState> {
-        self.0.iter().rev().find(|(x, _)| x == w).map(|(_, ws)| ws)
+        match &self.head {
+            Some((x, ws)) if x == w => Some(ws),
+            _ => self
+                .rest
+                .iter()
+                .rev()
+                .find(|(x, _)| x == w)
+                .map(|(_, ws)| ws),
+        }
     }
 
     pub(super) fn get_mut(&mut self, w: &Window) -> Option<&mut WinState> {
-        self.0
-            .iter_mut()
-            .rev()
-            .find(|(x, _)| x == w)
-            .map(|(_, ws)| ws)
+        match &mut self.head {
+            Some((x, ws)) if x == w => Some(ws),
+            _ => self
+                .rest
+                .iter_mut()
+                .rev()
+                .find(|(x, _)| x == w)
+                .map(|(_, ws)| ws),
+        }
     }
 
     /// The state of `w`, created by `new` if absent.
@@ -240,35 +265,40 @@ impl Windows {
         w: Window,
         new: impl FnOnce() -> WinState,
     ) -> &mut WinState {
-        let i = match self.0.iter().rposition(|(x, _)| *x == w) {
-            Some(i) => i,
-            None => {
-                self.insert(w, new());
-                self.0.len() - 1
+        if !matches!(&self.head, Some((x, _)) if *x == w) {
+            match self.rest.iter().rposition(|(x, _)| *x == w) {
+                Some(i) => return &mut self.rest[i].1,
+                None => self.insert(w, new()),
             }
-        };
-        &mut self.0[i].1
+        }
+        &mut self.head.as_mut().expect("set above").1
     }
 
-    /// Adds window `w` (not present).
+    /// Adds window `w` (not present) as the newest.
     pub(super) fn insert(&mut self, w: Window, ws: WinState) {
-        if self.0.len() == self.0.capacity() {
-            self.0.reserve_exact((self.0.len() / 2).max(1));
+        if let Some(old) = self.head.replace((w, ws)) {
+            if self.rest.len() == self.rest.capacity() {
+                self.rest.reserve_exact((self.rest.len() / 2).max(1));
+            }
+            self.rest.push(old);
         }
-        self.0.push((w, ws));
     }
 
     pub(super) fn remove(&mut self, w: &Window) -> Option<WinState> {
-        let i = self.0.iter().rposition(|(x, _)| x == w)?;
+        if matches!(&self.head, Some((x, _)) if x == w) {
+            let removed = std::mem::replace(&mut self.head, self.rest.pop());
+            return removed.map(|(_, ws)| ws);
+        }
+        let i = self.rest.iter().rposition(|(x, _)| x == w)?;
         // Order-keeping: the newest windows stay at the end, where searches start.
-        Some(self.0.remove(i).1)
+        Some(self.rest.remove(i).1)
     }
 
     pub(super) fn windows(&self) -> impl Iterator<Item = Window> + '_ {
-        self.0.iter().map(|(w, _)| *w)
+        self.head.iter().chain(&self.rest).map(|(w, _)| *w)
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.head.is_none()
     }
 }
