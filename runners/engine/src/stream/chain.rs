@@ -4,6 +4,7 @@
 
 use super::ops::{Op, OpCx, WindowIntoOp};
 use super::pardo::ParDoOp;
+use super::precombine::{Partial, PreCombine};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, Node, NodeKind, PcId};
 use crate::metrics::MetricResults;
@@ -91,10 +92,15 @@ impl LinkOp {
 /// Most buffers a chain keeps for reuse: a bundle's batches and the links' outputs.
 const MAX_POOL: usize = 64;
 
+/// Buffers a chain keeps between bundles: enough for the links' outputs.
+const KEEP_POOL: usize = 8;
+
 /// The fused transforms of a source, with their names; run on the reader thread.
 #[derive(Default)]
 pub(super) struct Chain {
     links: Vec<(String, LinkOp)>,
+    /// Folds the links' output per key and window, for the CombinePerKey after them.
+    precombine: Option<PreCombine>,
     /// Emptied batch buffers, reused for the links' outputs.
     pool: Vec<Vec<WindowedValue>>,
 }
@@ -103,12 +109,19 @@ impl Chain {
     pub(super) fn new(links: Vec<(String, LinkOp)>) -> Self {
         Chain {
             links,
+            precombine: None,
             pool: Vec::new(),
         }
     }
 
+    /// Folds everything the links emit into partial results (see [`PreCombine`]).
+    pub(super) fn with_precombine(mut self, pre: PreCombine) -> Self {
+        self.precombine = Some(pre);
+        self
+    }
+
     pub(super) fn is_empty(&self) -> bool {
-        self.links.is_empty()
+        self.links.is_empty() && self.precombine.is_none()
     }
 
     /// Calls link `i` with a one-output context; returns what it emitted, in a buffer
@@ -162,7 +175,8 @@ impl Chain {
 
     /// Runs one bundle's batches through every link, then ends the bundle of each link
     /// in order (what a `finish_bundle` emits goes through the links after it). `wm` is
-    /// the source's watermark before the bundle; empty batches are left out.
+    /// the source's watermark before the bundle; empty batches are left out. With a
+    /// pre-combiner, everything goes into the bundle's partial results instead.
     ///
     /// # Errors
     /// The first failure of a link, naming it.
@@ -171,23 +185,32 @@ impl Chain {
         batches: Vec<Vec<WindowedValue>>,
         wm: i64,
         now: i64,
-    ) -> Result<Vec<Vec<WindowedValue>>> {
+    ) -> Result<(Vec<Vec<WindowedValue>>, Vec<Partial>)> {
         let mut out = Vec::with_capacity(batches.len());
         for batch in batches {
             let b = self.push(0, batch, wm, now)?;
-            self.keep(b, &mut out);
+            self.keep(b, &mut out)?;
         }
         for i in 0..self.links.len() {
             let emitted = self.call(i, wm, now, 0, |op, cx| op.end_bundle(cx))?;
             let b = self.push(i + 1, emitted, wm, now)?;
-            self.keep(b, &mut out);
+            self.keep(b, &mut out)?;
         }
-        Ok(out)
+        let partials = self
+            .precombine
+            .as_mut()
+            .map(PreCombine::take)
+            .unwrap_or_default();
+        Ok((out, partials))
     }
 
-    /// A buffer for the next source batch.
-    pub(super) fn buffer(&mut self) -> Vec<WindowedValue> {
-        self.pool.pop().unwrap_or_default()
+    /// A pooled buffer beyond the few the links reuse, if any.
+    pub(super) fn surplus(&mut self) -> Option<Vec<WindowedValue>> {
+        if self.pool.len() > KEEP_POOL {
+            self.pool.pop()
+        } else {
+            None
+        }
     }
 
     /// Gives back a buffer the rest of the pipeline emptied.
@@ -198,13 +221,18 @@ impl Chain {
         }
     }
 
-    /// Adds a non-empty output batch to `out`; pools an empty one.
-    fn keep(&mut self, b: Vec<WindowedValue>, out: &mut Vec<Vec<WindowedValue>>) {
+    /// Adds a non-empty output batch to `out` (or folds it into the partial results);
+    /// pools an emptied one.
+    fn keep(&mut self, mut b: Vec<WindowedValue>, out: &mut Vec<Vec<WindowedValue>>) -> Result<()> {
+        if let Some(pre) = &mut self.precombine {
+            pre.add(&mut b)?;
+        }
         if b.is_empty() {
             self.recycle(b);
         } else {
             out.push(b);
         }
+        Ok(())
     }
 
     /// Tears the links down; their metrics, and the first teardown failure.

@@ -9,6 +9,7 @@
 use super::keys::{KeyBytes, KeyTable};
 use super::ops::{Op, OpCx};
 use super::pane::{AddCx, Contents, WinState, Windows};
+use super::precombine::{Mailbox, Partial};
 use super::END_OF_TIME;
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
@@ -32,6 +33,8 @@ struct KeyState {
 }
 
 pub(super) struct GbkOp {
+    /// Partial results of a lifted combine, from a source's reader thread.
+    mailbox: Option<Mailbox>,
     key_coder: Coder,
     /// Scratch space for encoding keys.
     key_buf: Vec<u8>,
@@ -93,6 +96,7 @@ impl GbkOp {
             !windowing.accumulating || f.create_accumulator().try_clone().is_some()
         });
         GbkOp {
+            mailbox: None,
             key_coder,
             key_buf: Vec::new(),
             panes: Panes {
@@ -108,6 +112,14 @@ impl GbkOp {
                 dropped: 0,
             },
         }
+    }
+}
+
+impl GbkOp {
+    /// Also takes partial results from `mailbox` (see [`super::precombine`]).
+    pub(super) fn with_mailbox(mut self, mailbox: Mailbox) -> Self {
+        self.mailbox = Some(mailbox);
+        self
     }
 }
 
@@ -139,6 +151,24 @@ impl Panes {
         w: Window,
         output_watermark: i64,
     ) -> std::result::Result<(), crate::error::UserError> {
+        self.add_to_pane(kb, key, w, output_watermark, |ws, acx| {
+            ws.add(value, ts, &w, acx)
+        })
+    }
+
+    /// Adds what `add` adds to the pane of key `kb` (created with `key` if new) and
+    /// window `w`, creating the window as needed; a closed window's pane is left alone.
+    fn add_to_pane(
+        &mut self,
+        kb: &KeyBytes,
+        key: Value,
+        w: Window,
+        output_watermark: i64,
+        add: impl FnOnce(
+            &mut WinState,
+            &AddCx<'_>,
+        ) -> std::result::Result<bool, crate::error::UserError>,
+    ) -> std::result::Result<(), crate::error::UserError> {
         let Panes {
             windowing,
             combine,
@@ -167,8 +197,36 @@ impl Panes {
             timestamp_combiner: windowing.timestamp_combiner,
             output_watermark,
         };
-        if ws.add(value, ts, &w, &acx)? {
+        if add(ws, &acx)? {
             touched.push((kb.clone(), w));
+        }
+        Ok(())
+    }
+
+    /// Adds the partial results of a bundle (lifted combine), dropping those of windows
+    /// past their allowed lateness.
+    ///
+    /// # Errors
+    /// When merging into a pane fails.
+    fn add_partials(&mut self, parts: Vec<Partial>, cx: &OpCx<'_>) -> Result<()> {
+        let lateness = self.windowing.allowed_lateness;
+        for p in parts {
+            let Partial {
+                kb,
+                key,
+                window,
+                acc,
+                count,
+                latest,
+            } = p;
+            if cx.input_watermark > end_of(&window).saturating_add(lateness) {
+                self.dropped += count as i64;
+                continue;
+            }
+            self.add_to_pane(&kb, key, window, cx.output_watermark, |ws, acx| {
+                ws.add_partial(acc, count, latest, &window, acx)
+            })
+            .map_err(|e| EngineError::user(cx.name, e))?;
         }
         Ok(())
     }
@@ -587,6 +645,14 @@ impl Op for GbkOp {
     }
 
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
+        let parts = match &self.mailbox {
+            Some(mailbox) => std::mem::take(&mut *mailbox.lock()),
+            None => Vec::new(),
+        };
+        if !parts.is_empty() {
+            // One guard for the bundle: merging accumulators runs user code.
+            panics_guarded(cx.name, || self.panes.add_partials(parts, cx))?;
+        }
         if !self.panes.staged_keys.is_empty() {
             // One guard for the bundle: combines run user code per element.
             panics_guarded(cx.name, || self.panes.add_staged(cx))?;

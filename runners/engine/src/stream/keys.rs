@@ -5,7 +5,7 @@
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 use std::cmp::Ordering;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 /// Longest key stored inline.
@@ -48,6 +48,12 @@ impl KeyBytes {
             Repr::Inline(len, buf) => &buf[..*len as usize],
             Repr::Heap(b) => b,
         }
+    }
+}
+
+impl Hash for KeyBytes {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
     }
 }
 

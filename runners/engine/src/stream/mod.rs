@@ -16,6 +16,7 @@ mod keys;
 mod ops;
 mod pane;
 mod pardo;
+mod precombine;
 mod source;
 
 use crate::error::{EngineError, Result};
@@ -180,24 +181,58 @@ impl<'g> Executor<'g> {
         // Stateless transforms right after a source run on its reader thread: the source
         // emits their output, and they receive nothing here.
         let mut routes: Vec<Vec<PcId>> = graph.nodes.iter().map(|n| n.outputs.clone()).collect();
+        // A CombinePerKey right after them is lifted: partial results per bundle, key and
+        // window are made there too, and the grouping merges them.
         for (i, node) in graph.nodes.iter().enumerate() {
-            let NodeKind::Source { source } = &node.kind else {
+            let (NodeKind::Source { source }, &[source_pc]) = (&node.kind, node.outputs.as_slice())
+            else {
                 continue;
             };
             let fused = chain::fusable_after(graph, &consumers, i);
-            let Some(&last) = fused.last() else {
-                continue;
+            let out_pc = fused
+                .last()
+                .map_or(source_pc, |&last| graph.nodes[last].outputs[0]);
+            let lift = match consumers[out_pc].as_slice() {
+                [(g, 0)] => precombine::liftable(graph, *g).map(|l| (*g, l)),
+                _ => None,
             };
-            let links = fused
-                .iter()
-                .map(|&j| chain::link(graph, &graph.nodes[j]))
-                .collect::<Result<Vec<_>>>()?;
+            if fused.is_empty() && lift.is_none() {
+                continue;
+            }
+            // One copy per worker: the fused transforms run on two cores when there are.
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+            let mut chains = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let links = fused
+                    .iter()
+                    .map(|&j| chain::link(graph, &graph.nodes[j]))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut chain = chain::Chain::new(links);
+                if let Some((g, (key_coder, _, combine))) = &lift {
+                    chain = chain.with_precombine(precombine::PreCombine::new(
+                        graph.nodes[*g].name.clone(),
+                        key_coder.clone(),
+                        combine.clone(),
+                    ));
+                }
+                chains.push(chain);
+            }
+            let mut mailbox = None;
+            if let Some((g, (key_coder, windowing, combine))) = lift {
+                let mb = precombine::Mailbox::default();
+                ops[g] = Box::new(
+                    gbk::GbkOp::new(key_coder, windowing, Some(combine)).with_mailbox(mb.clone()),
+                );
+                mailbox = Some(mb);
+            }
             ops[i] = Box::new(
                 source::SourceOp::new(source.clone(), opts.max_bundle_size.max(1))
-                    .with_chain(chain::Chain::new(links)),
+                    .with_chains(chains, mailbox),
             );
-            consumers[node.outputs[0]].clear();
-            routes[i].clone_from(&graph.nodes[last].outputs);
+            if !fused.is_empty() {
+                consumers[source_pc].clear();
+                routes[i] = vec![out_pc];
+            }
         }
         let now = if opts.virtual_time {
             0

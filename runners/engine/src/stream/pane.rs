@@ -89,6 +89,41 @@ impl WinState {
         w: &Window,
         cx: &AddCx<'_>,
     ) -> Result<bool, UserError> {
+        let first = self.note(ts, 1, w, cx);
+        match (&mut self.contents, cx.combine) {
+            (Contents::Accumulator(acc), Some(f)) => f.add_input(acc, value)?,
+            (Contents::Values(values), _) => values.push(value),
+            (Contents::Accumulator(_), None) => {
+                return Err("an accumulator pane without a combine".into())
+            }
+        }
+        Ok(first)
+    }
+
+    /// Adds `count` elements of the current bundle folded into `acc` (lifted combines),
+    /// `latest` their latest timestamp; as [`WinState::add`] otherwise.
+    ///
+    /// # Errors
+    /// When the combine's merge fails, or the pane holds values.
+    pub(super) fn add_partial(
+        &mut self,
+        acc: Accumulator,
+        count: usize,
+        latest: i64,
+        w: &Window,
+        cx: &AddCx<'_>,
+    ) -> Result<bool, UserError> {
+        let first = self.note(latest, count, w, cx);
+        match (&mut self.contents, cx.combine) {
+            (Contents::Accumulator(into), Some(f)) => f.merge_into(into, acc)?,
+            _ => return Err("a partial result for a pane without an accumulator".into()),
+        }
+        Ok(first)
+    }
+
+    /// Counts `n` added elements with timestamp `ts` (for a partial result: the latest)
+    /// and updates the hold; true when they are the window's first in the bundle.
+    fn note(&mut self, ts: i64, n: usize, w: &Window, cx: &AddCx<'_>) -> bool {
         let first = self.bundle_hold.is_none();
         if first {
             self.bundle_hold = Some(self.hold);
@@ -105,16 +140,9 @@ impl WinState {
                 (_, Some(h)) => h.min(t),
             });
         }
-        match (&mut self.contents, cx.combine) {
-            (Contents::Accumulator(acc), Some(f)) => f.add_input(acc, value)?,
-            (Contents::Values(values), _) => values.push(value),
-            (Contents::Accumulator(_), None) => {
-                return Err("an accumulator pane without a combine".into())
-            }
-        }
-        self.pending += 1;
-        self.bundle_added += 1;
-        Ok(first)
+        self.pending += n;
+        self.bundle_added += n as i64;
+        first
     }
 
     /// Moves the contents of a window merged away into this one.

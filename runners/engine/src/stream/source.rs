@@ -4,6 +4,7 @@
 
 use super::chain::Chain;
 use super::ops::{Op, OpCx, SourceStep};
+use super::precombine::{Mailbox, Partial};
 use super::{wall_clock_ms, END_OF_TIME};
 use crate::error::{EngineError, Result};
 use crate::exec::guarded;
@@ -21,6 +22,8 @@ use std::time::Duration;
 struct Bundle {
     /// Its elements (after the fused transforms) in batches of at most about [`BATCH`].
     batches: Vec<Vec<WindowedValue>>,
+    /// Partial results for the lifted CombinePerKey after the fused transforms.
+    partials: Vec<Partial>,
     /// Elements the source read (the fused transforms may drop or add some).
     read: usize,
     /// The source's watermark after the bundle.
@@ -45,12 +48,17 @@ const WAIT: Duration = Duration::from_millis(1);
 pub(super) struct SourceOp {
     factory: SourceFactory,
     max_bundle_size: usize,
-    /// Stateless transforms run on the reader thread, until it starts.
-    chain: Option<Chain>,
-    /// Bundles from the reader thread, once started.
-    bundles: Option<Receiver<Result<Bundle>>>,
-    /// The reader thread; it returns the fused transforms' metrics and teardown result.
-    reader: Option<JoinHandle<(MetricResults, Result<()>)>>,
+    /// The fused stateless transforms, one copy per worker thread, until they start.
+    chains: Vec<Chain>,
+    /// Bundles from the reader (or its workers), once started, read in turn.
+    bundles: Option<Vec<Receiver<Result<Bundle>>>>,
+    /// The lane the next bundle comes from.
+    next_lane: usize,
+    /// The reader and worker threads; they return the fused transforms' metrics and
+    /// teardown result.
+    threads: Vec<JoinHandle<(MetricResults, Result<()>)>>,
+    /// Where partial results go, for the lifted CombinePerKey.
+    mailbox: Option<Mailbox>,
     /// Hands emptied batch buffers back to the reader thread, for its next bundles.
     give_back: Option<SyncSender<Vec<WindowedValue>>>,
     /// Tells the reader thread to stop.
@@ -65,10 +73,12 @@ impl SourceOp {
         SourceOp {
             factory,
             max_bundle_size,
-            chain: None,
+            chains: Vec::new(),
             bundles: None,
-            reader: None,
+            next_lane: 0,
+            threads: Vec::new(),
             give_back: None,
+            mailbox: None,
             stop: Arc::new(AtomicBool::new(false)),
             wm: i64::MIN,
             finished: false,
@@ -76,38 +86,94 @@ impl SourceOp {
         }
     }
 
-    /// Runs `chain` on the reader thread, after the source.
-    pub(super) fn with_chain(mut self, chain: Chain) -> Self {
-        self.chain = (!chain.is_empty()).then_some(chain);
+    /// Runs `chains` (copies of the same fused transforms, one per worker thread) on
+    /// the source's bundles, which the workers take in turn; their partial results (when
+    /// they pre-combine) go to `mailbox`.
+    pub(super) fn with_chains(mut self, chains: Vec<Chain>, mailbox: Option<Mailbox>) -> Self {
+        self.chains = chains.into_iter().filter(|c| !c.is_empty()).collect();
+        self.mailbox = mailbox;
         self
     }
 
-    /// Creates the reader and starts its thread: it reads a bundle at a time (at most two
-    /// waiting), until the source ends, fails, or the operator stops it.
-    fn start(&mut self, name: &str) -> Result<Receiver<Result<Bundle>>> {
+    /// Creates the reader and starts its thread: it reads a bundle at a time, until the
+    /// source ends, fails, or the operator stops it. With fused transforms, worker threads
+    /// run them on alternate bundles; the lanes (one per worker, or the reader's own) are
+    /// read in turn, so bundles arrive in the order they were read.
+    fn start(&mut self, name: &str) -> Result<Vec<Receiver<Result<Bundle>>>> {
         let f = self.factory.clone();
         let mut reader: Box<dyn UnboundedSource> = guarded(name, || f())?;
-        let mut chain = self.chain.take().unwrap_or_default();
-        let (tx, rx) = sync_channel(2);
         let (give_back, returned) = sync_channel(RETURNED);
-        self.give_back = Some(give_back);
+        self.give_back = Some(give_back.clone());
+        let spawn_err = |e: std::io::Error| {
+            EngineError::user(name, format!("cannot start the source's threads: {e}"))
+        };
+        // Lanes: where the reader sends each bundle in turn, and where the op reads it.
+        let mut to_lanes = Vec::new();
+        let mut lanes = Vec::new();
+        for mut chain in std::mem::take(&mut self.chains) {
+            let (raw_tx, raw_rx) = sync_channel::<Result<Raw>>(1);
+            let (tx, rx) = sync_channel(1);
+            let give_back = give_back.clone();
+            let handle = std::thread::Builder::new()
+                .name("beamline-fused".into())
+                .spawn(move || {
+                    while let Ok(raw) = raw_rx.recv() {
+                        let r = raw.and_then(|raw| {
+                            let (batches, partials) = if raw.read > 0 {
+                                chain.run_bundle(raw.batches, raw.wm_before, raw.now)?
+                            } else {
+                                (raw.batches, Vec::new())
+                            };
+                            Ok(Bundle {
+                                batches,
+                                partials,
+                                read: raw.read,
+                                watermark: raw.watermark,
+                                finished: raw.finished,
+                            })
+                        });
+                        // Buffers beyond what the transforms reuse go back to the reader.
+                        while let Some(buf) = chain.surplus() {
+                            if give_back.try_send(buf).is_err() {
+                                break;
+                            }
+                        }
+                        if tx.send(r).is_err() {
+                            break;
+                        }
+                    }
+                    chain.finish()
+                })
+                .map_err(spawn_err)?;
+            self.threads.push(handle);
+            to_lanes.push(Lane::Worker(raw_tx));
+            lanes.push(rx);
+        }
+        if to_lanes.is_empty() {
+            let (tx, rx) = sync_channel(2);
+            to_lanes.push(Lane::Direct(tx));
+            lanes.push(rx);
+        }
         let (max, stop) = (self.max_bundle_size, self.stop.clone());
         let transform = name.to_string();
         let handle = std::thread::Builder::new()
             .name("beamline-source".into())
             .spawn(move || {
                 let mut wm = i64::MIN;
-                while !stop.load(Ordering::Relaxed) {
+                let mut pool: Vec<Vec<WindowedValue>> = Vec::new();
+                for turn in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let now = wall_clock_ms();
-                    let r = guarded(&transform, || reader.poll(now, max)).and_then(|polled| {
+                    let r = guarded(&transform, || reader.poll(now, max)).map(|polled| {
                         let read = polled.elements.len();
                         let mut batches = Vec::with_capacity(read.div_ceil(BATCH));
-                        while let Ok(buf) = returned.try_recv() {
-                            chain.recycle(buf);
-                        }
+                        pool.extend(returned.try_iter());
                         let mut elements = polled.elements.into_iter().peekable();
                         while elements.peek().is_some() {
-                            let mut batch = chain.buffer();
+                            let mut batch = pool.pop().unwrap_or_default();
+                            batch.clear();
                             batch.extend(elements.by_ref().take(BATCH).map(
                                 |(value, timestamp)| WindowedValue {
                                     value,
@@ -118,38 +184,71 @@ impl SourceOp {
                             ));
                             batches.push(batch);
                         }
-                        if !chain.is_empty() && read > 0 {
-                            batches = chain.run_bundle(batches, wm, now)?;
-                        }
-                        wm = wm.max(polled.watermark);
-                        Ok(Bundle {
+                        let raw = Raw {
                             batches,
                             read,
+                            wm_before: wm,
                             watermark: polled.watermark,
                             finished: polled.finished,
-                        })
+                            now,
+                        };
+                        wm = wm.max(polled.watermark);
+                        raw
                     });
                     let (idle, last) = match &r {
-                        Ok(b) => (b.read == 0, b.finished),
+                        Ok(raw) => (raw.read == 0, raw.finished),
                         Err(_) => (false, true),
                     };
-                    if tx.send(r).is_err() || last {
+                    if !to_lanes[turn % to_lanes.len()].send(r) || last {
                         break;
                     }
                     if idle {
                         std::thread::sleep(WAIT);
                     }
                 }
-                chain.finish()
+                (MetricResults::default(), Ok(()))
             })
-            .map_err(|e| {
-                EngineError::user(
-                    name,
-                    format!("cannot start the source's reader thread: {e}"),
-                )
-            })?;
-        self.reader = Some(handle);
-        Ok(rx)
+            .map_err(spawn_err)?;
+        self.threads.push(handle);
+        Ok(lanes)
+    }
+}
+
+/// A bundle as read, before the fused transforms.
+struct Raw {
+    batches: Vec<Vec<WindowedValue>>,
+    read: usize,
+    /// The source's watermark before the bundle.
+    wm_before: i64,
+    watermark: i64,
+    finished: bool,
+    /// Processing time of the read.
+    now: i64,
+}
+
+/// Where the reader sends a bundle.
+enum Lane {
+    /// To a worker running the fused transforms.
+    Worker(SyncSender<Result<Raw>>),
+    /// Straight to the operator (no fused transforms).
+    Direct(SyncSender<Result<Bundle>>),
+}
+
+impl Lane {
+    /// Sends a bundle; false once the other side is gone.
+    fn send(&self, r: Result<Raw>) -> bool {
+        match self {
+            Lane::Worker(tx) => tx.send(r).is_ok(),
+            Lane::Direct(tx) => tx
+                .send(r.map(|raw| Bundle {
+                    batches: raw.batches,
+                    partials: Vec::new(),
+                    read: raw.read,
+                    watermark: raw.watermark,
+                    finished: raw.finished,
+                }))
+                .is_ok(),
+        }
     }
 }
 
@@ -178,9 +277,11 @@ impl Op for SourceOp {
                 }
             }
         }
-        let bundles = self.bundles.as_ref().expect("started above");
+        let lanes = self.bundles.as_ref().expect("started above");
+        let bundles = &lanes[self.next_lane % lanes.len()];
         let Bundle {
             batches,
+            partials,
             read,
             watermark,
             finished,
@@ -194,11 +295,18 @@ impl Op for SourceOp {
                 ))
             }
         };
+        self.next_lane += 1;
         let mut batches = batches.into_iter();
         if let Some(mut first) = batches.next() {
             super::ops::forward(&mut first, &mut cx.out[0]);
         }
         cx.more.extend(batches);
+        if !partials.is_empty() {
+            if let Some(mailbox) = &self.mailbox {
+                // The grouping takes them when this bundle ends, before watermarks move.
+                mailbox.lock().extend(partials);
+            }
+        }
         self.wm = self.wm.max(watermark);
         if finished {
             self.finished = true;
@@ -228,14 +336,17 @@ impl Op for SourceOp {
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         self.bundles = None;
-        let Some(reader) = self.reader.take() else {
-            // Never started: the fused transforms were never set up either.
-            return Ok(());
-        };
-        let (fused, result) = reader
-            .join()
-            .map_err(|_| EngineError::user(name, "the source's reader thread panicked"))?;
-        metrics.merge(fused);
+        // Never started: the fused transforms were never set up either.
+        let mut result = Ok(());
+        for thread in self.threads.drain(..) {
+            let (fused, r) = thread
+                .join()
+                .map_err(|_| EngineError::user(name, "a thread of the source panicked"))?;
+            metrics.merge(fused);
+            if result.is_ok() {
+                result = r;
+            }
+        }
         result
     }
 }
