@@ -72,6 +72,21 @@ fn end_of(w: &Window) -> i64 {
     w.max_timestamp().saturating_add(1)
 }
 
+/// The state of a new window `w` of key `kb`, indexed for expiry (at its end plus the
+/// allowed lateness).
+fn open_window(
+    windowing: &Windowing,
+    combine: Option<&dyn CombineFnInvoker>,
+    lifted: bool,
+    expiry: &mut BTreeSet<(i64, KeyBytes, Window)>,
+    kb: &KeyBytes,
+    w: Window,
+) -> WinState {
+    let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
+    expiry.insert((expires, kb.clone(), w));
+    WinState::new(&windowing.trigger, combine, lifted)
+}
+
 fn add_hold(holds: &mut BTreeMap<i64, usize>, t: i64) {
     *holds.entry(t).or_insert(0) += 1;
 }
@@ -185,9 +200,7 @@ impl Panes {
             staged: Vec::new(),
         });
         let ws = ks.windows.get_or_insert_with(w, || {
-            let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
-            expiry.insert((expires, kb.clone(), w));
-            WinState::new(&windowing.trigger, combine, *lifted)
+            open_window(windowing, combine, *lifted, expiry, kb, w)
         });
         if ws.tombstone {
             return Ok(());
@@ -283,51 +296,24 @@ impl Panes {
     /// Adds the staged elements of key `kb` to the panes of their windows, creating
     /// windows as needed; elements of a closed window are ignored.
     fn add_key(&mut self, kb: &KeyBytes, cx: &OpCx<'_>) -> Result<()> {
-        let Panes {
-            windowing,
-            combine,
-            lifted,
-            keys,
-            touched,
-            expiry,
-            ..
-        } = self;
-        let combine = combine.as_deref();
-        let Some(ks) = keys.get_mut(kb) else {
+        let Some(ks) = self.keys.get_mut(kb) else {
             return Ok(());
         };
-        let acx = AddCx {
-            combine,
-            timestamp_combiner: windowing.timestamp_combiner,
-            output_watermark: cx.output_watermark,
-        };
-        // A key's elements mostly share a window: keep the last one at hand.
-        let mut current: Option<(Window, &mut WinState)> = None;
         let n = ks.staged.len();
         let mut staged = std::mem::take(&mut ks.staged);
         for (value, ts, w) in staged.drain(..) {
-            let ws = match current {
-                Some((cw, ws)) if cw == w => ws,
-                _ => ks.windows.get_or_insert_with(w, || {
-                    let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
-                    expiry.insert((expires, kb.clone(), w));
-                    WinState::new(&windowing.trigger, combine, *lifted)
-                }),
-            };
-            if !ws.tombstone {
-                let first = ws
-                    .add(value, ts, &w, &acx)
-                    .map_err(|e| EngineError::user(cx.name, e))?;
-                if first {
-                    touched.push((kb.clone(), w));
-                }
-            }
-            current = Some((w, ws));
+            // The key exists: the placeholder key is never stored.
+            self.add_to_pane(kb, Value::Null, w, cx.output_watermark, |ws, acx| {
+                ws.add(value, ts, &w, acx)
+            })
+            .map_err(|e| EngineError::user(cx.name, e))?;
         }
         // Keys that repeat keep their buffer; single-element keys (many keys, each
         // rare) do not hold memory between stages.
         if n > 1 {
-            ks.staged = staged;
+            if let Some(ks) = self.keys.get_mut(kb) {
+                ks.staged = staged;
+            }
         }
         Ok(())
     }
