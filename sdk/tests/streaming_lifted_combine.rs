@@ -2,7 +2,7 @@
 //! the stateless transforms fused with it) pre-combines each bundle on the source's
 //! threads. Its panes must be exactly those of the same pipeline without lifting (a
 //! Reshuffle in between prevents it): values, pane indexes, timing, timestamps, and
-//! late data dropped.
+//! late data dropped; with one worker thread or several (`--threads`).
 
 use beamline::io::generator::Generator;
 use beamline::testing::capture;
@@ -42,8 +42,17 @@ impl DoFn for Describe {
 /// copied for accumulating panes, which rules lifting out) over a generator with late
 /// events; `lifted: false` puts a Reshuffle before the windowing, which stops the combine
 /// from being lifted.
-fn panes(lifted: bool, sum: bool, combiner: TimestampCombiner) -> (Vec<String>, i64) {
-    let p = Pipeline::new(PipelineOptions::default().set("max_bundle_size", 1_000));
+fn panes(
+    lifted: bool,
+    sum: bool,
+    combiner: TimestampCombiner,
+    threads: usize,
+) -> (Vec<String>, i64) {
+    let p = Pipeline::new(
+        PipelineOptions::default()
+            .set("max_bundle_size", 1_000)
+            .set("threads", threads),
+    );
     let events = p
         .apply(
             "Gen",
@@ -96,8 +105,12 @@ fn lifted_panes_equal_unlifted_panes() {
         (false, TimestampCombiner::EndOfWindow),
         (true, TimestampCombiner::Latest),
     ] {
-        let (lifted, lifted_dropped) = panes(true, sum, combiner);
-        let (plain, plain_dropped) = panes(false, sum, combiner);
+        let (plain, plain_dropped) = panes(false, sum, combiner, 1);
+        let (lifted, lifted_dropped) = panes(true, sum, combiner, 3);
+        assert_eq!(
+            panes(true, sum, combiner, 1),
+            (lifted.clone(), lifted_dropped)
+        );
         assert!(lifted.len() > 100, "{} panes", lifted.len());
         assert!(
             lifted.iter().any(|l| l.contains("Late")) && lifted.iter().any(|l| l.contains("Early")),

@@ -66,6 +66,7 @@ impl Runner for LocalRunner {
                 virtual_time: !has_sources,
                 cancel: Some(cancel),
                 max_bundle_size,
+                workers: threads,
             };
             execute_streaming(&graph, &opts)?
         } else {

@@ -42,6 +42,9 @@ pub struct StreamOptions {
     /// Most elements a source reads into one bundle. Larger bundles cost less per
     /// element; smaller ones fire count triggers and late panes more often.
     pub max_bundle_size: usize,
+    /// Worker threads running the stateless transforms after each unbounded source (and
+    /// a lifted combine's pre-combining), taking its bundles in turn; 0: one per core.
+    pub workers: usize,
 }
 
 /// Most emptied batch buffers the executor keeps for reuse.
@@ -56,6 +59,7 @@ impl Default for StreamOptions {
             virtual_time: true,
             cancel: None,
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
+            workers: 0,
         }
     }
 }
@@ -199,8 +203,11 @@ impl<'g> Executor<'g> {
             if fused.is_empty() && lift.is_none() {
                 continue;
             }
-            // One copy per worker: the fused transforms run on two cores when there are.
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+            // One copy of the fused transforms per worker.
+            let workers = match opts.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
             let mut chains = Vec::with_capacity(workers);
             for _ in 0..workers {
                 let links = fused
