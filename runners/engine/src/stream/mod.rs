@@ -43,12 +43,17 @@ pub struct StreamOptions {
     /// element; smaller ones fire count triggers and late panes more often.
     pub max_bundle_size: usize,
     /// Worker threads running the stateless transforms after each unbounded source (and
-    /// a lifted combine's pre-combining), taking its bundles in turn; 0: one per core.
+    /// a lifted combine's pre-combining), taking its bundles in turn; 0: one per core, at
+    /// most [`DEFAULT_MAX_WORKERS`].
     pub workers: usize,
 }
 
 /// Most emptied batch buffers the executor keeps for reuse.
 const MAX_SPARE: usize = 64;
+
+/// Most worker threads per source by default: the rest of the pipeline runs on one
+/// thread, which more workers would not make faster, while each holds bundles in flight.
+pub const DEFAULT_MAX_WORKERS: usize = 4;
 
 /// Default of [`StreamOptions::max_bundle_size`].
 pub const DEFAULT_MAX_BUNDLE_SIZE: usize = 32_768;
@@ -205,7 +210,8 @@ impl<'g> Executor<'g> {
             }
             // One copy of the fused transforms per worker.
             let workers = match opts.workers {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                0 => std::thread::available_parallelism()
+                    .map_or(1, |n| n.get().min(DEFAULT_MAX_WORKERS)),
                 n => n,
             };
             let mut chains = Vec::with_capacity(workers);
