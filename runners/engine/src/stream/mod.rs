@@ -336,8 +336,8 @@ impl<'g> Executor<'g> {
                 }
                 self.consumers[pc] = consumers;
                 result?;
-                // A few spare buffers cover the outputs of one batch's path through the
-                // graph; sources hand over more batches than that, which are freed.
+                // Spare buffers serve operators' outputs, and sources take the rest back
+                // to their readers at their next step; beyond the cap they are freed.
                 if self.spare.len() < MAX_SPARE {
                     batch.clear();
                     self.spare.push(batch);
