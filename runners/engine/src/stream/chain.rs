@@ -1,6 +1,6 @@
-//! Stateless transforms fused onto a source's reader thread: the ParDos (no state, timers
-//! or side inputs) and WindowIntos that directly follow an unbounded source run where it
-//! reads, so reading and that work overlap the rest of the pipeline.
+//! Stateless transforms fused after a source: the ParDos (no state, timers or side
+//! inputs) and WindowIntos that directly follow an unbounded source run on its worker
+//! threads, so reading and that work overlap the rest of the pipeline.
 
 use super::ops::{Op, OpCx, WindowIntoOp};
 use super::pardo::ParDoOp;
@@ -10,7 +10,7 @@ use crate::graph::{Graph, Node, NodeKind, PcId};
 use crate::metrics::MetricResults;
 use crate::window::WindowedValue;
 
-/// The transforms after source `node` that can run on its reader thread, in order: each
+/// The transforms after source `node` that can run on its worker threads, in order: each
 /// one the only consumer of its predecessor's single output.
 pub(super) fn fusable_after(
     graph: &Graph,
@@ -65,7 +65,7 @@ pub(super) fn link(graph: &Graph, node: &Node) -> Result<(String, LinkOp)> {
         NodeKind::WindowInto { window_fn } => LinkOp::WindowInto(WindowIntoOp(*window_fn)),
         other => {
             return Err(EngineError::InvalidPipeline(format!(
-                "'{}': a {} cannot run on a source's reader thread",
+                "'{}': a {} cannot run on a source's worker threads",
                 node.name,
                 other.label()
             )))
@@ -95,7 +95,7 @@ const MAX_POOL: usize = 64;
 /// Buffers a chain keeps between bundles: enough for the links' outputs.
 const KEEP_POOL: usize = 8;
 
-/// The fused transforms of a source, with their names; run on the reader thread.
+/// The fused transforms of a source, with their names; one copy per worker thread.
 #[derive(Default)]
 pub(super) struct Chain {
     links: Vec<(String, LinkOp)>,

@@ -33,7 +33,7 @@ struct KeyState {
 }
 
 pub(super) struct GbkOp {
-    /// Partial results of a lifted combine, from a source's reader thread.
+    /// Partial results of a lifted combine, from a source's worker threads.
     mailbox: Option<Mailbox>,
     key_coder: Coder,
     /// Scratch space for encoding keys.

@@ -187,7 +187,7 @@ impl<'g> Executor<'g> {
             .iter()
             .map(|node| ops::build(graph, node, opts.max_bundle_size.max(1)))
             .collect::<Result<Vec<_>>>()?;
-        // Stateless transforms right after a source run on its reader thread: the source
+        // Stateless transforms right after a source run on its worker threads: the source
         // emits their output, and they receive nothing here.
         let mut routes: Vec<Vec<PcId>> = graph.nodes.iter().map(|n| n.outputs.clone()).collect();
         // A CombinePerKey right after them is lifted: partial results per bundle, key and

@@ -1,6 +1,6 @@
 //! Combiner lifting in streaming: a CombinePerKey right after a source's fused transforms
-//! folds each bundle's elements into one accumulator per key and window on the reader
-//! thread; the grouping operator then merges those partial results, so per-element work
+//! folds each bundle's elements into one accumulator per key and window on the source's
+//! worker threads; the grouping operator then merges those partial results, so per-element work
 //! leaves the executor's thread.
 //!
 //! The grouping sees the same bundle, counts and holds as without lifting: a bundle's
@@ -35,7 +35,7 @@ pub(super) struct Partial {
     pub latest: i64,
 }
 
-/// Partial results handed from the reader thread to the grouping operator.
+/// Partial results handed from a source's worker threads to the grouping operator.
 pub(super) type Mailbox = Arc<Mutex<Vec<Partial>>>;
 
 /// What the grouping of `node` needs to be lifted: its key coder, the input's windowing
@@ -62,7 +62,7 @@ pub(super) fn liftable(
         .then(|| ((**key_coder).clone(), w.clone(), combine_fn.clone()))
 }
 
-/// Folds elements per key and window (on the reader thread).
+/// Folds elements per key and window (on a source's worker thread).
 pub(super) struct PreCombine {
     /// The CombinePerKey's name, for errors.
     name: String,
