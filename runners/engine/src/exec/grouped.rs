@@ -7,7 +7,7 @@
 //! decoded only when a downstream stage loads the output bundle, one bundle at a time.
 
 use super::spill::{decode_window, Bundle};
-use crate::coder::{read_varint, write_pane, write_timestamp, write_varint, Coder};
+use crate::coder::{write_pane, write_timestamp, write_varint, Coder};
 use crate::error::{EngineError, Result};
 use crate::graph::Windowing;
 use crate::window::PaneInfo;
@@ -27,9 +27,12 @@ pub(crate) fn groups_encoded(c: &Coder) -> bool {
 
 /// Elements of one shuffle partition from one bundle, encoded back to back.
 ///
-/// Each record is: key length (varint), key, window, timestamp (zigzag varint of the
-/// difference to the previous record's: one byte when they are equal), value length
-/// (varint), value (nested). Records are read in order only, so no index is kept.
+/// Each record is: a header (varint: key length, shifted left by two, with a bit for a
+/// window and a bit for a timestamp change), key, window (left out for the global
+/// window), timestamp change (zigzag varint of the difference to the previous record's,
+/// left out when zero), value length (varint), value (nested). Batch data in the global
+/// window thus costs the key, the value and two bytes. Records are read in order only,
+/// so no index is kept.
 #[derive(Default)]
 pub(crate) struct EncodedRun {
     bytes: Vec<u8>,
@@ -37,9 +40,12 @@ pub(crate) struct EncodedRun {
     last_timestamp: i64,
 }
 
+/// The encoding of the global window (left out of records).
+const GLOBAL_WINDOW: &[u8] = &[0];
+
 /// One record read back.
 struct Record<'a> {
-    /// Key then window bytes.
+    /// Key then window bytes (the key alone for the global window).
     group: &'a [u8],
     key_len: usize,
     timestamp: i64,
@@ -65,11 +71,17 @@ impl EncodedRun {
         value: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let start = self.bytes.len();
-        write_varint(key.len() as u64, &mut self.bytes);
-        self.bytes.extend_from_slice(key);
-        self.bytes.extend_from_slice(window);
+        let windowed = window != GLOBAL_WINDOW;
         let delta = timestamp.wrapping_sub(self.last_timestamp);
-        write_varint(((delta << 1) ^ (delta >> 63)) as u64, &mut self.bytes);
+        let header = (key.len() as u64) << 2 | u64::from(windowed) << 1 | u64::from(delta != 0);
+        write_varint(header, &mut self.bytes);
+        self.bytes.extend_from_slice(key);
+        if windowed {
+            self.bytes.extend_from_slice(window);
+        }
+        if delta != 0 {
+            write_varint(((delta << 1) ^ (delta >> 63)) as u64, &mut self.bytes);
+        }
         // Values are almost always shorter than 128 bytes: reserve one length byte and
         // move the value only when its length needs more.
         let len_at = self.bytes.len();
@@ -102,26 +114,78 @@ impl EncodedRun {
     }
 
     /// The records, in order.
-    fn records(&self) -> impl Iterator<Item = Record<'_>> {
-        let mut input = self.bytes.as_slice();
-        let mut timestamp = 0i64;
-        (0..self.count).map(move |_| {
-            let key_len = read_varint(&mut input).expect("written by push") as usize;
+    fn records(&self) -> Records<'_> {
+        Records {
+            bytes: &self.bytes,
+            pos: 0,
+            timestamp: 0,
+        }
+    }
+}
+
+/// Reads a varint written by [`EncodedRun::push`] at `*pos` (no error path: the bytes
+/// were written by this module).
+#[inline(always)]
+fn varint_at(bytes: &[u8], pos: &mut usize) -> u64 {
+    let b = bytes[*pos];
+    *pos += 1;
+    if b < 0x80 {
+        return u64::from(b);
+    }
+    let mut result = u64::from(b & 0x7f);
+    let mut shift = 7;
+    loop {
+        let b = bytes[*pos];
+        *pos += 1;
+        result |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return result;
+        }
+        shift += 7;
+    }
+}
+
+/// A cursor over a run's records (a plain loop over the bytes: this is the grouping's
+/// inner loop, run twice per element).
+struct Records<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    timestamp: i64,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Record<'a>;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Record<'a>> {
+        let bytes = self.bytes;
+        if self.pos >= bytes.len() {
+            return None;
+        }
+        let mut pos = self.pos;
+        let header = varint_at(bytes, &mut pos);
+        let key_len = (header >> 2) as usize;
+        let start = pos;
+        pos += key_len;
+        if header & 2 != 0 {
             // A window is its tag byte, plus both bounds for an interval.
-            let window_len = if input[key_len] == 0 { 1 } else { 17 };
-            let (group, rest) = input.split_at(key_len + window_len);
-            input = rest;
-            let z = read_varint(&mut input).expect("written by push");
-            timestamp = timestamp.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
-            let len = read_varint(&mut input).expect("written by push") as usize;
-            let (value, rest) = input.split_at(len);
-            input = rest;
-            Record {
-                group,
-                key_len,
-                timestamp,
-                value,
-            }
+            pos += if bytes[pos] == 0 { 1 } else { 17 };
+        }
+        let group = &bytes[start..pos];
+        if header & 1 != 0 {
+            let z = varint_at(bytes, &mut pos);
+            self.timestamp = self
+                .timestamp
+                .wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+        let len = varint_at(bytes, &mut pos) as usize;
+        let value = &bytes[pos..pos + len];
+        self.pos = pos + len;
+        Some(Record {
+            group,
+            key_len,
+            timestamp: self.timestamp,
+            value,
         })
     }
 }
@@ -201,7 +265,12 @@ pub(crate) fn finish_encoded(
                 &mut slots,
                 hash,
                 |s| s.hash,
-                |s| super::shuffle::same_bytes(&s.group, rec.group),
+                // The key length tells a key in the global window from a longer key
+                // whose bytes match another key and its window.
+                |s| {
+                    s.key_len as usize == rec.key_len
+                        && super::shuffle::same_bytes(&s.group, rec.group)
+                },
                 || {
                     Ok(Slot {
                         hash,
@@ -230,14 +299,21 @@ pub(crate) fn finish_encoded(
     for s in &slots {
         // Key and count; values; timestamp, window and pane.
         value_at.push(len + s.key_len as usize + 4);
-        len += s.group.len() + 4 + s.bytes + 8 + pane.len();
+        let window_len = (s.group.len() - s.key_len as usize).max(GLOBAL_WINDOW.len());
+        len += s.key_len as usize + window_len + 4 + s.bytes + 8 + pane.len();
     }
     let mut out = vec![0u8; len];
     let mut tail = Vec::new();
     for (s, &at) in slots.iter().zip(&value_at) {
         let key_len = s.key_len as usize;
-        let (key, mut window_bytes) = s.group.split_at(key_len);
-        let window = decode_window(&mut window_bytes).map_err(|source| EngineError::Coder {
+        let (key, window_bytes) = s.group.split_at(key_len);
+        let window_bytes = if window_bytes.is_empty() {
+            GLOBAL_WINDOW
+        } else {
+            window_bytes
+        };
+        let mut window_input = window_bytes;
+        let window = decode_window(&mut window_input).map_err(|source| EngineError::Coder {
             transform: name.to_string(),
             source,
         })?;
@@ -246,16 +322,19 @@ pub(crate) fn finish_encoded(
         tail.clear();
         let ts = s.timestamp.unwrap_or(window.max_timestamp());
         write_timestamp(tc.output(&window, ts), &mut tail);
-        tail.extend_from_slice(&s.group[key_len..]);
+        tail.extend_from_slice(window_bytes);
         tail.extend_from_slice(&pane);
         let end = at + s.bytes;
         out[end..end + tail.len()].copy_from_slice(&tail);
     }
     let mut next = value_at;
-    for (rec, &g) in runs.iter().flat_map(EncodedRun::records).zip(&group_of) {
-        let at = next[g as usize];
-        copy_small(&mut out[at..at + rec.value.len()], rec.value);
-        next[g as usize] = at + rec.value.len();
+    let mut groups = group_of.iter();
+    for run in &runs {
+        for (rec, &g) in run.records().zip(groups.by_ref()) {
+            let at = next[g as usize];
+            copy_small(&mut out[at..at + rec.value.len()], rec.value);
+            next[g as usize] = at + rec.value.len();
+        }
     }
     Ok(Bundle::Encoded(Arc::new(super::spill::EncodedBundle {
         bytes: out,
@@ -322,5 +401,35 @@ mod tests {
         assert_eq!((out[0].window, out[0].timestamp), (w, 2));
         assert_eq!(out[1].value, Value::kv(Value::I64(2), list(vec![long])));
         assert_eq!((out[1].window, out[1].timestamp), (Window::Global, -7));
+    }
+
+    #[test]
+    fn a_global_key_never_matches_a_shorter_key_with_its_window() {
+        // Key B's bytes are key A's followed by A's window: the same group bytes.
+        let w = Window::Interval { start: 3, end: 9 };
+        let mut wb = Vec::new();
+        super::super::spill::encode_window(&w, &mut wb);
+        let key_a = vec![7u8];
+        let key_b: Vec<u8> = key_a.iter().chain(&wb).copied().collect();
+        let mut run = EncodedRun::default();
+        for (key, window) in [
+            (&key_a, &wb[..]),
+            (&key_b, GLOBAL_WINDOW),
+            (&key_a, &wb[..]),
+        ] {
+            run.push(key, window, 4, |out| {
+                out.push(1);
+                Ok(())
+            })
+            .unwrap();
+        }
+        // Keys are encoded nested (prefix-free), so such a pair never decodes: count the
+        // groups without decoding them.
+        let out_coder = Coder::Kv(
+            Box::new(Coder::Bytes),
+            Box::new(Coder::Iterable(Box::new(Coder::VarInt))),
+        );
+        let out = finish_encoded("G", vec![run], &Windowing::default(), &out_coder).unwrap();
+        assert_eq!(out.len(), 2, "two groups: (A, interval) and (B, global)");
     }
 }
