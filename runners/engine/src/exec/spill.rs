@@ -153,54 +153,77 @@ impl BundleReader {
         }
     }
 
-    /// Appends up to `max` more elements to `out` (none once all were read).
+    /// Appends up to `max` more elements to `out`, fewer once decoding has read
+    /// `max_bytes` (at least one; none once all were read).
     ///
     /// # Errors
     /// When an encoded element does not decode (naming the spill file when spilled).
-    pub(crate) fn next_batch(&mut self, out: &mut Vec<WindowedValue>, max: usize) -> Result<()> {
+    pub(crate) fn next_batch(
+        &mut self,
+        out: &mut Vec<WindowedValue>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<()> {
         match self {
             BundleReader::Mem(it) => out.extend(it.by_ref().take(max)),
-            BundleReader::Encoded { bundle, at, count } => {
-                decode_some(&bundle.coder, &bundle.bytes, at, count, max, out).map_err(|e| {
-                    EngineError::InvalidPipeline(format!(
-                        "grouped elements do not decode (a runner bug): {e}"
-                    ))
-                })?
-            }
+            BundleReader::Encoded { bundle, at, count } => decode_some(
+                &bundle.coder,
+                &bundle.bytes,
+                at,
+                count,
+                (max, max_bytes),
+                out,
+            )
+            .map_err(|e| {
+                EngineError::InvalidPipeline(format!(
+                    "grouped elements do not decode (a runner bug): {e}"
+                ))
+            })?,
             BundleReader::Spilled {
                 bundle,
                 bytes,
                 at,
                 count,
-            } => decode_some(&bundle.coder, bytes, at, count, max, out).map_err(|e| {
-                io_err(
-                    "decoding",
-                    &bundle.file.path,
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                )
-            })?,
+            } => decode_some(&bundle.coder, bytes, at, count, (max, max_bytes), out).map_err(
+                |e| {
+                    io_err(
+                        "decoding",
+                        &bundle.file.path,
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    )
+                },
+            )?,
         }
         Ok(())
     }
 }
 
 /// Decodes up to `max` of the `count` elements left in `bytes` from offset `at` into `out`,
-/// advancing `at` and `count`.
+/// stopping early once `max_bytes` were read, advancing `at` and `count`.
+///
+/// The byte limit keeps a batch of grouped elements (a few bytes per value encoded, a
+/// 32-byte value each decoded) small enough to stay in cache until it is processed.
 fn decode_some(
     coder: &Coder,
     bytes: &[u8],
     at: &mut usize,
     count: &mut usize,
-    max: usize,
+    (max, max_bytes): (usize, usize),
     out: &mut Vec<WindowedValue>,
 ) -> std::result::Result<(), crate::coder::CoderError> {
-    let mut input = &bytes[*at..];
+    let start = &bytes[*at..];
+    let mut input = start;
     let n = max.min(*count);
-    for _ in 0..n {
+    let mut read = 0;
+    while read < n {
         out.push(decode_windowed(coder, &mut input)?);
+        read += 1;
+        if start.len() - input.len() >= max_bytes {
+            break;
+        }
     }
     *at = bytes.len() - input.len();
-    *count -= n;
+    *count -= read;
     Ok(())
 }
 
@@ -234,7 +257,7 @@ impl Bundle {
     pub(crate) fn load(self) -> Result<Vec<WindowedValue>> {
         let mut reader = self.reader()?;
         let mut out = Vec::with_capacity(reader.remaining());
-        reader.next_batch(&mut out, usize::MAX)?;
+        reader.next_batch(&mut out, usize::MAX, usize::MAX)?;
         Ok(out)
     }
 
@@ -431,7 +454,7 @@ mod tests {
             let mut reader = a.clone().reader().unwrap();
             while reader.remaining() > 0 {
                 let before = back.len();
-                reader.next_batch(&mut back, 7).unwrap();
+                reader.next_batch(&mut back, 7, usize::MAX).unwrap();
                 assert!(back.len() - before <= 7);
             }
         }
@@ -480,9 +503,18 @@ mod tests {
         };
         let mut reader = bundle(bytes.clone()).reader().unwrap();
         let mut back = Vec::new();
-        reader.next_batch(&mut back, 4).unwrap();
+        reader.next_batch(&mut back, 4, usize::MAX).unwrap();
         assert_eq!((back.len(), reader.remaining()), (4, 6));
-        reader.next_batch(&mut back, 100).unwrap();
+        // Each element is 14 bytes: a 20-byte limit stops after the second.
+        reader.next_batch(&mut back, 100, 20).unwrap();
+        assert_eq!((back.len(), reader.remaining()), (6, 4));
+        reader.next_batch(&mut back, 100, 1).unwrap();
+        assert_eq!(
+            (back.len(), reader.remaining()),
+            (7, 3),
+            "at least one element"
+        );
+        reader.next_batch(&mut back, 100, usize::MAX).unwrap();
         assert_eq!(back, wvs);
         bytes.truncate(bytes.len() - 3);
         let err = bundle(bytes).load().unwrap_err().to_string();

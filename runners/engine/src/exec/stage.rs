@@ -29,6 +29,9 @@ enum OpKind {
 /// (dispatch, panic guard, context) rarely, few enough to stay in cache.
 const BATCH: usize = 256;
 
+/// Encoded bytes decoded into one batch at most (grouped elements expand ~10x decoded).
+const BATCH_BYTES: usize = 8 << 10;
+
 struct OpInstance {
     name: String,
     kind: OpKind,
@@ -149,7 +152,7 @@ impl Instance {
         self.flush_all(&mut sinks, shared)?;
         let mut batch = Vec::with_capacity(BATCH.min(bundle.remaining()));
         loop {
-            bundle.next_batch(&mut batch, BATCH)?;
+            bundle.next_batch(&mut batch, BATCH, BATCH_BYTES)?;
             if batch.is_empty() {
                 break;
             }

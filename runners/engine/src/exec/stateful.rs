@@ -176,7 +176,7 @@ fn feed(
     for b in bundles {
         let mut reader = b.reader()?;
         loop {
-            reader.next_batch(&mut batch, BATCH)?;
+            reader.next_batch(&mut batch, BATCH, usize::MAX)?;
             if batch.is_empty() {
                 break;
             }
