@@ -236,6 +236,21 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
     }
 }
 
+/// Buffers of [`finish_encoded`], one set per thread, reused from one partition to the
+/// next: allocated afresh each time, their megabytes go back to the system and fault in
+/// again, which costs more than the grouping itself on some machines.
+#[derive(Default)]
+struct Scratch {
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<Slot>,
+    group_of: Vec<u32>,
+    value_at: Vec<usize>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
 /// Groups a partition's runs (in bundle order) by key and window and encodes each group
 /// as an output element `KV<key, iterable<value>>` with `out_coder`, values in arrival
 /// order, groups in order of first arrival.
@@ -248,12 +263,40 @@ pub(crate) fn finish_encoded(
     windowing: &Windowing,
     out_coder: &Coder,
 ) -> Result<Bundle> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let Scratch {
+            index,
+            slots,
+            group_of,
+            value_at,
+        } = &mut *scratch;
+        index.clear();
+        slots.clear();
+        group_of.clear();
+        value_at.clear();
+        group_runs(
+            name, &runs, windowing, out_coder, index, slots, group_of, value_at,
+        )
+    })
+}
+
+/// [`finish_encoded`] with its buffers.
+#[allow(clippy::too_many_arguments)]
+fn group_runs(
+    name: &str,
+    runs: &[EncodedRun],
+    windowing: &Windowing,
+    out_coder: &Coder,
+    index: &mut hashbrown::HashTable<u32>,
+    slots: &mut Vec<Slot>,
+    group_of: &mut Vec<u32>,
+    value_at: &mut Vec<usize>,
+) -> Result<Bundle> {
     let tc = windowing.timestamp_combiner;
-    let mut index: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
-    let mut slots: Vec<Slot> = Vec::new();
     let total: usize = runs.iter().map(|r| r.count).sum();
-    let mut group_of: Vec<u32> = Vec::with_capacity(total);
-    for run in &runs {
+    group_of.reserve(total);
+    for run in runs {
         for rec in run.records() {
             let hash = {
                 let mut h = rustc_hash::FxHasher::default();
@@ -261,8 +304,8 @@ pub(crate) fn finish_encoded(
                 h.finish()
             };
             let g = group_number(
-                &mut index,
-                &mut slots,
+                index,
+                slots,
                 hash,
                 |s| s.hash,
                 // The key length tells a key in the global window from a longer key
@@ -289,14 +332,13 @@ pub(crate) fn finish_encoded(
             group_of.push(g);
         }
     }
-    drop(index);
     // Lay every output element out in place, then scatter the values into it in arrival
     // order: the runs are read sequentially, writes land in the (small) output.
     let mut pane = Vec::new();
     write_pane(&PaneInfo::ON_TIME_AND_ONLY_FIRING, &mut pane);
-    let mut value_at: Vec<usize> = Vec::with_capacity(slots.len());
+    value_at.reserve(slots.len());
     let mut len = 0;
-    for s in &slots {
+    for s in slots.iter() {
         // Key and count; values; timestamp, window and pane.
         value_at.push(len + s.key_len as usize + 4);
         let window_len = (s.group.len() - s.key_len as usize).max(GLOBAL_WINDOW.len());
@@ -304,7 +346,7 @@ pub(crate) fn finish_encoded(
     }
     let mut out = vec![0u8; len];
     let mut tail = Vec::new();
-    for (s, &at) in slots.iter().zip(&value_at) {
+    for (s, &at) in slots.iter().zip(value_at.iter()) {
         let key_len = s.key_len as usize;
         let (key, window_bytes) = s.group.split_at(key_len);
         let window_bytes = if window_bytes.is_empty() {
@@ -327,9 +369,9 @@ pub(crate) fn finish_encoded(
         let end = at + s.bytes;
         out[end..end + tail.len()].copy_from_slice(&tail);
     }
-    let mut next = value_at;
+    let next = value_at;
     let mut groups = group_of.iter();
-    for run in &runs {
+    for run in runs {
         for (rec, &g) in run.records().zip(groups.by_ref()) {
             let at = next[g as usize];
             copy_small(&mut out[at..at + rec.value.len()], rec.value);
