@@ -10,8 +10,10 @@ use super::shuffle::GroupBytes;
 use crate::combine::Accumulator;
 use prefetch_index::prefetch_index;
 
-/// A pre-combined accumulator for one key and window: 64 bytes, one cache line. The key
-/// and window are decoded from `group_bytes` once, when the result is emitted.
+/// A pre-combined accumulator for one key and window: 64 bytes, one cache line (aligned
+/// to it, or most entries would span two). The key and window are decoded from
+/// `group_bytes` once, when the result is emitted.
+#[repr(align(64))]
 pub(super) struct CombineEntry {
     /// Hash of the encoded key (shared by all windows of the key).
     pub(super) hash: u64,

@@ -75,7 +75,7 @@ impl EncodedRun {
         let delta = timestamp.wrapping_sub(self.last_timestamp);
         let header = (key.len() as u64) << 2 | u64::from(windowed) << 1 | u64::from(delta != 0);
         write_varint(header, &mut self.bytes);
-        self.bytes.extend_from_slice(key);
+        extend_small(&mut self.bytes, key);
         if windowed {
             self.bytes.extend_from_slice(window);
         }
@@ -212,7 +212,9 @@ pub(crate) fn group_number<S>(
     Ok(g)
 }
 
-/// A group: its key and window bytes, size and timestamp.
+/// A group: its key and window bytes, size and timestamp. One cache line (64 bytes, and
+/// aligned: a slot across two lines costs a second miss per element).
+#[repr(align(64))]
 struct Slot {
     hash: u64,
     /// The key and window bytes, inline when short.
@@ -224,15 +226,28 @@ struct Slot {
     timestamp: Option<i64>,
 }
 
-/// Copies a few bytes without a call into `memcpy` (most values are a few bytes long).
-#[inline]
+/// Copies a few bytes without a call into `memcpy` (most keys and values are a few bytes
+/// long; a byte loop would be turned back into that call).
+#[inline(always)]
 fn copy_small(dst: &mut [u8], src: &[u8]) {
-    if src.len() <= 16 {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
-    } else {
-        dst.copy_from_slice(src);
+    match *src {
+        [a] => dst[0] = a,
+        [a, b] => dst[..2].copy_from_slice(&[a, b]),
+        [a, b, c] => dst[..3].copy_from_slice(&[a, b, c]),
+        [a, b, c, d] => dst[..4].copy_from_slice(&[a, b, c, d]),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// Appends a few bytes without a call into `memcpy` (see [`copy_small`]).
+#[inline(always)]
+fn extend_small(out: &mut Vec<u8>, src: &[u8]) {
+    match *src {
+        [a] => out.push(a),
+        [a, b] => out.extend_from_slice(&[a, b]),
+        [a, b, c] => out.extend_from_slice(&[a, b, c]),
+        [a, b, c, d] => out.extend_from_slice(&[a, b, c, d]),
+        _ => out.extend_from_slice(src),
     }
 }
 
