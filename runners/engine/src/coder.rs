@@ -232,9 +232,19 @@ impl Coder {
                 // Grouped integers (the values of most keyed sums and counts): one
                 // inlined loop instead of a coder dispatch per value.
                 Coder::VarInt => {
-                    decode_iterable(input, |i| Ok(Value::I64(read_varint(i)? as i64)))?
+                    // Integers first, then values: a `Value` pushed as it is decoded is
+                    // built on the stack and copied by wide loads that wait for its narrow
+                    // stores (a stall per item); collected, it is written in place.
+                    let ints = decode_iterable(input, |i, out| {
+                        out.push(read_varint(i)? as i64);
+                        Ok(())
+                    })?;
+                    ints.into_iter().map(Value::I64).collect()
                 }
-                _ => decode_iterable(input, |i| ec.decode(i, true))?,
+                _ => decode_iterable(input, |i, out| {
+                    out.push(ec.decode(i, true)?);
+                    Ok(())
+                })?,
             }),
             Coder::LengthPrefix(ec) => {
                 let mut b = read_len_or_rest(input, true, "length_prefix")?;
@@ -382,10 +392,11 @@ fn decode_dynamic(input: &mut &[u8]) -> CResult<Value> {
     })
 }
 
-/// Decodes an iterable's framing (known length, or length-unknown blocks).
+/// Decodes an iterable's framing (known length, or length-unknown blocks); `item` decodes
+/// one item and pushes it onto the output.
 fn decode_iterable<T>(
     input: &mut &[u8],
-    mut item: impl FnMut(&mut &[u8]) -> CResult<T>,
+    mut item: impl FnMut(&mut &[u8], &mut Vec<T>) -> CResult<()>,
 ) -> CResult<Vec<T>> {
     let n = i32::from_be_bytes(take(input, 4, "iterable")?.try_into().expect("4 bytes"));
     let mut out = Vec::new();
@@ -394,7 +405,7 @@ fn decode_iterable<T>(
         // the input could hold.
         out.reserve((n as usize).min(input.len()));
         for _ in 0..n {
-            out.push(item(input)?);
+            item(input, &mut out)?;
         }
     } else {
         loop {
@@ -409,7 +420,7 @@ fn decode_iterable<T>(
                 });
             }
             for _ in 0..block {
-                out.push(item(input)?);
+                item(input, &mut out)?;
             }
         }
     }
@@ -654,7 +665,10 @@ impl WindowedValueCoder {
         input: &mut &[u8],
     ) -> CResult<(Timestamp, Vec<Window>, PaneInfo)> {
         let timestamp = read_timestamp(input)?;
-        let windows = decode_iterable(input, |i| self.window.decode(i))?;
+        let windows = decode_iterable(input, |i, out| {
+            out.push(self.window.decode(i)?);
+            Ok(())
+        })?;
         let pane = read_pane(input)?;
         Ok((timestamp, windows, pane))
     }
