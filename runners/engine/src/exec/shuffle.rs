@@ -238,6 +238,7 @@ impl ShuffleWriter {
             };
             let start = arena.len();
             encode_key(&self.key_coder, &key, arena, name)?;
+            release(key);
             let hash = hash_of(&arena[start..]);
             spill::encode_window(&wv.window, arena);
             if ahead.len() < LOOKAHEAD {
