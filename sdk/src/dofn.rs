@@ -428,10 +428,15 @@ fn process_one<F: DoFn>(
     f.process(element, &mut pc)
 }
 
+/// Rewrites each element's value in place: the batch path of a DoFn that emits exactly
+/// one main output per element, with the element's timestamp, window and pane (a Map).
+pub(crate) type ValueMap<F> = fn(&mut F, &mut [WindowedValue]) -> Result<(), UserError>;
+
 /// Runs a typed [`DoFn`] behind the engine's [`DoFnInvoker`] interface.
 pub(crate) struct DoFnAdapter<F> {
     f: F,
     names: Names,
+    value_map: Option<ValueMap<F>>,
 }
 
 impl<F: DoFn> DoFnAdapter<F> {
@@ -439,7 +444,14 @@ impl<F: DoFn> DoFnAdapter<F> {
         DoFnAdapter {
             f,
             names: Names { tags, sides },
+            value_map: None,
         }
+    }
+
+    /// Processes batches with `map` instead of element by element (see [`ValueMap`]).
+    pub(crate) fn with_value_map(mut self, map: Option<ValueMap<F>>) -> Self {
+        self.value_map = map;
+        self
     }
 }
 
@@ -462,6 +474,14 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
         ctx: &mut Context<'_>,
     ) -> Result<(), UserError> {
         let names = &self.names;
+        if let Some(map) = self.value_map {
+            // No element is moved out and back: each value is replaced where it lies.
+            return self.f.around_batch(&mut |f| {
+                map(f, elements)?;
+                ctx.output_batch(0, elements);
+                Ok(())
+            });
+        }
         self.f.around_batch(&mut |f| {
             for wv in elements.drain(..) {
                 ctx.set_window(wv.window);

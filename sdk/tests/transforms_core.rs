@@ -439,6 +439,32 @@ fn fixed_windows_group_by_window() {
     );
 }
 
+/// Maps rewrite values where they lie (batch and streaming): timestamps and windows stay.
+#[test]
+fn a_map_keeps_timestamps_and_windows() {
+    for streaming in [false, true] {
+        let p = Pipeline::new(PipelineOptions::default().set("streaming", streaming));
+        let events = p.apply("Events", Create::of(vec![kv("u", 1_000), kv("v", 61_000)]));
+        let described = events
+            .apply("Stamp", WithTimestamps::of(|(_, ts): &(String, i64)| *ts))
+            .apply("Minutes", WindowInto::fixed(60_000))
+            .map("Shout", |(k, ts): (String, i64)| {
+                (k.to_uppercase(), ts / 1000)
+            })
+            .par_do("Describe", DescribeElement);
+        let got = capture(&described);
+        p.run().unwrap();
+        assert_eq!(
+            got.sorted(),
+            strings(&[
+                "U=1 in [0,60000) at 1000",
+                "V=61 in [60000,120000) at 61000"
+            ]),
+            "streaming: {streaming}"
+        );
+    }
+}
+
 #[test]
 fn sliding_and_session_windows() {
     let p = pipeline();
@@ -500,6 +526,26 @@ impl DoFn for DescribeWindow {
         };
         let pane = ctx.pane();
         assert!(pane.is_first && pane.is_last && pane.timing == beamline::Timing::OnTime);
+        ctx.output(format!("{k}={n} in [{start},{end}) at {}", ctx.timestamp()));
+        Ok(())
+    }
+}
+
+/// Describes an element with its window and timestamp.
+#[derive(Clone)]
+struct DescribeElement;
+
+impl DoFn for DescribeElement {
+    type In = (String, i64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (k, n): (String, i64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let beamline::Window::Interval { start, end } = ctx.window() else {
+            return Err("expected an interval window".into());
+        };
         ctx.output(format!("{k}={n} in [{start},{end}) at {}", ctx.timestamp()));
         Ok(())
     }

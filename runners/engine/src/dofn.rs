@@ -180,6 +180,34 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Emits every element of `batch` on output `tag`, leaving it empty: a buffering
+    /// emitter takes the whole buffer when it holds nothing yet, so a transform that
+    /// rewrote its input in place hands it on without a copy.
+    pub fn output_batch(&mut self, tag: usize, batch: &mut Vec<WindowedValue>) {
+        if self.error.is_some() {
+            batch.clear();
+            return;
+        }
+        let r = match self.emitter.buffer(tag) {
+            Ok(Some(buf)) if buf.is_empty() => {
+                std::mem::swap(buf, batch);
+                Ok(())
+            }
+            Ok(Some(buf)) => {
+                buf.append(batch);
+                Ok(())
+            }
+            Ok(None) => batch
+                .drain(..)
+                .try_for_each(|wv| self.emitter.emit(tag, wv)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            batch.clear();
+            self.error = Some(e);
+        }
+    }
+
     /// Metrics of the running transform.
     pub fn metrics(&mut self) -> &mut MetricsContainer {
         self.metrics
@@ -297,5 +325,89 @@ impl SideWindowData {
             .get()
             .and_then(|b| b.downcast_ref::<T>())
             .ok_or_else(|| "side input view requested with two different types".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buffers outputs (like the executors) or takes them one by one, failing on `fail_at`.
+    struct Sink {
+        buffered: bool,
+        out: Vec<WindowedValue>,
+        fail_at: Option<i64>,
+    }
+
+    impl Emitter for Sink {
+        fn emit(&mut self, _tag: usize, wv: WindowedValue) -> Result<(), EngineError> {
+            if matches!((&wv.value, self.fail_at), (Value::I64(x), Some(f)) if *x == f) {
+                return Err(EngineError::user("Next", "refused"));
+            }
+            self.out.push(wv);
+            Ok(())
+        }
+        fn buffer(&mut self, _tag: usize) -> Result<Option<&mut Vec<WindowedValue>>, EngineError> {
+            Ok(self.buffered.then_some(&mut self.out))
+        }
+    }
+
+    fn numbers(r: std::ops::Range<i64>) -> Vec<WindowedValue> {
+        r.map(|i| WindowedValue::in_global_window(Value::I64(i)))
+            .collect()
+    }
+
+    fn values(v: &[WindowedValue]) -> Vec<Value> {
+        v.iter().map(|wv| wv.value.clone()).collect()
+    }
+
+    fn output_batch(sink: &mut Sink, batch: &mut Vec<WindowedValue>) -> Option<EngineError> {
+        let mut metrics = MetricsContainer::default();
+        let mut ctx = Context::new(sink, &[], &mut metrics, Window::Global);
+        ctx.output_batch(0, batch);
+        ctx.take_error()
+    }
+
+    #[test]
+    fn a_batch_output_moves_the_buffer_or_appends_or_emits_each_element() {
+        let mut sink = Sink {
+            buffered: true,
+            out: Vec::new(),
+            fail_at: None,
+        };
+        let mut batch = numbers(0..3);
+        let buffer = batch.as_ptr();
+        assert!(output_batch(&mut sink, &mut batch).is_none());
+        assert!(batch.is_empty());
+        assert_eq!(
+            sink.out.as_ptr(),
+            buffer,
+            "an empty buffer takes the batch whole"
+        );
+        let mut more = numbers(3..5);
+        assert!(output_batch(&mut sink, &mut more).is_none());
+        assert_eq!(values(&sink.out), values(&numbers(0..5)));
+
+        let mut one_by_one = Sink {
+            buffered: false,
+            out: Vec::new(),
+            fail_at: None,
+        };
+        assert!(output_batch(&mut one_by_one, &mut numbers(0..4)).is_none());
+        assert_eq!(values(&one_by_one.out), values(&numbers(0..4)));
+    }
+
+    #[test]
+    fn a_downstream_failure_in_a_batch_output_is_kept_for_the_caller() {
+        let mut sink = Sink {
+            buffered: false,
+            out: Vec::new(),
+            fail_at: Some(2),
+        };
+        let mut batch = numbers(0..4);
+        let err = output_batch(&mut sink, &mut batch).expect("the failure is reported");
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert!(batch.is_empty());
+        assert_eq!(values(&sink.out), values(&numbers(0..2)));
     }
 }

@@ -5,7 +5,7 @@ use crate::dofn::{DoFn, ProcessContext};
 use crate::element::Element;
 use crate::pcollection::PCollection;
 use crate::pipeline::PTransform;
-use beamline_engine::UserError;
+use beamline_engine::{UserError, Value, WindowedValue};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -54,6 +54,31 @@ impl<I: Element, O: Element, F: Fn(I) -> O + Send + Sync + 'static> DoFn for Map
     }
 }
 
+impl<I: Element, O: Element, F: Fn(I) -> O + Send + Sync + 'static> Map<I, O, F> {
+    /// Replaces each value by `f`'s output for it; the timestamp, window and pane stay.
+    fn map_values(&mut self, elements: &mut [WindowedValue]) -> Result<(), UserError> {
+        for wv in elements {
+            let x = I::from_value(std::mem::replace(&mut wv.value, Value::Null))?;
+            wv.value = (self.f)(x).into_value();
+        }
+        Ok(())
+    }
+}
+
+impl<I, O, F> PTransform<PCollection<I>> for Map<I, O, F>
+where
+    I: Element,
+    O: Element,
+    F: Fn(I) -> O + Send + Sync + 'static,
+{
+    type Output = PCollection<O>;
+    fn expand(self, input: &PCollection<I>) -> PCollection<O> {
+        ParDo::of(self)
+            .with_value_map(Self::map_values)
+            .expand(input)
+    }
+}
+
 impl<I, O, It, F> DoFn for FlatMap<I, O, It, F>
 where
     I: Element,
@@ -95,6 +120,5 @@ macro_rules! pardo_transform {
         }
     };
 }
-pardo_transform!(Map<I, O, F>, [I, O, F]);
 pardo_transform!(FlatMap<I, O, It, F>, [I, O, It, F]);
 pardo_transform!(Filter<T, F>, [T, F]);

@@ -1,6 +1,6 @@
 //! ParDo: the primitive that runs a DoFn on every element, with side inputs and tagged outputs.
 
-use crate::dofn::{DoFn, DoFnAdapter, ErasedTag, NamedDoFn, TupleTag};
+use crate::dofn::{DoFn, DoFnAdapter, ErasedTag, NamedDoFn, TupleTag, ValueMap};
 use crate::element::Element;
 use crate::pcollection::{PCollection, POutput};
 use crate::pipeline::{PTransform, Pipeline};
@@ -40,6 +40,7 @@ pub struct ParDo<F> {
     named: Option<(&'static str, serde_json::Value)>,
     sides: Vec<SideRef>,
     stateful: StatefulDecl,
+    value_map: Option<ValueMap<F>>,
 }
 
 /// State cells and timers declared on a ParDo.
@@ -58,7 +59,14 @@ impl<F: DoFn> ParDo<F> {
             named: None,
             sides: Vec::new(),
             stateful: StatefulDecl::default(),
+            value_map: None,
         }
+    }
+
+    /// Runs batches through `map`, which rewrites values in place (see [`ValueMap`]).
+    pub(crate) fn with_value_map(mut self, map: ValueMap<F>) -> Self {
+        self.value_map = Some(map);
+        self
     }
 
     /// Declares a state cell; the input must be `(K, V)` and state is per key and window.
@@ -108,14 +116,17 @@ impl<F: DoFn> ParDo<F> {
                 config,
             },
             None => {
-                let f = self.f;
+                let (f, value_map) = (self.f, self.value_map);
                 let mut tags = vec![MAIN_TAG.to_string()];
                 tags.extend(extra.iter().map(|t| t.name.clone()));
                 let locals: Vec<String> = sides.iter().map(|s| s.local.clone()).collect();
                 p.register_dofn(
                     &name,
                     Arc::new(move || {
-                        Box::new(DoFnAdapter::new(f.clone(), tags.clone(), locals.clone()))
+                        Box::new(
+                            DoFnAdapter::new(f.clone(), tags.clone(), locals.clone())
+                                .with_value_map(value_map),
+                        )
                     }),
                 );
                 FnRef::Closure { id: name.clone() }
@@ -374,6 +385,7 @@ impl<F: NamedDoFn> ParDo<F> {
             named: Some((F::NAME, config)),
             sides: Vec::new(),
             stateful: StatefulDecl::default(),
+            value_map: None,
         }
     }
 }

@@ -221,9 +221,9 @@ impl Panes {
     ///
     /// # Errors
     /// When merging into a pane fails.
-    fn add_partials(&mut self, parts: Vec<Partial>, cx: &OpCx<'_>) -> Result<()> {
+    fn add_partials(&mut self, parts: &mut Vec<Partial>, cx: &OpCx<'_>) -> Result<()> {
         let lateness = self.windowing.allowed_lateness;
-        for p in parts {
+        for p in parts.drain(..) {
             let Partial {
                 kb,
                 key,
@@ -631,13 +631,14 @@ impl Op for GbkOp {
     }
 
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
-        let parts = match &self.mailbox {
-            Some(mailbox) => std::mem::take(&mut *mailbox.lock()),
-            None => Vec::new(),
-        };
-        if !parts.is_empty() {
-            // One guard for the bundle: merging accumulators runs user code.
-            panics_guarded(cx.name, || self.panes.add_partials(parts, cx))?;
+        if let Some(mailbox) = &self.mailbox {
+            let mut parts = std::mem::take(&mut mailbox.lock().parts);
+            if !parts.is_empty() {
+                // One guard for the bundle: merging accumulators runs user code.
+                let r = panics_guarded(cx.name, || self.panes.add_partials(&mut parts, cx));
+                mailbox.lock().give_back(parts);
+                r?;
+            }
         }
         if !self.panes.staged_keys.is_empty() {
             // One guard for the bundle: combines run user code per element.

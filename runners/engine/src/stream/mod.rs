@@ -214,6 +214,7 @@ impl<'g> Executor<'g> {
                     .map_or(1, |n| n.get().min(DEFAULT_MAX_WORKERS)),
                 n => n,
             };
+            let mailbox = lift.as_ref().map(|_| precombine::Mailbox::default());
             let mut chains = Vec::with_capacity(workers);
             for _ in 0..workers {
                 let links = fused
@@ -221,22 +222,20 @@ impl<'g> Executor<'g> {
                     .map(|&j| chain::link(graph, &graph.nodes[j]))
                     .collect::<Result<Vec<_>>>()?;
                 let mut chain = chain::Chain::new(links);
-                if let Some((g, (key_coder, _, combine))) = &lift {
+                if let (Some((g, (key_coder, _, combine))), Some(mb)) = (&lift, &mailbox) {
                     chain = chain.with_precombine(precombine::PreCombine::new(
                         graph.nodes[*g].name.clone(),
                         key_coder.clone(),
                         combine.clone(),
+                        mb.clone(),
                     ));
                 }
                 chains.push(chain);
             }
-            let mut mailbox = None;
-            if let Some((g, (key_coder, windowing, combine))) = lift {
-                let mb = precombine::Mailbox::default();
+            if let (Some((g, (key_coder, windowing, combine))), Some(mb)) = (lift, &mailbox) {
                 ops[g] = Box::new(
                     gbk::GbkOp::new(key_coder, windowing, Some(combine)).with_mailbox(mb.clone()),
                 );
-                mailbox = Some(mb);
             }
             ops[i] = Box::new(
                 source::SourceOp::new(source.clone(), opts.max_bundle_size.max(1))

@@ -36,7 +36,40 @@ pub(super) struct Partial {
 }
 
 /// Partial results handed from a source's worker threads to the grouping operator.
-pub(super) type Mailbox = Arc<Mutex<Vec<Partial>>>;
+pub(super) type Mailbox = Arc<Mutex<Exchange>>;
+
+/// What a [`Mailbox`] holds.
+#[derive(Default)]
+pub(super) struct Exchange {
+    /// Partial results the grouping has not taken yet, in bundle order.
+    pub parts: Vec<Partial>,
+    /// Buffers the grouping emptied, for the workers' next bundles: each is allocated
+    /// once, not once per bundle (and freed by another thread).
+    pub spare: Vec<Vec<Partial>>,
+}
+
+/// Most emptied buffers a [`Mailbox`] keeps.
+const MAX_SPARE: usize = 8;
+
+impl Exchange {
+    /// Adds a bundle's partial results after those waiting.
+    pub(super) fn deliver(&mut self, mut parts: Vec<Partial>) {
+        if self.parts.is_empty() {
+            std::mem::swap(&mut self.parts, &mut parts);
+        } else {
+            self.parts.append(&mut parts);
+        }
+        self.give_back(parts);
+    }
+
+    /// Keeps an emptied buffer for reuse.
+    pub(super) fn give_back(&mut self, mut parts: Vec<Partial>) {
+        if self.spare.len() < MAX_SPARE && parts.capacity() > 0 {
+            parts.clear();
+            self.spare.push(parts);
+        }
+    }
+}
 
 /// What the grouping of `node` needs to be lifted: its key coder, the input's windowing
 /// and the combine; `None` when lifting would not be exact (see the module docs).
@@ -68,6 +101,8 @@ pub(super) struct PreCombine {
     name: String,
     key_coder: Coder,
     combine: Arc<dyn CombineFnInvoker>,
+    /// Where the grouping returns emptied buffers.
+    mailbox: Mailbox,
     key_buf: Vec<u8>,
     /// Positions in `parts` by hash of key bytes and window: small enough to stay in
     /// cache, so only the matching partial result is read.
@@ -76,11 +111,17 @@ pub(super) struct PreCombine {
 }
 
 impl PreCombine {
-    pub(super) fn new(name: String, key_coder: Coder, combine: Arc<dyn CombineFnInvoker>) -> Self {
+    pub(super) fn new(
+        name: String,
+        key_coder: Coder,
+        combine: Arc<dyn CombineFnInvoker>,
+        mailbox: Mailbox,
+    ) -> Self {
         PreCombine {
             name,
             key_coder,
             combine,
+            mailbox,
             key_buf: Vec::new(),
             index: HashTable::new(),
             parts: Vec::new(),
@@ -105,37 +146,12 @@ impl PreCombine {
                         ))
                     }
                 };
-                self.key_buf.clear();
-                self.key_coder
-                    .encode(&key, &mut self.key_buf, false)
-                    .map_err(|source| EngineError::Coder {
-                        transform: self.name.clone(),
-                        source,
-                    })?;
-                let (bytes, window) = (&self.key_buf[..], wv.window);
-                let hash = FxBuildHasher.hash_one((bytes, window));
-                let parts = &mut self.parts;
-                let &mut (_, i) = self
-                    .index
-                    .entry(
-                        hash,
-                        |&(h, i)| {
-                            h == hash && parts[i].window == window && parts[i].kb.bytes() == bytes
-                        },
-                        |&(h, _)| h,
-                    )
-                    .or_insert_with(|| {
-                        parts.push(Partial {
-                            kb: KeyBytes::new(bytes),
-                            key,
-                            window,
-                            acc: self.combine.create_accumulator(),
-                            count: 0,
-                            latest: i64::MIN,
-                        });
-                        (hash, parts.len() - 1)
-                    })
-                    .into_mut();
+                let i = match (&key, &self.key_coder) {
+                    // With the varint coder equal numbers are equal encodings: the key is
+                    // encoded once per partial result, not once per element.
+                    (&Value::I64(k), Coder::VarInt) => self.find_int(k, key, wv.window)?,
+                    _ => self.find_encoded(key, wv.window)?,
+                };
                 let p = &mut self.parts[i];
                 self.combine
                     .add_input(&mut p.acc, value)
@@ -147,11 +163,225 @@ impl PreCombine {
         })
     }
 
+    /// The partial result of number key `k` (`key`) in `window`, created if new.
+    fn find_int(&mut self, k: i64, key: Value, window: Window) -> Result<usize> {
+        let hash = FxBuildHasher.hash_one((k, window));
+        let parts = &self.parts;
+        let found = self.index.find(hash, |&(h, i)| {
+            h == hash
+                && parts[i].window == window
+                && matches!(parts[i].key, Value::I64(x) if x == k)
+        });
+        match found {
+            Some(&(_, i)) => Ok(i),
+            None => {
+                self.encode_key(&key)?;
+                Ok(self.insert(hash, key, window))
+            }
+        }
+    }
+
+    /// The partial result of `key` in `window` by its encoding, created if new.
+    fn find_encoded(&mut self, key: Value, window: Window) -> Result<usize> {
+        self.encode_key(&key)?;
+        let bytes = &self.key_buf[..];
+        let hash = FxBuildHasher.hash_one((bytes, window));
+        let parts = &self.parts;
+        let found = self.index.find(hash, |&(h, i)| {
+            h == hash && parts[i].window == window && parts[i].kb.bytes() == bytes
+        });
+        Ok(match found {
+            Some(&(_, i)) => i,
+            None => self.insert(hash, key, window),
+        })
+    }
+
+    /// Encodes `key` into the key buffer.
+    fn encode_key(&mut self, key: &Value) -> Result<()> {
+        self.key_buf.clear();
+        self.key_coder
+            .encode(key, &mut self.key_buf, false)
+            .map_err(|source| EngineError::Coder {
+                transform: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Adds an empty partial result for `key` (encoded in the key buffer) in `window`.
+    fn insert(&mut self, hash: u64, key: Value, window: Window) -> usize {
+        self.parts.push(Partial {
+            kb: KeyBytes::new(&self.key_buf),
+            key,
+            window,
+            acc: self.combine.create_accumulator(),
+            count: 0,
+            latest: i64::MIN,
+        });
+        let i = self.parts.len() - 1;
+        self.index.insert_unique(hash, (hash, i), |&(h, _)| h);
+        i
+    }
+
     /// The bundle's partial results, in order of first arrival; starts the next bundle.
     pub(super) fn take(&mut self) -> Vec<Partial> {
         self.index.clear();
         // The next bundle likely has as many keys and windows: size for them at once.
-        let next = Vec::with_capacity(self.parts.len());
+        let spare = self.mailbox.lock().spare.pop();
+        let mut next = spare.unwrap_or_default();
+        next.reserve(self.parts.len());
         std::mem::replace(&mut self.parts, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::UserError;
+    use crate::window::PaneInfo;
+
+    /// Sums numbers.
+    struct Sum;
+
+    impl CombineFnInvoker for Sum {
+        fn create_accumulator(&self) -> Accumulator {
+            Accumulator::new(0i64)
+        }
+        fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
+            let Value::I64(x) = input else {
+                return Err("not a number".into());
+            };
+            *acc.downcast_mut::<i64>().ok_or("not a sum")? += x;
+            Ok(())
+        }
+        fn merge_accumulators(&self, accs: Vec<Accumulator>) -> Result<Accumulator, UserError> {
+            let mut total = 0;
+            for a in accs {
+                total += a.downcast::<i64>().map_err(|_| "not a sum")?;
+            }
+            Ok(Accumulator::new(total))
+        }
+        fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
+            Ok(Value::I64(acc.downcast::<i64>().map_err(|_| "not a sum")?))
+        }
+    }
+
+    fn element(key: Value, value: i64, timestamp: i64, window: Window) -> WindowedValue {
+        WindowedValue {
+            value: Value::kv(key, Value::I64(value)),
+            timestamp,
+            window,
+            pane: PaneInfo::NO_FIRING,
+        }
+    }
+
+    /// (encoded key, window, sum, count, latest) of each partial result.
+    fn fold(
+        coder: Coder,
+        batch: Vec<WindowedValue>,
+    ) -> Result<Vec<(Vec<u8>, Window, i64, usize, i64)>> {
+        let mut pre = PreCombine::new("Sum".into(), coder, Arc::new(Sum), Mailbox::default());
+        let mut batch = batch;
+        pre.add(&mut batch)?;
+        Ok(pre
+            .take()
+            .into_iter()
+            .map(|p| {
+                let sum = p.acc.downcast::<i64>().expect("a sum");
+                (p.kb.bytes().to_vec(), p.window, sum, p.count, p.latest)
+            })
+            .collect())
+    }
+
+    const A: Window = Window::Interval { start: 0, end: 10 };
+    const B: Window = Window::Interval { start: 10, end: 20 };
+
+    #[test]
+    fn number_keys_fold_per_key_and_window_under_their_encoding() {
+        let parts = fold(
+            Coder::VarInt,
+            vec![
+                element(Value::I64(1), 5, 1, A),
+                element(Value::I64(300), 1, 2, A),
+                element(Value::I64(1), 7, 9, A),
+                element(Value::I64(1), 2, 12, B),
+                element(Value::I64(-1), 4, 3, A),
+            ],
+        )
+        .unwrap();
+        let minus_one = {
+            let mut b = Vec::new();
+            Coder::VarInt
+                .encode(&Value::I64(-1), &mut b, false)
+                .unwrap();
+            b
+        };
+        assert_eq!(
+            parts,
+            vec![
+                (vec![1], A, 12, 2, 9),
+                (vec![0xac, 0x02], A, 1, 1, 2),
+                (vec![1], B, 2, 1, 12),
+                (minus_one, A, 4, 1, 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn other_keys_fold_by_their_encoding() {
+        let s = |x: &str| Value::Str(x.into());
+        let parts = fold(
+            Coder::StringUtf8,
+            vec![
+                element(s("ab"), 1, 1, A),
+                element(s("a"), 2, 2, A),
+                element(s("ab"), 3, 3, A),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            parts,
+            vec![(b"ab".to_vec(), A, 4, 2, 3), (b"a".to_vec(), A, 2, 1, 2)]
+        );
+    }
+
+    #[test]
+    fn a_key_the_coder_cannot_encode_fails_naming_the_combine() {
+        let err = fold(
+            Coder::VarInt,
+            vec![element(Value::Str("x".into()), 1, 1, A)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Sum") && err.contains("varint"), "{err}");
+        let err = fold(
+            Coder::VarInt,
+            vec![WindowedValue {
+                value: Value::I64(3),
+                timestamp: 0,
+                window: A,
+                pane: PaneInfo::NO_FIRING,
+            }],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Sum") && err.contains("key/value"), "{err}");
+    }
+
+    #[test]
+    fn emptied_buffers_go_back_to_the_workers() {
+        let mailbox = Mailbox::default();
+        let mut pre = PreCombine::new("Sum".into(), Coder::VarInt, Arc::new(Sum), mailbox.clone());
+        pre.add(&mut vec![element(Value::I64(1), 1, 1, A)]).unwrap();
+        let parts = pre.take();
+        mailbox.lock().deliver(parts);
+        let taken = std::mem::take(&mut mailbox.lock().parts);
+        assert_eq!(taken.len(), 1);
+        let buffer = taken.as_ptr();
+        mailbox.lock().give_back(taken);
+        pre.add(&mut vec![element(Value::I64(2), 1, 1, A)]).unwrap();
+        pre.take();
+        // The next bundle is folded into the buffer the grouping gave back.
+        pre.add(&mut vec![element(Value::I64(3), 1, 1, A)]).unwrap();
+        assert_eq!(pre.take().as_ptr(), buffer);
     }
 }

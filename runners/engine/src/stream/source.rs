@@ -304,7 +304,7 @@ impl Op for SourceOp {
         if !partials.is_empty() {
             if let Some(mailbox) = &self.mailbox {
                 // The grouping takes them when this bundle ends, before watermarks move.
-                mailbox.lock().extend(partials);
+                mailbox.lock().deliver(partials);
             }
         }
         self.wm = self.wm.max(watermark);
