@@ -274,11 +274,11 @@ mod tests {
         }
     }
 
-    /// (encoded key, window, sum, count, latest) of each partial result.
-    fn fold(
-        coder: Coder,
-        batch: Vec<WindowedValue>,
-    ) -> Result<Vec<(Vec<u8>, Window, i64, usize, i64)>> {
+    /// Encoded key, window, sum, count and latest timestamp of a partial result.
+    type Folded = (Vec<u8>, Window, i64, usize, i64);
+
+    /// What each partial result holds.
+    fn fold(coder: Coder, batch: Vec<WindowedValue>) -> Result<Vec<Folded>> {
         let mut pre = PreCombine::new("Sum".into(), coder, Arc::new(Sum), Mailbox::default());
         let mut batch = batch;
         pre.add(&mut batch)?;
@@ -382,6 +382,7 @@ mod tests {
         pre.take();
         // The next bundle is folded into the buffer the grouping gave back.
         pre.add(&mut vec![element(Value::I64(3), 1, 1, A)]).unwrap();
-        assert_eq!(pre.take().as_ptr(), buffer);
+        let third = pre.take();
+        assert_eq!(third.as_ptr(), buffer);
     }
 }
