@@ -172,3 +172,34 @@ fn failed_job_leaves_no_final_files() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "files left after a failed job: {left:?}");
 }
+
+/// A stream of many small bundles writes one file per worker, not one per bundle.
+#[test]
+fn streaming_writes_many_bundles_to_few_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("stream");
+    let p = Pipeline::new(
+        PipelineOptions::default()
+            .set("streaming", true)
+            .set("max_bundle_size", 100),
+    );
+    p.apply(
+        "Events",
+        beamline::io::generator::Generator::new(10).with_count(5_000),
+    )
+    .map("Line", |(k, seq): (i64, i64)| format!("{k},{seq}"))
+    .apply("Write", WriteToText::new(prefix.to_string_lossy()));
+    p.run().unwrap();
+    let (names, lines) = read_shards(&prefix);
+    // The writer runs on the source's worker threads (at most four): a file for each.
+    assert!(
+        (1..=4).contains(&names.len()),
+        "50 bundles written to {names:?}"
+    );
+    let mut seqs: Vec<i64> = lines
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, (0..5_000).collect::<Vec<_>>());
+}

@@ -282,13 +282,29 @@ pub(crate) fn create_writer(path: &Path) -> Result<BufWriter<File>, UserError> {
     Ok(BufWriter::with_capacity(1 << 16, f))
 }
 
-/// Writes each bundle to its own temporary file; emits the file's path.
+/// Writes lines to temporary files and emits each file's path once: a file stays open
+/// across bundles (flushed at the end of each) until it holds [`ROLL_BYTES`], so a
+/// stream of small bundles makes a few files rather than one per bundle.
 #[derive(Serialize, Deserialize)]
 struct WriteBundles {
     temp_dir: String,
     #[serde(skip)]
-    current: Option<(String, BufWriter<File>)>,
+    current: Option<OpenFile>,
 }
+
+/// A temporary file being written.
+struct OpenFile {
+    path: String,
+    writer: BufWriter<File>,
+    /// Bytes written so far.
+    written: u64,
+    /// Its path was emitted.
+    announced: bool,
+}
+
+/// Size past which a temporary file is closed at the end of a bundle and the next
+/// bundle starts another.
+const ROLL_BYTES: u64 = 64 << 20;
 
 impl Clone for WriteBundles {
     /// A clone starts without an open file (each worker writes its own).
@@ -310,21 +326,44 @@ impl DoFn for WriteBundles {
     ) -> Result<(), UserError> {
         if self.current.is_none() {
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
-            let w = create_writer(Path::new(&path))?;
-            self.current = Some((path, w));
+            let writer = create_writer(Path::new(&path))?;
+            self.current = Some(OpenFile {
+                path,
+                writer,
+                written: 0,
+                announced: false,
+            });
         }
-        let (path, w) = self.current.as_mut().expect("opened above");
-        w.write_all(line.as_bytes())
-            .and_then(|_| w.write_all(b"\n"))
-            .map_err(|e| format!("writing {path}: {e}"))?;
+        let f = self.current.as_mut().expect("opened above");
+        f.writer
+            .write_all(line.as_bytes())
+            .and_then(|_| f.writer.write_all(b"\n"))
+            .map_err(|e| format!("writing {}: {e}", f.path))?;
+        f.written += line.len() as u64 + 1;
         Ok(())
     }
 
     fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {
-        if let Some((path, mut w)) = self.current.take() {
-            w.flush().map_err(|e| format!("writing {path}: {e}"))?;
-            ctx.output_at(path, GLOBAL_WINDOW_MAX_TIMESTAMP, Window::Global);
+        let Some(f) = &mut self.current else {
+            return Ok(());
+        };
+        // Everything a bundle wrote is in the file when the bundle ends: the files are
+        // renamed once every bundle ended, whether or not they are still open.
+        f.writer
+            .flush()
+            .map_err(|e| format!("writing {}: {e}", f.path))?;
+        if !f.announced {
+            f.announced = true;
+            ctx.output_at(f.path.clone(), GLOBAL_WINDOW_MAX_TIMESTAMP, Window::Global);
         }
+        if f.written >= ROLL_BYTES {
+            self.current = None;
+        }
+        Ok(())
+    }
+
+    fn teardown(&mut self) -> Result<(), UserError> {
+        self.current = None;
         Ok(())
     }
 }
