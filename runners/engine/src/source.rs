@@ -2,25 +2,64 @@
 
 use crate::error::UserError;
 use crate::value::Value;
+use crate::window::{PaneInfo, Window, WindowedValue};
 
-/// What one poll of a source produced.
-#[derive(Debug, Default)]
-pub struct SourceBatch {
-    /// Elements with their event timestamps (ms).
-    pub elements: Vec<(Value, i64)>,
+/// What one poll of a source reported besides its elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Polled {
     /// No element with a smaller timestamp will follow (ms).
     pub watermark: i64,
     /// The source has nothing more to read.
     pub finished: bool,
 }
 
+/// Where a poll puts its elements: each in the global window at its event timestamp.
+///
+/// Elements are written straight into the batch the pipeline processes, so a source
+/// reading millions of elements a second copies none of them again.
+pub struct SourceOutput<'a>(&'a mut Vec<WindowedValue>);
+
+impl<'a> SourceOutput<'a> {
+    /// Output into `batch`, after what it holds.
+    pub fn new(batch: &'a mut Vec<WindowedValue>) -> Self {
+        SourceOutput(batch)
+    }
+
+    /// Adds an element with its event timestamp (ms).
+    #[inline]
+    pub fn push(&mut self, value: Value, timestamp: i64) {
+        self.0.push(WindowedValue {
+            value,
+            timestamp,
+            window: Window::Global,
+            pane: PaneInfo::NO_FIRING,
+        });
+    }
+
+    /// Elements in the batch.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The batch holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A reader of an unbounded source, polled by the streaming executor.
 pub trait UnboundedSource: Send {
-    /// Reads what is available now (at most about `max` elements).
+    /// Adds to `out` what is available now, at most about `max` elements; a poll that
+    /// adds fewer than `max` says nothing more is available yet.
     ///
     /// # Errors
     /// A failure fails the job, naming the source's transform.
-    fn poll(&mut self, now_ms: i64, max: usize) -> Result<SourceBatch, UserError>;
+    fn poll(
+        &mut self,
+        now_ms: i64,
+        max: usize,
+        out: &mut SourceOutput<'_>,
+    ) -> Result<Polled, UserError>;
 }
 
 /// A source any binary linking it can build from its name and JSON config.

@@ -3,7 +3,7 @@
 
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
-use beamline_engine::source::{NamedSource, SourceBatch, UnboundedSource};
+use beamline_engine::source::{NamedSource, Polled, SourceOutput, UnboundedSource};
 use beamline_engine::spec::{FnRef, UserFnSpec};
 use beamline_engine::{UserError, Value};
 use beamline_proto::pipeline as pb;
@@ -154,7 +154,12 @@ impl GeneratorReader {
 }
 
 impl UnboundedSource for GeneratorReader {
-    fn poll(&mut self, now_ms: i64, max: usize) -> Result<SourceBatch, UserError> {
+    fn poll(
+        &mut self,
+        now_ms: i64,
+        max: usize,
+        out: &mut SourceOutput<'_>,
+    ) -> Result<Polled, UserError> {
         let started = *self.started_at.get_or_insert(now_ms);
         let limit = self.config.count.unwrap_or(u64::MAX);
         let mut allowed = limit - self.next;
@@ -166,23 +171,14 @@ impl UnboundedSource for GeneratorReader {
             allowed = allowed.min(due.saturating_sub(self.next));
         }
         let n = allowed.min(max as u64);
-        let mut batch = SourceBatch {
-            elements: Vec::with_capacity(n as usize),
-            watermark: i64::MIN,
-            finished: false,
-        };
         for _ in 0..n {
-            let (((k, seq), ts), wm) = self.next_event();
-            batch
-                .elements
-                .push((Value::kv(Value::I64(k), Value::I64(seq)), ts));
-            batch.watermark = wm;
+            let (((k, seq), ts), _) = self.next_event();
+            out.push(Value::kv(Value::I64(k), Value::I64(seq)), ts);
         }
-        if batch.elements.is_empty() {
-            batch.watermark = self.base_time(self.next) - self.config.max_out_of_orderness_ms - 1;
-        }
-        batch.finished = self.next >= limit;
-        Ok(batch)
+        Ok(Polled {
+            watermark: self.base_time(self.next) - self.config.max_out_of_orderness_ms - 1,
+            finished: self.next >= limit,
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
 use crate::transforms::{Impulse, ParDo, Reshuffle, WindowInto};
+use beamline_engine::source::{Polled, SourceOutput, UnboundedSource};
 use beamline_engine::time::GLOBAL_WINDOW_MAX_TIMESTAMP;
 use beamline_engine::{UserError, Window};
 use serde::{Deserialize, Serialize};
@@ -674,20 +675,20 @@ struct WatchReader {
     last_new: Option<i64>,
 }
 
-impl beamline_engine::source::UnboundedSource for WatchReader {
+impl UnboundedSource for WatchReader {
     fn poll(
         &mut self,
         now_ms: i64,
         _max: usize,
-    ) -> Result<beamline_engine::source::SourceBatch, UserError> {
-        let mut batch = beamline_engine::source::SourceBatch {
-            elements: Vec::new(),
+        out: &mut SourceOutput<'_>,
+    ) -> Result<Polled, UserError> {
+        let mut polled = Polled {
             watermark: now_ms,
             finished: false,
         };
         let last_new = *self.last_new.get_or_insert(now_ms);
         if now_ms - self.last_poll < self.config.poll_interval_ms {
-            return Ok(batch);
+            return Ok(polled);
         }
         self.last_poll = now_ms;
         let paths = glob::glob(&self.config.pattern)
@@ -709,22 +710,20 @@ impl beamline_engine::source::UnboundedSource for WatchReader {
             let text =
                 std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
             for line in text.lines() {
-                batch
-                    .elements
-                    .push((beamline_engine::Value::Str(line.to_string()), now_ms));
+                out.push(beamline_engine::Value::Str(line.to_string()), now_ms);
             }
             self.done.insert(p);
             self.last_new = Some(now_ms);
         }
         if let Some(idle) = self.config.stop_after_idle_ms {
-            if batch.elements.is_empty()
+            if out.is_empty()
                 && self.sizes.is_empty()
                 && now_ms - self.last_new.unwrap_or(last_new) >= idle
             {
-                batch.finished = true;
+                polled.finished = true;
             }
         }
-        Ok(batch)
+        Ok(polled)
     }
 }
 

@@ -149,7 +149,7 @@ impl PreCombine {
                 let i = match (&key, &self.key_coder) {
                     // With the varint coder equal numbers are equal encodings: the key is
                     // encoded once per partial result, not once per element.
-                    (&Value::I64(k), Coder::VarInt) => self.find_int(k, key, wv.window)?,
+                    (&Value::I64(k), Coder::VarInt) => self.find_int(k, wv.window)?,
                     _ => self.find_encoded(key, wv.window)?,
                 };
                 let p = &mut self.parts[i];
@@ -163,8 +163,8 @@ impl PreCombine {
         })
     }
 
-    /// The partial result of number key `k` (`key`) in `window`, created if new.
-    fn find_int(&mut self, k: i64, key: Value, window: Window) -> Result<usize> {
+    /// The partial result of number key `k` in `window`, created if new.
+    fn find_int(&mut self, k: i64, window: Window) -> Result<usize> {
         let hash = FxBuildHasher.hash_one((k, window));
         let parts = &self.parts;
         let found = self.index.find(hash, |&(h, i)| {
@@ -175,6 +175,9 @@ impl PreCombine {
         match found {
             Some(&(_, i)) => Ok(i),
             None => {
+                // Rebuilt rather than passed in: moving the element's key here cost more
+                // than the number.
+                let key = Value::I64(k);
                 self.encode_key(&key)?;
                 Ok(self.insert(hash, key, window))
             }

@@ -10,8 +10,8 @@ use crate::error::{EngineError, Result};
 use crate::exec::guarded;
 use crate::graph::SourceFactory;
 use crate::metrics::MetricResults;
-use crate::source::UnboundedSource;
-use crate::window::{PaneInfo, Window, WindowedValue};
+use crate::source::{Polled, SourceOutput, UnboundedSource};
+use crate::window::WindowedValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -166,35 +166,21 @@ impl SourceOp {
                         break;
                     }
                     let now = wall_clock_ms();
-                    let r = guarded(&transform, || reader.poll(now, max)).map(|polled| {
-                        let read = polled.elements.len();
-                        let mut batches = Vec::with_capacity(read.div_ceil(BATCH));
-                        pool.extend(returned.try_iter());
-                        let mut elements = polled.elements.into_iter().peekable();
-                        while elements.peek().is_some() {
-                            let mut batch = pool.pop().unwrap_or_default();
-                            batch.clear();
-                            batch.extend(elements.by_ref().take(BATCH).map(
-                                |(value, timestamp)| WindowedValue {
-                                    value,
-                                    timestamp,
-                                    window: Window::Global,
-                                    pane: PaneInfo::NO_FIRING,
-                                },
-                            ));
-                            batches.push(batch);
-                        }
-                        let raw = Raw {
-                            batches,
-                            read,
-                            wm_before: wm,
-                            watermark: polled.watermark,
-                            finished: polled.finished,
-                            now,
-                        };
-                        wm = wm.max(polled.watermark);
-                        raw
-                    });
+                    pool.extend(returned.try_iter());
+                    let r = read_bundle(&mut *reader, &transform, now, max, &mut pool).map(
+                        |(batches, read, polled)| {
+                            let raw = Raw {
+                                batches,
+                                read,
+                                wm_before: wm,
+                                watermark: polled.watermark,
+                                finished: polled.finished,
+                                now,
+                            };
+                            wm = wm.max(polled.watermark);
+                            raw
+                        },
+                    );
                     let (idle, last) = match &r {
                         Ok(raw) => (raw.read == 0, raw.finished),
                         Err(_) => (false, true),
@@ -211,6 +197,49 @@ impl SourceOp {
             .map_err(spawn_err)?;
         self.threads.push(handle);
         Ok(lanes)
+    }
+}
+
+/// Reads up to about `max` elements from `reader`, polling it for a batch at a time into
+/// buffers from `pool`: its batches, how many elements they hold, and the last poll's
+/// report.
+fn read_bundle(
+    reader: &mut dyn UnboundedSource,
+    transform: &str,
+    now: i64,
+    max: usize,
+    pool: &mut Vec<Vec<WindowedValue>>,
+) -> Result<(Vec<Vec<WindowedValue>>, usize, Polled)> {
+    let mut batches = Vec::with_capacity(max.div_ceil(BATCH));
+    let mut read = 0;
+    loop {
+        let mut batch = pool.pop().unwrap_or_default();
+        batch.clear();
+        let want = BATCH.min(max - read);
+        let polled = guarded(transform, || {
+            reader.poll(now, want, &mut SourceOutput::new(&mut batch))
+        })?;
+        let n = batch.len();
+        read += n;
+        if n > BATCH {
+            // A source that reads more than asked: batches of the usual size all the same.
+            let mut elements = batch.drain(..);
+            while elements.len() > 0 {
+                let mut chunk = pool.pop().unwrap_or_default();
+                chunk.clear();
+                chunk.extend(elements.by_ref().take(BATCH));
+                batches.push(chunk);
+            }
+            drop(elements);
+            pool.push(batch);
+        } else if n > 0 {
+            batches.push(batch);
+        } else {
+            pool.push(batch);
+        }
+        if polled.finished || n < want || read >= max {
+            return Ok((batches, read, polled));
+        }
     }
 }
 
@@ -361,7 +390,7 @@ impl Drop for SourceOp {
 mod tests {
     use crate::coder::Coder;
     use crate::graph::{Graph, Node, NodeKind, PCollectionInfo, SourceFactory};
-    use crate::source::{SourceBatch, UnboundedSource};
+    use crate::source::{Polled, SourceOutput, UnboundedSource};
     use crate::stream::{execute_streaming, StreamOptions};
     use crate::value::Value;
     use crate::UserError;
@@ -374,7 +403,12 @@ mod tests {
     }
 
     impl UnboundedSource for Flaky {
-        fn poll(&mut self, _now: i64, _max: usize) -> Result<SourceBatch, UserError> {
+        fn poll(
+            &mut self,
+            _now: i64,
+            _max: usize,
+            out: &mut SourceOutput<'_>,
+        ) -> Result<Polled, UserError> {
             self.polls += 1;
             if self.polls == 3 {
                 if self.panic {
@@ -382,12 +416,102 @@ mod tests {
                 }
                 return Err("connection lost".into());
             }
-            Ok(SourceBatch {
-                elements: vec![(Value::I64(self.polls as i64), self.polls as i64)],
+            out.push(Value::I64(self.polls as i64), self.polls as i64);
+            Ok(Polled {
                 watermark: self.polls as i64,
                 finished: false,
             })
         }
+    }
+
+    /// Adds up to `per_poll` numbers a poll until `total`; no more than asked when
+    /// `honest`.
+    struct Counter {
+        next: i64,
+        per_poll: usize,
+        total: i64,
+        honest: bool,
+    }
+
+    impl UnboundedSource for Counter {
+        fn poll(
+            &mut self,
+            _now: i64,
+            max: usize,
+            out: &mut SourceOutput<'_>,
+        ) -> Result<Polled, UserError> {
+            let n = if self.honest {
+                self.per_poll.min(max)
+            } else {
+                self.per_poll
+            };
+            for _ in 0..n {
+                if self.next == self.total {
+                    break;
+                }
+                out.push(Value::I64(self.next), self.next);
+                self.next += 1;
+            }
+            Ok(Polled {
+                watermark: self.next,
+                finished: self.next == self.total,
+            })
+        }
+    }
+
+    fn bundle(source: &mut Counter, max: usize) -> (Vec<usize>, usize, Polled) {
+        let mut pool = Vec::new();
+        let (batches, read, polled) =
+            super::read_bundle(source, "Numbers", 0, max, &mut pool).unwrap();
+        let mut expected = (source.next - read as i64)..;
+        for wv in batches.iter().flatten() {
+            assert_eq!(wv.value, Value::I64(expected.next().unwrap()));
+        }
+        (batches.iter().map(Vec::len).collect(), read, polled)
+    }
+
+    #[test]
+    fn a_bundle_is_read_a_batch_at_a_time_up_to_its_size() {
+        let mut exact = Counter {
+            next: 0,
+            per_poll: usize::MAX,
+            total: 5_000,
+            honest: true,
+        };
+        let (sizes, read, polled) = bundle(&mut exact, 3_000);
+        assert_eq!((sizes, read), (vec![1024, 1024, 952], 3_000));
+        assert!(!polled.finished);
+        let (sizes, read, polled) = bundle(&mut exact, 3_000);
+        assert_eq!(
+            (sizes, read),
+            (vec![1024, 976], 2_000),
+            "ends with the source"
+        );
+        assert!(polled.finished && polled.watermark == 5_000);
+    }
+
+    #[test]
+    fn a_source_reading_more_than_asked_is_cut_into_batches() {
+        let mut greedy = Counter {
+            next: 0,
+            per_poll: 2_500,
+            total: 10_000,
+            honest: false,
+        };
+        let (sizes, read, _) = bundle(&mut greedy, 100);
+        assert_eq!((sizes, read), (vec![1024, 1024, 452], 2_500));
+        let mut slow = Counter {
+            next: 0,
+            per_poll: 10,
+            total: 10_000,
+            honest: true,
+        };
+        let (sizes, read, _) = bundle(&mut slow, 3_000);
+        assert_eq!(
+            (sizes, read),
+            (vec![10], 10),
+            "fewer than asked: nothing more now"
+        );
     }
 
     fn run(panic: bool) -> String {
