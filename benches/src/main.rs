@@ -422,6 +422,10 @@ fn run_scaling(cli: &Cli, dir: &Path, largest: f64) -> Result<()> {
             // Two Beamline rows share a variant name: keep the first one's output.
             if r == 1 {
                 let kept = sub.join("out-beamline-1-thread");
+                // Files of an earlier run (another number of shards) would join this one's.
+                if kept.exists() {
+                    std::fs::remove_dir_all(&kept)?;
+                }
                 std::fs::create_dir_all(&kept)?;
                 for e in std::fs::read_dir(&sub)? {
                     let e = e?;
