@@ -102,7 +102,7 @@ impl Generator {
     /// The same sequence the source emits (used by references and tests).
     pub fn events(&self) -> impl Iterator<Item = ((i64, i64), i64)> + '_ {
         let mut g = GeneratorReader::new(self.clone());
-        (0..self.count.unwrap_or(0)).map(move |_| g.next_event().0)
+        (0..self.count.unwrap_or(0)).map(move |_| g.next_event())
     }
 }
 
@@ -133,8 +133,8 @@ impl GeneratorReader {
         self.config.start_ms + offset
     }
 
-    /// The next event and the watermark after it.
-    fn next_event(&mut self) -> (((i64, i64), i64), i64) {
+    /// The next event: key, sequence number and event timestamp.
+    fn next_event(&mut self) -> ((i64, i64), i64) {
         let c = &self.config;
         let i = self.next;
         self.next += 1;
@@ -147,9 +147,7 @@ impl GeneratorReader {
         if c.late_fraction > 0.0 && self.rng.random::<f64>() < c.late_fraction {
             delay = c.max_out_of_orderness_ms + 1 + self.rng.random_range(0..=c.max_lateness_ms);
         }
-        let ts = self.base_time(i) - delay;
-        let watermark = self.base_time(self.next) - c.max_out_of_orderness_ms - 1;
-        (((key, i as i64), ts), watermark)
+        ((key, i as i64), self.base_time(i) - delay)
     }
 }
 
@@ -172,7 +170,7 @@ impl UnboundedSource for GeneratorReader {
         }
         let n = allowed.min(max as u64);
         for _ in 0..n {
-            let (((k, seq), ts), _) = self.next_event();
+            let ((k, seq), ts) = self.next_event();
             out.push(Value::kv(Value::I64(k), Value::I64(seq)), ts);
         }
         Ok(Polled {

@@ -459,6 +459,17 @@ mod tests {
         }
     }
 
+    impl Counter {
+        fn new(per_poll: usize, total: i64, honest: bool) -> Self {
+            Counter {
+                next: 0,
+                per_poll,
+                total,
+                honest,
+            }
+        }
+    }
+
     fn bundle(source: &mut Counter, max: usize) -> (Vec<usize>, usize, Polled) {
         let mut pool = Vec::new();
         let (batches, read, polled) =
@@ -472,12 +483,7 @@ mod tests {
 
     #[test]
     fn a_bundle_is_read_a_batch_at_a_time_up_to_its_size() {
-        let mut exact = Counter {
-            next: 0,
-            per_poll: usize::MAX,
-            total: 5_000,
-            honest: true,
-        };
+        let mut exact = Counter::new(usize::MAX, 5_000, true);
         let (sizes, read, polled) = bundle(&mut exact, 3_000);
         assert_eq!((sizes, read), (vec![1024, 1024, 952], 3_000));
         assert!(!polled.finished);
@@ -492,20 +498,10 @@ mod tests {
 
     #[test]
     fn a_source_reading_more_than_asked_is_cut_into_batches() {
-        let mut greedy = Counter {
-            next: 0,
-            per_poll: 2_500,
-            total: 10_000,
-            honest: false,
-        };
+        let mut greedy = Counter::new(2_500, 10_000, false);
         let (sizes, read, _) = bundle(&mut greedy, 100);
         assert_eq!((sizes, read), (vec![1024, 1024, 452], 2_500));
-        let mut slow = Counter {
-            next: 0,
-            per_poll: 10,
-            total: 10_000,
-            honest: true,
-        };
+        let mut slow = Counter::new(10, 10_000, true);
         let (sizes, read, _) = bundle(&mut slow, 3_000);
         assert_eq!(
             (sizes, read),
