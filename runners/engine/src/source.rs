@@ -60,6 +60,16 @@ pub trait UnboundedSource: Send {
         max: usize,
         out: &mut SourceOutput<'_>,
     ) -> Result<Polled, UserError>;
+
+    /// Readers that together read what this one would, at most `n` of them, for reading
+    /// in parallel; empty when the source cannot be split. Called before any poll.
+    ///
+    /// The executor polls each reader on its own thread, with the transforms fused after
+    /// the source, and takes the smallest of their watermarks as the source's.
+    fn split(&self, n: usize) -> Vec<Box<dyn UnboundedSource>> {
+        let _ = n;
+        Vec::new()
+    }
 }
 
 /// A source any binary linking it can build from its name and JSON config.

@@ -9,6 +9,7 @@ use beamline_engine::{UserError, Value};
 use beamline_proto::pipeline as pb;
 use beamline_proto::urns;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 /// Generates `(key, sequence number)` events.
@@ -19,6 +20,10 @@ use serde::{Deserialize, Serialize};
 /// delayed by up to `max_lateness_ms` more, arriving behind the watermark (late data).
 /// Keys are uniform in `0..keys`. Emission is paced to `rate_per_second` of wall-clock
 /// time (0: as fast as possible); it stops after `count` events, or runs until cancelled.
+///
+/// The random numbers are drawn per chunk of 4096 events, each chunk from its own stream
+/// of the seed's generator, so the streaming runner reads the source in parallel (each
+/// reader emits every n-th chunk) and the events are the same however it is read.
 ///
 /// # Examples
 ///
@@ -106,19 +111,36 @@ impl Generator {
     }
 }
 
+/// Events per chunk: each chunk draws from its own random stream, so that a reader of some
+/// of the chunks starts at any of them without drawing the numbers before it.
+const CHUNK: u64 = 4096;
+
 struct GeneratorReader {
     config: Generator,
-    rng: rand::rngs::StdRng,
+    /// The seed's generator, unused: each chunk's is a copy set to the chunk's stream.
+    seeded: ChaCha12Rng,
+    rng: ChaCha12Rng,
+    /// Index of the next event this reader emits.
     next: u64,
+    /// This reader emits chunks `part`, `part + parts`, `part + 2 * parts`...
+    parts: u64,
     started_at: Option<i64>,
 }
 
 impl GeneratorReader {
     fn new(config: Generator) -> Self {
+        Self::part(config, 0, 1)
+    }
+
+    /// The reader of every `parts`-th chunk, from chunk `part`.
+    fn part(config: Generator, part: u64, parts: u64) -> Self {
+        let seeded = ChaCha12Rng::seed_from_u64(config.seed);
         GeneratorReader {
-            rng: rand::rngs::StdRng::seed_from_u64(config.seed),
+            rng: seeded.clone(),
+            seeded,
             config,
-            next: 0,
+            next: part * CHUNK,
+            parts,
             started_at: None,
         }
     }
@@ -137,7 +159,15 @@ impl GeneratorReader {
     fn next_event(&mut self) -> ((i64, i64), i64) {
         let c = &self.config;
         let i = self.next;
+        if i % CHUNK == 0 {
+            self.rng = self.seeded.clone();
+            self.rng.set_stream(i / CHUNK);
+        }
         self.next += 1;
+        if self.next % CHUNK == 0 {
+            // Past this reader's chunk: on to its next one.
+            self.next = self.next.saturating_add((self.parts - 1) * CHUNK);
+        }
         let key = self.rng.random_range(0..c.keys) as i64;
         let mut delay = if c.max_out_of_orderness_ms > 0 {
             self.rng.random_range(0..=c.max_out_of_orderness_ms)
@@ -160,23 +190,38 @@ impl UnboundedSource for GeneratorReader {
     ) -> Result<Polled, UserError> {
         let started = *self.started_at.get_or_insert(now_ms);
         let limit = self.config.count.unwrap_or(u64::MAX);
-        let mut allowed = limit - self.next;
+        // Events are emitted up to this index (the count, or what the rate allows by now).
+        let mut bound = limit;
         if self.config.rate_per_second > 0 {
             let due = ((now_ms - started).max(0) as u64)
                 .saturating_mul(self.config.rate_per_second)
                 / 1000
                 + 1;
-            allowed = allowed.min(due.saturating_sub(self.next));
+            bound = bound.min(due);
         }
-        let n = allowed.min(max as u64);
-        for _ in 0..n {
+        let mut n = 0;
+        while n < max && self.next < bound {
             let ((k, seq), ts) = self.next_event();
             out.push(Value::kv(Value::I64(k), Value::I64(seq)), ts);
+            n += 1;
         }
         Ok(Polled {
             watermark: self.base_time(self.next) - self.config.max_out_of_orderness_ms - 1,
             finished: self.next >= limit,
         })
+    }
+
+    fn split(&self, n: usize) -> Vec<Box<dyn UnboundedSource>> {
+        if n < 2 {
+            return Vec::new();
+        }
+        let parts = n as u64;
+        (0..parts)
+            .map(|part| {
+                Box::new(GeneratorReader::part(self.config.clone(), part, parts))
+                    as Box<dyn UnboundedSource>
+            })
+            .collect()
     }
 }
 
@@ -229,4 +274,77 @@ pub(crate) fn apply_named_source<T: crate::Element>(
         true,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beamline_engine::window::WindowedValue;
+
+    /// Every event the readers of `parts` parts emit, polling each in turn.
+    fn read_parts(g: &Generator, parts: usize) -> Vec<((i64, i64), i64)> {
+        let readers = GeneratorReader::new(g.clone()).split(parts);
+        assert_eq!(readers.len(), parts);
+        let mut events = Vec::new();
+        for mut reader in readers {
+            let mut batch: Vec<WindowedValue> = Vec::new();
+            let mut last_wm = i64::MIN;
+            loop {
+                let polled = reader
+                    .poll(0, 1_000, &mut SourceOutput::new(&mut batch))
+                    .unwrap();
+                for wv in batch.drain(..) {
+                    let (k, seq) = wv.value.into_kv().unwrap();
+                    match (k, seq) {
+                        (Value::I64(k), Value::I64(seq)) => events.push(((k, seq), wv.timestamp)),
+                        other => panic!("not a generator event: {other:?}"),
+                    }
+                }
+                assert!(polled.watermark >= last_wm, "the watermark went back");
+                last_wm = polled.watermark;
+                if polled.finished {
+                    break;
+                }
+            }
+        }
+        events.sort_by_key(|&((_, seq), _)| seq);
+        events
+    }
+
+    #[test]
+    fn split_readers_emit_the_same_events_once() {
+        let g = Generator::new(50)
+            .with_count(3 * CHUNK + 123)
+            .with_seed(4)
+            .with_late_events(0.1, 5_000);
+        let all: Vec<_> = g.events().collect();
+        assert_eq!(all.len() as u64, 3 * CHUNK + 123);
+        for parts in [2, 3, 5] {
+            assert_eq!(read_parts(&g, parts), all, "{parts} parts");
+        }
+        assert!(GeneratorReader::new(g).split(1).is_empty(), "one part: no split");
+    }
+
+    #[test]
+    fn a_part_holds_no_event_before_its_watermark_but_late_ones() {
+        let g = Generator::new(5).with_count(4 * CHUNK).with_seed(1);
+        let mut reader = GeneratorReader::new(g.clone()).split(2).remove(1);
+        let mut batch: Vec<WindowedValue> = Vec::new();
+        let first = reader
+            .poll(0, 100, &mut SourceOutput::new(&mut batch))
+            .unwrap();
+        assert_eq!(batch.len(), 100);
+        // Part 1 starts at the second chunk: its watermark is that chunk's.
+        let seq = |wv: &WindowedValue| match wv.value.clone().into_kv() {
+            Some((_, Value::I64(seq))) => seq,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(seq(&batch[0]), CHUNK as i64);
+        let rest = reader
+            .poll(0, usize::MAX, &mut SourceOutput::new(&mut batch))
+            .unwrap();
+        assert!(rest.finished);
+        assert!(batch[100..].iter().all(|wv| wv.timestamp > first.watermark));
+        assert_eq!(batch.len() as u64, 2 * CHUNK);
+    }
 }

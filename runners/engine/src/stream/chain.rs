@@ -174,9 +174,8 @@ impl Chain {
     }
 
     /// Runs one bundle's batches through every link, then ends the bundle of each link
-    /// in order (what a `finish_bundle` emits goes through the links after it). `wm` is
-    /// the source's watermark before the bundle; empty batches are left out. With a
-    /// pre-combiner, everything goes into the bundle's partial results instead.
+    /// in order (see [`Chain::end_bundle`]). `wm` is the source's watermark before the
+    /// bundle; empty batches are left out.
     ///
     /// # Errors
     /// The first failure of a link, naming it.
@@ -188,20 +187,54 @@ impl Chain {
     ) -> Result<(Vec<Vec<WindowedValue>>, Vec<Partial>)> {
         let mut out = Vec::with_capacity(batches.len());
         for batch in batches {
-            let b = self.push(0, batch, wm, now)?;
-            self.keep(b, &mut out)?;
+            self.feed(batch, wm, now, &mut out)?;
         }
+        let partials = self.end_bundle(wm, now, &mut out)?;
+        Ok((out, partials))
+    }
+
+    /// Runs one batch of a bundle through every link, adding what comes out to `out`
+    /// (with a pre-combiner, folding it into the bundle's partial results instead).
+    ///
+    /// # Errors
+    /// The first failure of a link, naming it.
+    pub(super) fn feed(
+        &mut self,
+        batch: Vec<WindowedValue>,
+        wm: i64,
+        now: i64,
+        out: &mut Vec<Vec<WindowedValue>>,
+    ) -> Result<()> {
+        let b = self.push(0, batch, wm, now)?;
+        self.keep(b, out)
+    }
+
+    /// Ends the bundle of each link in order (what a `finish_bundle` emits goes through
+    /// the links after it, into `out`); the bundle's partial results, with a pre-combiner.
+    ///
+    /// # Errors
+    /// The first failure of a link, naming it.
+    pub(super) fn end_bundle(
+        &mut self,
+        wm: i64,
+        now: i64,
+        out: &mut Vec<Vec<WindowedValue>>,
+    ) -> Result<Vec<Partial>> {
         for i in 0..self.links.len() {
             let emitted = self.call(i, wm, now, 0, |op, cx| op.end_bundle(cx))?;
             let b = self.push(i + 1, emitted, wm, now)?;
-            self.keep(b, &mut out)?;
+            self.keep(b, out)?;
         }
-        let partials = self
+        Ok(self
             .precombine
             .as_mut()
             .map(PreCombine::take)
-            .unwrap_or_default();
-        Ok((out, partials))
+            .unwrap_or_default())
+    }
+
+    /// An empty buffer for a batch, from the pool when it has one.
+    pub(super) fn buffer(&mut self) -> Vec<WindowedValue> {
+        self.pool.pop().unwrap_or_default()
     }
 
     /// A pooled buffer beyond the few the links reuse, if any.

@@ -59,8 +59,15 @@ pub(super) struct SourceOp {
     threads: Vec<JoinHandle<(MetricResults, Result<()>)>>,
     /// Where partial results go, for the lifted CombinePerKey.
     mailbox: Option<Mailbox>,
-    /// Hands emptied batch buffers back to the reader thread, for its next bundles.
-    give_back: Option<SyncSender<Vec<WindowedValue>>>,
+    /// Hands emptied batch buffers back to the reader thread (one per lane when the
+    /// source is split), for its next bundles.
+    give_back: Vec<SyncSender<Vec<WindowedValue>>>,
+    /// The source is split: each lane has its own reader, watermark and end.
+    split: bool,
+    /// Per lane of a split source: its watermark (the source's is the smallest).
+    lane_wm: Vec<i64>,
+    /// Per lane of a split source: its reader has finished.
+    lane_done: Vec<bool>,
     /// Tells the reader thread to stop.
     stop: Arc<AtomicBool>,
     wm: i64,
@@ -77,7 +84,10 @@ impl SourceOp {
             bundles: None,
             next_lane: 0,
             threads: Vec::new(),
-            give_back: None,
+            give_back: Vec::new(),
+            split: false,
+            lane_wm: Vec::new(),
+            lane_done: Vec::new(),
             mailbox: None,
             stop: Arc::new(AtomicBool::new(false)),
             wm: i64::MIN,
@@ -98,12 +108,29 @@ impl SourceOp {
     /// Creates the reader and starts its thread: it reads a bundle at a time, until the
     /// source ends, fails, or the operator stops it. With fused transforms, worker threads
     /// run them on alternate bundles; the lanes (one per worker, or the reader's own) are
-    /// read in turn, so bundles arrive in the order they were read.
+    /// read in turn, so bundles arrive in the order they were read. A source that splits
+    /// is read by the workers themselves (see [`SourceOp::start_split`]).
     fn start(&mut self, name: &str) -> Result<Vec<Receiver<Result<Bundle>>>> {
         let f = self.factory.clone();
         let mut reader: Box<dyn UnboundedSource> = guarded(name, || f())?;
+        if self.chains.len() > 1 {
+            let n = self.chains.len();
+            let parts = guarded(name, || Ok(reader.split(n)))?;
+            if parts.len() > n {
+                return Err(EngineError::user(
+                    name,
+                    format!(
+                        "the source split into {} readers when asked for at most {n}",
+                        parts.len()
+                    ),
+                ));
+            }
+            if parts.len() > 1 {
+                return self.start_split(name, parts);
+            }
+        }
         let (give_back, returned) = sync_channel(RETURNED);
-        self.give_back = Some(give_back.clone());
+        self.give_back = vec![give_back.clone()];
         let spawn_err = |e: std::io::Error| {
             EngineError::user(name, format!("cannot start the source's threads: {e}"))
         };
@@ -167,10 +194,14 @@ impl SourceOp {
                     }
                     let now = wall_clock_ms();
                     pool.extend(returned.try_iter());
-                    let r = read_bundle(&mut *reader, &transform, now, max, &mut pool).map(
-                        |(batches, read, polled)| {
+                    let mut sink = Collect {
+                        pool: &mut pool,
+                        batches: Vec::new(),
+                    };
+                    let r = read_bundle(&mut *reader, &transform, now, max, &mut sink).map(
+                        |(read, polled)| {
                             let raw = Raw {
-                                batches,
+                                batches: sink.batches,
                                 read,
                                 wm_before: wm,
                                 watermark: polled.watermark,
@@ -198,23 +229,162 @@ impl SourceOp {
         self.threads.push(handle);
         Ok(lanes)
     }
+
+    /// Starts one thread per part of a split source, each reading its part and running
+    /// the fused transforms on every batch as soon as it is read (while it is in the
+    /// core's cache, and with no element crossing threads before the pipeline's); each
+    /// sends its bundles down its own lane, with its part's watermark.
+    fn start_split(
+        &mut self,
+        name: &str,
+        readers: Vec<Box<dyn UnboundedSource>>,
+    ) -> Result<Vec<Receiver<Result<Bundle>>>> {
+        let chains = std::mem::take(&mut self.chains);
+        let mut lanes = Vec::with_capacity(readers.len());
+        for (mut reader, mut chain) in readers.into_iter().zip(chains) {
+            let (tx, rx) = sync_channel(1);
+            let (give_back, returned) = sync_channel::<Vec<WindowedValue>>(RETURNED);
+            let (max, stop) = (self.max_bundle_size, self.stop.clone());
+            let transform = name.to_string();
+            let handle = std::thread::Builder::new()
+                .name("beamline-source".into())
+                .spawn(move || {
+                    let mut wm = i64::MIN;
+                    while !stop.load(Ordering::Relaxed) {
+                        let now = wall_clock_ms();
+                        for buf in returned.try_iter() {
+                            chain.recycle(buf);
+                        }
+                        let r = read_fused(&mut *reader, &mut chain, &transform, now, max, wm);
+                        let (idle, last) = match &r {
+                            Ok(b) => (b.read == 0, b.finished),
+                            Err(_) => (false, true),
+                        };
+                        if let Ok(b) = &r {
+                            wm = wm.max(b.watermark);
+                        }
+                        if tx.send(r).is_err() || last {
+                            break;
+                        }
+                        if idle {
+                            std::thread::sleep(WAIT);
+                        }
+                    }
+                    chain.finish()
+                })
+                .map_err(|e| {
+                    EngineError::user(name, format!("cannot start the source's threads: {e}"))
+                })?;
+            self.threads.push(handle);
+            self.give_back.push(give_back);
+            lanes.push(rx);
+        }
+        self.split = true;
+        self.lane_wm = vec![i64::MIN; lanes.len()];
+        self.lane_done = vec![false; lanes.len()];
+        Ok(lanes)
+    }
+}
+
+/// Reads a bundle of a split source's part, running each batch through `chain` as it is
+/// read; `wm` is the part's watermark before the bundle.
+fn read_fused(
+    reader: &mut dyn UnboundedSource,
+    chain: &mut Chain,
+    transform: &str,
+    now: i64,
+    max: usize,
+    wm: i64,
+) -> Result<Bundle> {
+    let mut sink = Fused {
+        chain,
+        batches: Vec::new(),
+        wm,
+        now,
+    };
+    let (read, polled) = read_bundle(reader, transform, now, max, &mut sink)?;
+    let Fused {
+        chain, mut batches, ..
+    } = sink;
+    let partials = if read > 0 {
+        chain.end_bundle(wm, now, &mut batches)?
+    } else {
+        Vec::new()
+    };
+    Ok(Bundle {
+        batches,
+        partials,
+        read,
+        watermark: polled.watermark,
+        finished: polled.finished,
+    })
+}
+
+/// Where [`read_bundle`] puts the batches it reads.
+trait Batches {
+    /// An empty buffer to poll into.
+    fn buffer(&mut self) -> Vec<WindowedValue>;
+    /// Takes a batch the source filled.
+    fn take(&mut self, batch: Vec<WindowedValue>) -> Result<()>;
+    /// Takes back a buffer left empty.
+    fn put_back(&mut self, buf: Vec<WindowedValue>);
+}
+
+/// Keeps the batches as read, for a worker (or the pipeline) to process.
+struct Collect<'a> {
+    pool: &'a mut Vec<Vec<WindowedValue>>,
+    batches: Vec<Vec<WindowedValue>>,
+}
+
+impl Batches for Collect<'_> {
+    fn buffer(&mut self) -> Vec<WindowedValue> {
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+    fn take(&mut self, batch: Vec<WindowedValue>) -> Result<()> {
+        self.batches.push(batch);
+        Ok(())
+    }
+    fn put_back(&mut self, buf: Vec<WindowedValue>) {
+        self.pool.push(buf);
+    }
+}
+
+/// Runs each batch through the fused transforms as soon as it is read.
+struct Fused<'a> {
+    chain: &'a mut Chain,
+    /// What the transforms emitted.
+    batches: Vec<Vec<WindowedValue>>,
+    wm: i64,
+    now: i64,
+}
+
+impl Batches for Fused<'_> {
+    fn buffer(&mut self) -> Vec<WindowedValue> {
+        self.chain.buffer()
+    }
+    fn take(&mut self, batch: Vec<WindowedValue>) -> Result<()> {
+        self.chain.feed(batch, self.wm, self.now, &mut self.batches)
+    }
+    fn put_back(&mut self, buf: Vec<WindowedValue>) {
+        self.chain.recycle(buf);
+    }
 }
 
 /// Reads up to about `max` elements from `reader`, polling it for a batch at a time into
-/// buffers from `pool`: its batches, how many elements they hold, and the last poll's
-/// report.
+/// buffers from `sink`, which takes each batch: how many elements were read, and the
+/// last poll's report.
 fn read_bundle(
     reader: &mut dyn UnboundedSource,
     transform: &str,
     now: i64,
     max: usize,
-    pool: &mut Vec<Vec<WindowedValue>>,
-) -> Result<(Vec<Vec<WindowedValue>>, usize, Polled)> {
-    let mut batches = Vec::with_capacity(max.div_ceil(BATCH));
+    sink: &mut impl Batches,
+) -> Result<(usize, Polled)> {
     let mut read = 0;
     loop {
-        let mut batch = pool.pop().unwrap_or_default();
-        batch.clear();
+        let mut batch = sink.buffer();
         let want = BATCH.min(max - read);
         let polled = guarded(transform, || {
             reader.poll(now, want, &mut SourceOutput::new(&mut batch))
@@ -225,20 +395,19 @@ fn read_bundle(
             // A source that reads more than asked: batches of the usual size all the same.
             let mut elements = batch.drain(..);
             while elements.len() > 0 {
-                let mut chunk = pool.pop().unwrap_or_default();
-                chunk.clear();
+                let mut chunk = sink.buffer();
                 chunk.extend(elements.by_ref().take(BATCH));
-                batches.push(chunk);
+                sink.take(chunk)?;
             }
             drop(elements);
-            pool.push(batch);
+            sink.put_back(batch);
         } else if n > 0 {
-            batches.push(batch);
+            sink.take(batch)?;
         } else {
-            pool.push(batch);
+            sink.put_back(batch);
         }
         if polled.finished || n < want || read >= max {
-            return Ok((batches, read, polled));
+            return Ok((read, polled));
         }
     }
 }
@@ -296,7 +465,13 @@ impl Op for SourceOp {
         if self.bundles.is_none() {
             self.bundles = Some(self.start(cx.name)?);
         }
-        if let Some(give_back) = &self.give_back {
+        let lanes = self.bundles.as_ref().expect("started above");
+        let mut lane = self.next_lane % lanes.len();
+        while self.split && self.lane_done[lane] {
+            // Not all done: the source would have finished.
+            lane = (lane + 1) % lanes.len();
+        }
+        if let Some(give_back) = self.give_back.get(lane % self.give_back.len().max(1)) {
             // Buffers the pipeline emptied return to the thread that fills them, so that
             // neither allocates nor frees one per batch.
             while cx.spare.len() > KEEP_SPARE {
@@ -306,15 +481,13 @@ impl Op for SourceOp {
                 }
             }
         }
-        let lanes = self.bundles.as_ref().expect("started above");
-        let bundles = &lanes[self.next_lane % lanes.len()];
         let Bundle {
             batches,
             partials,
             read,
             watermark,
             finished,
-        } = match bundles.recv_timeout(WAIT) {
+        } = match lanes[lane].recv_timeout(WAIT) {
             Ok(bundle) => bundle?,
             Err(RecvTimeoutError::Timeout) => return Ok(SourceStep::Idle),
             Err(RecvTimeoutError::Disconnected) => {
@@ -324,7 +497,7 @@ impl Op for SourceOp {
                 ))
             }
         };
-        self.next_lane += 1;
+        self.next_lane = lane + 1;
         let mut batches = batches.into_iter();
         if let Some(mut first) = batches.next() {
             super::ops::forward(&mut first, &mut cx.out[0]);
@@ -336,7 +509,20 @@ impl Op for SourceOp {
                 mailbox.lock().deliver(partials);
             }
         }
-        self.wm = self.wm.max(watermark);
+        let finished = if self.split {
+            // A part's end or watermark holds the source back until every part's moves.
+            self.lane_wm[lane] = self.lane_wm[lane].max(watermark);
+            if finished {
+                self.lane_done[lane] = true;
+                self.lane_wm[lane] = END_OF_TIME;
+            }
+            let wm = self.lane_wm.iter().copied().min().unwrap_or(END_OF_TIME);
+            self.wm = self.wm.max(wm);
+            self.lane_done.iter().all(|&d| d)
+        } else {
+            self.wm = self.wm.max(watermark);
+            finished
+        };
         if finished {
             self.finished = true;
             self.wm = END_OF_TIME;
@@ -472,8 +658,12 @@ mod tests {
 
     fn bundle(source: &mut Counter, max: usize) -> (Vec<usize>, usize, Polled) {
         let mut pool = Vec::new();
-        let (batches, read, polled) =
-            super::read_bundle(source, "Numbers", 0, max, &mut pool).unwrap();
+        let mut sink = super::Collect {
+            pool: &mut pool,
+            batches: Vec::new(),
+        };
+        let (read, polled) = super::read_bundle(source, "Numbers", 0, max, &mut sink).unwrap();
+        let batches = sink.batches;
         let mut expected = (source.next - read as i64)..;
         for wv in batches.iter().flatten() {
             assert_eq!(wv.value, Value::I64(expected.next().unwrap()));
@@ -534,6 +724,75 @@ mod tests {
             Ok(_) => panic!("a failing source must fail the job"),
             Err(e) => e.to_string(),
         }
+    }
+
+    /// Splits into one reader more than asked for.
+    struct Greedy;
+
+    impl UnboundedSource for Greedy {
+        fn poll(
+            &mut self,
+            _now: i64,
+            _max: usize,
+            _out: &mut SourceOutput<'_>,
+        ) -> Result<Polled, UserError> {
+            Ok(Polled {
+                watermark: i64::MAX,
+                finished: true,
+            })
+        }
+
+        fn split(&self, n: usize) -> Vec<Box<dyn UnboundedSource>> {
+            (0..=n)
+                .map(|_| Box::new(Greedy) as Box<dyn UnboundedSource>)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_source_splitting_into_more_readers_than_asked_fails_naming_it() {
+        let factory: SourceFactory = Arc::new(|| Ok(Box::new(Greedy) as Box<dyn UnboundedSource>));
+        let pc = |name: &str| PCollectionInfo {
+            name: name.into(),
+            coder: Coder::VarInt,
+            windowing: Default::default(),
+        };
+        let graph = Graph {
+            pcollections: vec![pc("Clicks.out"), pc("Minutes.out")],
+            nodes: vec![
+                Node {
+                    name: "Clicks".into(),
+                    kind: NodeKind::Source { source: factory },
+                    inputs: vec![],
+                    outputs: vec![0],
+                },
+                // Fused after the source: its readers run it.
+                Node {
+                    name: "Minutes".into(),
+                    kind: NodeKind::WindowInto {
+                        window_fn: crate::window::WindowFn::Fixed {
+                            size: 60_000,
+                            offset: 0,
+                        },
+                    },
+                    inputs: vec![0],
+                    outputs: vec![1],
+                },
+            ],
+        };
+        let opts = StreamOptions {
+            virtual_time: false,
+            workers: 2,
+            ..StreamOptions::default()
+        };
+        let err = execute_streaming(&graph, &opts)
+            .err()
+            .expect("an impossible split fails the job")
+            .to_string();
+        assert!(
+            err.contains("Clicks") && err.contains("split into 3 readers when asked for at most 2"),
+            "{err}"
+        );
     }
 
     #[test]
