@@ -322,7 +322,10 @@ mod tests {
         for parts in [2, 3, 5] {
             assert_eq!(read_parts(&g, parts), all, "{parts} parts");
         }
-        assert!(GeneratorReader::new(g).split(1).is_empty(), "one part: no split");
+        assert!(
+            GeneratorReader::new(g).split(1).is_empty(),
+            "one part: no split"
+        );
     }
 
     #[test]
