@@ -159,12 +159,12 @@ impl GeneratorReader {
     fn next_event(&mut self) -> ((i64, i64), i64) {
         let c = &self.config;
         let i = self.next;
-        if i % CHUNK == 0 {
+        if i.is_multiple_of(CHUNK) {
             self.rng = self.seeded.clone();
             self.rng.set_stream(i / CHUNK);
         }
         self.next += 1;
-        if self.next % CHUNK == 0 {
+        if self.next.is_multiple_of(CHUNK) {
             // Past this reader's chunk: on to its next one.
             self.next = self.next.saturating_add((self.parts - 1) * CHUNK);
         }
