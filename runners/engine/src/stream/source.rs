@@ -785,10 +785,10 @@ mod tests {
             workers: 2,
             ..StreamOptions::default()
         };
-        let err = execute_streaming(&graph, &opts)
-            .err()
-            .expect("an impossible split fails the job")
-            .to_string();
+        let err = match execute_streaming(&graph, &opts) {
+            Ok(_) => panic!("an impossible split fails the job"),
+            Err(e) => e.to_string(),
+        };
         assert!(
             err.contains("Clicks") && err.contains("split into 3 readers when asked for at most 2"),
             "{err}"
