@@ -74,8 +74,8 @@ pub fn to_py(py: Python<'_>, v: Value) -> PyResult<Py<PyAny>> {
         Value::F64(f) => f.into_py_any(py)?,
         Value::Str(s) => s.into_py_any(py)?,
         Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
-        Value::Kv(kv) => {
-            let (k, v) = *kv;
+        kv @ (Value::Kv(_) | Value::Pair(_)) => {
+            let (k, v) = kv.into_kv().expect("a key/value pair");
             PyTuple::new(py, [to_py(py, k)?, to_py(py, v)?])?
                 .into_any()
                 .unbind()

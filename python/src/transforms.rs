@@ -172,13 +172,12 @@ impl DoFn for ToKvFn {
         x: DynValue,
         ctx: &mut ProcessContext<'_, '_, (DynValue, DynValue)>,
     ) -> Result<(), UserError> {
-        match x.0 {
-            Value::Kv(kv) => {
-                let (k, v) = *kv;
+        match x.0.try_into_kv() {
+            Ok((k, v)) => {
                 ctx.output((DynValue(k), DynValue(v)));
                 Ok(())
             }
-            other => Err(format!(
+            Err(other) => Err(format!(
                 "expected a (key, value) tuple, got a {} value",
                 other.kind()
             )

@@ -149,12 +149,9 @@ impl<K: Element, V: Element> Element for (K, V) {
     }
     #[inline]
     fn from_value(v: Value) -> Result<Self> {
-        match v {
-            Value::Kv(kv) => {
-                let (k, v) = *kv;
-                Ok((K::from_value(k)?, V::from_value(v)?))
-            }
-            other => Err(mismatch::<Self>(&other)),
+        match v.try_into_kv() {
+            Ok((k, v)) => Ok((K::from_value(k)?, V::from_value(v)?)),
+            Err(other) => Err(mismatch::<Self>(&other)),
         }
     }
 }

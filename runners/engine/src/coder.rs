@@ -138,6 +138,10 @@ impl Coder {
                 kc.encode(&kv.0, out, true)?;
                 vc.encode(&kv.1, out, nested)?;
             }
+            (Coder::Kv(kc, vc), Value::Pair(p)) => {
+                kc.encode(&p.key(), out, true)?;
+                vc.encode(&p.value(), out, nested)?;
+            }
             (Coder::Iterable(ec), Value::List(items)) => {
                 out.extend_from_slice(&(items.len() as i32).to_be_bytes());
                 for item in items {
@@ -309,6 +313,11 @@ fn encode_dynamic(v: &Value, out: &mut Vec<u8>) {
             out.push(6);
             encode_dynamic(&kv.0, out);
             encode_dynamic(&kv.1, out);
+        }
+        Value::Pair(p) => {
+            out.push(6);
+            encode_dynamic(&p.key(), out);
+            encode_dynamic(&p.value(), out);
         }
         Value::List(items) => {
             out.push(7);

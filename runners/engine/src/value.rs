@@ -1,6 +1,7 @@
 //! `Value`: the dynamic element representation every transform in the engine handles.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 
 /// A user value the engine cannot look into, carried as-is between fused transforms.
@@ -62,8 +63,10 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// A UTF-8 string.
     Str(String),
-    /// A key/value pair.
+    /// A key/value pair (of two scalars, [`Value::Pair`] instead: [`Value::kv`] chooses).
     Kv(Box<(Value, Value)>),
+    /// A key/value pair of two scalars, held inline: building one allocates nothing.
+    Pair(ScalarPair),
     /// A sequence (iterables, grouped values).
     List(Vec<Value>),
     /// A user value not yet encoded.
@@ -80,6 +83,7 @@ impl Clone for Value {
             Value::Bytes(b) => Value::Bytes(b.clone()),
             Value::Str(s) => Value::Str(s.clone()),
             Value::Kv(kv) => Value::Kv(kv.clone()),
+            Value::Pair(p) => Value::Pair(*p),
             Value::List(l) => Value::List(l.clone()),
             Value::Opaque(o) => Value::Opaque(o.clone_box()),
         }
@@ -96,6 +100,10 @@ impl PartialEq for Value {
             (Value::Bytes(a), Value::Bytes(b)) => a == b,
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::Kv(a), Value::Kv(b)) => a == b,
+            (Value::Pair(a), Value::Pair(b)) => a == b,
+            (Value::Pair(p), Value::Kv(kv)) | (Value::Kv(kv), Value::Pair(p)) => {
+                p.key() == kv.0 && p.value() == kv.1
+            }
             (Value::List(a), Value::List(b)) => a == b,
             (Value::Opaque(a), Value::Opaque(b)) => {
                 let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -109,10 +117,18 @@ impl PartialEq for Value {
 }
 
 impl Value {
-    /// Builds a key/value pair.
+    /// Builds a key/value pair: inline ([`Value::Pair`]) when both are scalars.
     #[inline]
     pub fn kv(key: Value, value: Value) -> Value {
-        Value::Kv(Box::new((key, value)))
+        match ScalarPair::of(&key, &value) {
+            Some(p) => {
+                // Scalars own nothing: skipping their drop glue saves a call per pair.
+                std::mem::forget(key);
+                std::mem::forget(value);
+                Value::Pair(p)
+            }
+            None => Value::Kv(Box::new((key, value))),
+        }
     }
 
     /// A short name of the variant, for error messages.
@@ -124,18 +140,144 @@ impl Value {
             Value::F64(_) => "double",
             Value::Bytes(_) => "bytes",
             Value::Str(_) => "string",
-            Value::Kv(_) => "kv",
+            Value::Kv(_) | Value::Pair(_) => "kv",
             Value::List(_) => "list",
             Value::Opaque(_) => "opaque user value",
         }
     }
 
-    /// Splits a `Kv` into key and value; `None` for any other variant.
+    /// Splits a key/value pair into key and value; `None` for any other value.
     #[inline]
     pub fn into_kv(self) -> Option<(Value, Value)> {
+        self.try_into_kv().ok()
+    }
+
+    /// Splits a key/value pair into key and value; any other value back as the error.
+    ///
+    /// # Errors
+    /// When the value is not a key/value pair.
+    #[inline]
+    pub fn try_into_kv(self) -> Result<(Value, Value), Value> {
         match self {
-            Value::Kv(kv) => Some(*kv),
+            Value::Kv(kv) => Ok(*kv),
+            Value::Pair(p) => Ok((p.key(), p.value())),
+            other => Err(other),
+        }
+    }
+
+    /// The key and value of a key/value pair, borrowed (or, from a [`Value::Pair`], built:
+    /// scalars cost nothing to build); `None` for any other value.
+    pub fn as_kv(&self) -> Option<(Cow<'_, Value>, Cow<'_, Value>)> {
+        match self {
+            Value::Kv(kv) => Some((Cow::Borrowed(&kv.0), Cow::Borrowed(&kv.1))),
+            Value::Pair(p) => Some((Cow::Owned(p.key()), Cow::Owned(p.value()))),
             _ => None,
         }
+    }
+}
+
+/// Two scalars (null, bool, int64 or double) as a key/value pair, without a heap box:
+/// a kind per side and the payloads' bits. [`Value::kv`] builds one when it can.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScalarPair {
+    /// The key's kind in the low two bits, the value's in the next two.
+    kinds: u8,
+    key: u64,
+    value: u64,
+}
+
+impl ScalarPair {
+    /// The pair of `key` and `value`, when both are scalars.
+    #[inline]
+    pub fn of(key: &Value, value: &Value) -> Option<ScalarPair> {
+        let (kk, key) = scalar_bits(key)?;
+        let (vk, value) = scalar_bits(value)?;
+        Some(ScalarPair {
+            kinds: kk | (vk << 2),
+            key,
+            value,
+        })
+    }
+
+    /// The key.
+    #[inline]
+    pub fn key(&self) -> Value {
+        scalar_value(self.kinds & 3, self.key)
+    }
+
+    /// The value.
+    #[inline]
+    pub fn value(&self) -> Value {
+        scalar_value((self.kinds >> 2) & 3, self.value)
+    }
+}
+
+impl fmt::Debug for ScalarPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("")
+            .field(&self.key())
+            .field(&self.value())
+            .finish()
+    }
+}
+
+/// A scalar's kind (0 null, 1 bool, 2 int64, 3 double) and bits; `None` for others.
+#[inline]
+fn scalar_bits(v: &Value) -> Option<(u8, u64)> {
+    match v {
+        Value::Null => Some((0, 0)),
+        Value::Bool(b) => Some((1, u64::from(*b))),
+        Value::I64(i) => Some((2, *i as u64)),
+        Value::F64(f) => Some((3, f.to_bits())),
+        _ => None,
+    }
+}
+
+#[inline]
+fn scalar_value(kind: u8, bits: u64) -> Value {
+    match kind {
+        0 => Value::Null,
+        1 => Value::Bool(bits != 0),
+        2 => Value::I64(bits as i64),
+        _ => Value::F64(f64::from_bits(bits)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_of_scalars_is_held_inline_and_equals_the_boxed_pair() {
+        assert_eq!(
+            std::mem::size_of::<Value>(),
+            32,
+            "a pair must not grow values"
+        );
+        let scalars = [
+            Value::Null,
+            Value::Bool(true),
+            Value::I64(-7),
+            Value::F64(2.5),
+        ];
+        for k in &scalars {
+            for v in &scalars {
+                let kv = Value::kv(k.clone(), v.clone());
+                assert!(matches!(kv, Value::Pair(_)), "{kv:?}");
+                assert_eq!(kv, Value::Kv(Box::new((k.clone(), v.clone()))));
+                let (bk, bv) = kv.as_kv().unwrap();
+                assert_eq!((&*bk, &*bv), (k, v));
+                assert_eq!(kv.clone().into_kv(), Some((k.clone(), v.clone())));
+                assert_eq!(kv.kind(), "kv");
+            }
+        }
+        let boxed = Value::kv(Value::Str("a".into()), Value::I64(1));
+        assert!(matches!(boxed, Value::Kv(_)));
+        assert_ne!(boxed, Value::kv(Value::I64(1), Value::I64(1)));
+        assert_eq!(
+            format!("{:?}", Value::kv(Value::I64(1), Value::Null)),
+            "Pair((I64(1), Null))"
+        );
+        assert_eq!(Value::I64(3).try_into_kv(), Err(Value::I64(3)));
     }
 }

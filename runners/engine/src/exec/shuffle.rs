@@ -232,9 +232,9 @@ impl ShuffleWriter {
         ahead.clear();
         arena.clear();
         for wv in batch.drain(..) {
-            let (key, value) = match wv.value {
-                Value::Kv(kv) => *kv,
-                other => return Err(not_kv(name, &other)),
+            let (key, value) = match wv.value.try_into_kv() {
+                Ok(kv) => kv,
+                Err(other) => return Err(not_kv(name, &other)),
             };
             let start = arena.len();
             encode_key(&self.key_coder, &key, arena, name)?;
@@ -279,11 +279,11 @@ impl ShuffleWriter {
 
     fn write(&mut self, wv: WindowedValue, name: &str) -> Result<()> {
         if let Mode::Keyed(parts) = &mut self.mode {
-            let Value::Kv(kv) = &wv.value else {
+            let Some((key, value)) = wv.value.as_kv() else {
                 return Err(not_kv(name, &wv.value));
             };
             self.scratch.clear();
-            encode_key(&self.key_coder, &kv.0, &mut self.scratch, name)?;
+            encode_key(&self.key_coder, &key, &mut self.scratch, name)?;
             let p = partition_of(hash_of(&self.scratch));
             match parts {
                 KeyedParts::Mem(parts) => {
@@ -299,7 +299,7 @@ impl ShuffleWriter {
                     let (buf, count) = &mut parts[p];
                     let start = buf.len();
                     buf.extend_from_slice(&self.scratch);
-                    if let Err(source) = value_coder.encode(&kv.1, buf, true) {
+                    if let Err(source) = value_coder.encode(&value, buf, true) {
                         buf.truncate(start);
                         return Err(EngineError::Coder {
                             transform: name.to_string(),
@@ -315,9 +315,9 @@ impl ShuffleWriter {
             }
             return Ok(());
         }
-        let (key, value) = match wv.value {
-            Value::Kv(kv) => *kv,
-            other => return Err(not_kv(name, &other)),
+        let (key, value) = match wv.value.try_into_kv() {
+            Ok(kv) => kv,
+            Err(other) => return Err(not_kv(name, &other)),
         };
         self.scratch.clear();
         encode_key(&self.key_coder, &key, &mut self.scratch, name)?;

@@ -596,9 +596,9 @@ impl Op for GbkOp {
         // One guard for the batch: combines run user code per element.
         panics_guarded(name, || {
             for wv in batch.drain(..) {
-                let (key, value) = match wv.value {
-                    Value::Kv(kv) => *kv,
-                    other => {
+                let (key, value) = match wv.value.try_into_kv() {
+                    Ok(kv) => kv,
+                    Err(other) => {
                         return Err(EngineError::user(
                             name,
                             format!("expected a key/value element, got a {} value", other.kind()),

@@ -226,9 +226,9 @@ impl ParDoOp {
                 let kb = &state_key.0;
                 let entry = st.states.get_mut(&state_key).expect("inserted above");
                 if let Call::Element(wv) = &call {
-                    if let Value::Kv(kv) = &wv.value {
+                    if let Some((key, _)) = wv.value.as_kv() {
                         if entry.key == Value::Null {
-                            entry.key = kv.0.clone();
+                            entry.key = key.into_owned();
                         }
                     }
                 }
@@ -326,27 +326,28 @@ impl ParDoOp {
     }
 
     fn process_ready(&mut self, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
-        let key_bytes =
-            match &mut self.stateful {
-                None => None,
-                Some(st) => {
-                    let Value::Kv(kv) = &wv.value else {
-                        return Err(EngineError::user(
-                            cx.name,
-                            format!(
-                                "stateful ParDo needs key/value elements, got a {} value",
-                                wv.value.kind()
-                            ),
-                        ));
-                    };
-                    Some(st.key_coder.encode_to_vec(&kv.0).map_err(|source| {
-                        EngineError::Coder {
+        let key_bytes = match &mut self.stateful {
+            None => None,
+            Some(st) => {
+                let Some((key, _)) = wv.value.as_kv() else {
+                    return Err(EngineError::user(
+                        cx.name,
+                        format!(
+                            "stateful ParDo needs key/value elements, got a {} value",
+                            wv.value.kind()
+                        ),
+                    ));
+                };
+                Some(
+                    st.key_coder
+                        .encode_to_vec(&key)
+                        .map_err(|source| EngineError::Coder {
                             transform: cx.name.to_string(),
                             source,
-                        }
-                    })?)
-                }
-            };
+                        })?,
+                )
+            }
+        };
         self.call(Call::Element(wv), key_bytes, cx)
     }
 

@@ -137,9 +137,9 @@ impl PreCombine {
         let name = self.name.clone();
         panics_guarded(&name, || {
             for wv in batch.drain(..) {
-                let (key, value) = match wv.value {
-                    Value::Kv(kv) => *kv,
-                    other => {
+                let (key, value) = match wv.value.try_into_kv() {
+                    Ok(kv) => kv,
+                    Err(other) => {
                         return Err(EngineError::user(
                             &self.name,
                             format!("expected a key/value element, got a {} value", other.kind()),
