@@ -146,10 +146,11 @@ fn run_variant_at(
     }
     let start = Instant::now();
     let mut cmd = Command::new(std::env::current_exe()?);
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() && cli.memory_budget.is_none() {
         // Freed memory stays with the process for reuse instead of going back to the OS
         // and being faulted in (and zeroed) again: on these VMs that cost batch workloads
-        // 10-16%. Every variant, references included, runs with it.
+        // 10-16%. Every variant, references included, runs with it; not under a memory
+        // budget, where giving memory back is the point.
         cmd.env("MIMALLOC_PURGE_DELAY", "-1");
     }
     cmd.arg(&cli.workload)
