@@ -188,41 +188,34 @@ impl SourceOp {
             .spawn(move || {
                 let mut wm = i64::MIN;
                 let mut pool: Vec<Vec<WindowedValue>> = Vec::new();
-                for turn in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let now = wall_clock_ms();
-                    pool.extend(returned.try_iter());
-                    let mut sink = Collect {
-                        pool: &mut pool,
-                        batches: Vec::new(),
-                    };
-                    let r = read_bundle(&mut *reader, &transform, now, max, &mut sink).map(
-                        |(read, polled)| {
-                            let raw = Raw {
-                                batches: sink.batches,
-                                read,
-                                wm_before: wm,
-                                watermark: polled.watermark,
-                                finished: polled.finished,
-                                now,
-                            };
-                            wm = wm.max(polled.watermark);
-                            raw
-                        },
-                    );
-                    let (idle, last) = match &r {
-                        Ok(raw) => (raw.read == 0, raw.finished),
-                        Err(_) => (false, true),
-                    };
-                    if !to_lanes[turn % to_lanes.len()].send(r) || last {
-                        break;
-                    }
-                    if idle {
-                        std::thread::sleep(WAIT);
-                    }
-                }
+                let mut turn = 0;
+                poll_until_done(
+                    &stop,
+                    |now| {
+                        pool.extend(returned.try_iter());
+                        let mut sink = Collect {
+                            pool: &mut pool,
+                            batches: Vec::new(),
+                        };
+                        let (read, polled) =
+                            read_bundle(&mut *reader, &transform, now, max, &mut sink)?;
+                        let raw = Raw {
+                            batches: sink.batches,
+                            read,
+                            wm_before: wm,
+                            watermark: polled.watermark,
+                            finished: polled.finished,
+                            now,
+                        };
+                        wm = wm.max(polled.watermark);
+                        Ok(raw)
+                    },
+                    |raw| (raw.read == 0, raw.finished),
+                    |r| {
+                        turn += 1;
+                        to_lanes[(turn - 1) % to_lanes.len()].send(r)
+                    },
+                );
                 (MetricResults::default(), Ok(()))
             })
             .map_err(spawn_err)?;
@@ -250,26 +243,19 @@ impl SourceOp {
                 .name("beamline-source".into())
                 .spawn(move || {
                     let mut wm = i64::MIN;
-                    while !stop.load(Ordering::Relaxed) {
-                        let now = wall_clock_ms();
-                        for buf in returned.try_iter() {
-                            chain.recycle(buf);
-                        }
-                        let r = read_fused(&mut *reader, &mut chain, &transform, now, max, wm);
-                        let (idle, last) = match &r {
-                            Ok(b) => (b.read == 0, b.finished),
-                            Err(_) => (false, true),
-                        };
-                        if let Ok(b) = &r {
+                    poll_until_done(
+                        &stop,
+                        |now| {
+                            for buf in returned.try_iter() {
+                                chain.recycle(buf);
+                            }
+                            let b = read_fused(&mut *reader, &mut chain, &transform, now, max, wm)?;
                             wm = wm.max(b.watermark);
-                        }
-                        if tx.send(r).is_err() || last {
-                            break;
-                        }
-                        if idle {
-                            std::thread::sleep(WAIT);
-                        }
-                    }
+                            Ok(b)
+                        },
+                        |b| (b.read == 0, b.finished),
+                        |r| tx.send(r).is_ok(),
+                    );
                     chain.finish()
                 })
                 .map_err(|e| {
@@ -283,6 +269,30 @@ impl SourceOp {
         self.lane_wm = vec![i64::MIN; lanes.len()];
         self.lane_done = vec![false; lanes.len()];
         Ok(lanes)
+    }
+}
+
+/// Reads bundles with `read` (given the processing time) and hands them to `send` (false
+/// once nobody takes them) until the source ends, fails, or `stop` is set; `status` says
+/// whether a bundle is empty (the next read waits [`WAIT`]) and whether it is the last.
+fn poll_until_done<T>(
+    stop: &AtomicBool,
+    mut read: impl FnMut(i64) -> Result<T>,
+    status: impl Fn(&T) -> (bool, bool),
+    mut send: impl FnMut(Result<T>) -> bool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let r = read(wall_clock_ms());
+        let (idle, last) = match &r {
+            Ok(b) => status(b),
+            Err(_) => (false, true),
+        };
+        if !send(r) || last {
+            break;
+        }
+        if idle {
+            std::thread::sleep(WAIT);
+        }
     }
 }
 
