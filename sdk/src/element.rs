@@ -59,10 +59,11 @@ macro_rules! int_element {
             }
             #[inline]
             fn from_value(v: Value) -> Result<Self> {
-                match v {
-                    Value::I64(i) => Ok(i as $t),
-                    other => Err(mismatch::<Self>(&other)),
+                if let Value::I64(i) = v {
+                    v.release();
+                    return Ok(i as $t);
                 }
+                Err(mismatch::<Self>(&v))
             }
         }
     )*};
@@ -79,10 +80,11 @@ impl Element for f64 {
     }
     #[inline]
     fn from_value(v: Value) -> Result<Self> {
-        match v {
-            Value::F64(f) => Ok(f),
-            other => Err(mismatch::<Self>(&other)),
+        if let Value::F64(f) = v {
+            v.release();
+            return Ok(f);
         }
+        Err(mismatch::<Self>(&v))
     }
 }
 
@@ -96,10 +98,11 @@ impl Element for bool {
     }
     #[inline]
     fn from_value(v: Value) -> Result<Self> {
-        match v {
-            Value::Bool(b) => Ok(b),
-            other => Err(mismatch::<Self>(&other)),
+        if let Value::Bool(b) = v {
+            v.release();
+            return Ok(b);
         }
+        Err(mismatch::<Self>(&v))
     }
 }
 
@@ -134,7 +137,8 @@ impl Element for () {
         Value::Bytes(Vec::new())
     }
     #[inline]
-    fn from_value(_: Value) -> Result<Self> {
+    fn from_value(v: Value) -> Result<Self> {
+        v.release();
         Ok(())
     }
 }

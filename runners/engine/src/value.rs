@@ -158,10 +158,27 @@ impl Value {
     /// When the value is not a key/value pair.
     #[inline]
     pub fn try_into_kv(self) -> Result<(Value, Value), Value> {
+        if let Value::Pair(p) = self {
+            self.release();
+            return Ok((p.key(), p.value()));
+        }
         match self {
             Value::Kv(kv) => Ok(*kv),
-            Value::Pair(p) => Ok((p.key(), p.value())),
             other => Err(other),
+        }
+    }
+
+    /// Drops the value, without a call into its drop code when it owns nothing (null,
+    /// booleans, numbers, scalar pairs): per-element code drops many of those.
+    #[inline(always)]
+    pub fn release(self) {
+        if matches!(
+            self,
+            Value::Null | Value::Bool(_) | Value::I64(_) | Value::F64(_) | Value::Pair(_)
+        ) {
+            std::mem::forget(self);
+        } else {
+            drop(self);
         }
     }
 

@@ -104,7 +104,8 @@ impl CombineFnInvoker for CountFn {
     fn create_accumulator(&self) -> Accumulator {
         Accumulator::new(0i64)
     }
-    fn add_input(&self, acc: &mut Accumulator, _: Value) -> Result<(), UserError> {
+    fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
+        input.release();
         *acc_mut::<i64>(acc)? += 1;
         Ok(())
     }

@@ -121,20 +121,6 @@ fn partition_of(hash: u64) -> usize {
     ((hash >> 32) % PARTITIONS as u64) as usize
 }
 
-/// Drops a value, without a call into its drop code when it owns nothing (most keys and
-/// values of shuffled elements are numbers).
-#[inline(always)]
-fn release(v: Value) {
-    if matches!(
-        v,
-        Value::Null | Value::Bool(_) | Value::I64(_) | Value::F64(_)
-    ) {
-        std::mem::forget(v);
-    } else {
-        drop(v);
-    }
-}
-
 /// The error for an element that is not a key/value pair.
 fn not_kv(name: &str, value: &Value) -> EngineError {
     EngineError::user(
@@ -238,7 +224,7 @@ impl ShuffleWriter {
             };
             let start = arena.len();
             encode_key(&self.key_coder, &key, arena, name)?;
-            release(key);
+            key.release();
             let hash = hash_of(&arena[start..]);
             spill::encode_window(&wv.window, arena);
             if ahead.len() < LOOKAHEAD {
@@ -321,7 +307,7 @@ impl ShuffleWriter {
         };
         self.scratch.clear();
         encode_key(&self.key_coder, &key, &mut self.scratch, name)?;
-        release(key);
+        key.release();
         let hash = hash_of(&self.scratch);
         let p = partition_of(hash);
         match &mut self.mode {
@@ -356,7 +342,7 @@ impl ShuffleWriter {
                             source,
                         })
                 })?;
-                release(value);
+                value.release();
             }
             Mode::Keyed(_) => unreachable!("written above"),
             Mode::Combine(..) => unreachable!("batches are combined by `combine_batch`"),

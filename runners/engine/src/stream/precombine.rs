@@ -149,7 +149,10 @@ impl PreCombine {
                 let i = match (&key, &self.key_coder) {
                     // With the varint coder equal numbers are equal encodings: the key is
                     // encoded once per partial result, not once per element.
-                    (&Value::I64(k), Coder::VarInt) => self.find_int(k, wv.window)?,
+                    (&Value::I64(k), Coder::VarInt) => {
+                        key.release();
+                        self.find_int(k, wv.window)?
+                    }
                     _ => self.find_encoded(key, wv.window)?,
                 };
                 let p = &mut self.parts[i];
