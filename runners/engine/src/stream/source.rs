@@ -56,7 +56,7 @@ pub(super) struct SourceOp {
     next_lane: usize,
     /// The reader and worker threads; they return the fused transforms' metrics and
     /// teardown result.
-    threads: Vec<JoinHandle<(MetricResults, Result<()>)>>,
+    threads: Vec<JoinHandle<ThreadResult>>,
     /// Where partial results go, for the lifted CombinePerKey.
     mailbox: Option<Mailbox>,
     /// Hands emptied batch buffers back to the reader thread (one per lane when the
@@ -131,9 +131,6 @@ impl SourceOp {
         }
         let (give_back, returned) = sync_channel(RETURNED);
         self.give_back = vec![give_back.clone()];
-        let spawn_err = |e: std::io::Error| {
-            EngineError::user(name, format!("cannot start the source's threads: {e}"))
-        };
         // Lanes: where the reader sends each bundle in turn, and where the op reads it.
         let mut to_lanes = Vec::new();
         let mut lanes = Vec::new();
@@ -141,37 +138,34 @@ impl SourceOp {
             let (raw_tx, raw_rx) = sync_channel::<Result<Raw>>(1);
             let (tx, rx) = sync_channel(1);
             let give_back = give_back.clone();
-            let handle = std::thread::Builder::new()
-                .name("beamline-fused".into())
-                .spawn(move || {
-                    while let Ok(raw) = raw_rx.recv() {
-                        let r = raw.and_then(|raw| {
-                            let (batches, partials) = if raw.read > 0 {
-                                chain.run_bundle(raw.batches, raw.wm_before, raw.now)?
-                            } else {
-                                (raw.batches, Vec::new())
-                            };
-                            Ok(Bundle {
-                                batches,
-                                partials,
-                                read: raw.read,
-                                watermark: raw.watermark,
-                                finished: raw.finished,
-                            })
-                        });
-                        // Buffers beyond what the transforms reuse go back to the reader.
-                        while let Some(buf) = chain.surplus() {
-                            if give_back.try_send(buf).is_err() {
-                                break;
-                            }
-                        }
-                        if tx.send(r).is_err() {
+            let handle = spawn(name, "beamline-fused", move || {
+                while let Ok(raw) = raw_rx.recv() {
+                    let r = raw.and_then(|raw| {
+                        let (batches, partials) = if raw.read > 0 {
+                            chain.run_bundle(raw.batches, raw.wm_before, raw.now)?
+                        } else {
+                            (raw.batches, Vec::new())
+                        };
+                        Ok(Bundle {
+                            batches,
+                            partials,
+                            read: raw.read,
+                            watermark: raw.watermark,
+                            finished: raw.finished,
+                        })
+                    });
+                    // Buffers beyond what the transforms reuse go back to the reader.
+                    while let Some(buf) = chain.surplus() {
+                        if give_back.try_send(buf).is_err() {
                             break;
                         }
                     }
-                    chain.finish()
-                })
-                .map_err(spawn_err)?;
+                    if tx.send(r).is_err() {
+                        break;
+                    }
+                }
+                chain.finish()
+            })?;
             self.threads.push(handle);
             to_lanes.push(Lane::Worker(raw_tx));
             lanes.push(rx);
@@ -183,42 +177,39 @@ impl SourceOp {
         }
         let (max, stop) = (self.max_bundle_size, self.stop.clone());
         let transform = name.to_string();
-        let handle = std::thread::Builder::new()
-            .name("beamline-source".into())
-            .spawn(move || {
-                let mut wm = i64::MIN;
-                let mut pool: Vec<Vec<WindowedValue>> = Vec::new();
-                let mut turn = 0;
-                poll_until_done(
-                    &stop,
-                    |now| {
-                        pool.extend(returned.try_iter());
-                        let mut sink = Collect {
-                            pool: &mut pool,
-                            batches: Vec::new(),
-                        };
-                        let (read, polled) =
-                            read_bundle(&mut *reader, &transform, now, max, &mut sink)?;
-                        let raw = Raw {
-                            batches: sink.batches,
-                            read,
-                            wm_before: wm,
-                            watermark: polled.watermark,
-                            finished: polled.finished,
-                            now,
-                        };
-                        wm = wm.max(polled.watermark);
-                        Ok(raw)
-                    },
-                    |raw| (raw.read == 0, raw.finished),
-                    |r| {
-                        turn += 1;
-                        to_lanes[(turn - 1) % to_lanes.len()].send(r)
-                    },
-                );
-                (MetricResults::default(), Ok(()))
-            })
-            .map_err(spawn_err)?;
+        let handle = spawn(name, "beamline-source", move || {
+            let mut wm = i64::MIN;
+            let mut pool: Vec<Vec<WindowedValue>> = Vec::new();
+            let mut turn = 0;
+            poll_until_done(
+                &stop,
+                |now| {
+                    pool.extend(returned.try_iter());
+                    let mut sink = Collect {
+                        pool: &mut pool,
+                        batches: Vec::new(),
+                    };
+                    let (read, polled) =
+                        read_bundle(&mut *reader, &transform, now, max, &mut sink)?;
+                    let raw = Raw {
+                        batches: sink.batches,
+                        read,
+                        wm_before: wm,
+                        watermark: polled.watermark,
+                        finished: polled.finished,
+                        now,
+                    };
+                    wm = wm.max(polled.watermark);
+                    Ok(raw)
+                },
+                |raw| (raw.read == 0, raw.finished),
+                |r| {
+                    turn += 1;
+                    to_lanes[(turn - 1) % to_lanes.len()].send(r)
+                },
+            );
+            (MetricResults::default(), Ok(()))
+        })?;
         self.threads.push(handle);
         Ok(lanes)
     }
@@ -239,28 +230,23 @@ impl SourceOp {
             let (give_back, returned) = sync_channel::<Vec<WindowedValue>>(RETURNED);
             let (max, stop) = (self.max_bundle_size, self.stop.clone());
             let transform = name.to_string();
-            let handle = std::thread::Builder::new()
-                .name("beamline-source".into())
-                .spawn(move || {
-                    let mut wm = i64::MIN;
-                    poll_until_done(
-                        &stop,
-                        |now| {
-                            for buf in returned.try_iter() {
-                                chain.recycle(buf);
-                            }
-                            let b = read_fused(&mut *reader, &mut chain, &transform, now, max, wm)?;
-                            wm = wm.max(b.watermark);
-                            Ok(b)
-                        },
-                        |b| (b.read == 0, b.finished),
-                        |r| tx.send(r).is_ok(),
-                    );
-                    chain.finish()
-                })
-                .map_err(|e| {
-                    EngineError::user(name, format!("cannot start the source's threads: {e}"))
-                })?;
+            let handle = spawn(name, "beamline-source", move || {
+                let mut wm = i64::MIN;
+                poll_until_done(
+                    &stop,
+                    |now| {
+                        for buf in returned.try_iter() {
+                            chain.recycle(buf);
+                        }
+                        let b = read_fused(&mut *reader, &mut chain, &transform, now, max, wm)?;
+                        wm = wm.max(b.watermark);
+                        Ok(b)
+                    },
+                    |b| (b.read == 0, b.finished),
+                    |r| tx.send(r).is_ok(),
+                );
+                chain.finish()
+            })?;
             self.threads.push(handle);
             self.give_back.push(give_back);
             lanes.push(rx);
@@ -270,6 +256,21 @@ impl SourceOp {
         self.lane_done = vec![false; lanes.len()];
         Ok(lanes)
     }
+}
+
+/// What a source's thread returns: the metrics of its fused transforms and their teardown.
+type ThreadResult = (MetricResults, Result<()>);
+
+/// Starts thread `thread` of the source of transform `name`, running `f`.
+fn spawn(
+    name: &str,
+    thread: &str,
+    f: impl FnOnce() -> ThreadResult + Send + 'static,
+) -> Result<JoinHandle<ThreadResult>> {
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(f)
+        .map_err(|e| EngineError::user(name, format!("cannot start the source's threads: {e}")))
 }
 
 /// Reads bundles with `read` (given the processing time) and hands them to `send` (false
