@@ -134,12 +134,13 @@ impl CombineFnInvoker for MeanFn {
     }
     fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
         let a = acc_mut::<(f64, i64)>(acc)?;
-        a.0 += match input {
-            Value::I64(x) => x as f64,
-            Value::F64(x) => x,
+        a.0 += match &input {
+            Value::I64(x) => *x as f64,
+            Value::F64(x) => *x,
             other => return Err(format!("cannot average a {} value", other.kind()).into()),
         };
         a.1 += 1;
+        input.release();
         Ok(())
     }
     fn merge_accumulators(&self, accs: Vec<Accumulator>) -> Result<Accumulator, UserError> {
