@@ -139,6 +139,34 @@ fn writes_fixed_and_runner_chosen_shards() {
 }
 
 #[test]
+fn fixed_shards_share_the_elements_evenly() {
+    // Round robin from a random start: 7 lines over 3 shards are 3, 2 and 2 lines in some
+    // order, every time (random shards would leave one empty now and then).
+    for run in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("even");
+        let p = pipeline();
+        p.apply("Lines", Create::of((0..7).map(|i| format!("row {i}"))))
+            .apply(
+                "Write",
+                WriteToText::new(prefix.to_string_lossy()).with_num_shards(3),
+            );
+        p.run().unwrap();
+        let mut sizes: Vec<usize> = (0..3)
+            .map(|i| {
+                let name = format!("even-{i:05}-of-00003");
+                std::fs::read_to_string(dir.path().join(name))
+                    .unwrap()
+                    .lines()
+                    .count()
+            })
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![2, 2, 3], "run {run}");
+    }
+}
+
+#[test]
 fn empty_input_writes_one_empty_shard() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("empty");

@@ -567,9 +567,15 @@ impl ShardedSink {
         let input = input.apply("GlobalWindow", WindowInto::global());
         let temps = if self.num_shards > 0 {
             let n = self.num_shards as u64;
+            // Round robin from a random start (as Beam's WriteFiles does): every shard gets
+            // an element when there are as many as shards, and none gets more than one
+            // more than another.
+            let next =
+                std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rand::random::<u64>() % n));
             input
                 .map("AssignShard", move |x: T| {
-                    ((rand::random::<u64>() % n) as i64, x)
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ((i % n) as i64, x)
                 })
                 .group_by_key("GroupShards")
                 .apply("WriteShards", ParDo::named(shard_writer(&temp_dir)))
