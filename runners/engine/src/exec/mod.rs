@@ -13,7 +13,9 @@
 //! partition runs through its own DoFn instance (`stateful`).
 //!
 //! Determinism: bundles are cut by data size, never by thread count, and partial results
-//! are merged in bundle order, so results do not depend on the number of threads.
+//! are merged in bundle order, so results do not depend on the number of threads. A
+//! lifted combine pre-combines across the bundles of each of a fixed number of lanes
+//! (bundles dealt round robin, each lane's in order), merged in lane order.
 
 mod combine_table;
 mod grouped;

@@ -192,6 +192,14 @@ impl ShuffleWriter {
         }
     }
 
+    /// Entries in the pre-combine tables; `None` when the writer does not pre-combine.
+    pub(crate) fn pre_combined(&self) -> Option<usize> {
+        match &self.mode {
+            Mode::Combine(_, tables) => Some(tables.iter().map(CombineTable::len).sum()),
+            _ => None,
+        }
+    }
+
     /// Writes a batch of elements, leaving `batch` empty.
     pub(crate) fn write_batch(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
         // Combining calls user code per element: one panic guard for the whole batch.

@@ -48,8 +48,25 @@ enum SinkInstance {
     Shuffle(Box<ShuffleWriter>),
 }
 
-/// Per-bundle output of every sink.
-type BundleOutput = Vec<SinkInstance>;
+/// Per-bundle output of every sink (`None`: a lane kept the sink's pre-combine tables).
+type BundleOutput = Vec<Option<SinkInstance>>;
+
+/// Bundles are dealt round robin to this many lanes. A lane keeps the pre-combine tables
+/// of a lifted CombinePerKey from one of its bundles to the next, so a key seen in many
+/// bundles is merged across the shuffle a few times instead of once per bundle, and
+/// tables are not allocated afresh per bundle (combine-mean 0.86 -> 0.66 s). The number is
+/// fixed, not the thread count, and a lane's bundles are added in order, so results do not
+/// depend on the number of threads; it also caps how many bundles of such a stage run at
+/// once. Eight lanes were slower than four on two cores (twice the tables' fresh pages).
+const LANES: usize = 4;
+
+/// Entries a lane's pre-combine tables hold at most between bundles: past it they are
+/// handed to the merge with the bundle that filled them (bounds memory by lanes times
+/// this, whatever the number of keys).
+const LANE_ENTRIES: usize = 1 << 18;
+
+/// The pre-combining writers a lane keeps between its bundles, by sink.
+type Lane = Vec<Option<Box<ShuffleWriter>>>;
 
 struct Instance {
     ops: Vec<OpInstance>,
@@ -63,6 +80,9 @@ struct Shared<'a> {
     plan: &'a StagePlan,
     side: Vec<Vec<SideInputData>>,
     budget: Option<&'a Budget>,
+    /// Lanes, when the stage pre-combines and has no memory budget (kept tables would not
+    /// be accounted).
+    lanes: Option<Vec<Mutex<Lane>>>,
 }
 
 impl Instance {
@@ -93,14 +113,20 @@ impl Instance {
         })
     }
 
-    fn new_sinks(&mut self, shared: &Shared<'_>) -> Vec<SinkInstance> {
+    /// The sinks of a bundle: the lane's kept writers, new ones for the rest.
+    fn new_sinks(&mut self, shared: &Shared<'_>, lane: &mut Lane) -> Vec<SinkInstance> {
         let mut spare = std::mem::take(&mut self.spare).into_iter();
         shared
             .plan
             .sinks
             .iter()
-            .map(|s| match s {
+            .enumerate()
+            .map(|(i, s)| match s {
                 SinkPlan::Materialize(_) => SinkInstance::Materialize(Vec::new()),
+                SinkPlan::Shuffle { .. } if lane.get(i).is_some_and(Option::is_some) => {
+                    spare.next();
+                    SinkInstance::Shuffle(lane[i].take().expect("checked"))
+                }
                 SinkPlan::Shuffle {
                     node,
                     key_coder,
@@ -140,13 +166,41 @@ impl Instance {
             .collect()
     }
 
-    /// Runs one bundle: its elements go through the ops a batch at a time, in order.
+    /// Runs bundle `index`: its elements go through the ops a batch at a time, in order.
     fn run_bundle(
         &mut self,
         shared: &Shared<'_>,
-        mut bundle: spill::BundleReader,
+        index: usize,
+        bundle: spill::BundleReader,
     ) -> Result<BundleOutput> {
-        let mut sinks = self.new_sinks(shared);
+        let Some(lanes) = &shared.lanes else {
+            let sinks = self.run_sinks(shared, bundle, &mut Vec::new())?;
+            return Ok(sinks.into_iter().map(Some).collect());
+        };
+        let mut lane = lanes[index % LANES].lock();
+        let sinks = self.run_sinks(shared, bundle, &mut lane)?;
+        lane.resize_with(sinks.len(), || None);
+        Ok(sinks
+            .into_iter()
+            .zip(lane.iter_mut())
+            .map(|(sink, kept)| match sink {
+                SinkInstance::Shuffle(w) if w.pre_combined().is_some_and(|n| n <= LANE_ENTRIES) => {
+                    *kept = Some(w);
+                    None
+                }
+                other => Some(other),
+            })
+            .collect())
+    }
+
+    /// Runs a bundle into sinks that start from `lane`'s kept writers.
+    fn run_sinks(
+        &mut self,
+        shared: &Shared<'_>,
+        mut bundle: spill::BundleReader,
+        lane: &mut Lane,
+    ) -> Result<Vec<SinkInstance>> {
+        let mut sinks = self.new_sinks(shared, lane);
         let n = self.ops.len();
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
@@ -426,6 +480,9 @@ impl Merger {
                 .zip(bundle_out)
                 .zip(&mut self.spills)
             {
+                let Some(sink) = sink else {
+                    continue;
+                };
                 match (out, sink) {
                     (SinkOutput::Bundles(b), SinkInstance::Materialize(v)) => {
                         if !v.is_empty() {
@@ -456,11 +513,26 @@ pub(crate) fn run_stage(
     metrics: &mut MetricResults,
     budget: Option<&Budget>,
 ) -> Result<Vec<SinkOutput>> {
+    // A lifted combine's writer pre-combines (merging windows group instead).
+    let pre_combines = plan.sinks.iter().any(|s| match s {
+        SinkPlan::Shuffle { node, .. } => {
+            let n = &graph.nodes[*node];
+            matches!(n.kind, NodeKind::CombinePerKey { .. })
+                && !graph.pcollections[n.inputs[0]]
+                    .windowing
+                    .window_fn
+                    .is_merging()
+        }
+        SinkPlan::Materialize(_) => false,
+    });
+    let lanes = (pre_combines && budget.is_none())
+        .then(|| (0..LANES).map(|_| Mutex::new(Lane::new())).collect());
     let shared = Shared {
         graph,
         plan,
         side,
         budget,
+        lanes,
     };
     let pool: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
     let outputs: Vec<SinkOutput> = plan
@@ -508,13 +580,19 @@ pub(crate) fn run_stage(
     let merged = parking_lot::Condvar::new();
     let queue = Mutex::new(input.into_iter().enumerate());
     let workers = rayon::current_num_threads().max(1);
+    // Bundles of one lane must run one after the other, in order.
+    let in_flight = if shared.lanes.is_some() {
+        workers.min(LANES)
+    } else {
+        workers
+    };
     let work = || loop {
         let Some((i, bundle)) = queue.lock().next() else {
             return;
         };
         {
             let mut m = merger.lock();
-            while m.error.is_none() && i >= m.next + workers {
+            while m.error.is_none() && i >= m.next + in_flight {
                 merged.wait(&mut m);
             }
             if m.error.is_some() {
@@ -528,7 +606,7 @@ pub(crate) fn run_stage(
                 None => Instance::new(&shared),
             }
             .and_then(|mut inst| {
-                let r = inst.run_bundle(&shared, bundle);
+                let r = inst.run_bundle(&shared, i, bundle);
                 // An instance that failed mid-bundle is still torn down, with the others.
                 pool.lock().push(inst);
                 r
@@ -559,9 +637,17 @@ pub(crate) fn run_stage(
             teardown_err.get_or_insert(e);
         }
     }
-    let m = merger.into_inner();
+    let mut m = merger.into_inner();
     if let Some(e) = m.error.or(teardown_err) {
         return Err(e);
+    }
+    // What the lanes kept is merged last, lane by lane.
+    for lane in shared.lanes.into_iter().flatten() {
+        for (out, kept) in m.outputs.iter_mut().zip(lane.into_inner()) {
+            if let (SinkOutput::Shuffle(s), Some(w)) = (out, kept) {
+                s.absorb(*w)?;
+            }
+        }
     }
     Ok(m.outputs)
 }
