@@ -74,7 +74,7 @@ pub fn to_py(py: Python<'_>, v: Value) -> PyResult<Py<PyAny>> {
         Value::F64(f) => f.into_py_any(py)?,
         Value::Str(s) => s.into_py_any(py)?,
         Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
-        kv @ (Value::Kv(_) | Value::Pair(_)) => {
+        kv @ (Value::Kv(_) | Value::Pair(_) | Value::KeyOnly(_)) => {
             let (k, v) = kv.into_kv().expect("a key/value pair");
             PyTuple::new(py, [to_py(py, k)?, to_py(py, v)?])?
                 .into_any()

@@ -142,6 +142,17 @@ impl Coder {
                 kc.encode(&p.key(), out, true)?;
                 vc.encode(&p.value(), out, nested)?;
             }
+            (Coder::Kv(kc, vc), Value::KeyOnly(s)) => {
+                match &**kc {
+                    Coder::StringUtf8 => {
+                        write_varint(s.len() as u64, out);
+                        out.extend_from_slice(s.as_bytes());
+                    }
+                    // Rare (a string key under another coder): build the key once.
+                    kc => kc.encode(&Value::Str(s.clone()), out, true)?,
+                }
+                vc.encode(&Value::Bytes(Vec::new()), out, nested)?;
+            }
             (Coder::Iterable(ec), Value::List(items)) => {
                 out.extend_from_slice(&(items.len() as i32).to_be_bytes());
                 for item in items {
@@ -318,6 +329,12 @@ fn encode_dynamic(v: &Value, out: &mut Vec<u8>) {
             out.push(6);
             encode_dynamic(&p.key(), out);
             encode_dynamic(&p.value(), out);
+        }
+        Value::KeyOnly(s) => {
+            out.push(6);
+            out.push(5);
+            bytes(s.as_bytes(), out);
+            encode_dynamic(&Value::Bytes(Vec::new()), out);
         }
         Value::List(items) => {
             out.push(7);

@@ -67,6 +67,10 @@ pub enum Value {
     Kv(Box<(Value, Value)>),
     /// A key/value pair of two scalars, held inline: building one allocates nothing.
     Pair(ScalarPair),
+    /// A key/value pair of a string key and an empty byte string (what `()` is: an
+    /// element paired with it to be counted or deduplicated), held inline: no box per
+    /// element.
+    KeyOnly(String),
     /// A sequence (iterables, grouped values).
     List(Vec<Value>),
     /// A user value not yet encoded.
@@ -84,6 +88,7 @@ impl Clone for Value {
             Value::Str(s) => Value::Str(s.clone()),
             Value::Kv(kv) => Value::Kv(kv.clone()),
             Value::Pair(p) => Value::Pair(*p),
+            Value::KeyOnly(s) => Value::KeyOnly(s.clone()),
             Value::List(l) => Value::List(l.clone()),
             Value::Opaque(o) => Value::Opaque(o.clone_box()),
         }
@@ -104,6 +109,11 @@ impl PartialEq for Value {
             (Value::Pair(p), Value::Kv(kv)) | (Value::Kv(kv), Value::Pair(p)) => {
                 p.key() == kv.0 && p.value() == kv.1
             }
+            (Value::KeyOnly(a), Value::KeyOnly(b)) => a == b,
+            (Value::KeyOnly(s), Value::Kv(kv)) | (Value::Kv(kv), Value::KeyOnly(s)) => {
+                matches!(&kv.0, Value::Str(k) if k == s)
+                    && matches!(&kv.1, Value::Bytes(b) if b.is_empty())
+            }
             (Value::List(a), Value::List(b)) => a == b,
             (Value::Opaque(a), Value::Opaque(b)) => {
                 let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -117,8 +127,11 @@ impl PartialEq for Value {
 }
 
 impl Value {
-    /// Builds a key/value pair: inline ([`Value::Pair`]) when both are scalars.
-    #[inline]
+    /// Builds a key/value pair: inline when both are scalars ([`Value::Pair`]) or the key
+    /// is a string and the value empty bytes ([`Value::KeyOnly`]), boxed otherwise.
+    // Always inlined: called out of line, its arguments go through memory and are read
+    // back wider than they were written (a stall per pair).
+    #[inline(always)]
     pub fn kv(key: Value, value: Value) -> Value {
         match ScalarPair::of(&key, &value) {
             Some(p) => {
@@ -127,7 +140,13 @@ impl Value {
                 std::mem::forget(value);
                 Value::Pair(p)
             }
-            None => Value::Kv(Box::new((key, value))),
+            None => match (key, value) {
+                (Value::Str(s), Value::Bytes(b)) if b.is_empty() => {
+                    drop(b);
+                    Value::KeyOnly(s)
+                }
+                (key, value) => Value::Kv(Box::new((key, value))),
+            },
         }
     }
 
@@ -140,7 +159,7 @@ impl Value {
             Value::F64(_) => "double",
             Value::Bytes(_) => "bytes",
             Value::Str(_) => "string",
-            Value::Kv(_) | Value::Pair(_) => "kv",
+            Value::Kv(_) | Value::Pair(_) | Value::KeyOnly(_) => "kv",
             Value::List(_) => "list",
             Value::Opaque(_) => "opaque user value",
         }
@@ -164,6 +183,7 @@ impl Value {
         }
         match self {
             Value::Kv(kv) => Ok(*kv),
+            Value::KeyOnly(s) => Ok((Value::Str(s), Value::Bytes(Vec::new()))),
             other => Err(other),
         }
     }
@@ -183,11 +203,16 @@ impl Value {
     }
 
     /// The key and value of a key/value pair, borrowed (or, from a [`Value::Pair`], built:
-    /// scalars cost nothing to build); `None` for any other value.
+    /// scalars cost nothing to build; from a [`Value::KeyOnly`], the key is copied);
+    /// `None` for any other value.
     pub fn as_kv(&self) -> Option<(Cow<'_, Value>, Cow<'_, Value>)> {
         match self {
             Value::Kv(kv) => Some((Cow::Borrowed(&kv.0), Cow::Borrowed(&kv.1))),
             Value::Pair(p) => Some((Cow::Owned(p.key()), Cow::Owned(p.value()))),
+            Value::KeyOnly(s) => Some((
+                Cow::Owned(Value::Str(s.clone())),
+                Cow::Owned(Value::Bytes(Vec::new())),
+            )),
             _ => None,
         }
     }
@@ -288,6 +313,20 @@ mod tests {
                 assert_eq!(kv.kind(), "kv");
             }
         }
+        let unit = || Value::Bytes(Vec::new());
+        let key_only = Value::kv(Value::Str("w".into()), unit());
+        assert!(matches!(key_only, Value::KeyOnly(_)), "{key_only:?}");
+        let boxed_key_only = Value::Kv(Box::new((Value::Str("w".into()), unit())));
+        assert_eq!(key_only, boxed_key_only);
+        assert_eq!(boxed_key_only, key_only);
+        assert_ne!(key_only, Value::kv(Value::Str("v".into()), unit()));
+        let other_value = Value::kv(Value::Str("w".into()), Value::Bytes(vec![0]));
+        assert!(matches!(other_value, Value::Kv(_)));
+        assert_ne!(key_only, other_value);
+        assert_eq!(key_only.kind(), "kv");
+        let (k, v) = key_only.as_kv().unwrap();
+        assert_eq!((&*k, &*v), (&Value::Str("w".into()), &unit()));
+        assert_eq!(key_only.try_into_kv(), Ok((Value::Str("w".into()), unit())));
         let boxed = Value::kv(Value::Str("a".into()), Value::I64(1));
         assert!(matches!(boxed, Value::Kv(_)));
         assert_ne!(boxed, Value::kv(Value::I64(1), Value::I64(1)));

@@ -398,7 +398,7 @@ pub(crate) fn value_size(v: &Value) -> usize {
     std::mem::size_of::<Value>()
         + match v {
             Value::Bytes(b) => b.capacity(),
-            Value::Str(s) => s.capacity(),
+            Value::Str(s) | Value::KeyOnly(s) => s.capacity(),
             Value::Kv(kv) => value_size(&kv.0) + value_size(&kv.1),
             Value::List(items) => {
                 items.iter().map(value_size).sum::<usize>()
