@@ -131,20 +131,9 @@ impl<'g> Executor<'g> {
 
     fn run(mut self) -> Result<MetricResults> {
         for unit in &self.plan.order {
-            let t0 = std::time::Instant::now();
             match *unit {
                 Unit::Stage(s) => self.run_stage(s)?,
                 Unit::Node(n) => self.run_node(n)?,
-            }
-            if std::env::var_os("TIMING").is_some() {
-                eprintln!(
-                    "TIMING {:?} {:?}",
-                    match *unit {
-                        Unit::Stage(s) => format!("stage {s}"),
-                        Unit::Node(n) => self.graph.nodes[n].name.clone(),
-                    },
-                    t0.elapsed()
-                );
             }
         }
         Ok(self.metrics)
@@ -291,15 +280,7 @@ impl<'g> Executor<'g> {
 
 /// Cuts elements into up to 64 bundles (each at most [`MAX_RESHUFFLE_BUNDLE`] elements).
 fn reshuffle(elements: Vec<WindowedValue>) -> Bundles {
-    let size = elements
-        .len()
-        .div_ceil(
-            std::env::var("NB")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(64),
-        )
-        .clamp(1, MAX_RESHUFFLE_BUNDLE);
+    let size = elements.len().div_ceil(64).clamp(1, MAX_RESHUFFLE_BUNDLE);
     let mut out = Vec::with_capacity(elements.len() / size + 1);
     let mut it = elements.into_iter().peekable();
     while it.peek().is_some() {
