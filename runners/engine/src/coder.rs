@@ -96,10 +96,11 @@ impl Coder {
     ///
     /// # Errors
     /// [`CoderError::Mismatch`] when `v` is not a value this coder encodes.
-    #[inline]
+    #[inline(always)]
     pub fn encode(&self, v: &Value, out: &mut Vec<u8>, nested: bool) -> CResult<()> {
-        // The most common scalars are encoded inline at the call site (keys of every
-        // shuffled element); everything else goes through the general encoder.
+        // The most common scalars are encoded inline at the call site (keys and values of
+        // every shuffled element: always, as a plain hint left it out of line there);
+        // everything else goes through the general encoder.
         match (self, v) {
             (Coder::VarInt, Value::I64(i)) => {
                 write_varint(*i as u64, out);

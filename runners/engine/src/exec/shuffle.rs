@@ -130,6 +130,7 @@ fn not_kv(name: &str, value: &Value) -> EngineError {
 }
 
 /// Appends the encoding of `key` to `out`.
+#[inline(always)]
 fn encode_key(coder: &Coder, key: &Value, out: &mut Vec<u8>, name: &str) -> Result<()> {
     coder
         .encode(key, out, true)
