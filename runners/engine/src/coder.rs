@@ -470,14 +470,18 @@ pub fn write_varint(mut v: u64, out: &mut Vec<u8>) {
 /// [`CoderError::Eof`] if the input ends early, [`CoderError::Invalid`] past 10 bytes.
 #[inline]
 pub fn read_varint(input: &mut &[u8]) -> CResult<u64> {
-    // Most varints (lengths, small numbers) are one byte.
-    if let Some((&b, rest)) = input.split_first() {
-        if b < 0x80 {
-            *input = rest;
-            return Ok(u64::from(b));
+    // Most varints (lengths, small numbers) are one byte; numbers below 16384 two.
+    match **input {
+        [b, ..] if b < 0x80 => {
+            *input = &input[1..];
+            Ok(u64::from(b))
         }
+        [b, c, ..] if c < 0x80 => {
+            *input = &input[2..];
+            Ok(u64::from(b & 0x7f) | u64::from(c) << 7)
+        }
+        _ => read_varint_slow(input),
     }
-    read_varint_slow(input)
 }
 
 fn read_varint_slow(input: &mut &[u8]) -> CResult<u64> {
@@ -719,6 +723,22 @@ impl WindowedValueCoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varints_of_every_length_round_trip_and_truncated_ones_fail() {
+        let mut values = vec![0u64, 1, 127, 128, 255, 16_383, 16_384, 1 << 21, u64::MAX];
+        values.extend((0..64).map(|s| 1u64 << s));
+        for v in values {
+            let mut out = Vec::new();
+            write_varint(v, &mut out);
+            out.push(0xAB);
+            let mut input = &out[..];
+            assert_eq!(read_varint(&mut input).unwrap(), v);
+            assert_eq!(input, &[0xAB], "{v} leaves the next byte");
+            let mut truncated = &out[..out.len() - 2];
+            assert!(read_varint(&mut truncated).is_err(), "{v} cut short");
+        }
+    }
 
     #[test]
     fn opaque_bytes_round_trip_nested() {
