@@ -281,12 +281,12 @@ impl<'b, O: Element> ProcessContext<'_, 'b, O> {
     /// Emits to the main output with the input's timestamp and window.
     #[inline]
     pub fn output(&mut self, value: O) {
-        self.emit(0, value.into_value(), self.timestamp);
+        self.emit(0, value, self.timestamp);
     }
 
     /// Emits to the main output with another timestamp.
     pub fn output_with_timestamp(&mut self, value: O, timestamp: Timestamp) {
-        self.emit(0, value.into_value(), timestamp);
+        self.emit(0, value, timestamp);
     }
 
     /// Emits to an additional output.
@@ -295,7 +295,7 @@ impl<'b, O: Element> ProcessContext<'_, 'b, O> {
     /// When the tag was not declared with `with_outputs`.
     pub fn output_to<U: Element>(&mut self, tag: &TupleTag<U>, value: U) -> Result<(), UserError> {
         let i = self.names.tag_index(&tag.name)?;
-        self.emit(i, value.into_value(), self.timestamp);
+        self.emit(i, value, self.timestamp);
         Ok(())
     }
 
@@ -304,17 +304,16 @@ impl<'b, O: Element> ProcessContext<'_, 'b, O> {
         self.inner.output(tag, wv);
     }
 
+    /// Emits `value` on output `tag`, converted once the output buffer is at hand.
     #[inline(always)]
-    fn emit(&mut self, tag: usize, value: beamline_engine::Value, timestamp: Timestamp) {
-        self.inner.output(
-            tag,
-            WindowedValue {
-                value,
-                timestamp,
-                window: self.window,
-                pane: self.pane,
-            },
-        );
+    fn emit<U: Element>(&mut self, tag: usize, value: U, timestamp: Timestamp) {
+        let (window, pane) = (self.window, self.pane);
+        self.inner.output_with(tag, move || WindowedValue {
+            value: value.into_value(),
+            timestamp,
+            window,
+            pane,
+        });
     }
 
     /// Event timestamp of the element.

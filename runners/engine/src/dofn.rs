@@ -180,6 +180,29 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Emits the element `make` builds on output `tag`, building it only once the output
+    /// buffer is at hand: an element built before that call into the emitter is stored
+    /// field by field across the call and read back whole, a store-forwarding stall per
+    /// element.
+    #[inline(always)]
+    pub fn output_with(&mut self, tag: usize, make: impl FnOnce() -> WindowedValue) {
+        if self.error.is_none() {
+            let r = match self.emitter.buffer(tag) {
+                Ok(Some(buf)) => {
+                    // Room first, then the element written in place (`push` builds it
+                    // before its own growth check, in a temporary, and copies it over).
+                    buf.extend(std::iter::once_with(make));
+                    Ok(())
+                }
+                Ok(None) => self.emitter.emit(tag, make()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                self.error = Some(e);
+            }
+        }
+    }
+
     /// Emits every element of `batch` on output `tag`, leaving it empty: a buffering
     /// emitter takes the whole buffer when it holds nothing yet, so a transform that
     /// rewrote its input in place hands it on without a copy.
