@@ -218,11 +218,12 @@ impl Value {
     }
 }
 
-/// Two scalars (null, bool, int64 or double) as a key/value pair, without a heap box:
-/// a kind per side and the payloads' bits. [`Value::kv`] builds one when it can.
+/// Two scalars (null, bool, int64, double, or the unit value `()`: empty bytes) as a
+/// key/value pair, without a heap box: a kind per side and the payloads' bits.
+/// [`Value::kv`] builds one when it can.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ScalarPair {
-    /// The key's kind in the low two bits, the value's in the next two.
+    /// The key's kind in the low three bits, the value's in the next three.
     kinds: u8,
     key: u64,
     value: u64,
@@ -235,7 +236,7 @@ impl ScalarPair {
         let (kk, key) = scalar_bits(key)?;
         let (vk, value) = scalar_bits(value)?;
         Some(ScalarPair {
-            kinds: kk | (vk << 2),
+            kinds: kk | (vk << 3),
             key,
             value,
         })
@@ -244,13 +245,13 @@ impl ScalarPair {
     /// The key.
     #[inline]
     pub fn key(&self) -> Value {
-        scalar_value(self.kinds & 3, self.key)
+        scalar_value(self.kinds & 7, self.key)
     }
 
     /// The value.
     #[inline]
     pub fn value(&self) -> Value {
-        scalar_value((self.kinds >> 2) & 3, self.value)
+        scalar_value(self.kinds >> 3, self.value)
     }
 }
 
@@ -263,7 +264,9 @@ impl fmt::Debug for ScalarPair {
     }
 }
 
-/// A scalar's kind (0 null, 1 bool, 2 int64, 3 double) and bits; `None` for others.
+/// A scalar's kind (0 null, 1 bool, 2 int64, 3 double, 4 unit) and bits; `None` for
+/// others. The unit value `()` is empty bytes; only unallocated ones count (a pair's
+/// parts are forgotten, not dropped).
 #[inline]
 fn scalar_bits(v: &Value) -> Option<(u8, u64)> {
     match v {
@@ -271,6 +274,7 @@ fn scalar_bits(v: &Value) -> Option<(u8, u64)> {
         Value::Bool(b) => Some((1, u64::from(*b))),
         Value::I64(i) => Some((2, *i as u64)),
         Value::F64(f) => Some((3, f.to_bits())),
+        Value::Bytes(b) if b.capacity() == 0 => Some((4, 0)),
         _ => None,
     }
 }
@@ -281,7 +285,8 @@ fn scalar_value(kind: u8, bits: u64) -> Value {
         0 => Value::Null,
         1 => Value::Bool(bits != 0),
         2 => Value::I64(bits as i64),
-        _ => Value::F64(f64::from_bits(bits)),
+        3 => Value::F64(f64::from_bits(bits)),
+        _ => Value::Bytes(Vec::new()),
     }
 }
 
@@ -301,6 +306,7 @@ mod tests {
             Value::Bool(true),
             Value::I64(-7),
             Value::F64(2.5),
+            Value::Bytes(Vec::new()),
         ];
         for k in &scalars {
             for v in &scalars {
@@ -327,6 +333,10 @@ mod tests {
         let (k, v) = key_only.as_kv().unwrap();
         assert_eq!((&*k, &*v), (&Value::Str("w".into()), &unit()));
         assert_eq!(key_only.try_into_kv(), Ok((Value::Str("w".into()), unit())));
+        // Empty bytes with room allocated are not a unit: the pair keeps them, boxed.
+        let roomy = Value::kv(Value::I64(1), Value::Bytes(Vec::with_capacity(4)));
+        assert!(matches!(roomy, Value::Kv(_)));
+        assert_eq!(roomy, Value::kv(Value::I64(1), Value::Bytes(Vec::new())));
         let boxed = Value::kv(Value::Str("a".into()), Value::I64(1));
         assert!(matches!(boxed, Value::Kv(_)));
         assert_ne!(boxed, Value::kv(Value::I64(1), Value::I64(1)));
