@@ -23,6 +23,9 @@ pub trait Element: Clone + Send + Sync + 'static {
     fn from_value(v: Value) -> Result<Self>;
 }
 
+// Cold and out of line: conversions are inlined per element, their error path is not.
+#[cold]
+#[inline(never)]
 pub(crate) fn mismatch<T>(v: &Value) -> Error {
     Error::TypeMismatch {
         expected: std::any::type_name::<T>(),
@@ -53,11 +56,11 @@ macro_rules! int_element {
             fn coder() -> Coder {
                 Coder::VarInt
             }
-            #[inline]
+            #[inline(always)]
             fn into_value(self) -> Value {
                 Value::I64(self as i64)
             }
-            #[inline]
+            #[inline(always)]
             fn from_value(v: Value) -> Result<Self> {
                 if let Value::I64(i) = v {
                     v.release();
@@ -74,11 +77,11 @@ impl Element for f64 {
     fn coder() -> Coder {
         Coder::Double
     }
-    #[inline]
+    #[inline(always)]
     fn into_value(self) -> Value {
         Value::F64(self)
     }
-    #[inline]
+    #[inline(always)]
     fn from_value(v: Value) -> Result<Self> {
         if let Value::F64(f) = v {
             v.release();
@@ -92,11 +95,11 @@ impl Element for bool {
     fn coder() -> Coder {
         Coder::Bool
     }
-    #[inline]
+    #[inline(always)]
     fn into_value(self) -> Value {
         Value::Bool(self)
     }
-    #[inline]
+    #[inline(always)]
     fn from_value(v: Value) -> Result<Self> {
         if let Value::Bool(b) = v {
             v.release();
@@ -132,11 +135,11 @@ impl Element for () {
     fn coder() -> Coder {
         Coder::Bytes
     }
-    #[inline]
+    #[inline(always)]
     fn into_value(self) -> Value {
         Value::Bytes(Vec::new())
     }
-    #[inline]
+    #[inline(always)]
     fn from_value(v: Value) -> Result<Self> {
         v.release();
         Ok(())
@@ -147,11 +150,11 @@ impl<K: Element, V: Element> Element for (K, V) {
     fn coder() -> Coder {
         Coder::Kv(Box::new(K::coder()), Box::new(V::coder()))
     }
-    #[inline]
+    #[inline(always)]
     fn into_value(self) -> Value {
         Value::kv(self.0.into_value(), self.1.into_value())
     }
-    #[inline]
+    #[inline(always)]
     fn from_value(v: Value) -> Result<Self> {
         match v.try_into_kv() {
             Ok((k, v)) => Ok((K::from_value(k)?, V::from_value(v)?)),
