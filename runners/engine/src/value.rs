@@ -189,16 +189,18 @@ impl Value {
     }
 
     /// Drops the value, without a call into its drop code when it owns nothing (null,
-    /// booleans, numbers, scalar pairs): per-element code drops many of those.
+    /// booleans, numbers, scalar pairs) or a single buffer (strings, bytes): per-element
+    /// code drops many of those.
     #[inline(always)]
     pub fn release(self) {
-        if matches!(
-            self,
-            Value::Null | Value::Bool(_) | Value::I64(_) | Value::F64(_) | Value::Pair(_)
-        ) {
-            std::mem::forget(self);
-        } else {
-            drop(self);
+        match self {
+            // Strings and bytes free their buffer directly, not through `Value`'s drop code.
+            Value::Str(s) | Value::KeyOnly(s) => drop(s),
+            Value::Bytes(b) => drop(b),
+            Value::Null | Value::Bool(_) | Value::I64(_) | Value::F64(_) | Value::Pair(_) => {
+                std::mem::forget(self)
+            }
+            other => drop(other),
         }
     }
 
