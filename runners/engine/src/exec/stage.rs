@@ -124,6 +124,7 @@ impl Instance {
             .map(|(i, s)| match s {
                 SinkPlan::Materialize(_) => SinkInstance::Materialize(Vec::new()),
                 SinkPlan::Shuffle { .. } if lane.get(i).is_some_and(Option::is_some) => {
+                    // Spare buffers go by sink position: skip this sink's.
                     spare.next();
                     SinkInstance::Shuffle(lane[i].take().expect("checked"))
                 }
