@@ -63,36 +63,21 @@ impl Trigger {
 
     /// Fresh per-window state for this trigger.
     pub fn new_state(&self) -> TriggerState {
-        let mut next = 0;
-        self.state_with_ids(&mut next)
+        TriggerState(smallvec::smallvec![0; self.nodes()])
     }
 
-    fn state_with_ids(&self, next: &mut u32) -> TriggerState {
-        let id = *next;
-        *next += 1;
-        match self {
-            Trigger::AfterWatermark { early, late } => TriggerState::Watermark {
-                id,
-                is_late: false,
-                early: early.as_ref().map(|t| Box::new(t.state_with_ids(next))),
-                late: late.as_ref().map(|t| Box::new(t.state_with_ids(next))),
-            },
-            Trigger::Repeatedly(t) => TriggerState::Nested(vec![t.state_with_ids(next)]),
-            Trigger::AfterAny(ts) | Trigger::AfterAll(ts) => {
-                TriggerState::Nested(ts.iter().map(|t| t.state_with_ids(next)).collect())
+    /// Nodes in the tree; a node's id is its place in preorder, and its state slot.
+    fn nodes(&self) -> usize {
+        1 + match self {
+            Trigger::AfterWatermark { early, late } => {
+                early.as_ref().map_or(0, |t| t.nodes()) + late.as_ref().map_or(0, |t| t.nodes())
             }
-            Trigger::OrFinally(a, b) => {
-                TriggerState::Nested(vec![a.state_with_ids(next), b.state_with_ids(next)])
+            Trigger::Repeatedly(t) => t.nodes(),
+            Trigger::AfterAny(ts) | Trigger::AfterAll(ts) | Trigger::AfterEach(ts) => {
+                ts.iter().map(Trigger::nodes).sum()
             }
-            Trigger::AfterEach(ts) => TriggerState::Each {
-                index: 0,
-                subs: ts.iter().map(|t| t.state_with_ids(next)).collect(),
-            },
-            _ => TriggerState::Leaf {
-                id,
-                count: 0,
-                has_timer: false,
-            },
+            Trigger::OrFinally(a, b) => a.nodes() + b.nodes(),
+            _ => 0,
         }
     }
 }
@@ -106,38 +91,32 @@ pub enum Domain {
     ProcessingTime,
 }
 
-/// Per-window state of a trigger tree.
-#[derive(Clone, Debug)]
-pub enum TriggerState {
-    /// Default, Always, Never, AfterCount, AfterProcessingTime.
-    Leaf {
-        /// Node id (names its timers).
-        id: u32,
-        /// Elements counted (AfterCount).
-        count: i64,
-        /// A processing-time timer is pending (AfterProcessingTime).
-        has_timer: bool,
-    },
-    /// AfterWatermark.
-    Watermark {
-        /// Node id.
-        id: u32,
-        /// The on-time pane fired.
-        is_late: bool,
-        /// State of the early trigger.
-        early: Option<Box<TriggerState>>,
-        /// State of the late trigger.
-        late: Option<Box<TriggerState>>,
-    },
-    /// Repeatedly, AfterAny, AfterAll, OrFinally.
-    Nested(Vec<TriggerState>),
-    /// AfterEach.
-    Each {
-        /// Current subtrigger.
-        index: usize,
-        /// Subtrigger states.
-        subs: Vec<TriggerState>,
-    },
+/// Per-window state of a trigger tree: one number per node, by node id (preorder), kept
+/// inline so a window's trigger state costs no allocation of its own.
+///
+/// What the number means depends on the node: AfterCount counts elements,
+/// AfterProcessingTime is 1 while its timer is pending, AfterWatermark is 1 once the
+/// on-time pane fired, AfterEach holds the index of the running subtrigger; the others
+/// keep nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TriggerState(smallvec::SmallVec<[i64; 6]>);
+
+/// Node ids of a node's children: the first follows the node, each next one follows the
+/// subtree before it.
+fn children<'t>(
+    id: usize,
+    ts: impl IntoIterator<Item = &'t Trigger>,
+) -> impl Iterator<Item = (&'t Trigger, usize)> {
+    ts.into_iter().scan(id + 1, |next, t| {
+        let at = *next;
+        *next += t.nodes();
+        Some((t, at))
+    })
+}
+
+/// Node ids of AfterWatermark's early and late subtriggers.
+fn watermark_children(id: usize, early: &Option<Box<Trigger>>) -> (usize, usize) {
+    (id + 1, id + 1 + early.as_ref().map_or(0, |t| t.nodes()))
 }
 
 /// A timer requested by a trigger: (domain, trigger node id) to timestamp.
@@ -184,24 +163,6 @@ impl TriggerContext<'_> {
     }
 }
 
-fn leaf(s: &mut TriggerState) -> (&mut u32, &mut i64, &mut bool) {
-    match s {
-        TriggerState::Leaf {
-            id,
-            count,
-            has_timer,
-        } => (id, count, has_timer),
-        _ => unreachable!("trigger and state trees have the same shape"),
-    }
-}
-
-fn nested(s: &mut TriggerState) -> &mut Vec<TriggerState> {
-    match s {
-        TriggerState::Nested(v) => v,
-        _ => unreachable!("trigger and state trees have the same shape"),
-    }
-}
-
 /// Window end used by triggers (exclusive end; global window: its max timestamp + 1).
 fn end_of(w: &crate::Window) -> i64 {
     w.max_timestamp() + 1
@@ -216,58 +177,54 @@ pub fn on_elements(
     n: i64,
     cx: &mut TriggerContext<'_>,
 ) {
+    elements_at(t, 0, &mut s.0, w, n, cx);
+}
+
+fn elements_at(
+    t: &Trigger,
+    id: usize,
+    s: &mut [i64],
+    w: &crate::Window,
+    n: i64,
+    cx: &mut TriggerContext<'_>,
+) {
     match t {
-        Trigger::Default => {
-            let id = *leaf(s).0;
-            cx.set_timer(Domain::Watermark, id, end_of(w));
-        }
+        Trigger::Default => cx.set_timer(Domain::Watermark, id as u32, end_of(w)),
         Trigger::Always | Trigger::Never => {}
-        Trigger::AfterCount(_) => *leaf(s).1 += n,
+        Trigger::AfterCount(_) => s[id] += n,
         Trigger::AfterProcessingTime(delay) => {
-            let (id, _, has_timer) = leaf(s);
-            if !*has_timer {
-                let id = *id;
-                *has_timer = true;
+            if s[id] == 0 {
+                s[id] = 1;
                 let at = cx.now + delay;
-                cx.set_timer(Domain::ProcessingTime, id, at);
+                cx.set_timer(Domain::ProcessingTime, id as u32, at);
             }
         }
         Trigger::AfterWatermark { early, late } => {
-            let TriggerState::Watermark {
-                id,
-                is_late,
-                early: es,
-                late: ls,
-            } = s
-            else {
-                unreachable!()
-            };
-            if *is_late && late.is_some() {
-                on_elements(late.as_ref().unwrap(), ls.as_mut().unwrap(), w, n, cx);
-            } else {
-                cx.set_timer(Domain::Watermark, *id, end_of(w));
-                if let (Some(e), Some(es)) = (early, es) {
-                    on_elements(e, es, w, n, cx);
+            let (early_id, late_id) = watermark_children(id, early);
+            match (s[id] != 0, late) {
+                (true, Some(l)) => elements_at(l, late_id, s, w, n, cx),
+                _ => {
+                    cx.set_timer(Domain::Watermark, id as u32, end_of(w));
+                    if let Some(e) = early {
+                        elements_at(e, early_id, s, w, n, cx);
+                    }
                 }
             }
         }
-        Trigger::Repeatedly(u) => on_elements(u, &mut nested(s)[0], w, n, cx),
+        Trigger::Repeatedly(u) => elements_at(u, id + 1, s, w, n, cx),
         Trigger::AfterAny(ts) | Trigger::AfterAll(ts) => {
-            for (t, s) in ts.iter().zip(nested(s)) {
-                on_elements(t, s, w, n, cx);
+            for (t, at) in children(id, ts) {
+                elements_at(t, at, s, w, n, cx);
             }
         }
         Trigger::OrFinally(a, b) => {
-            let subs = nested(s);
-            on_elements(a, &mut subs[0], w, n, cx);
-            on_elements(b, &mut subs[1], w, n, cx);
+            for (t, at) in children(id, [&**a, &**b]) {
+                elements_at(t, at, s, w, n, cx);
+            }
         }
         Trigger::AfterEach(ts) => {
-            let TriggerState::Each { index, subs } = s else {
-                unreachable!()
-            };
-            if *index < ts.len() {
-                on_elements(&ts[*index], &mut subs[*index], w, n, cx);
+            if let Some((t, at)) = children(id, ts).nth(s[id] as usize) {
+                elements_at(t, at, s, w, n, cx);
             }
         }
     }
@@ -282,68 +239,55 @@ pub fn should_fire(
     w: &crate::Window,
     cx: &mut TriggerContext<'_>,
 ) -> bool {
+    fire_at(t, 0, &mut s.0, domain, ts, w, cx)
+}
+
+fn fire_at(
+    t: &Trigger,
+    id: usize,
+    s: &mut [i64],
+    domain: Domain,
+    ts: i64,
+    w: &crate::Window,
+    cx: &mut TriggerContext<'_>,
+) -> bool {
     match t {
         Trigger::Default => {
             let fire = ts >= end_of(w);
             if fire {
-                let id = *leaf(s).0;
-                cx.clear_timer(Domain::Watermark, id);
+                cx.clear_timer(Domain::Watermark, id as u32);
             }
             fire
         }
         Trigger::Always => true,
         Trigger::Never => false,
-        Trigger::AfterCount(n) => *leaf(s).1 >= *n,
+        Trigger::AfterCount(n) => s[id] >= *n,
         Trigger::AfterProcessingTime(_) => domain == Domain::ProcessingTime,
         Trigger::AfterWatermark { early, late } => {
-            let TriggerState::Watermark {
-                id,
-                is_late,
-                early: es,
-                late: ls,
-            } = s
-            else {
-                unreachable!()
-            };
-            if *is_late && late.is_some() {
-                should_fire(
-                    late.as_ref().unwrap(),
-                    ls.as_mut().unwrap(),
-                    domain,
-                    ts,
-                    w,
-                    cx,
-                )
-            } else if ts >= end_of(w) {
-                cx.clear_timer(Domain::Watermark, *id);
-                true
-            } else if let (Some(e), Some(es)) = (early, es) {
-                should_fire(e, es, domain, ts, w, cx)
-            } else {
-                false
+            let (early_id, late_id) = watermark_children(id, early);
+            match (s[id] != 0, late, early) {
+                (true, Some(l), _) => fire_at(l, late_id, s, domain, ts, w, cx),
+                _ if ts >= end_of(w) => {
+                    cx.clear_timer(Domain::Watermark, id as u32);
+                    true
+                }
+                (_, _, Some(e)) => fire_at(e, early_id, s, domain, ts, w, cx),
+                _ => false,
             }
         }
-        Trigger::Repeatedly(u) => should_fire(u, &mut nested(s)[0], domain, ts, w, cx),
-        Trigger::AfterAny(ts_) => ts_
-            .iter()
-            .zip(nested(s))
-            .any(|(t, s)| should_fire(t, s, domain, ts, w, cx)),
+        Trigger::Repeatedly(u) => fire_at(u, id + 1, s, domain, ts, w, cx),
+        Trigger::AfterAny(subs) => {
+            children(id, subs).any(|(t, at)| fire_at(t, at, s, domain, ts, w, cx))
+        }
         Trigger::OrFinally(a, b) => {
-            let subs = nested(s);
-            let (first, second) = subs.split_at_mut(1);
-            should_fire(a, &mut first[0], domain, ts, w, cx)
-                || should_fire(b, &mut second[0], domain, ts, w, cx)
+            children(id, [&**a, &**b]).any(|(t, at)| fire_at(t, at, s, domain, ts, w, cx))
         }
-        Trigger::AfterAll(ts_) => ts_
-            .iter()
-            .zip(nested(s))
-            .all(|(t, s)| should_fire(t, s, domain, ts, w, cx)),
-        Trigger::AfterEach(ts_) => {
-            let TriggerState::Each { index, subs } = s else {
-                unreachable!()
-            };
-            *index < ts_.len() && should_fire(&ts_[*index], &mut subs[*index], domain, ts, w, cx)
+        Trigger::AfterAll(subs) => {
+            children(id, subs).all(|(t, at)| fire_at(t, at, s, domain, ts, w, cx))
         }
+        Trigger::AfterEach(subs) => children(id, subs)
+            .nth(s[id] as usize)
+            .is_some_and(|(t, at)| fire_at(t, at, s, domain, ts, w, cx)),
     }
 }
 
@@ -355,127 +299,123 @@ pub fn on_fire(
     w: &crate::Window,
     cx: &mut TriggerContext<'_>,
 ) -> bool {
+    fired_at(t, 0, &mut s.0, ts, w, cx)
+}
+
+fn fired_at(
+    t: &Trigger,
+    id: usize,
+    s: &mut [i64],
+    ts: i64,
+    w: &crate::Window,
+    cx: &mut TriggerContext<'_>,
+) -> bool {
     match t {
         Trigger::Default | Trigger::Always => false,
         Trigger::Never | Trigger::AfterCount(_) | Trigger::AfterProcessingTime(_) => true,
         Trigger::AfterWatermark { early, late } => {
-            let TriggerState::Watermark {
-                is_late,
-                early: es,
-                late: ls,
-                ..
-            } = s
-            else {
-                unreachable!()
-            };
-            if *is_late && late.is_some() {
-                on_fire(late.as_ref().unwrap(), ls.as_mut().unwrap(), ts, w, cx)
-            } else if ts >= end_of(w) {
-                *is_late = true;
-                late.is_none()
-            } else {
-                if let (Some(e), Some(es)) = (early, es) {
-                    on_fire(e, es, ts, w, cx);
+            let (early_id, late_id) = watermark_children(id, early);
+            match (s[id] != 0, late) {
+                (true, Some(l)) => fired_at(l, late_id, s, ts, w, cx),
+                _ if ts >= end_of(w) => {
+                    s[id] = 1;
+                    late.is_none()
                 }
-                false
+                _ => {
+                    if let Some(e) = early {
+                        fired_at(e, early_id, s, ts, w, cx);
+                    }
+                    false
+                }
             }
         }
         Trigger::Repeatedly(u) => {
-            let sub = &mut nested(s)[0];
-            if on_fire(u, sub, ts, w, cx) {
-                reset(u, sub, cx);
+            if fired_at(u, id + 1, s, ts, w, cx) {
+                reset_at(u, id + 1, s, cx);
             }
             false
         }
         Trigger::AfterAny(subs) | Trigger::AfterAll(subs) => {
             let any = matches!(t, Trigger::AfterAny(_));
-            let mut finished = Vec::new();
-            for (t, s) in subs.iter().zip(nested(s)) {
-                // Beam Python asks the subtriggers in the watermark domain here.
-                if should_fire(t, s, Domain::Watermark, ts, w, cx) {
-                    finished.push(on_fire(t, s, ts, w, cx));
-                }
-            }
-            if any {
-                finished.iter().any(|f| *f)
-            } else {
-                finished.iter().all(|f| *f)
-            }
+            fired_subs(children(id, subs), any, s, ts, w, cx)
         }
-        Trigger::OrFinally(a, b) => {
-            let subs = nested(s);
-            let mut finished = false;
-            for (t, s) in [a.as_ref(), b.as_ref()].into_iter().zip(subs.iter_mut()) {
-                if should_fire(t, s, Domain::Watermark, ts, w, cx) {
-                    finished |= on_fire(t, s, ts, w, cx);
+        Trigger::OrFinally(a, b) => fired_subs(children(id, [&**a, &**b]), true, s, ts, w, cx),
+        Trigger::AfterEach(subs) => {
+            let index = s[id] as usize;
+            match children(id, subs).nth(index) {
+                Some((t, at)) => {
+                    if fired_at(t, at, s, ts, w, cx) {
+                        s[id] += 1;
+                    }
+                    s[id] as usize == subs.len()
                 }
-            }
-            finished
-        }
-        Trigger::AfterEach(ts_) => {
-            let TriggerState::Each { index, subs } = s else {
-                unreachable!()
-            };
-            if *index < ts_.len() {
-                if on_fire(&ts_[*index], &mut subs[*index], ts, w, cx) {
-                    *index += 1;
-                }
-                *index == ts_.len()
-            } else {
-                false
+                None => false,
             }
         }
     }
 }
 
+/// Fires the subtriggers that are ready (asked in the watermark domain, as Beam Python
+/// does); finished when any (`any`) or all of the fired ones finished.
+fn fired_subs<'t>(
+    subs: impl Iterator<Item = (&'t Trigger, usize)>,
+    any: bool,
+    s: &mut [i64],
+    ts: i64,
+    w: &crate::Window,
+    cx: &mut TriggerContext<'_>,
+) -> bool {
+    let (mut fired, mut finished) = (0, 0);
+    for (t, at) in subs {
+        if fire_at(t, at, s, Domain::Watermark, ts, w, cx) {
+            fired += 1;
+            finished += usize::from(fired_at(t, at, s, ts, w, cx));
+        }
+    }
+    if any {
+        finished > 0
+    } else {
+        finished == fired
+    }
+}
+
 /// Resets the trigger after a firing of an enclosing Repeatedly.
 pub fn reset(t: &Trigger, s: &mut TriggerState, cx: &mut TriggerContext<'_>) {
+    reset_at(t, 0, &mut s.0, cx);
+}
+
+fn reset_at(t: &Trigger, id: usize, s: &mut [i64], cx: &mut TriggerContext<'_>) {
     match t {
-        Trigger::Default => {
-            let id = *leaf(s).0;
-            cx.clear_timer(Domain::Watermark, id);
-        }
+        Trigger::Default => cx.clear_timer(Domain::Watermark, id as u32),
         Trigger::Always | Trigger::Never => {}
-        Trigger::AfterCount(_) => *leaf(s).1 = 0,
-        Trigger::AfterProcessingTime(_) => *leaf(s).2 = false,
+        Trigger::AfterCount(_) | Trigger::AfterProcessingTime(_) => s[id] = 0,
         Trigger::AfterWatermark { early, late } => {
-            let TriggerState::Watermark {
-                is_late,
-                early: es,
-                late: ls,
-                ..
-            } = s
-            else {
-                unreachable!()
-            };
+            let (early_id, late_id) = watermark_children(id, early);
             if late.is_some() {
-                *is_late = false;
+                s[id] = 0;
             }
-            if let (Some(e), Some(es)) = (early, es) {
-                reset(e, es, cx);
+            if let Some(e) = early {
+                reset_at(e, early_id, s, cx);
             }
-            if let (Some(l), Some(ls)) = (late, ls) {
-                reset(l, ls, cx);
+            if let Some(l) = late {
+                reset_at(l, late_id, s, cx);
             }
         }
-        Trigger::Repeatedly(u) => reset(u, &mut nested(s)[0], cx),
+        Trigger::Repeatedly(u) => reset_at(u, id + 1, s, cx),
         Trigger::AfterAny(ts) | Trigger::AfterAll(ts) => {
-            for (t, s) in ts.iter().zip(nested(s)) {
-                reset(t, s, cx);
+            for (t, at) in children(id, ts) {
+                reset_at(t, at, s, cx);
             }
         }
         Trigger::OrFinally(a, b) => {
-            let subs = nested(s);
-            reset(a, &mut subs[0], cx);
-            reset(b, &mut subs[1], cx);
+            for (t, at) in children(id, [&**a, &**b]) {
+                reset_at(t, at, s, cx);
+            }
         }
         Trigger::AfterEach(ts) => {
-            let TriggerState::Each { index, subs } = s else {
-                unreachable!()
-            };
-            *index = 0;
-            for (t, s) in ts.iter().zip(subs) {
-                reset(t, s, cx);
+            s[id] = 0;
+            for (t, at) in children(id, ts) {
+                reset_at(t, at, s, cx);
             }
         }
     }

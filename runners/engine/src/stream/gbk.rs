@@ -6,6 +6,7 @@
 //! are computed as Beam does. Combines keep one accumulator per pane (lifted) unless
 //! accumulating panes would need to copy an accumulator that cannot be copied.
 
+use super::due::DueIndex;
 use super::keys::{KeyBytes, KeyTable};
 use super::ops::{Op, OpCx};
 use super::pane::{AddCx, Contents, WinState, Windows};
@@ -21,7 +22,7 @@ use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
 use crate::window::{merge_intervals, Window, WindowedValue};
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 struct KeyState {
@@ -52,11 +53,12 @@ struct Panes {
     staged_keys: Vec<KeyBytes>,
     /// Windows that received elements in the current bundle, in order of first arrival.
     touched: Vec<(KeyBytes, Window)>,
-    timers: [BTreeSet<(i64, KeyBytes, Window)>; 2],
+    /// Windows with trigger timers, per domain. Cleared timers stay; firing skips them.
+    timers: [DueIndex; 2],
     holds: BTreeMap<i64, usize>,
     /// Windows by the watermark past which they expire (end + allowed lateness), so
     /// garbage collection looks only at windows that are due.
-    expiry: BTreeSet<(i64, KeyBytes, Window)>,
+    expiry: DueIndex,
     dropped: i64,
 }
 
@@ -78,12 +80,12 @@ fn open_window(
     windowing: &Windowing,
     combine: Option<&dyn CombineFnInvoker>,
     lifted: bool,
-    expiry: &mut BTreeSet<(i64, KeyBytes, Window)>,
+    expiry: &mut DueIndex,
     kb: &KeyBytes,
     w: Window,
 ) -> WinState {
     let expires = end_of(&w).saturating_add(windowing.allowed_lateness);
-    expiry.insert((expires, kb.clone(), w));
+    expiry.push(expires, kb.clone(), w);
     WinState::new(&windowing.trigger, combine, lifted)
 }
 
@@ -121,9 +123,9 @@ impl GbkOp {
                 keys: KeyTable::default(),
                 staged_keys: Vec::new(),
                 touched: Vec::new(),
-                timers: [BTreeSet::new(), BTreeSet::new()],
+                timers: Default::default(),
                 holds: BTreeMap::new(),
-                expiry: BTreeSet::new(),
+                expiry: DueIndex::default(),
                 dropped: 0,
             },
         }
@@ -372,7 +374,7 @@ impl Panes {
             }
             for t in &ws.trig.timers {
                 if !ws.trig.indexed.contains(t) {
-                    self.timers[domain_slot(t.domain)].insert((t.timestamp, kb.clone(), w));
+                    self.timers[domain_slot(t.domain)].push(t.timestamp, kb.clone(), w);
                 }
             }
             ws.trig.indexed.clone_from(&ws.trig.timers);
@@ -480,7 +482,7 @@ impl Panes {
                     ws.nonspeculative = 0;
                     ks.windows.insert(to, ws);
                     let exp = end_of(&to).saturating_add(self.windowing.allowed_lateness);
-                    self.expiry.insert((exp, kb.clone(), to));
+                    self.expiry.push(exp, kb.clone(), to);
                 }
             }
         }
@@ -492,46 +494,57 @@ impl Panes {
 
     fn fire_timers(&mut self, domain: Domain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
         let slot = domain_slot(domain);
-        while let Some(first) = self.timers[slot].first().cloned() {
-            if first.0 > until {
-                break;
+        while let Some((ts, mut due)) = self.timers[slot].pop_due(|t| t <= until) {
+            for (kb, w) in due.drain(..) {
+                self.fire_timer(domain, ts, &kb, w, cx)?;
             }
-            self.timers[slot].remove(&first);
-            let (ts, kb, w) = first;
-            let Some(ws) = self.keys.get_mut(&kb).and_then(|k| k.windows.get_mut(&w)) else {
-                continue;
+            self.timers[slot].recycle(due);
+        }
+        Ok(())
+    }
+
+    /// Fires the `domain` timer at `ts` of `(kb, w)`, if it is still set.
+    fn fire_timer(
+        &mut self,
+        domain: Domain,
+        ts: i64,
+        kb: &KeyBytes,
+        w: Window,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        let Some(ws) = self.keys.get_mut(kb).and_then(|k| k.windows.get_mut(&w)) else {
+            return Ok(());
+        };
+        // No longer in the index: the same timer set again must be indexed again.
+        ws.trig
+            .indexed
+            .retain(|t| !(t.domain == domain && t.timestamp == ts));
+        let Some(pos) = ws
+            .trig
+            .timers
+            .iter()
+            .position(|t| t.domain == domain && t.timestamp == ts)
+        else {
+            return Ok(());
+        };
+        ws.trig.timers.remove(pos);
+        if ws.tombstone {
+            return Ok(());
+        }
+        let trigger = &self.windowing.trigger;
+        let mut tcx = TriggerContext {
+            timers: &mut ws.trig.timers,
+            now: cx.now,
+        };
+        let fire = trigger::should_fire(trigger, &mut ws.trig.state, domain, ts, &w, &mut tcx);
+        let finished = fire && trigger::on_fire(trigger, &mut ws.trig.state, ts, &w, &mut tcx);
+        self.index_timers(kb, w);
+        if fire {
+            let (out_wm, ontime) = match domain {
+                Domain::Watermark => (ts, true),
+                Domain::ProcessingTime => (ts.min(cx.output_watermark), false),
             };
-            // No longer in the index: the same timer set again must be indexed again.
-            ws.trig
-                .indexed
-                .retain(|t| !(t.domain == domain && t.timestamp == ts));
-            let Some(pos) = ws
-                .trig
-                .timers
-                .iter()
-                .position(|t| t.domain == domain && t.timestamp == ts)
-            else {
-                continue;
-            };
-            ws.trig.timers.remove(pos);
-            if ws.tombstone {
-                continue;
-            }
-            let trigger = &self.windowing.trigger;
-            let mut tcx = TriggerContext {
-                timers: &mut ws.trig.timers,
-                now: cx.now,
-            };
-            let fire = trigger::should_fire(trigger, &mut ws.trig.state, domain, ts, &w, &mut tcx);
-            let finished = fire && trigger::on_fire(trigger, &mut ws.trig.state, ts, &w, &mut tcx);
-            self.index_timers(&kb, w);
-            if fire {
-                let (out_wm, ontime) = match domain {
-                    Domain::Watermark => (ts, true),
-                    Domain::ProcessingTime => (ts.min(cx.output_watermark), false),
-                };
-                self.output(&kb, w, finished, out_wm, ontime, cx)?;
-            }
+            self.output(kb, w, finished, out_wm, ontime, cx)?;
         }
         Ok(())
     }
@@ -540,42 +553,46 @@ impl Panes {
     /// no pane emitted yet fires a final pane (Beam's closing behaviour), then its state is
     /// dropped (later data for it is dropped as too late).
     fn collect_garbage(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
-        let lateness = self.windowing.allowed_lateness;
         // Windows expire once the watermark passes end + allowed lateness.
-        let mut due = Vec::new();
-        while self
-            .expiry
-            .first()
-            .is_some_and(|e| wm == END_OF_TIME || e.0 < wm)
-        {
-            due.extend(self.expiry.pop_first());
-        }
         let mut recheck = Vec::new();
-        for entry in due {
-            let (_, kb, w) = &entry;
-            let Some(ws) = self.keys.get(kb).and_then(|ks| ks.windows.get(w)) else {
-                continue; // merged away or already collected
-            };
-            if ws.trig.timers.iter().any(|t| t.domain == Domain::Watermark) {
-                // A pending event-time timer keeps the window until it fires.
-                recheck.push(entry);
-                continue;
+        while let Some((at, mut due)) = self.expiry.pop_due(|t| wm == END_OF_TIME || t < wm) {
+            for (kb, w) in due.drain(..) {
+                if self.expire(&kb, w, cx)? {
+                    recheck.push((at, kb, w));
+                }
             }
-            if !ws.tombstone && ws.pending > 0 {
-                let out_wm = end_of(w).saturating_add(lateness).max(end_of(w));
-                self.output(kb, *w, true, out_wm, true, cx)?;
-            }
-            let ks = self.keys.get_mut(kb).expect("checked above");
-            let hold = ks.windows.remove(w).and_then(|ws| ws.hold);
-            if ks.windows.is_empty() {
-                self.keys.remove(kb);
-            }
-            if let Some(h) = hold {
-                remove_hold(&mut self.holds, h);
-            }
+            self.expiry.recycle(due);
         }
-        self.expiry.extend(recheck);
+        for (at, kb, w) in recheck {
+            self.expiry.push(at, kb, w);
+        }
         Ok(())
+    }
+
+    /// Expires window `w` of key `kb` (see [`Panes::collect_garbage`]) unless an
+    /// event-time timer is pending; true when it is kept for that.
+    fn expire(&mut self, kb: &KeyBytes, w: Window, cx: &mut OpCx<'_>) -> Result<bool> {
+        let Some(ws) = self.keys.get(kb).and_then(|ks| ks.windows.get(&w)) else {
+            return Ok(false); // merged away or already collected
+        };
+        if ws.trig.timers.iter().any(|t| t.domain == Domain::Watermark) {
+            // A pending event-time timer keeps the window until it fires.
+            return Ok(true);
+        }
+        if !ws.tombstone && ws.pending > 0 {
+            let lateness = self.windowing.allowed_lateness;
+            let out_wm = end_of(&w).saturating_add(lateness).max(end_of(&w));
+            self.output(kb, w, true, out_wm, true, cx)?;
+        }
+        let ks = self.keys.get_mut(kb).expect("checked above");
+        let hold = ks.windows.remove(&w).and_then(|ws| ws.hold);
+        if ks.windows.is_empty() {
+            self.keys.remove(kb);
+        }
+        if let Some(h) = hold {
+            remove_hold(&mut self.holds, h);
+        }
+        Ok(false)
     }
 }
 

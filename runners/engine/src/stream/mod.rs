@@ -11,6 +11,7 @@
 
 pub(crate) mod batch;
 mod chain;
+mod due;
 mod gbk;
 mod keys;
 mod ops;

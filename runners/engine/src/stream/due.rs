@@ -1,0 +1,78 @@
+//! Keys and windows by the time they fall due (trigger timers, window expiry). Entries
+//! that share a time (a window's end is the same for every key) go into one list, so
+//! adding one is a push, not a sorted insert among all the others.
+
+use super::keys::KeyBytes;
+use crate::window::Window;
+use std::collections::btree_map::{BTreeMap, Entry};
+
+/// The entries of one time, in order of insertion.
+pub(super) type DueList = Vec<(KeyBytes, Window)>;
+
+/// Most emptied lists kept for reuse.
+const MAX_SPARE: usize = 16;
+
+/// `(key, window)` entries by due time; within a time, in order of insertion. An entry
+/// may be stale or repeated: whoever takes it checks that it still applies.
+#[derive(Default)]
+pub(super) struct DueIndex {
+    by_time: BTreeMap<i64, DueList>,
+    spare: Vec<DueList>,
+}
+
+impl DueIndex {
+    /// Adds `(kb, w)`, due at `at`.
+    pub(super) fn push(&mut self, at: i64, kb: KeyBytes, w: Window) {
+        match self.by_time.entry(at) {
+            Entry::Occupied(e) => e.into_mut().push((kb, w)),
+            Entry::Vacant(e) => {
+                let mut list = self.spare.pop().unwrap_or_default();
+                list.push((kb, w));
+                e.insert(list);
+            }
+        }
+    }
+
+    /// Removes and returns the entries of the earliest time, if `is_due` says that time is due.
+    pub(super) fn pop_due(&mut self, is_due: impl Fn(i64) -> bool) -> Option<(i64, DueList)> {
+        let first = self.by_time.first_entry()?;
+        is_due(*first.key()).then(|| first.remove_entry())
+    }
+
+    /// Keeps an emptied list for the next time.
+    pub(super) fn recycle(&mut self, mut list: DueList) {
+        if self.spare.len() < MAX_SPARE {
+            list.clear();
+            self.spare.push(list);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_come_out_by_time_then_in_insertion_order() {
+        let w = |s: i64| Window::Interval {
+            start: s,
+            end: s + 10,
+        };
+        let (a, b) = (KeyBytes::new(b"a"), KeyBytes::new(b"b"));
+        let mut due = DueIndex::default();
+        due.push(20, b.clone(), w(10));
+        due.push(10, b.clone(), w(0));
+        due.push(20, a.clone(), w(10));
+        due.push(10, a.clone(), w(0));
+        assert!(
+            due.pop_due(|t| t < 10).is_none(),
+            "nothing is due before 10"
+        );
+        let (t, list) = due.pop_due(|t| t <= 20).unwrap();
+        assert_eq!((t, list), (10, vec![(b.clone(), w(0)), (a.clone(), w(0))]));
+        let (t, list) = due.pop_due(|t| t <= 20).unwrap();
+        assert_eq!((t, list.clone()), (20, vec![(b, w(10)), (a, w(10))]));
+        due.recycle(list);
+        assert!(due.pop_due(|_| true).is_none());
+    }
+}
