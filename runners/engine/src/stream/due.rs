@@ -16,19 +16,45 @@ const MAX_SPARE: usize = 16;
 /// may be stale or repeated: whoever takes it checks that it still applies.
 #[derive(Default)]
 pub(super) struct DueIndex {
-    by_time: BTreeMap<i64, DueList>,
+    by_time: BTreeMap<i64, Due>,
     spare: Vec<DueList>,
+}
+
+/// The entries of one time, and how many of them may still apply.
+struct Due {
+    live: usize,
+    list: DueList,
 }
 
 impl DueIndex {
     /// Adds `(kb, w)`, due at `at`.
     pub(super) fn push(&mut self, at: i64, kb: KeyBytes, w: Window) {
         match self.by_time.entry(at) {
-            Entry::Occupied(e) => e.into_mut().push((kb, w)),
+            Entry::Occupied(e) => {
+                let due = e.into_mut();
+                due.live += 1;
+                due.list.push((kb, w));
+            }
             Entry::Vacant(e) => {
                 let mut list = self.spare.pop().unwrap_or_default();
                 list.push((kb, w));
-                e.insert(list);
+                e.insert(Due { live: 1, list });
+            }
+        }
+    }
+
+    /// Notes that one entry due at `at` no longer applies (its window is gone); a time
+    /// whose entries all went stale is dropped before it falls due, so the entries of
+    /// expired windows do not pile up until then (processing-time timers may be far off).
+    ///
+    /// Each entry may be forgotten once at most, and only while its time is indexed.
+    pub(super) fn forget(&mut self, at: i64) {
+        if let Entry::Occupied(mut e) = self.by_time.entry(at) {
+            let due = e.get_mut();
+            due.live = due.live.saturating_sub(1);
+            if due.live == 0 {
+                let list = e.remove().list;
+                self.recycle(list);
             }
         }
     }
@@ -36,7 +62,10 @@ impl DueIndex {
     /// Removes and returns the entries of the earliest time, if `is_due` says that time is due.
     pub(super) fn pop_due(&mut self, is_due: impl Fn(i64) -> bool) -> Option<(i64, DueList)> {
         let first = self.by_time.first_entry()?;
-        is_due(*first.key()).then(|| first.remove_entry())
+        is_due(*first.key()).then(|| {
+            let (at, due) = first.remove_entry();
+            (at, due.list)
+        })
     }
 
     /// Keeps an emptied list for the next time.
@@ -73,6 +102,22 @@ mod tests {
         let (t, list) = due.pop_due(|t| t <= 20).unwrap();
         assert_eq!((t, list.clone()), (20, vec![(b, w(10)), (a, w(10))]));
         due.recycle(list);
+        assert!(due.pop_due(|_| true).is_none());
+    }
+
+    #[test]
+    fn a_time_whose_entries_were_all_forgotten_is_dropped() {
+        let w = Window::Interval { start: 0, end: 10 };
+        let (a, b) = (KeyBytes::new(b"a"), KeyBytes::new(b"b"));
+        let mut due = DueIndex::default();
+        due.push(5, a.clone(), w);
+        due.push(5, b.clone(), w);
+        due.push(7, a.clone(), w);
+        due.forget(5);
+        due.forget(9); // no such time: nothing happens
+        let (t, list) = due.pop_due(|_| true).unwrap();
+        assert_eq!((t, list.len()), (5, 2), "one entry of 5 may still apply");
+        due.forget(7);
         assert!(due.pop_due(|_| true).is_none());
     }
 }

@@ -585,12 +585,18 @@ impl Panes {
             self.output(kb, w, true, out_wm, true, cx)?;
         }
         let ks = self.keys.get_mut(kb).expect("checked above");
-        let hold = ks.windows.remove(&w).and_then(|ws| ws.hold);
+        let Some(ws) = ks.windows.remove(&w) else {
+            return Ok(false);
+        };
         if ks.windows.is_empty() {
             self.keys.remove(kb);
         }
-        if let Some(h) = hold {
+        if let Some(h) = ws.hold {
             remove_hold(&mut self.holds, h);
+        }
+        // Its timers in the index will not apply.
+        for t in &ws.trig.indexed {
+            self.timers[domain_slot(t.domain)].forget(t.timestamp);
         }
         Ok(false)
     }
