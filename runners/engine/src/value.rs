@@ -175,7 +175,7 @@ impl Value {
     ///
     /// # Errors
     /// When the value is not a key/value pair.
-    #[inline]
+    #[inline(always)]
     pub fn try_into_kv(self) -> Result<(Value, Value), Value> {
         if let Value::Pair(p) = self {
             self.release();
@@ -245,13 +245,13 @@ impl ScalarPair {
     }
 
     /// The key.
-    #[inline]
+    #[inline(always)]
     pub fn key(&self) -> Value {
         scalar_value(self.kinds & 7, self.key)
     }
 
     /// The value.
-    #[inline]
+    #[inline(always)]
     pub fn value(&self) -> Value {
         scalar_value(self.kinds >> 3, self.value)
     }
@@ -281,7 +281,7 @@ fn scalar_bits(v: &Value) -> Option<(u8, u64)> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn scalar_value(kind: u8, bits: u64) -> Value {
     match kind {
         0 => Value::Null,

@@ -156,6 +156,7 @@ impl GeneratorReader {
     }
 
     /// The next event: key, sequence number and event timestamp.
+    #[inline(always)]
     fn next_event(&mut self) -> ((i64, i64), i64) {
         let c = &self.config;
         let i = self.next;
@@ -201,9 +202,16 @@ impl UnboundedSource for GeneratorReader {
         }
         let mut n = 0;
         while n < max && self.next < bound {
-            let ((k, seq), ts) = self.next_event();
-            out.push(Value::kv(Value::I64(k), Value::I64(seq)), ts);
-            n += 1;
+            // A run of events within the current chunk, added as one: its length known,
+            // each event is written straight into the batch.
+            let run = (max - n)
+                .min((CHUNK - self.next % CHUNK) as usize)
+                .min((bound - self.next).try_into().unwrap_or(usize::MAX));
+            out.extend((0..run).map(|_| {
+                let ((k, seq), ts) = self.next_event();
+                (Value::kv(Value::I64(k), Value::I64(seq)), ts)
+            }));
+            n += run;
         }
         Ok(Polled {
             watermark: self.base_time(self.next) - self.config.max_out_of_orderness_ms - 1,
