@@ -422,9 +422,39 @@ fn run_scaling(cli: &Cli, dir: &Path, largest: f64) -> Result<()> {
             wordcount::generate(&sub, size)?;
         }
         let mut outs = Vec::new();
+        // With --repeat, each cell is the median of that many runs, taken in rounds.
+        let mut runs: Vec<Vec<Measurement>> = (0..rows.len()).map(|_| Vec::new()).collect();
+        for round in 0..cli.repeat.max(1) {
+            for (r, (label, variant, threads)) in rows.iter().enumerate().skip(1) {
+                if round + 1 < cli.repeat.max(1) {
+                    eprintln!("running {label} at {m}x ({}/{})...", round + 1, cli.repeat);
+                    runs[r].push(run_variant_at(cli, &sub, variant, size, *threads)?);
+                }
+            }
+            eprintln!("running {} at {m}x...", rows[0].0);
+            runs[0].push(run_variant_at(cli, &sub, rows[0].1, size, rows[0].2)?);
+        }
         for (r, (label, variant, threads)) in rows.iter().enumerate() {
-            eprintln!("running {label} at {m}x...");
-            let meas = run_variant_at(cli, &sub, variant, size, *threads)?;
+            let meas = if r == 0 {
+                median(std::mem::take(&mut runs[0]))
+            } else {
+                // The last run of a row is the one whose output is checked: the files of
+                // earlier runs (another number of shards) must not join it.
+                for e in std::fs::read_dir(&sub)? {
+                    let e = e?;
+                    if e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("out-{variant}"))
+                        && e.path().is_file()
+                    {
+                        std::fs::remove_file(e.path())?;
+                    }
+                }
+                eprintln!("running {label} at {m}x...");
+                let mut mine = std::mem::take(&mut runs[r]);
+                mine.push(run_variant_at(cli, &sub, variant, size, *threads)?);
+                median(mine)
+            };
             times[r].push(meas.seconds);
             outs.push(meas.output);
             // Two Beamline rows share a variant name: keep the first one's output.
@@ -452,11 +482,12 @@ fn run_scaling(cli: &Cli, dir: &Path, largest: f64) -> Result<()> {
         }
     }
     println!(
-        "scaling: {} at sizes {:.2} / {:.2} / {:.2} (--size units); all outputs agree",
+        "scaling: {} at sizes {:.2} / {:.2} / {:.2} (--size units){}; all outputs agree",
         cli.workload,
         largest / 4.0,
         largest / 2.0,
-        largest
+        largest,
+        repeat_note(cli)
     );
     println!("| variant | 1x (s) | 2x (s) | 4x (s) | 4x time / 1x time |");
     println!("|---|---|---|---|---|");
