@@ -42,6 +42,11 @@ const KEEP_SPARE: usize = 4;
 /// Most emptied buffers waiting to go back to the reader thread.
 const RETURNED: usize = 64;
 
+/// Bundles a part of a split source may have read ahead of the pipeline: with one, a
+/// reader that finished a bundle waited for the pipeline to take the one before, and
+/// the cores idled while the pipeline thread and the readers took turns.
+const READ_AHEAD: usize = 4;
+
 /// How long a step waits for the reader before reporting the source idle.
 const WAIT: Duration = Duration::from_millis(1);
 
@@ -226,7 +231,7 @@ impl SourceOp {
         let chains = std::mem::take(&mut self.chains);
         let mut lanes = Vec::with_capacity(readers.len());
         for (mut reader, mut chain) in readers.into_iter().zip(chains) {
-            let (tx, rx) = sync_channel(1);
+            let (tx, rx) = sync_channel(READ_AHEAD);
             let (give_back, returned) = sync_channel::<Vec<WindowedValue>>(RETURNED);
             let (max, stop) = (self.max_bundle_size, self.stop.clone());
             let transform = name.to_string();
