@@ -420,3 +420,121 @@ fn reset_at(t: &Trigger, id: usize, s: &mut [i64], cx: &mut TriggerContext<'_>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Window;
+
+    fn cx(timers: &mut TimerList, now: i64) -> TriggerContext<'_> {
+        TriggerContext { timers, now }
+    }
+
+    #[test]
+    fn nodes_are_numbered_in_preorder_and_hold_their_own_state() {
+        // AfterWatermark(0) { early: Repeatedly(1) { AfterProcessingTime(2) },
+        //                     late: Repeatedly(3) { AfterCount(4) } }
+        let t = Trigger::after_watermark(
+            Some(Trigger::AfterProcessingTime(100)),
+            Some(Trigger::AfterCount(2)),
+        );
+        let mut s = t.new_state();
+        assert_eq!(s, TriggerState(smallvec::smallvec![0; 5]));
+        let w = Window::Interval { start: 0, end: 10 };
+        let mut timers = TimerList::new();
+        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 5));
+        // The watermark timer is the root's, the processing-time one the early leaf's.
+        assert_eq!(
+            timers.as_slice(),
+            &[
+                TriggerTimer {
+                    domain: Domain::Watermark,
+                    id: 0,
+                    timestamp: 10
+                },
+                TriggerTimer {
+                    domain: Domain::ProcessingTime,
+                    id: 2,
+                    timestamp: 105
+                },
+            ]
+        );
+        assert_eq!(s.0[2], 1, "the early leaf's timer is pending");
+        // On time: the root is done with early firings, late elements count at node 4.
+        assert!(should_fire(
+            &t,
+            &mut s,
+            Domain::Watermark,
+            10,
+            &w,
+            &mut cx(&mut timers, 5)
+        ));
+        assert!(!on_fire(&t, &mut s, 10, &w, &mut cx(&mut timers, 5)));
+        assert_eq!(s.0[0], 1);
+        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 6));
+        assert!(!should_fire(
+            &t,
+            &mut s,
+            Domain::Watermark,
+            11,
+            &w,
+            &mut cx(&mut timers, 6)
+        ));
+        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 6));
+        assert_eq!(s.0[4], 2);
+        assert!(should_fire(
+            &t,
+            &mut s,
+            Domain::Watermark,
+            11,
+            &w,
+            &mut cx(&mut timers, 6)
+        ));
+        // Repeatedly resets the count it fired on.
+        assert!(!on_fire(&t, &mut s, 11, &w, &mut cx(&mut timers, 6)));
+        assert_eq!(s.0[4], 0);
+    }
+
+    #[test]
+    fn after_each_moves_from_subtrigger_to_subtrigger_by_index() {
+        // AfterEach(0) [AfterCount(1), AfterCount(2)]: node 1, then node 2.
+        let t = Trigger::AfterEach(vec![Trigger::AfterCount(1), Trigger::AfterCount(2)]);
+        let mut s = t.new_state();
+        let w = Window::Global;
+        let mut timers = TimerList::new();
+        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 0));
+        assert!(should_fire(
+            &t,
+            &mut s,
+            Domain::Watermark,
+            0,
+            &w,
+            &mut cx(&mut timers, 0)
+        ));
+        assert!(!on_fire(&t, &mut s, 0, &w, &mut cx(&mut timers, 0)));
+        assert_eq!(s.0[0], 1, "on to the second subtrigger");
+        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 0));
+        assert_eq!(s.0[2], 1);
+        assert!(!should_fire(
+            &t,
+            &mut s,
+            Domain::Watermark,
+            0,
+            &w,
+            &mut cx(&mut timers, 0)
+        ));
+        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 0));
+        assert!(should_fire(
+            &t,
+            &mut s,
+            Domain::Watermark,
+            0,
+            &w,
+            &mut cx(&mut timers, 0)
+        ));
+        assert!(
+            on_fire(&t, &mut s, 0, &w, &mut cx(&mut timers, 0)),
+            "finished"
+        );
+    }
+}
