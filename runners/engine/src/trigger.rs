@@ -426,8 +426,50 @@ mod tests {
     use super::*;
     use crate::Window;
 
-    fn cx(timers: &mut TimerList, now: i64) -> TriggerContext<'_> {
-        TriggerContext { timers, now }
+    /// A trigger with its state and timers for one window.
+    struct Probe {
+        t: Trigger,
+        s: TriggerState,
+        w: Window,
+        timers: TimerList,
+    }
+
+    impl Probe {
+        fn new(t: Trigger, w: Window) -> Self {
+            let s = t.new_state();
+            Probe {
+                t,
+                s,
+                w,
+                timers: TimerList::new(),
+            }
+        }
+
+        fn add(&mut self, n: i64, now: i64) {
+            let mut cx = TriggerContext {
+                timers: &mut self.timers,
+                now,
+            };
+            on_elements(&self.t, &mut self.s, &self.w, n, &mut cx);
+        }
+
+        /// Whether it fires at watermark `ts`; if so, records the firing and says whether
+        /// the trigger finished.
+        fn fire(&mut self, ts: i64) -> Option<bool> {
+            let mut cx = TriggerContext {
+                timers: &mut self.timers,
+                now: 0,
+            };
+            should_fire(
+                &self.t,
+                &mut self.s,
+                Domain::Watermark,
+                ts,
+                &self.w,
+                &mut cx,
+            )
+            .then(|| on_fire(&self.t, &mut self.s, ts, &self.w, &mut cx))
+        }
     }
 
     #[test]
@@ -438,103 +480,47 @@ mod tests {
             Some(Trigger::AfterProcessingTime(100)),
             Some(Trigger::AfterCount(2)),
         );
-        let mut s = t.new_state();
-        assert_eq!(s, TriggerState(smallvec::smallvec![0; 5]));
-        let w = Window::Interval { start: 0, end: 10 };
-        let mut timers = TimerList::new();
-        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 5));
+        let mut p = Probe::new(t, Window::Interval { start: 0, end: 10 });
+        assert_eq!(p.s, TriggerState(smallvec::smallvec![0; 5]));
+        p.add(1, 5);
         // The watermark timer is the root's, the processing-time one the early leaf's.
+        let timer = |domain, id, timestamp| TriggerTimer {
+            domain,
+            id,
+            timestamp,
+        };
         assert_eq!(
-            timers.as_slice(),
+            p.timers.as_slice(),
             &[
-                TriggerTimer {
-                    domain: Domain::Watermark,
-                    id: 0,
-                    timestamp: 10
-                },
-                TriggerTimer {
-                    domain: Domain::ProcessingTime,
-                    id: 2,
-                    timestamp: 105
-                },
+                timer(Domain::Watermark, 0, 10),
+                timer(Domain::ProcessingTime, 2, 105)
             ]
         );
-        assert_eq!(s.0[2], 1, "the early leaf's timer is pending");
+        assert_eq!(p.s.0[2], 1, "the early leaf's timer is pending");
         // On time: the root is done with early firings, late elements count at node 4.
-        assert!(should_fire(
-            &t,
-            &mut s,
-            Domain::Watermark,
-            10,
-            &w,
-            &mut cx(&mut timers, 5)
-        ));
-        assert!(!on_fire(&t, &mut s, 10, &w, &mut cx(&mut timers, 5)));
-        assert_eq!(s.0[0], 1);
-        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 6));
-        assert!(!should_fire(
-            &t,
-            &mut s,
-            Domain::Watermark,
-            11,
-            &w,
-            &mut cx(&mut timers, 6)
-        ));
-        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 6));
-        assert_eq!(s.0[4], 2);
-        assert!(should_fire(
-            &t,
-            &mut s,
-            Domain::Watermark,
-            11,
-            &w,
-            &mut cx(&mut timers, 6)
-        ));
+        assert_eq!(p.fire(10), Some(false));
+        assert_eq!(p.s.0[0], 1);
+        p.add(1, 6);
+        assert_eq!(p.fire(11), None);
+        p.add(1, 6);
+        assert_eq!(p.s.0[4], 2);
         // Repeatedly resets the count it fired on.
-        assert!(!on_fire(&t, &mut s, 11, &w, &mut cx(&mut timers, 6)));
-        assert_eq!(s.0[4], 0);
+        assert_eq!(p.fire(11), Some(false));
+        assert_eq!(p.s.0[4], 0);
     }
 
     #[test]
     fn after_each_moves_from_subtrigger_to_subtrigger_by_index() {
         // AfterEach(0) [AfterCount(1), AfterCount(2)]: node 1, then node 2.
         let t = Trigger::AfterEach(vec![Trigger::AfterCount(1), Trigger::AfterCount(2)]);
-        let mut s = t.new_state();
-        let w = Window::Global;
-        let mut timers = TimerList::new();
-        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 0));
-        assert!(should_fire(
-            &t,
-            &mut s,
-            Domain::Watermark,
-            0,
-            &w,
-            &mut cx(&mut timers, 0)
-        ));
-        assert!(!on_fire(&t, &mut s, 0, &w, &mut cx(&mut timers, 0)));
-        assert_eq!(s.0[0], 1, "on to the second subtrigger");
-        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 0));
-        assert_eq!(s.0[2], 1);
-        assert!(!should_fire(
-            &t,
-            &mut s,
-            Domain::Watermark,
-            0,
-            &w,
-            &mut cx(&mut timers, 0)
-        ));
-        on_elements(&t, &mut s, &w, 1, &mut cx(&mut timers, 0));
-        assert!(should_fire(
-            &t,
-            &mut s,
-            Domain::Watermark,
-            0,
-            &w,
-            &mut cx(&mut timers, 0)
-        ));
-        assert!(
-            on_fire(&t, &mut s, 0, &w, &mut cx(&mut timers, 0)),
-            "finished"
-        );
+        let mut p = Probe::new(t, Window::Global);
+        p.add(1, 0);
+        assert_eq!(p.fire(0), Some(false));
+        assert_eq!(p.s.0[0], 1, "on to the second subtrigger");
+        p.add(1, 0);
+        assert_eq!(p.s.0[2], 1);
+        assert_eq!(p.fire(0), None);
+        p.add(1, 0);
+        assert_eq!(p.fire(0), Some(true), "finished");
     }
 }
