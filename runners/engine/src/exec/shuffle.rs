@@ -65,6 +65,10 @@ pub(crate) struct ShuffleBuffers {
     /// of growing, and rehashing, a dozen times (tables are allocated when their first
     /// entry arrives, so partitions that get none cost nothing).
     table_len: usize,
+    /// Items of the largest partition of a grouping that keeps items (so the next
+    /// bundle's start that big instead of growing by copying, which under a memory
+    /// budget also faults the copies' memory in again and again).
+    group_len: usize,
 }
 
 /// Writes one bundle's elements into shuffle partitions (pre-combining when lifted).
@@ -178,7 +182,15 @@ impl ShuffleWriter {
                 },
                 None => KeyedParts::Mem((0..PARTITIONS).map(|_| Vec::new()).collect()),
             }),
-            _ => Mode::Group((0..PARTITIONS).map(|_| Vec::new()).collect()),
+            _ => {
+                let len = buffers.as_ref().map_or(0, |b| b.group_len);
+                // A little headroom: bundles of the same input differ slightly.
+                Mode::Group(
+                    (0..PARTITIONS)
+                        .map(|_| Vec::with_capacity(len + len / 16))
+                        .collect(),
+                )
+            }
         };
         ShuffleWriter {
             name: node.name.clone(),
@@ -377,7 +389,11 @@ impl ShuffleWriter {
                     ..ShuffleBuffers::default()
                 }
             }
-            Mode::Group(_) | Mode::Keyed(_) => ShuffleBuffers::default(),
+            Mode::Group(parts) => ShuffleBuffers {
+                group_len: parts.iter().map(Vec::len).max().unwrap_or(0),
+                ..ShuffleBuffers::default()
+            },
+            Mode::Keyed(_) => ShuffleBuffers::default(),
         }
     }
 }
