@@ -6,7 +6,7 @@ callables run in-process, and Rust transforms (GroupByKey, standard combiners, t
 never call into Python.
 """
 
-from beamline import combiners, metrics, testing, trigger, userstate, window
+from beamline import coders, combiners, io, metrics, options, pvalue, testing, transforms, trigger, userstate, window
 from beamline.io import (
     ReadFromParquet,
     ReadFromParquetBatched,
@@ -15,7 +15,7 @@ from beamline.io import (
     WriteToParquetBatched,
     WriteToText,
 )
-from beamline.pipeline import Pipeline, PipelineOptions, PipelineResult
+from beamline.pipeline import Pipeline, PipelineOptions, PipelineResult, StandardOptions
 from beamline.pvalue import (
     AsDict,
     AsIter,
@@ -30,12 +30,15 @@ from beamline.transforms import (
     CombineFn,
     CombineGlobally,
     CombinePerKey,
+    CombineValues,
     Create,
+    Distinct,
     DoFn,
     Filter,
     FlatMap,
     Flatten,
     GroupByKey,
+    Impulse,
     Keys,
     KvSwap,
     Map,
@@ -46,14 +49,16 @@ from beamline.transforms import (
     RustDoFn,
     Values,
     WindowInto,
+    WithKeys,
 )
 
 __all__ = [
     "AsDict", "AsIter", "AsList", "AsMultiMap", "AsSingleton", "CoGroupByKey", "CombineFn",
-    "CombineGlobally", "CombinePerKey", "Create", "DoFn", "Filter", "FlatMap", "Flatten",
-    "GroupByKey", "Keys", "KvSwap", "Map", "ParDo", "Partition", "PCollection", "Pipeline",
-    "PipelineOptions", "PipelineResult", "PTransform", "ReadFromParquet",
-    "ReadFromParquetBatched", "ReadFromText", "WriteToParquet", "WriteToParquetBatched", "Reshuffle", "RustDoFn",
-    "TaggedOutput", "Values", "WindowInto", "WriteToText", "combiners", "metrics", "testing",
-    "trigger", "userstate", "window",
+    "CombineGlobally", "CombinePerKey", "CombineValues", "Create", "Distinct", "DoFn", "Filter",
+    "FlatMap", "Flatten", "GroupByKey", "Impulse", "Keys", "KvSwap", "Map", "ParDo", "Partition",
+    "PCollection", "Pipeline", "PipelineOptions", "PipelineResult", "PTransform",
+    "ReadFromParquet", "ReadFromParquetBatched", "ReadFromText", "Reshuffle", "RustDoFn",
+    "StandardOptions", "TaggedOutput", "Values", "WindowInto", "WithKeys", "WriteToParquet",
+    "WriteToParquetBatched", "WriteToText", "coders", "combiners", "io", "metrics", "options",
+    "pvalue", "testing", "transforms", "trigger", "userstate", "window",
 ]

@@ -14,6 +14,19 @@ class PipelineOptions:
             else:
                 self._args.append(f"--{key}={value}")
 
+    def view_as(self, cls):
+        """A view of these options as ``cls`` (``StandardOptions``), as Beam's."""
+        return cls(self)
+
+    def _set(self, name, value):
+        """Sets (or with None removes) the option ``--name``."""
+        flag = "--" + name.replace("_", "-")
+        self._args = [a for a in self._args if a.split("=", 1)[0] not in (flag, "--" + name)]
+        if value == "true":
+            self._args.append(flag)
+        elif value is not None:
+            self._args.append(f"{flag}={value}")
+
     def get_all_options(self):
         """The options as a dict of ``name -> value`` strings."""
         out = {}
@@ -22,6 +35,29 @@ class PipelineOptions:
                 name, _, value = arg[2:].partition("=")
                 out[name.replace("-", "_")] = value or "true"
         return out
+
+
+class StandardOptions:
+    """The runner and streaming options, as Beam's ``StandardOptions`` view."""
+
+    def __init__(self, options):
+        object.__setattr__(self, "_options", options)
+
+    @property
+    def runner(self):
+        return self._options.get_all_options().get("runner")
+
+    @runner.setter
+    def runner(self, value):
+        self._options._set("runner", value)
+
+    @property
+    def streaming(self):
+        return self._options.get_all_options().get("streaming") in ("true", "True", "1")
+
+    @streaming.setter
+    def streaming(self, value):
+        self._options._set("streaming", "true" if value else None)
 
 
 class Pipeline:

@@ -34,6 +34,8 @@ class TaggedOutput:
 
 class _SideInput:
     view = None
+    has_default = False
+    default = None
 
     def __init__(self, pcoll):
         if not isinstance(pcoll, PCollection):
@@ -41,10 +43,18 @@ class _SideInput:
         self.pcoll = pcoll
 
 
+_NO_DEFAULT = object()
+
+
 class AsSingleton(_SideInput):
-    """The single value of a PCollection."""
+    """The single value of a PCollection; ``default_value`` when it is empty."""
 
     view = "singleton"
+
+    def __init__(self, pcoll, default_value=_NO_DEFAULT):
+        super().__init__(pcoll)
+        if default_value is not _NO_DEFAULT:
+            self.has_default, self.default = True, default_value
 
 
 class AsIter(_SideInput):
@@ -66,6 +76,13 @@ class AsDict(_SideInput):
 
 
 class AsMultiMap(_SideInput):
-    """A PCollection of ``(key, value)`` as a dict of lists."""
+    """A PCollection of ``(key, value)`` as a dict of lists; a missing key gives ``[]``."""
 
     view = "multimap"
+
+
+class _MultiMapView(dict):
+    """What an AsMultiMap side input is: a dict whose missing keys map to ``[]`` (as Beam's)."""
+
+    def __missing__(self, key):
+        return []

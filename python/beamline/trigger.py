@@ -1,6 +1,12 @@
 """Triggers and accumulation modes (delays in seconds, like Beam)."""
 
 
+__all__ = [
+    "AccumulationMode", "AfterAll", "AfterAny", "AfterCount", "AfterEach", "AfterProcessingTime",
+    "AfterWatermark", "Always", "DefaultTrigger", "Never", "OrFinally", "Repeatedly",
+]
+
+
 class AccumulationMode:
     DISCARDING = "discarding"
     ACCUMULATING = "accumulating"

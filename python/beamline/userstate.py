@@ -6,6 +6,12 @@ Declare specs as parameter defaults of ``process`` (``buf=DoFn.StateParam(BAG)``
 """
 
 
+__all__ = [
+    "BagStateSpec", "CombiningValueStateSpec", "OrderedListStateSpec", "ReadModifyWriteStateSpec",
+    "SetStateSpec", "TimeDomain", "TimerSpec", "on_timer",
+]
+
+
 class TimeDomain:
     WATERMARK = "watermark"
     REAL_TIME = "processing"
@@ -36,6 +42,12 @@ class CombiningValueStateSpec(_StateSpec):
     def __init__(self, name, coder=None, combine_fn=sum):
         super().__init__(name, coder)
         self.combine_fn = combine_fn
+
+
+class OrderedListStateSpec(_StateSpec):
+    """A list of ``(timestamp, value)`` kept in timestamp order (timestamps in seconds)."""
+
+    kind = "ordered"
 
 
 class TimerSpec:
@@ -121,8 +133,29 @@ class _Timer:
         self._ops.append(("clear", 0.0))
 
 
+class _OrderedList(_Bag):
+    def add(self, elem):
+        ts, v = elem
+        self._values.append((float(ts), v))
+        self._dirty = True
+
+    def read(self):
+        return sorted(self._values, key=lambda e: e[0])
+
+    def read_range(self, min_timestamp, limit_timestamp):
+        lo, hi = float(min_timestamp), float(limit_timestamp)
+        return [e for e in self.read() if lo <= e[0] < hi]
+
+    def clear_range(self, min_timestamp, limit_timestamp):
+        lo, hi = float(min_timestamp), float(limit_timestamp)
+        self._values = [e for e in self._values if not lo <= e[0] < hi]
+        self._dirty = True
+
+
 def _handle(kind, values, spec):
     """A state handle over a snapshot of the cell (written back after the call)."""
+    if kind == "ordered":
+        return _OrderedList(values)
     if kind == "bag":
         return _Bag(values)
     if kind == "value":

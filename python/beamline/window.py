@@ -1,6 +1,12 @@
 """Windows, window functions and timestamped values (times in seconds, like Beam)."""
 
 
+__all__ = [
+    "FixedWindows", "GlobalWindow", "GlobalWindows", "IntervalWindow", "PaneInfo", "PaneInfoTiming",
+    "Sessions", "SlidingWindows", "TimestampCombiner", "TimestampedValue",
+]
+
+
 def _ms(seconds):
     return int(round(seconds * 1000))
 

@@ -1,6 +1,7 @@
 //! Python callables and DoFn objects running in-process as Beamline DoFns and CombineFns.
 
 use crate::convert::{to_py, to_value, traceback};
+use beamline::engine::window::WindowFn;
 use beamline::engine::{UserError, Value, Window};
 use beamline::{
     BundleContext, CombineFn, DoFn, DynValue, ProcessContext, SideInput, TimerContext, TupleTag,
@@ -35,6 +36,8 @@ pub enum PySide {
     Dict(SideInput<HashMap<DynValue, DynValue>>),
     /// A dict from key to the list of its values.
     MultiMap(SideInput<HashMap<DynValue, Vec<DynValue>>>),
+    /// A constant extra argument of a DoFn, passed in its place among the side inputs.
+    Const(Arc<Py<PyAny>>),
 }
 
 /// What a DoFn method asks for by parameter default.
@@ -116,18 +119,33 @@ thread_local! {
     static HAS_THREAD_STATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+#[allow(unsafe_code)]
+extern "C" {
+    /// 1 when this thread holds the GIL (in every CPython 3; pyo3's abi3 bindings leave it
+    /// out).
+    fn PyGILState_Check() -> std::os::raw::c_int;
+}
+
 /// Gives a runner worker thread a Python thread state that lives as long as the thread.
 ///
 /// Without it every `Python::attach` on a thread Python does not know creates and destroys
 /// a thread state (and its frame stack), which dominated Python stages in profiles.
 #[allow(unsafe_code)]
 fn keep_thread_state() {
-    if HAS_THREAD_STATE.with(|h| h.replace(true)) {
+    if HAS_THREAD_STATE.with(|h| h.get()) {
         return;
     }
     // SAFETY: the interpreter is initialized (we are called from a module it loaded).
-    // PyGILState_Ensure creates this thread's state and takes the GIL; PyEval_SaveThread
-    // releases the GIL while keeping the state, so later attaches on this thread reuse it.
+    // A thread that holds the GIL already (Python's own, calling into Rust while a
+    // pipeline is built) has its state; releasing the GIL under the caller would leave it
+    // running Python with no thread state (CombineGlobally's default crashed so).
+    if unsafe { PyGILState_Check() } == 1 {
+        return;
+    }
+    HAS_THREAD_STATE.with(|h| h.set(true));
+    // SAFETY: as above. PyGILState_Ensure creates this thread's state and takes the GIL;
+    // PyEval_SaveThread releases the GIL while keeping the state, so later attaches on
+    // this thread reuse it.
     unsafe {
         let _ = pyo3::ffi::PyGILState_Ensure();
         let _ = pyo3::ffi::PyEval_SaveThread();
@@ -147,6 +165,7 @@ struct Types {
     interval_window: Py<PyAny>,
     global_window: Py<PyAny>,
     pane_info: Py<PyAny>,
+    multimap_view: Py<PyAny>,
 }
 
 static TYPES: std::sync::OnceLock<Types> = std::sync::OnceLock::new();
@@ -163,6 +182,7 @@ fn types(py: Python<'_>) -> PyResult<&'static Types> {
         interval_window: window.getattr("IntervalWindow")?.unbind(),
         global_window: window.getattr("GlobalWindow")?.unbind(),
         pane_info: window.getattr("PaneInfo")?.unbind(),
+        multimap_view: pvalue.getattr("_MultiMapView")?.unbind(),
     };
     let _ = TYPES.set(t);
     Ok(TYPES.get().expect("set above"))
@@ -178,6 +198,11 @@ pub struct PyDoFn {
     callable: Arc<Py<PyAny>>,
     instance: Option<Py<PyAny>>,
     sides: Arc<Vec<PySide>>,
+    /// The keyword each side input is passed as (None: positionally, in order).
+    side_keywords: Arc<Vec<Option<String>>>,
+    /// The input's window fn, when not global: a `TimestampedValue` output is re-windowed
+    /// by its new timestamp with it, as Beam Python does.
+    window_fn: Option<WindowFn>,
     params: Arc<Vec<(String, Param)>>,
     tags: Arc<Vec<String>>,
     /// Side-input values converted to Python, per side and window.
@@ -193,6 +218,8 @@ impl Clone for PyDoFn {
             callable: self.callable.clone(),
             instance: None,
             sides: self.sides.clone(),
+            side_keywords: self.side_keywords.clone(),
+            window_fn: self.window_fn,
             params: self.params.clone(),
             tags: self.tags.clone(),
             side_cache: (0..self.sides.len()).map(|_| None).collect(),
@@ -217,10 +244,24 @@ impl PyDoFn {
             callable: Arc::new(callable),
             instance: None,
             sides: Arc::new(sides),
+            side_keywords: Arc::new(vec![None; n]),
+            window_fn: None,
             params: Arc::new(params),
             tags: Arc::new(tags),
             side_cache: (0..n).map(|_| None).collect(),
         }
+    }
+
+    /// Passes side input `i` as keyword `keywords[i]` (None: positionally).
+    pub fn with_side_keywords(mut self, keywords: Vec<Option<String>>) -> Self {
+        self.side_keywords = Arc::new(keywords);
+        self
+    }
+
+    /// The input's window fn (re-windows `TimestampedValue` outputs).
+    pub fn with_window_fn(mut self, window_fn: WindowFn) -> Self {
+        self.window_fn = (window_fn != WindowFn::Global).then_some(window_fn);
+        self
     }
 
     /// Declares the state cells (name, kind) and timer callbacks of a stateful DoFn.
@@ -301,6 +342,11 @@ impl PyDoFn {
                             .into_iter()
                             .map(|d| d.0)
                             .collect(),
+                        "ordered" => st
+                            .ordered_range::<DynValue>(cell, i64::MIN, i64::MAX)?
+                            .into_iter()
+                            .map(|(t, d)| Value::kv(Value::F64(t as f64 / 1000.0), d.0))
+                            .collect(),
                         _ => st
                             .read_bag::<DynValue>(cell)?
                             .into_iter()
@@ -362,6 +408,18 @@ impl PyDoFn {
                         .get(cell)
                         .map(String::as_str)
                         .unwrap_or("bag");
+                    if kind == "ordered" {
+                        st.ordered_clear_range(cell, i64::MIN, i64::MAX)?;
+                        for e in content {
+                            let (ts, v): (f64, Bound<'_, PyAny>) = e.extract()?;
+                            st.ordered_add(
+                                cell,
+                                (ts * 1000.0).round() as i64,
+                                DynValue(to_value(&v)?),
+                            )?;
+                        }
+                        continue;
+                    }
                     for v in content {
                         let v = DynValue(to_value(&v)?);
                         match kind {
@@ -422,6 +480,10 @@ impl PyDoFn {
                 }
             }
             let obj: Py<PyAny> = match side {
+                PySide::Const(c) => {
+                    args.push(c.clone_ref(py));
+                    continue;
+                }
                 PySide::Singleton(s) => to_py(py, ctx.side_input(s)?.0.clone())?,
                 PySide::List(s) => {
                     let v: Vec<Value> = ctx.side_input(s)?.iter().map(|d| d.0.clone()).collect();
@@ -441,7 +503,8 @@ impl PyDoFn {
                             to_py(py, Value::List(vs.iter().map(|x| x.0.clone()).collect()))?;
                         d.set_item(to_py(py, k.0.clone())?, list)?;
                     }
-                    d.into_any().unbind()
+                    // Missing keys give [] (Beam's multimap view).
+                    types(py)?.multimap_view.bind(py).call1((d,))?.unbind()
                 }
             };
             self.side_cache[i] = Some((window, obj.clone_ref(py)));
@@ -469,8 +532,26 @@ impl PyDoFn {
         }
         if out.is_instance(t.timestamped.bind(py))? {
             let ts: f64 = out.getattr("timestamp")?.extract()?;
+            let ts = (ts * 1000.0).round() as i64;
             let value = to_value(&out.getattr("value")?)?;
-            ctx.output_with_timestamp(DynValue(value), (ts * 1000.0).round() as i64);
+            match &self.window_fn {
+                None => ctx.output_with_timestamp(DynValue(value), ts),
+                Some(wf) => {
+                    // Beam Python assigns the windows of the new timestamp with the input's
+                    // window fn.
+                    let windows = wf.assign(ts);
+                    let last = windows.len().saturating_sub(1);
+                    let mut value = Some(value);
+                    for (i, w) in windows.into_iter().enumerate() {
+                        let v = if i == last {
+                            value.take().unwrap_or(Value::Null)
+                        } else {
+                            value.clone().unwrap_or(Value::Null)
+                        };
+                        ctx.output_at(DynValue(v), ts, w);
+                    }
+                }
+            }
             return Ok(());
         }
         ctx.output(DynValue(to_value(&out)?));
@@ -484,7 +565,17 @@ impl PyDoFn {
         ctx: &mut ProcessContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
         let mut args: Vec<Py<PyAny>> = vec![to_py(py, x.0.clone())?];
-        args.extend(self.side_args(py, ctx)?);
+        let mut keyword_sides = Vec::new();
+        for (v, keyword) in self
+            .side_args(py, ctx)?
+            .into_iter()
+            .zip(self.side_keywords.iter())
+        {
+            match keyword {
+                None => args.push(v),
+                Some(k) => keyword_sides.push((k, v)),
+            }
+        }
         let args = PyTuple::new(py, args)?;
         let meta = Meta {
             timestamp: ctx.timestamp(),
@@ -494,7 +585,13 @@ impl PyDoFn {
         let stateful = !self.state_kinds.is_empty() || !self.timer_methods.is_empty();
         let state = if stateful { Some(ctx.state()?) } else { None };
         let params = self.params.clone();
-        let (kwargs, pending) = self.kwargs(py, &params, &meta, state)?;
+        let (mut kwargs, pending) = self.kwargs(py, &params, &meta, state)?;
+        if !keyword_sides.is_empty() {
+            let kw = kwargs.get_or_insert_with(|| PyDict::new(py));
+            for (k, v) in keyword_sides {
+                kw.set_item(k, v)?;
+            }
+        }
         let target = self.target(py);
         let result = match self.kind {
             Kind::DoFn => target.call_method("process", args, kwargs.as_ref()),

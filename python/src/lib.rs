@@ -146,7 +146,7 @@ impl Pipeline {
         name: &str,
         kind: &str,
         callable: Py<PyAny>,
-        sides: Vec<(String, PyRef<'_, PColl>)>,
+        sides: Vec<transforms::PySideSpec<'_>>,
         params: Vec<(String, String)>,
         tags: Vec<String>,
         state_specs: Vec<(String, String)>,
@@ -185,11 +185,12 @@ impl Pipeline {
         config: String,
         combine_fn: Option<Py<PyAny>>,
     ) -> PyResult<PColl> {
-        transforms::combine(pcoll, name, builtin, &config, combine_fn, true)
+        transforms::combine(pcoll, name, builtin, &config, combine_fn, true, false)
     }
 
-    /// Combine globally (`builtin` name, or a Python CombineFn object).
-    #[pyo3(signature = (pcoll, name, builtin, config, combine_fn))]
+    /// Combine globally (`builtin` name, or a Python CombineFn object); `defaults`: with
+    /// Beam's default step (the empty result for an empty input; global window only).
+    #[pyo3(signature = (pcoll, name, builtin, config, combine_fn, defaults))]
     fn combine_globally(
         &self,
         pcoll: &PColl,
@@ -197,8 +198,9 @@ impl Pipeline {
         builtin: Option<String>,
         config: String,
         combine_fn: Option<Py<PyAny>>,
+        defaults: bool,
     ) -> PyResult<PColl> {
-        transforms::combine(pcoll, name, builtin, &config, combine_fn, false)
+        transforms::combine(pcoll, name, builtin, &config, combine_fn, false, defaults)
     }
 
     /// Flatten.

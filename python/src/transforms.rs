@@ -1,5 +1,6 @@
 //! Transforms over dynamically typed (Python) PCollections.
 
+use crate::convert::to_value;
 use crate::dofn::{KeyedPyDoFn, Kind, Param, PyCombineFn, PyDoFn, PySide};
 use crate::PColl;
 use beamline::engine::trigger::Trigger;
@@ -48,13 +49,24 @@ fn parse_param(p: &str) -> PyResult<Param> {
     })
 }
 
+/// A side input as Python describes it: view, PCollection, keyword (None: positional),
+/// whether a singleton has a default, and the default.
+/// A constant argument has the view "const", no PCollection, and its value as the default.
+pub(crate) type PySideSpec<'py> = (
+    String,
+    Option<PyRef<'py, PColl>>,
+    Option<String>,
+    bool,
+    Py<PyAny>,
+);
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pardo(
     pcoll: &PColl,
     name: &str,
     kind: &str,
     callable: Py<PyAny>,
-    sides: Vec<(String, PyRef<'_, PColl>)>,
+    sides: Vec<PySideSpec<'_>>,
     params: Vec<(String, String)>,
     tags: Vec<String>,
     stateful: Stateful,
@@ -67,15 +79,25 @@ pub(crate) fn pardo(
         other => return Err(PyValueError::new_err(format!("unknown ParDo kind {other}"))),
     };
     let mut py_sides = Vec::new();
-    for (view, pc) in &sides {
+    let mut keywords = Vec::new();
+    for (view, pc, keyword, has_default, default) in sides {
+        keywords.push(keyword);
+        let Some(pc) = pc else {
+            py_sides.push(PySide::Const(std::sync::Arc::new(default)));
+            continue;
+        };
         py_sides.push(match view.as_str() {
+            "singleton" if has_default => {
+                let default = Python::attach(|py| to_value(default.bind(py)))?;
+                PySide::Singleton(pc.pc.as_singleton_or(DynValue(default)))
+            }
             "singleton" => PySide::Singleton(pc.pc.as_singleton()),
             "list" => PySide::List(pc.pc.as_iter()),
             "dict" | "multimap" => {
                 let kvs = pc
                     .pc
                     .apply(&format!("{name}/SideAsKv{}", py_sides.len()), ToKv);
-                if view == "dict" {
+                if view.as_str() == "dict" {
                     PySide::Dict(kvs.as_map())
                 } else {
                     PySide::MultiMap(kvs.as_multimap())
@@ -94,7 +116,10 @@ pub(crate) fn pardo(
         .collect::<PyResult<Vec<_>>>()?;
     let mut all_tags = vec![beamline::transforms::MAIN_TAG.to_string()];
     all_tags.extend(tags.iter().cloned());
-    let f = PyDoFn::new(kind, callable, py_sides.clone(), params, all_tags);
+    let window_fn = pcoll.pc.windowing().window_fn;
+    let f = PyDoFn::new(kind, callable, py_sides.clone(), params, all_tags)
+        .with_side_keywords(keywords)
+        .with_window_fn(window_fn);
     if stateful.states.is_empty() && stateful.timers.is_empty() {
         return Ok(apply_pardo(&pcoll.pc, name, ParDo::of(f), &py_sides, &tags));
     }
@@ -113,6 +138,7 @@ pub(crate) fn pardo(
         pd = pd.with_state(match kind.as_str() {
             "value" => beamline::StateSpec::value::<DynValue>(cell),
             "set" => beamline::StateSpec::set::<DynValue>(cell),
+            "ordered" => beamline::StateSpec::ordered_list::<DynValue>(cell),
             _ => beamline::StateSpec::bag::<DynValue>(cell),
         });
     }
@@ -141,6 +167,7 @@ fn apply_pardo<F: DoFn<Out = DynValue>>(
             PySide::List(v) => pd.with_side_input(v),
             PySide::Dict(v) => pd.with_side_input(v),
             PySide::MultiMap(v) => pd.with_side_input(v),
+            PySide::Const(_) => pd,
         };
     }
     if tags.is_empty() {
@@ -216,6 +243,16 @@ impl PTransform<PCollection<DynValue>> for GroupByKey {
     }
 }
 
+/// Beam's error for a CombineGlobally with defaults over windowed input (raised when the
+/// pipeline is built, as Beam does).
+const DEFAULTS_IN_WINDOWS: &str = "Default values are not supported in CombineGlobally() if \
+the output PCollection is not windowed by GlobalWindows. Instead, use \
+CombineGlobally().without_defaults() to output an empty PCollection if the input PCollection \
+is empty, or CombineGlobally().as_singleton_view() to get the default output of the \
+CombineFn if the input PCollection is empty.";
+
+/// Combine per key or globally. `defaults` (globally): the default step of Beam's
+/// CombineGlobally, which needs the global window.
 pub(crate) fn combine(
     pcoll: &PColl,
     name: &str,
@@ -223,9 +260,13 @@ pub(crate) fn combine(
     config: &str,
     combine_fn: Option<Py<PyAny>>,
     per_key: bool,
+    defaults: bool,
 ) -> PyResult<PColl> {
     let config: serde_json::Value =
         serde_json::from_str(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if !per_key && defaults && pcoll.pc.windowing().window_fn != WindowFn::Global {
+        return Err(PyValueError::new_err(DEFAULTS_IN_WINDOWS));
+    }
     let named = |b: &str| -> PyResult<(&'static str, bool)> {
         Ok(match b {
             "count" => ("beamline.Count", true),
@@ -238,6 +279,10 @@ pub(crate) fn combine(
             other => return Err(PyValueError::new_err(format!("unknown combiner {other}"))),
         })
     };
+    let globally = |c: CombineGlobally<DynValue, DynValue>| {
+        let c = if defaults { c } else { c.without_defaults() };
+        pcoll.pc.apply(name, c)
+    };
     let out = match (builtin, combine_fn, per_key) {
         (Some(b), _, true) => {
             let (n, d) = named(&b)?;
@@ -246,15 +291,12 @@ pub(crate) fn combine(
         }
         (Some(b), _, false) => {
             let (n, d) = named(&b)?;
-            pcoll.pc.apply(
-                name,
-                Combiner::<DynValue, DynValue>::by_name(n, config, d).globally(),
-            )
+            globally(Combiner::<DynValue, DynValue>::by_name(n, config, d).globally())
         }
         (None, Some(f), true) => {
             combine_per_key(&pcoll.pc, name, CombinePerKey::new(PyCombineFn(f)))
         }
-        (None, Some(f), false) => pcoll.pc.apply(name, CombineGlobally::new(PyCombineFn(f))),
+        (None, Some(f), false) => globally(CombineGlobally::new(PyCombineFn(f))),
         (None, None, _) => {
             return Err(PyValueError::new_err(
                 "a combine needs a CombineFn or a builtin",

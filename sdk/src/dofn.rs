@@ -299,6 +299,18 @@ impl<'b, O: Element> ProcessContext<'_, 'b, O> {
         Ok(())
     }
 
+    /// Emits to the main output with another timestamp and window (the input's pane):
+    /// what an SDK whose outputs are re-windowed by their new timestamp needs (Beam Python).
+    pub fn output_at(&mut self, value: O, timestamp: Timestamp, window: Window) {
+        let pane = self.pane;
+        self.inner.output_with(0, move || WindowedValue {
+            value: value.into_value(),
+            timestamp,
+            window,
+            pane,
+        });
+    }
+
     /// Emits a fully specified element on output number `tag` (SDK-internal transforms).
     pub(crate) fn emit_raw(&mut self, tag: usize, wv: WindowedValue) {
         self.inner.output(tag, wv);

@@ -10,7 +10,6 @@ use crate::pipeline::PTransform;
 use beamline_engine::combine::{Accumulator, CombineFnInvoker};
 use beamline_engine::registry::NamedCombineFn;
 use beamline_engine::spec::{FnRef, UserFnSpec};
-use beamline_engine::time::GLOBAL_WINDOW_MAX_TIMESTAMP;
 use beamline_engine::window::WindowFn;
 use beamline_engine::{UserError, Value};
 use beamline_proto::pipeline as pb;
@@ -223,11 +222,17 @@ impl<K: Element, V: Element, O: Element> PTransform<PCollection<(K, V)>>
 
 /// Combines all values of each window into one.
 ///
-/// With the global window, an empty input yields the CombineFn's empty result (as Beam
-/// does), unless built [`without_defaults`](CombineGlobally::without_defaults).
+/// As in Beam, by default the result comes from a step that also yields the CombineFn's
+/// empty result when the input is empty. That step runs once, in the global window: its
+/// output has the minimum timestamp and the pane of a value that no trigger fired (as Beam
+/// Python's), whichever the combiner. Combiners without an empty result ([`Min`](super::Min),
+/// [`Max`](super::Max)) then yield nothing for an empty input. An input in other windows
+/// needs [`without_defaults`](CombineGlobally::without_defaults) (a construction error
+/// otherwise, as in Beam); then each window's result has its grouping's pane and timestamp.
 pub struct CombineGlobally<V, O> {
     f: CombineRef,
     defaults: bool,
+    empty_result: bool,
     _t: PhantomData<fn(V) -> O>,
 }
 
@@ -237,29 +242,34 @@ impl<V: Element, O: Element> CombineGlobally<V, O> {
         CombineGlobally {
             f: CombineRef::closure(c),
             defaults: true,
+            empty_result: true,
             _t: PhantomData,
         }
     }
 
-    pub(crate) fn from_ref(f: CombineRef, defaults: bool) -> Self {
+    /// `empty_result`: the CombineFn's result for no input is a value of type `O`.
+    pub(crate) fn from_ref(f: CombineRef, empty_result: bool) -> Self {
         CombineGlobally {
             f,
-            defaults,
+            defaults: true,
+            empty_result,
             _t: PhantomData,
         }
     }
 
-    /// Empty input gives empty output.
+    /// No default step: an empty input gives an empty output, and the input may be in
+    /// any windows.
     pub fn without_defaults(mut self) -> Self {
         self.defaults = false;
         self
     }
 }
 
-/// Emits the combined value, or the default when the combine saw no input.
+/// Emits the combined value, or the CombineFn's empty result when the combine saw no input.
 #[derive(Clone)]
 struct InjectDefault<O: Element> {
-    default: O,
+    /// Computes the empty result; `None` when the CombineFn has none.
+    invoker: Option<Arc<dyn CombineFnInvoker>>,
     combined: crate::SideInput<Vec<O>>,
 }
 
@@ -269,10 +279,23 @@ impl<O: Element> DoFn for InjectDefault<O> {
     fn process(&mut self, _: (), ctx: &mut ProcessContext<'_, '_, O>) -> Result<(), UserError> {
         let values = ctx.side_input(&self.combined)?.clone();
         if values.is_empty() {
-            ctx.output_with_timestamp(self.default.clone(), GLOBAL_WINDOW_MAX_TIMESTAMP);
+            if let Some(invoker) = &self.invoker {
+                // Computed here, not when the pipeline is built: a CombineFn whose empty
+                // result fails only fails a job whose input is empty (as in Beam).
+                let empty = invoker
+                    .extract_output(invoker.create_accumulator())
+                    .and_then(|v| O::from_value(v).map_err(UserError::from))
+                    .map_err(|e| {
+                        UserError::from(format!(
+                            "the input is empty and the CombineFn's empty result failed: {e}; \
+                             use without_defaults() for an empty output instead"
+                        ))
+                    })?;
+                ctx.output(empty);
+            }
         }
         for v in values {
-            ctx.output_with_timestamp(v, GLOBAL_WINDOW_MAX_TIMESTAMP);
+            ctx.output(v);
         }
         Ok(())
     }
@@ -286,28 +309,23 @@ impl<V: Element, O: Element> PTransform<PCollection<V>> for CombineGlobally<V, O
             .map("KeyWithVoid", |v: V| ((), v))
             .apply("CombinePerKey", CombinePerKey::<(), V, O>::from_ref(self.f))
             .map("UnKey", |(_, o): ((), O)| o);
-        if !self.defaults || input.windowing().window_fn != WindowFn::Global {
+        if !self.defaults {
             return values;
         }
-        let default = invoker
-            .extract_output(invoker.create_accumulator())
-            .map_err(|e| e.to_string())
-            .and_then(|v| O::from_value(v).map_err(|e| e.to_string()));
-        let default = match default {
-            Ok(d) => d,
-            Err(e) => {
-                input.pipeline().construction_error(format!(
-                    "'{}': the CombineFn's empty result is unusable: {e}",
-                    input.pipeline().current_name()
-                ));
-                return values;
-            }
-        };
+        if input.windowing().window_fn != WindowFn::Global {
+            input.pipeline().construction_error(format!(
+                "'{}': default values are not supported in CombineGlobally when the input is \
+                 not in the global window; use CombineGlobally(...).without_defaults() for an \
+                 empty output when a window is empty",
+                input.pipeline().current_name()
+            ));
+            return values;
+        }
         let view = values.as_iter();
         input.pipeline().apply("DefaultImpulse", Impulse).apply(
             "InjectDefault",
             ParDo::of(InjectDefault {
-                default,
+                invoker: self.empty_result.then_some(invoker),
                 combined: view.clone(),
             })
             .with_side_input(&view),

@@ -329,7 +329,8 @@ pub struct Combiner<V, O> {
 
 impl<V: Element, O: Element> Combiner<V, O> {
     /// A standard combiner by its registered name and JSON config (for dynamically typed
-    /// SDKs); `defaults`: an empty global input yields the combiner's empty result.
+    /// SDKs); `defaults`: the combiner has an empty result, which CombineGlobally yields
+    /// for an empty input (Min and Max have none).
     pub fn by_name(name: &'static str, config: serde_json::Value, defaults: bool) -> Self {
         Self::new(name, config, defaults)
     }

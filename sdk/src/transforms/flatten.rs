@@ -7,6 +7,10 @@ use beamline_proto::pipeline as pb;
 use beamline_proto::urns;
 
 /// Merges a list of collections into one.
+///
+/// Every element keeps its own window; the output takes the first input's windowing
+/// strategy (what a later GroupByKey triggers and merges with), as Beam Python's Flatten
+/// does. Inputs may be windowed differently (fixed windows of 10 s and of 5 s, say).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flatten;
 
@@ -15,12 +19,6 @@ impl<T: Element> PTransform<Vec<PCollection<T>>> for Flatten {
     fn expand(self, inputs: &Vec<PCollection<T>>) -> PCollection<T> {
         let p = inputs[0].pipeline().clone();
         let windowing = inputs[0].windowing();
-        if inputs.iter().any(|i| i.windowing() != windowing) {
-            p.construction_error(format!(
-                "Flatten '{}' merges collections with different windowing",
-                p.current_name()
-            ));
-        }
         let out: PCollection<T> = p.new_output("out", windowing);
         p.set_primitive(
             pb::FunctionSpec {

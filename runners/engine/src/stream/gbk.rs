@@ -20,7 +20,7 @@ use crate::graph::Windowing;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
-use crate::window::{merge_intervals, Window, WindowedValue};
+use crate::window::{merge_intervals, TimestampCombiner, Window, WindowedValue};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +91,31 @@ fn open_window(
 
 fn add_hold(holds: &mut BTreeMap<i64, usize>, t: i64) {
     *holds.entry(t).or_insert(0) += 1;
+}
+
+/// The hold of window `to` made of two windows' holds (merging windows).
+fn merged_hold(tc: TimestampCombiner, to: &Window, a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (None, None) => None,
+        _ if tc == TimestampCombiner::EndOfWindow => Some(to.max_timestamp()),
+        (Some(x), None) | (None, Some(x)) => Some(x),
+        (Some(x), Some(y)) if tc == TimestampCombiner::Latest => Some(x.max(y)),
+        (Some(x), Some(y)) => Some(x.min(y)),
+    }
+}
+
+/// Sets a window's hold, keeping the registry of holds in step: a window being added to
+/// in this bundle registers its hold when the bundle ends (`bundle_hold` has the old one).
+fn set_hold(holds: &mut BTreeMap<i64, usize>, ws: &mut WinState, hold: Option<i64>) {
+    if ws.bundle_hold.is_none() && ws.hold != hold {
+        if let Some(h) = ws.hold {
+            remove_hold(holds, h);
+        }
+        if let Some(h) = hold {
+            add_hold(holds, h);
+        }
+    }
+    ws.hold = hold;
 }
 
 fn remove_hold(holds: &mut BTreeMap<i64, usize>, t: i64) {
@@ -451,12 +476,15 @@ impl Panes {
                 }
             }
         }
-        let mut released = Vec::new();
+        let tc = self.windowing.timestamp_combiner;
         for (to, mut ws) in moved {
             // Timers of merged-away windows are cleared (on_merge); the next element resets them.
             // Their index entries name the old window: the new one indexes afresh.
             ws.trig.timers.clear();
             ws.trig.indexed.clear();
+            // The hold a window has registered: its hold when the bundle started, while it
+            // is being added to (the bundle's end registers the new one).
+            let registered = ws.bundle_hold.unwrap_or(ws.hold);
             match ks.windows.get_mut(&to) {
                 Some(target) => {
                     let contents =
@@ -466,28 +494,28 @@ impl Panes {
                             .absorb(contents, combine)
                             .map_err(|e| EngineError::user(name, e))
                     })?;
-                    if let Some(h) = ws.hold {
-                        released.push(h);
-                        target.hold = Some(target.hold.map_or(h, |t| t.min(h)));
-                        if let Some(t) = target.hold {
-                            if t == h {
-                                released.pop();
-                            }
-                        }
+                    if let Some(h) = registered {
+                        remove_hold(&mut self.holds, h);
                     }
+                    let merged = merged_hold(tc, &to, target.hold, ws.hold);
+                    set_hold(&mut self.holds, target, merged);
                     target.trig.timers.clear();
                 }
                 None => {
                     ws.index = 0;
                     ws.nonspeculative = 0;
+                    // The merged window's output timestamp, not the old window's end.
+                    let merged = merged_hold(tc, &to, None, ws.hold);
+                    set_hold(&mut self.holds, &mut ws, merged);
+                    if ws.bundle_hold.is_some() {
+                        // Its hold is registered when the bundle ends, under its new window.
+                        self.touched.push((kb.clone(), to));
+                    }
                     ks.windows.insert(to, ws);
                     let exp = end_of(&to).saturating_add(self.windowing.allowed_lateness);
                     self.expiry.push(exp, kb.clone(), to);
                 }
             }
-        }
-        for h in released {
-            remove_hold(&mut self.holds, h);
         }
         Ok(mapping)
     }

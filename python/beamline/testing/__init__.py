@@ -1,5 +1,6 @@
 """Testing helpers: ``TestStream`` and assertions inside the pipeline
-(``assert_that(pcoll, equal_to([...]))``; a failure fails the job with a diff).
+(``assert_that(pcoll, equal_to([...]))``; a failure fails the job with a diff). Also under
+Beam's paths: ``testing.test_stream`` and ``testing.util``.
 """
 
 from beamline.transforms import PTransform
@@ -40,6 +41,7 @@ class TestStream(PTransform):
         return self
 
     def advance_watermark_to_infinity(self):
+        """The watermark goes to infinity after the last event anyway."""
         return self
 
     def expand(self, pbegin):
@@ -67,3 +69,6 @@ def assert_that(pcoll, matcher, label=None):
     if not isinstance(matcher, _Matcher):
         raise TypeError("assert_that takes equal_to([...]) or is_empty()")
     pcoll.pipeline._native.assert_equal(pcoll._native, matcher.expected)
+
+
+from beamline.testing import test_stream, util  # noqa: E402,F401 - Beam's module paths

@@ -1,4 +1,4 @@
-"""Core transforms: Create, Map, FlatMap, Filter, ParDo, GroupByKey, combines, windows..."""
+"""Core transforms: Create, Map, FlatMap, Filter, ParDo, GroupByKey, combines, windows."""
 
 import copy
 import inspect
@@ -43,6 +43,14 @@ class PTransform:
     def default_label(self):
         return type(self).__name__
 
+    def with_output_types(self, *types, **kwargs):
+        """Accepted for Beam compatibility: element types are checked when values are."""
+        return self
+
+    def with_input_types(self, *types, **kwargs):
+        """Accepted for Beam compatibility: element types are checked when values are."""
+        return self
+
     def _name(self):
         if self.label is None:
             # Unlabelled transforms get distinct names (Beam would reject duplicates).
@@ -61,14 +69,38 @@ def _fn_label(fn):
 
 
 class Create(PTransform):
-    """A PCollection of fixed values."""
+    """A PCollection of fixed values; ``TimestampedValue`` items get their timestamps."""
 
     def __init__(self, values):
         super().__init__()
+        if isinstance(values, dict):
+            values = values.items()
         self.values = list(values)
 
     def expand(self, pbegin):
-        return self._out(pbegin, pbegin.pipeline._native.create(self._name(), self.values))
+        from beamline.window import TimestampedValue
+
+        name = self._name()
+        native = pbegin.pipeline._native
+        if not any(isinstance(v, TimestampedValue) for v in self.values):
+            return self._out(pbegin, native.create(name, self.values))
+        # As Beam: the values are unwrapped and take their timestamps; others keep the
+        # minimum timestamp.
+        rows = [
+            (True, v.value, v.timestamp) if isinstance(v, TimestampedValue) else (False, v, 0.0)
+            for v in self.values
+        ]
+        created = self._out(pbegin, native.create(f"{name}/Values", rows))
+        return created | f"{name}/Timestamps" >> Map(
+            lambda r: TimestampedValue(r[1], r[2]) if r[0] else r[1]
+        )
+
+
+class Impulse(PTransform):
+    """One element, ``b""``, in the global window: the root of every pipeline, in Beam."""
+
+    def expand(self, pbegin):
+        return self._out(pbegin, pbegin.pipeline._native.create(self._name(), [b""]))
 
 
 _ATOMIC = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
@@ -110,58 +142,70 @@ def _check_callable(fn, what):
         _check_copyable(fn, what, "the callable object")
 
 
-def _split_args(fn, args, what):
-    """Separates side-input views from constant arguments; checks the arity."""
+def _side_spec(side, keyword=None):
+    """How the native ParDo receives a side input: view, PCollection, keyword, default.
+    A constant argument of a DoFn goes in its place as a "const" view with no PCollection."""
+    if not isinstance(side, _SideInput):
+        return ("const", None, keyword, True, side)
+    return (side.view, side.pcoll._native, keyword, side.has_default, side.default)
+
+
+def _split_args(fn, args, kwargs, what):
+    """Separates side-input views from constant arguments (positional or keyword); checks
+    the arity. Returns the callable the runner calls with the element, the positional side
+    values and the keyword side values, and the side-input specs in that order."""
     _check_callable(fn, what)
-    for a in args:
+    for a in list(args) + list(kwargs.values()):
         if not isinstance(a, _SideInput):
             _check_copyable(a, what, "an extra argument,")
-    sides = [a for a in args if isinstance(a, _SideInput)]
-    if sides and len(sides) != len(args):
-
-        def call(x, *side_values, _fn=fn, _args=args):
-            it = iter(side_values)
-            return _fn(x, *[next(it) if isinstance(a, _SideInput) else a for a in _args])
-
-        wrapped = call
-    elif args and not sides:
-
-        def call(x, _fn=fn, _args=args):
-            return _fn(x, *_args)
-
-        wrapped = call
-    else:
+    consts = {k: v for k, v in kwargs.items() if not isinstance(v, _SideInput)}
+    positional_sides = [a for a in args if isinstance(a, _SideInput)]
+    if len(positional_sides) == len(args) and not consts:
         wrapped = fn
+    else:
+
+        def call(x, *side_values, _fn=fn, _args=args, _consts=consts, **keyword_sides):
+            it = iter(side_values)
+            return _fn(
+                x,
+                *[next(it) if isinstance(a, _SideInput) else a for a in _args],
+                **_consts,
+                **keyword_sides,
+            )
+
+        wrapped = call
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         sig = None
     if sig is not None:
         try:
-            sig.bind(object(), *args)
+            sig.bind(object(), *args, **kwargs)
         except TypeError as e:
             raise ValueError(
                 f"{what}: {_fn_label(fn)} cannot be called with an element and "
-                f"{len(args)} more argument(s): {e}"
+                f"{len(args)} more argument(s){' and keywords ' + ', '.join(kwargs) if kwargs else ''}: {e}"
             ) from None
-    return wrapped, [(s.view, s.pcoll._native) for s in sides]
+    sides = [_side_spec(a) for a in positional_sides]
+    sides += [_side_spec(v, k) for k, v in kwargs.items() if isinstance(v, _SideInput)]
+    return wrapped, sides
 
 
 class _CallableParDo(PTransform):
     kind = None
 
-    def __init__(self, fn, *args):
+    def __init__(self, fn, *args, **kwargs):
         super().__init__()
         if not callable(fn):
             raise TypeError(f"{type(self).__name__} needs a callable, got {fn!r}")
-        self.fn, self.args = fn, args
+        self.fn, self.args, self.kwargs = fn, args, kwargs
 
     def default_label(self):
         return f"{type(self).__name__}({_fn_label(self.fn)})"
 
     def expand(self, pcoll):
         name = self._name()
-        fn, sides = _split_args(self.fn, self.args, f"{type(self).__name__} '{name}'")
+        fn, sides = _split_args(self.fn, self.args, self.kwargs, f"{type(self).__name__} '{name}'")
         workers = int(pcoll.pipeline.options.get_all_options().get("python_workers", "1") or 1)
         if workers > 1 and not sides:
             # Runs in worker processes: the native harness sends bundles to _workers.
@@ -241,16 +285,21 @@ class DoFn:
 class DoOutputsTuple:
     """The outputs of a ParDo with tagged outputs: ``outs.main``, ``outs.tag`` or ``outs["tag"]``."""
 
-    def __init__(self, main, tagged):
+    def __init__(self, main, tagged, main_tag=None):
         self.main = main
         self._tagged = tagged
+        self._main_tag = main_tag
 
     def __getitem__(self, tag):
-        if tag is None or tag == "main":
+        if tag is None or tag == "main" or (self._main_tag is not None and tag == self._main_tag):
             return self.main
         return self._tagged[tag]
 
     def __getattr__(self, tag):
+        if tag.startswith("_"):
+            raise AttributeError(tag)
+        if self._main_tag is not None and tag == self._main_tag:
+            return self.main
         try:
             return self._tagged[tag]
         except KeyError:
@@ -264,17 +313,20 @@ class DoOutputsTuple:
 class ParDo(PTransform):
     """Runs a DoFn on every element; extra arguments may be side-input views."""
 
-    def __init__(self, dofn, *args):
+    def __init__(self, dofn, *args, **kwargs):
         super().__init__()
         if not isinstance(dofn, DoFn):
             raise TypeError(f"ParDo needs a DoFn instance, got {dofn!r}")
-        self.dofn, self.args, self.tags = dofn, args, []
+        self.dofn, self.args, self.kwargs, self.tags = dofn, args, kwargs, []
+        self.main_tag = None
 
     def default_label(self):
         return f"ParDo({type(self.dofn).__name__})"
 
     def with_outputs(self, *tags, main=None):
+        """Declares tagged outputs; ``main`` names the main output in the result."""
         self.tags = list(tags)
+        self.main_tag = main
         return self
 
     def expand(self, pcoll):
@@ -309,7 +361,7 @@ class ParDo(PTransform):
             for p in sig.parameters.values():
                 if isinstance(p.default, _Param):
                     params.append((p.name, p.default.encoded()))
-                elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in self.kwargs:
                     plain.append(p)
             needed = [p for p in plain if p.default is inspect.Parameter.empty]
             has_varargs = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
@@ -320,9 +372,11 @@ class ParDo(PTransform):
                 )
         dofn = self.dofn
         _check_copyable(dofn, f"ParDo '{name}'", "the DoFn")
-        sides = [(a.view, a.pcoll._native) for a in self.args if isinstance(a, _SideInput)]
-        if len(sides) != len(self.args):
-            raise ValueError(f"ParDo '{name}': extra arguments must be side inputs (AsSingleton, AsList, ...)")
+        for a in list(self.args) + list(self.kwargs.values()):
+            if not isinstance(a, _SideInput):
+                _check_copyable(a, f"ParDo '{name}'", "an extra argument,")
+        sides = [_side_spec(a) for a in self.args]
+        sides += [_side_spec(v, k) for k, v in self.kwargs.items()]
         state_specs = [(n, s.kind) for n, s in states.items()]
         timer_specs = [(n, t.time_domain) for n, t in timers.items()]
         if state_specs or timer_specs:
@@ -344,6 +398,7 @@ class ParDo(PTransform):
         return DoOutputsTuple(
             self._out(pcoll, outs[0]),
             {t: self._out(pcoll, o) for t, o in zip(self.tags, outs[1:])},
+            self.main_tag,
         )
 
 
@@ -423,6 +478,10 @@ _BUILTINS = {sum: "sum", min: "min", max: "max"}
 
 def _combine_args(fn):
     """(builtin name, config json, CombineFn) for a combine's function."""
+    rust = getattr(fn, "_beamline_builtin", None)
+    if rust is not None:
+        # A Python CombineFn of the standard library with the same combiner in Rust.
+        fn = rust
     if isinstance(fn, _Builtin):
         return fn.name, json.dumps(fn.config), None
     if fn in _BUILTINS:
@@ -435,10 +494,17 @@ def _combine_args(fn):
 
 
 class _Builtin:
-    """A combiner implemented in Rust (values never enter Python)."""
+    """A combiner implemented in Rust (values never enter Python); ``python`` gives the
+    same combiner as a Python CombineFn, for where it runs in Python (CombineValues)."""
 
-    def __init__(self, name, config=None):
+    def __init__(self, name, config=None, python=None):
         self.name, self.config = name, config
+        self._python = python
+
+    def python(self):
+        if self._python is None:
+            raise TypeError(f"the {self.name} combiner has no Python form")
+        return self._python()
 
 
 class CombinePerKey(PTransform):
@@ -455,16 +521,92 @@ class CombinePerKey(PTransform):
 
 
 class CombineGlobally(PTransform):
-    """Combines all values (per window) into one."""
+    """Combines all values (per window) into one.
+
+    As in Beam, the result comes from a default step that also gives the CombineFn's empty
+    result for an empty input: in the global window, at the minimum timestamp, with the
+    pane of a value no trigger fired. Input in other windows needs ``without_defaults()``
+    (a ValueError otherwise, as in Beam); each window's result then has its pane.
+    """
 
     def __init__(self, fn):
         super().__init__()
         self.fn = fn
+        self.has_defaults = True
+        self.as_view = False
+
+    def without_defaults(self):
+        """No default step: an empty input (or window) gives no output."""
+        self.has_defaults = False
+        return self
+
+    def as_singleton_view(self):
+        """The result as a singleton side input, the CombineFn's empty result when empty."""
+        self.as_view = True
+        return self
+
+    def _empty_result(self):
+        """(True, the CombineFn's result for no input) or (False, None) when it has none."""
+        fn = self.fn
+        if isinstance(fn, _Builtin):
+            return _BUILTIN_EMPTY.get(fn.name, (False, None))
+        if fn in (min, max):
+            return False, None
+        try:
+            if isinstance(fn, CombineFn):
+                return True, fn.extract_output(fn.create_accumulator())
+            return True, fn([])
+        except Exception:  # noqa: BLE001 - a function with no empty result
+            return False, None
 
     def expand(self, pcoll):
+        from beamline.pvalue import AsSingleton
+
         b, config, f = _combine_args(self.fn)
-        native = pcoll.pipeline._native.combine_globally(pcoll._native, self._name(), b, config, f)
-        return self._out(pcoll, native)
+        defaults = self.has_defaults and not self.as_view
+        native = pcoll.pipeline._native.combine_globally(
+            pcoll._native, self._name(), b, config, f, defaults
+        )
+        out = self._out(pcoll, native)
+        if not self.as_view:
+            return out
+        has, value = self._empty_result()
+        return AsSingleton(out, default_value=value) if has else AsSingleton(out)
+
+
+# The empty results of the combiners implemented in Rust.
+_BUILTIN_EMPTY = {
+    "count": (True, 0),
+    "sum": (True, 0),
+    "mean": (True, float("nan")),
+    "top": (True, []),
+    "sample": (True, []),
+}
+
+
+class CombineValues(PTransform):
+    """Combines the iterable of each ``(key, values)`` (the output of a GroupByKey)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        _combine_args(fn)  # checks the function
+        self.fn = fn
+
+    def expand(self, pcoll):
+        fn = self.fn
+        if isinstance(fn, _Builtin):
+            fn = fn.python()
+
+        def combine(kv, _fn=fn):
+            key, values = kv
+            if isinstance(_fn, CombineFn):
+                acc = _fn.create_accumulator()
+                for v in values:
+                    acc = _fn.add_input(acc, v)
+                return key, _fn.extract_output(acc)
+            return key, _fn(list(values))
+
+        return pcoll | self._name() >> Map(combine)
 
 
 class Flatten(PTransform):
@@ -497,28 +639,6 @@ class Partition(PTransform):
 
         outs = pcoll | self._name() >> ParDo(_Part()).with_outputs(*[str(i) for i in range(n)])
         return [outs[str(i)] for i in range(n)]
-
-
-class Reshuffle(PTransform):
-    """Redistributes elements across workers."""
-
-    def expand(self, pcoll):
-        return self._out(pcoll, pcoll.pipeline._native.reshuffle(pcoll._native, self._name()))
-
-
-class Keys(PTransform):
-    def expand(self, pcoll):
-        return pcoll | self._name() >> Map(lambda kv: kv[0])
-
-
-class Values(PTransform):
-    def expand(self, pcoll):
-        return pcoll | self._name() >> Map(lambda kv: kv[1])
-
-
-class KvSwap(PTransform):
-    def expand(self, pcoll):
-        return pcoll | self._name() >> Map(lambda kv: (kv[1], kv[0]))
 
 
 class WindowInto(PTransform):
