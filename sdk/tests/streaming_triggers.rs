@@ -173,7 +173,7 @@ fn streaming_combine_per_key_and_globally() {
     let counts = capture(
         &windowed
             .apply("Values", beamline::Values)
-            .apply("Count", Count::globally()),
+            .apply("Count", Count::globally().without_defaults()),
     );
     p.run().unwrap();
     // a: on-time pane 3, then a late pane with the late 4 (discarding).

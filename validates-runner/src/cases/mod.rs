@@ -3,6 +3,7 @@
 mod combine;
 mod core;
 mod errors;
+mod parity;
 mod scale;
 mod side_inputs;
 mod state;
@@ -22,6 +23,7 @@ pub fn all() -> Vec<Case> {
     v.extend(state::cases());
     v.extend(scale::cases());
     v.extend(errors::cases());
+    v.extend(parity::cases());
     v
 }
 

@@ -565,7 +565,14 @@ impl Panes {
             now: cx.now,
         };
         let fire = trigger::should_fire(trigger, &mut ws.trig.state, domain, ts, &w, &mut tcx);
-        let finished = fire && trigger::on_fire(trigger, &mut ws.trig.state, ts, &w, &mut tcx);
+        let mut finished = fire && trigger::on_fire(trigger, &mut ws.trig.state, ts, &w, &mut tcx);
+        // The global window's pane at its end, with no allowed lateness, is its last one:
+        // nothing can follow (Beam gives is_last there too, as the batch executor does).
+        finished |= fire
+            && domain == Domain::Watermark
+            && w == Window::Global
+            && self.windowing.allowed_lateness == 0
+            && ts >= w.max_timestamp();
         self.index_timers(kb, w);
         if fire {
             let (out_wm, ontime) = match domain {
