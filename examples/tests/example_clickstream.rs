@@ -129,3 +129,44 @@ fn ctrl_c_drains_an_endless_stream() {
         "{timings:?}"
     );
 }
+
+/// Issue 20: with a rate-limited generator, processing-time (early) timers fire at real
+/// clock times before the windows close; they moved AfterWatermark past its on-time pane,
+/// so no ON_TIME pane came at all. Each user's window [0, 60 s) now has exactly one.
+#[test]
+fn rate_limited_streaming_has_on_time_panes() {
+    let dir = tempfile::tempdir().unwrap();
+    let panes = format!("{}/panes", dir.path().display());
+    // 6000 events at 2000/s: about 3 s of wall time, past the first 2 s early firing.
+    run(&[
+        "--streaming".into(),
+        "--rate".into(),
+        "2000".into(),
+        "--count".into(),
+        "6000".into(),
+        "--users".into(),
+        "20".into(),
+        "--panes".into(),
+        panes,
+    ]);
+    let mut on_time: HashMap<(String, i64), usize> = HashMap::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            if f[3] == "ON_TIME" {
+                *on_time
+                    .entry((f[0].to_string(), f[1].parse().unwrap()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    for u in 0..20 {
+        let key = (clickstream::user_of(u), 0);
+        assert_eq!(
+            on_time.get(&key),
+            Some(&1),
+            "ON_TIME panes of {key:?}: {on_time:?}"
+        );
+    }
+}

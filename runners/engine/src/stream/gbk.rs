@@ -565,7 +565,15 @@ impl Panes {
             now: cx.now,
         };
         let fire = trigger::should_fire(trigger, &mut ws.trig.state, domain, ts, &w, &mut tcx);
-        let mut finished = fire && trigger::on_fire(trigger, &mut ws.trig.state, ts, &w, &mut tcx);
+        // A processing-time timer's time is wall-clock time: the trigger learns the
+        // watermark from the input (as Beam's), or a timer at a real clock time would
+        // pass any window's end and move AfterWatermark past its on-time pane.
+        let watermark = match domain {
+            Domain::Watermark => ts,
+            Domain::ProcessingTime => cx.input_watermark,
+        };
+        let mut finished =
+            fire && trigger::on_fire(trigger, &mut ws.trig.state, watermark, &w, &mut tcx);
         // The global window's pane at its end, with no allowed lateness, is its last one:
         // nothing can follow (Beam gives is_last there too, as the batch executor does).
         finished |= fire
@@ -577,7 +585,7 @@ impl Panes {
         if fire {
             let (out_wm, ontime) = match domain {
                 Domain::Watermark => (ts, true),
-                Domain::ProcessingTime => (ts.min(cx.output_watermark), false),
+                Domain::ProcessingTime => (cx.output_watermark, false),
             };
             self.output(kb, w, finished, out_wm, ontime, cx)?;
         }
