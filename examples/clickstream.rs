@@ -14,12 +14,46 @@
 //! pane as `user,window_start,pane_index,timing,count`), `--quiet` (no rankings).
 
 use beamline::testing::capture;
-use beamline::{PCollection, Pipeline, ReadFromText, WithTimestamps, WriteToText};
+use beamline::{
+    OptionKind, OptionSpec, PCollection, Pipeline, ReadFromText, WithTimestamps, WriteToText,
+};
 use beamline_examples::clickstream::{self, DescribePane};
 use std::io::Write;
 
 fn main() -> anyhow::Result<()> {
-    let p = Pipeline::from_env()?;
+    let opt = OptionSpec::new;
+    let p = Pipeline::from_env_with(vec![
+        opt(
+            "input",
+            OptionKind::Text,
+            "CSV of user,timestamp_ms clicks (batch)",
+        ),
+        opt(
+            "generate-csv",
+            OptionKind::Text,
+            "write generated clicks to this CSV and stop",
+        ),
+        opt(
+            "count",
+            OptionKind::Integer,
+            "events to generate (default: unbounded when streaming)",
+        ),
+        opt(
+            "rate",
+            OptionKind::Integer,
+            "streaming: events per second (0: as fast as possible)",
+        )
+        .default_value(0),
+        opt("users", OptionKind::Integer, "distinct users").default_value(100),
+        opt("seed", OptionKind::Integer, "generator seed").default_value(1),
+        opt("top", OptionKind::Integer, "users ranked per window").default_value(3),
+        opt(
+            "panes",
+            OptionKind::Text,
+            "write every pane as user,window_start,index,timing,count",
+        ),
+        opt("quiet", OptionKind::Flag, "print no rankings"),
+    ])?;
     let o = p.options();
     let users: u64 = o.get("users")?.unwrap_or(100);
     let seed: u64 = o.get("seed")?.unwrap_or(1);

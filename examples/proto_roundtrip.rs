@@ -6,7 +6,7 @@
 //! ```
 
 use beamline::worker::{is_worker, run_in_child_process, write_proto};
-use beamline::{Create, Pipeline, Sum, WriteToText};
+use beamline::{Create, OptionKind, OptionSpec, Pipeline, Sum, WriteToText};
 
 fn build(p: &Pipeline, output: &str) {
     let offset = 1;
@@ -18,7 +18,11 @@ fn build(p: &Pipeline, output: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let p = Pipeline::from_env()?;
+    let p = Pipeline::from_env_with(vec![OptionSpec::new(
+        "output",
+        OptionKind::Text,
+        "prefix of the output file",
+    )])?;
     let output: String = p.options().require("output")?;
     build(&p, &output);
     if is_worker() {

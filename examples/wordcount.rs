@@ -4,10 +4,14 @@
 //! cargo run --release --example wordcount -- --input 'data/*.txt' --output out/counts [--runner=local]
 //! ```
 
-use beamline::{Count, Pipeline, ReadFromText, WriteToText};
+use beamline::{Count, OptionKind, OptionSpec, Pipeline, ReadFromText, WriteToText};
 
 fn main() -> anyhow::Result<()> {
-    let p = Pipeline::from_env()?;
+    // Declared, so `--help` lists them and a misspelt option is an error at once.
+    let p = Pipeline::from_env_with(vec![
+        OptionSpec::new("input", OptionKind::Text, "text files to read (a glob)"),
+        OptionSpec::new("output", OptionKind::Text, "prefix of the output shards"),
+    ])?;
     let options = p.options();
     let input: String = options.require("input")?;
     let output: String = options.require("output")?;

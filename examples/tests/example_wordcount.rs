@@ -102,3 +102,38 @@ fn proto_roundtrip_example_runs_in_a_child_process() {
         "sum of squares: 385"
     );
 }
+
+#[test]
+fn help_lists_the_programs_and_the_runners_options() {
+    let out = Command::new(example("wordcount"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--input=VALUE",
+        "text files to read",
+        "--output=VALUE",
+        "--runner=VALUE",
+        "--threads=N",
+        "--memory-budget=SIZE",
+        "--max-bundle-size=N",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn a_misspelt_option_is_one_clear_line() {
+    let out = Command::new(example("wordcount"))
+        .args(["--input=x", "--output=y", "--thread=2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err.trim(),
+        "error: unknown option --thread; did you mean --threads?"
+    );
+}

@@ -15,7 +15,7 @@ from beamline.io import (
     WriteToParquetBatched,
     WriteToText,
 )
-from beamline.pipeline import Pipeline, PipelineOptions, PipelineResult, StandardOptions
+from beamline.pipeline import Pipeline, PipelineOptions, PipelineResult, PipelineState, StandardOptions
 from beamline.pvalue import (
     AsDict,
     AsIter,
@@ -56,7 +56,7 @@ __all__ = [
     "AsDict", "AsIter", "AsList", "AsMultiMap", "AsSingleton", "CoGroupByKey", "CombineFn",
     "CombineGlobally", "CombinePerKey", "CombineValues", "Create", "Distinct", "DoFn", "Filter",
     "FlatMap", "Flatten", "GroupByKey", "Impulse", "Keys", "KvSwap", "Map", "ParDo", "Partition",
-    "PCollection", "Pipeline", "PipelineOptions", "PipelineResult", "PTransform",
+    "PCollection", "Pipeline", "PipelineOptions", "PipelineResult", "PipelineState", "PTransform",
     "ReadFromParquet", "ReadFromParquetBatched", "ReadFromText", "Reshuffle", "RustDoFn",
     "StandardOptions", "TaggedOutput", "Values", "WindowInto", "WithKeys", "WriteToParquet",
     "WriteToParquetBatched", "WriteToText", "coders", "combiners", "io", "metrics", "options",

@@ -1,63 +1,12 @@
-"""Pipeline, options and results."""
+"""Pipeline and its result (a handle on the running job)."""
+
+import atexit
+import os
+import sys
+import threading
 
 from beamline import _native
-
-
-class PipelineOptions:
-    """Command-line style options: ``PipelineOptions(["--runner=local"], threads=2)``."""
-
-    def __init__(self, flags=None, **kwargs):
-        self._args = list(flags or [])
-        for key, value in kwargs.items():
-            if value is True:
-                self._args.append(f"--{key}")
-            else:
-                self._args.append(f"--{key}={value}")
-
-    def view_as(self, cls):
-        """A view of these options as ``cls`` (``StandardOptions``), as Beam's."""
-        return cls(self)
-
-    def _set(self, name, value):
-        """Sets (or with None removes) the option ``--name``."""
-        flag = "--" + name.replace("_", "-")
-        self._args = [a for a in self._args if a.split("=", 1)[0] not in (flag, "--" + name)]
-        if value == "true":
-            self._args.append(flag)
-        elif value is not None:
-            self._args.append(f"{flag}={value}")
-
-    def get_all_options(self):
-        """The options as a dict of ``name -> value`` strings."""
-        out = {}
-        for arg in self._args:
-            if arg.startswith("--"):
-                name, _, value = arg[2:].partition("=")
-                out[name.replace("-", "_")] = value or "true"
-        return out
-
-
-class StandardOptions:
-    """The runner and streaming options, as Beam's ``StandardOptions`` view."""
-
-    def __init__(self, options):
-        object.__setattr__(self, "_options", options)
-
-    @property
-    def runner(self):
-        return self._options.get_all_options().get("runner")
-
-    @runner.setter
-    def runner(self, value):
-        self._options._set("runner", value)
-
-    @property
-    def streaming(self):
-        return self._options.get_all_options().get("streaming") in ("true", "True", "1")
-
-    @streaming.setter
-    def streaming(self, value):
-        self._options._set("streaming", "true" if value else None)
+from beamline.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: F401
 
 
 class Pipeline:
@@ -67,7 +16,11 @@ class Pipeline:
         if options is None:
             options = PipelineOptions(argv or [])
         self._options = options
-        self._native = _native.Pipeline(list(options._args))
+        self._native = _native.Pipeline(list(options._args), options._declared())
+        if "help" in options.get_all_options():
+            print(self._native.help_text(os.path.basename(sys.argv[0]) or "python"), end="")
+            sys.exit(0)
+        self._native.check_options()
         self._result = None
 
     @property
@@ -81,16 +34,21 @@ class Pipeline:
         return apply(PBegin(self), transform)
 
     def run(self):
-        """Runs the pipeline to completion and returns its result."""
+        """Starts the pipeline and returns its result at once, as Beam's portable runners
+        do: ``wait_until_finish()`` waits for it (a ``with`` block does), ``cancel()``
+        stops it."""
         from beamline import _workers
 
         workers = int(self._options.get_all_options().get("python_workers", "1") or 1)
         if workers > 1:
             _workers.start(workers)
         try:
-            self._result = PipelineResult(self._native.run())
-        finally:
+            job = self._native.start()
+        except BaseException:
             _workers.stop()
+            raise
+        streaming = StandardOptions(self._options).streaming
+        self._result = PipelineResult(job, on_end=_workers.stop, streaming=streaming)
         return self._result
 
     def __enter__(self):
@@ -98,7 +56,7 @@ class Pipeline:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.run()
+            self.run().wait_until_finish()
         return False
 
 
@@ -132,15 +90,112 @@ class _Metrics:
         return max(values, key=lambda v: v[1])[0] if values else None
 
 
+class PipelineState:
+    """The states of a job, as Beam's ``PipelineState`` (they compare as strings)."""
+
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+# Jobs started and not yet seen to end: waited for when the interpreter exits, so a script
+# that calls ``p.run()`` without waiting still gets all of its output.
+_running = set()
+_running_lock = threading.Lock()
+
+
 class PipelineResult:
-    """What a finished pipeline reports."""
+    """A running or finished job: state, wait, cancel, metrics (also while it runs).
 
-    def __init__(self, raw_metrics):
-        self._metrics = _Metrics(raw_metrics)
+    Ctrl-C while waiting cancels a batch job (it stops at the next bundle, commits nothing
+    and removes its temporary files) and re-raises KeyboardInterrupt; a streaming job is
+    drained instead (pending panes fire, output commits) and a second Ctrl-C cancels it.
+    """
 
-    def wait_until_finish(self):
-        """Pipelines run synchronously; returns the final state."""
-        return "DONE"
+    def __init__(self, job, on_end=None, streaming=False):
+        self._job = job
+        self._on_end = on_end
+        self._streaming = streaming
+        with _running_lock:
+            _running.add(self)
+
+    @property
+    def state(self):
+        """``RUNNING``, ``DONE``, ``FAILED`` or ``CANCELLED``."""
+        return self._job.state()
+
+    def _ended(self):
+        with _running_lock:
+            _running.discard(self)
+            on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
+
+    def _wait(self, timeout_s):
+        # Short waits with the GIL released, so Ctrl-C is seen promptly between them.
+        import time
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+            state = self._job.wait(step)
+            if state != PipelineState.RUNNING:
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                return state
+
+    def wait_until_finish(self, duration=None):
+        """Waits for the job to end, or ``duration`` milliseconds (as Beam); returns the
+        state. Raises RuntimeError with the job's error (and Python traceback) if it failed."""
+        timeout_s = None if duration is None else duration / 1000.0
+        try:
+            try:
+                state = self._wait(timeout_s)
+            except KeyboardInterrupt:
+                if self._streaming and self.state == PipelineState.RUNNING:
+                    self._job.drain()
+                    print("beamline: draining the streaming job (Ctrl-C again cancels it)",
+                          file=sys.stderr)
+                    try:
+                        return self.wait_until_finish(duration)
+                    except KeyboardInterrupt:
+                        pass
+                self._job.cancel()
+                self._job.wait(None)
+                raise
+        except RuntimeError:
+            self._ended()
+            raise
+        if state != PipelineState.RUNNING:
+            self._ended()
+        return state
+
+    def cancel(self):
+        """Stops the job at its next bundle; returns its final state."""
+        self._job.cancel()
+        try:
+            return self.wait_until_finish()
+        except RuntimeError:
+            return self.state
+
+    def drain(self):
+        """Drains a streaming job: sources stop, pending panes fire, output commits."""
+        self._job.drain()
 
     def metrics(self):
-        return self._metrics
+        """Metrics reported so far (all of them once the job ended)."""
+        return _Metrics(self._job.metrics())
+
+
+@atexit.register
+def _wait_for_running_jobs():
+    with _running_lock:
+        jobs = list(_running)
+    for r in jobs:
+        try:
+            r.wait_until_finish()
+        except RuntimeError as e:
+            print(f"beamline: a pipeline that was not waited for failed: {e}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(1)

@@ -13,15 +13,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod arrow;
 mod convert;
 mod dofn;
+mod job;
 mod parquet;
 mod transforms;
 
 use beamline::engine::Value;
-use beamline::{DynValue, PCollection, PipelineOptions};
+use beamline::{DynValue, OptionKind, OptionSpec, PCollection, PipelineOptions};
 use convert::{to_py, to_value};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 /// A PCollection of Python values.
 #[pyclass(module = "beamline._native", frozen)]
@@ -54,47 +54,46 @@ fn err(e: impl std::fmt::Display) -> PyErr {
 
 #[pymethods]
 impl Pipeline {
-    /// A pipeline with options from command-line style arguments (`--runner=local`, ...).
+    /// A pipeline with options from command-line style arguments (`--runner=local`, ...)
+    /// and the options the Python program declares, as `(name, kind, help)` with kind
+    /// one of `flag`, `int`, `text`.
     #[new]
-    fn new(args: Vec<String>) -> PyResult<Self> {
+    #[pyo3(signature = (args, declared=Vec::new()))]
+    fn new(args: Vec<String>, declared: Vec<(String, String, String)>) -> PyResult<Self> {
         let mut argv = vec!["python".to_string()];
         argv.extend(args);
-        let options =
+        let mut options =
             PipelineOptions::from_args(argv).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(Pipeline {
-            p: beamline::Pipeline::new(options),
-        })
+        for (name, kind, help) in declared {
+            let kind = match kind.as_str() {
+                "flag" => OptionKind::Flag,
+                "int" => OptionKind::Integer,
+                _ => OptionKind::Text,
+            };
+            options = options.declare(OptionSpec::new(&name, kind, &help));
+        }
+        let p = beamline::Pipeline::new(options);
+        // Python handles SIGINT itself (KeyboardInterrupt); the result cancels or drains.
+        p.set_handle_signals(false);
+        Ok(Pipeline { p })
     }
 
-    /// Runs the pipeline; returns the metrics as `{kind: {(step, namespace, name): value}}`.
-    fn run(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let p = self.p.clone();
-        // The runner's worker threads call back into Python: release the GIL meanwhile.
-        let result = py.detach(move || p.run()).map_err(err)?;
-        let m = result.metrics();
-        let out = PyDict::new(py);
-        let counters = PyDict::new(py);
-        for (k, v) in &m.counters {
-            counters.set_item((k.step.clone(), k.namespace.clone(), k.name.clone()), v)?;
-        }
-        let dists = PyDict::new(py);
-        for (k, d) in &m.distributions {
-            dists.set_item(
-                (k.step.clone(), k.namespace.clone(), k.name.clone()),
-                (d.count, d.sum, d.min, d.max),
-            )?;
-        }
-        let gauges = PyDict::new(py);
-        for (k, g) in &m.gauges {
-            gauges.set_item(
-                (k.step.clone(), k.namespace.clone(), k.name.clone()),
-                (g.value, g.sequence),
-            )?;
-        }
-        out.set_item("counters", counters)?;
-        out.set_item("distributions", dists)?;
-        out.set_item("gauges", gauges)?;
-        Ok(out.into_any().unbind())
+    /// Starts the pipeline on its runner; returns the running job.
+    fn start(&self) -> PyResult<job::Job> {
+        let result = self.p.start().map_err(err)?;
+        Ok(job::Job { result })
+    }
+
+    /// Help text listing the program's, the SDK's and the runner's options.
+    fn help_text(&self, program: &str) -> PyResult<String> {
+        self.p.help_text(program).map_err(err)
+    }
+
+    /// Raises ValueError for an option nobody declared or a malformed value.
+    fn check_options(&self) -> PyResult<()> {
+        self.p
+            .check_options()
+            .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The pipeline proto, serialized.
@@ -397,6 +396,7 @@ fn runners() -> Vec<String> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pipeline>()?;
     m.add_class::<PColl>()?;
+    m.add_class::<job::Job>()?;
     m.add_function(wrap_pyfunction!(record_metric, m)?)?;
     m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(take_metrics, m)?)?;

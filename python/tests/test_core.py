@@ -198,7 +198,7 @@ def test_empty_and_failed_assertions(runner_args):
     xs = p | "Xs" >> beamline.Create([1, 2])
     assert_that(xs, equal_to([1, 3]))
     with pytest.raises(RuntimeError, match=r"missing \[DynValue\(I64\(3\)\)\]"):
-        p.run()
+        p.run().wait_until_finish()
 
 
 def test_rust_dofn_by_name(runner_args):

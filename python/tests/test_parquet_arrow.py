@@ -141,14 +141,14 @@ def test_parquet_errors_are_clear(tmp_path):
     p = beamline.Pipeline()
     p | beamline.ReadFromParquet(str(bad))
     with pytest.raises(RuntimeError, match="bad.parquet is not a readable Parquet file"):
-        p.run()
+        p.run().wait_until_finish()
 
     good = tmp_path / "good.parquet"
     pq.write_table(pa.Table.from_pylist(rows(3), schema=SCHEMA), good)
     p = beamline.Pipeline()
     p | beamline.ReadFromParquet(str(good), columns=["nope"])
     with pytest.raises(RuntimeError, match=r"has no column 'nope' \(columns: id, name, score\)"):
-        p.run()
+        p.run().wait_until_finish()
 
     # A row that does not fit the schema names the schema and shows pyarrow's error.
     p = beamline.Pipeline()
@@ -158,7 +158,7 @@ def test_parquet_errors_are_clear(tmp_path):
         | beamline.WriteToParquet(str(tmp_path / "out"), SCHEMA, num_shards=1)
     )
     with pytest.raises(RuntimeError, match="rows do not fit the Parquet schema") as e:
-        p.run()
+        p.run().wait_until_finish()
     assert "Traceback" in str(e.value)
     assert not glob.glob(str(tmp_path / "out*"))
 
@@ -172,5 +172,5 @@ def test_parquet_errors_are_clear(tmp_path):
     p = beamline.Pipeline()
     p | beamline.Create([1, 2]) | beamline.WriteToParquetBatched(str(tmp_path / "z"))
     with pytest.raises(RuntimeError, match="expects pyarrow.RecordBatch or pyarrow.Table"):
-        p.run()
+        p.run().wait_until_finish()
     assert os.listdir(tmp_path).count("z") == 0

@@ -79,6 +79,7 @@ def dofn_results(workers):
             expected[f"n{x % 5}"] = expected.get(f"n{x % 5}", 0) + 1
     assert_that(counts, equal_to(sorted(expected.items())))
     result = p.run()
+    result.wait_until_finish()
     return result.metrics()
 
 

@@ -38,6 +38,10 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The command line names an option nobody declared, or gives one a bad value; the
+    /// message is one line saying which and what to do.
+    #[error("{0}")]
+    Usage(String),
     /// A worker process failed.
     #[error("worker process failed: {0}")]
     Worker(String),

@@ -38,7 +38,9 @@ pub use beamline_proto as proto;
 
 pub use dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext, TimerContext, TupleTag};
 pub use element::{Bytes, DynValue, Element};
+pub use engine::job::JobState;
 pub use engine::metrics::MetricResults;
+pub use engine::options::{OptionKind, OptionSpec};
 pub use engine::time::{self, Timestamp};
 pub use engine::trigger::Trigger;
 pub use engine::window::{TimestampCombiner, WindowFn};

@@ -1,13 +1,19 @@
 //! Pipeline options from the command line: `--runner=local --threads=4 --input=...`.
 
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
+use beamline_engine::options::{OptionKind, OptionSpec};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Options of a pipeline, parsed from `--name=value`, `--name value` or `--flag`.
 ///
 /// `--runner` picks the runner (default `local`); runners read their own options
-/// (`--threads` for the local runner); your program reads its own with [`get`](Self::get).
+/// (`--threads` for the local runner); your program reads its own with [`get`](Self::get)
+/// and declares them with [`declare`](Self::declare) for `--help`. When the pipeline runs,
+/// an option that neither the program, the SDK nor the runner knows is an error naming it
+/// (a program knows the options it declared or read).
 ///
 /// # Examples
 ///
@@ -19,10 +25,34 @@ use std::str::FromStr;
 /// assert_eq!(o.get::<String>("input").unwrap().as_deref(), Some("a.txt"));
 /// assert!(o.flag("verbose"));
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct PipelineOptions {
     values: BTreeMap<String, String>,
     positional: Vec<String>,
+    declared: Vec<OptionSpec>,
+    /// Names the program read, shared by every copy (what `p.options()` returns).
+    read: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl PartialEq for PipelineOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+            && self.positional == other.positional
+            && self.declared == other.declared
+    }
+}
+
+/// The options the SDK itself reads, whatever the runner.
+pub(crate) fn sdk_options() -> Vec<OptionSpec> {
+    vec![
+        OptionSpec::new(
+            "runner",
+            OptionKind::Text,
+            "where the pipeline runs: any runner linked into this program",
+        )
+        .default_value("local"),
+        OptionSpec::new("help", OptionKind::Flag, "print the options and exit"),
+    ]
 }
 
 impl PipelineOptions {
@@ -72,6 +102,51 @@ impl PipelineOptions {
         Ok(o)
     }
 
+    /// Declares an option of the program, for `--help` and for checking its value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use beamline::{OptionKind, OptionSpec, PipelineOptions};
+    /// let o = PipelineOptions::from_args(["prog", "--input=a.txt"])
+    ///     .unwrap()
+    ///     .declare(OptionSpec::new("input", OptionKind::Text, "files to read"));
+    /// assert_eq!(o.declared()[0].name, "input");
+    /// ```
+    pub fn declare(mut self, spec: OptionSpec) -> Self {
+        self.declared.push(spec);
+        self
+    }
+
+    /// The options the program declared.
+    pub fn declared(&self) -> &[OptionSpec] {
+        &self.declared
+    }
+
+    /// The program's options: those declared, then those only read.
+    pub fn program_options(&self) -> Vec<OptionSpec> {
+        let mut out = self.declared.clone();
+        for name in self.read.lock().iter() {
+            if !out.iter().any(|s| s.key() == *name) {
+                out.push(OptionSpec::new(
+                    &name.replace('_', "-"),
+                    OptionKind::Text,
+                    "read by the program",
+                ));
+            }
+        }
+        out
+    }
+
+    /// True if `--help` was given.
+    pub fn wants_help(&self) -> bool {
+        self.values.contains_key("help")
+    }
+
+    fn mark_read(&self, name: &str) {
+        self.read.lock().insert(name.replace('-', "_"));
+    }
+
     /// Sets an option.
     pub fn set(mut self, name: &str, value: impl ToString) -> Self {
         self.values
@@ -95,6 +170,7 @@ impl PipelineOptions {
     where
         T::Err: std::fmt::Display,
     {
+        self.mark_read(name);
         match self.values.get(name) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|e: T::Err| Error::Option {
@@ -120,6 +196,7 @@ impl PipelineOptions {
 
     /// True if `--name` was given (without a value, or with `true`).
     pub fn flag(&self, name: &str) -> bool {
+        self.mark_read(name);
         self.values.get(name).is_some_and(|v| v == "true")
     }
 

@@ -5,15 +5,18 @@ use crate::options::PipelineOptions;
 use crate::pcollection::{PBegin, PCollection, PInput, POutput};
 use crate::proto_build;
 use beamline_engine::graph::Windowing;
+use beamline_engine::job::{JobHandle, JobState};
 use beamline_engine::metrics::MetricResults;
+use beamline_engine::options::{help_text, validate, OptionGroup, OptionSpec};
 use beamline_engine::registry::{DoFnFactory, FnRegistry};
-use beamline_engine::runner::{available_runners, find_runner, JobContext};
+use beamline_engine::runner::{available_runners, find_runner, JobContext, RunnerRegistration};
 use beamline_proto::pipeline as pb;
 use beamline_proto::prost::Message;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Environment variable that puts a re-executed pipeline binary in worker mode: its value
 /// is the path of a pipeline proto to execute instead of the one the binary builds.
@@ -65,18 +68,57 @@ pub(crate) struct State {
     windowing: HashMap<String, Windowing>,
     errors: Vec<String>,
     cleanup: Vec<PathBuf>,
+    handle_signals: bool,
 }
 
-/// What a finished pipeline reports.
-#[derive(Clone, Debug, Default)]
+/// A started or finished job, as Beam's PipelineResult: its state, a wait, cancellation
+/// and metrics readable while it runs. Cheap to clone (a shared handle).
+///
+/// # Examples
+///
+/// ```
+/// use beamline::{Create, JobState, Pipeline, PipelineOptions};
+/// let p = Pipeline::new(PipelineOptions::default());
+/// p.apply("Numbers", Create::of(vec![1i64, 2, 3]));
+/// let job = p.start().unwrap();
+/// assert_eq!(job.wait_until_finish(None).unwrap(), JobState::Done);
+/// ```
+#[derive(Clone, Debug)]
 pub struct PipelineResult {
-    metrics: MetricResults,
+    handle: Arc<dyn JobHandle>,
 }
 
 impl PipelineResult {
-    /// User metrics (counters, distributions, gauges) by transform and name.
-    pub fn metrics(&self) -> &MetricResults {
-        &self.metrics
+    /// The job's state now.
+    pub fn state(&self) -> JobState {
+        self.handle.state()
+    }
+
+    /// Waits until the job ends or `timeout` passes (`None`: no limit); returns its state
+    /// then ([`JobState::Running`] if the timeout passed first).
+    ///
+    /// # Errors
+    /// The job's error when it failed.
+    pub fn wait_until_finish(&self, timeout: Option<Duration>) -> Result<JobState> {
+        Ok(self.handle.wait_until_finish(timeout)?)
+    }
+
+    /// Stops the job at the next bundle: it ends [`JobState::Cancelled`], its output is
+    /// not committed and its temporary files are removed.
+    pub fn cancel(&self) {
+        self.handle.cancel()
+    }
+
+    /// Drains a streaming job: sources stop, watermarks advance to the end, pending panes
+    /// fire and output is committed (what Ctrl-C does). A batch job runs to its end.
+    pub fn drain(&self) {
+        self.handle.drain()
+    }
+
+    /// User metrics (counters, distributions, gauges) by transform and name: those
+    /// reported so far while the job runs, all of them once it ended.
+    pub fn metrics(&self) -> MetricResults {
+        self.handle.metrics()
     }
 }
 
@@ -104,16 +146,140 @@ impl Pipeline {
                 windowing: HashMap::new(),
                 errors: Vec::new(),
                 cleanup: Vec::new(),
+                handle_signals: true,
             })),
         }
     }
 
-    /// A pipeline whose options come from the command line.
+    /// A pipeline whose options come from the command line. With `--help`, prints the
+    /// SDK's and the runner's options and exits; the program's own options are checked
+    /// when it runs (see [`Pipeline::from_env_with`] to declare them for `--help`).
     ///
     /// # Errors
     /// When the command line has malformed options.
     pub fn from_env() -> Result<Pipeline> {
-        Ok(Pipeline::new(PipelineOptions::from_env()?))
+        Self::from_env_with(Vec::new())
+    }
+
+    /// A pipeline whose options come from the command line, with the program's options
+    /// declared: `--help` prints them with the SDK's and the runner's and exits, and an
+    /// unknown option or a malformed value prints one line naming it (and the closest
+    /// known option) and exits with status 2, as command-line parsers do.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use beamline::{OptionKind, OptionSpec, Pipeline};
+    /// let p = Pipeline::from_env_with(vec![
+    ///     OptionSpec::new("input", OptionKind::Text, "text files to read (a glob)"),
+    /// ]).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// Malformed command lines (an empty option name) and an unknown `--runner`.
+    pub fn from_env_with(program: Vec<OptionSpec>) -> Result<Pipeline> {
+        let mut options = PipelineOptions::from_env()?;
+        let declaring = !program.is_empty();
+        for spec in program {
+            options = options.declare(spec);
+        }
+        let p = Pipeline::new(options);
+        let o = p.options();
+        if o.wants_help() {
+            let program_name = std::env::args().next().unwrap_or_else(|| "pipeline".into());
+            print!("{}", p.help_text(&program_name)?);
+            if !declaring {
+                println!(
+                    "\nThis program's own options are not declared here; see its documentation."
+                );
+            }
+            std::process::exit(0);
+        }
+        if declaring {
+            match p.check_options() {
+                Err(Error::Usage(line)) => {
+                    eprintln!("error: {line}");
+                    std::process::exit(2);
+                }
+                other => other?,
+            }
+        }
+        Ok(p)
+    }
+
+    /// Help text listing the program's, the SDK's and the chosen runner's options.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRunner`] when `--runner` names no linked runner.
+    pub fn help_text(&self, program_name: &str) -> Result<String> {
+        let groups = self.option_groups()?;
+        Ok(help_text(&format!("{program_name} [OPTIONS]"), &groups))
+    }
+
+    /// Checks every given option against the program's (declared or read), the SDK's and
+    /// the chosen runner's.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the first unknown option (with the closest known one) or
+    /// malformed value; [`Error::UnknownRunner`].
+    pub fn check_options(&self) -> Result<()> {
+        let groups = self.option_groups()?;
+        let options = self.options();
+        validate(options.values(), &groups).map_err(Error::Usage)
+    }
+
+    fn option_groups(&self) -> Result<Vec<OptionGroup>> {
+        let options = self.options();
+        let (reg, runner) = self.runner()?;
+        Ok(vec![
+            OptionGroup {
+                title: "Program options".into(),
+                options: options.program_options(),
+            },
+            OptionGroup {
+                title: format!(
+                    "Pipeline options (runners: {})",
+                    available_runners()
+                        .iter()
+                        .map(|r| r.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                options: crate::options::sdk_options(),
+            },
+            OptionGroup {
+                title: format!("Options of the {} runner ({})", reg.name, reg.description),
+                options: runner.options(),
+            },
+        ])
+    }
+
+    /// The registration and an instance of the runner `--runner` names.
+    fn runner(
+        &self,
+    ) -> Result<(
+        &'static RunnerRegistration,
+        Box<dyn beamline_engine::runner::Runner>,
+    )> {
+        crate::link_runners();
+        let name = self.options().runner().to_string();
+        let reg = find_runner(&name).ok_or_else(|| Error::UnknownRunner {
+            name: name.clone(),
+            available: available_runners()
+                .iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        Ok((reg, (reg.create)()))
+    }
+
+    /// Whether the runner may handle SIGINT and SIGTERM itself (default: yes). A host
+    /// that handles them (the Python package) turns this off and cancels through the
+    /// [`PipelineResult`].
+    #[doc(hidden)]
+    pub fn set_handle_signals(&self, on: bool) {
+        self.inner.lock().handle_signals = on;
     }
 
     /// The options.
@@ -142,9 +308,24 @@ impl Pipeline {
     /// proto in that file is executed instead, with this binary's closures.
     ///
     /// # Errors
-    /// Construction errors (duplicate names), [`Error::UnknownRunner`], and any failure of
-    /// the job; on failure, temporary output files are removed.
+    /// Construction errors (duplicate names), [`Error::UnknownRunner`], unknown options
+    /// ([`Error::Usage`]), and any failure of the job; on failure, temporary output files
+    /// are removed.
     pub fn run(&self) -> Result<PipelineResult> {
+        let job = self.start()?;
+        match job.wait_until_finish(None)? {
+            JobState::Cancelled => Err(beamline_engine::EngineError::Cancelled.into()),
+            _ => Ok(job),
+        }
+    }
+
+    /// Starts the pipeline on the runner named by `--runner` and returns at once, with a
+    /// handle on the running job.
+    ///
+    /// # Errors
+    /// What stops the job from starting (as for [`Pipeline::run`]); failures while it
+    /// runs come from [`PipelineResult::wait_until_finish`].
+    pub fn start(&self) -> Result<PipelineResult> {
         let bytes = match std::env::var_os(WORKER_PIPELINE_ENV) {
             Some(path) => std::fs::read(&path).map_err(|source| Error::Io {
                 context: format!("reading worker pipeline {}", PathBuf::from(path).display()),
@@ -152,7 +333,7 @@ impl Pipeline {
             })?,
             None => self.to_proto().encode_to_vec(),
         };
-        self.run_encoded(&bytes)
+        self.start_encoded(&bytes)
     }
 
     /// The closures registered so far, by transform name (what runners resolve them from).
@@ -168,36 +349,38 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::run`].
     pub fn run_proto(&self, proto: &pb::Pipeline) -> Result<PipelineResult> {
-        self.run_encoded(&proto.encode_to_vec())
+        let job = self.start_encoded(&proto.encode_to_vec())?;
+        job.wait_until_finish(None)?;
+        Ok(job)
     }
 
-    fn run_encoded(&self, bytes: &[u8]) -> Result<PipelineResult> {
-        let (functions, options) = {
+    fn start_encoded(&self, bytes: &[u8]) -> Result<PipelineResult> {
+        let (functions, options, cleanup, handle_signals) = {
             let st = self.inner.lock();
             if !st.errors.is_empty() {
                 return Err(Error::Construction(st.errors.join("; ")));
             }
-            (Arc::new(st.fns.clone()), st.options.clone())
+            (
+                Arc::new(st.fns.clone()),
+                st.options.clone(),
+                st.cleanup.clone(),
+                st.handle_signals,
+            )
         };
-        crate::link_runners();
-        let name = options.runner().to_string();
-        let reg = find_runner(&name).ok_or_else(|| Error::UnknownRunner {
-            name: name.clone(),
-            available: available_runners()
-                .iter()
-                .map(|r| r.name)
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-        let runner = (reg.create)();
+        self.check_options()?;
+        let (_, runner) = self.runner()?;
         let job = JobContext {
             functions,
             options: options.values().clone(),
+            cleanup: cleanup.clone(),
+            handle_signals,
         };
-        match runner.run(bytes, job) {
-            Ok(r) => Ok(PipelineResult { metrics: r.metrics }),
+        match runner.start(bytes, job) {
+            Ok(handle) => Ok(PipelineResult {
+                handle: Arc::from(handle),
+            }),
             Err(e) => {
-                for dir in &self.inner.lock().cleanup {
+                for dir in &cleanup {
                     let _ = std::fs::remove_dir_all(dir);
                 }
                 Err(e.into())

@@ -179,7 +179,7 @@ fn bad_threads_option_is_an_error() {
     p.apply("Nums", Create::of(vec![1i64]));
     let err = p.run().unwrap_err().to_string();
     assert!(
-        err.contains("--threads must be a number, got 'many'"),
+        err.contains("--threads: 'many' is not a whole number"),
         "{err}"
     );
 }
@@ -195,9 +195,7 @@ fn bad_max_bundle_size_is_an_error() {
         p.apply("Nums", Create::of(vec![1i64]));
         let err = p.run().unwrap_err().to_string();
         assert!(
-            err.contains(&format!(
-                "--max-bundle-size must be a positive number, got '{bad}'"
-            )),
+            err.contains("--max-bundle-size") && err.contains(bad),
             "{err}"
         );
     }

@@ -187,7 +187,7 @@ fn local_runner_rebuilds_the_graph_from_the_proto() {
     let decoded = pb::Pipeline::decode(proto.encode_to_vec().as_slice()).unwrap();
     // Closures resolve from the pipeline's registry; named functions from inventory.
     let registry = beamline::engine::registry::FnRegistry::default();
-    let err = beamline_runner_local::translate::to_graph(&decoded, &registry)
+    let err = beamline_translate::to_graph(&decoded, &registry)
         .err()
         .expect("closures are not in an empty registry")
         .to_string();
@@ -198,7 +198,7 @@ fn local_runner_rebuilds_the_graph_from_the_proto() {
     let graph = {
         // Rebuild with the pipeline's own closures via a worker-style run of the proto.
         let fns = closures_of(&p);
-        beamline_runner_local::translate::to_graph(&decoded, &fns).unwrap()
+        beamline_translate::to_graph(&decoded, &fns).unwrap()
     };
     assert_eq!(count(&graph, |k| matches!(k, NodeKind::Impulse)), 2);
     assert_eq!(

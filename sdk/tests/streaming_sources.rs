@@ -126,8 +126,8 @@ fn transforms_after_a_source_keep_bundle_outputs_metrics_and_order_of_calls() {
     assert_eq!(got.items().iter().sum::<i64>(), 10_000);
     assert!(got.items().iter().all(|&n| n <= 700), "{:?}", got.items());
     assert_eq!(total.items(), vec![(0, 10_000)]);
-    let seen: Vec<_> = result
-        .metrics()
+    let metrics = result.metrics();
+    let seen: Vec<_> = metrics
         .counters
         .iter()
         .filter(|(k, _)| k.name == "seen")

@@ -1,7 +1,9 @@
 //! The whole validates-runner suite on every runner (part of `cargo test`), and proof that
 //! the suite can fail: a deliberately broken runner that drops late data fails it.
 
-use beamline::engine::runner::{JobContext, JobResult, Runner, RunnerRegistration};
+use beamline::engine::job::JobHandle;
+use beamline::engine::options::OptionSpec;
+use beamline::engine::runner::{JobContext, Runner, RunnerRegistration};
 use beamline::engine::EngineError;
 use beamline::proto::pipeline as pb;
 use beamline::proto::prost::Message;
@@ -26,7 +28,11 @@ fn every_runner_passes_every_case_it_claims() {
 struct DropsLateData;
 
 impl Runner for DropsLateData {
-    fn run(&self, pipeline: &[u8], job: JobContext) -> Result<JobResult, EngineError> {
+    fn options(&self) -> Vec<OptionSpec> {
+        beamline_runner_local::LocalRunner.options()
+    }
+
+    fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError> {
         let mut p = pb::Pipeline::decode(pipeline)
             .map_err(|e| EngineError::InvalidPipeline(e.to_string()))?;
         if let Some(c) = p.components.as_mut() {
@@ -34,7 +40,7 @@ impl Runner for DropsLateData {
                 ws.allowed_lateness = 0;
             }
         }
-        beamline_runner_local::LocalRunner.run(&p.encode_to_vec(), job)
+        beamline_runner_local::LocalRunner.start(&p.encode_to_vec(), job)
     }
 }
 

@@ -50,6 +50,12 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The job was cancelled before it finished.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// A job's failure as seen by one of possibly many waiters on its handle.
+    #[error(transparent)]
+    Failed(std::sync::Arc<EngineError>),
 }
 
 impl EngineError {
@@ -58,6 +64,14 @@ impl EngineError {
         EngineError::UserCode {
             transform: transform.to_string(),
             message: message.to_string(),
+        }
+    }
+
+    /// The error itself, seen through the sharing of [`EngineError::Failed`].
+    pub fn root(&self) -> &EngineError {
+        match self {
+            EngineError::Failed(e) => e.root(),
+            e => e,
         }
     }
 }

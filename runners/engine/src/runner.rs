@@ -1,9 +1,12 @@
 //! The runner interface and the registry through which `--runner=NAME` finds runners.
 
 use crate::error::EngineError;
+use crate::job::{JobHandle, JobState};
 use crate::metrics::MetricResults;
+use crate::options::OptionSpec;
 use crate::registry::FnRegistry;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Everything a runner gets besides the pipeline itself.
@@ -13,6 +16,11 @@ pub struct JobContext {
     pub functions: Arc<FnRegistry>,
     /// Pipeline options (`--name=value` flags), by name without dashes.
     pub options: BTreeMap<String, String>,
+    /// Temporary output directories to remove when the job fails or is cancelled.
+    pub cleanup: Vec<PathBuf>,
+    /// The runner may handle SIGINT and SIGTERM (drain a streaming job, cancel a batch
+    /// one). False where the host program handles them itself (the Python package).
+    pub handle_signals: bool,
 }
 
 /// What a finished job reports.
@@ -24,13 +32,32 @@ pub struct JobResult {
 
 /// Executes portable pipelines.
 pub trait Runner: Send + Sync {
-    /// Runs the pipeline given as an encoded `org.apache.beam.model.pipeline.v1.Pipeline`
-    /// until it finishes.
+    /// The options this runner reads (name, type, default, help): `--help` lists them,
+    /// and an option that neither the runner, the SDK nor the program declares is an error.
+    fn options(&self) -> Vec<OptionSpec>;
+
+    /// Starts the pipeline given as an encoded `org.apache.beam.model.pipeline.v1.Pipeline`
+    /// and returns a handle on the running job.
+    ///
+    /// # Errors
+    /// What stops the job from starting: an invalid proto, unknown URNs, unresolved
+    /// functions, bad option values. Failures while it runs come from the handle.
+    fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError>;
+
+    /// Runs the pipeline until it finishes.
     ///
     /// # Errors
     /// Any failure of the job: invalid proto, unknown URNs, unresolved functions, user
     /// code errors and panics (naming the transform), I/O errors.
-    fn run(&self, pipeline: &[u8], job: JobContext) -> Result<JobResult, EngineError>;
+    fn run(&self, pipeline: &[u8], job: JobContext) -> Result<JobResult, EngineError> {
+        let handle = self.start(pipeline, job)?;
+        match handle.wait_until_finish(None)? {
+            JobState::Cancelled => Err(EngineError::Cancelled),
+            _ => Ok(JobResult {
+                metrics: handle.metrics(),
+            }),
+        }
+    }
 }
 
 /// A runner linked into this binary, selectable with `--runner=NAME`.

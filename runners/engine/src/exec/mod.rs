@@ -27,6 +27,7 @@ mod stateful;
 
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
+use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::window::WindowedValue;
 use plan::{Plan, Unit};
@@ -48,6 +49,8 @@ pub struct ExecOptions {
     pub memory_budget: Option<usize>,
     /// Where spill files go (default: the system's temporary directory).
     pub spill_dir: Option<std::path::PathBuf>,
+    /// Cancellation requests and live metrics, shared with the job's handle.
+    pub control: JobControl,
 }
 
 /// Calls user code of transform `name`, turning errors and panics into errors naming it.
@@ -77,11 +80,13 @@ pub(crate) fn panics_guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Re
 /// Bundles of a materialized PCollection.
 pub(crate) type Bundles = Vec<spill::Bundle>;
 
-/// Runs a bounded pipeline to completion and returns its metrics.
+/// Runs a bounded pipeline to completion and returns its metrics (also reported to
+/// `opts.control` as bundles finish, so they can be read while the job runs).
 ///
 /// # Errors
 /// The first failure of any transform (user code error or panic, coder mismatch, I/O),
-/// naming the transform; or [`EngineError::InvalidPipeline`] for a malformed graph.
+/// naming the transform; [`EngineError::InvalidPipeline`] for a malformed graph;
+/// [`EngineError::Cancelled`] when `opts.control` was cancelled (checked between bundles).
 pub fn execute(graph: &Graph, opts: &ExecOptions) -> Result<MetricResults> {
     // Under a memory budget each shuffle spills from one stage: no flatten unzipping.
     let plan = Plan::build(graph, opts.memory_budget.is_none())?;
@@ -96,14 +101,16 @@ pub fn execute(graph: &Graph, opts: &ExecOptions) -> Result<MetricResults> {
         spilled: Default::default(),
     });
     let spilled = budget.as_ref().map(|b| b.spilled.clone());
-    let mut metrics = pool.install(|| Executor::new(graph, &plan, budget).run())?;
+    let control = &opts.control;
+    let metrics = pool.install(|| Executor::new(graph, &plan, budget, control).run())?;
+    control.report_results(metrics);
     if let Some(s) = spilled {
         let bytes = s.load(std::sync::atomic::Ordering::Relaxed);
         let mut c = crate::metrics::MetricsContainer::default();
         c.inc_counter("beamline", "spilledBytes", bytes as i64);
-        metrics.merge_container("(local runner)", &c);
+        control.report("(local runner)", &mut c);
     }
-    Ok(metrics)
+    Ok(control.metrics())
 }
 
 struct Executor<'g> {
@@ -114,10 +121,16 @@ struct Executor<'g> {
     shuffles: HashMap<usize, shuffle::ShuffleInput>,
     metrics: MetricResults,
     budget: Option<spill::Budget>,
+    control: &'g JobControl,
 }
 
 impl<'g> Executor<'g> {
-    fn new(graph: &'g Graph, plan: &'g Plan, budget: Option<spill::Budget>) -> Self {
+    fn new(
+        graph: &'g Graph,
+        plan: &'g Plan,
+        budget: Option<spill::Budget>,
+        control: &'g JobControl,
+    ) -> Self {
         Executor {
             graph,
             plan,
@@ -126,11 +139,13 @@ impl<'g> Executor<'g> {
             shuffles: HashMap::new(),
             metrics: MetricResults::default(),
             budget,
+            control,
         }
     }
 
     fn run(mut self) -> Result<MetricResults> {
         for unit in &self.plan.order {
+            self.control.check()?;
             match *unit {
                 Unit::Stage(s) => self.run_stage(s)?,
                 Unit::Node(n) => self.run_node(n)?,
@@ -179,6 +194,7 @@ impl<'g> Executor<'g> {
             side,
             &mut self.metrics,
             self.budget.as_ref(),
+            self.control,
         )?;
         for (sink, result) in sp.sinks.iter().zip(out) {
             match (sink, result) {
@@ -227,6 +243,7 @@ impl<'g> Executor<'g> {
                     sides,
                     &mut self.metrics,
                     self.budget.as_ref(),
+                    self.control,
                 )?;
                 for (&pc, bundles) in node.outputs.iter().zip(outs) {
                     self.put(pc, bundles);

@@ -10,6 +10,7 @@ use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind};
+use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::window::{Window, WindowFn, WindowedValue};
 use parking_lot::Mutex;
@@ -83,6 +84,7 @@ struct Shared<'a> {
     /// Lanes, when the stage pre-combines and has no memory budget (kept tables would not
     /// be accounted).
     lanes: Option<Vec<Mutex<Lane>>>,
+    control: &'a JobControl,
 }
 
 impl Instance {
@@ -243,6 +245,13 @@ impl Instance {
             flush(&mut self.ops, i, sinks, shared)?;
         }
         Ok(())
+    }
+
+    /// Reports the metrics of the bundles run so far, so they can be read while the job runs.
+    fn report(&mut self, control: &JobControl) {
+        for op in &mut self.ops {
+            control.report(&op.name, &mut op.metrics);
+        }
     }
 
     fn teardown(mut self, metrics: &mut MetricResults) -> Result<()> {
@@ -513,6 +522,7 @@ pub(crate) fn run_stage(
     side: Vec<Vec<SideInputData>>,
     metrics: &mut MetricResults,
     budget: Option<&Budget>,
+    control: &JobControl,
 ) -> Result<Vec<SinkOutput>> {
     // A lifted combine's writer pre-combines (merging windows group instead).
     let pre_combines = plan.sinks.iter().any(|s| match s {
@@ -534,6 +544,7 @@ pub(crate) fn run_stage(
         side,
         budget,
         lanes,
+        control,
     };
     let pool: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
     let outputs: Vec<SinkOutput> = plan
@@ -599,6 +610,11 @@ pub(crate) fn run_stage(
             if m.error.is_some() {
                 return;
             }
+            if let Err(e) = shared.control.check() {
+                m.error.get_or_insert(e);
+                merged.notify_all();
+                return;
+            }
         }
         let r = bundle.reader().and_then(|bundle| {
             let inst = pool.lock().pop();
@@ -608,6 +624,7 @@ pub(crate) fn run_stage(
             }
             .and_then(|mut inst| {
                 let r = inst.run_bundle(&shared, i, bundle);
+                inst.report(shared.control);
                 // An instance that failed mid-bundle is still torn down, with the others.
                 pool.lock().push(inst);
                 r

@@ -13,6 +13,7 @@ use super::Bundles;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
 use crate::graph::Graph;
+use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::stream::batch::StatefulBatch;
 use crate::window::WindowedValue;
@@ -122,6 +123,7 @@ pub(crate) fn run(
     sides: Vec<Vec<WindowedValue>>,
     metrics: &mut MetricResults,
     budget: Option<&Budget>,
+    control: &JobControl,
 ) -> Result<Vec<Bundles>> {
     let n = &graph.nodes[node];
     let spill = match budget {
@@ -140,8 +142,9 @@ pub(crate) fn run(
                 .iter()
                 .map(|&pc| TagOutput::new(&graph.pcollections[pc].coder, &n.name, spill.is_some()))
                 .collect();
+            control.check()?;
             let mut inst = StatefulBatch::new(graph, node, sides.clone())?;
-            let fed = feed(&mut inst, bundles, &mut outs, spill.as_ref());
+            let fed = feed(&mut inst, bundles, &mut outs, spill.as_ref(), control);
             if let Err(e) = fed {
                 inst.abandon();
                 return Err(e);
@@ -171,9 +174,11 @@ fn feed(
     bundles: Vec<Bundle>,
     outs: &mut [TagOutput<'_>],
     spill: Option<&Spill<'_>>,
+    control: &JobControl,
 ) -> Result<()> {
     let mut batch = Vec::new();
     for b in bundles {
+        control.check()?;
         let mut reader = b.reader()?;
         loop {
             reader.next_batch(&mut batch, BATCH, usize::MAX)?;

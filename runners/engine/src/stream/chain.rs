@@ -7,6 +7,7 @@ use super::pardo::ParDoOp;
 use super::precombine::{Partial, PreCombine};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, Node, NodeKind, PcId};
+use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::window::WindowedValue;
 
@@ -103,6 +104,8 @@ pub(super) struct Chain {
     precombine: Option<PreCombine>,
     /// Emptied batch buffers, reused for the links' outputs.
     pool: Vec<Vec<WindowedValue>>,
+    /// Where the links' metrics go while the job runs, and when they last went.
+    control: Option<(JobControl, std::time::Instant)>,
 }
 
 impl Chain {
@@ -111,7 +114,14 @@ impl Chain {
             links,
             precombine: None,
             pool: Vec::new(),
+            control: None,
         }
+    }
+
+    /// Reports the links' metrics to `control` every so often, at the end of a bundle.
+    pub(super) fn reporting_to(mut self, control: JobControl) -> Self {
+        self.control = Some((control, std::time::Instant::now()));
+        self
     }
 
     /// Folds everything the links emit into partial results (see [`PreCombine`]).
@@ -224,6 +234,14 @@ impl Chain {
             let emitted = self.call(i, wm, now, 0, |op, cx| op.end_bundle(cx))?;
             let b = self.push(i + 1, emitted, wm, now)?;
             self.keep(b, out)?;
+        }
+        if let Some((control, last)) = &mut self.control {
+            if last.elapsed() >= super::REPORT_EVERY {
+                *last = std::time::Instant::now();
+                for (name, op) in &mut self.links {
+                    op.op().report(name, control);
+                }
+            }
         }
         Ok(self
             .precombine

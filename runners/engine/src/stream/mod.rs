@@ -22,12 +22,11 @@ mod source;
 
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
+use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::window::WindowedValue;
 use ops::{Op, OpCx, SourceStep};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// The watermark after all data: past the end of every window.
 pub const END_OF_TIME: i64 = i64::MAX;
@@ -38,8 +37,9 @@ pub struct StreamOptions {
     /// Virtual processing time starting at 0 and advanced only by TestStream events
     /// (deterministic tests); otherwise the wall clock.
     pub virtual_time: bool,
-    /// Set to request a drain: sources stop, watermarks advance to the end, panes fire.
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// Stop requests and live metrics, shared with the job's handle: a drain stops the
+    /// sources, advances watermarks to the end and fires every pane; a cancel stops at once.
+    pub control: JobControl,
     /// Most elements a source reads into one bundle. Larger bundles cost less per
     /// element; smaller ones fire count triggers and late panes more often.
     pub max_bundle_size: usize,
@@ -63,7 +63,7 @@ impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
             virtual_time: true,
-            cancel: None,
+            control: JobControl::default(),
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
             workers: 0,
         }
@@ -77,10 +77,12 @@ pub(super) fn wall_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs a pipeline (bounded or unbounded) to completion in streaming mode.
+/// Runs a pipeline (bounded or unbounded) to completion in streaming mode; returns its
+/// metrics (also reported to `opts.control` while it runs).
 ///
 /// # Errors
-/// The first failure of any transform, naming it.
+/// The first failure of any transform, naming it; [`EngineError::Cancelled`] when
+/// `opts.control` was cancelled.
 pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricResults> {
     let mut ex = Executor::new(graph, opts)?;
     let r = ex.run();
@@ -91,12 +93,16 @@ pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricRe
             teardown_err.get_or_insert(e);
         }
     }
+    opts.control.report_results(metrics);
     r?;
     match teardown_err {
         Some(e) => Err(e),
-        None => Ok(metrics),
+        None => Ok(opts.control.metrics()),
     }
 }
+
+/// How often the executor reports metrics to the job's handle while it runs.
+pub(crate) const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 struct Executor<'g> {
     graph: &'g Graph,
@@ -112,7 +118,8 @@ struct Executor<'g> {
     out_wm: Vec<i64>,
     now: i64,
     virtual_time: bool,
-    cancel: Option<Arc<AtomicBool>>,
+    control: JobControl,
+    reported: std::time::Instant,
     /// Batches waiting for their consumers.
     queue: VecDeque<(PcId, Vec<WindowedValue>)>,
     /// Output buffers of every node, one per output tag.
@@ -222,7 +229,7 @@ impl<'g> Executor<'g> {
                     .iter()
                     .map(|&j| chain::link(graph, &graph.nodes[j]))
                     .collect::<Result<Vec<_>>>()?;
-                let mut chain = chain::Chain::new(links);
+                let mut chain = chain::Chain::new(links).reporting_to(opts.control.clone());
                 if let (Some((g, (key_coder, _, combine))), Some(mb)) = (&lift, &mailbox) {
                     chain = chain.with_precombine(precombine::PreCombine::new(
                         graph.nodes[*g].name.clone(),
@@ -263,7 +270,8 @@ impl<'g> Executor<'g> {
             out_wm: vec![i64::MIN; n],
             now,
             virtual_time: opts.virtual_time,
-            cancel: opts.cancel.clone(),
+            control: opts.control.clone(),
+            reported: std::time::Instant::now(),
             queue: VecDeque::new(),
             outs: graph
                 .nodes
@@ -358,15 +366,16 @@ impl<'g> Executor<'g> {
         }
     }
 
-    fn cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::SeqCst))
-    }
-
     fn run(&mut self) -> Result<()> {
         loop {
-            let cancelled = self.cancelled();
+            self.control.check()?;
+            if self.reported.elapsed() >= REPORT_EVERY {
+                self.reported = std::time::Instant::now();
+                for (i, op) in self.ops.iter_mut().enumerate() {
+                    op.report(&self.graph.nodes[i].name, &self.control);
+                }
+            }
+            let cancelled = self.control.is_draining();
             let mut progressed = false;
             let mut all_done = true;
             for i in 0..self.topo.len() {

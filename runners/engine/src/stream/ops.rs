@@ -7,6 +7,7 @@ use super::END_OF_TIME;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, Node, NodeKind, TestEvent};
+use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::value::Value;
 use crate::window::{PaneInfo, Window, WindowFn, WindowedValue};
@@ -77,6 +78,8 @@ pub(super) trait Op {
         Ok(SourceStep::NotASource)
     }
     fn stop(&mut self) {}
+    /// Moves the metrics gathered so far to the job's handle.
+    fn report(&mut self, _name: &str, _control: &JobControl) {}
     fn finish(&mut self, _name: &str, _metrics: &mut MetricResults) -> Result<()> {
         Ok(())
     }

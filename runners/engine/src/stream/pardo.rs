@@ -8,6 +8,7 @@ use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result, UserError};
 use crate::exec::guarded;
 use crate::graph::{Graph, Node, PcId, StatefulSpec};
+use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::registry::DoFnFactory;
 use crate::state::{KeyedState, StateCell, StateKind, TimeDomain, TimerRequest};
@@ -499,6 +500,10 @@ impl Op for ParDoOp {
             .min()
             .unwrap_or(END_OF_TIME);
         timers.min(pushed)
+    }
+
+    fn report(&mut self, name: &str, control: &JobControl) {
+        control.report(name, &mut self.metrics);
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {

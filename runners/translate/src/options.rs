@@ -1,0 +1,159 @@
+//! The options of Beamline's engine, declared once for every runner that drives it.
+
+use beamline_engine::options::{parse_size, OptionKind, OptionSpec};
+use beamline_engine::EngineError;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Most worker threads per core that `--threads` accepts: past it threads only contend
+/// (`--threads=5000` on a small input spent minutes switching between idle workers).
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The options the engine's executors read, with their types, defaults and help.
+pub fn engine_options() -> Vec<OptionSpec> {
+    vec![
+        OptionSpec::new(
+            "threads",
+            OptionKind::Integer,
+            "worker threads (0: one per core); at most 4 per core",
+        )
+        .default_value(0),
+        OptionSpec::new(
+            "streaming",
+            OptionKind::Flag,
+            "event-driven execution (chosen anyway for unbounded sources, TestStream, triggers)",
+        )
+        .default_value(false),
+        OptionSpec::new(
+            "memory-budget",
+            OptionKind::Size,
+            "batch: spill grouping state and materialized data to disk past this size",
+        ),
+        OptionSpec::new(
+            "spill-dir",
+            OptionKind::Text,
+            "where spill files go (default: the system's temporary directory)",
+        ),
+        OptionSpec::new(
+            "max-bundle-size",
+            OptionKind::Integer,
+            "streaming: most elements a source reads into one bundle",
+        )
+        .default_value(beamline_engine::stream::DEFAULT_MAX_BUNDLE_SIZE),
+    ]
+}
+
+/// The engine options of one job, checked and typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// `--streaming` was given.
+    pub streaming: bool,
+    /// Bytes kept in memory before batch grouping state spills (`None`: no limit).
+    pub memory_budget: Option<usize>,
+    /// Where spill files go.
+    pub spill_dir: Option<PathBuf>,
+    /// Most elements a streaming source reads into one bundle.
+    pub max_bundle_size: usize,
+}
+
+fn bad(name: &str, why: impl std::fmt::Display) -> EngineError {
+    EngineError::InvalidPipeline(format!("--{name}: {why}"))
+}
+
+impl EngineOptions {
+    /// Reads the engine's options from a job's options (names with `_`); others are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use beamline_translate::EngineOptions;
+    /// let opts = [("threads".to_string(), "2".to_string())].into_iter().collect();
+    /// assert_eq!(EngineOptions::from_options(&opts).unwrap().threads, 2);
+    /// ```
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidPipeline`] naming the option whose value is malformed or out
+    /// of range (more threads than [`MAX_THREADS_PER_CORE`] per core, a zero bundle size).
+    pub fn from_options(options: &BTreeMap<String, String>) -> Result<Self, EngineError> {
+        let threads = match options.get("threads") {
+            Some(t) => t
+                .parse::<usize>()
+                .map_err(|_| bad("threads", format!("'{t}' is not a number of threads")))?,
+            None => 0,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max = cores * MAX_THREADS_PER_CORE;
+        if threads > max {
+            return Err(bad(
+                "threads",
+                format!(
+                    "{threads} is more than {MAX_THREADS_PER_CORE} threads for each of this \
+                     machine's {cores} cores (at most {max}; 0 means one per core)"
+                ),
+            ));
+        }
+        let streaming = match options.get("streaming").map(String::as_str) {
+            None | Some("false" | "False" | "0") => false,
+            Some("true" | "True" | "1") => true,
+            Some(v) => return Err(bad("streaming", format!("'{v}' is not true or false"))),
+        };
+        let memory_budget = options
+            .get("memory_budget")
+            .map(|b| parse_size(b).map_err(|why| bad("memory-budget", why)))
+            .transpose()?;
+        let max_bundle_size = match options.get("max_bundle_size") {
+            Some(n) => n.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(|| {
+                bad(
+                    "max-bundle-size",
+                    format!("must be a positive number, got '{n}'"),
+                )
+            })?,
+            None => beamline_engine::stream::DEFAULT_MAX_BUNDLE_SIZE,
+        };
+        Ok(EngineOptions {
+            threads,
+            streaming,
+            memory_budget,
+            spill_dir: options.get("spill_dir").map(PathBuf::from),
+            max_bundle_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn too_many_threads_is_an_error_naming_the_bound() {
+        let e = EngineOptions::from_options(&opts(&[("threads", "5000")])).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--threads: 5000 is more than 4 threads"),
+            "{msg}"
+        );
+        assert!(EngineOptions::from_options(&opts(&[("threads", "2")])).is_ok());
+    }
+
+    #[test]
+    fn malformed_values_name_the_option() {
+        for (k, v, needle) in [
+            ("threads", "many", "--threads"),
+            ("memory_budget", "lots", "--memory-budget"),
+            ("max_bundle_size", "0", "--max-bundle-size"),
+            ("streaming", "perhaps", "--streaming"),
+        ] {
+            let e = EngineOptions::from_options(&opts(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+}
