@@ -231,3 +231,52 @@ fn streaming_writes_many_bundles_to_few_files() {
     seqs.sort();
     assert_eq!(seqs, (0..5_000).collect::<Vec<_>>());
 }
+
+/// Issue 21: a file whose size reads as zero but has content is read in full.
+#[cfg(target_os = "linux")]
+#[test]
+fn files_whose_size_reads_as_zero_are_read_whole() {
+    assert_eq!(std::fs::metadata("/proc/cpuinfo").unwrap().len(), 0);
+    let p = pipeline();
+    let lines = capture(&p.apply("Read", ReadFromText::new("/proc/cpuinfo")));
+    p.run().unwrap();
+    let want = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(lines.items().len(), want.lines().count());
+    // An empty regular file still reads as nothing.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.txt"), "").unwrap();
+    let p = pipeline();
+    let none = capture(&p.apply(
+        "Read",
+        ReadFromText::new(dir.path().join("empty.txt").to_string_lossy()),
+    ));
+    p.run().unwrap();
+    assert!(none.items().is_empty());
+}
+
+/// Issue 21: writing to a prefix that holds shards of an earlier run with another shard
+/// count replaces them, so `PREFIX-*` holds one run's output; other files stay.
+#[test]
+fn stale_shards_of_another_count_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("out");
+    let prefix_s = prefix.to_string_lossy().into_owned();
+    std::fs::write(dir.path().join("out-notes.txt"), "keep me").unwrap();
+    for (shards, values) in [(5usize, 0i64..50), (2, 100..110)] {
+        let p = pipeline();
+        p.apply("Nums", Create::of(values))
+            .map("Fmt", |x: i64| x.to_string())
+            .apply("Write", WriteToText::new(&prefix_s).with_num_shards(shards));
+        p.run().unwrap();
+    }
+    let (names, lines) = read_shards(&prefix);
+    assert_eq!(
+        names,
+        vec!["out-00000-of-00002", "out-00001-of-00002", "out-notes.txt"]
+    );
+    let mut want: Vec<String> = (100..110).map(|x: i64| x.to_string()).collect();
+    want.push("keep me".into());
+    want.sort();
+    assert_eq!(lines, want);
+}

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 /// Reads the lines of every file matching a glob, as `String`s without line terminators.
 ///
-/// Uncompressed files are split into ranges read in parallel; `.gz` files are read
-/// whole. A glob that matches nothing fails the job with an error naming the glob.
+/// Uncompressed files are split into ranges read in parallel; `.gz` files, and files
+/// whose size reads as zero (`/proc` files), are read whole. A glob that matches nothing fails the job with an error naming the glob.
 ///
 /// # Examples
 ///
@@ -100,6 +100,17 @@ impl DoFn for ExpandGlob {
                     start: 0,
                     end: len,
                     gzip: true,
+                });
+                continue;
+            }
+            if len == 0 {
+                // Files whose size reads as zero can have content (`/proc/cpuinfo`,
+                // files still being written): one range read to its end.
+                ctx.output(FileRange {
+                    path,
+                    start: 0,
+                    end: u64::MAX,
+                    gzip: false,
                 });
                 continue;
             }
@@ -222,6 +233,8 @@ impl PTransform<PBegin> for ReadFromText {
 ///
 /// Lines go to temporary files first; they are renamed to their final names only when
 /// everything was written, so a failed job leaves nothing under the final names.
+/// Shards of an earlier run with another shard count (`PREFIX-SSSSS-of-MMMMM[SUFFIX]`)
+/// are removed then, so `PREFIX-*` holds this run's output only; other files are kept.
 /// Returns the final file names.
 ///
 /// # Examples
@@ -501,11 +514,57 @@ impl DoFn for Finalize {
             finals.push(target);
         }
         let _ = std::fs::remove_dir_all(&self.temp_dir);
+        remove_stale_shards(&self.prefix, &self.suffix, n)?;
         for f in finals {
             ctx.output(f);
         }
         Ok(())
     }
+}
+
+/// Removes shards of an earlier run with another shard count: files named
+/// `PREFIX-SSSSS-of-MMMMM[SUFFIX]` with `MMMMM` other than `n` (reading `PREFIX-*` would
+/// otherwise mix both runs' output). Shards of this run's count were just replaced.
+///
+/// # Errors
+/// When the directory cannot be listed or a stale shard cannot be removed.
+pub(crate) fn remove_stale_shards(prefix: &str, suffix: &str, n: usize) -> Result<(), UserError> {
+    let path = Path::new(prefix);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(stem) = path.file_name().map(|s| s.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) => return Err(format!("listing {}: {e}", dir.display()).into()),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(total) = shard_total(&name, &stem, suffix) else {
+            continue;
+        };
+        if total != n {
+            let stale = entry.path();
+            std::fs::remove_file(&stale)
+                .map_err(|e| format!("removing stale shard {}: {e}", stale.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The shard count `MMMMM` of `STEM-SSSSS-of-MMMMM[SUFFIX]`, if `name` is such a shard.
+fn shard_total(name: &str, stem: &str, suffix: &str) -> Option<usize> {
+    let rest = name.strip_prefix(stem)?.strip_prefix('-')?;
+    let rest = rest.strip_suffix(suffix)?;
+    let (index, total) = rest.split_once("-of-")?;
+    let digits = |s: &str| s.len() >= 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(index) || !digits(total) {
+        return None;
+    }
+    total.parse().ok()
 }
 
 impl NamedDoFn for Finalize {
