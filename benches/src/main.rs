@@ -7,11 +7,9 @@
 //!
 //! Each variant runs in its own child process so that its peak memory (RSS) is its own.
 
-/// Beamline allocates per element; mimalloc's thread-local heaps suit that far better than
-/// the system allocator. References run in the same binary, so they use it too (with the
-/// same options: see `run_variant_at`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator is the `beamline` facade's (mimalloc), as in every program built on it;
+// references run in this binary, so they use it too (with the same options: see
+// `run_variant_at`).
 
 mod clickstream;
 mod keyed;
@@ -83,6 +81,55 @@ fn peak_rss_mb() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// Runs example program `name` (built by cargo next to this harness: `--release` builds
+/// of both share `target/release`) with `args`, as a user would; returns its peak RSS in
+/// MiB, its high-water mark read every few milliseconds while it runs.
+fn run_example(name: &str, args: &[String]) -> Result<f64> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .context("the harness has a directory")?
+        .join("examples")
+        .join(name);
+    let stale = match (std::fs::metadata(&path), std::fs::metadata(&exe)) {
+        (Ok(e), Ok(h)) => e.modified()? < h.modified()?,
+        _ => true,
+    };
+    if stale {
+        let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--profile", profile, "-p", "beamline-examples"])
+            .args(["--example", name])
+            .status()
+            .context("building the example with cargo")?;
+        anyhow::ensure!(status.success(), "building example {name} failed");
+    }
+    let mut child = Command::new(&path)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", path.display()))?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0.0f64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::ensure!(status.success(), "example {name} failed: {status}");
+            return Ok(peak_kb / 1024.0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Runs every variant `--repeat` times, in rounds (Apache Beam's once), and keeps each
@@ -211,8 +258,9 @@ fn main() -> Result<()> {
             .output
             .clone()
             .context("--output is required with --variant")?;
+        let mut child_rss = None;
         match cli.workload.as_str() {
-            "wordcount" => wordcount::run(variant, &dir, &output, cli.threads)?,
+            "wordcount" => child_rss = wordcount::run(variant, &dir, &output, cli.threads)?,
             "clickstream" => clickstream::run(variant, (size * 1e6) as u64, &output)?,
             w => keyed::run(
                 w,
@@ -223,7 +271,7 @@ fn main() -> Result<()> {
                 &output,
             )?,
         }
-        println!("peak_rss_mb={:.1}", peak_rss_mb());
+        println!("peak_rss_mb={:.1}", child_rss.unwrap_or_else(peak_rss_mb));
         return Ok(());
     }
     if cli.scaling {

@@ -1,7 +1,6 @@
 //! The wordcount workload: Zipf-distributed words; Beamline vs hand-written references.
 
 use anyhow::{Context, Result};
-use beamline::{Count, Pipeline, PipelineOptions, ReadFromText, WriteToText};
 use beamline_examples::words;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -117,8 +116,9 @@ pub fn beam_python() -> Result<std::path::PathBuf> {
     Ok(python)
 }
 
-/// Runs one variant over `dir/input.txt`, writing `word: count` lines under `output`.
-pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<()> {
+/// Runs one variant over `dir/input.txt`, writing `word: count` lines under `output`;
+/// returns the peak RSS (MiB) of the program it ran, when not this process.
+pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<Option<f64>> {
     let input = dir.join("input.txt");
     match variant {
         "rust-single-thread" => {
@@ -129,7 +129,8 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<(
                     *counts.entry(w).or_insert(0) += 1;
                 }
             }
-            write_counts(output, counts.into_iter())
+            write_counts(output, counts.into_iter())?;
+            Ok(None)
         }
         "rust-rayon" => {
             let text = std::fs::read_to_string(&input)?;
@@ -151,19 +152,20 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<(
                         a
                     })
             });
-            write_counts(output, counts.into_iter())
+            write_counts(output, counts.into_iter())?;
+            Ok(None)
         }
+        // The README's main command: the wordcount example binary, as users run it.
         "beamline-local" => {
-            let p = Pipeline::new(PipelineOptions::default().set("threads", threads));
-            p.apply("Read", ReadFromText::new(input.to_string_lossy()))
-                .flat_map("Split", |line: String| {
-                    words(&line).map(str::to_string).collect::<Vec<_>>()
-                })
-                .apply("Count", Count::per_element())
-                .map("Format", |(w, n): (String, i64)| format!("{w}: {n}"))
-                .apply("Write", WriteToText::new(output.to_string_lossy()));
-            p.run()?;
-            Ok(())
+            let peak = crate::run_example(
+                "wordcount",
+                &[
+                    format!("--input={}", input.display()),
+                    format!("--output={}", output.display()),
+                    format!("--threads={threads}"),
+                ],
+            )?;
+            Ok(Some(peak))
         }
         BEAM_VARIANT => {
             let status = std::process::Command::new(beam_python()?)
@@ -174,7 +176,7 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<(
                 .stderr(std::process::Stdio::null())
                 .status()?;
             anyhow::ensure!(status.success(), "the Beam pipeline failed");
-            Ok(())
+            Ok(None)
         }
         other => anyhow::bail!("unknown variant {other}"),
     }

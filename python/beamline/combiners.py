@@ -128,8 +128,37 @@ def _top(n, key, reverse):
     return TopCombineFn(n, key, reverse)
 
 
+class _Seed:
+    """The element that makes Top's grouping fire for an empty input (skipped by the fn)."""
+
+
+class _SkipSeed(CombineFn):
+    """``fn`` over every input but the seed."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def create_accumulator(self):
+        return self.fn.create_accumulator()
+
+    def add_input(self, acc, x):
+        return acc if isinstance(x, _Seed) else self.fn.add_input(acc, x)
+
+    def merge_accumulators(self, accs):
+        return self.fn.merge_accumulators(accs)
+
+    def extract_output(self, acc):
+        return self.fn.extract_output(acc)
+
+
 class _TopGlobally(PTransform):
-    """Top of a whole collection: in Beam the result is the grouping's, not a default's."""
+    """Top of a whole collection: in Beam the result is the grouping's, not a default's.
+
+    In Beam's default windowing that grouping runs under one key even for an empty
+    input, giving ``[]`` at the end of the global window; a seed element, skipped by the
+    CombineFn, does the same here. Elsewhere it is a ``CombineGlobally`` with defaults, as
+    in Beam (so a ValueError outside the global window).
+    """
 
     def __init__(self, fn):
         super().__init__()
@@ -139,7 +168,18 @@ class _TopGlobally(PTransform):
         return "Top"
 
     def expand(self, pcoll):
-        return pcoll | self._name() >> CombineGlobally(self.fn).without_defaults()
+        from beamline.transforms.core import CombinePerKey, Flatten, Impulse, Map
+
+        name = self._name()
+        if not pcoll._native.default_windowing:
+            return pcoll | name >> CombineGlobally(self.fn)
+        fn = self.fn.python() if isinstance(self.fn, _Builtin) else self.fn
+        keyed = pcoll | f"{name}/KeyWithNone" >> Map(lambda x: (None, x))
+        seed = (pcoll.pipeline | f"{name}/SeedImpulse" >> Impulse()
+                | f"{name}/Seed" >> Map(lambda _: (None, _Seed())))
+        return ((keyed, seed) | f"{name}/Flatten" >> Flatten()
+                | f"{name}/Combine" >> CombinePerKey(_SkipSeed(fn))
+                | f"{name}/Values" >> Map(lambda kv: kv[1]))
 
 
 class Top:

@@ -5,10 +5,8 @@
 //! callables run in-process (no gRPC, no subprocess); Rust transforms (GroupByKey,
 //! combiners, IO) never call into Python.
 
-/// The engine allocates per element; mimalloc's thread-local heaps suit that better than
-/// the system allocator (only Rust allocations use it; Python keeps its own).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator is the `beamline` facade's (mimalloc, for Rust allocations only; Python
+// keeps its own).
 
 mod arrow;
 mod convert;
@@ -35,6 +33,14 @@ impl PColl {
     #[getter]
     fn id(&self) -> String {
         self.pc.id().to_string()
+    }
+
+    /// True when it is in the global window with the default trigger (Beam's default
+    /// windowing, where a grouping fires once, at the end).
+    #[getter]
+    fn default_windowing(&self) -> bool {
+        let w = self.pc.windowing();
+        w.window_fn == beamline::WindowFn::Global && w.trigger == beamline::Trigger::Default
     }
 }
 

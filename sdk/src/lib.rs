@@ -18,6 +18,8 @@
 //! assert_eq!(seen.sorted(), vec![("a".to_string(), 2), ("b".to_string(), 1)]);
 //! ```
 
+#[cfg(feature = "mimalloc")]
+mod alloc;
 pub mod arrow;
 pub mod dofn;
 pub mod element;

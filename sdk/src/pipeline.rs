@@ -369,6 +369,10 @@ impl Pipeline {
         };
         self.check_options()?;
         let (_, runner) = self.runner()?;
+        #[cfg(feature = "mimalloc")]
+        if options.get::<String>("memory_budget")?.is_none() {
+            crate::alloc::keep_freed_memory();
+        }
         let job = JobContext {
             functions,
             options: options.values().clone(),

@@ -136,6 +136,19 @@ def top_combiners(beam, p):
 
 
 @scenario()
+def top_of_empty_input(beam, p):
+    # Beam's Top.Of groups under one key even for an empty input: [] at the end of the
+    # global window, on time.
+    empty = p | beam.Create([])
+    top = beam.combiners.Top
+    return {
+        "of": empty | "Of" >> top.Of(2),
+        "of_key": empty | "Key" >> top.Of(2, key=len),
+        "smallest": empty | "S" >> top.Smallest(1),
+    }
+
+
+@scenario()
 def collection_combiners(beam, p):
     xs = p | beam.Create([3, 1, 2, 3])
     kvs = p | "KV" >> beam.Create([("a", 1), ("b", 2)])
@@ -194,3 +207,6 @@ def test_combine_globally_with_defaults_in_windows_is_rejected(module_name):
           | beam.WindowInto(beam.window.FixedWindows(5)))
     with pytest.raises(ValueError, match="without_defaults"):
         xs | beam.CombineGlobally(sum)
+    # Top.Of outside Beam's default windowing is such a CombineGlobally too.
+    with pytest.raises(ValueError, match="without_defaults"):
+        xs | "Top" >> beam.combiners.Top.Of(2)
