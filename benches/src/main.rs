@@ -98,7 +98,11 @@ fn run_example(name: &str, args: &[String]) -> Result<f64> {
         _ => true,
     };
     if stale {
-        let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+        let profile = if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        };
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--profile", profile, "-p", "beamline-examples"])
             .args(["--example", name])

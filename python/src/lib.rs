@@ -370,6 +370,28 @@ fn roundtrip(py: Python<'_>, obj: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     to_py(py, to_value(&obj)?)
 }
 
+/// Folds `inputs` with the Python CombineFn `combine_fn`, sends the accumulator through
+/// its encoding (the dynamic coder: native values as such, other objects pickled) and
+/// extracts it; returns the output and the encoded size (for tests).
+#[pyfunction]
+fn accumulator_roundtrip(
+    py: Python<'_>,
+    combine_fn: Bound<'_, PyAny>,
+    inputs: Vec<Bound<'_, PyAny>>,
+) -> PyResult<(Py<PyAny>, usize)> {
+    use beamline::engine::combine::{decode_accumulator, encode_accumulator};
+    let f = beamline::transforms::combine_invoker(dofn::PyCombineFn(combine_fn.unbind()));
+    let input = beamline::engine::coder::Coder::Dynamic;
+    let mut acc = f.create_accumulator();
+    for x in &inputs {
+        f.add_input(&mut acc, to_value(x)?).map_err(err)?;
+    }
+    let bytes = encode_accumulator(&*f, &input, &acc).map_err(err)?;
+    let decoded = decode_accumulator(&*f, &input, &bytes).map_err(err)?;
+    let out = f.extract_output(decoded).map_err(err)?;
+    Ok((to_py(py, out)?, bytes.len()))
+}
+
 /// Imports a pyarrow record batch into Rust and returns the address of its first column's
 /// first buffer (tests compare it with pyarrow's to show nothing was copied).
 #[pyfunction]
@@ -405,6 +427,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<job::Job>()?;
     m.add_function(wrap_pyfunction!(record_metric, m)?)?;
     m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(accumulator_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(take_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(runners, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_import_address, m)?)?;

@@ -138,3 +138,43 @@ def test_too_many_threads_is_an_error():
     p | beamline.Create([1])
     with pytest.raises(RuntimeError, match="--threads: 5000 is more than 4 threads"):
         p.run().wait_until_finish()
+
+
+class _Stats:
+    """A custom accumulator object: crosses an encoding only pickled."""
+
+    def __init__(self):
+        self.n, self.longest = 0, ""
+
+
+class _LongestFn(beamline.CombineFn):
+    def create_accumulator(self):
+        return _Stats()
+
+    def add_input(self, acc, x):
+        acc.n += 1
+        if len(x) > len(acc.longest):
+            acc.longest = x
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = _Stats()
+        for a in accs:
+            out.n += a.n
+            out.longest = max(out.longest, a.longest, key=len)
+        return out
+
+    def extract_output(self, acc):
+        return (acc.n, acc.longest)
+
+
+def test_python_accumulators_are_encodable():
+    from beamline import _native
+
+    out, size = _native.accumulator_roundtrip(_LongestFn(), ["bb", "a", "dddd"])
+    assert out == (3, "dddd") and size > 0
+    # Native accumulators (lists, numbers) keep their shape through the encoding.
+    out, _ = _native.accumulator_roundtrip(beamline.combiners.ToListCombineFn(), [3, 1, 2])
+    assert out == [3, 1, 2]
+    out, _ = _native.accumulator_roundtrip(beamline.combiners.MeanCombineFn(), [1, 2, 6])
+    assert out == 3

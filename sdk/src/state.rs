@@ -19,7 +19,8 @@ pub struct StateSpec {
 pub(crate) enum StateSpecKind {
     Value(Coder),
     Bag(Coder),
-    Combining(Arc<dyn beamline_engine::combine::CombineFnInvoker>),
+    /// The CombineFn and the coder of its inputs.
+    Combining(Arc<dyn beamline_engine::combine::CombineFnInvoker>, Coder),
     Map(Coder, Coder),
     Set(Coder),
     OrderedList(Coder),
@@ -38,7 +39,7 @@ impl StateSpec {
     pub fn combining<C: CombineFn>(name: &str, f: C) -> Self {
         Self::new(
             name,
-            StateSpecKind::Combining(crate::transforms::combine::invoker(f)),
+            StateSpecKind::Combining(crate::transforms::combine::invoker(f), C::In::coder()),
         )
     }
     /// A map from `K` to `V` (keys compared by encoding).

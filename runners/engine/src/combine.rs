@@ -1,5 +1,6 @@
 //! The CombineFn invoker trait: associative, commutative aggregation with accumulators.
 
+use crate::coder::Coder;
 use crate::error::UserError;
 use crate::value::Value;
 use std::any::Any;
@@ -71,6 +72,15 @@ impl Accumulator {
     }
 
     /// The value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        match &self.0 {
+            Inner::I64(i) => (i as &dyn Any).downcast_ref::<T>(),
+            Inner::F64I64(p) => (p as &dyn Any).downcast_ref::<T>(),
+            Inner::Boxed(b) => b.downcast_ref::<T>(),
+        }
+    }
+
+    /// The value, if it is a `T`.
     pub fn downcast_mut<T: Any>(&mut self) -> Option<&mut T> {
         match &mut self.0 {
             Inner::I64(i) => (i as &mut dyn Any).downcast_mut::<T>(),
@@ -137,4 +147,51 @@ pub trait CombineFnInvoker: Send + Sync {
     /// # Errors
     /// When the user code fails.
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError>;
+
+    /// The coder of this CombineFn's accumulators (as values, see
+    /// [`CombineFnInvoker::accumulator_to_value`]) for inputs encoded with `input`: what
+    /// crosses a process boundary or reaches a disk.
+    fn accumulator_coder(&self, input: &Coder) -> Coder;
+
+    /// The accumulator as a value of [`CombineFnInvoker::accumulator_coder`]; `acc` stays
+    /// usable.
+    ///
+    /// # Errors
+    /// When `acc` is not this CombineFn's, or user code fails to convert it.
+    fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError>;
+
+    /// The accumulator a value of [`CombineFnInvoker::accumulator_coder`] stands for.
+    ///
+    /// # Errors
+    /// When the value is not of the accumulator's shape.
+    fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError>;
+}
+
+/// Encodes `acc` of `combine` (inputs encoded with `input`) with its accumulator coder.
+///
+/// # Errors
+/// When the accumulator cannot be converted or encoded.
+pub fn encode_accumulator(
+    combine: &dyn CombineFnInvoker,
+    input: &Coder,
+    acc: &Accumulator,
+) -> Result<Vec<u8>, UserError> {
+    let value = combine.accumulator_to_value(acc)?;
+    Ok(combine.accumulator_coder(input).encode_to_vec(&value)?)
+}
+
+/// Decodes an accumulator of `combine` that [`encode_accumulator`] encoded.
+///
+/// # Errors
+/// When the bytes are not an accumulator of this CombineFn.
+pub fn decode_accumulator(
+    combine: &dyn CombineFnInvoker,
+    input: &Coder,
+    mut bytes: &[u8],
+) -> Result<Accumulator, UserError> {
+    let value = combine.accumulator_coder(input).decode(&mut bytes, false)?;
+    if !bytes.is_empty() {
+        return Err(format!("{} bytes left after an accumulator", bytes.len()).into());
+    }
+    combine.accumulator_from_value(value)
 }

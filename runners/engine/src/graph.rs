@@ -102,6 +102,8 @@ pub enum NodeKind {
     CombinePerKey {
         /// The aggregation.
         combine_fn: Arc<dyn CombineFnInvoker>,
+        /// How its accumulators encode (what crosses a process boundary or reaches disk).
+        accumulator_coder: Coder,
     },
     /// Concatenates its inputs.
     Flatten,

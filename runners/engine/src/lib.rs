@@ -20,6 +20,7 @@ pub mod runner;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod state_codec;
 pub mod stream;
 pub mod time;
 pub mod trigger;

@@ -1,7 +1,7 @@
 //! User state of stateful DoFns: cells per key and window, and the timers they set.
 
 use crate::coder::Coder;
-use crate::combine::CombineFnInvoker;
+use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::UserError;
 use crate::value::Value;
 use std::collections::BTreeMap;
@@ -9,33 +9,49 @@ use std::sync::Arc;
 
 pub use crate::trigger::Domain as TimeDomain;
 
-/// What a state cell holds.
+/// What a state cell holds, with the coders that encode it (see [`crate::state_codec`]).
 #[derive(Clone)]
 pub enum StateKind {
-    /// One value (Beam's ReadModifyWrite / ValueState).
-    Value,
-    /// An unordered bag of values.
-    Bag,
-    /// Values combined with a CombineFn.
-    Combining(Arc<dyn CombineFnInvoker>),
-    /// A map; keys compared by their encoding with the coder.
-    Map(Coder),
+    /// One value (Beam's ReadModifyWrite / ValueState), of the coder.
+    Value(Coder),
+    /// An unordered bag of values of the coder.
+    Bag(Coder),
+    /// Values combined with a CombineFn into one accumulator, of the coder.
+    Combining(Arc<dyn CombineFnInvoker>, Coder),
+    /// A map with keys of the first coder (compared by their encoding) and values of the
+    /// second.
+    Map(Coder, Coder),
     /// A set; elements compared by their encoding with the coder.
     Set(Coder),
-    /// Values sorted by a timestamp.
-    OrderedList,
+    /// Values of the coder, sorted by a timestamp.
+    OrderedList(Coder),
+}
+
+impl std::fmt::Debug for StateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateKind::Value(c) => write!(f, "Value({c:?})"),
+            StateKind::Bag(c) => write!(f, "Bag({c:?})"),
+            StateKind::Combining(_, c) => write!(f, "Combining(accumulator {c:?})"),
+            StateKind::Map(k, v) => write!(f, "Map({k:?}, {v:?})"),
+            StateKind::Set(c) => write!(f, "Set({c:?})"),
+            StateKind::OrderedList(c) => write!(f, "OrderedList({c:?})"),
+        }
+    }
 }
 
 /// The contents of one state cell.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub enum StateCell {
     /// Not written yet.
     #[default]
     Empty,
     /// Value state.
     Value(Value),
-    /// Bag (and combining inputs, combined when read).
+    /// Bag.
     Bag(Vec<Value>),
+    /// Combining state: the accumulator of everything added.
+    Combining(Accumulator),
     /// Map from encoded key to (key, value).
     Map(BTreeMap<Vec<u8>, (Value, Value)>),
     /// Set from encoded element to element.
@@ -129,12 +145,22 @@ impl KeyedState<'_> {
     /// Adds to a bag or combining cell.
     ///
     /// # Errors
-    /// When the cell is not declared.
+    /// When the cell is not declared, or the CombineFn of a combining cell fails.
     pub fn add(&mut self, name: &str, v: Value) -> Result<(), UserError> {
+        let combine = match self.kind(name)? {
+            StateKind::Combining(f, _) => Some(f.clone()),
+            _ => None,
+        };
         let cell = self.cell(name)?;
-        match cell {
-            StateCell::Bag(b) => b.push(v),
-            _ => *cell = StateCell::Bag(vec![v]),
+        match (combine, cell) {
+            (Some(f), StateCell::Combining(acc)) => f.add_input(acc, v)?,
+            (Some(f), cell) => {
+                let mut acc = f.create_accumulator();
+                f.add_input(&mut acc, v)?;
+                *cell = StateCell::Combining(acc);
+            }
+            (None, StateCell::Bag(b)) => b.push(v),
+            (None, cell) => *cell = StateCell::Bag(vec![v]),
         }
         Ok(())
     }
@@ -155,21 +181,20 @@ impl KeyedState<'_> {
     /// # Errors
     /// When the cell is not declared, not combining, or the CombineFn fails.
     pub fn read_combined(&mut self, name: &str) -> Result<Value, UserError> {
-        let StateKind::Combining(f) = self.kind(name)?.clone() else {
+        let StateKind::Combining(f, _) = self.kind(name)?.clone() else {
             return Err(format!("state '{name}' is not a combining state").into());
         };
-        let mut acc = f.create_accumulator();
-        if let StateCell::Bag(b) = self.cell(name)? {
-            for v in b.iter() {
-                f.add_input(&mut acc, v.clone())?;
-            }
-        }
+        let acc = match self.cell(name)? {
+            // Extracting consumes an accumulator: read a copy, made through its value.
+            StateCell::Combining(acc) => f.accumulator_from_value(f.accumulator_to_value(acc)?)?,
+            _ => f.create_accumulator(),
+        };
         f.extract_output(acc)
     }
 
     fn encoded(&self, name: &str, v: &Value) -> Result<Vec<u8>, UserError> {
         match self.kind(name)? {
-            StateKind::Map(c) | StateKind::Set(c) => Ok(c.encode_to_vec(v)?),
+            StateKind::Map(c, _) | StateKind::Set(c) => Ok(c.encode_to_vec(v)?),
             _ => Err(format!("state '{name}' is not a map or set").into()),
         }
     }

@@ -105,8 +105,14 @@ impl Translator<'_> {
                     Some(f) if f.urn == urns::BEAMLINE_COMBINE_FN => {
                         let spec = parse_spec(name, &f.payload)?;
                         let combine_fn = self.fns.resolve_combine_fn(name, &spec)?;
+                        let accumulator_coder = coder(self.comps, &cp.accumulator_coder_id)
+                            .map_err(|e| invalid(format!("'{name}': accumulator coder: {e}")))?;
                         let (i, o) = self.single(t, "CombinePerKey")?;
-                        self.add(name, NodeKind::CombinePerKey { combine_fn }, i, o);
+                        let kind = NodeKind::CombinePerKey {
+                            combine_fn,
+                            accumulator_coder,
+                        };
+                        self.add(name, kind, i, o);
                         Ok(())
                     }
                     // Not ours: run its expansion instead.
@@ -290,10 +296,17 @@ impl Translator<'_> {
         for sname in names {
             use pb::state_spec::Spec;
             let kind = match &pd.state_specs[sname].spec {
-                Some(Spec::ReadModifyWriteSpec(_)) => StateKind::Value,
-                Some(Spec::BagSpec(_)) => StateKind::Bag,
-                Some(Spec::OrderedListSpec(_)) => StateKind::OrderedList,
-                Some(Spec::MapSpec(m)) => StateKind::Map(coder(self.comps, &m.key_coder_id)?),
+                Some(Spec::ReadModifyWriteSpec(v)) => {
+                    StateKind::Value(coder(self.comps, &v.coder_id)?)
+                }
+                Some(Spec::BagSpec(b)) => StateKind::Bag(coder(self.comps, &b.element_coder_id)?),
+                Some(Spec::OrderedListSpec(l)) => {
+                    StateKind::OrderedList(coder(self.comps, &l.element_coder_id)?)
+                }
+                Some(Spec::MapSpec(m)) => StateKind::Map(
+                    coder(self.comps, &m.key_coder_id)?,
+                    coder(self.comps, &m.value_coder_id)?,
+                ),
                 Some(Spec::SetSpec(m)) => StateKind::Set(coder(self.comps, &m.element_coder_id)?),
                 Some(Spec::CombiningSpec(c)) => {
                     let f = c.combine_fn.as_ref().ok_or_else(|| {
@@ -302,7 +315,10 @@ impl Translator<'_> {
                         ))
                     })?;
                     let cspec = parse_spec(name, &f.payload)?;
-                    StateKind::Combining(self.fns.resolve_combine_fn(name, &cspec)?)
+                    StateKind::Combining(
+                        self.fns.resolve_combine_fn(name, &cspec)?,
+                        coder(self.comps, &c.accumulator_coder_id)?,
+                    )
                 }
                 None => {
                     return Err(invalid(format!(

@@ -7,6 +7,7 @@ use crate::dofn::{DoFn, ProcessContext};
 use crate::element::Element;
 use crate::pcollection::PCollection;
 use crate::pipeline::PTransform;
+use beamline_engine::coder::Coder;
 use beamline_engine::combine::{Accumulator, CombineFnInvoker};
 use beamline_engine::registry::NamedCombineFn;
 use beamline_engine::spec::{FnRef, UserFnSpec};
@@ -40,8 +41,9 @@ use std::sync::Arc;
 pub trait CombineFn: Send + Sync + 'static {
     /// Input type.
     type In: Element;
-    /// Accumulator type.
-    type Acc: Send + 'static;
+    /// Accumulator type: an [`Element`], so accumulators can cross process boundaries and
+    /// reach disk (its coder is the accumulator coder in the pipeline proto).
+    type Acc: Element;
     /// Output type.
     type Out: Element;
     /// A new, empty accumulator.
@@ -82,10 +84,23 @@ impl<C: CombineFn> CombineFnInvoker for Adapter<C> {
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(self.0.extract_output(downcast::<C>(acc)?).into_value())
     }
+    fn accumulator_coder(&self, _input: &Coder) -> Coder {
+        C::Acc::coder()
+    }
+    fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+        let acc = acc
+            .downcast_ref::<C::Acc>()
+            .ok_or("accumulator of another CombineFn")?;
+        Ok(acc.clone().into_value())
+    }
+    fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+        Ok(Accumulator::new(C::Acc::from_value(value)?))
+    }
 }
 
-/// The engine-level invoker of a typed CombineFn.
-pub(crate) fn invoker<C: CombineFn>(c: C) -> Arc<dyn CombineFnInvoker> {
+/// The engine-level invoker of a typed CombineFn: what runners call, and what encodes its
+/// accumulators with the accumulator's [`Element`] coder.
+pub fn invoker<C: CombineFn>(c: C) -> Arc<dyn CombineFnInvoker> {
     Arc::new(Adapter(c))
 }
 
@@ -197,8 +212,7 @@ impl<K: Element, V: Element, O: Element> PTransform<PCollection<(K, V)>>
             outputs: vec![],
             side_inputs: vec![],
         };
-        let accumulator_coder_id =
-            p.coder_id(&beamline_engine::coder::Coder::Opaque("accumulator".into()));
+        let accumulator_coder_id = p.coder_id(&self.f.invoker.accumulator_coder(&V::coder()));
         p.set_composite_spec(pb::FunctionSpec {
             urn: urns::COMBINE_PER_KEY.into(),
             payload: pb::CombinePayload {

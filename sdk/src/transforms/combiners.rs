@@ -36,6 +36,19 @@ fn acc_mut<T: 'static>(acc: &mut Accumulator) -> Result<&mut T, UserError> {
         .ok_or_else(|| "foreign accumulator".into())
 }
 
+fn acc_ref<T: 'static>(acc: &Accumulator) -> Result<&T, UserError> {
+    acc.downcast_ref::<T>()
+        .ok_or_else(|| "foreign accumulator".into())
+}
+
+/// The list an accumulator value holds (an iterable's elements).
+fn list_of(value: Value) -> Result<Vec<Value>, UserError> {
+    match value {
+        Value::List(l) => Ok(l),
+        other => Err(format!("expected a list accumulator, got a {}", other.kind()).into()),
+    }
+}
+
 fn acc_take<T: 'static>(acc: Accumulator) -> Result<T, UserError> {
     acc.downcast::<T>()
         .map_err(|_| "foreign accumulator".into())
@@ -70,6 +83,20 @@ impl CombineFnInvoker for Fold {
     }
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(acc_take::<Option<Value>>(acc)?.unwrap_or_else(|| self.empty.clone()))
+    }
+    fn accumulator_coder(&self, input: &Coder) -> Coder {
+        Coder::Nullable(Box::new(input.clone()))
+    }
+    fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+        Ok(acc_ref::<Option<Value>>(acc)?
+            .clone()
+            .unwrap_or(Value::Null))
+    }
+    fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+        Ok(Accumulator::new(match value {
+            Value::Null => None,
+            v => Some(v),
+        }))
     }
 }
 
@@ -123,6 +150,18 @@ impl CombineFnInvoker for CountFn {
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(Value::I64(acc_take::<i64>(acc)?))
     }
+    fn accumulator_coder(&self, _input: &Coder) -> Coder {
+        Coder::VarInt
+    }
+    fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+        Ok(Value::I64(*acc_ref::<i64>(acc)?))
+    }
+    fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+        match value {
+            Value::I64(n) => Ok(Accumulator::new(n)),
+            other => Err(format!("a count is a number, got a {}", other.kind()).into()),
+        }
+    }
 }
 
 /// Arithmetic mean as a double (NaN for no input, as Beam Python).
@@ -162,6 +201,19 @@ impl CombineFnInvoker for MeanFn {
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         let (s, n) = acc_take::<(f64, i64)>(acc)?;
         Ok(Value::F64(if n == 0 { f64::NAN } else { s / n as f64 }))
+    }
+    fn accumulator_coder(&self, _input: &Coder) -> Coder {
+        Coder::Kv(Box::new(Coder::Double), Box::new(Coder::VarInt))
+    }
+    fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+        let (s, n) = *acc_ref::<(f64, i64)>(acc)?;
+        Ok(Value::kv(Value::F64(s), Value::I64(n)))
+    }
+    fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+        match value.try_into_kv() {
+            Ok((Value::F64(s), Value::I64(n))) => Ok(Accumulator::new((s, n))),
+            _ => Err("a mean's accumulator is a (sum, count) pair".into()),
+        }
     }
 }
 
@@ -217,6 +269,15 @@ impl CombineFnInvoker for TopFn {
     fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
         Ok(Value::List(acc_take::<Vec<Value>>(acc)?))
     }
+    fn accumulator_coder(&self, input: &Coder) -> Coder {
+        Coder::Iterable(Box::new(input.clone()))
+    }
+    fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+        Ok(Value::List(acc_ref::<Vec<Value>>(acc)?.clone()))
+    }
+    fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+        Ok(Accumulator::new(list_of(value)?))
+    }
 }
 
 /// A uniform random sample of `n` values (bottom-n of random priorities, so merges are exact).
@@ -259,6 +320,31 @@ impl CombineFnInvoker for SampleFn {
                 .map(|(_, v)| v)
                 .collect(),
         ))
+    }
+    fn accumulator_coder(&self, input: &Coder) -> Coder {
+        // Priorities as 64-bit two's complement varints.
+        Coder::Iterable(Box::new(Coder::Kv(
+            Box::new(Coder::VarInt),
+            Box::new(input.clone()),
+        )))
+    }
+    fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+        Ok(Value::List(
+            acc_ref::<Vec<(u64, Value)>>(acc)?
+                .iter()
+                .map(|(p, v)| Value::kv(Value::I64(*p as i64), v.clone()))
+                .collect(),
+        ))
+    }
+    fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+        let mut out = Vec::new();
+        for item in list_of(value)? {
+            match item.try_into_kv() {
+                Ok((Value::I64(p), v)) => out.push((p as u64, v)),
+                _ => return Err("a sample's accumulator holds (priority, value) pairs".into()),
+            }
+        }
+        Ok(Accumulator::new(out))
     }
 }
 

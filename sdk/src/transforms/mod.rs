@@ -13,7 +13,7 @@ mod reshuffle;
 mod test_stream;
 mod window;
 
-pub use combine::{CombineFn, CombineGlobally, CombinePerKey};
+pub use combine::{invoker as combine_invoker, CombineFn, CombineGlobally, CombinePerKey};
 pub use combiners::{Count, Distinct, Max, Mean, Min, Sample, Sum, Top};
 pub use create::{Create, Impulse};
 pub use flatten::Flatten;

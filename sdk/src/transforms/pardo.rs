@@ -280,7 +280,7 @@ fn state_protos(p: &Pipeline, name: &str, st: &StatefulDecl, payload: &mut pb::P
                 }),
                 urns::USER_STATE_MULTIMAP,
             ),
-            StateSpecKind::Combining(f) => {
+            StateSpecKind::Combining(f, input) => {
                 let id = format!("{name}/state/{}", s.name);
                 p.register_combine_fn(&id, f.clone());
                 let fspec = UserFnSpec {
@@ -290,8 +290,7 @@ fn state_protos(p: &Pipeline, name: &str, st: &StatefulDecl, payload: &mut pb::P
                 };
                 (
                     Spec::CombiningSpec(pb::CombiningStateSpec {
-                        accumulator_coder_id: p
-                            .coder_id(&beamline_engine::coder::Coder::Opaque("accumulator".into())),
+                        accumulator_coder_id: p.coder_id(&f.accumulator_coder(input)),
                         combine_fn: Some(pb::FunctionSpec {
                             urn: urns::BEAMLINE_COMBINE_FN.into(),
                             payload: fspec.to_payload(),

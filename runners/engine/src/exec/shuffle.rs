@@ -164,7 +164,7 @@ impl ShuffleWriter {
                         .collect(),
                 )
             }
-            NodeKind::CombinePerKey { combine_fn } if !windowing.window_fn.is_merging() => {
+            NodeKind::CombinePerKey { combine_fn, .. } if !windowing.window_fn.is_merging() => {
                 let len = buffers.as_ref().map_or(0, |b| b.table_len);
                 Mode::Combine(
                     combine_fn.clone(),
@@ -724,7 +724,7 @@ pub(crate) fn finish(
     out_coder: &Coder,
 ) -> Result<Bundles> {
     let combine_fn = match &node.kind {
-        NodeKind::CombinePerKey { combine_fn } => Some(combine_fn.clone()),
+        NodeKind::CombinePerKey { combine_fn, .. } => Some(combine_fn.clone()),
         _ => None,
     };
     let (parts, spill, key_coder) = input.into_parts();

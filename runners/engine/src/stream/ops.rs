@@ -108,7 +108,7 @@ pub(super) fn build(graph: &Graph, node: &Node, max_bundle_size: usize) -> Resul
                 )));
             };
             let combine = match &node.kind {
-                NodeKind::CombinePerKey { combine_fn } => Some(combine_fn.clone()),
+                NodeKind::CombinePerKey { combine_fn, .. } => Some(combine_fn.clone()),
                 _ => None,
             };
             Box::new(GbkOp::new(

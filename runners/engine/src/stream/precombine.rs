@@ -78,7 +78,7 @@ pub(super) fn liftable(
     node: usize,
 ) -> Option<(Coder, Windowing, Arc<dyn CombineFnInvoker>)> {
     let n = &graph.nodes[node];
-    let NodeKind::CombinePerKey { combine_fn } = &n.kind else {
+    let NodeKind::CombinePerKey { combine_fn, .. } = &n.kind else {
         return None;
     };
     let input = &graph.pcollections[*n.inputs.first()?];
@@ -268,6 +268,18 @@ mod tests {
         }
         fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
             Ok(Value::I64(acc.downcast::<i64>().map_err(|_| "not a sum")?))
+        }
+        fn accumulator_coder(&self, _input: &Coder) -> Coder {
+            Coder::VarInt
+        }
+        fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+            Ok(Value::I64(*acc.downcast_ref::<i64>().ok_or("not a sum")?))
+        }
+        fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+            match value {
+                Value::I64(n) => Ok(Accumulator::new(n)),
+                _ => Err("not a sum".into()),
+            }
         }
     }
 
