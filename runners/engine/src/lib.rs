@@ -14,6 +14,7 @@ pub mod exec;
 pub mod graph;
 pub mod job;
 pub mod metrics;
+pub mod operators;
 pub mod options;
 pub mod registry;
 pub mod runner;

@@ -6,9 +6,13 @@
 //! prefetched while this one is added. With many keys the table is larger than the
 //! caches and that miss is most of a lifted combine's cost.
 
-use super::shuffle::GroupBytes;
 use crate::combine::Accumulator;
+use crate::operators::partition::same_bytes;
 use prefetch_index::prefetch_index;
+
+/// Encoded bytes kept inline when short (most keys): no allocation per element, and a
+/// lookup touches one cache line instead of chasing a heap pointer.
+pub(super) type GroupBytes = smallvec::SmallVec<[u8; 16]>;
 
 /// A pre-combined accumulator for one key and window: 64 bytes, one cache line (aligned
 /// to it, or most entries would span two). The key and window are decoded from
@@ -91,9 +95,7 @@ impl CombineTable {
         loop {
             match &self.slots[i] {
                 None => return i,
-                Some(e) if e.hash == hash && super::shuffle::same_bytes(&e.group_bytes, group) => {
-                    return i
-                }
+                Some(e) if e.hash == hash && same_bytes(&e.group_bytes, group) => return i,
                 Some(_) => i = if i + 1 == n { 0 } else { i + 1 },
             }
         }

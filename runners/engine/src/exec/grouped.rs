@@ -11,7 +11,6 @@ use crate::coder::{write_pane, write_timestamp, write_varint, Coder};
 use crate::error::{EngineError, Result};
 use crate::graph::Windowing;
 use crate::window::PaneInfo;
-use std::hash::Hasher;
 use std::sync::Arc;
 
 /// Whether values of coder `c` can be grouped encoded: standard coders only (user and
@@ -313,11 +312,7 @@ fn group_runs(
     group_of.reserve(total);
     for run in runs {
         for rec in run.records() {
-            let hash = {
-                let mut h = rustc_hash::FxHasher::default();
-                h.write(rec.group);
-                h.finish()
-            };
+            let hash = crate::operators::partition::key_hash(rec.group);
             let g = group_number(
                 index,
                 slots,
@@ -327,7 +322,7 @@ fn group_runs(
                 // whose bytes match another key and its window.
                 |s| {
                     s.key_len as usize == rec.key_len
-                        && super::shuffle::same_bytes(&s.group, rec.group)
+                        && crate::operators::partition::same_bytes(&s.group, rec.group)
                 },
                 || {
                     Ok(Slot {

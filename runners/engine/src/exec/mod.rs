@@ -33,9 +33,6 @@ use crate::window::WindowedValue;
 use plan::{Plan, Unit};
 use std::collections::HashMap;
 
-/// Number of shuffle partitions: fixed, so grouping is independent of thread count.
-pub(crate) const PARTITIONS: usize = 32;
-
 /// Largest bundle a Reshuffle produces.
 const MAX_RESHUFFLE_BUNDLE: usize = 8192;
 
@@ -53,32 +50,7 @@ pub struct ExecOptions {
     pub control: JobControl,
 }
 
-/// Calls user code of transform `name`, turning errors and panics into errors naming it.
-pub(crate) fn guarded<T>(
-    name: &str,
-    f: impl FnOnce() -> std::result::Result<T, crate::UserError>,
-) -> Result<T> {
-    panics_guarded(name, || f().map_err(|e| EngineError::user(name, e)))
-}
-
-/// Runs `f`, which calls user code of transform `name`, turning a panic into an error
-/// naming the transform (one guard around many calls costs less than one per call).
-pub(crate) fn panics_guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            Err(EngineError::user(name, format!("panicked: {msg}")))
-        }
-    }
-}
-
-/// Bundles of a materialized PCollection.
-pub(crate) type Bundles = Vec<spill::Bundle>;
+use spill::Bundles;
 
 /// Runs a bounded pipeline to completion and returns its metrics (also reported to
 /// `opts.control` as bundles finish, so they can be read while the job runs).

@@ -1,23 +1,21 @@
 //! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
 
-use super::combine_table::{CombineEntry, CombineTable, NO_TIMESTAMP};
+use super::combine_table::{CombineEntry, CombineTable, GroupBytes, NO_TIMESTAMP};
 use super::grouped::EncodedRun;
+use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
-use super::{guarded, panics_guarded, Bundles, PARTITIONS};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
 use crate::error::{EngineError, Result};
 use crate::graph::{Node, NodeKind, Windowing};
+use crate::operators::guard::{guarded, panics_guarded};
+use crate::operators::partition::key_hash as hash_of;
+use crate::operators::partition::PARTITIONS;
 use crate::value::Value;
 use crate::window::{merge_intervals, PaneInfo, Window, WindowedValue};
 use rayon::prelude::*;
-use rustc_hash::{FxHashMap, FxHasher};
-use std::hash::Hasher;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
-
-/// Encoded bytes kept inline when short (most keys): no allocation per element, and a
-/// lookup touches one cache line instead of chasing a heap pointer.
-pub(super) type GroupBytes = smallvec::SmallVec<[u8; 16]>;
 
 /// One key/value pair on its way to grouping, with its key encoded once. The key itself
 /// is decoded from `key_bytes` once per group.
@@ -102,27 +100,10 @@ struct Ahead {
     timestamp: i64,
 }
 
-/// Byte-slice equality without a call into `memcmp` for short keys.
+/// The shuffle partition of a key hash.
 #[inline]
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && if a.len() <= 16 {
-            a.iter().zip(b).all(|(x, y)| x == y)
-        } else {
-            a == b
-        }
-}
-
-fn hash_of(key_bytes: &[u8]) -> u64 {
-    let mut h = FxHasher::default();
-    h.write(key_bytes);
-    h.finish()
-}
-
-/// The shuffle partition of a key hash: middle bits, independent of the bits hash tables
-/// use for buckets (low) and tags (high).
 fn partition_of(hash: u64) -> usize {
-    ((hash >> 32) % PARTITIONS as u64) as usize
+    crate::operators::partition::partition_of(hash, PARTITIONS)
 }
 
 /// The error for an element that is not a key/value pair.

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Bundles of a materialized PCollection.
+pub(crate) type Bundles = Vec<Bundle>;
 /// Bytes the executor may keep in memory before it spills, and where spill files go.
 #[derive(Clone, Debug)]
 pub(crate) struct Budget {

@@ -1,17 +1,17 @@
 //! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
 
 use super::grouped::groups_encoded;
-use super::guarded;
 use super::plan::{SinkPlan, StagePlan, Target};
 use super::shuffle::{ShuffleBuffers, ShuffleInput, ShuffleSpill, ShuffleWriter};
+use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
-use super::Bundles;
 use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind};
 use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
+use crate::operators::guard::guarded;
 use crate::window::{Window, WindowFn, WindowedValue};
 use parking_lot::Mutex;
 

@@ -8,14 +8,14 @@
 //! partition and output tag, in partition order: independent of the thread count.
 
 use super::grouped::groups_encoded;
+use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
-use super::Bundles;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
 use crate::graph::Graph;
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
-use crate::stream::batch::StatefulBatch;
+use crate::operators::stateful_batch::StatefulBatch;
 use crate::window::WindowedValue;
 use rayon::prelude::*;
 use std::sync::Arc;

@@ -2,13 +2,14 @@
 //! inputs) and WindowIntos that directly follow an unbounded source run on its worker
 //! threads, so reading and that work overlap the rest of the pipeline.
 
-use super::ops::{Op, OpCx, WindowIntoOp};
-use super::pardo::ParDoOp;
-use super::precombine::{Partial, PreCombine};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, Node, NodeKind, PcId};
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
+use crate::operators::op::{Op, OpCx};
+use crate::operators::pardo::ParDoOp;
+use crate::operators::precombine::{Partial, PreCombine};
+use crate::operators::simple::WindowIntoOp;
 use crate::window::WindowedValue;
 
 /// The transforms after source `node` that can run on its worker threads, in order: each
@@ -236,7 +237,7 @@ impl Chain {
             self.keep(b, out)?;
         }
         if let Some((control, last)) = &mut self.control {
-            if last.elapsed() >= super::REPORT_EVERY {
+            if last.elapsed() >= super::clock::REPORT_EVERY {
                 *last = std::time::Instant::now();
                 for (name, op) in &mut self.links {
                     op.op().report(name, control);

@@ -9,27 +9,21 @@
 //! when every source is finished and every watermark reached the end of time — or, after
 //! cancellation, once the sources stopped and everything drained.
 
-pub(crate) mod batch;
 mod chain;
-mod due;
-mod gbk;
-mod keys;
-mod ops;
-mod pane;
-mod pardo;
-mod precombine;
+mod clock;
 mod source;
 
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
+use crate::operators::op::{Op, OpCx, SourceStep};
+use crate::operators::{gbk, precombine};
 use crate::window::WindowedValue;
-use ops::{Op, OpCx, SourceStep};
+use clock::{wall_clock_ms, REPORT_EVERY};
 use std::collections::VecDeque;
 
-/// The watermark after all data: past the end of every window.
-pub const END_OF_TIME: i64 = i64::MAX;
+pub use crate::operators::op::END_OF_TIME;
 
 /// How the streaming executor keeps processing time.
 #[derive(Clone, Debug)]
@@ -70,13 +64,6 @@ impl Default for StreamOptions {
     }
 }
 
-pub(super) fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Runs a pipeline (bounded or unbounded) to completion in streaming mode; returns its
 /// metrics (also reported to `opts.control` while it runs).
 ///
@@ -100,9 +87,6 @@ pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricRe
         None => Ok(opts.control.metrics()),
     }
 }
-
-/// How often the executor reports metrics to the job's handle while it runs.
-pub(crate) const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 struct Executor<'g> {
     graph: &'g Graph,
@@ -193,7 +177,13 @@ impl<'g> Executor<'g> {
         let mut ops = graph
             .nodes
             .iter()
-            .map(|node| ops::build(graph, node, opts.max_bundle_size.max(1)))
+            .map(|node| match &node.kind {
+                NodeKind::Source { source } => Ok(Box::new(source::SourceOp::new(
+                    source.clone(),
+                    opts.max_bundle_size.max(1),
+                )) as Box<dyn Op>),
+                _ => crate::operators::build(graph, node),
+            })
             .collect::<Result<Vec<_>>>()?;
         // Stateless transforms right after a source run on its worker threads: the source
         // emits their output, and they receive nothing here.

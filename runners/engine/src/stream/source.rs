@@ -3,13 +3,13 @@
 //! processing.
 
 use super::chain::Chain;
-use super::ops::{Op, OpCx, SourceStep};
-use super::precombine::{Mailbox, Partial};
-use super::{wall_clock_ms, END_OF_TIME};
+use super::clock::wall_clock_ms;
 use crate::error::{EngineError, Result};
-use crate::exec::guarded;
 use crate::graph::SourceFactory;
 use crate::metrics::MetricResults;
+use crate::operators::guard::guarded;
+use crate::operators::op::{Op, OpCx, SourceStep, END_OF_TIME};
+use crate::operators::precombine::{Mailbox, Partial};
 use crate::source::{Polled, SourceOutput, UnboundedSource};
 use crate::window::WindowedValue;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -516,7 +516,7 @@ impl Op for SourceOp {
         self.next_lane = lane + 1;
         let mut batches = batches.into_iter();
         if let Some(mut first) = batches.next() {
-            super::ops::forward(&mut first, &mut cx.out[0]);
+            crate::operators::op::forward(&mut first, &mut cx.out[0]);
         }
         cx.more.extend(batches);
         if !partials.is_empty() {

@@ -8,9 +8,9 @@
 //! pipelines. The same operator as in streaming runs the DoFn, so both executors share
 //! one implementation of state, timers and expiry.
 
-use super::ops::{Op, OpCx};
+use super::op::END_OF_TIME;
+use super::op::{Op, OpCx};
 use super::pardo::ParDoOp;
-use super::END_OF_TIME;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind};
 use crate::metrics::MetricResults;

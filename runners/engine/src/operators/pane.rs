@@ -8,7 +8,7 @@ use crate::value::Value;
 use crate::window::{PaneInfo, TimestampCombiner, Timing, Window};
 
 /// How panes hold their contents: every value, or one accumulator per pane.
-pub(super) enum Contents {
+pub(crate) enum Contents {
     /// The values (GroupByKey, or a combine whose accumulators cannot be copied for
     /// accumulating panes).
     Values(Vec<Value>),
@@ -18,7 +18,7 @@ pub(super) enum Contents {
 
 /// What a window's trigger keeps: touched once per bundle or timer, not per element, so
 /// kept apart from the per-element fields (which then share fewer cache lines).
-pub(super) struct TriggerPart {
+pub(crate) struct TriggerPart {
     pub state: TriggerState,
     pub timers: TimerList,
     /// The timers as last put in the operator's timer index (unchanged ones are not
@@ -26,7 +26,7 @@ pub(super) struct TriggerPart {
     pub indexed: TimerList,
 }
 
-pub(super) struct WinState {
+pub(crate) struct WinState {
     pub contents: Contents,
     /// Elements added since the last pane.
     pub pending: usize,
@@ -42,7 +42,7 @@ pub(super) struct WinState {
 }
 
 /// What adding an element needs to know of the operator.
-pub(super) struct AddCx<'a> {
+pub(crate) struct AddCx<'a> {
     pub combine: Option<&'a dyn CombineFnInvoker>,
     pub timestamp_combiner: TimestampCombiner,
     pub output_watermark: i64,
@@ -50,7 +50,7 @@ pub(super) struct AddCx<'a> {
 
 impl WinState {
     /// A fresh window; `lifted` gives it an accumulator instead of a value list.
-    pub(super) fn new(
+    pub(crate) fn new(
         trigger: &Trigger,
         combine: Option<&dyn CombineFnInvoker>,
         lifted: bool,
@@ -82,7 +82,7 @@ impl WinState {
     ///
     /// # Errors
     /// When the combine's `add_input` fails.
-    pub(super) fn add(
+    pub(crate) fn add(
         &mut self,
         value: Value,
         ts: i64,
@@ -105,7 +105,7 @@ impl WinState {
     ///
     /// # Errors
     /// When the combine's merge fails, or the pane holds values.
-    pub(super) fn add_partial(
+    pub(crate) fn add_partial(
         &mut self,
         acc: Accumulator,
         count: usize,
@@ -149,7 +149,7 @@ impl WinState {
     ///
     /// # Errors
     /// When the combine's `merge_accumulators` fails.
-    pub(super) fn absorb(
+    pub(crate) fn absorb(
         &mut self,
         other: Contents,
         combine: Option<&dyn CombineFnInvoker>,
@@ -164,7 +164,7 @@ impl WinState {
 
     /// The pane's metadata as it fires (Beam's pane index and timing rules); advances
     /// the indexes.
-    pub(super) fn next_pane(
+    pub(crate) fn next_pane(
         &mut self,
         w: &Window,
         finished: bool,
@@ -206,7 +206,7 @@ impl WinState {
     ///
     /// # Errors
     /// When the combine fails, or an accumulating pane's accumulator cannot be copied.
-    pub(super) fn pane_value(
+    pub(crate) fn pane_value(
         &mut self,
         keep: bool,
         combine: Option<&dyn CombineFnInvoker>,
@@ -256,14 +256,14 @@ impl WinState {
 /// cache miss. Older ones are few, so a vector searched linearly, newest first, grown
 /// in small steps.
 #[derive(Default)]
-pub(super) struct Windows {
+pub(crate) struct Windows {
     head: Option<(Window, WinState)>,
     /// Older windows, oldest first.
     rest: Vec<(Window, WinState)>,
 }
 
 impl Windows {
-    pub(super) fn get(&self, w: &Window) -> Option<&WinState> {
+    pub(crate) fn get(&self, w: &Window) -> Option<&WinState> {
         match &self.head {
             Some((x, ws)) if x == w => Some(ws),
             _ => self
@@ -275,7 +275,7 @@ impl Windows {
         }
     }
 
-    pub(super) fn get_mut(&mut self, w: &Window) -> Option<&mut WinState> {
+    pub(crate) fn get_mut(&mut self, w: &Window) -> Option<&mut WinState> {
         match &mut self.head {
             Some((x, ws)) if x == w => Some(ws),
             _ => self
@@ -288,7 +288,7 @@ impl Windows {
     }
 
     /// The state of `w`, created by `new` if absent.
-    pub(super) fn get_or_insert_with(
+    pub(crate) fn get_or_insert_with(
         &mut self,
         w: Window,
         new: impl FnOnce() -> WinState,
@@ -303,7 +303,7 @@ impl Windows {
     }
 
     /// Adds window `w` (not present) as the newest.
-    pub(super) fn insert(&mut self, w: Window, ws: WinState) {
+    pub(crate) fn insert(&mut self, w: Window, ws: WinState) {
         if let Some(old) = self.head.replace((w, ws)) {
             if self.rest.len() == self.rest.capacity() {
                 self.rest.reserve_exact((self.rest.len() / 2).max(1));
@@ -312,7 +312,7 @@ impl Windows {
         }
     }
 
-    pub(super) fn remove(&mut self, w: &Window) -> Option<WinState> {
+    pub(crate) fn remove(&mut self, w: &Window) -> Option<WinState> {
         if matches!(&self.head, Some((x, _)) if x == w) {
             let removed = std::mem::replace(&mut self.head, self.rest.pop());
             return removed.map(|(_, ws)| ws);
@@ -322,11 +322,11 @@ impl Windows {
         Some(self.rest.remove(i).1)
     }
 
-    pub(super) fn windows(&self) -> impl Iterator<Item = Window> + '_ {
+    pub(crate) fn windows(&self) -> impl Iterator<Item = Window> + '_ {
         self.head.iter().chain(&self.rest).map(|(w, _)| *w)
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none()
     }
 }

@@ -9,11 +9,11 @@
 //! or the latest input (a partial result keeps the latest timestamp; the earliest one
 //! the output watermark does not pass cannot be recovered from one partial result).
 
-use super::keys::KeyBytes;
+use super::guard::panics_guarded;
+use super::key_table::KeyBytes;
 use crate::coder::Coder;
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result};
-use crate::exec::panics_guarded;
 use crate::graph::{Graph, NodeKind, Windowing};
 use crate::value::Value;
 use crate::window::{TimestampCombiner, Window, WindowedValue};
@@ -24,7 +24,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// One bundle's elements of a key and window, folded.
-pub(super) struct Partial {
+pub(crate) struct Partial {
     pub kb: KeyBytes,
     pub key: Value,
     pub window: Window,
@@ -36,11 +36,11 @@ pub(super) struct Partial {
 }
 
 /// Partial results handed from a source's worker threads to the grouping operator.
-pub(super) type Mailbox = Arc<Mutex<Exchange>>;
+pub(crate) type Mailbox = Arc<Mutex<Exchange>>;
 
 /// What a [`Mailbox`] holds.
 #[derive(Default)]
-pub(super) struct Exchange {
+pub(crate) struct Exchange {
     /// Partial results the grouping has not taken yet, in bundle order.
     pub parts: Vec<Partial>,
     /// Buffers the grouping emptied, for the workers' next bundles: each is allocated
@@ -53,7 +53,7 @@ const MAX_SPARE: usize = 8;
 
 impl Exchange {
     /// Adds a bundle's partial results after those waiting.
-    pub(super) fn deliver(&mut self, mut parts: Vec<Partial>) {
+    pub(crate) fn deliver(&mut self, mut parts: Vec<Partial>) {
         if self.parts.is_empty() {
             std::mem::swap(&mut self.parts, &mut parts);
         } else {
@@ -63,7 +63,7 @@ impl Exchange {
     }
 
     /// Keeps an emptied buffer for reuse.
-    pub(super) fn give_back(&mut self, mut parts: Vec<Partial>) {
+    pub(crate) fn give_back(&mut self, mut parts: Vec<Partial>) {
         if self.spare.len() < MAX_SPARE && parts.capacity() > 0 {
             parts.clear();
             self.spare.push(parts);
@@ -73,7 +73,7 @@ impl Exchange {
 
 /// What the grouping of `node` needs to be lifted: its key coder, the input's windowing
 /// and the combine; `None` when lifting would not be exact (see the module docs).
-pub(super) fn liftable(
+pub(crate) fn liftable(
     graph: &Graph,
     node: usize,
 ) -> Option<(Coder, Windowing, Arc<dyn CombineFnInvoker>)> {
@@ -96,7 +96,7 @@ pub(super) fn liftable(
 }
 
 /// Folds elements per key and window (on a source's worker thread).
-pub(super) struct PreCombine {
+pub(crate) struct PreCombine {
     /// The CombinePerKey's name, for errors.
     name: String,
     key_coder: Coder,
@@ -111,7 +111,7 @@ pub(super) struct PreCombine {
 }
 
 impl PreCombine {
-    pub(super) fn new(
+    pub(crate) fn new(
         name: String,
         key_coder: Coder,
         combine: Arc<dyn CombineFnInvoker>,
@@ -133,7 +133,7 @@ impl PreCombine {
     /// # Errors
     /// An element that is not key/value, a key that does not encode, or a failing
     /// combine, naming the CombinePerKey.
-    pub(super) fn add(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
+    pub(crate) fn add(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
         let name = self.name.clone();
         panics_guarded(&name, || {
             for wv in batch.drain(..) {
@@ -229,7 +229,7 @@ impl PreCombine {
     }
 
     /// The bundle's partial results, in order of first arrival; starts the next bundle.
-    pub(super) fn take(&mut self) -> Vec<Partial> {
+    pub(crate) fn take(&mut self) -> Vec<Partial> {
         self.index.clear();
         // The next bundle likely has as many keys and windows: size for them at once.
         let spare = self.mailbox.lock().spare.pop();

@@ -2,12 +2,12 @@
 //! that share a time (a window's end is the same for every key) go into one list, so
 //! adding one is a push, not a sorted insert among all the others.
 
-use super::keys::KeyBytes;
+use super::key_table::KeyBytes;
 use crate::window::Window;
 use std::collections::btree_map::{BTreeMap, Entry};
 
 /// The entries of one time, in order of insertion.
-pub(super) type DueList = Vec<(KeyBytes, Window)>;
+pub(crate) type DueList = Vec<(KeyBytes, Window)>;
 
 /// Most emptied lists kept for reuse.
 const MAX_SPARE: usize = 16;
@@ -15,7 +15,7 @@ const MAX_SPARE: usize = 16;
 /// `(key, window)` entries by due time; within a time, in order of insertion. An entry
 /// may be stale or repeated: whoever takes it checks that it still applies.
 #[derive(Default)]
-pub(super) struct DueIndex {
+pub(crate) struct DueIndex {
     by_time: BTreeMap<i64, Due>,
     spare: Vec<DueList>,
 }
@@ -28,7 +28,7 @@ struct Due {
 
 impl DueIndex {
     /// Adds `(kb, w)`, due at `at`.
-    pub(super) fn push(&mut self, at: i64, kb: KeyBytes, w: Window) {
+    pub(crate) fn push(&mut self, at: i64, kb: KeyBytes, w: Window) {
         match self.by_time.entry(at) {
             Entry::Occupied(e) => {
                 let due = e.into_mut();
@@ -48,7 +48,7 @@ impl DueIndex {
     /// expired windows do not pile up until then (processing-time timers may be far off).
     ///
     /// Each entry may be forgotten once at most, and only while its time is indexed.
-    pub(super) fn forget(&mut self, at: i64) {
+    pub(crate) fn forget(&mut self, at: i64) {
         if let Entry::Occupied(mut e) = self.by_time.entry(at) {
             let due = e.get_mut();
             due.live = due.live.saturating_sub(1);
@@ -60,7 +60,7 @@ impl DueIndex {
     }
 
     /// Removes and returns the entries of the earliest time, if `is_due` says that time is due.
-    pub(super) fn pop_due(&mut self, is_due: impl Fn(i64) -> bool) -> Option<(i64, DueList)> {
+    pub(crate) fn pop_due(&mut self, is_due: impl Fn(i64) -> bool) -> Option<(i64, DueList)> {
         let first = self.by_time.first_entry()?;
         is_due(*first.key()).then(|| {
             let (at, due) = first.remove_entry();
@@ -69,7 +69,7 @@ impl DueIndex {
     }
 
     /// Keeps an emptied list for the next time.
-    pub(super) fn recycle(&mut self, mut list: DueList) {
+    pub(crate) fn recycle(&mut self, mut list: DueList) {
         if self.spare.len() < MAX_SPARE {
             list.clear();
             self.spare.push(list);

@@ -21,14 +21,14 @@ enum Repr {
 /// A key's encoding with its hash; ordered by the hash first, so that index lookups (many
 /// keys' timers share a timestamp) rarely compare the bytes themselves.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct KeyBytes {
+pub(crate) struct KeyBytes {
     hash: u64,
     repr: Repr,
 }
 
 impl KeyBytes {
     /// The key encoded as `bytes`.
-    pub(super) fn new(bytes: &[u8]) -> Self {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
         let repr = if bytes.len() <= INLINE {
             let mut buf = [0; INLINE];
             buf[..bytes.len()].copy_from_slice(bytes);
@@ -43,7 +43,7 @@ impl KeyBytes {
     }
 
     /// The encoded key.
-    pub(super) fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match &self.repr {
             Repr::Inline(len, buf) => &buf[..*len as usize],
             Repr::Heap(b) => b,
@@ -72,7 +72,7 @@ impl PartialOrd for KeyBytes {
 }
 
 /// Values by encoded key.
-pub(super) struct KeyTable<V>(HashTable<(KeyBytes, V)>);
+pub(crate) struct KeyTable<V>(HashTable<(KeyBytes, V)>);
 
 impl<V> Default for KeyTable<V> {
     fn default() -> Self {
@@ -81,16 +81,16 @@ impl<V> Default for KeyTable<V> {
 }
 
 impl<V> KeyTable<V> {
-    pub(super) fn get(&self, kb: &KeyBytes) -> Option<&V> {
+    pub(crate) fn get(&self, kb: &KeyBytes) -> Option<&V> {
         self.0.find(kb.hash, |(k, _)| k == kb).map(|(_, v)| v)
     }
 
-    pub(super) fn get_mut(&mut self, kb: &KeyBytes) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, kb: &KeyBytes) -> Option<&mut V> {
         self.0.find_mut(kb.hash, |(k, _)| k == kb).map(|(_, v)| v)
     }
 
     /// The entry of `kb`, created by `new` if absent.
-    pub(super) fn get_or_insert_with(
+    pub(crate) fn get_or_insert_with(
         &mut self,
         kb: &KeyBytes,
         new: impl FnOnce() -> V,
@@ -103,7 +103,7 @@ impl<V> KeyTable<V> {
         (k, v)
     }
 
-    pub(super) fn remove(&mut self, kb: &KeyBytes) -> Option<V> {
+    pub(crate) fn remove(&mut self, kb: &KeyBytes) -> Option<V> {
         let entry = self.0.find_entry(kb.hash, |(k, _)| k == kb).ok()?;
         Some(entry.remove().0 .1)
     }

@@ -7,15 +7,15 @@
 //! accumulating panes would need to copy an accumulator that cannot be copied.
 
 use super::due::DueIndex;
-use super::keys::{KeyBytes, KeyTable};
-use super::ops::{Op, OpCx};
+use super::guard::panics_guarded;
+use super::key_table::{KeyBytes, KeyTable};
+use super::op::END_OF_TIME;
+use super::op::{Op, OpCx};
 use super::pane::{AddCx, Contents, WinState, Windows};
 use super::precombine::{Mailbox, Partial};
-use super::END_OF_TIME;
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
 use crate::error::{EngineError, Result};
-use crate::exec::panics_guarded;
 use crate::graph::Windowing;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::trigger::{self, Domain, TriggerContext};
@@ -33,7 +33,7 @@ struct KeyState {
     staged: Vec<(Value, i64, Window)>,
 }
 
-pub(super) struct GbkOp {
+pub(crate) struct GbkOp {
     /// Partial results of a lifted combine, from a source's worker threads.
     mailbox: Option<Mailbox>,
     key_coder: Coder,
@@ -128,7 +128,7 @@ fn remove_hold(holds: &mut BTreeMap<i64, usize>, t: i64) {
 }
 
 impl GbkOp {
-    pub(super) fn new(
+    pub(crate) fn new(
         key_coder: Coder,
         windowing: Windowing,
         combine: Option<Arc<dyn CombineFnInvoker>>,
@@ -159,7 +159,7 @@ impl GbkOp {
 
 impl GbkOp {
     /// Also takes partial results from `mailbox` (see [`super::precombine`]).
-    pub(super) fn with_mailbox(mut self, mailbox: Mailbox) -> Self {
+    pub(crate) fn with_mailbox(mut self, mailbox: Mailbox) -> Self {
         self.mailbox = Some(mailbox);
         self
     }

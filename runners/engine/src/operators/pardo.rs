@@ -1,12 +1,12 @@
 //! The streaming ParDo: batches through the DoFn, or element by element with per-key
 //! state and timers (stateful DoFns) or side inputs that must be ready first.
 
-use super::ops::{Op, OpCx};
-use super::END_OF_TIME;
+use super::guard::guarded;
+use super::op::END_OF_TIME;
+use super::op::{Op, OpCx};
 use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result, UserError};
-use crate::exec::guarded;
 use crate::graph::{Graph, Node, PcId, StatefulSpec};
 use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
@@ -83,7 +83,7 @@ impl Stateful {
     }
 }
 
-pub(super) struct ParDoOp {
+pub(crate) struct ParDoOp {
     factory: DoFnFactory,
     inst: Option<Box<dyn DoFnInvoker>>,
     in_bundle: bool,
@@ -110,7 +110,7 @@ impl ParDoOp {
     ///
     /// # Errors
     /// When a stateful ParDo's input is not key/value.
-    pub(super) fn new(
+    pub(crate) fn new(
         graph: &Graph,
         node: &Node,
         dofn: &DoFnFactory,

@@ -1,0 +1,91 @@
+//! The operators: what every scheduler (batch, streaming, a distributed or Fn API one)
+//! drives to run a graph's transforms with Beam's semantics.
+//!
+//! - [`op`]: the [`Op`] interface (batches in and out, bundle ends, watermarks,
+//!   processing time, holds) and [`build`], the operator of a graph node.
+//! - [`pardo`]: ParDo (DoFn lifecycle, side inputs, tagged outputs; with state and timers
+//!   per key and window for stateful DoFns) and [`stateful_batch`], a stateful DoFn run
+//!   over a bounded, key-partitioned input.
+//! - [`gbk`]: GroupByKey and CombinePerKey with windows, merging, triggers, panes, allowed
+//!   lateness and timestamp combiners ([`pane`] holds a window's pane state).
+//! - [`precombine`]: a lifted CombinePerKey's pre-combining (partial results per key and
+//!   window before the exchange) and the rule of when lifting is exact.
+//! - [`simple`]: Impulse, TestStream, WindowInto, Flatten.
+//! - [`partition`]: the stable key hash and the partition of a key.
+//! - [`guard`]: calls into user code, with errors and panics naming the transform.
+//!
+//! Sources with worker threads are a scheduling concern and live with the streaming
+//! scheduler ([`crate::stream`]); the batch scheduler ([`crate::exec`]) runs ParDo chains
+//! through its own fused stages and shuffles, and stateful ParDos through
+//! [`stateful_batch`].
+
+pub(crate) mod due;
+pub mod gbk;
+pub mod guard;
+pub(crate) mod key_table;
+pub mod op;
+pub mod pane;
+pub mod pardo;
+pub mod partition;
+pub mod precombine;
+pub mod simple;
+pub mod stateful_batch;
+
+pub use op::{forward, Op, OpCx, SourceStep, END_OF_TIME};
+
+use crate::coder::Coder;
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, Node, NodeKind};
+
+/// The operator of `node` of `graph`.
+///
+/// # Errors
+/// [`EngineError::InvalidPipeline`] for a grouping whose input is not key/value, or an
+/// unbounded source (the streaming scheduler runs those on worker threads of its own);
+/// failures to create a DoFn.
+pub fn build(graph: &Graph, node: &Node) -> Result<Box<dyn Op>> {
+    if let Some(op) = simple::for_node(&node.kind) {
+        return Ok(op);
+    }
+    Ok(match &node.kind {
+        NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
+            let input = &graph.pcollections[node.inputs[0]];
+            let Coder::Kv(key_coder, _) = &input.coder else {
+                return Err(EngineError::InvalidPipeline(format!(
+                    "{} '{}' needs key/value input, but '{}' has coder {}",
+                    node.kind.label(),
+                    node.name,
+                    input.name,
+                    input.coder
+                )));
+            };
+            let combine = match &node.kind {
+                NodeKind::CombinePerKey { combine_fn, .. } => Some(combine_fn.clone()),
+                _ => None,
+            };
+            Box::new(gbk::GbkOp::new(
+                (**key_coder).clone(),
+                input.windowing.clone(),
+                combine,
+            ))
+        }
+        NodeKind::ParDo {
+            dofn,
+            side_inputs,
+            stateful,
+        } => Box::new(pardo::ParDoOp::new(
+            graph,
+            node,
+            dofn,
+            side_inputs,
+            stateful.as_ref(),
+        )?),
+        NodeKind::Source { .. } => {
+            return Err(EngineError::InvalidPipeline(format!(
+                "source '{}' is run by the streaming scheduler",
+                node.name
+            )))
+        }
+        _ => unreachable!("simple operators are built above"),
+    })
+}

@@ -1,0 +1,128 @@
+//! The operator interface every scheduler drives: batches in, batches out, watermarks,
+//! processing time and bundle ends.
+
+use crate::error::Result;
+use crate::job::JobControl;
+use crate::metrics::MetricResults;
+use crate::window::WindowedValue;
+
+/// The watermark after all data: past the end of every window.
+pub const END_OF_TIME: i64 = i64::MAX;
+
+/// What an operator sees of the scheduler during a call: where its outputs go, the time
+/// and its watermarks.
+pub struct OpCx<'a> {
+    /// Output buffers, one per output tag.
+    pub out: &'a mut [Vec<WindowedValue>],
+    /// Further batches of output 0, queued in order after `out[0]`: a source hands over a
+    /// bundle in batches small enough to stay in cache on their way downstream.
+    pub more: &'a mut Vec<Vec<WindowedValue>>,
+    /// Emptied buffers the executor keeps for outputs; a source hands some back to its
+    /// reader thread.
+    pub spare: &'a mut Vec<Vec<WindowedValue>>,
+    /// Processing time (ms).
+    pub now: i64,
+    /// The operator's input watermark.
+    pub input_watermark: i64,
+    /// The operator's output watermark.
+    pub output_watermark: i64,
+    /// The transform's unique name.
+    pub name: &'a str,
+}
+
+/// What a source did in one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceStep {
+    /// The operator is not a source.
+    NotASource,
+    /// The source has no more data and its watermark reached the end of time.
+    Finished,
+    /// Nothing to read now; call again later.
+    Idle,
+    /// It emitted data (or advanced its watermark).
+    Progressed {
+        /// Processing time to add under virtual time (a TestStream's advance), ms.
+        advance_processing_time: i64,
+    },
+}
+
+/// Moves a batch into an output buffer (without copying when the buffer is empty).
+pub fn forward(batch: &mut Vec<WindowedValue>, out: &mut Vec<WindowedValue>) {
+    if out.is_empty() {
+        std::mem::swap(batch, out);
+    } else {
+        out.append(batch);
+    }
+}
+
+/// A transform as a scheduler drives it: batches of elements in, batches out through the
+/// [`OpCx`], and the events of event time and processing time.
+///
+/// A scheduler calls [`process`](Op::process) for each batch of an input, then
+/// [`end_bundle`](Op::end_bundle); [`advance`](Op::advance) when the input watermark
+/// moves (firing event-time triggers and timers) and
+/// [`on_processing_time`](Op::on_processing_time) as processing time passes; it reads
+/// [`hold`](Op::hold) to compute the operator's output watermark. Sources are operators
+/// whose [`step`](Op::step) produces data. Every method has a default that does nothing,
+/// so an operator implements what it uses.
+pub trait Op {
+    /// Processes a batch of elements of input `slot` (0: main input, 1..: side inputs);
+    /// what is left in `batch` afterwards is discarded.
+    ///
+    /// # Errors
+    /// User code failures and panics (naming the transform), coder mismatches.
+    fn process(
+        &mut self,
+        _slot: usize,
+        _batch: &mut Vec<WindowedValue>,
+        _cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Ends the current bundle (count triggers fire, `finish_bundle` runs).
+    ///
+    /// # Errors
+    /// As [`Op::process`].
+    fn end_bundle(&mut self, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// The input watermark moved to `wm`: fire what is due in event time.
+    ///
+    /// # Errors
+    /// As [`Op::process`].
+    fn advance(&mut self, _wm: i64, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// The watermarks of the side inputs, in declaration order (elements wait for them).
+    fn side_watermarks(&mut self, _wms: &[i64]) {}
+    /// Processing time moved to `cx.now`: fire what is due in processing time.
+    ///
+    /// # Errors
+    /// As [`Op::process`].
+    fn on_processing_time(&mut self, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// The earliest timestamp the operator may still emit (pending panes, timers): its
+    /// output watermark cannot pass it.
+    fn hold(&self) -> i64 {
+        END_OF_TIME
+    }
+    /// A source reads what it can now; other operators say [`SourceStep::NotASource`].
+    ///
+    /// # Errors
+    /// Source failures.
+    fn step(&mut self, _cx: &mut OpCx<'_>) -> Result<SourceStep> {
+        Ok(SourceStep::NotASource)
+    }
+    /// A source stops reading (a drain); its watermark then advances to the end.
+    fn stop(&mut self) {}
+    /// Moves the metrics gathered so far to the job's handle.
+    fn report(&mut self, _name: &str, _control: &JobControl) {}
+    /// Tears the operator down and adds its metrics to `metrics`.
+    ///
+    /// # Errors
+    /// A failing `teardown` of user code.
+    fn finish(&mut self, _name: &str, _metrics: &mut MetricResults) -> Result<()> {
+        Ok(())
+    }
+}
