@@ -46,10 +46,10 @@ fn modules(src: &Path) -> BTreeMap<String, String> {
 
 /// The module a path such as `super::spill::Bundle` names, seen from module `from`.
 fn resolve(mods: &BTreeMap<String, String>, from: &str, path: &[&str]) -> Option<String> {
-    let mut base: Vec<&str> = match path.first()? {
-        &"crate" => vec!["crate"],
-        &"self" => from.split("::").collect(),
-        &"super" => {
+    let mut base: Vec<&str> = match *path.first()? {
+        "crate" => vec!["crate"],
+        "self" => from.split("::").collect(),
+        "super" => {
             let mut b: Vec<&str> = from.split("::").collect();
             b.pop();
             b
@@ -75,7 +75,7 @@ fn resolve(mods: &BTreeMap<String, String>, from: &str, path: &[&str]) -> Option
 
 /// The paths in `code` that start with `crate`, `self` or `super` (or `child::` for a
 /// child module of `from`), as segment lists.
-fn paths<'a>(code: &'a str) -> Vec<Vec<&'a str>> {
+fn paths(code: &str) -> Vec<Vec<&str>> {
     let is_ident = |c: char| c.is_alphanumeric() || c == '_';
     let mut out = Vec::new();
     let bytes = code.as_bytes();
