@@ -2,6 +2,7 @@
 
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
+use crate::error::{EngineError, Result};
 use crate::registry::DoFnFactory;
 use crate::state::{StateKind, TimeDomain};
 use crate::trigger::Trigger;
@@ -18,6 +19,101 @@ pub struct Graph {
     pub pcollections: Vec<PCollectionInfo>,
     /// All leaf transforms (or natively executed composites).
     pub nodes: Vec<Node>,
+}
+
+fn invalid(msg: String) -> EngineError {
+    EngineError::InvalidPipeline(msg)
+}
+
+impl Graph {
+    /// The node producing each PCollection (`None` for none), by PCollection index.
+    ///
+    /// # Errors
+    /// A node reading or writing a PCollection that does not exist, or a PCollection that
+    /// two nodes produce.
+    pub fn producers(&self) -> Result<Vec<Option<usize>>> {
+        let npc = self.pcollections.len();
+        let mut producer = vec![None; npc];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for pc in node.reads().chain(node.outputs.iter().copied()) {
+                if pc >= npc {
+                    return Err(invalid(format!(
+                        "transform '{}' refers to an unknown PCollection #{pc}",
+                        node.name
+                    )));
+                }
+            }
+            for &pc in &node.outputs {
+                if let Some(other) = producer[pc].replace(i) {
+                    return Err(invalid(format!(
+                        "PCollection '{}' is produced by both '{}' and '{}'",
+                        self.pcollections[pc].name, self.nodes[other].name, node.name
+                    )));
+                }
+            }
+        }
+        Ok(producer)
+    }
+
+    /// The readers of each PCollection, by PCollection index: `(node, slot)` with slot 0
+    /// for a main input and `1 + i` for side input `i`.
+    pub fn consumers(&self) -> Vec<Vec<(usize, usize)>> {
+        let mut consumers = vec![Vec::new(); self.pcollections.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &pc in &node.inputs {
+                consumers[pc].push((i, 0));
+            }
+            for (s, &pc) in node.side_inputs().iter().enumerate() {
+                consumers[pc].push((i, s + 1));
+            }
+        }
+        consumers
+    }
+
+    /// The nodes in an order where every node comes after the producers of what it reads
+    /// (main and side inputs).
+    ///
+    /// # Errors
+    /// As [`Graph::producers`]; a PCollection read but never produced; a cycle.
+    pub fn topological_order(&self) -> Result<Vec<usize>> {
+        let producer = self.producers()?;
+        let n = self.nodes.len();
+        let mut state = vec![0u8; n];
+        let mut out = Vec::with_capacity(n);
+        for start in 0..n {
+            if state[start] != 0 {
+                continue;
+            }
+            // Iterative depth-first search: (node, its reads, next read to visit).
+            let reads = |i: usize| self.nodes[i].reads().collect::<Vec<_>>();
+            let mut stack = vec![(start, reads(start), 0usize)];
+            state[start] = 1;
+            while let Some((node, deps, next)) = stack.last_mut() {
+                let Some(&pc) = deps.get(*next) else {
+                    state[*node] = 2;
+                    out.push(*node);
+                    stack.pop();
+                    continue;
+                };
+                *next += 1;
+                let Some(p) = producer[pc] else {
+                    return Err(invalid(format!(
+                        "PCollection '{}' read by '{}' has no producer",
+                        self.pcollections[pc].name, self.nodes[*node].name
+                    )));
+                };
+                match state[p] {
+                    0 => {
+                        state[p] = 1;
+                        stack.push((p, reads(p), 0));
+                    }
+                    1 => return Err(invalid(format!("cycle through '{}'", self.nodes[p].name))),
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// What the engine knows about a PCollection.
@@ -66,6 +162,21 @@ pub struct Node {
     pub inputs: Vec<PcId>,
     /// Outputs; for ParDo, index = output tag number.
     pub outputs: Vec<PcId>,
+}
+
+impl Node {
+    /// The side inputs of a ParDo (none for other nodes).
+    pub fn side_inputs(&self) -> &[PcId] {
+        match &self.kind {
+            NodeKind::ParDo { side_inputs, .. } => side_inputs,
+            _ => &[],
+        }
+    }
+
+    /// Everything the node reads: its main inputs, then its side inputs.
+    pub fn reads(&self) -> impl Iterator<Item = PcId> + '_ {
+        self.inputs.iter().chain(self.side_inputs()).copied()
+    }
 }
 
 /// The operation a node performs.
@@ -163,9 +274,10 @@ impl NodeKind {
         }
     }
 
-    /// True for nodes fused into the stage of their input: stateless ParDos and
-    /// WindowInto (a stateful ParDo reads its input shuffled by key).
-    pub(crate) fn is_fusable(&self) -> bool {
+    /// True for nodes fused with their producer (run on the same thread, on its output
+    /// as it is made): stateless ParDos and WindowInto. A stateful ParDo reads its input
+    /// exchanged by key, so it is not.
+    pub fn is_fusable(&self) -> bool {
         matches!(
             self,
             NodeKind::ParDo { stateful: None, .. } | NodeKind::WindowInto { .. }

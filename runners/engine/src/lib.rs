@@ -16,6 +16,7 @@ pub mod job;
 pub mod metrics;
 pub mod operators;
 pub mod options;
+pub mod plan;
 pub mod registry;
 pub mod runner;
 pub mod source;

@@ -82,21 +82,8 @@ impl Plan {
     /// materialized: each of its inputs writes into the GroupByKey's shuffle from the stage
     /// that computes it (Beam runners' "flatten unzipping").
     pub(crate) fn build(graph: &Graph, unzip: bool) -> Result<Plan> {
-        let npc = graph.pcollections.len();
-        let mut producer = vec![None; npc];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            let side: &[PcId] = match &node.kind {
-                NodeKind::ParDo { side_inputs, .. } => side_inputs,
-                _ => &[],
-            };
-            for &pc in node.inputs.iter().chain(side).chain(&node.outputs) {
-                if pc >= npc {
-                    return Err(invalid(format!(
-                        "transform '{}' refers to an unknown PCollection #{pc}",
-                        node.name
-                    )));
-                }
-            }
+        let producer = graph.producers()?;
+        for node in &graph.nodes {
             let wanted_inputs = match node.kind {
                 NodeKind::Impulse => Some(0),
                 NodeKind::Flatten => None,
@@ -115,14 +102,6 @@ impl Plan {
             if node.outputs.is_empty() && !matches!(node.kind, NodeKind::ParDo { .. }) {
                 return Err(invalid(format!("'{}' has no output", node.name)));
             }
-            for &pc in &node.outputs {
-                if let Some(other) = producer[pc].replace(i) {
-                    return Err(invalid(format!(
-                        "PCollection '{}' is produced by both '{}' and '{}'",
-                        graph.pcollections[pc].name, graph.nodes[other].name, node.name
-                    )));
-                }
-            }
         }
         let mut b = Builder {
             graph,
@@ -135,7 +114,7 @@ impl Plan {
             unzipped: HashSet::new(),
             unzip,
         };
-        let topo = b.topo_order()?;
+        let topo = graph.topological_order()?;
         for &n in &topo {
             b.place(n)?;
         }
@@ -150,57 +129,7 @@ impl Plan {
 
 impl Builder<'_> {
     fn deps(&self, n: usize) -> Vec<PcId> {
-        let node = &self.graph.nodes[n];
-        let mut v = node.inputs.clone();
-        if let NodeKind::ParDo { side_inputs, .. } = &node.kind {
-            v.extend(side_inputs);
-        }
-        v
-    }
-
-    fn topo_order(&self) -> Result<Vec<usize>> {
-        let n = self.graph.nodes.len();
-        let mut state = vec![0u8; n];
-        let mut out = Vec::with_capacity(n);
-        for start in 0..n {
-            if state[start] != 0 {
-                continue;
-            }
-            // Iterative DFS: (node, next dependency index).
-            let mut stack = vec![(start, 0usize)];
-            state[start] = 1;
-            while let Some(&mut (node, ref mut i)) = stack.last_mut() {
-                let deps = self.deps(node);
-                if *i < deps.len() {
-                    let pc = deps[*i];
-                    *i += 1;
-                    let Some(p) = self.producer[pc] else {
-                        return Err(invalid(format!(
-                            "PCollection '{}' read by '{}' has no producer",
-                            self.graph.pcollections[pc].name, self.graph.nodes[node].name
-                        )));
-                    };
-                    match state[p] {
-                        0 => {
-                            state[p] = 1;
-                            stack.push((p, 0));
-                        }
-                        1 => {
-                            return Err(invalid(format!(
-                                "cycle through '{}'",
-                                self.graph.nodes[p].name
-                            )))
-                        }
-                        _ => {}
-                    }
-                } else {
-                    state[node] = 2;
-                    out.push(node);
-                    stack.pop();
-                }
-            }
-        }
-        Ok(out)
+        self.graph.nodes[n].reads().collect()
     }
 
     fn is_fusable_producer(&self, pc: PcId) -> bool {

@@ -145,7 +145,9 @@ impl ShuffleWriter {
                         .collect(),
                 )
             }
-            NodeKind::CombinePerKey { combine_fn, .. } if !windowing.window_fn.is_merging() => {
+            NodeKind::CombinePerKey { combine_fn, .. }
+                if crate::plan::lifts(&windowing, &**combine_fn, crate::plan::Panes::Once) =>
+            {
                 let len = buffers.as_ref().map_or(0, |b| b.table_len);
                 Mode::Combine(
                     combine_fn.clone(),

@@ -524,15 +524,10 @@ pub(crate) fn run_stage(
     budget: Option<&Budget>,
     control: &JobControl,
 ) -> Result<Vec<SinkOutput>> {
-    // A lifted combine's writer pre-combines (merging windows group instead).
+    // A lifted combine's writer pre-combines.
     let pre_combines = plan.sinks.iter().any(|s| match s {
         SinkPlan::Shuffle { node, .. } => {
-            let n = &graph.nodes[*node];
-            matches!(n.kind, NodeKind::CombinePerKey { .. })
-                && !graph.pcollections[n.inputs[0]]
-                    .windowing
-                    .window_fn
-                    .is_merging()
+            crate::plan::lifting(graph, *node, crate::plan::Panes::Once).is_some()
         }
         SinkPlan::Materialize(_) => false,
     });

@@ -4,19 +4,16 @@
 //! leaves the executor's thread.
 //!
 //! The grouping sees the same bundle, counts and holds as without lifting: a bundle's
-//! elements are added together either way. Lifting is used only where that is exact:
-//! non-merging windows, a lifted combine, and output timestamps at the end of the window
-//! or the latest input (a partial result keeps the latest timestamp; the earliest one
-//! the output watermark does not pass cannot be recovered from one partial result).
+//! elements are added together either way. Lifting is used only where that is exact
+//! ([`crate::plan::lifts`] with triggered panes).
 
 use super::guard::panics_guarded;
 use super::key_table::KeyBytes;
 use crate::coder::Coder;
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result};
-use crate::graph::{Graph, NodeKind, Windowing};
 use crate::value::Value;
-use crate::window::{TimestampCombiner, Window, WindowedValue};
+use crate::window::{Window, WindowedValue};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
@@ -69,30 +66,6 @@ impl Exchange {
             self.spare.push(parts);
         }
     }
-}
-
-/// What the grouping of `node` needs to be lifted: its key coder, the input's windowing
-/// and the combine; `None` when lifting would not be exact (see the module docs).
-pub(crate) fn liftable(
-    graph: &Graph,
-    node: usize,
-) -> Option<(Coder, Windowing, Arc<dyn CombineFnInvoker>)> {
-    let n = &graph.nodes[node];
-    let NodeKind::CombinePerKey { combine_fn, .. } = &n.kind else {
-        return None;
-    };
-    let input = &graph.pcollections[*n.inputs.first()?];
-    let Coder::Kv(key_coder, _) = &input.coder else {
-        return None;
-    };
-    let w = &input.windowing;
-    let exact_timestamps = matches!(
-        w.timestamp_combiner,
-        TimestampCombiner::EndOfWindow | TimestampCombiner::Latest
-    );
-    let lifted = !w.accumulating || combine_fn.create_accumulator().try_clone().is_some();
-    (exact_timestamps && lifted && !w.window_fn.is_merging())
-        .then(|| ((**key_coder).clone(), w.clone(), combine_fn.clone()))
 }
 
 /// Folds elements per key and window (on a source's worker thread).

@@ -3,7 +3,7 @@
 //! threads, so reading and that work overlap the rest of the pipeline.
 
 use crate::error::{EngineError, Result};
-use crate::graph::{Graph, Node, NodeKind, PcId};
+use crate::graph::{Graph, Node, NodeKind};
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::operators::op::{Op, OpCx};
@@ -12,42 +12,8 @@ use crate::operators::precombine::{Partial, PreCombine};
 use crate::operators::simple::WindowIntoOp;
 use crate::window::WindowedValue;
 
-/// The transforms after source `node` that can run on its worker threads, in order: each
-/// one the only consumer of its predecessor's single output.
-pub(super) fn fusable_after(
-    graph: &Graph,
-    consumers: &[Vec<(usize, usize)>],
-    node: usize,
-) -> Vec<usize> {
-    let mut chain = Vec::new();
-    let Some(&[mut pc]) = graph.nodes.get(node).map(|n| n.outputs.as_slice()) else {
-        return chain;
-    };
-    while let [(next, 0)] = consumers[pc].as_slice() {
-        let n = &graph.nodes[*next];
-        let stateless = match &n.kind {
-            NodeKind::ParDo {
-                side_inputs,
-                stateful,
-                ..
-            } => side_inputs.is_empty() && stateful.is_none(),
-            NodeKind::WindowInto { .. } => true,
-            _ => false,
-        };
-        let [out]: [PcId; 1] = match n.outputs.as_slice().try_into() {
-            Ok(o) => o,
-            Err(_) => break,
-        };
-        if !stateless || n.inputs.len() != 1 {
-            break;
-        }
-        chain.push(*next);
-        pc = out;
-    }
-    chain
-}
-
-/// The fused transform of `node` (one [`fusable_after`] chose), with its name.
+/// The fused transform of `node` (one [`crate::plan::fused_chain_after`] chose), with its
+/// name.
 ///
 /// # Errors
 /// As building the ParDo's operator.

@@ -117,63 +117,8 @@ struct Executor<'g> {
 impl<'g> Executor<'g> {
     fn new(graph: &'g Graph, opts: &StreamOptions) -> Result<Self> {
         let n = graph.nodes.len();
-        let mut consumers = vec![Vec::new(); graph.pcollections.len()];
-        let mut producer = vec![None; graph.pcollections.len()];
-        for (i, node) in graph.nodes.iter().enumerate() {
-            for &pc in &node.inputs {
-                consumers[pc].push((i, 0));
-            }
-            if let NodeKind::ParDo { side_inputs, .. } = &node.kind {
-                for (s, &pc) in side_inputs.iter().enumerate() {
-                    consumers[pc].push((i, s + 1));
-                }
-            }
-            for &pc in &node.outputs {
-                producer[pc] = Some(i);
-            }
-        }
-        // Topological order by depth-first search over producers.
-        let mut topo = Vec::with_capacity(n);
-        let mut state = vec![0u8; n];
-        fn visit(
-            i: usize,
-            graph: &Graph,
-            producer: &[Option<usize>],
-            state: &mut [u8],
-            topo: &mut Vec<usize>,
-        ) -> Result<()> {
-            match state[i] {
-                2 => return Ok(()),
-                1 => {
-                    return Err(EngineError::InvalidPipeline(format!(
-                        "cycle through '{}'",
-                        graph.nodes[i].name
-                    )))
-                }
-                _ => {}
-            }
-            state[i] = 1;
-            let node = &graph.nodes[i];
-            let mut deps = node.inputs.clone();
-            if let NodeKind::ParDo { side_inputs, .. } = &node.kind {
-                deps.extend(side_inputs);
-            }
-            for pc in deps {
-                let p = producer[pc].ok_or_else(|| {
-                    EngineError::InvalidPipeline(format!(
-                        "PCollection '{}' has no producer",
-                        graph.pcollections[pc].name
-                    ))
-                })?;
-                visit(p, graph, producer, state, topo)?;
-            }
-            state[i] = 2;
-            topo.push(i);
-            Ok(())
-        }
-        for i in 0..n {
-            visit(i, graph, &producer, &mut state, &mut topo)?;
-        }
+        let mut consumers = graph.consumers();
+        let topo = graph.topological_order()?;
         let mut ops = graph
             .nodes
             .iter()
@@ -195,12 +140,13 @@ impl<'g> Executor<'g> {
             else {
                 continue;
             };
-            let fused = chain::fusable_after(graph, &consumers, i);
+            let fused = crate::plan::fused_chain_after(graph, &consumers, i);
             let out_pc = fused
                 .last()
                 .map_or(source_pc, |&last| graph.nodes[last].outputs[0]);
             let lift = match consumers[out_pc].as_slice() {
-                [(g, 0)] => precombine::liftable(graph, *g).map(|l| (*g, l)),
+                [(g, 0)] => crate::plan::lifting(graph, *g, crate::plan::Panes::Triggered)
+                    .map(|l| (*g, (l.key_coder, l.windowing, l.combine_fn))),
                 _ => None,
             };
             if fused.is_empty() && lift.is_none() {
