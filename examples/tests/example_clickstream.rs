@@ -101,6 +101,16 @@ fn batch_and_streaming_agree_with_an_independent_count() {
 
 #[test]
 fn ctrl_c_drains_an_endless_stream() {
+    drains_on("-INT");
+}
+
+/// Issue 21: SIGTERM (what a process manager or Kubernetes sends) drains as Ctrl-C does.
+#[test]
+fn sigterm_drains_an_endless_stream() {
+    drains_on("-TERM");
+}
+
+fn drains_on(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(example("clickstream"))
         .args([
@@ -114,7 +124,7 @@ fn ctrl_c_drains_an_endless_stream() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
