@@ -2,8 +2,10 @@
 
 import atexit
 import os
+import signal
 import sys
 import threading
+import time
 
 from beamline import _native
 from beamline.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: F401
@@ -134,8 +136,6 @@ class PipelineResult:
 
     def _wait(self, timeout_s):
         # Short waits with the GIL released, so Ctrl-C is seen promptly between them.
-        import time
-
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
@@ -147,7 +147,12 @@ class PipelineResult:
 
     def wait_until_finish(self, duration=None):
         """Waits for the job to end, or ``duration`` milliseconds (as Beam); returns the
-        state. Raises RuntimeError with the job's error (and Python traceback) if it failed."""
+        state. Raises RuntimeError with the job's error (and Python traceback) if it failed.
+        SIGTERM while waiting (in the main thread) counts as Ctrl-C."""
+        with _sigterm_interrupts():
+            return self._wait_until_finish(duration)
+
+    def _wait_until_finish(self, duration):
         timeout_s = None if duration is None else duration / 1000.0
         try:
             try:
@@ -158,7 +163,7 @@ class PipelineResult:
                     print("beamline: draining the streaming job (Ctrl-C again cancels it)",
                           file=sys.stderr)
                     try:
-                        return self.wait_until_finish(duration)
+                        return self._wait_until_finish(duration)
                     except KeyboardInterrupt:
                         pass
                 self._job.cancel()
@@ -186,6 +191,25 @@ class PipelineResult:
     def metrics(self):
         """Metrics reported so far (all of them once the job ended)."""
         return _Metrics(self._job.metrics())
+
+
+class _sigterm_interrupts:
+    """While waiting, SIGTERM raises KeyboardInterrupt (a process manager's stop request
+    drains or cancels the job as Ctrl-C does); the previous handler comes back after."""
+
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            def interrupt(signum, frame):
+                raise KeyboardInterrupt("SIGTERM")
+
+            self._previous = signal.signal(signal.SIGTERM, interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
 
 
 @atexit.register

@@ -87,7 +87,8 @@ def _script(tmp_path):
     return path
 
 
-def test_ctrl_c_stops_a_batch_job_promptly_and_commits_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_a_batch_job_promptly_and_commits_nothing(tmp_path, sig):
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(
@@ -98,7 +99,7 @@ def test_ctrl_c_stops_a_batch_job_promptly_and_commits_nothing(tmp_path):
         assert proc.stdout.readline().strip() == "started"
         time.sleep(1.0)  # the job is running by now (100 s of work)
         sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=15)
     finally:
         proc.kill()
