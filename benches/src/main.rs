@@ -83,33 +83,42 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs example program `name` (built by cargo next to this harness: `--release` builds
-/// of both share `target/release`) with `args`, as a user would; returns its peak RSS in
-/// MiB, its high-water mark read every few milliseconds while it runs.
-fn run_example(name: &str, args: &[String]) -> Result<f64> {
-    let exe = std::env::current_exe()?;
-    let path = exe
+/// The path of example program `name`: built by cargo next to this harness (`--release`
+/// builds of both share `target/release`).
+fn example_path(name: &str) -> Result<PathBuf> {
+    Ok(std::env::current_exe()?
         .parent()
         .context("the harness has a directory")?
         .join("examples")
-        .join(name);
-    let stale = match (std::fs::metadata(&path), std::fs::metadata(&exe)) {
-        (Ok(e), Ok(h)) => e.modified()? < h.modified()?,
-        _ => true,
-    };
-    if stale {
-        let profile = if cfg!(debug_assertions) {
-            "dev"
-        } else {
-            "release"
-        };
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--profile", profile, "-p", "beamline-examples"])
-            .args(["--example", name])
-            .status()
-            .context("building the example with cargo")?;
-        anyhow::ensure!(status.success(), "building example {name} failed");
-    }
+        .join(name))
+}
+
+/// Builds example program `name` with cargo, in the harness's profile (a no-op when it is
+/// fresh), before anything is timed.
+fn build_example(name: &str) -> Result<()> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the harness crate is in the workspace")?;
+    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace)
+        .args(["build", "--quiet", "--profile", profile, "-p", "beamline-examples"])
+        .args(["--example", name])
+        .status()
+        .context("building the example with cargo")?;
+    anyhow::ensure!(status.success(), "building example {name} failed");
+    anyhow::ensure!(
+        example_path(name)?.exists(),
+        "example {name} is not at {}",
+        example_path(name)?.display()
+    );
+    Ok(())
+}
+
+/// Runs example program `name` with `args`, as a user would; returns its peak RSS in
+/// MiB, its high-water mark read every few milliseconds while it runs.
+fn run_example(name: &str, args: &[String]) -> Result<f64> {
+    let path = example_path(name)?;
     let mut child = Command::new(&path)
         .args(args)
         .stdout(std::process::Stdio::null())
@@ -290,6 +299,7 @@ fn main() -> Result<()> {
         ),
     }
 
+    build_example("wordcount")?;
     let input_mb = wordcount::generate(&dir, size)?;
     eprintln!("input: {input_mb:.1} MB of text in {}", dir.display());
     let mut variants = wordcount::VARIANTS.to_vec();
@@ -450,6 +460,9 @@ fn outputs_agree(workload: &str, a: &Path, b: &Path) -> Result<bool> {
 /// The scaling matrix: reference and Beamline (1 and N threads) at 1x, 2x and 4x input.
 fn run_scaling(cli: &Cli, dir: &Path, largest: f64) -> Result<()> {
     let mults = [1.0, 2.0, 4.0];
+    if cli.workload == "wordcount" {
+        build_example("wordcount")?;
+    }
     let beamline = match cli.workload.as_str() {
         "wordcount" => "beamline-local",
         "clickstream" => "beamline-streaming",

@@ -12,6 +12,7 @@ from beamline.transforms.core import (
     ParDo,
     PTransform,
     _Builtin,
+    _CallableCombineFn,
 )
 
 __all__ = [
@@ -222,21 +223,11 @@ class Sample:
         return CombinePerKey(_Builtin("sample", {"n": n}))
 
 
-class ToListCombineFn(CombineFn):
-    """All elements as a list."""
+class ToListCombineFn(_CallableCombineFn):
+    """All elements as a list (a list accumulator, as every callable's)."""
 
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, x):
-        acc.append(x)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return [x for a in accs for x in a]
-
-    def extract_output(self, acc):
-        return acc
+    def __init__(self):
+        super().__init__(list)
 
 
 class ToDictCombineFn(CombineFn):

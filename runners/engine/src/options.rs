@@ -169,6 +169,16 @@ pub fn help_text(usage: &str, groups: &[OptionGroup]) -> String {
     out
 }
 
+/// A leading number and the unit after it (trimmed), as in `512MB` or `1.5 s`.
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
+}
+
 /// Parses a byte size: a number with an optional unit (`B`, `KB`/`KiB`, `MB`/`MiB`,
 /// `GB`/`GiB`; units are powers of 1024, case-insensitive).
 ///
@@ -183,15 +193,9 @@ pub fn help_text(usage: &str, groups: &[OptionGroup]) -> String {
 /// # Errors
 /// A message saying what is wrong with `s`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 512MB, 2GiB, 1000000)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (num, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("'{s}' is not a size (examples: 512MB, 2GiB, 1000000)"))?;
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
         "m" | "mb" | "mib" => 1024.0 * 1024.0,
@@ -223,15 +227,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// # Errors
 /// A message saying what is wrong with `s`.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 10s, 5m)"))?;
-    let mult = match unit.trim() {
+    let (num, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("'{s}' is not a duration (examples: 500ms, 10s, 5m)"))?;
+    let mult = match unit {
         "ms" => 1.0,
         "" | "s" => 1000.0,
         "m" | "min" => 60_000.0,
