@@ -99,10 +99,21 @@ fn build_example(name: &str) -> Result<()> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the harness crate is in the workspace")?;
-    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace)
-        .args(["build", "--quiet", "--profile", profile, "-p", "beamline-examples"])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            "beamline-examples",
+        ])
         .args(["--example", name])
         .status()
         .context("building the example with cargo")?;

@@ -19,7 +19,6 @@
 
 mod combine_table;
 mod grouped;
-mod plan;
 mod shuffle;
 mod spill;
 mod stage;
@@ -29,8 +28,8 @@ use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
+use crate::plan::{Panes, Plan, PlanOptions, SinkPlan, Unit};
 use crate::window::WindowedValue;
-use plan::{Plan, Unit};
 use std::collections::HashMap;
 
 /// Largest bundle a Reshuffle produces.
@@ -61,7 +60,13 @@ use spill::Bundles;
 /// [`EngineError::Cancelled`] when `opts.control` was cancelled (checked between bundles).
 pub fn execute(graph: &Graph, opts: &ExecOptions) -> Result<MetricResults> {
     // Under a memory budget each shuffle spills from one stage: no flatten unzipping.
-    let plan = Plan::build(graph, opts.memory_budget.is_none())?;
+    let plan = Plan::build(
+        graph,
+        PlanOptions {
+            panes: Panes::Once,
+            unzip_flattens: opts.memory_budget.is_none(),
+        },
+    )?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .thread_name(|i| format!("beamline-worker-{i}"))
@@ -170,10 +175,8 @@ impl<'g> Executor<'g> {
         )?;
         for (sink, result) in sp.sinks.iter().zip(out) {
             match (sink, result) {
-                (plan::SinkPlan::Materialize(pc), stage::SinkOutput::Bundles(b)) => {
-                    self.put(*pc, b)
-                }
-                (plan::SinkPlan::Shuffle { node, .. }, stage::SinkOutput::Shuffle(data)) => {
+                (SinkPlan::Materialize(pc), stage::SinkOutput::Bundles(b)) => self.put(*pc, b),
+                (SinkPlan::Shuffle { node, .. }, stage::SinkOutput::Shuffle(data)) => {
                     // Unzipped flattens feed one shuffle from several stages, in order.
                     match self.shuffles.remove(node) {
                         Some(mut earlier) => {

@@ -126,9 +126,12 @@ fn encode_key(coder: &Coder, key: &Value, out: &mut Vec<u8>, name: &str) -> Resu
 }
 
 impl ShuffleWriter {
-    /// A writer for one bundle, reusing the buffers of an earlier bundle's writer if given.
+    /// A writer for one bundle, reusing the buffers of an earlier bundle's writer if given;
+    /// `lifted`: a CombinePerKey's writer folds values into accumulators (the plan's
+    /// lifting).
     pub(crate) fn new(
         node: &Node,
+        lifted: bool,
         key_coder: Coder,
         windowing: Windowing,
         track: bool,
@@ -145,9 +148,7 @@ impl ShuffleWriter {
                         .collect(),
                 )
             }
-            NodeKind::CombinePerKey { combine_fn, .. }
-                if crate::plan::lifts(&windowing, &**combine_fn, crate::plan::Panes::Once) =>
-            {
+            NodeKind::CombinePerKey { combine_fn, .. } if lifted => {
                 let len = buffers.as_ref().map_or(0, |b| b.table_len);
                 Mode::Combine(
                     combine_fn.clone(),

@@ -1,7 +1,6 @@
 //! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
 
 use super::grouped::groups_encoded;
-use super::plan::{SinkPlan, StagePlan, Target};
 use super::shuffle::{ShuffleBuffers, ShuffleInput, ShuffleSpill, ShuffleWriter};
 use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
@@ -12,6 +11,7 @@ use crate::graph::{Graph, NodeKind};
 use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::operators::guard::guarded;
+use crate::plan::{SinkPlan, StagePlan, Target};
 use crate::window::{Window, WindowFn, WindowedValue};
 use parking_lot::Mutex;
 
@@ -134,6 +134,7 @@ impl Instance {
                     node,
                     key_coder,
                     value_coder,
+                    lift,
                 } => {
                     let n = &shared.graph.nodes[*node];
                     let windowing = shared.graph.pcollections[n.inputs[0]].windowing.clone();
@@ -158,6 +159,7 @@ impl Instance {
                     .then(|| value_coder.clone());
                     SinkInstance::Shuffle(Box::new(ShuffleWriter::new(
                         n,
+                        lift.is_some(),
                         key_coder.clone(),
                         windowing,
                         shared.budget.is_some(),
@@ -526,9 +528,7 @@ pub(crate) fn run_stage(
 ) -> Result<Vec<SinkOutput>> {
     // A lifted combine's writer pre-combines.
     let pre_combines = plan.sinks.iter().any(|s| match s {
-        SinkPlan::Shuffle { node, .. } => {
-            crate::plan::lifting(graph, *node, crate::plan::Panes::Once).is_some()
-        }
+        SinkPlan::Shuffle { lift, .. } => lift.is_some(),
         SinkPlan::Materialize(_) => false,
     });
     let lanes = (pre_combines && budget.is_none())
@@ -551,6 +551,7 @@ pub(crate) fn run_stage(
                 node,
                 key_coder,
                 value_coder,
+                ..
             } => SinkOutput::Shuffle(ShuffleInput::with_spill(budget.map(|b| {
                 // A stateful ParDo's shuffle spills whole elements.
                 let coder = match graph.nodes[*node].kind {

@@ -12,8 +12,8 @@ use crate::operators::precombine::{Partial, PreCombine};
 use crate::operators::simple::WindowIntoOp;
 use crate::window::WindowedValue;
 
-/// The fused transform of `node` (one [`crate::plan::fused_chain_after`] chose), with its
-/// name.
+/// The fused transform of `node` (on the line of a source's stage, see
+/// [`crate::plan::StagePlan::line`]), with its name.
 ///
 /// # Errors
 /// As building the ParDo's operator.

@@ -19,6 +19,7 @@ use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::operators::op::{Op, OpCx, SourceStep};
 use crate::operators::{gbk, precombine};
+use crate::plan::{Panes, Plan, PlanOptions, SinkPlan};
 use crate::window::WindowedValue;
 use clock::{wall_clock_ms, REPORT_EVERY};
 use std::collections::VecDeque;
@@ -134,19 +135,41 @@ impl<'g> Executor<'g> {
         // emits their output, and they receive nothing here.
         let mut routes: Vec<Vec<PcId>> = graph.nodes.iter().map(|n| n.outputs.clone()).collect();
         // A CombinePerKey right after them is lifted: partial results per bundle, key and
-        // window are made there too, and the grouping merges them.
+        // window are made there too, and the grouping merges them. Both come from the
+        // plan: the line of the stage rooted at the source's output, and the sink it feeds.
+        let plan = Plan::build(
+            graph,
+            PlanOptions {
+                panes: Panes::Triggered,
+                unzip_flattens: false,
+            },
+        )?;
         for (i, node) in graph.nodes.iter().enumerate() {
             let (NodeKind::Source { source }, &[source_pc]) = (&node.kind, node.outputs.as_slice())
             else {
                 continue;
             };
-            let fused = crate::plan::fused_chain_after(graph, &consumers, i);
+            let Some(stage) = plan.stages.iter().find(|s| s.root == source_pc) else {
+                continue;
+            };
+            let (line, sink) = stage.line();
+            let fused: Vec<usize> = line.iter().map(|&op| stage.ops[op].node).collect();
             let out_pc = fused
                 .last()
                 .map_or(source_pc, |&last| graph.nodes[last].outputs[0]);
-            let lift = match consumers[out_pc].as_slice() {
-                [(g, 0)] => crate::plan::lifting(graph, *g, crate::plan::Panes::Triggered)
-                    .map(|l| (*g, (l.key_coder, l.windowing, l.combine_fn))),
+            let lift = match sink {
+                Some(SinkPlan::Shuffle {
+                    node: g,
+                    lift: Some(l),
+                    ..
+                }) => Some((
+                    *g,
+                    (
+                        l.key_coder.clone(),
+                        l.windowing.clone(),
+                        l.combine_fn.clone(),
+                    ),
+                )),
                 _ => None,
             };
             if fused.is_empty() && lift.is_none() {

@@ -1,14 +1,9 @@
-//! Planning rules every scheduler shares: which transforms fuse with their producer, and
-//! when a CombinePerKey is lifted (inputs folded into accumulators before the exchange).
-//!
-//! The batch scheduler ([`crate::exec`]) fuses every chain of fusable transforms into
-//! stages; the streaming scheduler ([`crate::stream`]) fuses the chain right after each
-//! unbounded source onto the source's worker threads. Both decide with the rules here, so
-//! a new scheduler (a distributed one, a Fn API harness) makes the same decisions.
+//! The rule of when a CombinePerKey is lifted (inputs folded into accumulators before the
+//! exchange), for one-pane and for triggered groupings.
 
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
-use crate::graph::{Graph, NodeKind, PcId, Windowing};
+use crate::graph::{Graph, NodeKind, Windowing};
 use crate::window::TimestampCombiner;
 use std::sync::Arc;
 
@@ -80,31 +75,4 @@ pub fn lifting(graph: &Graph, node: usize, panes: Panes) -> Option<Lift> {
         windowing: input.windowing.clone(),
         combine_fn: combine_fn.clone(),
     })
-}
-
-/// The transforms after node `node` that fuse with it, in order: each one
-/// [fusable](NodeKind::is_fusable), without side inputs, and the only reader of its
-/// predecessor's single output. `consumers` is [`Graph::consumers`].
-pub fn fused_chain_after(
-    graph: &Graph,
-    consumers: &[Vec<(usize, usize)>],
-    node: usize,
-) -> Vec<usize> {
-    let mut chain = Vec::new();
-    let Some(&[mut pc]) = graph.nodes.get(node).map(|n| n.outputs.as_slice()) else {
-        return chain;
-    };
-    while let [(next, 0)] = consumers[pc].as_slice() {
-        let n = &graph.nodes[*next];
-        let [out]: [PcId; 1] = match n.outputs.as_slice().try_into() {
-            Ok(o) => o,
-            Err(_) => break,
-        };
-        if !n.kind.is_fusable() || !n.side_inputs().is_empty() || n.inputs.len() != 1 {
-            break;
-        }
-        chain.push(*next);
-        pc = out;
-    }
-    chain
 }

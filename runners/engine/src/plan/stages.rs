@@ -1,5 +1,7 @@
-//! Execution planning: fusion of ParDo chains into stages, sinks, and a run order.
+//! The planner: fusion of ParDo chains into stages, the sinks stages end in (with the
+//! lifting of each combine), and a run order.
 
+use super::rules::{lifting, Lift, Panes};
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
@@ -7,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 /// Where an element goes inside a stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Target {
+pub enum Target {
     /// To the op at this index of the stage.
     Op(usize),
     /// Into the sink at this index of the stage.
@@ -15,44 +17,100 @@ pub(crate) enum Target {
 }
 
 /// One fused transform of a stage.
-pub(crate) struct OpPlan {
+#[derive(Clone, Debug)]
+pub struct OpPlan {
+    /// The graph node it runs.
     pub node: usize,
     /// Targets per output tag.
     pub outputs: Vec<Vec<Target>>,
+    /// The side inputs it reads.
     pub side_inputs: Vec<PcId>,
 }
 
 /// Where a stage's results go.
-#[derive(Clone)]
-pub(crate) enum SinkPlan {
+#[derive(Clone, Debug)]
+pub enum SinkPlan {
     /// Keep the PCollection's elements for later readers.
     Materialize(PcId),
-    /// Feed the shuffle of a GroupByKey or CombinePerKey node.
+    /// Feed the exchange by key of a GroupByKey, CombinePerKey or stateful ParDo node.
     Shuffle {
+        /// The node reading the exchange.
         node: usize,
+        /// The coder of the keys.
         key_coder: Coder,
+        /// The coder of the values.
         value_coder: Coder,
+        /// For a lifted CombinePerKey: inputs are folded into accumulators per key and
+        /// window before the exchange.
+        lift: Option<Lift>,
     },
 }
 
-/// A fused stage: a materialized root PCollection pushed through ops into sinks.
-pub(crate) struct StagePlan {
+/// A fused stage: a root PCollection pushed through ops into sinks, on one thread.
+#[derive(Clone, Debug)]
+pub struct StagePlan {
+    /// The PCollection the stage reads.
     pub root: PcId,
+    /// Where the root's elements go.
     pub root_targets: Vec<Target>,
+    /// The fused transforms, each after the ones it reads from.
     pub ops: Vec<OpPlan>,
+    /// Where the stage's results go.
     pub sinks: Vec<SinkPlan>,
 }
 
-/// A schedulable unit.
+impl StagePlan {
+    /// The ops that form one line from the root: each the only reader of its
+    /// predecessor's single output, without side inputs; and the one sink that line feeds
+    /// alone, if any. A scheduler can run such a line where the root is produced (the
+    /// streaming scheduler runs it on a source's worker threads).
+    pub fn line(&self) -> (Vec<usize>, Option<&SinkPlan>) {
+        let mut line = Vec::new();
+        let mut targets = &self.root_targets;
+        loop {
+            match targets.as_slice() {
+                [Target::Op(i)] if self.ops[*i].side_inputs.is_empty() => {
+                    line.push(*i);
+                    match self.ops[*i].outputs.as_slice() {
+                        [next] => targets = next,
+                        _ => return (line, None),
+                    }
+                }
+                [Target::Sink(s)] => return (line, Some(&self.sinks[*s])),
+                _ => return (line, None),
+            }
+        }
+    }
+}
+
+/// A schedulable unit of the batch scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Unit {
+pub enum Unit {
+    /// Run a stage.
     Stage(usize),
+    /// Run a node that is not fused (Impulse, a grouping's output, Flatten, Reshuffle, a
+    /// stateful ParDo).
     Node(usize),
 }
 
-/// The whole execution plan.
-pub(crate) struct Plan {
+/// How to plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// How groupings fire (decides which combines are lifted). Unbounded sources and
+    /// TestStream are stage roots only with [`Panes::Triggered`].
+    pub panes: Panes,
+    /// A Flatten read only by a GroupByKey is not materialized: each of its inputs writes
+    /// into the GroupByKey's exchange from the stage that computes it (Beam runners'
+    /// "flatten unzipping").
+    pub unzip_flattens: bool,
+}
+
+/// The plan of a graph: stages, and the order units run in.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The fused stages.
     pub stages: Vec<StagePlan>,
+    /// The run order of a scheduler that runs one unit after another.
     pub order: Vec<Unit>,
     /// How many units read each materialized PCollection.
     pub readers: HashMap<PcId, usize>,
@@ -73,19 +131,24 @@ struct Builder<'g> {
     readers: HashMap<PcId, usize>,
     /// Flattens whose inputs feed their consumer's shuffle directly (never materialized).
     unzipped: HashSet<usize>,
-    /// Whether flattens feeding a GroupByKey may be unzipped.
-    unzip: bool,
+    options: PlanOptions,
 }
 
 impl Plan {
-    /// Plans `graph`. With `unzip`, a Flatten read only by a GroupByKey is not
-    /// materialized: each of its inputs writes into the GroupByKey's shuffle from the stage
-    /// that computes it (Beam runners' "flatten unzipping").
-    pub(crate) fn build(graph: &Graph, unzip: bool) -> Result<Plan> {
+    /// Plans `graph`.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidPipeline`] for a malformed graph (see
+    /// [`Graph::topological_order`]), a node with the wrong number of inputs, a grouping
+    /// over input that is not key/value, or an unbounded source planned for one-pane
+    /// groupings.
+    pub fn build(graph: &Graph, options: PlanOptions) -> Result<Plan> {
         let producer = graph.producers()?;
         for node in &graph.nodes {
             let wanted_inputs = match node.kind {
-                NodeKind::Impulse => Some(0),
+                NodeKind::Impulse | NodeKind::TestStream { .. } | NodeKind::Source { .. } => {
+                    Some(0)
+                }
                 NodeKind::Flatten => None,
                 _ => Some(1),
             };
@@ -112,7 +175,7 @@ impl Plan {
             materialized: HashSet::new(),
             readers: HashMap::new(),
             unzipped: HashSet::new(),
-            unzip,
+            options,
         };
         let topo = graph.topological_order()?;
         for &n in &topo {
@@ -272,6 +335,8 @@ impl Builder<'_> {
                 }
             }
             NodeKind::Impulse => {}
+            NodeKind::TestStream { .. } | NodeKind::Source { .. }
+                if self.options.panes == Panes::Triggered => {}
             NodeKind::TestStream { .. } | NodeKind::Source { .. } => {
                 return Err(invalid(format!(
                     "'{}' is unbounded: run the pipeline in streaming mode",
@@ -301,12 +366,13 @@ impl Builder<'_> {
             node: n,
             key_coder: (**key_coder).clone(),
             value_coder: (**value_coder).clone(),
+            lift: lifting(self.graph, n, self.options.panes),
         })
     }
 
     /// Whether Flatten `n` can be unzipped: its output is read by one GroupByKey only.
     fn unzippable(&self, n: usize) -> bool {
-        if !self.unzip {
+        if !self.options.unzip_flattens {
             return false;
         }
         let out = self.graph.nodes[n].outputs[0];
