@@ -20,11 +20,15 @@ use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-/// One bundle's elements of a key and window, folded.
-pub(crate) struct Partial {
-    pub kb: KeyBytes,
+/// One bundle's elements of a key and window, folded: what crosses the exchange instead
+/// of the elements (its accumulator encodes with [`crate::combine::encode_accumulator`]).
+pub struct Partial {
+    pub(crate) kb: KeyBytes,
+    /// The key.
     pub key: Value,
+    /// The window.
     pub window: Window,
+    /// The accumulator of the elements.
     pub acc: Accumulator,
     /// Elements folded in.
     pub count: usize,
@@ -33,11 +37,11 @@ pub(crate) struct Partial {
 }
 
 /// Partial results handed from a source's worker threads to the grouping operator.
-pub(crate) type Mailbox = Arc<Mutex<Exchange>>;
+pub type Mailbox = Arc<Mutex<Exchange>>;
 
 /// What a [`Mailbox`] holds.
 #[derive(Default)]
-pub(crate) struct Exchange {
+pub struct Exchange {
     /// Partial results the grouping has not taken yet, in bundle order.
     pub parts: Vec<Partial>,
     /// Buffers the grouping emptied, for the workers' next bundles: each is allocated
@@ -50,7 +54,7 @@ const MAX_SPARE: usize = 8;
 
 impl Exchange {
     /// Adds a bundle's partial results after those waiting.
-    pub(crate) fn deliver(&mut self, mut parts: Vec<Partial>) {
+    pub fn deliver(&mut self, mut parts: Vec<Partial>) {
         if self.parts.is_empty() {
             std::mem::swap(&mut self.parts, &mut parts);
         } else {
@@ -60,7 +64,7 @@ impl Exchange {
     }
 
     /// Keeps an emptied buffer for reuse.
-    pub(crate) fn give_back(&mut self, mut parts: Vec<Partial>) {
+    pub fn give_back(&mut self, mut parts: Vec<Partial>) {
         if self.spare.len() < MAX_SPARE && parts.capacity() > 0 {
             parts.clear();
             self.spare.push(parts);
@@ -68,8 +72,9 @@ impl Exchange {
     }
 }
 
-/// Folds elements per key and window (on a source's worker thread).
-pub(crate) struct PreCombine {
+/// A lifted CombinePerKey's pre-combining: folds a bundle's elements into one
+/// accumulator per key and window, on the thread that produced them.
+pub struct PreCombine {
     /// The CombinePerKey's name, for errors.
     name: String,
     key_coder: Coder,
@@ -84,7 +89,9 @@ pub(crate) struct PreCombine {
 }
 
 impl PreCombine {
-    pub(crate) fn new(
+    /// A pre-combiner for CombinePerKey `name` (errors name it) over keys encoded with
+    /// `key_coder`; emptied buffers come back through `mailbox`.
+    pub fn new(
         name: String,
         key_coder: Coder,
         combine: Arc<dyn CombineFnInvoker>,
@@ -106,7 +113,7 @@ impl PreCombine {
     /// # Errors
     /// An element that is not key/value, a key that does not encode, or a failing
     /// combine, naming the CombinePerKey.
-    pub(crate) fn add(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
+    pub fn add(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
         let name = self.name.clone();
         panics_guarded(&name, || {
             for wv in batch.drain(..) {
@@ -202,7 +209,7 @@ impl PreCombine {
     }
 
     /// The bundle's partial results, in order of first arrival; starts the next bundle.
-    pub(crate) fn take(&mut self) -> Vec<Partial> {
+    pub fn take(&mut self) -> Vec<Partial> {
         self.index.clear();
         // The next bundle likely has as many keys and windows: size for them at once.
         let spare = self.mailbox.lock().spare.pop();

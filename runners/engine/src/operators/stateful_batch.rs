@@ -16,8 +16,10 @@ use crate::graph::{Graph, NodeKind};
 use crate::metrics::MetricResults;
 use crate::window::WindowedValue;
 
-/// One partition's instance of a stateful ParDo.
-pub(crate) struct StatefulBatch {
+/// A stateful ParDo over a bounded input: one instance per key partition, fed the
+/// partition's elements, then finished (timers fire and windows expire as the watermark
+/// jumps to the end of time), as Beam's batch runners run stateful DoFns.
+pub struct StatefulBatch {
     op: ParDoOp,
     name: String,
     /// Outputs not yet taken, one buffer per output tag.
@@ -31,7 +33,7 @@ impl StatefulBatch {
     ///
     /// # Errors
     /// When the node is not a ParDo or its input is not key/value.
-    pub(crate) fn new(
+    pub fn new(
         graph: &Graph,
         node: usize,
         sides: Vec<Vec<WindowedValue>>,
@@ -80,14 +82,14 @@ impl StatefulBatch {
     ///
     /// # Errors
     /// The DoFn's failure, or an element that is not key/value.
-    pub(crate) fn process(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
+    pub fn process(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
         self.with_cx(|op, cx| op.process(0, batch, cx))?;
         batch.clear();
         Ok(())
     }
 
     /// The outputs produced so far, per output tag (drain them to bound memory).
-    pub(crate) fn outputs(&mut self) -> &mut [Vec<WindowedValue>] {
+    pub fn outputs(&mut self) -> &mut [Vec<WindowedValue>] {
         &mut self.outs
     }
 
@@ -97,7 +99,7 @@ impl StatefulBatch {
     ///
     /// # Errors
     /// The first failure of the DoFn (teardown runs regardless).
-    pub(crate) fn finish(mut self) -> Result<(Vec<Vec<WindowedValue>>, MetricResults)> {
+    pub fn finish(mut self) -> Result<(Vec<Vec<WindowedValue>>, MetricResults)> {
         let r = self
             .with_cx(|op, cx| op.end_bundle(cx))
             .and_then(|()| self.with_cx(|op, cx| op.on_processing_time(cx)))
@@ -114,7 +116,7 @@ impl StatefulBatch {
     }
 
     /// Tears the DoFn down after a failure (its error is the one to report).
-    pub(crate) fn abandon(mut self) {
+    pub fn abandon(mut self) {
         let mut metrics = MetricResults::default();
         let _ = self.op.finish(&self.name, &mut metrics);
     }
