@@ -81,6 +81,35 @@ fn cancelling_a_batch_job_stops_it_promptly_and_leaves_no_files() {
 }
 
 #[test]
+fn cancelling_a_spilling_batch_job_leaves_no_spill_files() {
+    let spill = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(
+        PipelineOptions::default()
+            .set("threads", 2)
+            .set("memory_budget", "1B")
+            .set("spill_dir", spill.path().display()),
+    );
+    p.apply("Numbers", Create::of(0i64..200_000))
+        .apply("Slow", ParDo::of(Slow))
+        .map("Pair", |s: String| (s, 1i64))
+        .apply("Group", beamline::GroupByKey::new());
+    let job = p.start().unwrap();
+    eventually(Duration::from_secs(20), "metrics while running", || {
+        seen(&job) > 0
+    });
+    job.cancel();
+    let state = job
+        .wait_until_finish(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(state, JobState::Cancelled);
+    let left: Vec<_> = std::fs::read_dir(spill.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "spill files left behind: {left:?}");
+}
+
+#[test]
 fn run_of_a_cancelled_job_is_an_error_and_a_finished_job_is_done() {
     let p = Pipeline::new(PipelineOptions::default());
     p.apply("Numbers", Create::of(0i64..10))

@@ -32,6 +32,9 @@ enum OpKind {
 /// ~19 KB; 256 spilled out of it and cost 7-12% in gbk-sum and combine-mean).
 const BATCH: usize = 128;
 
+/// Batches between checks for cancellation and reports of metrics within a bundle.
+const REPORT_BATCHES: u32 = 64;
+
 /// Encoded bytes decoded into one batch at most (grouped elements expand ~10x decoded).
 const BATCH_BYTES: usize = 8 << 10;
 
@@ -212,10 +215,17 @@ impl Instance {
         }
         self.flush_all(&mut sinks, shared)?;
         let mut batch = Vec::with_capacity(BATCH.min(bundle.remaining()));
+        let mut batches = 0u32;
         loop {
             bundle.next_batch(&mut batch, BATCH, BATCH_BYTES)?;
             if batch.is_empty() {
                 break;
+            }
+            // A long bundle still stops soon after a cancel and shows its metrics.
+            batches = batches.wrapping_add(1);
+            if batches.is_multiple_of(REPORT_BATCHES) {
+                shared.control.check()?;
+                self.report(shared.control);
             }
             deliver(
                 &mut self.ops,

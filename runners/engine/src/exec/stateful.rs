@@ -177,10 +177,15 @@ fn feed(
     control: &JobControl,
 ) -> Result<()> {
     let mut batch = Vec::new();
+    let mut batches = 0u32;
     for b in bundles {
-        control.check()?;
         let mut reader = b.reader()?;
         loop {
+            // A partition's input is one long run: stop soon after a cancel.
+            if batches.is_multiple_of(64) {
+                control.check()?;
+            }
+            batches = batches.wrapping_add(1);
             reader.next_batch(&mut batch, BATCH, usize::MAX)?;
             if batch.is_empty() {
                 break;
