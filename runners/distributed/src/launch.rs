@@ -1,0 +1,312 @@
+//! Starting a job's worker processes on this machine and owning them until they end.
+//!
+//! Every process is a child of the launcher; the launcher reads each one's standard error
+//! (passing it through, prefixed with the process id) for the worker protocol of
+//! [`crate::worker`]. The job fails at the first failure, with the failing process's
+//! original error, and the others are killed and reaped at once: no process outlives
+//! [`Supervisor::wait`], which never hangs (a process that does not report ready within the
+//! connect timeout is a failure too).
+
+use crate::worker::{parse_report, Report, PROCESSES_ENV, PROCESS_ID_ENV};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Why a job's processes failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchError {
+    /// A worker process could not be started.
+    #[error("cannot start worker process {process}: {reason}")]
+    Start {
+        /// Its process id.
+        process: usize,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// A worker reported an error (the original one: transform name and message).
+    #[error("process {process} failed: {error}")]
+    Failed {
+        /// Its process id.
+        process: usize,
+        /// Its error.
+        error: String,
+    },
+    /// A worker ended with a failure status without reporting an error.
+    #[error("process {process} exited with {status}{}", last_words(.stderr))]
+    Exited {
+        /// Its process id.
+        process: usize,
+        /// How it ended (exit code or signal).
+        status: String,
+        /// The last lines it wrote to standard error.
+        stderr: Vec<String>,
+    },
+    /// A worker did not report ready within the connect timeout.
+    #[error("process {process} did not connect within {seconds} s (--connect-timeout)")]
+    ConnectTimeout {
+        /// Its process id.
+        process: usize,
+        /// The timeout.
+        seconds: u64,
+    },
+}
+
+fn last_words(lines: &[String]) -> String {
+    match lines.last() {
+        Some(l) => format!("; its last words: {l}"),
+        None => String::new(),
+    }
+}
+
+/// How to start a job's processes.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// How many processes.
+    pub processes: usize,
+    /// How long each may take to report ready.
+    pub connect_timeout: Duration,
+    /// Environment variables every process gets besides the worker protocol's.
+    pub env: Vec<(String, String)>,
+}
+
+/// Lines of standard error kept per process for error messages.
+const KEPT_LINES: usize = 20;
+
+enum Event {
+    Line(usize, String),
+    Closed(usize),
+}
+
+/// The running processes of a job.
+#[derive(Debug)]
+pub struct Supervisor {
+    children: Vec<Option<Child>>,
+    events: mpsc::Receiver<Event>,
+    ready: Vec<bool>,
+    started: Instant,
+    connect_timeout: Duration,
+    stderr: Vec<Vec<String>>,
+    /// Processes whose standard error is still open.
+    open: usize,
+}
+
+/// Starts `opts.processes` copies of `program` with `args`, each with its process id and
+/// the number of processes in the environment ([`PROCESS_ID_ENV`], [`PROCESSES_ENV`]).
+///
+/// # Errors
+/// [`LaunchError::Start`] when a process cannot be started; those already started are
+/// killed and reaped first.
+pub fn launch(
+    program: &std::path::Path,
+    args: &[String],
+    opts: &LaunchOptions,
+) -> Result<Supervisor, LaunchError> {
+    let (tx, rx) = mpsc::channel();
+    let mut children: Vec<Option<Child>> = Vec::with_capacity(opts.processes);
+    for process in 0..opts.processes {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env(PROCESS_ID_ENV, process.to_string())
+            .env(PROCESSES_ENV, opts.processes.to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                for c in children.iter_mut().flatten() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(LaunchError::Start {
+                    process,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let stderr = child.stderr.take().expect("piped above");
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("beamline-stderr-{process}"))
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(Event::Line(process, line)).is_err() {
+                        break;
+                    }
+                }
+                let _ = tx.send(Event::Closed(process));
+            })
+            .map_err(|e| LaunchError::Start {
+                process,
+                reason: format!("cannot read its output: {e}"),
+            })?;
+        children.push(Some(child));
+    }
+    Ok(Supervisor {
+        ready: vec![false; opts.processes],
+        stderr: vec![Vec::new(); opts.processes],
+        open: opts.processes,
+        children,
+        events: rx,
+        started: Instant::now(),
+        connect_timeout: opts.connect_timeout,
+    })
+}
+
+fn describe(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name = match sig {
+                9 => " (SIGKILL)",
+                15 => " (SIGTERM)",
+                6 => " (SIGABRT)",
+                11 => " (SIGSEGV)",
+                _ => "",
+            };
+            return format!("signal {sig}{name}");
+        }
+    }
+    match status.code() {
+        Some(c) => format!("exit code {c}"),
+        None => status.to_string(),
+    }
+}
+
+impl Supervisor {
+    /// How many processes the job has.
+    pub fn processes(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Kills every process still running and reaps them all.
+    pub fn kill_all(&mut self) {
+        for c in self.children.iter_mut() {
+            if let Some(mut child) = c.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Handles one line of process `p`'s standard error: a report, or passed through.
+    fn line(&mut self, p: usize, line: String) -> Result<(), LaunchError> {
+        match parse_report(&line) {
+            Some(Report::Ready) => self.ready[p] = true,
+            Some(Report::Error(error)) => {
+                return Err(LaunchError::Failed { process: p, error });
+            }
+            None => {
+                eprintln!("[process {p}] {line}");
+                let kept = &mut self.stderr[p];
+                if kept.len() == KEPT_LINES {
+                    kept.remove(0);
+                }
+                kept.push(line);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every process ended successfully.
+    ///
+    /// # Errors
+    /// The first failure: a process's reported error, a failure exit or a signal (naming
+    /// the process), or a process not ready within the connect timeout. Every other
+    /// process is killed before this returns.
+    pub fn wait(mut self) -> Result<(), LaunchError> {
+        let r = self.supervise();
+        self.kill_all();
+        r
+    }
+
+    fn supervise(&mut self) -> Result<(), LaunchError> {
+        loop {
+            // Reports and output first: a failing process's error line comes before its
+            // exit status, and is the better message.
+            loop {
+                match self.events.recv_timeout(Duration::from_millis(20)) {
+                    Ok(Event::Line(p, line)) => self.line(p, line)?,
+                    Ok(Event::Closed(_)) => self.open = self.open.saturating_sub(1),
+                    Err(_) => break,
+                }
+            }
+            let mut running = 0;
+            for p in 0..self.children.len() {
+                let Some(child) = self.children[p].as_mut() else {
+                    continue;
+                };
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        self.children[p] = None;
+                        if !status.success() {
+                            self.drain_output(p)?;
+                            return Err(LaunchError::Exited {
+                                process: p,
+                                status: describe(status),
+                                stderr: std::mem::take(&mut self.stderr[p]),
+                            });
+                        }
+                    }
+                    Ok(None) => {
+                        running += 1;
+                        if !self.ready[p] && self.started.elapsed() > self.connect_timeout {
+                            return Err(LaunchError::ConnectTimeout {
+                                process: p,
+                                seconds: self.connect_timeout.as_secs(),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        return Err(LaunchError::Exited {
+                            process: p,
+                            status: format!("unknown status ({e})"),
+                            stderr: std::mem::take(&mut self.stderr[p]),
+                        })
+                    }
+                }
+            }
+            if running == 0 {
+                // Everything ended well; pass the last output through.
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while self.open > 0 && Instant::now() < deadline {
+                    match self.events.recv_timeout(Duration::from_millis(20)) {
+                        Ok(Event::Line(p, line)) => self.line(p, line)?,
+                        Ok(Event::Closed(_)) => self.open -= 1,
+                        Err(_) => {}
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads what process `p` still wrote before it ended (its error report, if any).
+    fn drain_output(&mut self, p: usize) -> Result<(), LaunchError> {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            match self.events.recv_timeout(Duration::from_millis(20)) {
+                Ok(Event::Line(q, line)) => self.line(q, line)?,
+                Ok(Event::Closed(q)) => {
+                    self.open = self.open.saturating_sub(1);
+                    if q == p {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}

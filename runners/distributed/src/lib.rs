@@ -1,0 +1,16 @@
+//! Beamline's distributed runner, in progress: the launcher that starts a job's worker
+//! processes and supervises them (this crate's first part; the execution on Timely
+//! Dataflow comes next).
+//!
+//! The runner is SPMD: the user's program is started once per process; each rebuilds the
+//! pipeline and runs its share. [`launch::launch`] starts the processes of one machine
+//! and owns them: the first failure ends the job with that process's original error, every
+//! other process is killed, none outlives the launcher's wait, and a process that does not
+//! connect in time is an error. [`hosts`] reads the hosts file of a job spread over
+//! machines.
+
+pub mod hosts;
+pub mod launch;
+pub mod worker;
+
+pub use launch::{launch, LaunchError, LaunchOptions, Supervisor};

@@ -1,0 +1,112 @@
+//! The worker side of the launcher's protocol: who this process is, and the lines it
+//! reports to the launcher on its standard error.
+//!
+//! The launcher starts each worker with [`PROCESS_ID_ENV`] and [`PROCESSES_ENV`] set. A
+//! worker says [`ready`] once it joined the others, and [`fail`] with the original error
+//! (transform name and message) before it exits with a failure; every other line of its
+//! standard error is passed through, prefixed with its process id.
+
+/// Environment variable with the worker's process id (0-based).
+pub const PROCESS_ID_ENV: &str = "BEAMLINE_PROCESS_ID";
+
+/// Environment variable with the number of processes of the job.
+pub const PROCESSES_ENV: &str = "BEAMLINE_PROCESSES";
+
+/// Prefix of the protocol's lines.
+pub(crate) const MARKER: &str = "beamline-worker:";
+
+/// This process's place in a job the launcher started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerEnv {
+    /// Its process id, `0..processes`.
+    pub process_id: usize,
+    /// How many processes the job has.
+    pub processes: usize,
+}
+
+/// The worker environment, if the launcher started this process.
+///
+/// # Errors
+/// A message naming the variable when one is set but malformed.
+pub fn worker_env() -> Result<Option<WorkerEnv>, String> {
+    let Some(id) = std::env::var_os(PROCESS_ID_ENV) else {
+        return Ok(None);
+    };
+    let parse = |name: &str, v: Option<std::ffi::OsString>| -> Result<usize, String> {
+        v.and_then(|v| v.to_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| format!("{name} must be a number"))
+    };
+    let process_id = parse(PROCESS_ID_ENV, Some(id))?;
+    let processes = parse(PROCESSES_ENV, std::env::var_os(PROCESSES_ENV))?;
+    if process_id >= processes {
+        return Err(format!(
+            "{PROCESS_ID_ENV}={process_id} is not below {PROCESSES_ENV}={processes}"
+        ));
+    }
+    Ok(Some(WorkerEnv {
+        process_id,
+        processes,
+    }))
+}
+
+/// Tells the launcher that this worker joined the job.
+pub fn ready() {
+    eprintln!("{MARKER} ready");
+}
+
+/// Tells the launcher why this worker fails (one line; newlines are escaped).
+pub fn fail(error: &str) {
+    eprintln!(
+        "{MARKER} error {}",
+        error.replace('\\', "\\\\").replace('\n', "\\n")
+    );
+}
+
+/// A protocol line read back: what a worker reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Report {
+    Ready,
+    Error(String),
+}
+
+/// The report in `line`, if it is a protocol line.
+pub(crate) fn parse_report(line: &str) -> Option<Report> {
+    let rest = line.strip_prefix(MARKER)?.trim_start();
+    if rest == "ready" {
+        return Some(Report::Ready);
+    }
+    let msg = rest.strip_prefix("error ")?;
+    let mut out = String::with_capacity(msg.len());
+    let mut chars = msg.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    Some(Report::Error(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_survive_the_line_protocol() {
+        let msg = "transform 'Parse' failed: bad line\nat 3 \\ 4";
+        let line = format!(
+            "{MARKER} error {}",
+            msg.replace('\\', "\\\\").replace('\n', "\\n")
+        );
+        assert_eq!(parse_report(&line), Some(Report::Error(msg.into())));
+        assert_eq!(
+            parse_report(&format!("{MARKER} ready")),
+            Some(Report::Ready)
+        );
+        assert_eq!(parse_report("something else"), None);
+    }
+}
