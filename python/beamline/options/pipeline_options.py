@@ -113,12 +113,13 @@ class PipelineOptions:
 
     def _declared(self):
         """Options the program and the Python SDK declare, as ``(name, kind, help)``."""
-        out = list(SDK_OPTIONS)
-        out += [(n, k, "accepted for Beam compatibility; no effect here") for n, k in BEAM_COMPAT_OPTIONS]
+        out = []
         for action in _program_parser()._actions:
             for opt in action.option_strings:
                 if opt.startswith("--"):
                     out.append((opt[2:].replace("-", "_"), _kind(action), action.help or ""))
+        out += SDK_OPTIONS
+        out += [(n, k, "accepted for Beam compatibility; no effect here") for n, k in BEAM_COMPAT_OPTIONS]
         return out
 
     def __getattr__(self, name):
