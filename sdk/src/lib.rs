@@ -64,4 +64,6 @@ pub use transforms::{
 pub(crate) fn link_runners() {
     #[cfg(feature = "local")]
     beamline_runner_local::link();
+    #[cfg(feature = "distributed")]
+    beamline_runner_distributed::link();
 }

@@ -51,6 +51,12 @@ pub(crate) fn sdk_options() -> Vec<OptionSpec> {
             "where the pipeline runs: any runner linked into this program",
         )
         .default_value("local"),
+        OptionSpec::new(
+            "streaming",
+            OptionKind::Flag,
+            "event-driven execution (chosen anyway for unbounded sources, TestStream, triggers)",
+        )
+        .default_value(false),
         OptionSpec::new("help", OptionKind::Flag, "print the options and exit"),
     ]
 }

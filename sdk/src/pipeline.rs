@@ -18,9 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Environment variable that puts a re-executed pipeline binary in worker mode: its value
-/// is the path of a pipeline proto to execute instead of the one the binary builds.
-pub const WORKER_PIPELINE_ENV: &str = "BEAMLINE_WORKER_PIPELINE";
+pub use beamline_engine::runner::WORKER_PIPELINE_ENV;
 
 /// A transform: expands an input into outputs by applying other transforms.
 ///

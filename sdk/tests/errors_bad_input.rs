@@ -160,7 +160,10 @@ fn unknown_runner_lists_the_available_ones() {
     let p = Pipeline::new(PipelineOptions::default().set("runner", "nope"));
     p.apply("Nums", Create::of(vec![1i64]));
     let err = p.run().unwrap_err().to_string();
-    assert_eq!(err, "unknown runner 'nope'; available runners: local");
+    assert_eq!(
+        err,
+        "unknown runner 'nope'; available runners: distributed, local"
+    );
 }
 
 #[test]

@@ -42,6 +42,9 @@ pub enum LaunchError {
         /// The last lines it wrote to standard error.
         stderr: Vec<String>,
     },
+    /// The job was cancelled; every process was killed.
+    #[error("the job was cancelled")]
+    Cancelled,
     /// A worker did not report ready within the connect timeout.
     #[error("process {process} did not connect within {seconds} s (--connect-timeout)")]
     ConnectTimeout {
@@ -219,14 +222,27 @@ impl Supervisor {
     /// The first failure: a process's reported error, a failure exit or a signal (naming
     /// the process), or a process not ready within the connect timeout. Every other
     /// process is killed before this returns.
-    pub fn wait(mut self) -> Result<(), LaunchError> {
-        let r = self.supervise();
+    pub fn wait(self) -> Result<(), LaunchError> {
+        self.wait_unless(|| false)
+    }
+
+    /// As [`Supervisor::wait`], but kills every process and returns
+    /// [`LaunchError::Cancelled`] as soon as `cancelled` says so (checked every few
+    /// milliseconds).
+    ///
+    /// # Errors
+    /// As [`Supervisor::wait`], and [`LaunchError::Cancelled`].
+    pub fn wait_unless(mut self, cancelled: impl Fn() -> bool) -> Result<(), LaunchError> {
+        let r = self.supervise(&cancelled);
         self.kill_all();
         r
     }
 
-    fn supervise(&mut self) -> Result<(), LaunchError> {
+    fn supervise(&mut self, cancelled: &dyn Fn() -> bool) -> Result<(), LaunchError> {
         loop {
+            if cancelled() {
+                return Err(LaunchError::Cancelled);
+            }
             // Reports and output first: a failing process's error line comes before its
             // exit status, and is the better message.
             loop {

@@ -1,6 +1,5 @@
-//! Beamline's distributed runner, in progress: the launcher that starts a job's worker
-//! processes and supervises them (this crate's first part; the execution on Timely
-//! Dataflow comes next).
+//! Beamline's distributed runner: `--runner=distributed --processes=N` runs a bounded
+//! pipeline on N processes of this machine, on Timely Dataflow ([`runner`]).
 //!
 //! The runner is SPMD: the user's program is started once per process; each rebuilds the
 //! pipeline and runs its share. [`launch::launch`] starts the processes of one machine
@@ -9,8 +8,12 @@
 //! connect in time is an error. [`hosts`] reads the hosts file of a job spread over
 //! machines.
 
+mod adapter;
+mod dataflow;
 pub mod hosts;
 pub mod launch;
+pub mod runner;
 pub mod worker;
 
 pub use launch::{launch, LaunchError, LaunchOptions, Supervisor};
+pub use runner::{link, DistributedRunner};

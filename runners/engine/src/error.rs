@@ -50,6 +50,10 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A runner's own failure outside any transform (a worker process that died, a peer
+    /// that never connected), said in one line.
+    #[error("{0}")]
+    Runner(String),
     /// The job was cancelled before it finished.
     #[error("the job was cancelled")]
     Cancelled,

@@ -9,6 +9,7 @@
 pub mod coder;
 pub mod combine;
 pub mod dofn;
+pub mod element_codec;
 mod error;
 pub mod exec;
 pub mod graph;

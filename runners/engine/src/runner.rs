@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Environment variable that puts a re-executed pipeline program in worker mode: its value
+/// is the path of a pipeline proto to execute instead of the one the program builds (how
+/// multi-process runners give every process the same pipeline).
+pub const WORKER_PIPELINE_ENV: &str = "BEAMLINE_WORKER_PIPELINE";
+
 /// Everything a runner gets besides the pipeline itself.
 #[derive(Clone, Debug, Default)]
 pub struct JobContext {

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 /// (`--threads=5000` on a small input spent minutes switching between idle workers).
 pub const MAX_THREADS_PER_CORE: usize = 4;
 
-/// The options the engine's executors read, with their types, defaults and help.
+/// The options the engine's executors read, with their types, defaults and help
+/// (`--streaming`, which every runner reads, is the SDK's).
 pub fn engine_options() -> Vec<OptionSpec> {
     vec![
         OptionSpec::new(
@@ -18,12 +19,6 @@ pub fn engine_options() -> Vec<OptionSpec> {
             "worker threads (0: one per core); at most 4 per core",
         )
         .default_value(0),
-        OptionSpec::new(
-            "streaming",
-            OptionKind::Flag,
-            "event-driven execution (chosen anyway for unbounded sources, TestStream, triggers)",
-        )
-        .default_value(false),
         OptionSpec::new(
             "memory-budget",
             OptionKind::Size,

@@ -6,8 +6,9 @@
 //! straight into the encoding of its output element by copying value bytes. Values are
 //! decoded only when a downstream stage loads the output bundle, one bundle at a time.
 
-use super::spill::{decode_window, Bundle};
+use super::spill::Bundle;
 use crate::coder::{write_pane, write_timestamp, write_varint, Coder};
+use crate::element_codec::decode_window;
 use crate::error::{EngineError, Result};
 use crate::graph::Windowing;
 use crate::window::PaneInfo;
@@ -406,7 +407,7 @@ mod tests {
         Coder::VarInt
             .encode(&Value::I64(key), &mut k, true)
             .unwrap();
-        super::super::spill::encode_window(w, &mut wb);
+        crate::element_codec::encode_window(w, &mut wb);
         run.push(&k, &wb, ts, |out| {
             coder.encode(v, out, true).unwrap();
             Ok(())
@@ -460,7 +461,7 @@ mod tests {
         // Key B's bytes are key A's followed by A's window: the same group bytes.
         let w = Window::Interval { start: 3, end: 9 };
         let mut wb = Vec::new();
-        super::super::spill::encode_window(&w, &mut wb);
+        crate::element_codec::encode_window(&w, &mut wb);
         let key_a = vec![7u8];
         let key_b: Vec<u8> = key_a.iter().chain(&wb).copied().collect();
         let mut run = EncodedRun::default();

@@ -41,7 +41,7 @@ enum Mode {
 enum KeyedParts {
     /// As they came (user or dynamically typed values).
     Mem(Vec<Vec<WindowedValue>>),
-    /// Encoded as [`spill::encode_windowed`] writes them with `coder` (standard coders:
+    /// Encoded as [`crate::element_codec::encode_windowed`] writes them with `coder` (standard coders:
     /// a few bytes per small element instead of a struct with a boxed pair), decoded a
     /// batch at a time when the ParDo reads them.
     Encoded {
@@ -231,7 +231,7 @@ impl ShuffleWriter {
             encode_key(&self.key_coder, &key, arena, name)?;
             key.release();
             let hash = hash_of(&arena[start..]);
-            spill::encode_window(&wv.window, arena);
+            crate::element_codec::encode_window(&wv.window, arena);
             if ahead.len() < LOOKAHEAD {
                 tables[partition_of(hash)].prefetch(hash);
             }
@@ -298,7 +298,7 @@ impl ShuffleWriter {
                         });
                     }
                     crate::coder::write_timestamp(wv.timestamp, buf);
-                    spill::encode_window(&wv.window, buf);
+                    crate::element_codec::encode_window(&wv.window, buf);
                     crate::coder::write_pane(&wv.pane, buf);
                     *count += 1;
                     self.bytes += buf.len() - start;
@@ -337,7 +337,7 @@ impl ShuffleWriter {
             }
             Mode::Encoded(coder, parts) => {
                 let key_len = self.scratch.len();
-                spill::encode_window(&wv.window, &mut self.scratch);
+                crate::element_codec::encode_window(&wv.window, &mut self.scratch);
                 let (key, window) = self.scratch.split_at(key_len);
                 parts[p].push(key, window, wv.timestamp, |out| {
                     coder
@@ -508,7 +508,7 @@ impl ShuffleSpill {
                             source,
                         })?;
                     crate::coder::write_timestamp(it.timestamp, &mut buf);
-                    spill::encode_window(&it.window, &mut buf);
+                    crate::element_codec::encode_window(&it.window, &mut buf);
                     count += 1;
                 }
             }
@@ -544,7 +544,7 @@ impl ShuffleSpill {
                 .decode(&mut input, true)
                 .map_err(coder_err)?;
             let timestamp = crate::coder::read_timestamp(&mut input).map_err(coder_err)?;
-            let window = spill::decode_window(&mut input).map_err(coder_err)?;
+            let window = crate::element_codec::decode_window(&mut input).map_err(coder_err)?;
             items.push(GroupItem {
                 hash: hash_of(key_bytes),
                 key_bytes: GroupBytes::from_slice(key_bytes),
@@ -827,7 +827,7 @@ fn finish_partition(
                 for e in entries {
                     let mut b = &e.group_bytes[..];
                     let key = key_coder.decode(&mut b, true).map_err(coder_err)?;
-                    let window = spill::decode_window(&mut b).map_err(coder_err)?;
+                    let window = crate::element_codec::decode_window(&mut b).map_err(coder_err)?;
                     let ts = e.timestamp();
                     let v = guarded(&node.name, || f.extract_output(e.acc))?;
                     emit(&mut out, key, window, v, ts);

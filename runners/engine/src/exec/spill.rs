@@ -2,10 +2,11 @@
 //! only when a worker takes them up, so memory holds a few bundles instead of whole
 //! PCollections.
 
-use crate::coder::{read_pane, read_timestamp, write_pane, write_timestamp, Coder};
+use crate::coder::Coder;
+use crate::element_codec::{decode_windowed, encode_windowed};
 use crate::error::{EngineError, Result};
 use crate::value::Value;
-use crate::window::{Window, WindowedValue};
+use crate::window::WindowedValue;
 use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -326,75 +327,6 @@ impl Bundle {
     }
 }
 
-/// Appends a windowed value: value (nested), timestamp, window, pane.
-pub(crate) fn encode_windowed(
-    coder: &Coder,
-    wv: &WindowedValue,
-    out: &mut Vec<u8>,
-) -> std::result::Result<(), crate::coder::CoderError> {
-    coder.encode(&wv.value, out, true)?;
-    write_timestamp(wv.timestamp, out);
-    encode_window(&wv.window, out);
-    write_pane(&wv.pane, out);
-    Ok(())
-}
-
-/// Decodes what [`encode_windowed`] wrote.
-pub(crate) fn decode_windowed(
-    coder: &Coder,
-    input: &mut &[u8],
-) -> std::result::Result<WindowedValue, crate::coder::CoderError> {
-    let value = coder.decode(input, true)?;
-    let timestamp = read_timestamp(input)?;
-    let window = decode_window(input)?;
-    let pane = read_pane(input)?;
-    Ok(WindowedValue {
-        value,
-        timestamp,
-        window,
-        pane,
-    })
-}
-
-/// Appends a window: 0 for the global window, 1 and both bounds for an interval.
-#[inline]
-pub(crate) fn encode_window(w: &Window, out: &mut Vec<u8>) {
-    match w {
-        Window::Global => out.push(0),
-        Window::Interval { start, end } => {
-            out.push(1);
-            out.extend_from_slice(&start.to_le_bytes());
-            out.extend_from_slice(&end.to_le_bytes());
-        }
-    }
-}
-
-/// Decodes what [`encode_window`] wrote.
-pub(crate) fn decode_window(
-    input: &mut &[u8],
-) -> std::result::Result<Window, crate::coder::CoderError> {
-    let eof = crate::coder::CoderError::Eof("window");
-    let (&tag, rest) = input.split_first().ok_or(eof.clone())?;
-    *input = rest;
-    match tag {
-        0 => Ok(Window::Global),
-        1 => {
-            if input.len() < 16 {
-                return Err(eof);
-            }
-            let (b, rest) = input.split_at(16);
-            *input = rest;
-            let start = i64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-            let end = i64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
-            Ok(Window::Interval { start, end })
-        }
-        t => Err(crate::coder::CoderError::Invalid {
-            coder: "spilled window",
-            reason: format!("unknown window tag {t}"),
-        }),
-    }
-}
-
 /// Approximate bytes a value occupies in memory (for budget accounting).
 pub(crate) fn value_size(v: &Value) -> usize {
     std::mem::size_of::<Value>()
@@ -419,7 +351,7 @@ pub(crate) fn windowed_size(wv: &WindowedValue) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::PaneInfo;
+    use crate::window::{PaneInfo, Window};
 
     #[test]
     fn spilled_bundles_read_back_equal() {

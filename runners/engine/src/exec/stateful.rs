@@ -58,12 +58,12 @@ impl<'a> TagOutput<'a> {
     fn push(&mut self, items: &mut Vec<WindowedValue>, spill: Option<&Spill<'_>>) -> Result<()> {
         if let Some(bytes) = &mut self.encoded {
             for wv in items.drain(..) {
-                spill::encode_windowed(self.coder, &wv, bytes).map_err(|source| {
-                    EngineError::Coder {
+                crate::element_codec::encode_windowed(self.coder, &wv, bytes).map_err(
+                    |source| EngineError::Coder {
                         transform: self.name.to_string(),
                         source,
-                    }
-                })?;
+                    },
+                )?;
                 self.encoded_count += 1;
             }
             return Ok(());

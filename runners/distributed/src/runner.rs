@@ -1,0 +1,263 @@
+//! The `distributed` runner: a launcher process starts the job's worker processes, each
+//! runs its share of the pipeline on Timely Dataflow.
+//!
+//! SPMD: every worker is the user's own program re-executed, which rebuilds the pipeline
+//! (so its closures resolve by transform name) and executes the proto the launcher wrote
+//! (so every process runs the same pipeline, temporary file names included).
+
+use crate::dataflow::{self, Shared};
+use crate::launch::{launch, LaunchError, LaunchOptions};
+use crate::worker::{self, WorkerEnv};
+use beamline_engine::graph::NodeKind;
+use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
+use beamline_engine::options::{parse_duration_ms, OptionKind, OptionSpec};
+use beamline_engine::runner::{JobContext, Runner, RunnerRegistration, WORKER_PIPELINE_ENV};
+use beamline_engine::EngineError;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Environment variable with the Timely addresses of the job's processes, comma-separated.
+pub const ADDRESSES_ENV: &str = "BEAMLINE_ADDRESSES";
+
+/// The distributed runner.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DistributedRunner;
+
+/// This runner's options, parsed.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    processes: usize,
+    threads: usize,
+    connect_timeout: Duration,
+}
+
+fn bad(name: &str, why: impl std::fmt::Display) -> EngineError {
+    EngineError::InvalidPipeline(format!("--{name}: {why}"))
+}
+
+impl Options {
+    fn parse(job: &JobContext) -> Result<Options, EngineError> {
+        let number = |key: &str, name: &str, default: usize| -> Result<usize, EngineError> {
+            match job.options.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| (1..=256).contains(&n))
+                    .ok_or_else(|| bad(name, format!("'{v}' is not a number from 1 to 256"))),
+            }
+        };
+        let connect_timeout = match job.options.get("connect_timeout") {
+            None => Duration::from_secs(30),
+            Some(v) => Duration::from_millis(
+                parse_duration_ms(v).map_err(|why| bad("connect-timeout", why))?,
+            ),
+        };
+        Ok(Options {
+            processes: number("processes", "processes", 2)?,
+            threads: number("threads_per_process", "threads-per-process", 1)?,
+            connect_timeout,
+        })
+    }
+}
+
+impl Runner for DistributedRunner {
+    fn options(&self) -> Vec<OptionSpec> {
+        vec![
+            OptionSpec::new(
+                "processes",
+                OptionKind::Integer,
+                "worker processes on this machine",
+            )
+            .default_value(2),
+            OptionSpec::new(
+                "threads-per-process",
+                OptionKind::Integer,
+                "Timely worker threads in each process",
+            )
+            .default_value(1),
+            OptionSpec::new(
+                "connect-timeout",
+                OptionKind::Duration,
+                "how long every process may take to join the job",
+            )
+            .default_value("30s"),
+        ]
+    }
+
+    fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError> {
+        let opts = Options::parse(&job)?;
+        if job.options.get("streaming").is_some_and(|v| v == "true") {
+            return Err(EngineError::InvalidPipeline(
+                "--streaming: the distributed runner runs bounded pipelines for now \
+                 (use --runner=local for streaming)"
+                    .into(),
+            ));
+        }
+        let prepared = beamline_translate::prepare(pipeline, &job)?;
+        if let Some(n) = prepared.graph.nodes.iter().find(|n| {
+            matches!(
+                n.kind,
+                NodeKind::TestStream { .. } | NodeKind::Source { .. }
+            )
+        }) {
+            return Err(EngineError::InvalidPipeline(format!(
+                "'{}' is unbounded: the distributed runner runs bounded pipelines for now \
+                 (use --runner=local for streaming)",
+                n.name
+            )));
+        }
+        match worker::worker_env().map_err(EngineError::InvalidPipeline)? {
+            Some(env) => start_worker(env, prepared.graph, opts),
+            None => start_launcher(pipeline, job, opts),
+        }
+    }
+}
+
+/// Free TCP ports on the loopback interface, one per process.
+fn free_addresses(n: usize) -> Result<Vec<String>, EngineError> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| EngineError::Runner(format!("cannot find free ports: {e}")))?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.to_string())
+                .map_err(|e| EngineError::Runner(format!("cannot find free ports: {e}")))
+        })
+        .collect()
+}
+
+fn start_launcher(
+    pipeline: &[u8],
+    job: JobContext,
+    opts: Options,
+) -> Result<Box<dyn JobHandle>, EngineError> {
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| EngineError::Io { context, source }
+    };
+    let program = std::env::current_exe().map_err(io("finding this program"))?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let proto = std::env::temp_dir().join(format!(
+        "beamline-job-{}-{}.pb",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::write(&proto, pipeline).map_err(io("writing the pipeline for the workers"))?;
+    let launch_opts = LaunchOptions {
+        processes: opts.processes,
+        connect_timeout: opts.connect_timeout,
+        env: vec![
+            (
+                WORKER_PIPELINE_ENV.to_string(),
+                proto.to_string_lossy().into_owned(),
+            ),
+            (
+                ADDRESSES_ENV.to_string(),
+                free_addresses(opts.processes)?.join(","),
+            ),
+            (
+                "BEAMLINE_THREADS_PER_PROCESS".to_string(),
+                opts.threads.to_string(),
+            ),
+        ],
+    };
+    let cleanup = job.cleanup.clone();
+    let body = move |control: &JobControl| -> Result<(), EngineError> {
+        let r = launch(&program, &args, &launch_opts)
+            .and_then(|s| s.wait_unless(|| control.is_cancelled()));
+        let _ = std::fs::remove_file(&proto);
+        r.map_err(|e| match e {
+            LaunchError::Cancelled => EngineError::Cancelled,
+            other => EngineError::Runner(other.to_string()),
+        })
+    };
+    let on_failure = move || {
+        for dir in &cleanup {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    };
+    Ok(Box::new(ThreadJob::spawn(
+        "distributed",
+        JobControl::default(),
+        body,
+        on_failure,
+    )?))
+}
+
+fn start_worker(
+    env: WorkerEnv,
+    graph: beamline_engine::graph::Graph,
+    opts: Options,
+) -> Result<Box<dyn JobHandle>, EngineError> {
+    let addresses: Vec<String> = std::env::var(ADDRESSES_ENV)
+        .map_err(|_| EngineError::Runner(format!("{ADDRESSES_ENV} is not set")))?
+        .split(',')
+        .map(String::from)
+        .collect();
+    if addresses.len() != env.processes {
+        return Err(EngineError::Runner(format!(
+            "{ADDRESSES_ENV} lists {} addresses for {} processes",
+            addresses.len(),
+            env.processes
+        )));
+    }
+    let threads = std::env::var("BEAMLINE_THREADS_PER_PROCESS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(opts.threads);
+    let graph = Arc::new(graph);
+    let body = move |control: &JobControl| -> Result<(), EngineError> {
+        let shared = Arc::new(Shared::default());
+        let (g, s) = (graph.clone(), shared.clone());
+        let guards = crate::adapter::execute(env.process_id, addresses, threads, move |w| {
+            let index = w.index();
+            w.dataflow::<crate::adapter::Time, _, _>(|scope| {
+                if let Err(e) = dataflow::build(scope, &g, index, &s) {
+                    s.error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
+            });
+        })
+        .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
+        worker::ready();
+        drop(guards);
+        let error = shared
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(e) = error {
+            worker::fail(&e.to_string());
+            return Err(e);
+        }
+        control.report_results(std::mem::take(
+            &mut *shared.metrics.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        Ok(())
+    };
+    Ok(Box::new(ThreadJob::spawn(
+        "distributed-worker",
+        JobControl::default(),
+        body,
+        || {},
+    )?))
+}
+
+inventory::submit! {
+    RunnerRegistration {
+        name: "distributed",
+        description: "several processes on Timely Dataflow (--processes=N; bounded pipelines)",
+        create: || Box::new(DistributedRunner),
+    }
+}
+
+/// Makes sure this crate (and its runner registration) is linked into the binary.
+pub fn link() {}
