@@ -1,0 +1,53 @@
+"""Python pipelines on the distributed runner: the script is re-run in each worker process,
+Python DoFns run there; the output equals the local runner's."""
+
+import os
+import subprocess
+import sys
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python", "wordcount.py")
+
+
+def _lines(prefix):
+    d, stem = os.path.split(prefix)
+    out = []
+    for name in os.listdir(d):
+        if name.startswith(stem + "-"):
+            with open(os.path.join(d, name)) as f:
+                out.extend(f.read().splitlines())
+    return sorted(out)
+
+
+def test_python_wordcount_on_two_processes_matches_local(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"w{i % 101} x{i % 7} shared\n" for i in range(5000)))
+    results = {}
+    for name, extra in [("local", ["--runner=local"]),
+                        ("dist", ["--runner=distributed", "--processes=2"])]:
+        prefix = str(tmp_path / name)
+        done = subprocess.run(
+            [sys.executable, EXAMPLE, f"--input={src}", f"--output={prefix}", *extra],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        results[name] = _lines(prefix)
+    assert len(results["local"]) == 101 + 7 + 1
+    assert results["dist"] == results["local"]
+
+
+def test_a_python_error_in_a_worker_fails_the_job_with_its_traceback(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text(
+        "import beamline, sys\n"
+        "def explode(x):\n"
+        "    raise ValueError(f'cannot take {x}')\n"
+        "with beamline.Pipeline(argv=sys.argv[1:]) as p:\n"
+        "    p | beamline.Create([1, 2, 3]) | 'Explode' >> beamline.Map(explode)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), "--runner=distributed", "--processes=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode != 0
+    assert "failed: transform 'Explode' failed" in done.stderr, done.stderr
+    assert "ValueError: cannot take" in done.stderr, done.stderr
