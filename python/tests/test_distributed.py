@@ -37,17 +37,24 @@ def test_python_wordcount_on_two_processes_matches_local(tmp_path):
 
 def test_a_python_error_in_a_worker_fails_the_job_with_its_traceback(tmp_path):
     script = tmp_path / "bad.py"
+    out = tmp_path / "out"
+    out.mkdir()
     script.write_text(
         "import beamline, sys\n"
         "def explode(x):\n"
-        "    raise ValueError(f'cannot take {x}')\n"
-        "with beamline.Pipeline(argv=sys.argv[1:]) as p:\n"
-        "    p | beamline.Create([1, 2, 3]) | 'Explode' >> beamline.Map(explode)\n"
+        "    if x == 7:\n"
+        "        raise ValueError(f'cannot take {x}')\n"
+        "    return str(x)\n"
+        "with beamline.Pipeline(argv=sys.argv[2:]) as p:\n"
+        "    (p | beamline.Create(range(100)) | beamline.Reshuffle()\n"
+        "       | 'Explode' >> beamline.Map(explode) | beamline.WriteToText(sys.argv[1]))\n"
     )
     done = subprocess.run(
-        [sys.executable, str(script), "--runner=distributed", "--processes=2"],
+        [sys.executable, str(script), str(out / "lines"), "--runner=distributed", "--processes=2"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode != 0
     assert "failed: transform 'Explode' failed" in done.stderr, done.stderr
-    assert "ValueError: cannot take" in done.stderr, done.stderr
+    assert "ValueError: cannot take 7" in done.stderr, done.stderr
+    # Nothing was committed, and no temporary files are left.
+    assert os.listdir(out) == [], os.listdir(out)

@@ -19,26 +19,20 @@ use beamline_engine::EngineError;
 use std::sync::{Arc, Mutex};
 use timely::dataflow::operators::Capability;
 
-/// What the workers of one process share: the first error, and the metrics.
+/// What the workers of one process share: the metrics of finished transforms.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// The first failure of any transform.
-    pub error: Mutex<Option<EngineError>>,
     /// Metrics of finished transforms.
     pub metrics: Mutex<MetricResults>,
 }
 
 impl Shared {
-    fn fail(&self, e: EngineError) {
-        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert(e);
-    }
-
-    fn failed(&self) -> bool {
-        self.error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+    /// A transform failed: the worker process reports the error and ends at once, so no
+    /// other process can finish the job (and commit output) without this one's share;
+    /// the launcher then stops the others.
+    pub(crate) fn fail(&self, e: EngineError) -> ! {
+        crate::worker::fail(&e.to_string());
+        std::process::exit(1);
     }
 }
 
@@ -216,9 +210,8 @@ impl Driver {
         };
         if let Err(e) = self.step(inputs, done, outs, &c) {
             self.shared.fail(e);
-            self.finished = true;
         }
-        if self.finished || self.shared.failed() {
+        if self.finished {
             *cap = None;
         }
     }

@@ -225,25 +225,15 @@ fn start_worker(
             let index = w.index();
             w.dataflow::<crate::adapter::Time, _, _>(|scope| {
                 if let Err(e) = dataflow::build(scope, &g, index, &s) {
-                    s.error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e);
+                    s.fail(e);
                 }
             });
         })
         .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
         worker::ready();
+        // A transform's failure ends this process (see `Shared::fail`): joining the
+        // workers is reaching the end of the job.
         drop(guards);
-        let error = shared
-            .error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(e) = error {
-            worker::fail(&e.to_string());
-            return Err(e);
-        }
         control.report_results(std::mem::take(
             &mut *shared.metrics.lock().unwrap_or_else(|p| p.into_inner()),
         ));
