@@ -58,3 +58,28 @@ def test_a_python_error_in_a_worker_fails_the_job_with_its_traceback(tmp_path):
     assert "ValueError: cannot take 7" in done.stderr, done.stderr
     # Nothing was committed, and no temporary files are left.
     assert os.listdir(out) == [], os.listdir(out)
+
+
+def test_metrics_of_every_process_reach_the_result(tmp_path):
+    script = tmp_path / "count.py"
+    script.write_text(
+        "import beamline, sys\n"
+        "from beamline.metrics import Metrics\n"
+        "def see(x):\n"
+        "    Metrics.counter('t', 'seen').inc()\n"
+        "    Metrics.distribution('t', 'values').update(x)\n"
+        "    return x\n"
+        "p = beamline.Pipeline(argv=sys.argv[1:])\n"
+        "p | beamline.Create(range(1, 101)) | beamline.Reshuffle() | 'See' >> beamline.Map(see)\n"
+        "result = p.run()\n"
+        "result.wait_until_finish()\n"
+        "m = result.metrics()\n"
+        "print(f\"seen={m.counter('t', 'seen')} values={m.distribution('t', 'values')}\", file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), "--runner=distributed", "--processes=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    # The launcher's own line (the workers' are prefixed with their process id).
+    assert "seen=100 values=(100, 5050, 1, 100)" in done.stderr.splitlines(), done.stderr

@@ -92,6 +92,8 @@ pub struct Supervisor {
     stderr: Vec<Vec<String>>,
     /// Processes whose standard error is still open.
     open: usize,
+    /// What the processes reported of their metrics (JSON lines).
+    metrics: Vec<String>,
 }
 
 /// Starts `opts.processes` copies of `program` with `args`, each with its process id and
@@ -153,6 +155,7 @@ pub fn launch(
         ready: vec![false; opts.processes],
         stderr: vec![Vec::new(); opts.processes],
         open: opts.processes,
+        metrics: Vec::new(),
         children,
         events: rx,
         started: Instant::now(),
@@ -201,6 +204,7 @@ impl Supervisor {
     fn line(&mut self, p: usize, line: String) -> Result<(), LaunchError> {
         match parse_report(&line) {
             Some(Report::Ready) => self.ready[p] = true,
+            Some(Report::Metrics(json)) => self.metrics.push(json),
             Some(Report::Error(error)) => {
                 return Err(LaunchError::Failed { process: p, error });
             }
@@ -216,13 +220,14 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Waits until every process ended successfully.
+    /// Waits until every process ended successfully; returns the metrics they reported
+    /// (one JSON line each, see [`crate::worker::metrics`]).
     ///
     /// # Errors
     /// The first failure: a process's reported error, a failure exit or a signal (naming
     /// the process), or a process not ready within the connect timeout. Every other
     /// process is killed before this returns.
-    pub fn wait(self) -> Result<(), LaunchError> {
+    pub fn wait(self) -> Result<Vec<String>, LaunchError> {
         self.wait_unless(|| false)
     }
 
@@ -232,10 +237,10 @@ impl Supervisor {
     ///
     /// # Errors
     /// As [`Supervisor::wait`], and [`LaunchError::Cancelled`].
-    pub fn wait_unless(mut self, cancelled: impl Fn() -> bool) -> Result<(), LaunchError> {
+    pub fn wait_unless(mut self, cancelled: impl Fn() -> bool) -> Result<Vec<String>, LaunchError> {
         let r = self.supervise(&cancelled);
         self.kill_all();
-        r
+        r.map(|()| std::mem::take(&mut self.metrics))
     }
 
     fn supervise(&mut self, cancelled: &dyn Fn() -> bool) -> Result<(), LaunchError> {

@@ -10,6 +10,7 @@ use crate::launch::{launch, LaunchError, LaunchOptions};
 use crate::worker::{self, WorkerEnv};
 use beamline_engine::graph::NodeKind;
 use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
+use beamline_engine::metrics::MetricResults;
 use beamline_engine::options::{parse_duration_ms, OptionKind, OptionSpec};
 use beamline_engine::runner::{JobContext, Runner, RunnerRegistration, WORKER_PIPELINE_ENV};
 use beamline_engine::EngineError;
@@ -178,10 +179,14 @@ fn start_launcher(
         let r = launch(&program, &args, &launch_opts)
             .and_then(|s| s.wait_unless(|| control.is_cancelled()));
         let _ = std::fs::remove_file(&proto);
-        r.map_err(|e| match e {
+        let reports = r.map_err(|e| match e {
             LaunchError::Cancelled => EngineError::Cancelled,
             other => EngineError::Runner(other.to_string()),
-        })
+        })?;
+        for json in reports {
+            control.report_results(MetricResults::from_json(&json).map_err(EngineError::Runner)?);
+        }
+        Ok(())
     };
     let on_failure = move || {
         for dir in &cleanup {
@@ -234,9 +239,10 @@ fn start_worker(
         // A transform's failure ends this process (see `Shared::fail`): joining the
         // workers is reaching the end of the job.
         drop(guards);
-        control.report_results(std::mem::take(
-            &mut *shared.metrics.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
+        let metrics =
+            std::mem::take(&mut *shared.metrics.lock().unwrap_or_else(|p| p.into_inner()));
+        worker::metrics(&metrics.to_json());
+        control.report_results(metrics);
         Ok(())
     };
     Ok(Box::new(ThreadJob::spawn(

@@ -54,6 +54,11 @@ pub fn ready() {
     eprintln!("{MARKER} ready");
 }
 
+/// Sends the launcher this process's metrics (one line of JSON).
+pub fn metrics(json: &str) {
+    eprintln!("{MARKER} metrics {json}");
+}
+
 /// Tells the launcher why this worker fails (one line; newlines are escaped).
 pub fn fail(error: &str) {
     eprintln!(
@@ -67,6 +72,7 @@ pub fn fail(error: &str) {
 pub(crate) enum Report {
     Ready,
     Error(String),
+    Metrics(String),
 }
 
 /// The report in `line`, if it is a protocol line.
@@ -74,6 +80,9 @@ pub(crate) fn parse_report(line: &str) -> Option<Report> {
     let rest = line.strip_prefix(MARKER)?.trim_start();
     if rest == "ready" {
         return Some(Report::Ready);
+    }
+    if let Some(json) = rest.strip_prefix("metrics ") {
+        return Some(Report::Metrics(json.to_string()));
     }
     let msg = rest.strip_prefix("error ")?;
     let mut out = String::with_capacity(msg.len());

@@ -58,7 +58,7 @@ fn run(
         env: vec![(SCENARIO.to_string(), scenario.to_string())],
     };
     let start = Instant::now();
-    let r = launch(&exe, &[], &opts).and_then(|s| s.wait());
+    let r = launch(&exe, &[], &opts).and_then(|s| s.wait()).map(drop);
     (r, start.elapsed())
 }
 

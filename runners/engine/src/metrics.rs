@@ -207,3 +207,98 @@ impl MetricResults {
             .map(|(_, g)| g.value)
     }
 }
+
+impl MetricResults {
+    /// The results as one line of JSON (what another process sends back).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use beamline_engine::metrics::{MetricResults, MetricsContainer};
+    /// let mut c = MetricsContainer::default();
+    /// c.inc_counter("ns", "seen", 3);
+    /// let mut m = MetricResults::default();
+    /// m.merge_container("Step", &c);
+    /// assert_eq!(MetricResults::from_json(&m.to_json()).unwrap(), m);
+    /// ```
+    pub fn to_json(&self) -> String {
+        use serde_json::json;
+        let key = |k: &MetricKey| json!([k.step, k.namespace, k.name]);
+        let counters: Vec<_> = self
+            .counters
+            .iter()
+            .map(|(k, v)| json!([key(k), v]))
+            .collect();
+        let distributions: Vec<_> = self
+            .distributions
+            .iter()
+            .map(|(k, d)| json!([key(k), d.count, d.sum, d.min, d.max]))
+            .collect();
+        let gauges: Vec<_> = self
+            .gauges
+            .iter()
+            .map(|(k, g)| json!([key(k), g.value, g.sequence]))
+            .collect();
+        json!({"counters": counters, "distributions": distributions, "gauges": gauges}).to_string()
+    }
+
+    /// Reads what [`MetricResults::to_json`] wrote.
+    ///
+    /// # Errors
+    /// A message saying what is malformed.
+    pub fn from_json(text: &str) -> Result<MetricResults, String> {
+        use serde_json::Value as J;
+        let v: J = serde_json::from_str(text).map_err(|e| format!("metrics: {e}"))?;
+        let bad = || "metrics: unexpected shape".to_string();
+        let list = |name: &str| -> Result<Vec<J>, String> {
+            Ok(v.get(name)
+                .and_then(J::as_array)
+                .cloned()
+                .unwrap_or_default())
+        };
+        let key = |j: &J| -> Result<MetricKey, String> {
+            let a = j.as_array().ok_or_else(bad)?;
+            let s = |i: usize| {
+                a.get(i)
+                    .and_then(J::as_str)
+                    .map(String::from)
+                    .ok_or_else(bad)
+            };
+            Ok(MetricKey {
+                step: s(0)?,
+                namespace: s(1)?,
+                name: s(2)?,
+            })
+        };
+        let int = |j: Option<&J>| j.and_then(J::as_i64).ok_or_else(bad);
+        let mut out = MetricResults::default();
+        for e in list("counters")? {
+            let a = e.as_array().ok_or_else(bad)?;
+            out.counters
+                .insert(key(a.first().ok_or_else(bad)?)?, int(a.get(1))?);
+        }
+        for e in list("distributions")? {
+            let a = e.as_array().ok_or_else(bad)?;
+            out.distributions.insert(
+                key(a.first().ok_or_else(bad)?)?,
+                DistributionData {
+                    count: int(a.get(1))?,
+                    sum: int(a.get(2))?,
+                    min: int(a.get(3))?,
+                    max: int(a.get(4))?,
+                },
+            );
+        }
+        for e in list("gauges")? {
+            let a = e.as_array().ok_or_else(bad)?;
+            out.gauges.insert(
+                key(a.first().ok_or_else(bad)?)?,
+                GaugeData {
+                    value: int(a.get(1))?,
+                    sequence: a.get(2).and_then(J::as_u64).ok_or_else(bad)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
