@@ -99,6 +99,38 @@ where
     streams
 }
 
+/// Passes `stream` through an operator that routes it as `route` says, after `retag`
+/// changed each record's hash (round robin for a Reshuffle).
+pub(crate) fn pass<'s>(
+    scope: Scope<'s, Time>,
+    name: &str,
+    stream: Stream<'s>,
+    route: Route,
+    mut retag: impl FnMut(&mut Record) + 'static,
+) -> Stream<'s> {
+    let mut streams = operator(
+        scope,
+        name,
+        vec![(stream, route)],
+        1,
+        move |inputs, done, outs, cap| {
+            let Some(c) = cap.clone() else { return };
+            let mut batch = Vec::new();
+            inputs[0](&mut |data: &mut Batch| {
+                for mut r in data.drain(..) {
+                    retag(&mut r);
+                    batch.push(r);
+                }
+            });
+            give(&mut outs[0], &c, &mut batch);
+            if done[0] {
+                *cap = None;
+            }
+        },
+    );
+    streams.pop().expect("one output")
+}
+
 /// Sends `records` on `output` at `cap`'s time.
 pub(crate) fn give(output: &mut Output, cap: &Capability<Time>, records: &mut Batch) {
     if records.is_empty() {

@@ -110,7 +110,28 @@ pub(crate) fn build<'s>(
                     .collect::<Result<_, _>>()?;
                 vec![adapter::concatenate(scope, ins)]
             }
-            NodeKind::Reshuffle => vec![input(node.inputs[0])?],
+            NodeKind::Reshuffle => {
+                // Spread over every worker, round robin from this worker's position (the
+                // file ranges a read expands to, above all).
+                let mut next = worker as u64;
+                let spread = adapter::pass(
+                    scope,
+                    &format!("{}/Spread", node.name),
+                    input(node.inputs[0])?,
+                    Route::Local,
+                    move |r| {
+                        r.0 = next;
+                        next = next.wrapping_add(1);
+                    },
+                );
+                vec![adapter::pass(
+                    scope,
+                    &node.name,
+                    spread,
+                    Route::ByKey,
+                    |_| {},
+                )]
+            }
             NodeKind::Impulse => {
                 let enc = Encoder::new(graph, node.outputs[0], &node.name);
                 let shared = shared.clone();
