@@ -13,7 +13,7 @@ use beamline_engine::element_codec::{decode_windowed, encode_windowed};
 use beamline_engine::graph::{Graph, NodeKind};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::partition::key_hash;
-use beamline_engine::operators::{Op, OpCx, END_OF_TIME};
+use beamline_engine::operators::{call_bounded, Op, OpCx, END_OF_TIME};
 use beamline_engine::window::WindowedValue;
 use beamline_engine::EngineError;
 use std::sync::{Arc, Mutex};
@@ -298,25 +298,13 @@ impl Driver {
         cap: &Capability<Time>,
         f: impl FnOnce(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let (mut more, mut spare) = (Vec::new(), Vec::new());
-        let mut cx = OpCx {
-            out: &mut self.outs,
-            more: &mut more,
-            spare: &mut spare,
-            now: 0,
-            input_watermark: self.input_watermark,
-            output_watermark: i64::MIN,
-            name: &self.name,
-        };
-        f(&mut *self.op, &mut cx)?;
+        let op = &mut self.op;
+        call_bounded(&mut self.outs, self.input_watermark, &self.name, |cx| {
+            f(&mut **op, cx)
+        })?;
         for (tag, elements) in self.outs.iter_mut().enumerate() {
             let mut batch = Vec::with_capacity(elements.len());
-            let extra = if tag == 0 {
-                std::mem::take(&mut more)
-            } else {
-                Vec::new()
-            };
-            for wv in elements.drain(..).chain(extra.into_iter().flatten()) {
+            for wv in elements.drain(..) {
                 self.encoders[tag].encode(&wv, &mut batch)?;
             }
             adapter::give(&mut outs[tag], cap, &mut batch);

@@ -31,7 +31,7 @@ pub mod precombine;
 pub mod simple;
 pub mod stateful_batch;
 
-pub use op::{forward, Op, OpCx, SourceStep, END_OF_TIME};
+pub use op::{call_bounded, forward, Op, OpCx, SourceStep, END_OF_TIME};
 
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};

@@ -30,6 +30,33 @@ pub struct OpCx<'a> {
     pub name: &'a str,
 }
 
+/// Runs `f` with the context of an operator whose caller drives it alone over a bounded
+/// input: outputs go to `out` (further batches of output 0 are appended to `out[0]`),
+/// processing time is 0 and no output watermark is tracked.
+pub fn call_bounded<R>(
+    out: &mut [Vec<WindowedValue>],
+    input_watermark: i64,
+    name: &str,
+    f: impl FnOnce(&mut OpCx<'_>) -> R,
+) -> R {
+    let (mut more, mut spare) = (Vec::new(), Vec::new());
+    let r = f(&mut OpCx {
+        out: &mut *out,
+        more: &mut more,
+        spare: &mut spare,
+        now: 0,
+        input_watermark,
+        output_watermark: i64::MIN,
+        name,
+    });
+    if let Some(first) = out.first_mut() {
+        for batch in more {
+            first.extend(batch);
+        }
+    }
+    r
+}
+
 /// What a source did in one step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceStep {

@@ -9,7 +9,7 @@
 //! one implementation of state, timers and expiry.
 
 use super::op::END_OF_TIME;
-use super::op::{Op, OpCx};
+use super::op::{call_bounded, Op, OpCx};
 use super::pardo::ParDoOp;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind};
@@ -65,17 +65,10 @@ impl StatefulBatch {
     }
 
     fn with_cx(&mut self, f: impl FnOnce(&mut ParDoOp, &mut OpCx<'_>) -> Result<()>) -> Result<()> {
-        let (mut more, mut spare) = (Vec::new(), Vec::new());
-        let mut cx = OpCx {
-            out: &mut self.outs,
-            more: &mut more,
-            spare: &mut spare,
-            now: 0,
-            input_watermark: self.input_watermark,
-            output_watermark: i64::MIN,
-            name: &self.name,
-        };
-        f(&mut self.op, &mut cx)
+        let op = &mut self.op;
+        call_bounded(&mut self.outs, self.input_watermark, &self.name, |cx| {
+            f(op, cx)
+        })
     }
 
     /// Processes a batch of the partition's elements (in arrival order), leaving it empty.
