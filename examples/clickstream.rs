@@ -13,11 +13,10 @@
 //! Options: `--users N` (100), `--seed S` (1), `--top N` (3), `--panes PREFIX` (write every
 //! pane as `user,window_start,pane_index,timing,count`), `--quiet` (no rankings).
 
-use beamline::testing::capture;
 use beamline::{
     OptionKind, OptionSpec, PCollection, Pipeline, ReadFromText, WithTimestamps, WriteToText,
 };
-use beamline_examples::clickstream::{self, DescribePane};
+use beamline_examples::clickstream::{self, CountPanes, DescribePane};
 use std::io::Write;
 
 fn main() -> anyhow::Result<()> {
@@ -99,11 +98,14 @@ fn main() -> anyhow::Result<()> {
             .par_do("DescribePane", DescribePane)
             .apply("WritePanes", WriteToText::new(prefix));
     }
-    let n = capture(&counts);
+    counts.par_do("CountPanes", CountPanes);
     let result = p.run()?;
     eprintln!(
         "{} panes; late clicks dropped: {}",
-        n.items().len(),
+        result
+            .metrics()
+            .counter("clickstream", "panes")
+            .unwrap_or(0),
         result
             .metrics()
             .counter("beamline", "droppedDueToLateness")

@@ -72,6 +72,24 @@ pub mod clickstream {
             .apply("CountPerUser", Count::per_key())
     }
 
+    /// Counts the panes it sees in the metric `clickstream/panes` (the counts of every
+    /// process reach the job's result).
+    #[derive(Clone)]
+    pub struct CountPanes;
+
+    impl DoFn for CountPanes {
+        type In = (String, i64);
+        type Out = ();
+        fn process(
+            &mut self,
+            _: (String, i64),
+            ctx: &mut ProcessContext<'_, '_, ()>,
+        ) -> Result<(), UserError> {
+            ctx.inc_counter("clickstream", "panes", 1);
+            Ok(())
+        }
+    }
+
     /// One line per pane: `user,window_start,pane_index,timing,count`.
     #[derive(Clone)]
     pub struct DescribePane;

@@ -11,8 +11,10 @@
 //! case in a skipped category is reported as unsupported, every other case must pass.
 
 pub mod cases;
+mod isolated;
 mod matrix;
 
+pub use isolated::serve_case;
 pub use matrix::{run_suite, Matrix, Outcome};
 
 use beamline::{Pipeline, PipelineOptions, PipelineResult};
@@ -123,6 +125,9 @@ pub struct RunnerEntry {
     pub options: &'static [(&'static str, &'static str)],
     /// Categories it does not support, with the reason.
     pub skips: &'static [(Category, &'static str)],
+    /// Whether each case runs in a process of its own: the runner re-executes the program
+    /// (see [`serve_case`]).
+    pub own_process: bool,
 }
 
 impl RunnerEntry {
@@ -143,23 +148,48 @@ pub const RUNNERS: &[RunnerEntry] = &[
         runner: "local",
         options: &[],
         skips: &[],
+        own_process: false,
     },
     RunnerEntry {
         name: "local (1 thread)",
         runner: "local",
         options: &[("threads", "1")],
         skips: &[],
+        own_process: false,
     },
     RunnerEntry {
         name: "local --memory-budget=1B (spills everything)",
         runner: "local",
         options: &[("memory_budget", "1B")],
         skips: &[],
+        own_process: false,
     },
     RunnerEntry {
         name: "local --streaming",
         runner: "local",
         options: &[("streaming", "true")],
         skips: &[],
+        own_process: false,
+    },
+    RunnerEntry {
+        name: "distributed (2 processes)",
+        runner: "distributed",
+        options: &[("processes", "2")],
+        skips: &[],
+        own_process: true,
+    },
+    RunnerEntry {
+        name: "distributed (2 processes x 2 threads)",
+        runner: "distributed",
+        options: &[("processes", "2"), ("threads_per_process", "2")],
+        skips: &[],
+        own_process: true,
+    },
+    RunnerEntry {
+        name: "distributed --streaming",
+        runner: "distributed",
+        options: &[("processes", "2"), ("streaming", "true")],
+        skips: &[],
+        own_process: true,
     },
 ];

@@ -3,25 +3,39 @@
 //! ```text
 //! cargo run -p beamline-validates-runner -- --matrix [--write]
 //! ```
+//! `--column TEXT` runs only the columns whose name contains TEXT (not with `--write`).
 //! `--write` also stores the matrix in `validates-runner/MATRIX.md` and in the README
 //! section between the `matrix:start` / `matrix:end` markers.
 
 use anyhow::{bail, Context, Result};
-use beamline_validates_runner::{cases, run_suite, RUNNERS};
+use beamline_validates_runner::{cases, run_suite, serve_case, RUNNERS};
 use std::path::Path;
 
 fn main() -> Result<()> {
+    serve_case(&cases::all(), RUNNERS);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--matrix") {
         bail!("usage: beamline-validates-runner --matrix [--write]");
     }
     let all = cases::all();
+    let only = args
+        .iter()
+        .position(|a| a == "--column")
+        .and_then(|i| args.get(i + 1));
+    let runners: Vec<_> = RUNNERS
+        .iter()
+        .filter(|r| only.is_none_or(|t| r.name.contains(t.as_str())))
+        .copied()
+        .collect();
+    if only.is_some() && args.iter().any(|a| a == "--write") {
+        bail!("--write stores the whole matrix: run it without --column");
+    }
     eprintln!(
         "running {} cases on {} runners...",
         all.len(),
-        RUNNERS.len()
+        runners.len()
     );
-    let m = run_suite(&all, RUNNERS);
+    let m = run_suite(&all, &runners);
     let md = m.to_markdown();
     println!("{md}");
     for (case, runner, msg) in m.failures() {

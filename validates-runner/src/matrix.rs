@@ -16,7 +16,7 @@ pub enum Outcome {
     Unsupported(String),
 }
 
-/// Runs `case` on `runner`.
+/// Runs `case` on `runner` (in a process of its own when the runner says so).
 pub fn run_case(case: &Case, runner: &RunnerEntry) -> Outcome {
     if let Some((c, why)) = runner
         .skips
@@ -25,6 +25,14 @@ pub fn run_case(case: &Case, runner: &RunnerEntry) -> Outcome {
     {
         return Outcome::Unsupported(format!("{c:?}: {why}"));
     }
+    if runner.own_process {
+        return crate::isolated::run_case_in_own_process(case, runner);
+    }
+    run_case_here(case, runner)
+}
+
+/// Runs `case` on `runner` in this process.
+pub(crate) fn run_case_here(case: &Case, runner: &RunnerEntry) -> Outcome {
     let result = catch_unwind(AssertUnwindSafe(|| {
         let p = Pipeline::new(runner.pipeline_options());
         (case.build)(&p);

@@ -1,5 +1,8 @@
 //! The whole validates-runner suite on every runner (part of `cargo test`), and proof that
 //! the suite can fail: a deliberately broken runner that drops late data fails it.
+//!
+//! Without libtest's harness: the distributed columns re-run this program to run one case
+//! ([`serve_case`]), which libtest's argument parsing would refuse.
 
 use beamline::engine::job::JobHandle;
 use beamline::engine::options::OptionSpec;
@@ -7,9 +10,35 @@ use beamline::engine::runner::{JobContext, Runner, RunnerRegistration};
 use beamline::engine::EngineError;
 use beamline::proto::pipeline as pb;
 use beamline::proto::prost::Message;
-use beamline_validates_runner::{cases, run_suite, Category, Outcome, RunnerEntry, RUNNERS};
+use beamline_validates_runner::{
+    cases, run_suite, serve_case, Category, Outcome, RunnerEntry, RUNNERS,
+};
 
-#[test]
+fn main() {
+    serve_case(&cases::all(), RUNNERS);
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: [(&str, fn()); 2] = [
+        (
+            "every_runner_passes_every_case_it_claims",
+            every_runner_passes_every_case_it_claims,
+        ),
+        (
+            "a_broken_runner_fails_the_suite",
+            a_broken_runner_fails_the_suite,
+        ),
+    ];
+    for (name, test) in tests {
+        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
+            eprintln!("test {name} ...");
+            test();
+            eprintln!("test {name} ... ok");
+        }
+    }
+}
+
 fn every_runner_passes_every_case_it_claims() {
     let all = cases::all();
     assert!(all.len() >= 100, "only {} cases", all.len());
@@ -52,13 +81,13 @@ inventory::submit! {
     }
 }
 
-#[test]
 fn a_broken_runner_fails_the_suite() {
     let broken = [RunnerEntry {
         name: "broken",
         runner: "broken-drops-late-data",
         options: &[],
         skips: &[(Category::ManyKeys, "kept short in this test")],
+        own_process: false,
     }];
     let all = cases::all();
     let m = run_suite(&all, &broken);

@@ -5,18 +5,43 @@
 //! routes keyed exchanges ([`beamline_engine::operators::partition::key_hash`] of the
 //! encoded key, the same in every process), the bytes are
 //! [`beamline_engine::element_codec::encode_windowed`]'s.
+//!
+//! Timely's time is Beam's watermark: a [`Time`] is `(watermark, (processing time, step))`,
+//! ordered lexicographically. An operator holds its capabilities at its output watermark,
+//! so a downstream input frontier is its input watermark; the processing time (virtual,
+//! under a TestStream) and a step counter (one per source bundle) order what happens at
+//! one watermark as the local runner does.
 
+use std::rc::Rc;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, Concatenate};
+use timely::scheduling::Activator;
 
-pub(crate) use timely::dataflow::Scope;
+/// Timely's time in Beamline's dataflows: `(watermark, (processing time, step))`, see the
+/// module's documentation; build with [`time`].
+pub(crate) type Time = (u64, (u64, u64));
 
-/// Timely's time in Beamline's dataflows: every element is at time 0 (bounded input); the
-/// frontier passing 0 means the input is complete.
-pub(crate) type Time = u64;
+/// A scope of the pipeline's dataflow.
+pub(crate) type Scope<'s> = timely::dataflow::Scope<'s, Time>;
+
+/// The time of watermark `wm` (ms, any `i64`), processing time `pt` (ms, at least 0) and
+/// step `step`.
+pub(crate) fn time(wm: i64, pt: i64, step: u64) -> Time {
+    ((wm as u64) ^ (1 << 63), (pt.max(0) as u64, step))
+}
+
+/// The watermark of a time.
+pub(crate) fn watermark_of(t: &Time) -> i64 {
+    (t.0 ^ (1 << 63)) as i64
+}
+
+/// The processing time of a time.
+pub(crate) fn processing_time_of(t: &Time) -> i64 {
+    (t.1 .0).min(i64::MAX as u64) as i64
+}
 
 /// One element on the wire: its key's hash (0 when unkeyed) and its encoding.
 pub(crate) type Record = (u64, Vec<u8>);
@@ -27,8 +52,7 @@ pub(crate) type Batch = Vec<Record>;
 /// A stream of records.
 pub(crate) type Stream<'s> = timely::dataflow::Stream<'s, Time, Batch>;
 
-/// An output of an operator under construction.
-pub(crate) type Output = OutputBuilder<Time, timely::container::CapacityContainerBuilder<Batch>>;
+type Output = OutputBuilder<Time, timely::container::CapacityContainerBuilder<Batch>>;
 
 /// How an operator's input arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,45 +63,152 @@ pub(crate) enum Route {
     ByKey,
     /// To every worker (side inputs).
     Everywhere,
+    /// Spread evenly over the workers, round robin from this position (a Reshuffle); the
+    /// records keep their key hash.
+    Spread(u64),
 }
 
-/// The input handle type of an operator built here.
-pub(crate) type Input = Box<dyn FnMut(&mut dyn FnMut(&mut Batch))>;
+/// The worker of a keyed record: from the hash's high half (the exchange takes the low
+/// bits, which a multiplicative hash mixes least).
+fn worker_of(r: &Record) -> u64 {
+    r.0 >> 32
+}
 
-/// Builds operator `name` reading `inputs` and writing `outputs` streams; `logic` gets
-/// the inputs (each pulled with a callback), whether each input is complete, the outputs
-/// and the operator's one capability (taken away to finish).
+type Input = Box<dyn FnMut(&mut dyn FnMut(Time, &mut Batch))>;
+
+/// What an operator's logic sees when it is scheduled: its inputs, their frontiers, its
+/// outputs and its capabilities (one per output, all at the same time).
+pub(crate) struct Ports<'a> {
+    inputs: &'a mut [Input],
+    frontiers: &'a [Option<Time>],
+    outputs: &'a mut [Output],
+    caps: &'a mut Option<Vec<Capability<Time>>>,
+    activator: &'a Activator,
+}
+
+impl Ports<'_> {
+    /// Number of inputs.
+    pub(crate) fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Hands every batch waiting on input `slot` to `f`, with its time.
+    pub(crate) fn pull(&mut self, slot: usize, f: &mut dyn FnMut(Time, &mut Batch)) {
+        (self.inputs[slot])(f)
+    }
+
+    /// The least time input `slot` may still receive; `None` once it is complete.
+    pub(crate) fn frontier(&self, slot: usize) -> Option<Time> {
+        self.frontiers[slot]
+    }
+
+    /// The least time any input may still receive; `None` once all are complete.
+    pub(crate) fn frontier_of_all(&self) -> Option<Time> {
+        self.frontiers.iter().flatten().min().copied()
+    }
+
+    /// The time of the operator's capabilities; `None` once it finished.
+    pub(crate) fn time(&self) -> Option<Time> {
+        self.caps
+            .as_ref()
+            .and_then(|c| c.first().map(|c| *c.time()))
+    }
+
+    /// The operator finished (it gave up its capabilities).
+    pub(crate) fn finished(&self) -> bool {
+        self.caps.is_none()
+    }
+
+    /// Sends `records` on output `port` at the capabilities' time.
+    pub(crate) fn give(&mut self, port: usize, records: &mut Batch) {
+        if records.is_empty() {
+            return;
+        }
+        let Some(cap) = self.caps.as_ref().and_then(|c| c.get(port)) else {
+            records.clear();
+            return;
+        };
+        let mut active = self.outputs[port].activate();
+        let mut session = active.session(cap);
+        session.give_iterator(records.drain(..));
+    }
+
+    /// Sends `records` on output `port` at time `t`, not before the capabilities' time.
+    pub(crate) fn give_at(&mut self, port: usize, t: Time, records: &mut Batch) {
+        if records.is_empty() {
+            return;
+        }
+        let Some(cap) = self.caps.as_ref().and_then(|c| c.get(port)) else {
+            records.clear();
+            return;
+        };
+        let cap = cap.delayed(&t.max(*cap.time()));
+        let mut active = self.outputs[port].activate();
+        let mut session = active.session(&cap);
+        session.give_iterator(records.drain(..));
+    }
+
+    /// Moves the capabilities to `t` when it is later than where they are.
+    pub(crate) fn downgrade(&mut self, t: Time) {
+        if let Some(caps) = self.caps.as_mut() {
+            for c in caps.iter_mut() {
+                if *c.time() < t {
+                    c.downgrade(&t);
+                }
+            }
+        }
+    }
+
+    /// Gives up the capabilities: the operator's outputs are complete.
+    pub(crate) fn finish(&mut self) {
+        *self.caps = None;
+    }
+
+    /// Schedules the operator again after `delay`.
+    pub(crate) fn activate_after(&self, delay: std::time::Duration) {
+        self.activator.activate_after(delay);
+    }
+}
+
+/// Builds operator `name` reading `inputs` and writing `outputs` streams; `logic` runs
+/// whenever the operator is scheduled.
 pub(crate) fn operator<'s, L>(
-    scope: Scope<'s, Time>,
+    scope: Scope<'s>,
     name: &str,
     inputs: Vec<(Stream<'s>, Route)>,
     outputs: usize,
     logic: L,
 ) -> Vec<Stream<'s>>
 where
-    L: FnMut(&mut [Input], &[bool], &mut [Output], &mut Option<Capability<Time>>) + 'static,
+    L: FnMut(&mut Ports<'_>) + 'static,
 {
     let mut builder = OperatorBuilder::new(name.to_string(), scope);
+    let activator = scope.activator_for(Rc::clone(&builder.operator_info().address));
     let mut handles: Vec<Input> = Vec::with_capacity(inputs.len());
     for (stream, route) in inputs {
+        macro_rules! handle {
+            ($h:expr) => {{
+                let mut h = $h;
+                handles.push(Box::new(move |f: &mut dyn FnMut(Time, &mut Batch)| {
+                    h.for_each(|cap, data| {
+                        if let Some(t) = cap.least() {
+                            f(*t, data)
+                        }
+                    })
+                }));
+            }};
+        }
         match route {
-            Route::Local => {
-                let mut h = builder.new_input(stream, Pipeline);
-                handles.push(Box::new(move |f: &mut dyn FnMut(&mut Batch)| {
-                    h.for_each(|_cap, data| f(data))
-                }));
-            }
-            Route::ByKey => {
-                let mut h = builder.new_input(stream, Exchange::new(|r: &Record| r.0));
-                handles.push(Box::new(move |f: &mut dyn FnMut(&mut Batch)| {
-                    h.for_each(|_cap, data| f(data))
-                }));
-            }
-            Route::Everywhere => {
-                let mut h = builder.new_input(stream.broadcast(), Pipeline);
-                handles.push(Box::new(move |f: &mut dyn FnMut(&mut Batch)| {
-                    h.for_each(|_cap, data| f(data))
-                }));
+            Route::Local => handle!(builder.new_input(stream, Pipeline)),
+            Route::ByKey => handle!(builder.new_input(stream, Exchange::new(worker_of))),
+            Route::Everywhere => handle!(builder.new_input(stream.broadcast(), Pipeline)),
+            Route::Spread(start) => {
+                let mut next = start;
+                let spread = move |_: &Record| {
+                    next = next.wrapping_add(1);
+                    next
+                };
+                handle!(builder.new_input(stream, Exchange::new(spread)))
             }
         }
     }
@@ -89,61 +220,62 @@ where
         streams.push(stream);
     }
     let mut logic = logic;
-    builder.build(move |mut caps| {
-        let mut cap = caps.pop();
+    builder.build(move |caps| {
+        let mut caps = Some(caps);
         move |frontiers| {
-            let done: Vec<bool> = frontiers.iter().map(|f| f.is_empty()).collect();
-            logic(&mut handles, &done, &mut outs, &mut cap);
+            let mins: Vec<Option<Time>> = frontiers
+                .iter()
+                .map(|f| f.frontier().iter().min().copied())
+                .collect();
+            logic(&mut Ports {
+                inputs: &mut handles,
+                frontiers: &mins,
+                outputs: &mut outs,
+                caps: &mut caps,
+                activator: &activator,
+            });
         }
     });
     streams
 }
 
-/// Passes `stream` through an operator that routes it as `route` says, after `retag`
-/// changed each record's hash (round robin for a Reshuffle).
+/// Passes `stream` through an operator that routes it as `route` says.
 pub(crate) fn pass<'s>(
-    scope: Scope<'s, Time>,
+    scope: Scope<'s>,
     name: &str,
     stream: Stream<'s>,
     route: Route,
-    mut retag: impl FnMut(&mut Record) + 'static,
 ) -> Stream<'s> {
-    let mut streams = operator(
-        scope,
-        name,
-        vec![(stream, route)],
-        1,
-        move |inputs, done, outs, cap| {
-            let Some(c) = cap.clone() else { return };
-            let mut batch = Vec::new();
-            inputs[0](&mut |data: &mut Batch| {
-                for mut r in data.drain(..) {
-                    retag(&mut r);
-                    batch.push(r);
-                }
-            });
-            give(&mut outs[0], &c, &mut batch);
-            if done[0] {
-                *cap = None;
-            }
-        },
-    );
+    let mut streams = operator(scope, name, vec![(stream, route)], 1, move |p| {
+        if p.finished() {
+            return;
+        }
+        let mut by_time: Vec<(Time, Batch)> = Vec::new();
+        p.pull(0, &mut |t, data| by_time.push((t, std::mem::take(data))));
+        by_time.sort_by_key(|(t, _)| *t);
+        // Records keep their time: hold it while sending, then follow the frontier.
+        for (t, mut batch) in by_time {
+            p.give_at(0, t, &mut batch);
+        }
+        match p.frontier(0) {
+            Some(f) => p.downgrade(f),
+            None => p.finish(),
+        }
+    });
     streams.pop().expect("one output")
 }
 
-/// Sends `records` on `output` at `cap`'s time.
-pub(crate) fn give(output: &mut Output, cap: &Capability<Time>, records: &mut Batch) {
-    if records.is_empty() {
-        return;
-    }
-    let mut active = output.activate();
-    let mut session = active.session(cap);
-    session.give_iterator(records.drain(..));
+/// The union of `streams` (a Flatten).
+pub(crate) fn concatenate<'s>(scope: Scope<'s>, streams: Vec<Stream<'s>>) -> Stream<'s> {
+    scope.concatenate(streams)
 }
 
-/// The union of `streams` (a Flatten).
-pub(crate) fn concatenate<'s>(scope: Scope<'s, Time>, streams: Vec<Stream<'s>>) -> Stream<'s> {
-    scope.concatenate(streams)
+/// Runs `work` in a scope of [`Time`] within a new dataflow of `worker`.
+pub(crate) fn dataflow<R>(
+    worker: &mut timely::worker::Worker,
+    work: impl FnOnce(Scope<'_>) -> R,
+) -> R {
+    worker.dataflow::<u64, _, _>(|outer| outer.scoped::<Time, _, _>("Pipeline", work))
 }
 
 /// Runs `work` on every worker thread of this process of a cluster of `addresses` (one per
@@ -151,25 +283,30 @@ pub(crate) fn concatenate<'s>(scope: Scope<'s, Time>, streams: Vec<Stream<'s>>) 
 /// processes are connected, with a handle to wait for the workers.
 ///
 /// # Errors
-/// When the network cannot be set up (a port in use, a peer refusing).
+/// When the network cannot be set up (a port in use, a peer missing at `deadline`).
 pub(crate) fn execute<F>(
     process: usize,
     addresses: Vec<String>,
     threads: usize,
+    deadline: std::time::Instant,
     work: F,
 ) -> Result<timely::communication::initialize::WorkerGuards<()>, String>
 where
     F: Fn(&mut timely::worker::Worker) + Send + Sync + 'static,
 {
-    let config = timely::Config {
-        communication: timely::communication::Config::Cluster {
-            threads,
-            process,
-            addresses,
-            report: false,
-            zerocopy: false,
-        },
-        worker: timely::WorkerConfig::default(),
-    };
-    timely::execute(config, work)
+    use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+    use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+    use timely::communication::Hooks;
+    let sockets = crate::connect::connect_all(&addresses, process, deadline)?;
+    let hooks = Hooks::default();
+    let local = ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), None);
+    let (builders, guard) =
+        initialize_networking_from_sockets(local, sockets, process, threads, hooks)
+            .map_err(|e| format!("cannot start networking: {e}"))?;
+    timely::execute::execute_from(
+        builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+        Box::new(guard),
+        timely::WorkerConfig::default(),
+        work,
+    )
 }

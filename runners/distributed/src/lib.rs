@@ -9,10 +9,14 @@
 //! machines.
 
 mod adapter;
+mod connect;
 mod dataflow;
+mod driver;
 pub mod hosts;
 pub mod launch;
 pub mod runner;
+mod sources;
+mod wire;
 pub mod worker;
 
 pub use launch::{launch, LaunchError, LaunchOptions, Supervisor};

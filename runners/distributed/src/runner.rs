@@ -5,10 +5,9 @@
 //! (so its closures resolve by transform name) and executes the proto the launcher wrote
 //! (so every process runs the same pipeline, temporary file names included).
 
-use crate::dataflow::{self, Shared};
+use crate::dataflow::{self, Clock, Setup, Shared};
 use crate::launch::{launch, LaunchError, LaunchOptions};
 use crate::worker::{self, WorkerEnv};
-use beamline_engine::graph::NodeKind;
 use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::options::{parse_duration_ms, OptionKind, OptionSpec};
@@ -88,28 +87,9 @@ impl Runner for DistributedRunner {
 
     fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError> {
         let opts = Options::parse(&job)?;
-        if job.options.get("streaming").is_some_and(|v| v == "true") {
-            return Err(EngineError::InvalidPipeline(
-                "--streaming: the distributed runner runs bounded pipelines for now \
-                 (use --runner=local for streaming)"
-                    .into(),
-            ));
-        }
         let prepared = beamline_translate::prepare(pipeline, &job)?;
-        if let Some(n) = prepared.graph.nodes.iter().find(|n| {
-            matches!(
-                n.kind,
-                NodeKind::TestStream { .. } | NodeKind::Source { .. }
-            )
-        }) {
-            return Err(EngineError::InvalidPipeline(format!(
-                "'{}' is unbounded: the distributed runner runs bounded pipelines for now \
-                 (use --runner=local for streaming)",
-                n.name
-            )));
-        }
         match worker::worker_env().map_err(EngineError::InvalidPipeline)? {
-            Some(env) => start_worker(env, prepared.graph, opts),
+            Some(env) => start_worker(env, prepared, opts),
             None => start_launcher(pipeline, job, opts),
         }
     }
@@ -203,7 +183,7 @@ fn start_launcher(
 
 fn start_worker(
     env: WorkerEnv,
-    graph: beamline_engine::graph::Graph,
+    prepared: beamline_translate::PreparedJob,
     opts: Options,
 ) -> Result<Box<dyn JobHandle>, EngineError> {
     let addresses: Vec<String> = std::env::var(ADDRESSES_ENV)
@@ -222,25 +202,40 @@ fn start_worker(
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(opts.threads);
-    let graph = Arc::new(graph);
+    // Real time for unbounded sources; virtual (deterministic) time otherwise, as the
+    // local runner.
+    let clock = if prepared.has_unbounded_sources() {
+        Clock::Wall
+    } else {
+        Clock::Virtual
+    };
+    let max_bundle = prepared.options.max_bundle_size;
+    let graph = Arc::new(prepared.graph);
+    let workers = env.processes * threads;
     let body = move |control: &JobControl| -> Result<(), EngineError> {
         let shared = Arc::new(Shared::default());
         let (g, s) = (graph.clone(), shared.clone());
-        let guards = crate::adapter::execute(env.process_id, addresses, threads, move |w| {
-            let index = w.index();
-            w.dataflow::<crate::adapter::Time, _, _>(|scope| {
-                if let Err(e) = dataflow::build(scope, &g, index, &s) {
-                    s.fail(e);
-                }
-            });
-        })
-        .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
+        let deadline = std::time::Instant::now() + opts.connect_timeout;
+        let guards =
+            crate::adapter::execute(env.process_id, addresses, threads, deadline, move |w| {
+                let setup = Setup {
+                    worker: w.index(),
+                    workers,
+                    clock,
+                    max_bundle,
+                };
+                crate::adapter::dataflow(w, |scope| {
+                    if let Err(e) = dataflow::build(scope, &g, setup, &s) {
+                        s.fail(e);
+                    }
+                });
+            })
+            .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
         worker::ready();
         // A transform's failure ends this process (see `Shared::fail`): joining the
         // workers is reaching the end of the job.
         drop(guards);
-        let metrics =
-            std::mem::take(&mut *shared.metrics.lock().unwrap_or_else(|p| p.into_inner()));
+        let metrics = shared.take_metrics();
         worker::metrics(&metrics.to_json());
         control.report_results(metrics);
         Ok(())
@@ -256,7 +251,7 @@ fn start_worker(
 inventory::submit! {
     RunnerRegistration {
         name: "distributed",
-        description: "several processes on Timely Dataflow (--processes=N; bounded pipelines)",
+        description: "several processes on Timely Dataflow (--processes=N, --threads-per-process=T)",
         create: || Box::new(DistributedRunner),
     }
 }
