@@ -2,13 +2,21 @@
 //! operator ([`beamline_engine::operators::build`]) inside a Timely operator
 //! ([`crate::driver`]); keyed transforms read their input exchanged by key hash, side
 //! inputs are broadcast, sources run as [`crate::sources`] says.
+//!
+//! Stateless one-input transforms (ParDo without state or side inputs, WindowInto) run in
+//! the operator of the transform before them when they are its only reader (fused: no
+//! encoding between them), and a CombinePerKey that lifts ([`lifting`]) receives partial
+//! results per key and window, folded by the operator before the exchange.
 
 use crate::adapter::{self, Route, Scope, Stream};
-use crate::driver::Driver;
+use crate::driver::{Driver, Link};
 use crate::sources::{Poll, Replay};
-use crate::wire::Encoder;
+use crate::wire::{Arrives, Encoder, Leaves, PartialCodec};
 use beamline_engine::graph::{Graph, NodeKind};
 use beamline_engine::metrics::MetricResults;
+use beamline_engine::operators::gbk::GbkOp;
+use beamline_engine::operators::precombine::{Mailbox, PreCombine};
+use beamline_engine::plan::{lifting, Panes};
 use beamline_engine::EngineError;
 use std::sync::{Arc, Mutex};
 
@@ -63,6 +71,95 @@ pub(crate) struct Setup {
     pub max_bundle: usize,
 }
 
+/// How transforms are grouped into operators.
+struct Fusion {
+    /// For each node that starts an operator: the nodes it runs, in order.
+    chains: Vec<Vec<usize>>,
+    /// For each node: whether it runs in an operator started by another node.
+    fused: Vec<bool>,
+    /// For each CombinePerKey node: whether it receives partial results.
+    lifted: Vec<bool>,
+}
+
+/// A transform that can run in the operator of the transform before it.
+fn fusable(graph: &Graph, node: usize) -> bool {
+    let n = &graph.nodes[node];
+    n.inputs.len() == 1
+        && match &n.kind {
+            NodeKind::ParDo {
+                side_inputs,
+                stateful,
+                ..
+            } => side_inputs.is_empty() && stateful.is_none(),
+            NodeKind::WindowInto { .. } => true,
+            _ => false,
+        }
+}
+
+/// A transform that runs in an engine operator driven by [`Driver`].
+fn driven(kind: &NodeKind) -> bool {
+    !matches!(
+        kind,
+        NodeKind::Flatten
+            | NodeKind::Reshuffle
+            | NodeKind::Impulse
+            | NodeKind::TestStream { .. }
+            | NodeKind::Source { .. }
+    )
+}
+
+fn fuse(graph: &Graph) -> Result<Fusion, EngineError> {
+    let n = graph.nodes.len();
+    let consumers = graph.consumers();
+    let producer = graph.producers()?;
+    let mut chains: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut head = (0..n).collect::<Vec<_>>();
+    let mut fused = vec![false; n];
+    for node in graph.topological_order()? {
+        let only_reader = |pc: usize| consumers[pc].len() == 1;
+        let upstream = graph.nodes[node]
+            .inputs
+            .first()
+            .and_then(|&pc| producer[pc].map(|m| (pc, m)));
+        match upstream {
+            Some((pc, m))
+                if fusable(graph, node)
+                    && only_reader(pc)
+                    && driven(&graph.nodes[m].kind)
+                    && graph.nodes[m].outputs.len() == 1
+                    && chains[head[m]].last() == Some(&m) =>
+            {
+                head[node] = head[m];
+                chains[head[m]].push(node);
+                fused[node] = true;
+            }
+            _ => chains[node].push(node),
+        }
+    }
+    // A CombinePerKey is lifted when it lifts and what feeds it is the last transform of
+    // a driven operator, which then folds its output.
+    let lifted = (0..n)
+        .map(|node| {
+            let Some(&pc) = graph.nodes[node].inputs.first() else {
+                return false;
+            };
+            let feeds = producer[pc].is_some_and(|m| {
+                driven(&graph.nodes[m].kind)
+                    && graph.nodes[m].outputs.len() == 1
+                    && chains[head[m]].last() == Some(&m)
+            });
+            feeds
+                && consumers[pc].len() == 1
+                && lifting(graph, node, Panes::Triggered).is_some()
+        })
+        .collect();
+    Ok(Fusion {
+        chains,
+        fused,
+        lifted,
+    })
+}
+
 /// Builds the dataflow of `graph` on this worker.
 ///
 /// # Errors
@@ -73,6 +170,8 @@ pub(crate) fn build<'s>(
     setup: Setup,
     shared: &Arc<Shared>,
 ) -> Result<(), EngineError> {
+    let fusion = fuse(graph)?;
+    let consumers = graph.consumers();
     let mut streams: Vec<Option<Stream<'s>>> = vec![None; graph.pcollections.len()];
     for n in graph.topological_order()? {
         let node = &graph.nodes[n];
@@ -132,6 +231,10 @@ pub(crate) fn build<'s>(
                 adapter::operator(scope, &node.name, Vec::new(), 1, move |p| poll.activate(p))
             }
             kind => {
+                if fusion.fused[n] {
+                    // Runs in the operator of the transform before it.
+                    continue;
+                }
                 let keyed = matches!(
                     kind,
                     NodeKind::GroupByKey
@@ -145,23 +248,51 @@ pub(crate) fn build<'s>(
                     input(node.inputs[0])?,
                     if keyed { Route::ByKey } else { Route::Local },
                 )];
-                let mut in_coders = vec![graph.pcollections[node.inputs[0]].coder.clone()];
+                let mut arrives = Vec::new();
+                let mut head = beamline_engine::operators::build(graph, node)?;
+                if fusion.lifted[n] {
+                    let (codec, lift) = partial_codec(graph, n)?;
+                    let mailbox = Mailbox::default();
+                    head = Box::new(
+                        GbkOp::new(lift.key_coder, lift.windowing, Some(lift.combine_fn))
+                            .with_mailbox(mailbox.clone()),
+                    );
+                    arrives.push(Arrives::Partials(codec, mailbox));
+                } else {
+                    arrives.push(Arrives::Elements(
+                        graph.pcollections[node.inputs[0]].coder.clone(),
+                    ));
+                }
                 for &pc in node.side_inputs() {
                     ins.push((input(pc)?, Route::Everywhere));
-                    in_coders.push(graph.pcollections[pc].coder.clone());
+                    arrives.push(Arrives::Elements(graph.pcollections[pc].coder.clone()));
                 }
-                let op = beamline_engine::operators::build(graph, node)?;
-                let mut driver = Driver::new(
-                    op,
-                    &node.name,
-                    in_coders,
-                    encoders,
-                    setup.clock,
-                    shared.clone(),
-                );
-                adapter::operator(scope, &node.name, ins, node.outputs.len(), move |p| {
+                let chain = &fusion.chains[n];
+                let mut links = vec![Link {
+                    op: head,
+                    name: node.name.clone(),
+                }];
+                for &m in &chain[1..] {
+                    links.push(Link {
+                        op: beamline_engine::operators::build(graph, &graph.nodes[m])?,
+                        name: graph.nodes[m].name.clone(),
+                    });
+                }
+                let last = &graph.nodes[*chain.last().unwrap_or(&n)];
+                let leaves = last
+                    .outputs
+                    .iter()
+                    .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut driver =
+                    Driver::new(links, arrives, leaves, setup.clock, shared.clone());
+                let outs = adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
                     driver.activate(p)
-                })
+                });
+                for (&pc, s) in last.outputs.iter().zip(outs) {
+                    streams[pc] = Some(s);
+                }
+                continue;
             }
         };
         for (&pc, s) in node.outputs.iter().zip(outs) {
@@ -169,4 +300,53 @@ pub(crate) fn build<'s>(
         }
     }
     Ok(())
+}
+
+/// How CombinePerKey `node`'s partial results cross the exchange, and its lifting.
+fn partial_codec(
+    graph: &Graph,
+    node: usize,
+) -> Result<(PartialCodec, beamline_engine::plan::Lift), EngineError> {
+    let n = &graph.nodes[node];
+    let lift = lifting(graph, node, Panes::Triggered);
+    let (Some(lift), NodeKind::CombinePerKey {
+        accumulator_coder, ..
+    }) = (lift, &n.kind)
+    else {
+        return Err(EngineError::InvalidPipeline(format!(
+            "'{}' is not a CombinePerKey that lifts",
+            n.name
+        )));
+    };
+    let codec = PartialCodec {
+        name: n.name.clone(),
+        key_coder: lift.key_coder.clone(),
+        acc_coder: accumulator_coder.clone(),
+        combine: lift.combine_fn.clone(),
+    };
+    Ok((codec, lift))
+}
+
+/// How PCollection `pc`, written by transform `writer`, leaves its operator: folded into
+/// partial results when its only reader is a lifted CombinePerKey, encoded otherwise.
+fn leaves_of(
+    graph: &Graph,
+    fusion: &Fusion,
+    consumers: &[Vec<(usize, usize)>],
+    pc: usize,
+    writer: &str,
+) -> Result<Leaves, EngineError> {
+    if let [(c, 0)] = consumers[pc].as_slice() {
+        if fusion.lifted[*c] {
+            let (codec, lift) = partial_codec(graph, *c)?;
+            let pre = PreCombine::new(
+                codec.name.clone(),
+                lift.key_coder,
+                lift.combine_fn,
+                Mailbox::default(),
+            );
+            return Ok(Leaves::Partials(Box::new(pre), codec));
+        }
+    }
+    Ok(Leaves::Elements(Encoder::new(graph, pc, writer)))
 }

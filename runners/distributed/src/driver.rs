@@ -1,11 +1,11 @@
-//! An engine operator inside a Timely operator: input batches are processed in the order
-//! of their times, each after the operator's watermark (and processing time) reached it,
-//! and the operator's capabilities follow its output watermark.
+//! Engine operators inside a Timely operator: a transform and the stateless transforms
+//! fused after it, whose input batches are processed in the order of their times, each
+//! after the transforms' watermark (and processing time) reached it; the operator's
+//! capabilities follow its output watermark.
 
 use crate::adapter::{processing_time_of, time, watermark_of, Batch, Ports, Time};
 use crate::dataflow::{Clock, Shared};
-use crate::wire::{decode, Encoder};
-use beamline_engine::coder::Coder;
+use crate::wire::{Arrives, Leaves};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::{Op, OpCx, END_OF_TIME};
 use beamline_engine::window::WindowedValue;
@@ -24,16 +24,27 @@ pub(crate) fn wall_clock_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// An engine operator driven by a Timely operator.
+/// One transform of a fused chain.
+pub(crate) struct Link {
+    /// Its engine operator.
+    pub op: Box<dyn Op>,
+    /// Its name (errors and metrics).
+    pub name: String,
+}
+
+/// A chain of engine operators driven by one Timely operator: the first reads the inputs,
+/// each further one (stateless, one input) reads the one before; the last one's outputs
+/// are the operator's.
 pub(crate) struct Driver {
-    op: Box<dyn Op>,
-    name: String,
-    /// Coders of the inputs: main, then side inputs.
-    in_coders: Vec<Coder>,
-    encoders: Vec<Encoder>,
-    outs: Vec<Vec<WindowedValue>>,
+    links: Vec<Link>,
+    /// Output buffers of every link, one per output tag.
+    outs: Vec<Vec<Vec<WindowedValue>>>,
     more: Vec<Vec<WindowedValue>>,
     spare: Vec<Vec<WindowedValue>>,
+    /// How each input arrives: main, then side inputs.
+    arrives: Vec<Arrives>,
+    /// How each output of the last link leaves.
+    leaves: Vec<Leaves>,
     /// Batches received ahead of the watermark, by time: `(input slot, records)`.
     stash: BTreeMap<Time, Vec<(usize, Batch)>>,
     /// The input watermark.
@@ -45,25 +56,26 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    /// Drives `op` (transform `name`) reading inputs of `in_coders` (main, then side
-    /// inputs) and writing outputs with `encoders`.
+    /// Drives `links` reading inputs that arrive as `arrives` says (main, then side
+    /// inputs) and writing outputs as `leaves` says.
     pub(crate) fn new(
-        op: Box<dyn Op>,
-        name: &str,
-        in_coders: Vec<Coder>,
-        encoders: Vec<Encoder>,
+        links: Vec<Link>,
+        arrives: Vec<Arrives>,
+        leaves: Vec<Leaves>,
         clock: Clock,
         shared: Arc<Shared>,
     ) -> Self {
-        let outputs = encoders.len();
+        let mut outs: Vec<Vec<Vec<WindowedValue>>> = vec![vec![Vec::new()]; links.len()];
+        if let Some(last) = outs.last_mut() {
+            *last = vec![Vec::new(); leaves.len()];
+        }
         Driver {
-            op,
-            name: name.to_string(),
-            in_coders,
-            encoders,
-            outs: vec![Vec::new(); outputs],
+            links,
+            outs,
             more: Vec::new(),
             spare: Vec::new(),
+            arrives,
+            leaves,
             stash: BTreeMap::new(),
             wm: i64::MIN,
             now: match clock {
@@ -102,7 +114,8 @@ impl Driver {
             let now = wall_clock_ms();
             if now > self.now {
                 self.now = now;
-                self.call(p, |op, cx| op.on_processing_time(cx))?;
+                self.each(p, |op, cx| op.on_processing_time(cx))?;
+                self.flush(p)?;
             }
         }
         let frontier = p.frontier_of_all();
@@ -114,7 +127,9 @@ impl Driver {
             }
             // Side inputs' watermarks still count this time's side batches.
             self.move_to(p, t)?;
-            // What this time's batches make travels at this time (or what holds it).
+            // What the watermark fired goes before the capabilities move on; what this
+            // time's batches make travels at this time (or what holds it).
+            self.flush(p)?;
             self.follow(p, t);
             let (_, mut batches) = self.stash.pop_first().expect("a first entry");
             batches.sort_by_key(|(slot, _)| if *slot == 0 { usize::MAX } else { *slot });
@@ -124,18 +139,22 @@ impl Driver {
                     sides_done = true;
                     self.side_watermarks(p);
                 }
-                let mut elements = decode(&self.in_coders[slot], &mut batch, &self.name)?;
-                self.call(p, |op, cx| op.process(slot, &mut elements, cx))?;
+                let name = &self.links[0].name;
+                if let Some(mut elements) = self.arrives[slot].take(&mut batch, name)? {
+                    self.call(p, |op, cx| op.process(slot, &mut elements, cx))?;
+                }
             }
             if !sides_done {
                 self.side_watermarks(p);
             }
-            self.call(p, |op, cx| op.end_bundle(cx))?;
-            self.call(p, |op, cx| op.on_processing_time(cx))?;
+            self.each(p, |op, cx| op.end_bundle(cx))?;
+            self.each(p, |op, cx| op.on_processing_time(cx))?;
+            self.flush(p)?;
         }
         match frontier {
             Some(f) => {
                 self.move_to(p, f)?;
+                self.flush(p)?;
                 self.follow(p, f);
                 if self.clock == Clock::Wall {
                     p.activate_after(TICK);
@@ -144,15 +163,18 @@ impl Driver {
             None => {
                 // Every input is complete: timers due now, then the watermark to the end
                 // of time (panes and timers fire, windows expire).
-                self.call(p, |op, cx| op.on_processing_time(cx))?;
+                self.each(p, |op, cx| op.on_processing_time(cx))?;
                 self.side_watermarks(p);
                 if self.wm < END_OF_TIME {
                     self.wm = END_OF_TIME;
-                    self.call(p, |op, cx| op.advance(END_OF_TIME, cx))?;
+                    self.each(p, |op, cx| op.advance(END_OF_TIME, cx))?;
                 }
-                self.call(p, |op, cx| op.end_bundle(cx))?;
+                self.each(p, |op, cx| op.end_bundle(cx))?;
+                self.flush(p)?;
                 let mut metrics = MetricResults::default();
-                self.op.finish(&self.name, &mut metrics)?;
+                for link in &mut self.links {
+                    link.op.finish(&link.name, &mut metrics)?;
+                }
                 self.shared.add_metrics(metrics);
                 p.finish();
             }
@@ -160,10 +182,15 @@ impl Driver {
         Ok(())
     }
 
-    /// Moves the capabilities to `t`, or to the operator's hold when that is earlier (its
-    /// output watermark).
+    /// The watermark of the transforms after the first: the first one's output watermark.
+    fn tail_watermark(&self) -> i64 {
+        self.wm.min(self.links[0].op.hold())
+    }
+
+    /// Moves the capabilities to `t`, or to the chain's holds when earlier (its output
+    /// watermark).
     fn follow(&self, p: &mut Ports<'_>, t: Time) {
-        let hold = self.op.hold();
+        let hold = self.links.iter().map(|l| l.op.hold()).min().unwrap_or(END_OF_TIME);
         p.downgrade(if hold < watermark_of(&t) {
             time(hold, processing_time_of(&t), (t.1).1)
         } else {
@@ -176,24 +203,24 @@ impl Driver {
         let pt = processing_time_of(&t);
         if self.clock == Clock::Virtual && pt > self.now {
             self.now = pt;
-            self.call(p, |op, cx| op.on_processing_time(cx))?;
+            self.each(p, |op, cx| op.on_processing_time(cx))?;
         }
         self.side_watermarks(p);
         let wm = watermark_of(&t);
         if wm > self.wm {
             self.wm = wm;
-            self.call(p, |op, cx| op.advance(wm, cx))?;
+            self.each(p, |op, cx| op.advance(cx.input_watermark, cx))?;
         }
         Ok(())
     }
 
-    /// Tells the operator how far each side input is complete: its frontier, or the
-    /// earliest of its batches still waiting.
+    /// Tells the first transform how far each side input is complete: its frontier, or
+    /// the earliest of its batches still waiting.
     fn side_watermarks(&mut self, p: &Ports<'_>) {
-        if self.in_coders.len() < 2 {
+        if self.arrives.len() < 2 {
             return;
         }
-        let wms: Vec<i64> = (1..self.in_coders.len())
+        let wms: Vec<i64> = (1..self.arrives.len())
             .map(|slot| {
                 let waiting = self
                     .stash
@@ -205,33 +232,93 @@ impl Driver {
                     .min(waiting)
             })
             .collect();
-        self.op.side_watermarks(&wms);
+        self.links[0].op.side_watermarks(&wms);
     }
 
-    /// Calls the operator, then sends what it emitted.
+    /// Calls the first transform, passes what it emitted down the chain, and sends what
+    /// comes out of the last one.
     fn call(
         &mut self,
         p: &mut Ports<'_>,
-        f: impl FnOnce(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
+        mut f: impl FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let mut cx = OpCx {
-            out: &mut self.outs,
-            more: &mut self.more,
-            spare: &mut self.spare,
-            now: self.now,
-            input_watermark: self.wm,
-            output_watermark: p.time().map_or(END_OF_TIME, |t| watermark_of(&t)),
-            name: &self.name,
-        };
-        f(&mut *self.op, &mut cx)?;
-        for (tag, elements) in self.outs.iter_mut().enumerate() {
-            let mut batch = Vec::new();
-            self.encoders[tag].encode(elements, &mut batch)?;
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        self.run(0, out_wm, &mut f)?;
+        self.emit(p)
+    }
+
+    /// Calls every transform in turn (an event: bundle end, watermark, processing time),
+    /// each one's output passing down the chain before the next is called.
+    fn each(
+        &mut self,
+        p: &mut Ports<'_>,
+        mut f: impl FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        for i in 0..self.links.len() {
+            self.run(i, out_wm, &mut f)?;
+        }
+        self.emit(p)
+    }
+
+    /// Calls link `i` with `f`, then link `i + 1` with what it emitted, and so on.
+    fn run(
+        &mut self,
+        i: usize,
+        out_wm: i64,
+        f: &mut dyn FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let wm = if i == 0 { self.wm } else { self.tail_watermark() };
+        let link = &mut self.links[i];
+        f(
+            &mut *link.op,
+            &mut OpCx {
+                out: &mut self.outs[i],
+                more: &mut self.more,
+                spare: &mut self.spare,
+                now: self.now,
+                input_watermark: wm,
+                output_watermark: out_wm,
+                name: &link.name,
+            },
+        )?;
+        if i + 1 == self.links.len() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.outs[i][0]);
+        for more in self.more.drain(..) {
+            batch.extend(more);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.run(i + 1, out_wm, &mut |op, cx| op.process(0, &mut batch, cx))
+    }
+
+    /// Sends what the last transform emitted.
+    fn emit(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        let last = self.outs.len() - 1;
+        for (tag, elements) in self.outs[last].iter_mut().enumerate() {
             if tag == 0 {
-                for mut more in self.more.drain(..) {
-                    self.encoders[tag].encode(&mut more, &mut batch)?;
+                for more in self.more.drain(..) {
+                    elements.extend(more);
                 }
             }
+            if elements.is_empty() {
+                continue;
+            }
+            let mut batch = Vec::new();
+            self.leaves[tag].put(elements, &mut batch)?;
+            p.give(tag, &mut batch);
+        }
+        Ok(())
+    }
+
+    /// Sends the pre-combined partial results of the bundle that ended.
+    fn flush(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        for (tag, leaves) in self.leaves.iter_mut().enumerate() {
+            let mut batch = Vec::new();
+            leaves.flush(&mut batch)?;
             p.give(tag, &mut batch);
         }
         Ok(())

@@ -1,13 +1,16 @@
 //! Elements on the wire: encoding a PCollection's elements into records (with their key's
-//! hash) and decoding them back.
+//! hash) and decoding them back, or a lifted combine's partial results instead.
 
 use crate::adapter::Batch;
 use beamline_engine::coder::Coder;
 use beamline_engine::element_codec::{decode_windowed, encode_windowed};
 use beamline_engine::graph::Graph;
 use beamline_engine::operators::partition::key_hash;
+use beamline_engine::combine::CombineFnInvoker;
+use beamline_engine::operators::precombine::{Mailbox, Partial, PreCombine};
 use beamline_engine::window::WindowedValue;
 use beamline_engine::EngineError;
+use std::sync::Arc;
 
 /// Encodes elements of a PCollection for the wire: the element, and its key's hash when
 /// the PCollection is key/value.
@@ -84,4 +87,106 @@ pub(crate) fn decode(
         elements.push(wv);
     }
     Ok(elements)
+}
+
+/// How a lifted CombinePerKey's partial results cross the exchange.
+#[derive(Clone)]
+pub(crate) struct PartialCodec {
+    /// The CombinePerKey's name (errors name it).
+    pub name: String,
+    pub key_coder: Coder,
+    pub acc_coder: Coder,
+    pub combine: Arc<dyn CombineFnInvoker>,
+}
+
+impl PartialCodec {
+    fn err(&self, e: impl std::fmt::Display) -> EngineError {
+        EngineError::user(&self.name, e.to_string())
+    }
+}
+
+/// How an input of a driven transform arrives.
+pub(crate) enum Arrives {
+    /// Encoded elements of this coder.
+    Elements(Coder),
+    /// Partial results of a lifted CombinePerKey, handed to its grouping through the
+    /// mailbox (it merges them at the bundle's end).
+    Partials(PartialCodec, Mailbox),
+}
+
+impl Arrives {
+    /// The elements of `batch` (emptied) for transform `name`; `None` when they went to
+    /// the mailbox.
+    ///
+    /// # Errors
+    /// Bytes that do not decode, naming the transform.
+    pub(crate) fn take(
+        &mut self,
+        batch: &mut Batch,
+        name: &str,
+    ) -> Result<Option<Vec<WindowedValue>>, EngineError> {
+        match self {
+            Arrives::Elements(coder) => decode(coder, batch, name).map(Some),
+            Arrives::Partials(codec, mailbox) => {
+                let mut parts = Vec::with_capacity(batch.len());
+                for (_, bytes) in batch.drain(..) {
+                    let p = Partial::decode(
+                        &bytes,
+                        &codec.key_coder,
+                        &*codec.combine,
+                        &codec.acc_coder,
+                    )
+                    .map_err(|e| codec.err(e))?;
+                    parts.push(p);
+                }
+                mailbox.lock().deliver(parts);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// How an output of a driven transform leaves.
+pub(crate) enum Leaves {
+    /// Encoded elements.
+    Elements(Encoder),
+    /// Folded into partial results per key and window (the CombinePerKey it feeds is
+    /// lifted), sent at each bundle's end.
+    Partials(Box<PreCombine>, PartialCodec),
+}
+
+impl Leaves {
+    /// Encodes `elements` (emptied) into `out`, or folds them in.
+    ///
+    /// # Errors
+    /// An element that does not encode, or a failing combine, naming the transform.
+    pub(crate) fn put(
+        &mut self,
+        elements: &mut Vec<WindowedValue>,
+        out: &mut Batch,
+    ) -> Result<(), EngineError> {
+        match self {
+            Leaves::Elements(e) => e.encode(elements, out),
+            Leaves::Partials(pre, _) => pre.add(elements),
+        }
+    }
+
+    /// The partial results of the bundle that ended, encoded into `out`.
+    ///
+    /// # Errors
+    /// An accumulator that does not encode, naming the CombinePerKey.
+    pub(crate) fn flush(&mut self, out: &mut Batch) -> Result<(), EngineError> {
+        let Leaves::Partials(pre, codec) = self else {
+            return Ok(());
+        };
+        let parts = pre.take();
+        out.reserve(parts.len());
+        for part in parts {
+            let mut bytes = Vec::new();
+            part.encode(&*codec.combine, &codec.acc_coder, &mut bytes)
+                .map_err(|e| codec.err(e))?;
+            out.push((key_hash(part.key_bytes()), bytes));
+        }
+        Ok(())
+    }
 }

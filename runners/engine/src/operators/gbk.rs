@@ -33,7 +33,10 @@ struct KeyState {
     staged: Vec<(Value, i64, Window)>,
 }
 
-pub(crate) struct GbkOp {
+/// GroupByKey and CombinePerKey in streaming: panes per key and window, fired by their
+/// triggers as elements (or a lifted combine's partial results) arrive and the watermark
+/// moves.
+pub struct GbkOp {
     /// Partial results of a lifted combine, from a source's worker threads.
     mailbox: Option<Mailbox>,
     key_coder: Coder,
@@ -127,8 +130,19 @@ fn remove_hold(holds: &mut BTreeMap<i64, usize>, t: i64) {
     }
 }
 
+impl std::fmt::Debug for GbkOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GbkOp")
+            .field("key_coder", &self.key_coder)
+            .field("lifted", &self.mailbox.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl GbkOp {
-    pub(crate) fn new(
+    /// Groups keys encoded with `key_coder` under `windowing`; with `combine`, combines
+    /// each pane's values.
+    pub fn new(
         key_coder: Coder,
         windowing: Windowing,
         combine: Option<Arc<dyn CombineFnInvoker>>,
@@ -159,7 +173,7 @@ impl GbkOp {
 
 impl GbkOp {
     /// Also takes partial results from `mailbox` (see [`super::precombine`]).
-    pub(crate) fn with_mailbox(mut self, mailbox: Mailbox) -> Self {
+    pub fn with_mailbox(mut self, mailbox: Mailbox) -> Self {
         self.mailbox = Some(mailbox);
         self
     }

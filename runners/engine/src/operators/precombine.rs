@@ -36,6 +36,104 @@ pub struct Partial {
     pub latest: i64,
 }
 
+impl std::fmt::Debug for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partial")
+            .field("key", &self.key)
+            .field("window", &self.window)
+            .field("count", &self.count)
+            .field("latest", &self.latest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partial {
+    /// A partial result read back from another process: `key_bytes` is the key encoded
+    /// with the key coder (outer context), `key` the same key decoded.
+    pub fn new(
+        key_bytes: &[u8],
+        key: Value,
+        window: Window,
+        acc: Accumulator,
+        count: usize,
+        latest: i64,
+    ) -> Self {
+        Partial {
+            kb: KeyBytes::new(key_bytes),
+            key,
+            window,
+            acc,
+            count,
+            latest,
+        }
+    }
+
+    /// The key encoded with the key coder (outer context): what a keyed exchange hashes.
+    pub fn key_bytes(&self) -> &[u8] {
+        self.kb.bytes()
+    }
+
+    /// Encodes this partial result for another process: the key's bytes (length
+    /// first), the window, the count, the latest timestamp, then the accumulator in
+    /// `acc_coder` (the combine's declared accumulator coder).
+    ///
+    /// # Errors
+    /// An accumulator the combine cannot turn into a value, or the coder cannot encode.
+    pub fn encode(
+        &self,
+        combine: &dyn CombineFnInvoker,
+        acc_coder: &Coder,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), crate::UserError> {
+        let key = self.kb.bytes();
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        crate::element_codec::encode_window(&self.window, out);
+        out.extend_from_slice(&(self.count as u64).to_le_bytes());
+        out.extend_from_slice(&self.latest.to_le_bytes());
+        let value = combine.accumulator_to_value(&self.acc)?;
+        acc_coder.encode(&value, out, false)?;
+        Ok(())
+    }
+
+    /// Decodes what [`Partial::encode`] wrote; the key decodes with `key_coder`.
+    ///
+    /// # Errors
+    /// Truncated or malformed bytes, or an accumulator the combine does not accept.
+    pub fn decode(
+        mut bytes: &[u8],
+        key_coder: &Coder,
+        combine: &dyn CombineFnInvoker,
+        acc_coder: &Coder,
+    ) -> std::result::Result<Partial, crate::UserError> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], String> {
+            if bytes.len() < n {
+                return Err("a truncated partial result".to_string());
+            }
+            let (a, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Ok(a)
+        }
+        let word = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(a)
+        };
+        let len = word(take(&mut bytes, 4)?) as usize;
+        let key_bytes = take(&mut bytes, len)?;
+        let key = key_coder.decode(&mut &key_bytes[..], false)?;
+        let window = crate::element_codec::decode_window(&mut bytes)?;
+        let count = word(take(&mut bytes, 8)?) as usize;
+        let latest = word(take(&mut bytes, 8)?) as i64;
+        let value = acc_coder.decode(&mut bytes, false)?;
+        if !bytes.is_empty() {
+            return Err(format!("{} bytes left after a partial result", bytes.len()).into());
+        }
+        let acc = combine.accumulator_from_value(value)?;
+        Ok(Partial::new(key_bytes, key, window, acc, count, latest))
+    }
+}
+
 /// Partial results handed from a source's worker threads to the grouping operator.
 pub type Mailbox = Arc<Mutex<Exchange>>;
 
@@ -382,5 +480,30 @@ mod tests {
         pre.add(&mut vec![element(Value::I64(3), 1, 1, A)]).unwrap();
         let third = pre.take();
         assert_eq!(third.as_ptr(), buffer);
+    }
+
+    #[test]
+    fn partial_results_survive_the_wire_and_bad_bytes_are_errors() {
+        let mut pre = PreCombine::new("Sum".into(), Coder::StringUtf8, Arc::new(Sum), Mailbox::default());
+        let mut batch = vec![
+            element(Value::Str("k".into()), 3, 5, A),
+            element(Value::Str("k".into()), 4, 7, A),
+        ];
+        pre.add(&mut batch).unwrap();
+        let part = pre.take().pop().unwrap();
+        let mut bytes = Vec::new();
+        part.encode(&Sum, &Coder::VarInt, &mut bytes).unwrap();
+        let back = Partial::decode(&bytes, &Coder::StringUtf8, &Sum, &Coder::VarInt).unwrap();
+        assert_eq!(back.key_bytes(), part.key_bytes());
+        assert_eq!(back.key, Value::Str("k".into()));
+        assert_eq!((back.window, back.count, back.latest), (A, 2, 7));
+        assert_eq!(back.acc.downcast::<i64>().ok(), Some(7));
+        for cut in [0, 3, 6, bytes.len() - 1] {
+            assert!(Partial::decode(&bytes[..cut], &Coder::StringUtf8, &Sum, &Coder::VarInt).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let e = Partial::decode(&longer, &Coder::StringUtf8, &Sum, &Coder::VarInt).unwrap_err();
+        assert!(e.to_string().contains("left after a partial result"), "{e}");
     }
 }
