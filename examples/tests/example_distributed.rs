@@ -164,3 +164,150 @@ fn streaming_clickstream_on_two_processes_matches_the_local_runner() {
     assert!(outputs[0].len() > 100, "{}", outputs[0].len());
     assert_eq!(outputs[0], outputs[1]);
 }
+
+/// Two free loopback addresses.
+fn free_addresses() -> Vec<String> {
+    let l: Vec<_> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    l.iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_job_over_a_hosts_file_matches_the_local_runner() {
+    // What each machine of a multi-machine job runs: the same program with the hosts
+    // file and its own process id (here both on loopback).
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..20_000u64 {
+        text.push_str(&format!("w{} x{}\n", i % 501, i % 7));
+    }
+    std::fs::write(dir.path().join("in.txt"), text).unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("# two processes\n{}\n", free_addresses().join("\n")),
+    )
+    .unwrap();
+    let d = dir.path().display();
+    let args = |prefix: &str| {
+        vec![
+            format!("--input={d}/in.txt"),
+            format!("--output={d}/{prefix}"),
+        ]
+    };
+    let local = run("wordcount", &args("local"));
+    assert!(local.status.success());
+    let children: Vec<_> = (0..2)
+        .map(|id| {
+            let mut a = args("hosts");
+            a.push("--runner=distributed".into());
+            a.push(format!("--hosts={}", hosts.display()));
+            a.push(format!("--process-id={id}"));
+            Command::new(example("wordcount"))
+                .args(&a)
+                .env("RUST_BACKTRACE", "0")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (a, b) = (lines(dir.path(), "local"), lines(dir.path(), "hosts"));
+    assert!(a.len() > 500);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn hosts_file_mistakes_and_a_missing_peer_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, free_addresses().join("\n")).unwrap();
+    let base = vec![
+        "--input=/nonexistent".to_string(),
+        format!("--output={}/out", dir.path().display()),
+        "--runner=distributed".to_string(),
+        format!("--hosts={}", hosts.display()),
+    ];
+    for (extra, expected) in [
+        (vec![], "--process-id: a job over several machines needs"),
+        (
+            vec!["--process-id=2".to_string()],
+            "--process-id: '2' is not a line of the hosts file (0 to 1)",
+        ),
+    ] {
+        let mut a = base.clone();
+        a.extend(extra);
+        let o = run("wordcount", &a);
+        assert!(!o.status.success());
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    // Process 1 never starts: process 0 gives up after the connect timeout, naming it.
+    let mut a = base.clone();
+    a.push("--process-id=0".into());
+    a.push("--connect-timeout=1s".into());
+    let started = std::time::Instant::now();
+    let o = run("wordcount", &a);
+    assert!(!o.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("process(es) 1 did not connect in time"),
+        "{stderr}"
+    );
+    // And a bad hosts file names its line.
+    std::fs::write(&hosts, "127.0.0.1:1\nnot-an-address\n").unwrap();
+    let o = run("wordcount", &base);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("hosts file, line 2"), "{stderr}");
+}
+
+#[test]
+fn over_a_hosts_file_a_killed_peer_ends_the_others_with_a_clear_error() {
+    // No launcher watches a multi-machine job: when one process dies, the others must
+    // not hang waiting for it.
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, free_addresses().join("\n")).unwrap();
+    let spawn = |id: usize| {
+        Command::new(example("clickstream"))
+            .args([
+                "--streaming".to_string(),
+                "--rate=2000".to_string(),
+                "--quiet".to_string(),
+                "--runner=distributed".to_string(),
+                format!("--hosts={}", hosts.display()),
+                format!("--process-id={id}"),
+            ])
+            .env("RUST_BACKTRACE", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn(0);
+    let mut second = spawn(1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(first.wait_with_output().unwrap()));
+    let o = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("process 0 ended after its peer was killed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("the connection to a peer process was lost"),
+        "{stderr}"
+    );
+}

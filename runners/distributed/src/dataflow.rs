@@ -33,14 +33,28 @@ pub(crate) enum Clock {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     metrics: Mutex<MetricResults>,
+    /// The launcher started this process (errors go to it in the worker protocol).
+    launched: bool,
 }
 
 impl Shared {
+    /// Shared state of a process the launcher started (`launched`) or the user did.
+    pub(crate) fn new(launched: bool) -> Self {
+        Shared {
+            metrics: Mutex::default(),
+            launched,
+        }
+    }
+
     /// A transform failed: the worker process reports the error and ends at once, so no
     /// other process can finish the job (and commit output) without this one's share;
-    /// the launcher then stops the others.
+    /// the launcher (or, over several machines, the lost connections) stops the others.
     pub(crate) fn fail(&self, e: EngineError) -> ! {
-        crate::worker::fail(&e.to_string());
+        if self.launched {
+            crate::worker::fail(&e.to_string());
+        } else {
+            eprintln!("error: {e}");
+        }
         std::process::exit(1);
     }
 
@@ -148,9 +162,7 @@ fn fuse(graph: &Graph) -> Result<Fusion, EngineError> {
                     && graph.nodes[m].outputs.len() == 1
                     && chains[head[m]].last() == Some(&m)
             });
-            feeds
-                && consumers[pc].len() == 1
-                && lifting(graph, node, Panes::Triggered).is_some()
+            feeds && consumers[pc].len() == 1 && lifting(graph, node, Panes::Triggered).is_some()
         })
         .collect();
     Ok(Fusion {
@@ -284,11 +296,11 @@ pub(crate) fn build<'s>(
                     .iter()
                     .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut driver =
-                    Driver::new(links, arrives, leaves, setup.clock, shared.clone());
-                let outs = adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
-                    driver.activate(p)
-                });
+                let mut driver = Driver::new(links, arrives, leaves, setup.clock, shared.clone());
+                let outs =
+                    adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
+                        driver.activate(p)
+                    });
                 for (&pc, s) in last.outputs.iter().zip(outs) {
                     streams[pc] = Some(s);
                 }
@@ -309,9 +321,12 @@ fn partial_codec(
 ) -> Result<(PartialCodec, beamline_engine::plan::Lift), EngineError> {
     let n = &graph.nodes[node];
     let lift = lifting(graph, node, Panes::Triggered);
-    let (Some(lift), NodeKind::CombinePerKey {
-        accumulator_coder, ..
-    }) = (lift, &n.kind)
+    let (
+        Some(lift),
+        NodeKind::CombinePerKey {
+            accumulator_coder, ..
+        },
+    ) = (lift, &n.kind)
     else {
         return Err(EngineError::InvalidPipeline(format!(
             "'{}' is not a CombinePerKey that lifts",

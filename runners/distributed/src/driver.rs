@@ -190,7 +190,12 @@ impl Driver {
     /// Moves the capabilities to `t`, or to the chain's holds when earlier (its output
     /// watermark).
     fn follow(&self, p: &mut Ports<'_>, t: Time) {
-        let hold = self.links.iter().map(|l| l.op.hold()).min().unwrap_or(END_OF_TIME);
+        let hold = self
+            .links
+            .iter()
+            .map(|l| l.op.hold())
+            .min()
+            .unwrap_or(END_OF_TIME);
         p.downgrade(if hold < watermark_of(&t) {
             time(hold, processing_time_of(&t), (t.1).1)
         } else {
@@ -268,7 +273,11 @@ impl Driver {
         out_wm: i64,
         f: &mut dyn FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let wm = if i == 0 { self.wm } else { self.tail_watermark() };
+        let wm = if i == 0 {
+            self.wm
+        } else {
+            self.tail_watermark()
+        };
         let link = &mut self.links[i];
         f(
             &mut *link.op,

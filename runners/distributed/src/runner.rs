@@ -82,14 +82,39 @@ impl Runner for DistributedRunner {
                 "how long every process may take to join the job",
             )
             .default_value("30s"),
+            OptionSpec::new(
+                "hosts",
+                OptionKind::Text,
+                "a job over several machines: a file of host:port, one per process (start one \
+                 process per line, each with --process-id)",
+            ),
+            OptionSpec::new(
+                "process-id",
+                OptionKind::Integer,
+                "with --hosts: this process's line of the hosts file, from 0",
+            ),
         ]
     }
 
     fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError> {
         let opts = Options::parse(&job)?;
         let prepared = beamline_translate::prepare(pipeline, &job)?;
-        match worker::worker_env().map_err(EngineError::InvalidPipeline)? {
-            Some(env) => start_worker(env, prepared, opts),
+        if let Some(env) = worker::worker_env().map_err(EngineError::InvalidPipeline)? {
+            let addresses = launched_addresses(env)?;
+            let threads = std::env::var("BEAMLINE_THREADS_PER_PROCESS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(opts.threads);
+            return start_worker(env, addresses, threads, true, prepared, opts);
+        }
+        match job.options.get("hosts") {
+            Some(file) => {
+                let (env, addresses) = from_hosts_file(file, job.options.get("process_id"))?;
+                start_worker(env, addresses, opts.threads, false, prepared, opts)
+            }
+            None if job.options.contains_key("process_id") => Err(EngineError::InvalidPipeline(
+                "--process-id: only with --hosts (a job over several machines)".into(),
+            )),
             None => start_launcher(pipeline, job, opts),
         }
     }
@@ -181,11 +206,8 @@ fn start_launcher(
     )?))
 }
 
-fn start_worker(
-    env: WorkerEnv,
-    prepared: beamline_translate::PreparedJob,
-    opts: Options,
-) -> Result<Box<dyn JobHandle>, EngineError> {
+/// The addresses of a job the launcher started, from the environment it set.
+fn launched_addresses(env: WorkerEnv) -> Result<Vec<String>, EngineError> {
     let addresses: Vec<String> = std::env::var(ADDRESSES_ENV)
         .map_err(|_| EngineError::Runner(format!("{ADDRESSES_ENV} is not set")))?
         .split(',')
@@ -198,10 +220,54 @@ fn start_worker(
             env.processes
         )));
     }
-    let threads = std::env::var("BEAMLINE_THREADS_PER_PROCESS")
+    Ok(addresses)
+}
+
+/// This process's place in a job over several machines, from `--hosts` and
+/// `--process-id`.
+fn from_hosts_file(
+    file: &str,
+    process_id: Option<&String>,
+) -> Result<(WorkerEnv, Vec<String>), EngineError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| bad("hosts", format!("cannot read '{file}': {e}")))?;
+    let hosts = crate::hosts::parse_hosts(&text).map_err(|e| bad("hosts", e))?;
+    let id = process_id.ok_or_else(|| {
+        bad(
+            "process-id",
+            "a job over several machines needs this process's line of the hosts file",
+        )
+    })?;
+    let process_id = id
+        .parse::<usize>()
         .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(opts.threads);
+        .filter(|&i| i < hosts.len())
+        .ok_or_else(|| {
+            bad(
+                "process-id",
+                format!(
+                    "'{id}' is not a line of the hosts file (0 to {})",
+                    hosts.len() - 1
+                ),
+            )
+        })?;
+    let env = WorkerEnv {
+        process_id,
+        processes: hosts.len(),
+    };
+    Ok((env, hosts.iter().map(|h| h.to_string()).collect()))
+}
+
+/// Runs this process's share of the job: `threads` workers joining the processes at
+/// `addresses`; `launched` when the launcher started it (it then reports to it).
+fn start_worker(
+    env: WorkerEnv,
+    addresses: Vec<String>,
+    threads: usize,
+    launched: bool,
+    prepared: beamline_translate::PreparedJob,
+    opts: Options,
+) -> Result<Box<dyn JobHandle>, EngineError> {
     // Real time for unbounded sources; virtual (deterministic) time otherwise, as the
     // local runner.
     let clock = if prepared.has_unbounded_sources() {
@@ -213,9 +279,10 @@ fn start_worker(
     let graph = Arc::new(prepared.graph);
     let workers = env.processes * threads;
     let body = move |control: &JobControl| -> Result<(), EngineError> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(launched));
         let (g, s) = (graph.clone(), shared.clone());
         let deadline = std::time::Instant::now() + opts.connect_timeout;
+        end_on_timely_panics(launched);
         let guards =
             crate::adapter::execute(env.process_id, addresses, threads, deadline, move |w| {
                 let setup = Setup {
@@ -231,12 +298,16 @@ fn start_worker(
                 });
             })
             .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
-        worker::ready();
+        if launched {
+            worker::ready();
+        }
         // A transform's failure ends this process (see `Shared::fail`): joining the
         // workers is reaching the end of the job.
         drop(guards);
         let metrics = shared.take_metrics();
-        worker::metrics(&metrics.to_json());
+        if launched {
+            worker::metrics(&metrics.to_json());
+        }
         control.report_results(metrics);
         Ok(())
     };
@@ -246,6 +317,39 @@ fn start_worker(
         body,
         || {},
     )?))
+}
+
+/// Makes a panic on one of Timely's threads end this process with a clear error: a peer
+/// process that is gone makes Timely's network threads panic, and its workers would then
+/// wait for it forever (a hang) or cascade panics.
+fn end_on_timely_panics(launched: bool) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or_default()
+            .to_string();
+        if !thread.starts_with("timely") {
+            return previous(info);
+        }
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let error = if msg.contains("timely communication error") {
+            format!("the connection to a peer process was lost ({msg})")
+        } else {
+            format!("Timely thread '{thread}' panicked: {msg}")
+        };
+        if launched {
+            worker::fail(&error);
+        } else {
+            eprintln!("error: {error}");
+        }
+        std::process::exit(1);
+    }));
 }
 
 inventory::submit! {

@@ -3,10 +3,10 @@
 
 use crate::adapter::Batch;
 use beamline_engine::coder::Coder;
+use beamline_engine::combine::CombineFnInvoker;
 use beamline_engine::element_codec::{decode_windowed, encode_windowed};
 use beamline_engine::graph::Graph;
 use beamline_engine::operators::partition::key_hash;
-use beamline_engine::combine::CombineFnInvoker;
 use beamline_engine::operators::precombine::{Mailbox, Partial, PreCombine};
 use beamline_engine::window::WindowedValue;
 use beamline_engine::EngineError;

@@ -484,7 +484,12 @@ mod tests {
 
     #[test]
     fn partial_results_survive_the_wire_and_bad_bytes_are_errors() {
-        let mut pre = PreCombine::new("Sum".into(), Coder::StringUtf8, Arc::new(Sum), Mailbox::default());
+        let mut pre = PreCombine::new(
+            "Sum".into(),
+            Coder::StringUtf8,
+            Arc::new(Sum),
+            Mailbox::default(),
+        );
         let mut batch = vec![
             element(Value::Str("k".into()), 3, 5, A),
             element(Value::Str("k".into()), 4, 7, A),
@@ -499,7 +504,9 @@ mod tests {
         assert_eq!((back.window, back.count, back.latest), (A, 2, 7));
         assert_eq!(back.acc.downcast::<i64>().ok(), Some(7));
         for cut in [0, 3, 6, bytes.len() - 1] {
-            assert!(Partial::decode(&bytes[..cut], &Coder::StringUtf8, &Sum, &Coder::VarInt).is_err());
+            assert!(
+                Partial::decode(&bytes[..cut], &Coder::StringUtf8, &Sum, &Coder::VarInt).is_err()
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
