@@ -432,5 +432,20 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runners, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_import_address, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_export_sample, m)?)?;
+    beamline::before_worker_exit(flush_python_output);
     Ok(())
+}
+
+/// Flushes Python's standard output and error: a distributed job's worker process ends
+/// without returning to Python (see `beamline::before_worker_exit`).
+fn flush_python_output() {
+    Python::attach(|py| {
+        if let Ok(sys) = py.import("sys") {
+            for stream in ["stdout", "stderr"] {
+                if let Ok(s) = sys.getattr(stream) {
+                    let _ = s.call_method0("flush");
+                }
+            }
+        }
+    });
 }

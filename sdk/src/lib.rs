@@ -51,7 +51,7 @@ pub use error::{Error, Result};
 pub use io::text::{ReadFromText, WriteToText};
 pub use options::PipelineOptions;
 pub use pcollection::{PBegin, PCollection, PInput, POutput};
-pub use pipeline::{PTransform, Pipeline, PipelineResult, WORKER_PIPELINE_ENV};
+pub use pipeline::{before_worker_exit, PTransform, Pipeline, PipelineResult, WORKER_PIPELINE_ENV};
 pub use side_input::{SideInput, ViewKind};
 pub use state::{State, StateSpec, TimerSpec};
 pub use transforms::{

@@ -18,7 +18,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use beamline_engine::runner::WORKER_JOB_ENV;
 pub use beamline_engine::runner::WORKER_PIPELINE_ENV;
+
+/// Pipelines this program started so far (their [`JobContext::job_index`]).
+static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A transform: expands an input into outputs by applying other transforms.
 ///
@@ -69,6 +73,34 @@ pub(crate) struct State {
     handle_signals: bool,
 }
 
+/// What runs before a distributed job's worker process ends (see
+/// [`PipelineResult::wait_until_finish`]).
+static BEFORE_WORKER_EXIT: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `f` to run before a worker process of a distributed job ends its program
+/// (a language binding flushes its own output buffers there).
+pub fn before_worker_exit(f: fn()) {
+    BEFORE_WORKER_EXIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(f);
+}
+
+/// Ends a worker process whose share of the job succeeded, output flushed.
+fn end_worker_program() -> ! {
+    use std::io::Write;
+    let hooks = BEFORE_WORKER_EXIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for f in hooks {
+        f();
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(0);
+}
+
 /// A started or finished job, as Beam's PipelineResult: its state, a wait, cancellation
 /// and metrics readable while it runs. Cheap to clone (a shared handle).
 ///
@@ -97,8 +129,15 @@ impl PipelineResult {
     ///
     /// # Errors
     /// The job's error when it failed.
+    ///
+    /// In a worker process of a distributed job, the program ends here once its share
+    /// succeeded: the code after `run()` runs only where the job was launched.
     pub fn wait_until_finish(&self, timeout: Option<Duration>) -> Result<JobState> {
-        Ok(self.handle.wait_until_finish(timeout)?)
+        let state = self.handle.wait_until_finish(timeout)?;
+        if state == JobState::Done && self.handle.ends_program() {
+            end_worker_program();
+        }
+        Ok(state)
     }
 
     /// Stops the job at the next bundle: it ends [`JobState::Cancelled`], its output is
@@ -324,14 +363,32 @@ impl Pipeline {
     /// What stops the job from starting (as for [`Pipeline::run`]); failures while it
     /// runs come from [`PipelineResult::wait_until_finish`].
     pub fn start(&self) -> Result<PipelineResult> {
+        let index = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let bytes = match std::env::var_os(WORKER_PIPELINE_ENV) {
-            Some(path) => std::fs::read(&path).map_err(|source| Error::Io {
-                context: format!("reading worker pipeline {}", PathBuf::from(path).display()),
-                source,
-            })?,
+            Some(path) => {
+                let target = std::env::var(WORKER_JOB_ENV)
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok());
+                if target.is_some_and(|t| index < t) {
+                    // A run before the one this worker process is for: the launcher's
+                    // program ran it already.
+                    return Ok(PipelineResult {
+                        handle: Arc::new(beamline_engine::job::ThreadJob::spawn(
+                            "skipped",
+                            beamline_engine::job::JobControl::default(),
+                            |_| Ok(()),
+                            || {},
+                        )?),
+                    });
+                }
+                std::fs::read(&path).map_err(|source| Error::Io {
+                    context: format!("reading worker pipeline {}", PathBuf::from(path).display()),
+                    source,
+                })?
+            }
             None => self.to_proto().encode_to_vec(),
         };
-        self.start_encoded(&bytes)
+        self.start_encoded(&bytes, index)
     }
 
     /// The closures registered so far, by transform name (what runners resolve them from).
@@ -347,12 +404,13 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::run`].
     pub fn run_proto(&self, proto: &pb::Pipeline) -> Result<PipelineResult> {
-        let job = self.start_encoded(&proto.encode_to_vec())?;
+        let index = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let job = self.start_encoded(&proto.encode_to_vec(), index)?;
         job.wait_until_finish(None)?;
         Ok(job)
     }
 
-    fn start_encoded(&self, bytes: &[u8]) -> Result<PipelineResult> {
+    fn start_encoded(&self, bytes: &[u8], job_index: usize) -> Result<PipelineResult> {
         let (functions, options, cleanup, handle_signals) = {
             let st = self.inner.lock();
             if !st.errors.is_empty() {
@@ -376,6 +434,7 @@ impl Pipeline {
             options: options.values().clone(),
             cleanup: cleanup.clone(),
             handle_signals,
+            job_index,
         };
         match runner.start(bytes, job) {
             Ok(handle) => Ok(PipelineResult {

@@ -109,6 +109,30 @@ def _recorder(beam, path):
     return Record(path)
 
 
+class _records_dir:
+    """Where a run's records go: a new temporary directory, or, in a distributed case
+    (see ``conftest.py``), one every process of the case names the same (each builds the
+    pipeline, recorders and their paths included)."""
+
+    def __init__(self, beam):
+        self.beam = beam
+
+    def __enter__(self):
+        shared = os.environ.get("BEAMLINE_PYTEST_CASE")
+        if shared:
+            self.tmp = None
+            path = os.path.join(shared, f"records-{self.beam.__name__}")
+            os.makedirs(path, exist_ok=True)
+            return path
+        self.tmp = tempfile.TemporaryDirectory(prefix="parity-")
+        return self.tmp.name
+
+    def __exit__(self, *exc):
+        if self.tmp is not None:
+            self.tmp.cleanup()
+        return False
+
+
 def run(scenario, beam, args=(), streaming=False):
     """Runs ``scenario`` with ``beam``; returns ``{output name: sorted records}``."""
     opts_mod = module(beam, "options.pipeline_options")
@@ -116,7 +140,7 @@ def run(scenario, beam, args=(), streaming=False):
     if streaming and "--streaming" not in flags:
         flags.append("--streaming")
     options = opts_mod.PipelineOptions(flags)
-    with tempfile.TemporaryDirectory(prefix="parity-") as d:
+    with _records_dir(beam) as d:
         with beam.Pipeline(options=options) as p:
             outs = scenario(beam, p)
             if not isinstance(outs, dict):
@@ -205,8 +229,9 @@ def check(fn, runner_args):
     """Runs ``fn`` on Beamline with ``runner_args`` and compares with Beam's records."""
     import beamline
 
-    expected = normalize(beam_result(fn), fn.accept)
+    # Beamline first: a distributed run's worker processes end with their share of it.
     actual = normalize(run(fn, beamline, args=runner_args, streaming=fn.streaming), fn.accept)
+    expected = normalize(beam_result(fn), fn.accept)
     assert any(expected.values()) or getattr(fn, "empty", False), (
         f"Beam produced no output for {fn.__name__}: the scenario would check nothing"
     )

@@ -270,6 +270,11 @@ pub(crate) fn concatenate<'s>(scope: Scope<'s>, streams: Vec<Stream<'s>>) -> Str
     scope.concatenate(streams)
 }
 
+/// Steps `worker` until its dataflows are complete.
+pub(crate) fn run_to_end(worker: &mut timely::worker::Worker) {
+    while worker.step_or_park(None) {}
+}
+
 /// Runs `work` in a scope of [`Time`] within a new dataflow of `worker`.
 pub(crate) fn dataflow<R>(
     worker: &mut timely::worker::Worker,

@@ -83,6 +83,28 @@ pub(crate) struct Setup {
     pub clock: Clock,
     /// Most elements an unbounded source reads into one bundle.
     pub max_bundle: usize,
+    /// Under virtual time, the processing time once every TestStream ended (each
+    /// transform reaches it before its watermark reaches the end of time, as on the local
+    /// runner, even when it saw no data after the last advance).
+    pub final_processing_time: i64,
+}
+
+/// The processing time once every TestStream of `graph` ended: the sum of their advances
+/// (virtual time starts at 0).
+pub(crate) fn final_processing_time(graph: &Graph) -> i64 {
+    graph
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::TestStream { events } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .map(|e| match e {
+            beamline_engine::graph::TestEvent::ProcessingTime(d) => (*d).max(0),
+            _ => 0,
+        })
+        .fold(0i64, i64::saturating_add)
 }
 
 /// How transforms are grouped into operators.
@@ -296,7 +318,7 @@ pub(crate) fn build<'s>(
                     .iter()
                     .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut driver = Driver::new(links, arrives, leaves, setup.clock, shared.clone());
+                let mut driver = Driver::new(links, arrives, leaves, &setup, shared.clone());
                 let outs =
                     adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
                         driver.activate(p)

@@ -4,7 +4,7 @@
 //! capabilities follow its output watermark.
 
 use crate::adapter::{processing_time_of, time, watermark_of, Batch, Ports, Time};
-use crate::dataflow::{Clock, Shared};
+use crate::dataflow::{Clock, Setup, Shared};
 use crate::wire::{Arrives, Leaves};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::{Op, OpCx, END_OF_TIME};
@@ -52,6 +52,8 @@ pub(crate) struct Driver {
     /// Processing time (ms).
     now: i64,
     clock: Clock,
+    /// Processing time once the input is complete, under virtual time.
+    final_processing_time: i64,
     shared: Arc<Shared>,
 }
 
@@ -62,9 +64,10 @@ impl Driver {
         links: Vec<Link>,
         arrives: Vec<Arrives>,
         leaves: Vec<Leaves>,
-        clock: Clock,
+        setup: &Setup,
         shared: Arc<Shared>,
     ) -> Self {
+        let clock = setup.clock;
         let mut outs: Vec<Vec<Vec<WindowedValue>>> = vec![vec![Vec::new()]; links.len()];
         if let Some(last) = outs.last_mut() {
             *last = vec![Vec::new(); leaves.len()];
@@ -83,6 +86,7 @@ impl Driver {
                 Clock::Wall => wall_clock_ms(),
             },
             clock,
+            final_processing_time: setup.final_processing_time,
             shared,
         }
     }
@@ -119,10 +123,11 @@ impl Driver {
             }
         }
         let frontier = p.frontier_of_all();
-        // Everything before the frontier is complete: process it in time order, each
-        // time's batches as one bundle, side inputs first.
+        // Everything before the frontier is complete (more may come at the frontier
+        // itself): process it in time order, each time's batches as one bundle (from
+        // every upstream worker), side inputs first.
         while let Some((&t, _)) = self.stash.first_key_value() {
-            if frontier.is_some_and(|f| t > f) {
+            if frontier.is_some_and(|f| t >= f) {
                 break;
             }
             // Side inputs' watermarks still count this time's side batches.
@@ -163,6 +168,9 @@ impl Driver {
             None => {
                 // Every input is complete: timers due now, then the watermark to the end
                 // of time (panes and timers fire, windows expire).
+                if self.clock == Clock::Virtual {
+                    self.now = self.now.max(self.final_processing_time);
+                }
                 self.each(p, |op, cx| op.on_processing_time(cx))?;
                 self.side_watermarks(p);
                 if self.wm < END_OF_TIME {

@@ -11,7 +11,9 @@ use crate::worker::{self, WorkerEnv};
 use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::options::{parse_duration_ms, OptionKind, OptionSpec};
-use beamline_engine::runner::{JobContext, Runner, RunnerRegistration, WORKER_PIPELINE_ENV};
+use beamline_engine::runner::{
+    JobContext, Runner, RunnerRegistration, WORKER_JOB_ENV, WORKER_PIPELINE_ENV,
+};
 use beamline_engine::EngineError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +179,7 @@ fn start_launcher(
                 "BEAMLINE_THREADS_PER_PROCESS".to_string(),
                 opts.threads.to_string(),
             ),
+            (WORKER_JOB_ENV.to_string(), job.job_index.to_string()),
         ],
     };
     let cleanup = job.cleanup.clone();
@@ -276,6 +279,7 @@ fn start_worker(
         Clock::Virtual
     };
     let max_bundle = prepared.options.max_bundle_size;
+    let final_processing_time = dataflow::final_processing_time(&prepared.graph);
     let graph = Arc::new(prepared.graph);
     let workers = env.processes * threads;
     let body = move |control: &JobControl| -> Result<(), EngineError> {
@@ -290,12 +294,24 @@ fn start_worker(
                     workers,
                     clock,
                     max_bundle,
+                    final_processing_time,
                 };
-                crate::adapter::dataflow(w, |scope| {
-                    if let Err(e) = dataflow::build(scope, &g, setup, &s) {
-                        s.fail(e);
-                    }
-                });
+                // A panic here is a bug (user code runs guarded): it ends the process
+                // with a clear error rather than leaving the other workers waiting.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    crate::adapter::dataflow(w, |scope| {
+                        if let Err(e) = dataflow::build(scope, &g, setup, &s) {
+                            s.fail(e);
+                        }
+                    });
+                    crate::adapter::run_to_end(w);
+                }));
+                if let Err(payload) = run {
+                    s.fail(EngineError::Runner(format!(
+                        "a worker thread panicked: {}",
+                        panic_message(&*payload)
+                    )));
+                }
             })
             .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
         if launched {
@@ -311,17 +327,54 @@ fn start_worker(
         control.report_results(metrics);
         Ok(())
     };
-    Ok(Box::new(ThreadJob::spawn(
-        "distributed-worker",
-        JobControl::default(),
-        body,
-        || {},
-    )?))
+    let job = ThreadJob::spawn("distributed-worker", JobControl::default(), body, || {})?;
+    Ok(Box::new(WorkerJob { job, launched }))
 }
 
-/// Makes a panic on one of Timely's threads end this process with a clear error: a peer
-/// process that is gone makes Timely's network threads panic, and its workers would then
-/// wait for it forever (a hang) or cascade panics.
+/// A worker process's share of a job; in a process the launcher started, the program
+/// ends with it (see [`JobHandle::ends_program`]).
+#[derive(Debug)]
+struct WorkerJob {
+    job: ThreadJob,
+    launched: bool,
+}
+
+impl JobHandle for WorkerJob {
+    fn state(&self) -> beamline_engine::job::JobState {
+        self.job.state()
+    }
+    fn wait_until_finish(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<beamline_engine::job::JobState, EngineError> {
+        self.job.wait_until_finish(timeout)
+    }
+    fn cancel(&self) {
+        self.job.cancel()
+    }
+    fn drain(&self) {
+        self.job.drain()
+    }
+    fn metrics(&self) -> MetricResults {
+        self.job.metrics()
+    }
+    fn ends_program(&self) -> bool {
+        self.launched
+    }
+}
+
+/// The message of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Makes a panic on one of Timely's network threads end this process with a clear error:
+/// a peer process that is gone makes them panic, and the workers would then wait for it
+/// forever (a hang) or cascade panics.
 fn end_on_timely_panics(launched: bool) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -329,20 +382,11 @@ fn end_on_timely_panics(launched: bool) {
             .name()
             .unwrap_or_default()
             .to_string();
-        if !thread.starts_with("timely") {
+        if !(thread.starts_with("timely:send") || thread.starts_with("timely:recv")) {
             return previous(info);
         }
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let error = if msg.contains("timely communication error") {
-            format!("the connection to a peer process was lost ({msg})")
-        } else {
-            format!("Timely thread '{thread}' panicked: {msg}")
-        };
+        let msg = panic_message(info.payload());
+        let error = format!("the connection to a peer process was lost ({msg})");
         if launched {
             worker::fail(&error);
         } else {

@@ -72,6 +72,13 @@ pub trait JobHandle: Send + Sync + std::fmt::Debug {
 
     /// Metrics reported so far (all of them once the job ended).
     fn metrics(&self) -> MetricResults;
+
+    /// Whether the program ends once this job succeeded: in a worker process a
+    /// distributed runner started, the program runs its share of the job and nothing
+    /// after it (what follows `run()` runs in the launcher, which holds the job's result).
+    fn ends_program(&self) -> bool {
+        false
+    }
 }
 
 /// What a running job shares with its handle: stop requests and the metrics reported so

@@ -14,6 +14,12 @@ use std::sync::Arc;
 /// multi-process runners give every process the same pipeline).
 pub const WORKER_PIPELINE_ENV: &str = "BEAMLINE_WORKER_PIPELINE";
 
+/// Environment variable beside [`WORKER_PIPELINE_ENV`]: which of the program's pipeline
+/// runs (from 0, in the order the program starts them; [`JobContext::job_index`]) the
+/// worker pipeline is. A worker skips the runs before it, so a program that runs several
+/// pipelines runs each in the workers of its own job.
+pub const WORKER_JOB_ENV: &str = "BEAMLINE_WORKER_JOB";
+
 /// Everything a runner gets besides the pipeline itself.
 #[derive(Clone, Debug, Default)]
 pub struct JobContext {
@@ -26,6 +32,9 @@ pub struct JobContext {
     /// The runner may handle SIGINT and SIGTERM (drain a streaming job, cancel a batch
     /// one). False where the host program handles them itself (the Python package).
     pub handle_signals: bool,
+    /// The pipeline's place among those the program started, from 0 (see
+    /// [`WORKER_JOB_ENV`]).
+    pub job_index: usize,
 }
 
 /// What a finished job reports.
