@@ -2,7 +2,7 @@
 //! out-of-order generated events; Beamline's streaming runner vs a hand-written program.
 
 use anyhow::{Context, Result};
-use beamline::{Pipeline, PipelineOptions, WriteToText};
+use beamline::{Pipeline, WriteToText};
 use beamline_examples::clickstream::{self, DescribePane, WINDOW_MS};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -10,13 +10,18 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Variants, reference first.
-pub const VARIANTS: [&str; 2] = ["rust-single-thread", "beamline-streaming"];
+pub const VARIANTS: [&str; 4] = [
+    "rust-single-thread",
+    "beamline-streaming",
+    "beamline-streaming-1-thread",
+    "beamline-distributed",
+];
 
 const USERS: u64 = 1000;
 const SEED: u64 = 5;
 
 /// Runs one variant over `events` generated events, writing `user,window,count` lines.
-pub fn run(variant: &str, events: u64, output: &Path) -> Result<()> {
+pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<()> {
     match variant {
         "rust-single-thread" => {
             // The generator's events, counted per user and window in a hash map; the
@@ -35,8 +40,15 @@ pub fn run(variant: &str, events: u64, output: &Path) -> Result<()> {
             w.flush()?;
             Ok(())
         }
-        "beamline-streaming" => {
-            let p = Pipeline::new(PipelineOptions::default().set("streaming", true));
+        "beamline-streaming" | "beamline-streaming-1-thread" | "beamline-distributed" => {
+            // The streaming runner's default threads (0: per core) unless the variant
+            // says otherwise.
+            let threads = if variant == "beamline-streaming" {
+                0
+            } else {
+                threads
+            };
+            let p = Pipeline::new(crate::beamline_options(variant, threads).set("streaming", true));
             // Counted per numeric user id, named once per pane: the reference does the same.
             let clicks = p
                 .apply(

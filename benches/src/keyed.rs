@@ -5,8 +5,8 @@
 
 use anyhow::Result;
 use beamline::{
-    CoGroupByKey, DoFn, Impulse, Mean, PCollection, PInput, ParDo, Pipeline, PipelineOptions,
-    ProcessContext, Reshuffle, StateSpec, UserError, WriteToText,
+    CoGroupByKey, DoFn, Impulse, Mean, PCollection, PInput, ParDo, Pipeline, ProcessContext,
+    Reshuffle, StateSpec, UserError, WriteToText,
 };
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -17,7 +17,13 @@ use std::path::Path;
 const BEAM_KEYED_SCRIPT: &str = include_str!("../python/beam_keyed.py");
 
 /// Variants, reference first.
-pub const VARIANTS: [&str; 3] = ["rust-single-thread", "rust-rayon", "beamline-local"];
+pub const VARIANTS: [&str; 5] = [
+    "rust-single-thread",
+    "rust-rayon",
+    "beamline-local",
+    "beamline-local-1-thread",
+    "beamline-distributed",
+];
 
 const CHUNK: u64 = 100_000;
 
@@ -104,8 +110,8 @@ pub fn run(
         anyhow::ensure!(status.success(), "the Beam pipeline failed");
         return Ok(());
     }
-    if variant == "beamline-local" {
-        let mut opts = PipelineOptions::default().set("threads", threads);
+    if variant.starts_with("beamline-") {
+        let mut opts = crate::beamline_options(variant, threads);
         if let Some(b) = memory_budget {
             opts = opts.set("memory_budget", b);
         }

@@ -13,6 +13,7 @@
 
 mod clickstream;
 mod keyed;
+mod procs;
 mod wordcount;
 
 use anyhow::{bail, Context, Result};
@@ -64,7 +65,10 @@ struct Cli {
 struct Measurement {
     name: String,
     seconds: f64,
+    /// Largest peak RSS of one of its processes.
     peak_rss_mb: f64,
+    /// CPU time of all its processes (user + system).
+    cpu_seconds: f64,
     output: PathBuf,
 }
 
@@ -126,8 +130,8 @@ fn build_example(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs example program `name` with `args`, as a user would; returns its peak RSS in
-/// MiB, its high-water mark read every few milliseconds while it runs.
+/// Runs example program `name` with `args`, as a user would; returns the largest peak
+/// RSS of one of its processes (a distributed run's workers included), in MiB.
 fn run_example(name: &str, args: &[String]) -> Result<f64> {
     let path = example_path(name)?;
     let mut child = Command::new(&path)
@@ -135,24 +139,60 @@ fn run_example(name: &str, args: &[String]) -> Result<f64> {
         .stdout(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", path.display()))?;
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0.0f64;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&status_file) {
-            if let Some(kb) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
+    let (status, peak) = procs::wait_sampling(&mut child)?;
+    anyhow::ensure!(status.success(), "example {name} failed: {status}");
+    Ok(peak)
+}
+
+/// The runner options of a Beamline variant: `beamline-local` on `threads` threads,
+/// `beamline-local-1-thread`, `beamline-distributed` on 2 processes of 1 thread.
+fn beamline_args(variant: &str, threads: usize) -> Vec<String> {
+    match variant {
+        "beamline-local-1-thread" | "beamline-streaming-1-thread" => vec!["--threads=1".into()],
+        "beamline-distributed" => vec![
+            "--runner=distributed".into(),
+            "--processes=2".into(),
+            "--threads-per-process=1".into(),
+        ],
+        _ => vec![format!("--threads={threads}")],
+    }
+}
+
+/// [`beamline_args`] as pipeline options.
+fn beamline_options(variant: &str, threads: usize) -> beamline::PipelineOptions {
+    let mut o = beamline::PipelineOptions::default();
+    for a in beamline_args(variant, threads) {
+        if let Some((k, v)) = a.trim_start_matches("--").split_once('=') {
+            o = o.set(&k.replace('-', "_"), v);
         }
-        if let Some(status) = child.try_wait()? {
-            anyhow::ensure!(status.success(), "example {name} failed: {status}");
-            return Ok(peak_kb / 1024.0);
+    }
+    o
+}
+
+/// The distributed runner's cost over the local runner on one thread: the CPU time its
+/// processes spend beyond the local run's (encoding, the exchange between processes,
+/// decoding, Timely's progress tracking), per element of the input.
+fn exchange_note(results: &[Measurement], elements: f64, unit: &str) {
+    let find = |name: &str| results.iter().find(|r| r.name == name);
+    let one = results.iter().find(|r| r.name.ends_with("-1-thread"));
+    if let (Some(d), Some(l)) = (find("beamline-distributed"), one) {
+        println!(
+            "exchange cost: {:.0} ns of CPU per {unit} (beamline-distributed's CPU time \
+             {:.2} s over {}'s {:.2} s, {:.0} {unit}s)",
+            (d.cpu_seconds - l.cpu_seconds) / elements * 1e9,
+            d.cpu_seconds,
+            l.name,
+            l.cpu_seconds,
+            elements
+        );
+        if let Some(two) = find("beamline-local").or_else(|| find("beamline-streaming")) {
+            println!(
+                "distributed (2 processes) vs local: {:.2}x faster than 1 thread, {:.2}x the \
+                 2-thread time",
+                l.seconds / d.seconds,
+                d.seconds / two.seconds
+            );
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -206,15 +246,16 @@ fn run_variant_at(
     size: f64,
     threads: usize,
 ) -> Result<Measurement> {
-    let output = dir.join(format!("out-{name}"));
-    // Outputs of an earlier run in the same directory would mix with this one's.
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let file = entry.file_name().to_string_lossy().into_owned();
-        if file == format!("out-{name}") || file.starts_with(&format!("out-{name}-")) {
-            std::fs::remove_file(entry.path())?;
-        }
+    // A directory per variant: one variant's name may begin another's, and outputs of an
+    // earlier run in the same directory would mix with this one's.
+    let out_dir = dir.join(format!("out-{name}"));
+    if out_dir.is_dir() {
+        std::fs::remove_dir_all(&out_dir)?;
+    } else if out_dir.exists() {
+        std::fs::remove_file(&out_dir)?;
     }
+    std::fs::create_dir_all(&out_dir)?;
+    let output = out_dir.join("part");
     let start = Instant::now();
     let mut cmd = Command::new(std::env::current_exe()?);
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() && cli.memory_budget.is_none() {
@@ -233,26 +274,44 @@ fn run_variant_at(
     if let Some(b) = &cli.memory_budget {
         cmd.arg(format!("--memory-budget={b}"));
     }
-    let out = cmd
-        .output()
+    let cpu_before = procs::children_cpu_seconds();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("starting variant {name}"))?;
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let (status, sampled_rss) = procs::wait_sampling(&mut child)?;
     let seconds = start.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "variant {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let cpu_seconds = procs::children_cpu_seconds() - cpu_before;
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    if !status.success() {
+        bail!("variant {name} failed: {stderr}");
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let peak_rss_mb = stdout
         .lines()
         .find_map(|l| l.strip_prefix("peak_rss_mb="))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+        .unwrap_or(0.0f64)
+        .max(sampled_rss);
     Ok(Measurement {
         name: name.to_string(),
         seconds,
         peak_rss_mb,
+        cpu_seconds,
         output,
     })
 }
@@ -285,7 +344,7 @@ fn main() -> Result<()> {
         let mut child_rss = None;
         match cli.workload.as_str() {
             "wordcount" => child_rss = wordcount::run(variant, &dir, &output, cli.threads)?,
-            "clickstream" => clickstream::run(variant, (size * 1e6) as u64, &output)?,
+            "clickstream" => clickstream::run(variant, (size * 1e6) as u64, cli.threads, &output)?,
             w => keyed::run(
                 w,
                 variant,
@@ -344,21 +403,24 @@ fn main() -> Result<()> {
         repeat_note(&cli)
     );
     println!(
-        "| variant | wall time (s) | throughput (MB/s) | peak RSS (MB) | time vs {} |",
+        "| variant | wall time (s) | throughput (MB/s) | CPU (s) | peak RSS per process (MB) | time vs {} |",
         results[0].name
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {:.2} | {:.1} | {:.0} | {:.2}x |",
+            "| {} | {:.2} | {:.1} | {:.2} | {:.0} | {:.2}x |",
             r.name,
             r.seconds,
             input_mb / r.seconds,
+            r.cpu_seconds,
             r.peak_rss_mb,
             r.seconds / base
         );
     }
     println!("all outputs agree");
+    let words: i64 = reference.values().sum();
+    exchange_note(&results, words as f64, "word");
     if cli.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -385,21 +447,23 @@ fn run_all<T: PartialEq>(
     let base = results[0].seconds;
     println!("{title}{}", repeat_note(cli));
     println!(
-        "| variant | wall time (s) | {unit}/s | peak RSS (MB) | time vs {} |",
+        "| variant | wall time (s) | {unit}/s | CPU (s) | peak RSS per process (MB) | time vs {} |",
         results[0].name
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {:.2} | {:.2}M | {:.0} | {:.2}x |",
+            "| {} | {:.2} | {:.2}M | {:.2} | {:.0} | {:.2}x |",
             r.name,
             r.seconds,
             amount / r.seconds / 1e6,
+            r.cpu_seconds,
             r.peak_rss_mb,
             r.seconds / base
         );
     }
     println!("all outputs agree");
+    exchange_note(&results, amount, unit.trim_end_matches('s'));
     if let Some(budget) = &cli.memory_budget {
         let bytes = beamline_runner_local::parse_size(budget).map_err(anyhow::Error::msg)?;
         let budget_mb = bytes as f64 / (1024.0 * 1024.0);
@@ -548,7 +612,8 @@ fn run_scaling(cli: &Cli, dir: &Path, largest: f64) -> Result<()> {
                         std::fs::rename(e.path(), kept.join(&name))?;
                     }
                 }
-                *outs.last_mut().expect("pushed") = kept.join(format!("out-{variant}"));
+                *outs.last_mut().expect("pushed") =
+                    kept.join(format!("out-{variant}")).join("part");
             }
         }
         for (r, out) in outs.iter().enumerate().skip(1) {

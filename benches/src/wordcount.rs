@@ -10,7 +10,13 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Variants, reference first.
-pub const VARIANTS: [&str; 3] = ["rust-single-thread", "rust-rayon", "beamline-local"];
+pub const VARIANTS: [&str; 5] = [
+    "rust-single-thread",
+    "rust-rayon",
+    "beamline-local",
+    "beamline-local-1-thread",
+    "beamline-distributed",
+];
 
 /// The Apache Beam Python DirectRunner variant (run when a Python with apache-beam exists).
 pub const BEAM_VARIANT: &str = "beam-python-directrunner";
@@ -156,15 +162,13 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<O
             Ok(None)
         }
         // The README's main command: the wordcount example binary, as users run it.
-        "beamline-local" => {
-            let peak = crate::run_example(
-                "wordcount",
-                &[
-                    format!("--input={}", input.display()),
-                    format!("--output={}", output.display()),
-                    format!("--threads={threads}"),
-                ],
-            )?;
+        "beamline-local" | "beamline-local-1-thread" | "beamline-distributed" => {
+            let mut args = vec![
+                format!("--input={}", input.display()),
+                format!("--output={}", output.display()),
+            ];
+            args.extend(crate::beamline_args(variant, threads));
+            let peak = crate::run_example("wordcount", &args)?;
             Ok(Some(peak))
         }
         BEAM_VARIANT => {
