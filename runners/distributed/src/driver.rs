@@ -24,6 +24,9 @@ pub(crate) fn wall_clock_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Most elements handed from one transform of a chain to the next at once.
+const CHAIN_BATCH: usize = 1024;
+
 /// One transform of a fused chain.
 pub(crate) struct Link {
     /// Its engine operator.
@@ -256,8 +259,7 @@ impl Driver {
         mut f: impl FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
-        self.run(0, out_wm, &mut f)?;
-        self.emit(p)
+        self.run(0, out_wm, p, &mut f)
     }
 
     /// Calls every transform in turn (an event: bundle end, watermark, processing time),
@@ -269,16 +271,18 @@ impl Driver {
     ) -> Result<(), EngineError> {
         let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
         for i in 0..self.links.len() {
-            self.run(i, out_wm, &mut f)?;
+            self.run(i, out_wm, p, &mut f)?;
         }
-        self.emit(p)
+        Ok(())
     }
 
-    /// Calls link `i` with `f`, then link `i + 1` with what it emitted, and so on.
+    /// Calls link `i` with `f`, then link `i + 1` with what it emitted, and so on; what
+    /// the last one emits is sent.
     fn run(
         &mut self,
         i: usize,
         out_wm: i64,
+        p: &mut Ports<'_>,
         f: &mut dyn FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         let wm = if i == 0 {
@@ -300,16 +304,33 @@ impl Driver {
             },
         )?;
         if i + 1 == self.links.len() {
-            return Ok(());
+            return self.emit(p);
         }
         let mut batch = std::mem::take(&mut self.outs[i][0]);
         for more in self.more.drain(..) {
             batch.extend(more);
         }
-        if batch.is_empty() {
-            return Ok(());
+        if batch.len() <= CHAIN_BATCH {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            return self.run(i + 1, out_wm, p, &mut |op, cx| {
+                op.process(0, &mut batch, cx)
+            });
         }
-        self.run(i + 1, out_wm, &mut |op, cx| op.process(0, &mut batch, cx))
+        // A large output (a file range's lines) goes on in slices: each slice's results
+        // reach the end of the chain before the next, so a transform that multiplies its
+        // input (lines into words) never holds the whole of it.
+        let mut rest = batch.into_iter();
+        loop {
+            let mut slice: Vec<WindowedValue> = rest.by_ref().take(CHAIN_BATCH).collect();
+            if slice.is_empty() {
+                return Ok(());
+            }
+            self.run(i + 1, out_wm, p, &mut |op, cx| {
+                op.process(0, &mut slice, cx)
+            })?;
+        }
     }
 
     /// Sends what the last transform emitted.

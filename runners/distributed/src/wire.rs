@@ -179,7 +179,7 @@ impl Leaves {
         let Leaves::Partials(pre, codec) = self else {
             return Ok(());
         };
-        let parts = pre.take();
+        let parts = pre.take()?;
         out.reserve(parts.len());
         for part in parts {
             let mut bytes = Vec::new();

@@ -29,6 +29,7 @@ pub mod pardo;
 pub mod partition;
 pub mod precombine;
 pub mod simple;
+mod slot_table;
 pub mod stateful_batch;
 
 pub use op::{call_bounded, forward, Op, OpCx, SourceStep, END_OF_TIME};

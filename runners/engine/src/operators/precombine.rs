@@ -9,6 +9,7 @@
 
 use super::guard::panics_guarded;
 use super::key_table::KeyBytes;
+use super::slot_table::{Folding, SlotTable};
 use crate::coder::Coder;
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result};
@@ -184,7 +185,13 @@ pub struct PreCombine {
     /// cache, so only the matching partial result is read.
     index: HashTable<(u64, usize)>,
     parts: Vec<Partial>,
+    /// The bundle's table once it outgrew the caches (see [`SlotTable`]).
+    large: Option<SlotTable>,
 }
+
+/// Partial results past which a bundle's table moves to a [`SlotTable`]: this one's
+/// index and list stay in the caches below it, and cost three misses per element above.
+const LARGE_AFTER: usize = 8192;
 
 impl PreCombine {
     /// A pre-combiner for CombinePerKey `name` (errors name it) over keys encoded with
@@ -203,6 +210,7 @@ impl PreCombine {
             key_buf: Vec::new(),
             index: HashTable::new(),
             parts: Vec::new(),
+            large: None,
         }
     }
 
@@ -213,7 +221,15 @@ impl PreCombine {
     /// combine, naming the CombinePerKey.
     pub fn add(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
         let name = self.name.clone();
-        panics_guarded(&name, || {
+        if let Some(large) = self.large.as_mut() {
+            let f = Folding {
+                name: &self.name,
+                key_coder: &self.key_coder,
+                combine: &*self.combine,
+            };
+            return panics_guarded(&name, || large.add(batch, &f));
+        }
+        let r = panics_guarded(&name, || {
             for wv in batch.drain(..) {
                 let (key, value) = match wv.value.try_into_kv() {
                     Ok(kv) => kv,
@@ -241,7 +257,16 @@ impl PreCombine {
                 p.latest = p.latest.max(wv.timestamp);
             }
             Ok(())
-        })
+        });
+        if self.parts.len() > LARGE_AFTER {
+            let mut large = SlotTable::default();
+            self.index.clear();
+            for p in self.parts.drain(..) {
+                large.insert(p);
+            }
+            self.large = Some(large);
+        }
+        r
     }
 
     /// The partial result of number key `k` in `window`, created if new.
@@ -307,13 +332,25 @@ impl PreCombine {
     }
 
     /// The bundle's partial results, in order of first arrival; starts the next bundle.
-    pub fn take(&mut self) -> Vec<Partial> {
+    ///
+    /// # Errors
+    /// A key that does not decode (its coder encoded it: only a coder bug).
+    pub fn take(&mut self) -> Result<Vec<Partial>> {
         self.index.clear();
         // The next bundle likely has as many keys and windows: size for them at once.
         let spare = self.mailbox.lock().spare.pop();
         let mut next = spare.unwrap_or_default();
+        if let Some(mut large) = self.large.take() {
+            let f = Folding {
+                name: &self.name,
+                key_coder: &self.key_coder,
+                combine: &*self.combine,
+            };
+            large.take_into(&mut next, &f)?;
+            return Ok(next);
+        }
         next.reserve(self.parts.len());
-        std::mem::replace(&mut self.parts, next)
+        Ok(std::mem::replace(&mut self.parts, next))
     }
 }
 
@@ -379,7 +416,7 @@ mod tests {
         let mut batch = batch;
         pre.add(&mut batch)?;
         Ok(pre
-            .take()
+            .take()?
             .into_iter()
             .map(|p| {
                 let sum = p.acc.downcast::<i64>().expect("a sum");
@@ -468,18 +505,45 @@ mod tests {
         let mailbox = Mailbox::default();
         let mut pre = PreCombine::new("Sum".into(), Coder::VarInt, Arc::new(Sum), mailbox.clone());
         pre.add(&mut vec![element(Value::I64(1), 1, 1, A)]).unwrap();
-        let parts = pre.take();
+        let parts = pre.take().unwrap();
         mailbox.lock().deliver(parts);
         let taken = std::mem::take(&mut mailbox.lock().parts);
         assert_eq!(taken.len(), 1);
         let buffer = taken.as_ptr();
         mailbox.lock().give_back(taken);
         pre.add(&mut vec![element(Value::I64(2), 1, 1, A)]).unwrap();
-        pre.take();
+        pre.take().unwrap();
         // The next bundle is folded into the buffer the grouping gave back.
         pre.add(&mut vec![element(Value::I64(3), 1, 1, A)]).unwrap();
-        let third = pre.take();
+        let third = pre.take().unwrap();
         assert_eq!(third.as_ptr(), buffer);
+    }
+
+    #[test]
+    fn tables_past_the_caches_fold_every_key_once() {
+        // Past LARGE_AFTER partial results the bundle moves to a slot table.
+        let keys = 70_000i64;
+        let batch: Vec<WindowedValue> = (0..keys * 3)
+            .map(|i| element(Value::I64(i % keys), i, i, A))
+            .collect();
+        let mut pre = PreCombine::new(
+            "Sum".into(),
+            Coder::VarInt,
+            Arc::new(Sum),
+            Mailbox::default(),
+        );
+        for chunk in batch.chunks(1024) {
+            pre.add(&mut chunk.to_vec()).unwrap();
+        }
+        let parts = pre.take().unwrap();
+        assert_eq!(parts.len(), keys as usize);
+        for (n, p) in parts.into_iter().enumerate() {
+            let k = n as i64;
+            assert_eq!(p.key, Value::I64(k), "first-arrival order");
+            assert_eq!((p.window, p.count, p.latest), (A, 3, k + 2 * keys));
+            assert_eq!(p.acc.downcast::<i64>().ok(), Some(k * 3 + 3 * keys));
+        }
+        assert!(pre.take().unwrap().is_empty());
     }
 
     #[test]
@@ -495,7 +559,7 @@ mod tests {
             element(Value::Str("k".into()), 4, 7, A),
         ];
         pre.add(&mut batch).unwrap();
-        let part = pre.take().pop().unwrap();
+        let part = pre.take().unwrap().pop().unwrap();
         let mut bytes = Vec::new();
         part.encode(&Sum, &Coder::VarInt, &mut bytes).unwrap();
         let back = Partial::decode(&bytes, &Coder::StringUtf8, &Sum, &Coder::VarInt).unwrap();

@@ -210,11 +210,10 @@ impl Chain {
                 }
             }
         }
-        Ok(self
-            .precombine
-            .as_mut()
-            .map(PreCombine::take)
-            .unwrap_or_default())
+        match self.precombine.as_mut() {
+            Some(pre) => pre.take(),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// An empty buffer for a batch, from the pool when it has one.
