@@ -9,7 +9,7 @@
 
 use super::guard::panics_guarded;
 use super::key_table::KeyBytes;
-use super::slot_table::{Folding, SlotTable};
+use super::slot_table::{Folding, SlotTable, Taken};
 use crate::coder::Coder;
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result};
@@ -262,7 +262,14 @@ impl PreCombine {
             let mut large = SlotTable::default();
             self.index.clear();
             for p in self.parts.drain(..) {
-                large.insert(p);
+                large.insert(Taken {
+                    key_bytes: p.kb.bytes(),
+                    key: p.key,
+                    window: p.window,
+                    acc: p.acc,
+                    count: p.count,
+                    latest: p.latest,
+                });
             }
             self.large = Some(large);
         }
@@ -346,7 +353,16 @@ impl PreCombine {
                 key_coder: &self.key_coder,
                 combine: &*self.combine,
             };
-            large.take_into(&mut next, &f)?;
+            large.take_into(&f, |t| {
+                next.push(Partial {
+                    kb: KeyBytes::new(t.key_bytes),
+                    key: t.key,
+                    window: t.window,
+                    acc: t.acc,
+                    count: t.count,
+                    latest: t.latest,
+                })
+            })?;
             return Ok(next);
         }
         next.reserve(self.parts.len());

@@ -2,11 +2,10 @@
 //! window in open addressing, each in one cache line, prefetched a few elements ahead.
 //! [`super::precombine::PreCombine`] moves to it when its own table outgrows the caches.
 
-use super::key_table::KeyBytes;
-use super::precombine::Partial;
 use crate::coder::Coder;
 use crate::combine::{Accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result};
+use crate::value::Value;
 use crate::window::{Window, WindowedValue};
 use prefetch_index::prefetch_index;
 use rustc_hash::FxBuildHasher;
@@ -109,6 +108,18 @@ pub(crate) struct SlotTable {
     overflow: std::collections::HashMap<Vec<u8>, u64>,
 }
 
+/// One partial result going in or out of the table (the parts of a
+/// [`super::precombine::Partial`]).
+pub(crate) struct Taken<'a> {
+    /// The key encoded with the key coder (outer context).
+    pub key_bytes: &'a [u8],
+    pub key: Value,
+    pub window: Window,
+    pub acc: Accumulator,
+    pub count: usize,
+    pub latest: i64,
+}
+
 /// What the table folds with.
 pub(crate) struct Folding<'a> {
     /// The CombinePerKey's name, for errors.
@@ -128,10 +139,11 @@ impl Folding<'_> {
 
 impl SlotTable {
     /// Moves in a partial result of a key and window the table does not hold yet.
-    pub(crate) fn insert(&mut self, p: Partial) {
+    pub(crate) fn insert(&mut self, p: Taken<'_>) {
         self.key_buf.clear();
         encode_group_window(&p.window, &mut self.key_buf);
-        self.key_buf.extend_from_slice(p.kb.bytes());
+        self.key_buf.extend_from_slice(p.key_bytes);
+        p.key.release();
         let tag = tag_of(&self.key_buf);
         let i = self.find(tag, 0..self.key_buf.len(), || p.acc);
         let slot = &mut self.slots[i];
@@ -256,13 +268,15 @@ impl SlotTable {
         self.slots = slots;
     }
 
-    /// Appends the partial results to `parts`, in order of first arrival, emptying the
-    /// table.
+    /// Hands over the partial results in order of first arrival, emptying the table.
     ///
     /// # Errors
     /// A key that does not decode (its coder encoded it: only a coder bug).
-    pub(crate) fn take_into(&mut self, parts: &mut Vec<Partial>, f: &Folding<'_>) -> Result<()> {
-        parts.reserve(self.order.len());
+    pub(crate) fn take_into(
+        &mut self,
+        f: &Folding<'_>,
+        mut emit: impl FnMut(Taken<'_>),
+    ) -> Result<()> {
         let coder_err = |source| f.coder_err(source);
         for pos in self.order.drain(..) {
             let s = std::mem::replace(&mut self.slots[pos as usize], Slot::empty());
@@ -275,8 +289,8 @@ impl SlotTable {
             } else {
                 self.overflow.remove(&s.group[..]).unwrap_or(0)
             };
-            parts.push(Partial {
-                kb: KeyBytes::new(key_bytes),
+            emit(Taken {
+                key_bytes,
                 key,
                 window,
                 acc: s.acc.expect("an occupied slot"),
