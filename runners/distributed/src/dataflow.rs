@@ -318,7 +318,18 @@ pub(crate) fn build<'s>(
                     .iter()
                     .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut driver = Driver::new(links, arrives, leaves, &setup, shared.clone());
+                // Bundles matter to a grouping whose trigger is not the default one
+                // (counts, every element) or that fires late panes (one per bundle).
+                let bundled = match &node.kind {
+                    NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
+                        let w = &graph.pcollections[node.inputs[0]].windowing;
+                        w.trigger != beamline_engine::trigger::Trigger::Default
+                            || w.allowed_lateness > 0
+                    }
+                    _ => false,
+                };
+                let mut driver =
+                    Driver::new(links, arrives, leaves, !bundled, &setup, shared.clone());
                 let outs =
                     adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
                         driver.activate(p)

@@ -57,6 +57,11 @@ pub(crate) struct Driver {
     clock: Clock,
     /// Processing time once the input is complete, under virtual time.
     final_processing_time: i64,
+    /// Takes input at the frontier as it arrives, not only once the frontier passed it:
+    /// for transforms whose results do not depend on how their input is split into
+    /// bundles (all but groupings whose triggers count elements or fire late panes per
+    /// bundle). Without it, a bounded pipeline's whole input waits at every exchange.
+    eager: bool,
     shared: Arc<Shared>,
 }
 
@@ -67,6 +72,7 @@ impl Driver {
         links: Vec<Link>,
         arrives: Vec<Arrives>,
         leaves: Vec<Leaves>,
+        eager: bool,
         setup: &Setup,
         shared: Arc<Shared>,
     ) -> Self {
@@ -90,6 +96,7 @@ impl Driver {
             },
             clock,
             final_processing_time: setup.final_processing_time,
+            eager,
             shared,
         }
     }
@@ -128,17 +135,16 @@ impl Driver {
         let frontier = p.frontier_of_all();
         // Everything before the frontier is complete (more may come at the frontier
         // itself): process it in time order, each time's batches as one bundle (from
-        // every upstream worker), side inputs first.
+        // every upstream worker), side inputs first. An eager chain also takes what
+        // arrived at the frontier, as it arrives.
         while let Some((&t, _)) = self.stash.first_key_value() {
-            if frontier.is_some_and(|f| t >= f) {
+            if frontier.is_some_and(|f| t > f || (t == f && !self.eager)) {
                 break;
             }
             // Side inputs' watermarks still count this time's side batches.
             self.move_to(p, t)?;
-            // What the watermark fired goes before the capabilities move on; what this
-            // time's batches make travels at this time (or what holds it).
-            self.flush(p)?;
-            self.follow(p, t);
+            // What this time's batches make travels at this time (or what holds it).
+            self.follow(p, t)?;
             let (_, mut batches) = self.stash.pop_first().expect("a first entry");
             batches.sort_by_key(|(slot, _)| if *slot == 0 { usize::MAX } else { *slot });
             let mut sides_done = false;
@@ -157,13 +163,11 @@ impl Driver {
             }
             self.each(p, |op, cx| op.end_bundle(cx))?;
             self.each(p, |op, cx| op.on_processing_time(cx))?;
-            self.flush(p)?;
         }
         match frontier {
             Some(f) => {
                 self.move_to(p, f)?;
-                self.flush(p)?;
-                self.follow(p, f);
+                self.follow(p, f)?;
                 if self.clock == Clock::Wall {
                     p.activate_after(TICK);
                 }
@@ -199,19 +203,25 @@ impl Driver {
     }
 
     /// Moves the capabilities to `t`, or to the chain's holds when earlier (its output
-    /// watermark).
-    fn follow(&self, p: &mut Ports<'_>, t: Time) {
+    /// watermark); partial results folded so far go out first, at the time they were
+    /// made.
+    fn follow(&mut self, p: &mut Ports<'_>, t: Time) -> Result<(), EngineError> {
         let hold = self
             .links
             .iter()
             .map(|l| l.op.hold())
             .min()
             .unwrap_or(END_OF_TIME);
-        p.downgrade(if hold < watermark_of(&t) {
+        let target = if hold < watermark_of(&t) {
             time(hold, processing_time_of(&t), (t.1).1)
         } else {
             t
-        });
+        };
+        if p.time().is_some_and(|now| now < target) {
+            self.flush(p)?;
+            p.downgrade(target);
+        }
+        Ok(())
     }
 
     /// Moves processing time, then the watermark, to those of `t`.

@@ -94,7 +94,13 @@ pub struct Supervisor {
     open: usize,
     /// What the processes reported of their metrics (JSON lines).
     metrics: Vec<String>,
+    /// A process that failed because a peer went away, and when: the peer's own error
+    /// (or exit) is the job's error if it comes within [`ORIGINAL_ERROR_GRACE`].
+    peer_lost: Option<(Instant, usize, String)>,
 }
+
+/// How long a failure caused by a lost peer waits for that peer's own error.
+const ORIGINAL_ERROR_GRACE: Duration = Duration::from_secs(2);
 
 /// Starts `opts.processes` copies of `program` with `args`, each with its process id and
 /// the number of processes in the environment ([`PROCESS_ID_ENV`], [`PROCESSES_ENV`]).
@@ -156,6 +162,7 @@ pub fn launch(
         stderr: vec![Vec::new(); opts.processes],
         open: opts.processes,
         metrics: Vec::new(),
+        peer_lost: None,
         children,
         events: rx,
         started: Instant::now(),
@@ -206,6 +213,12 @@ impl Supervisor {
             Some(Report::Ready) => self.ready[p] = true,
             Some(Report::Metrics(json)) => self.metrics.push(json),
             Some(Report::Error(error)) => {
+                if error.contains(crate::worker::PEER_LOST) {
+                    if self.peer_lost.is_none() {
+                        self.peer_lost = Some((Instant::now(), p, error));
+                    }
+                    return Ok(());
+                }
                 return Err(LaunchError::Failed { process: p, error });
             }
             None => {
@@ -267,6 +280,10 @@ impl Supervisor {
                         self.children[p] = None;
                         if !status.success() {
                             self.drain_output(p)?;
+                            if self.peer_lost.as_ref().is_some_and(|(_, q, _)| *q == p) {
+                                // It said why; its peer's reason is the better one.
+                                continue;
+                            }
                             return Err(LaunchError::Exited {
                                 process: p,
                                 status: describe(status),
@@ -290,6 +307,14 @@ impl Supervisor {
                             stderr: std::mem::take(&mut self.stderr[p]),
                         })
                     }
+                }
+            }
+            if let Some((since, process, error)) = &self.peer_lost {
+                if running == 0 || since.elapsed() >= ORIGINAL_ERROR_GRACE {
+                    return Err(LaunchError::Failed {
+                        process: *process,
+                        error: error.clone(),
+                    });
                 }
             }
             if running == 0 {

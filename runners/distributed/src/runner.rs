@@ -386,7 +386,7 @@ fn end_on_timely_panics(launched: bool) {
             return previous(info);
         }
         let msg = panic_message(info.payload());
-        let error = format!("the connection to a peer process was lost ({msg})");
+        let error = format!("{} ({msg})", worker::PEER_LOST);
         if launched {
             worker::fail(&error);
         } else {

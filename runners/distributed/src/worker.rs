@@ -12,6 +12,10 @@ pub const PROCESS_ID_ENV: &str = "BEAMLINE_PROCESS_ID";
 /// Environment variable with the number of processes of the job.
 pub const PROCESSES_ENV: &str = "BEAMLINE_PROCESSES";
 
+/// What a worker's error says when it failed because a peer process went away (the
+/// launcher prefers the peer's own error).
+pub(crate) const PEER_LOST: &str = "the connection to a peer process was lost";
+
 /// Prefix of the protocol's lines.
 pub(crate) const MARKER: &str = "beamline-worker:";
 
