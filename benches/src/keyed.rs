@@ -16,14 +16,8 @@ use std::path::Path;
 /// The keyed workloads as an Apache Beam Python pipeline (same generated input).
 const BEAM_KEYED_SCRIPT: &str = include_str!("../python/beam_keyed.py");
 
-/// Variants, reference first.
-pub const VARIANTS: [&str; 5] = [
-    "rust-single-thread",
-    "rust-rayon",
-    "beamline-local",
-    "beamline-local-1-thread",
-    "beamline-distributed",
-];
+/// Variants, reference first: the word count's (the same references and Beamline runs).
+pub const VARIANTS: [&str; 5] = crate::wordcount::VARIANTS;
 
 const CHUNK: u64 = 100_000;
 
