@@ -48,7 +48,9 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
             } else {
                 threads
             };
-            let p = Pipeline::new(crate::beamline_options(variant, threads).set("streaming", true));
+            let p = Pipeline::new(
+                crate::variants::beamline_options(variant, threads).set("streaming", true),
+            );
             // Counted per numeric user id, named once per pane: the reference does the same.
             let clicks = p
                 .apply(

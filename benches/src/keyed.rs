@@ -105,7 +105,7 @@ pub fn run(
         return Ok(());
     }
     if variant.starts_with("beamline-") {
-        let mut opts = crate::beamline_options(variant, threads);
+        let mut opts = crate::variants::beamline_options(variant, threads);
         if let Some(b) = memory_budget {
             opts = opts.set("memory_budget", b);
         }

@@ -167,7 +167,7 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<O
                 format!("--input={}", input.display()),
                 format!("--output={}", output.display()),
             ];
-            args.extend(crate::beamline_args(variant, threads));
+            args.extend(crate::variants::beamline_args(variant, threads));
             let peak = crate::run_example("wordcount", &args)?;
             Ok(Some(peak))
         }
