@@ -320,6 +320,11 @@ impl Translator<'_> {
                         coder(self.comps, &c.accumulator_coder_id)?,
                     )
                 }
+                Some(Spec::MultimapSpec(_)) => {
+                    return Err(invalid(format!(
+                        "ParDo '{name}': state '{sname}' is a multimap state, which Beamline does not support yet"
+                    )))
+                }
                 None => {
                     return Err(invalid(format!(
                         "ParDo '{name}': state '{sname}' has no spec"
