@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .build_transport(false)
+        .build_transport(true)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -66,4 +66,6 @@ pub(crate) fn link_runners() {
     beamline_runner_local::link();
     #[cfg(feature = "distributed")]
     beamline_runner_distributed::link();
+    #[cfg(feature = "portable")]
+    beamline_runner_portable::link();
 }

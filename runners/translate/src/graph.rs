@@ -36,6 +36,33 @@ pub fn to_graph(p: &pb::Pipeline, fns: &FnRegistry) -> Result<Graph> {
     Ok(tx.graph)
 }
 
+/// The engine graph of some of `comps`' transforms (a fused stage that an SDK harness
+/// runs), with the index of every PCollection it touches by proto id. The PCollections in
+/// `extra_pcollections` (those of transforms the caller runs itself) are indexed too.
+///
+/// # Errors
+/// As [`to_graph`].
+pub fn to_fragment(
+    comps: &pb::Components,
+    transform_ids: &[String],
+    extra_pcollections: &[String],
+    fns: &FnRegistry,
+) -> Result<(Graph, HashMap<String, PcId>)> {
+    let mut tx = Translator {
+        comps,
+        fns,
+        graph: Graph::default(),
+        pcs: HashMap::new(),
+    };
+    for id in transform_ids {
+        tx.visit(id)?;
+    }
+    for id in extra_pcollections {
+        tx.pcoll(id)?;
+    }
+    Ok((tx.graph, tx.pcs))
+}
+
 struct Translator<'a> {
     comps: &'a pb::Components,
     fns: &'a FnRegistry,

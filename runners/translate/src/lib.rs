@@ -28,7 +28,7 @@ mod mode;
 mod options;
 
 pub use components::{coder, trigger, window_fn, windowing};
-pub use graph::to_graph;
+pub use graph::{to_fragment, to_graph};
 pub use mode::{choose_mode, Mode};
 pub use options::{engine_options, EngineOptions, MAX_THREADS_PER_CORE};
 

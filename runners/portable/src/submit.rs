@@ -1,0 +1,119 @@
+//! The pipeline proto as a Beam job service receives it: Beamline's environment becomes
+//! `beam:env:external:v1` pointing at this process's worker pool, with the capabilities
+//! the harness has, and the pipeline's `requirements` say what its DoFns need.
+
+use beamline_proto::pipeline as pb;
+use beamline_proto::prost::Message;
+use beamline_proto::urns;
+
+use crate::{Error, Result};
+
+/// Coder URNs the harness encodes and decodes (its environment's capabilities).
+pub const CODER_CAPABILITIES: &[&str] = &[
+    urns::CODER_BYTES,
+    urns::CODER_STRING_UTF8,
+    urns::CODER_KV,
+    urns::CODER_BOOL,
+    urns::CODER_VARINT,
+    urns::CODER_DOUBLE,
+    urns::CODER_ITERABLE,
+    urns::CODER_INTERVAL_WINDOW,
+    urns::CODER_LENGTH_PREFIX,
+    urns::CODER_GLOBAL_WINDOW,
+    urns::CODER_WINDOWED_VALUE,
+    urns::CODER_NULLABLE,
+    urns::BEAMLINE_CODER_SERDE,
+    urns::BEAMLINE_CODER_DYNAMIC,
+];
+
+/// A ParDo with user state or timers (Beam's `beam:requirement:pardo:stateful:v1`).
+pub const REQUIRES_STATEFUL: &str = "beam:requirement:pardo:stateful:v1";
+/// A DoFn that needs its input sorted by time.
+pub const REQUIRES_TIME_SORTED_INPUT: &str = "beam:requirement:pardo:time_sorted_input:v1";
+/// A DoFn that needs stable input.
+pub const REQUIRES_STABLE_INPUT: &str = "beam:requirement:pardo:stable_input:v1";
+/// A DoFn with an on-window-expiration callback.
+pub const REQUIRES_ON_WINDOW_EXPIRATION: &str = "beam:requirement:pardo:on_window_expiration:v1";
+/// A splittable DoFn.
+pub const REQUIRES_SPLITTABLE: &str = "beam:requirement:pardo:splittable_dofn:v1";
+
+/// Rewrites an encoded pipeline for submission: every environment Beamline's code runs in
+/// becomes an external one served at `worker_pool` (HOST:PORT), transforms of Beamline
+/// composites the service may split (CombinePerKey) name that environment, and the
+/// requirements are filled in.
+///
+/// # Errors
+/// A malformed pipeline proto.
+pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<pb::Pipeline> {
+    let mut p = pb::Pipeline::decode(pipeline)
+        .map_err(|e| Error::Protocol(format!("malformed pipeline proto: {e}")))?;
+    let comps = p.components.get_or_insert_with(Default::default);
+    let external = pb::Environment {
+        urn: urns::ENV_EXTERNAL.into(),
+        payload: pb::ExternalPayload {
+            endpoint: Some(pb::ApiServiceDescriptor {
+                url: worker_pool.into(),
+                authentication: None,
+            }),
+            params: Default::default(),
+        }
+        .encode_to_vec(),
+        capabilities: CODER_CAPABILITIES.iter().map(|s| (*s).into()).collect(),
+        ..Default::default()
+    };
+    let mut ours = Vec::new();
+    for (id, env) in comps.environments.iter_mut() {
+        if env.urn == urns::ENV_RUST {
+            let display = std::mem::take(&mut env.display_data);
+            *env = pb::Environment {
+                display_data: display,
+                ..external.clone()
+            };
+            ours.push(id.clone());
+        }
+    }
+    let Some(env) = ours.first().cloned() else {
+        return Ok(p);
+    };
+    let mut requirements: Vec<String> = std::mem::take(&mut p.requirements);
+    for t in comps.transforms.values_mut() {
+        let urn = t.spec.as_ref().map(|s| s.urn.as_str()).unwrap_or("");
+        // A service that lifts a combine runs its phases in the combine's environment.
+        if urn == urns::COMBINE_PER_KEY && t.environment_id.is_empty() {
+            t.environment_id = env.clone();
+        }
+        if urn != urns::PAR_DO {
+            continue;
+        }
+        let Some(pd) = t
+            .spec
+            .as_ref()
+            .and_then(|s| pb::ParDoPayload::decode(s.payload.as_slice()).ok())
+        else {
+            continue;
+        };
+        let mut need = |r: &str| {
+            if !requirements.iter().any(|x| x == r) {
+                requirements.push(r.into());
+            }
+        };
+        if !pd.state_specs.is_empty() || !pd.timer_family_specs.is_empty() {
+            need(REQUIRES_STATEFUL);
+        }
+        if pd.requires_time_sorted_input {
+            need(REQUIRES_TIME_SORTED_INPUT);
+        }
+        if pd.requires_stable_input {
+            need(REQUIRES_STABLE_INPUT);
+        }
+        if !pd.on_window_expiration_timer_family_spec.is_empty() {
+            need(REQUIRES_ON_WINDOW_EXPIRATION);
+        }
+        if !pd.restriction_coder_id.is_empty() {
+            need(REQUIRES_SPLITTABLE);
+        }
+    }
+    requirements.sort();
+    p.requirements = requirements;
+    Ok(p)
+}
