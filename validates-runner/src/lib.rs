@@ -10,6 +10,7 @@
 //! Every runner in [`RUNNERS`] declares what it cannot do (a skip list with reasons); a
 //! case in a skipped category is reported as unsupported, every other case must pass.
 
+pub mod beam_service;
 pub mod cases;
 mod isolated;
 mod matrix;
@@ -128,16 +129,25 @@ pub struct RunnerEntry {
     /// Whether each case runs in a process of its own: the runner re-executes the program
     /// (see [`serve_case`]).
     pub own_process: bool,
+    /// Whether the runner submits to Beam Python's job service ([`beam_service`]), whose
+    /// address becomes `--job-endpoint`.
+    pub beam_job_service: bool,
 }
 
 impl RunnerEntry {
     /// Options for a pipeline run on this runner.
-    pub fn pipeline_options(&self) -> PipelineOptions {
+    ///
+    /// # Errors
+    /// A job service this runner needs did not start.
+    pub fn pipeline_options(&self) -> Result<PipelineOptions, String> {
         let mut o = PipelineOptions::default().set("runner", self.runner);
         for (k, v) in self.options {
             o = o.set(k, v);
         }
-        o
+        if self.beam_job_service {
+            o = o.set("job_endpoint", beam_service::endpoint()?);
+        }
+        Ok(o)
     }
 }
 
@@ -149,6 +159,7 @@ pub const RUNNERS: &[RunnerEntry] = &[
         options: &[],
         skips: &[],
         own_process: false,
+        beam_job_service: false,
     },
     RunnerEntry {
         name: "local (1 thread)",
@@ -156,6 +167,7 @@ pub const RUNNERS: &[RunnerEntry] = &[
         options: &[("threads", "1")],
         skips: &[],
         own_process: false,
+        beam_job_service: false,
     },
     RunnerEntry {
         name: "local --memory-budget=1B (spills everything)",
@@ -163,6 +175,7 @@ pub const RUNNERS: &[RunnerEntry] = &[
         options: &[("memory_budget", "1B")],
         skips: &[],
         own_process: false,
+        beam_job_service: false,
     },
     RunnerEntry {
         name: "local --streaming",
@@ -170,6 +183,7 @@ pub const RUNNERS: &[RunnerEntry] = &[
         options: &[("streaming", "true")],
         skips: &[],
         own_process: false,
+        beam_job_service: false,
     },
     RunnerEntry {
         name: "distributed (2 processes)",
@@ -177,6 +191,7 @@ pub const RUNNERS: &[RunnerEntry] = &[
         options: &[("processes", "2")],
         skips: &[],
         own_process: true,
+        beam_job_service: false,
     },
     RunnerEntry {
         name: "distributed (2 processes x 2 threads)",
@@ -184,6 +199,7 @@ pub const RUNNERS: &[RunnerEntry] = &[
         options: &[("processes", "2"), ("threads_per_process", "2")],
         skips: &[],
         own_process: true,
+        beam_job_service: false,
     },
     RunnerEntry {
         name: "distributed --streaming",
@@ -191,5 +207,26 @@ pub const RUNNERS: &[RunnerEntry] = &[
         options: &[("processes", "2"), ("streaming", "true")],
         skips: &[],
         own_process: true,
+        beam_job_service: false,
     },
+    RunnerEntry {
+        name: "portable (Beam Python job service)",
+        runner: "portable",
+        options: &[],
+        skips: PORTABLE_SKIPS,
+        own_process: false,
+        beam_job_service: true,
+    },
+];
+
+/// What Beam Python's local job service (its FnApiRunner) cannot run.
+const PORTABLE_SKIPS: &[(Category, &str)] = &[
+    (
+        Category::TestStream,
+        "Beam Python's local job service runs bounded pipelines only: it has no TestStream",
+    ),
+    (
+        Category::UnboundedPCollections,
+        "Beam Python's local job service runs bounded pipelines only: no unbounded sources",
+    ),
 ];

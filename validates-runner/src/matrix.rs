@@ -33,8 +33,12 @@ pub fn run_case(case: &Case, runner: &RunnerEntry) -> Outcome {
 
 /// Runs `case` on `runner` in this process.
 pub(crate) fn run_case_here(case: &Case, runner: &RunnerEntry) -> Outcome {
+    let options = match runner.pipeline_options() {
+        Ok(o) => o,
+        Err(e) => return Outcome::Failed(e),
+    };
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let p = Pipeline::new(runner.pipeline_options());
+        let p = Pipeline::new(options);
         (case.build)(&p);
         p.run()
     }));

@@ -88,6 +88,7 @@ fn a_broken_runner_fails_the_suite() {
         options: &[],
         skips: &[(Category::ManyKeys, "kept short in this test")],
         own_process: false,
+        beam_job_service: false,
     }];
     let all = cases::all();
     let m = run_suite(&all, &broken);

@@ -13,10 +13,12 @@
 //!   cancel) behind the shared runner layer's [`JobHandle`].
 //! - [`submit`]: the pipeline proto as submitted (environment, requirements, capabilities).
 //! - [`harness`]: the SDK harness (control, data, state, logging; bundles of fused stages).
+//! - [`local_service`]: Beam Python's local job service as an owned child process.
 
 pub mod grpc;
 pub mod harness;
 pub mod job;
+pub mod local_service;
 pub mod submit;
 pub mod worker_pool;
 

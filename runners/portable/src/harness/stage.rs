@@ -249,10 +249,12 @@ impl StageDef {
                 }
                 NodeKind::ParDo {
                     stateful: Some(_), ..
-                } => return Err(invalid(format!(
+                } => {
+                    return Err(invalid(format!(
                     "ParDo '{}' has state or timers, which the portable runner does not run yet",
                     node.name
-                ))),
+                )))
+                }
                 _ => nodes.push(i),
             }
         }
