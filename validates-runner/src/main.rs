@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run -p beamline-validates-runner -- --matrix [--write]
 //! ```
-//! `--column TEXT` runs only the columns whose name contains TEXT (not with `--write`).
+//! `--column TEXT` runs only the columns whose name contains TEXT, `--case TEXT` only the
+//! cases whose name contains TEXT (neither with `--write`).
 //! `--write` also stores the matrix in `validates-runner/MATRIX.md` and in the README
 //! section between the `matrix:start` / `matrix:end` markers.
 
@@ -17,7 +18,14 @@ fn main() -> Result<()> {
     if !args.iter().any(|a| a == "--matrix") {
         bail!("usage: beamline-validates-runner --matrix [--write]");
     }
-    let all = cases::all();
+    let case_filter = args
+        .iter()
+        .position(|a| a == "--case")
+        .and_then(|i| args.get(i + 1));
+    let all: Vec<_> = cases::all()
+        .into_iter()
+        .filter(|c| case_filter.is_none_or(|t| c.name.contains(t.as_str())))
+        .collect();
     let only = args
         .iter()
         .position(|a| a == "--column")
@@ -27,8 +35,8 @@ fn main() -> Result<()> {
         .filter(|r| only.is_none_or(|t| r.name.contains(t.as_str())))
         .copied()
         .collect();
-    if only.is_some() && args.iter().any(|a| a == "--write") {
-        bail!("--write stores the whole matrix: run it without --column");
+    if (only.is_some() || case_filter.is_some()) && args.iter().any(|a| a == "--write") {
+        bail!("--write stores the whole matrix: run it without --column or --case");
     }
     eprintln!(
         "running {} cases on {} runners...",

@@ -154,9 +154,9 @@ impl<F: DoFn> ParDo<F> {
 
 /// Additional outputs, side inputs and state of a ParDo being recorded.
 pub(crate) struct Parts<'a> {
-    extra: Vec<ErasedTag>,
-    sides: &'a [SideRef],
-    stateful: &'a StatefulDecl,
+    pub(crate) extra: Vec<ErasedTag>,
+    pub(crate) sides: &'a [SideRef],
+    pub(crate) stateful: &'a StatefulDecl,
 }
 
 /// Records the ParDo being expanded in the proto; returns its main and tagged output ids.

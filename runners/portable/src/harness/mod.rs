@@ -234,7 +234,11 @@ fn reply_to(
 impl Worker {
     fn register(&self, d: fe::ProcessBundleDescriptor) -> std::result::Result<(), String> {
         let id = d.id.clone();
-        let def = stage::StageDef::new(d, &self.context.functions).map_err(|e| e.to_string())?;
+        let def = stage::StageDef::new(d, &self.context.functions).map_err(|e| {
+            let text = e.to_string();
+            self.context.record_error(e);
+            text
+        })?;
         self.descriptors
             .lock()
             .expect("descriptors")

@@ -10,7 +10,7 @@ use beamline_engine::combine::{Accumulator, CombineFnInvoker};
 use beamline_engine::operators::guard::guarded;
 use beamline_engine::operators::{forward, Op, OpCx};
 use beamline_engine::value::Value;
-use beamline_engine::window::{PaneInfo, Window, WindowFn, WindowedValue};
+use beamline_engine::window::{PaneInfo, TimestampCombiner, Window, WindowFn, WindowedValue};
 use beamline_engine::{EngineError, Result};
 use beamline_proto::fn_execution as fe;
 use beamline_proto::urns;
@@ -57,17 +57,27 @@ pub struct PhaseOp {
     phase: Phase,
     combine: Arc<dyn CombineFnInvoker>,
     key_coder: Coder,
-    /// Precombine: accumulators by encoded key and window.
-    table: HashMap<(Vec<u8>, Window), (Value, Accumulator)>,
+    timestamps: TimestampCombiner,
+    /// Precombine: accumulators (and their inputs' combined timestamp) by encoded key and
+    /// window.
+    table: HashMap<(Vec<u8>, Window), (Value, Accumulator, i64)>,
 }
 
 impl PhaseOp {
-    /// A phase of `combine`, whose keys encode with `key_coder`.
-    pub fn new(phase: Phase, combine: Arc<dyn CombineFnInvoker>, key_coder: Coder) -> Self {
+    /// A phase of `combine`, whose keys encode with `key_coder`; a precombine's outputs
+    /// carry their inputs' timestamps combined with `timestamps` (the grouping after it
+    /// combines them again, so the combine's output timestamp is the one Beam defines).
+    pub fn new(
+        phase: Phase,
+        combine: Arc<dyn CombineFnInvoker>,
+        key_coder: Coder,
+        timestamps: TimestampCombiner,
+    ) -> Self {
         PhaseOp {
             phase,
             combine,
             key_coder,
+            timestamps,
             table: HashMap::new(),
         }
     }
@@ -109,7 +119,8 @@ impl Op for PhaseOp {
                     let slot = self
                         .table
                         .entry((key_bytes, wv.window))
-                        .or_insert_with(|| (key, c.create_accumulator()));
+                        .or_insert_with(|| (key, c.create_accumulator(), wv.timestamp));
+                    slot.2 = self.timestamps.combine(Some(slot.2), wv.timestamp);
                     guarded(name, || c.add_input(&mut slot.1, value))?;
                 }
                 Phase::Merge => {
@@ -141,11 +152,11 @@ impl Op for PhaseOp {
 
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
         let name = cx.name;
-        for ((_, window), (key, acc)) in self.table.drain() {
+        for ((_, window), (key, acc, timestamp)) in self.table.drain() {
             let value = guarded(name, || self.combine.accumulator_to_value(&acc))?;
             cx.out[0].push(WindowedValue {
                 value: Value::kv(key, value),
-                timestamp: window.max_timestamp(),
+                timestamp: self.timestamps.output(&window, timestamp),
                 window,
                 pane: PaneInfo::NO_FIRING,
             });

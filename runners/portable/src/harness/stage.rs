@@ -12,7 +12,8 @@ use beamline_engine::graph::{Graph, NodeKind, PcId};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::{self, call_bounded, Op};
 use beamline_engine::registry::FnRegistry;
-use beamline_engine::window::WindowedValue;
+use beamline_engine::time::GLOBAL_WINDOW_MAX_TIMESTAMP;
+use beamline_engine::window::{TimestampCombiner, Window, WindowedValue};
 use beamline_engine::{EngineError, Result};
 use beamline_proto::fn_execution as fe;
 use beamline_proto::pipeline as pb;
@@ -50,6 +51,7 @@ enum Custom {
         Phase,
         Arc<dyn beamline_engine::combine::CombineFnInvoker>,
         Coder,
+        TimestampCombiner,
     ),
     Identity,
 }
@@ -268,12 +270,18 @@ impl StageDef {
                             "combine phase '{name}' does not carry a Beamline CombineFn"
                         ))
                     })?;
-                    let Coder::Kv(key_coder, _) = &graph.pcollections[pc(&i)].coder else {
+                    let input = &graph.pcollections[pc(&i)];
+                    let Coder::Kv(key_coder, _) = &input.coder else {
                         return Err(invalid(format!(
                             "combine phase '{name}' needs key/value input"
                         )));
                     };
-                    Custom::Phase(phase, combine, (**key_coder).clone())
+                    Custom::Phase(
+                        phase,
+                        combine,
+                        (**key_coder).clone(),
+                        input.windowing.timestamp_combiner,
+                    )
                 }
             };
             custom.push(CustomDef {
@@ -506,7 +514,7 @@ fn decode(
                     };
                     out.push(WindowedValue {
                         value,
-                        timestamp: wvs.timestamp,
+                        timestamp: end_of_window(wvs.timestamp, &window),
                         window,
                         pane: wvs.pane,
                     });
@@ -527,6 +535,20 @@ fn decode(
     let used = buf.len() - rest.len();
     buf.drain(..used);
     Ok(out)
+}
+
+/// Beam Python's windows end 1 µs before their end (ours 1 ms): its end-of-window
+/// timestamps, in milliseconds, are 1 ms early in the global window (its maximum rounds
+/// down) and 1 ms late in a window ending at or before 0 (truncated towards 0). Both are
+/// read as the end of the window they belong to.
+fn end_of_window(timestamp: i64, window: &Window) -> i64 {
+    /// Beam Python's `GlobalWindow().max_timestamp()` in milliseconds.
+    const PYTHON_GLOBAL_MAX: i64 = GLOBAL_WINDOW_MAX_TIMESTAMP - 1;
+    match window {
+        Window::Global if timestamp == PYTHON_GLOBAL_MAX => GLOBAL_WINDOW_MAX_TIMESTAMP,
+        Window::Interval { .. } if timestamp > window.max_timestamp() => window.max_timestamp(),
+        _ => timestamp,
+    }
 }
 
 /// Runs one bundle of `def` for `instruction_id`.
@@ -579,9 +601,12 @@ pub(crate) fn run_bundle(
     for c in &def.custom {
         let op: Box<dyn Op> = match &c.kind {
             Custom::Identity => Box::new(IdentityOp),
-            Custom::Phase(phase, combine, key_coder) => {
-                Box::new(PhaseOp::new(*phase, combine.clone(), key_coder.clone()))
-            }
+            Custom::Phase(phase, combine, key_coder, timestamps) => Box::new(PhaseOp::new(
+                *phase,
+                combine.clone(),
+                key_coder.clone(),
+                *timestamps,
+            )),
         };
         consumers
             .entry(c.input)
