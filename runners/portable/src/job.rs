@@ -37,6 +37,9 @@ pub(crate) fn start(
         let submitted = submit::for_submission(&pipeline, pool.address())?;
         let outcome = runtime().block_on(run_job(submitted, &job, &options, control));
         pool.shutdown();
+        if control.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         match outcome {
             Ok(()) => Ok(()),
             // The harness's own error names the transform exactly as the local runner

@@ -406,10 +406,14 @@ struct Bundle<'a> {
     buffers: Vec<Vec<u8>>,
     channels: Vec<Arc<super::data::DataChannel>>,
     instruction_id: &'a str,
+    control: &'a beamline_engine::job::JobControl,
 }
 
 impl Bundle<'_> {
     fn push(&mut self, pc: PcId, batch: Vec<WindowedValue>) -> Result<()> {
+        if self.control.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
         let mut work = vec![(pc, batch)];
         while let Some((pc, mut batch)) = work.pop() {
             if batch.is_empty() {
@@ -643,6 +647,7 @@ pub(crate) fn run_bundle(
         buffers: vec![Vec::new(); def.sinks.len()],
         channels,
         instruction_id,
+        control: &worker.context.control,
     };
     let result = feed(worker, def, &mut bundle, instruction_id, stream_id)
         .and_then(|()| finish_bundle(worker, &mut bundle));

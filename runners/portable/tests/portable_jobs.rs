@@ -1,0 +1,137 @@
+//! Jobs on Beam Python's local job service through the portable runner: a word count, a
+//! failing DoFn's error naming its transform, bad endpoints and missing options as clear
+//! errors within their timeouts, cancel. (The validates-runner suite's portable column
+//! checks the semantics case by case.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use beamline::testing::assert_that;
+use beamline::{
+    Count, Create, DoFn, JobState, ParDo, Pipeline, PipelineOptions, ProcessContext, UserError,
+};
+
+fn words(p: &Pipeline) -> beamline::PCollection<String> {
+    p.apply(
+        "Lines",
+        Create::of(vec![
+            "the quick brown fox".to_string(),
+            "the lazy dog".to_string(),
+            "the end".to_string(),
+        ]),
+    )
+    .flat_map("Split", |l: String| {
+        l.split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+    })
+}
+
+#[test]
+fn word_count_runs_on_beams_job_service() {
+    let p = Pipeline::new(common::portable());
+    let counts = words(&p)
+        .apply("Count", Count::per_element())
+        .map("Format", |(w, n): (String, i64)| format!("{w}:{n}"));
+    assert_that(&counts).contains_in_any_order(
+        [
+            "the:3", "quick:1", "brown:1", "fox:1", "lazy:1", "dog:1", "end:1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    p.run().expect("runs on the job service");
+}
+
+#[derive(Clone)]
+struct FailsOnSeven;
+
+impl DoFn for FailsOnSeven {
+    type In = i64;
+    type Out = i64;
+    fn process(&mut self, x: i64, ctx: &mut ProcessContext<'_, '_, i64>) -> Result<(), UserError> {
+        if x == 7 {
+            return Err("seven is not allowed".into());
+        }
+        ctx.output(x);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_dofn_fails_the_job_with_its_transform_and_message() {
+    let p = Pipeline::new(common::portable());
+    p.apply("Numbers", Create::of(0i64..20))
+        .apply("Picky", ParDo::of(FailsOnSeven));
+    let err = p.run().expect_err("the job fails").to_string();
+    assert!(err.contains("'Picky'"), "{err}");
+    assert!(err.contains("seven is not allowed"), "{err}");
+}
+
+#[test]
+fn an_unreachable_job_service_is_an_error_within_the_connect_timeout() {
+    // A port nothing listens on: bind one and drop it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = Pipeline::new(
+        PipelineOptions::default()
+            .set("runner", "portable")
+            .set("job_endpoint", format!("127.0.0.1:{port}"))
+            .set("connect_timeout", "2s"),
+    );
+    p.apply("Numbers", Create::of(0i64..3));
+    let start = Instant::now();
+    let err = p.run().expect_err("no service").to_string();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.contains("Beam job service"), "{err}");
+    assert!(err.contains(&port.to_string()), "{err}");
+}
+
+#[test]
+fn the_portable_runner_without_a_job_endpoint_says_what_is_missing() {
+    let p = Pipeline::new(PipelineOptions::default().set("runner", "portable"));
+    p.apply("Numbers", Create::of(0i64..3));
+    let err = p.run().expect_err("no endpoint").to_string();
+    assert!(err.contains("--job-endpoint"), "{err}");
+}
+
+#[derive(Clone)]
+struct Slow;
+
+impl DoFn for Slow {
+    type In = i64;
+    type Out = i64;
+    fn process(&mut self, x: i64, ctx: &mut ProcessContext<'_, '_, i64>) -> Result<(), UserError> {
+        std::thread::sleep(Duration::from_millis(20));
+        ctx.output(x);
+        Ok(())
+    }
+}
+
+#[test]
+fn cancel_stops_a_running_job() {
+    let p = Pipeline::new(common::portable());
+    // 2000 elements at 20 ms: 40 s of work.
+    p.apply("Numbers", Create::of(0i64..2000))
+        .apply("Slow", ParDo::of(Slow));
+    let job = p.start().expect("starts");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job.state(), JobState::Running);
+    let start = Instant::now();
+    job.cancel();
+    let state = job
+        .wait_until_finish(Some(Duration::from_secs(30)))
+        .expect("ends");
+    assert_eq!(state, JobState::Cancelled);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+}
