@@ -39,8 +39,8 @@ pub const REQUIRES_SPLITTABLE: &str = "beam:requirement:pardo:splittable_dofn:v1
 
 /// Rewrites an encoded pipeline for submission: every environment Beamline's code runs in
 /// becomes an external one served at `worker_pool` (HOST:PORT), transforms of Beamline
-/// composites the service may split (CombinePerKey) name that environment, and the
-/// requirements are filled in.
+/// composites the service may split (CombinePerKey) name that environment, the
+/// requirements are filled in, and several roots become parts of one.
 ///
 /// # Errors
 /// A malformed pipeline proto.
@@ -115,5 +115,22 @@ pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<pb::Pipeline
     }
     requirements.sort();
     p.requirements = requirements;
+    // Beam's SDKs build (and Beam Python insists on) one root: a composite of the rest.
+    if p.root_transform_ids.len() > 1 {
+        let comps = p.components.get_or_insert_with(Default::default);
+        let mut id = "beamline-root".to_string();
+        while comps.transforms.contains_key(&id) {
+            id.push('_');
+        }
+        comps.transforms.insert(
+            id.clone(),
+            pb::PTransform {
+                unique_name: String::new(),
+                subtransforms: std::mem::take(&mut p.root_transform_ids),
+                ..Default::default()
+            },
+        );
+        p.root_transform_ids = vec![id];
+    }
     Ok(p)
 }
