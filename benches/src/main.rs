@@ -13,6 +13,7 @@
 
 mod clickstream;
 mod keyed;
+mod portable;
 mod procs;
 mod variants;
 mod wordcount;
@@ -270,6 +271,7 @@ fn run_variant_at(
 fn size_of(cli: &Cli) -> f64 {
     cli.size.unwrap_or(match cli.workload.as_str() {
         "wordcount" => 100.0,
+        "wordcount-portable" => 10.0,
         "clickstream" => 10.0,
         _ => 1.0,
     })
@@ -294,7 +296,9 @@ fn main() -> Result<()> {
             .context("--output is required with --variant")?;
         let mut child_rss = None;
         match cli.workload.as_str() {
-            "wordcount" => child_rss = wordcount::run(variant, &dir, &output, cli.threads)?,
+            "wordcount" | "wordcount-portable" => {
+                child_rss = wordcount::run(variant, &dir, &output, cli.threads)?
+            }
             "clickstream" => clickstream::run(variant, (size * 1e6) as u64, cli.threads, &output)?,
             w => keyed::run(
                 w,
@@ -314,9 +318,10 @@ fn main() -> Result<()> {
     match cli.workload.as_str() {
         "wordcount" => {}
         "clickstream" => return run_clickstream(&cli, &dir, size),
+        "wordcount-portable" => return portable::run(&cli, &dir, size),
         "gbk-sum" | "combine-mean" | "cogroup" | "dedup" => return run_keyed(&cli, &dir, size),
         other => bail!(
-            "unknown workload '{other}'; available: wordcount, clickstream, gbk-sum, combine-mean, cogroup, dedup"
+            "unknown workload '{other}'; available: wordcount, wordcount-portable, clickstream, gbk-sum, combine-mean, cogroup, dedup"
         ),
     }
 

@@ -171,6 +171,27 @@ pub fn run(variant: &str, dir: &Path, output: &Path, threads: usize) -> Result<O
             let peak = crate::run_example("wordcount", &args)?;
             Ok(Some(peak))
         }
+        crate::portable::BEAMLINE => {
+            let args = vec![
+                format!("--input={}", input.display()),
+                format!("--output={}", output.display()),
+                "--runner=portable".to_string(),
+                format!("--job-endpoint={}", crate::portable::endpoint()?),
+            ];
+            Ok(Some(crate::run_example("wordcount", &args)?))
+        }
+        crate::portable::BEAM => {
+            let status = std::process::Command::new(beam_python()?)
+                .args(["-c", crate::portable::BEAM_SCRIPT])
+                .arg(&input)
+                .arg(output)
+                .arg(crate::portable::endpoint()?)
+                .env("PYTHONWARNINGS", "ignore")
+                .stderr(std::process::Stdio::null())
+                .status()?;
+            anyhow::ensure!(status.success(), "the Beam pipeline failed");
+            Ok(None)
+        }
         BEAM_VARIANT => {
             let status = std::process::Command::new(beam_python()?)
                 .args(["-c", BEAM_SCRIPT])
