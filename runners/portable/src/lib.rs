@@ -14,6 +14,9 @@
 //! - [`submit`]: the pipeline proto as submitted (environment, requirements, capabilities).
 //! - [`harness`]: the SDK harness (control, data, state, logging; bundles of fused stages).
 //! - [`local_service`]: Beam Python's local job service as an owned child process.
+//!
+//! `BEAMLINE_FN_DEBUG=1` prints what the harness receives (instructions, the stages it
+//! runs, data and state requests) on standard error.
 
 pub mod grpc;
 pub mod harness;

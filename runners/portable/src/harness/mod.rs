@@ -5,11 +5,13 @@
 //!
 //! - [`data`]: the data streams (elements and timers, by instruction and transform).
 //! - [`state`]: the state stream (side inputs, user state), request by request.
+//! - [`logging`]: the logging stream (bundle failures, in the engine's logs).
 //! - [`stage`]: a descriptor as operators, and one bundle run through them.
 //! - [`phases`]: what the Fn API adds to Beamline's operators: the lifted combine's phases,
 //!   side inputs fetched per window, Beam's identity DoFn.
 
 pub mod data;
+pub mod logging;
 pub mod phases;
 pub mod stage;
 pub mod state;
@@ -73,6 +75,7 @@ pub(crate) struct Worker {
     descriptors: Mutex<HashMap<String, Arc<stage::StageDef>>>,
     pub(crate) data: data::DataPlanes,
     pub(crate) state: state::StatePlanes,
+    logger: logging::Logger,
     client: BeamFnControlClient<Channel>,
 }
 
@@ -87,7 +90,7 @@ pub(crate) async fn run(
     context: HarnessContext,
     worker_id: String,
     control_url: String,
-    _logging_url: Option<String>,
+    logging_url: Option<String>,
     mut pool_stop: watch::Receiver<bool>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -109,6 +112,7 @@ pub(crate) async fn run(
         context,
         descriptors: Mutex::default(),
         data: data::DataPlanes::new(worker_id.clone()),
+        logger: logging::Logger::open(logging_url, &worker_id),
         state: state::StatePlanes::new(worker_id),
         client,
     });
@@ -285,6 +289,11 @@ impl Worker {
             Ok(response) => Ok(response),
             Err(e) => {
                 let text = e.to_string();
+                self.logger.log(
+                    logging::Severity::Error,
+                    format!("bundle failed: {text}"),
+                    instruction_id,
+                );
                 self.context.record_error(e);
                 Err(text)
             }
