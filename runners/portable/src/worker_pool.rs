@@ -124,7 +124,7 @@ impl BeamFnExternalWorkerPool for Service {
             .await
             {
                 context.record_error(beamline_engine::EngineError::Runner(format!(
-                    "SDK worker {worker_id}: {e}"
+                    "lost the connection to the Beam engine (SDK worker {worker_id}): {e}"
                 )));
             }
         });

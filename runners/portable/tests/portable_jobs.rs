@@ -1,6 +1,6 @@
 //! Jobs on Beam Python's local job service through the portable runner: a word count, a
 //! failing DoFn's error naming its transform, bad endpoints and missing options as clear
-//! errors within their timeouts, cancel. (The validates-runner suite's portable column
+//! errors within their timeouts, cancel, a job service that dies mid-job. (The validates-runner suite's portable column
 //! checks the semantics case by case.)
 
 mod common;
@@ -134,4 +134,38 @@ fn cancel_stops_a_running_job() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn a_job_service_that_dies_mid_job_fails_the_job_promptly() {
+    use beamline_runner_portable::local_service::LocalJobService;
+    let service =
+        LocalJobService::start(&common::beam_python(), Duration::from_secs(120)).expect("starts");
+    let p = Pipeline::new(
+        PipelineOptions::default()
+            .set("runner", "portable")
+            .set("job_endpoint", service.endpoint()),
+    );
+    p.apply("Numbers", Create::of(0i64..2000))
+        .apply("Slow", ParDo::of(Slow));
+    let job = p.start().expect("starts");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job.state(), JobState::Running);
+    let start = Instant::now();
+    drop(service);
+    let err = job
+        .wait_until_finish(Some(Duration::from_secs(60)))
+        .expect_err("the job fails");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(job.state(), JobState::Failed);
+    let text = err.to_string();
+    assert!(
+        text.contains("Beam engine") || text.contains("job service"),
+        "unclear error: {text}"
+    );
+    eprintln!("error when the service died: {text}");
 }
