@@ -76,6 +76,19 @@ pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<pb::Pipeline
         return Ok(p);
     };
     let mut requirements: Vec<String> = std::mem::take(&mut p.requirements);
+    let timer_coders = timer_coders(comps);
+    for (id, t) in comps.transforms.iter_mut() {
+        if let Some(coder_id) = timer_coders.get(id) {
+            if let Some(spec) = t.spec.as_mut() {
+                if let Ok(mut pd) = pb::ParDoPayload::decode(spec.payload.as_slice()) {
+                    for f in pd.timer_family_specs.values_mut() {
+                        f.timer_family_coder_id = coder_id.clone();
+                    }
+                    spec.payload = pd.encode_to_vec();
+                }
+            }
+        }
+    }
     for t in comps.transforms.values_mut() {
         let urn = t.spec.as_ref().map(|s| s.urn.as_str()).unwrap_or("");
         // A service that lifts a combine runs its phases in the combine's environment.
@@ -133,4 +146,62 @@ pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<pb::Pipeline
         p.root_transform_ids = vec![id];
     }
     Ok(p)
+}
+
+/// For every ParDo with timers, the id of a `beam:coder:timer:v1` coder of its keys and
+/// windows (added to `comps`): the engine decodes the timers the harness sets with it.
+fn timer_coders(comps: &mut pb::Components) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut new_coders = Vec::new();
+    for (id, t) in &comps.transforms {
+        let Some(spec) = t.spec.as_ref().filter(|s| s.urn == urns::PAR_DO) else {
+            continue;
+        };
+        let Ok(pd) = pb::ParDoPayload::decode(spec.payload.as_slice()) else {
+            continue;
+        };
+        if pd.timer_family_specs.is_empty() {
+            continue;
+        }
+        // The main input: the one input that is not a side input.
+        let Some(main) = t
+            .inputs
+            .iter()
+            .find(|(local, _)| !pd.side_inputs.contains_key(*local))
+            .and_then(|(_, pc)| comps.pcollections.get(pc))
+        else {
+            continue;
+        };
+        let Some(key_coder) = comps
+            .coders
+            .get(&main.coder_id)
+            .filter(|c| c.spec.as_ref().is_some_and(|s| s.urn == urns::CODER_KV))
+            .and_then(|c| c.component_coder_ids.first().cloned())
+        else {
+            continue;
+        };
+        let Some(window_coder) = comps
+            .windowing_strategies
+            .get(&main.windowing_strategy_id)
+            .map(|w| w.window_coder_id.clone())
+        else {
+            continue;
+        };
+        let coder_id = format!("beamline-timer-{key_coder}-{window_coder}");
+        new_coders.push((
+            coder_id.clone(),
+            pb::Coder {
+                spec: Some(pb::FunctionSpec {
+                    urn: urns::CODER_TIMER.into(),
+                    payload: vec![],
+                }),
+                component_coder_ids: vec![key_coder, window_coder],
+            },
+        ));
+        out.insert(id.clone(), coder_id);
+    }
+    for (id, c) in new_coders {
+        comps.coders.insert(id, c);
+    }
+    out
 }

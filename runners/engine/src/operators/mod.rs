@@ -38,6 +38,33 @@ use crate::coder::Coder;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, Node, NodeKind};
 
+/// The operator of ParDo `node` of `graph`, keeping its state and timers in `backend`
+/// (see [`pardo::StateBackend`]).
+///
+/// # Errors
+/// As [`build`]; a node that is not a ParDo.
+pub fn build_with_backend(
+    graph: &Graph,
+    node: &Node,
+    backend: Box<dyn pardo::StateBackend>,
+) -> Result<Box<dyn Op>> {
+    let NodeKind::ParDo {
+        dofn,
+        side_inputs,
+        stateful,
+    } = &node.kind
+    else {
+        return Err(EngineError::InvalidPipeline(format!(
+            "'{}' is not a ParDo: it has no state backend",
+            node.name
+        )));
+    };
+    Ok(Box::new(
+        pardo::ParDoOp::new(graph, node, dofn, side_inputs, stateful.as_ref())?
+            .with_backend(backend),
+    ))
+}
+
 /// The operator of `node` of `graph`.
 ///
 /// # Errors

@@ -143,6 +143,24 @@ pub trait Op {
     }
     /// A source stops reading (a drain); its watermark then advances to the end.
     fn stop(&mut self) {}
+    /// Runs timer `name` of the key encoded as `key` in `window`, fired by a runner that
+    /// keeps the timers (see [`crate::operators::pardo::StateBackend`]).
+    ///
+    /// # Errors
+    /// User code failures; an operator without timers.
+    fn fire_timer(
+        &mut self,
+        _key: &[u8],
+        _window: crate::window::Window,
+        name: &str,
+        _output_timestamp: i64,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        Err(crate::error::EngineError::Runner(format!(
+            "timer '{name}' fired for '{}', which has no timers",
+            cx.name
+        )))
+    }
     /// Moves the metrics gathered so far to the job's handle.
     fn report(&mut self, _name: &str, _control: &JobControl) {}
     /// Tears the operator down and adds its metrics to `metrics`.

@@ -83,6 +83,52 @@ impl Stateful {
     }
 }
 
+/// Where a stateful ParDo's state and timers live when the engine does not keep them: a
+/// runner that owns them (an SDK harness over Beam's Fn API reads and writes state through
+/// the runner's state service and hands timers to it).
+///
+/// With a backend, a ParDo loads a key and window's cells on their first use in a bundle,
+/// stores every cell it loaded when the bundle ends and forgets them, and reports timer
+/// changes instead of firing timers itself; the runner fires them with
+/// [`Op::fire_timer`](crate::operators::Op::fire_timer).
+pub trait StateBackend: Send {
+    /// The cells of `key` (its encoding with the key coder) in `window`, one per
+    /// declaration, in declaration order ([`StateCell::Empty`] where nothing is stored).
+    ///
+    /// # Errors
+    /// The runner's state cannot be read or decoded.
+    fn load(
+        &mut self,
+        key: &[u8],
+        window: &Window,
+        decls: &[(String, StateKind)],
+    ) -> Result<Vec<StateCell>>;
+    /// Stores the cells of `key` in `window` (one per declaration).
+    ///
+    /// # Errors
+    /// The runner's state cannot be written.
+    fn store(
+        &mut self,
+        key: &[u8],
+        window: &Window,
+        decls: &[(String, StateKind)],
+        cells: &[StateCell],
+    ) -> Result<()>;
+    /// Timer `name` of `key` in `window` was set to fire at `fire` (outputs at `output`),
+    /// or cleared (`None`).
+    ///
+    /// # Errors
+    /// The change cannot be sent.
+    fn timer(
+        &mut self,
+        key: &Value,
+        window: &Window,
+        name: &str,
+        domain: TimeDomain,
+        change: Option<(i64, i64)>,
+    ) -> Result<()>;
+}
+
 pub(crate) struct ParDoOp {
     factory: DoFnFactory,
     inst: Option<Box<dyn DoFnInvoker>>,
@@ -92,6 +138,7 @@ pub(crate) struct ParDoOp {
     side_wms: Vec<i64>,
     pushback: Vec<WindowedValue>,
     stateful: Option<Stateful>,
+    backend: Option<Box<dyn StateBackend>>,
 }
 
 /// What a call into the DoFn is about.
@@ -148,11 +195,30 @@ impl ParDoOp {
             side_wms: vec![i64::MIN; side_inputs.len()],
             pushback: Vec::new(),
             stateful,
+            backend: None,
         })
     }
 }
 
 impl ParDoOp {
+    /// Keeps state and timers in `backend` instead of in the operator.
+    pub(crate) fn with_backend(mut self, backend: Box<dyn StateBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Stores and forgets every key and window loaded from the backend.
+    fn store_loaded(&mut self) -> Result<()> {
+        let (Some(st), Some(backend)) = (&mut self.stateful, &mut self.backend) else {
+            return Ok(());
+        };
+        for ((kb, window), entry) in st.states.drain() {
+            backend.store(&kb, &window, &st.decls, &entry.cells)?;
+        }
+        st.windows.clear();
+        Ok(())
+    }
+
     fn instance(&mut self, name: &str, cx_out: &mut [Vec<WindowedValue>]) -> Result<()> {
         if self.inst.is_none() {
             let f = self.factory.clone();
@@ -215,11 +281,23 @@ impl ParDoOp {
                 // Look up before inserting: the key bytes are cloned only for a new entry.
                 if !st.states.contains_key(&state_key) {
                     *st.windows.entry(window).or_insert(0) += 1;
+                    let (key, cells) = match &mut self.backend {
+                        None => (Value::Null, Vec::new()),
+                        Some(b) => {
+                            let key = st.key_coder.decode(&mut state_key.0.as_slice(), false).map_err(
+                                |source| EngineError::Coder {
+                                    transform: name.to_string(),
+                                    source,
+                                },
+                            )?;
+                            (key, b.load(&state_key.0, &window, &st.decls)?)
+                        }
+                    };
                     st.states.insert(
                         state_key.clone(),
                         KeyWindow {
-                            key: Value::Null,
-                            cells: Vec::new(),
+                            key,
+                            cells,
                             timers: FxHashMap::default(),
                         },
                     );
@@ -256,7 +334,33 @@ impl ParDoOp {
                     Call::Expire(_) => inv.on_window_expiration(&mut ctx),
                 });
                 let err = ctx.take_error();
-                // Apply timer changes.
+                // Apply timer changes: the backend's, or ours to fire.
+                if let Some(b) = &mut self.backend {
+                    for req in requests {
+                        let (name, change) = match req {
+                            TimerRequest::Set {
+                                name,
+                                timestamp,
+                                output_timestamp,
+                            } => (name, Some((timestamp, output_timestamp))),
+                            TimerRequest::Clear { name } => (name, None),
+                        };
+                        let domain = st
+                            .spec
+                            .timers
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, d)| *d)
+                            .unwrap_or(TimeDomain::Watermark);
+                        if let Err(e) = b.timer(&entry.key, &window, &name, domain, change) {
+                            return Err(e);
+                        }
+                    }
+                    return match err {
+                        Some(e) => Err(e),
+                        None => r,
+                    };
+                }
                 for req in requests {
                     match req {
                         TimerRequest::Set {
@@ -429,7 +533,32 @@ impl Op for ParDoOp {
             self.in_bundle = false;
             self.with_context(cx.name, cx.out, |inv, ctx| inv.finish_bundle(ctx))?;
         }
-        Ok(())
+        self.store_loaded()
+    }
+
+    fn fire_timer(
+        &mut self,
+        key: &[u8],
+        window: Window,
+        name: &str,
+        output_timestamp: i64,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        if self.stateful.is_none() {
+            return Err(EngineError::Runner(format!(
+                "timer '{name}' fired for '{}', which has no state or timers",
+                cx.name
+            )));
+        }
+        self.call(
+            Call::Timer {
+                name,
+                window,
+                output_timestamp,
+            },
+            Some(key.to_vec()),
+            cx,
+        )
     }
 
     fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {

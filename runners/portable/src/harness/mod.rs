@@ -6,6 +6,8 @@
 //! - [`data`]: the data streams (elements and timers, by instruction and transform).
 //! - [`state`]: the state stream (side inputs, user state), request by request.
 //! - [`logging`]: the logging stream (bundle failures, in the engine's logs).
+//! - [`user_state`]: stateful ParDos' state through the state API, their timers in Beam's
+//!   timer encoding.
 //! - [`stage`]: a descriptor as operators, and one bundle run through them.
 //! - [`phases`]: what the Fn API adds to Beamline's operators: the lifted combine's phases,
 //!   side inputs fetched per window, Beam's identity DoFn.
@@ -15,6 +17,7 @@ pub mod logging;
 pub mod phases;
 pub mod stage;
 pub mod state;
+pub mod user_state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

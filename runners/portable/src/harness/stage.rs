@@ -73,7 +73,22 @@ pub struct StageDef {
     custom: Vec<CustomDef>,
     /// Side inputs to fetch, by graph node index.
     sides: HashMap<usize, Vec<SideDef>>,
+    /// Stateful ParDos, by graph node index.
+    stateful: HashMap<usize, StatefulDef>,
     state_url: Option<String>,
+    timer_url: Option<String>,
+}
+
+/// A stateful ParDo: its state goes through the state API, its timers through the data
+/// stream.
+#[derive(Clone, Debug)]
+struct StatefulDef {
+    transform_id: String,
+    /// Timer families (Beamline's timer names).
+    families: Vec<String>,
+    has_state: bool,
+    key_coder: Coder,
+    window_coder: WindowCoder,
 }
 
 impl std::fmt::Debug for StageDef {
@@ -241,6 +256,7 @@ impl StageDef {
         let (graph, pcs) = beamline_translate::to_fragment(&comps, &translated, &extra, fns)?;
         let pc = |id: &str| -> PcId { pcs[id] };
         let mut nodes = Vec::new();
+        let mut stateful = HashMap::new();
         let mut combine_fns = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             match &node.kind {
@@ -250,12 +266,42 @@ impl StageDef {
                     combine_fns.insert(node.name.clone(), combine_fn.clone());
                 }
                 NodeKind::ParDo {
-                    stateful: Some(_), ..
+                    stateful: Some(spec),
+                    ..
                 } => {
-                    return Err(invalid(format!(
-                    "ParDo '{}' has state or timers, which the portable runner does not run yet",
-                    node.name
-                )))
+                    if spec.on_window_expiration {
+                        return Err(invalid(format!(
+                            "ParDo '{}' has an on-window-expiration callback, which the portable runner does not run yet",
+                            node.name
+                        )));
+                    }
+                    let transform_id = engine_ids
+                        .iter()
+                        .find(|id| comps.transforms[*id].unique_name == node.name)
+                        .cloned()
+                        .ok_or_else(|| invalid(format!("no transform for '{}'", node.name)))?;
+                    let input = &graph.pcollections[node.inputs[0]];
+                    let Coder::Kv(key_coder, _) = &input.coder else {
+                        return Err(invalid(format!(
+                            "stateful ParDo '{}' needs key/value input",
+                            node.name
+                        )));
+                    };
+                    let window_coder = match input.windowing.window_fn {
+                        beamline_engine::window::WindowFn::Global => WindowCoder::Global,
+                        _ => WindowCoder::Interval,
+                    };
+                    stateful.insert(
+                        i,
+                        StatefulDef {
+                            transform_id,
+                            families: spec.timers.iter().map(|(n, _)| n.clone()).collect(),
+                            has_state: !spec.states.is_empty(),
+                            key_coder: (**key_coder).clone(),
+                            window_coder,
+                        },
+                    );
+                    nodes.push(i);
                 }
                 _ => nodes.push(i),
             }
@@ -313,8 +359,13 @@ impl StageDef {
             sinks,
             custom,
             sides,
+            stateful,
             state_url: d
                 .state_api_service_descriptor
+                .map(|s| s.url)
+                .filter(|u| !u.is_empty()),
+            timer_url: d
+                .timer_api_service_descriptor
                 .map(|s| s.url)
                 .filter(|u| !u.is_empty()),
         })
@@ -444,6 +495,27 @@ impl Bundle<'_> {
         Ok(())
     }
 
+    /// Runs a timer the engine fired, pushing what its callback outputs.
+    fn fire(
+        &mut self,
+        member: usize,
+        key: &[u8],
+        window: Window,
+        family: &str,
+        hold: i64,
+    ) -> Result<()> {
+        let m = &mut self.members[member];
+        let mut outs = vec![Vec::new(); m.outputs.len()];
+        call_bounded(&mut outs, i64::MIN, &m.name, |cx| {
+            m.op.fire_timer(key, window, family, hold, cx)
+        })?;
+        let outputs = m.outputs.clone();
+        for (o, out) in outputs.into_iter().zip(outs) {
+            self.push(o, out)?;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, sink: usize, batch: Vec<WindowedValue>) -> Result<()> {
         let port = &self.sinks[sink];
         let buf = &mut self.buffers[sink];
@@ -566,16 +638,35 @@ pub(crate) fn run_bundle(
     request: &fe::ProcessBundleRequest,
 ) -> Result<fe::ProcessBundleResponse> {
     let stream_id = request.data_stream_id.as_str();
+    let needs_state = !def.sides.is_empty() || def.stateful.values().any(|s| s.has_state);
     let state = match &def.state_url {
-        Some(url) if !def.sides.is_empty() => Some(worker.state.channel(url)?),
+        Some(url) if needs_state => Some(worker.state.channel(url)?),
         _ => None,
     };
+    let timer_buffers: super::user_state::TimerBuffers = Default::default();
+    let mut timer_targets: HashMap<String, (usize, StatefulDef)> = HashMap::new();
     // Operators, in the engine graph's order, then the harness's own.
     let mut members = Vec::new();
     let mut consumers: HashMap<PcId, Vec<Target>> = HashMap::new();
     for &ni in &def.nodes {
         let node = &def.graph.nodes[ni];
-        let mut op = operators::build(&def.graph, node)?;
+        let mut op = match def.stateful.get(&ni) {
+            None => operators::build(&def.graph, node)?,
+            Some(sd) => {
+                timer_targets.insert(sd.transform_id.clone(), (members.len(), sd.clone()));
+                operators::build_with_backend(
+                    &def.graph,
+                    node,
+                    Box::new(super::user_state::FnApiState {
+                        channel: state.clone(),
+                        instruction_id: instruction_id.into(),
+                        transform_id: sd.transform_id.clone(),
+                        key_coder: sd.key_coder.clone(),
+                        timers: timer_buffers.clone(),
+                    }),
+                )?
+            }
+        };
         if let Some(sides) = def.sides.get(&ni) {
             let channel = state.clone().ok_or_else(|| {
                 invalid(format!(
@@ -649,10 +740,15 @@ pub(crate) fn run_bundle(
         instruction_id,
         control: &worker.context.control,
     };
-    let result = feed(worker, def, &mut bundle, instruction_id, stream_id)
+    let result = feed(worker, def, &mut bundle, &timer_targets, instruction_id, stream_id)
         .and_then(|()| finish_bundle(worker, &mut bundle));
-    for s in &def.sources {
-        if let Ok(c) = worker.data.channel(&s.url, stream_id) {
+    for url in def
+        .sources
+        .iter()
+        .map(|s| &s.url)
+        .chain(def.timer_url.iter())
+    {
+        if let Ok(c) = worker.data.channel(url, stream_id) {
             c.unregister(instruction_id);
         }
     }
@@ -660,7 +756,50 @@ pub(crate) fn run_bundle(
     for s in 0..def.sinks.len() {
         bundle.flush(s, true)?;
     }
+    send_timers(worker, def, &timer_targets, &timer_buffers, instruction_id, stream_id)?;
     Ok(fe::ProcessBundleResponse::default())
+}
+
+/// Sends the bundle's timer changes of every family, then its end.
+fn send_timers(
+    worker: &Worker,
+    def: &StageDef,
+    targets: &HashMap<String, (usize, StatefulDef)>,
+    buffers: &super::user_state::TimerBuffers,
+    instruction_id: &str,
+    stream_id: &str,
+) -> Result<()> {
+    if targets.values().all(|(_, sd)| sd.families.is_empty()) {
+        return Ok(());
+    }
+    let url = def.timer_url.as_ref().ok_or_else(|| {
+        EngineError::Runner("a stage with timers, but the engine gave no timer endpoint".into())
+    })?;
+    let channel = worker.data.channel(url, stream_id)?;
+    let mut buffers = buffers.lock().expect("timers");
+    let mut timers = Vec::new();
+    for (transform_id, (_, sd)) in targets {
+        for family in &sd.families {
+            let entry = |timers: Vec<u8>, is_last: bool| fe::elements::Timers {
+                instruction_id: instruction_id.into(),
+                transform_id: transform_id.clone(),
+                timer_family_id: family.clone(),
+                timers,
+                is_last,
+            };
+            if let Some(data) = buffers.remove(family).filter(|d| !d.is_empty()) {
+                timers.push(entry(data, false));
+            }
+            timers.push(entry(Vec::new(), true));
+        }
+    }
+    channel
+        .send(fe::Elements {
+            data: Vec::new(),
+            timers,
+        })
+        .map_err(EngineError::from)
+
 }
 
 /// The members in an order where each comes after those feeding it.
@@ -698,10 +837,23 @@ fn feed(
     worker: &Worker,
     def: &StageDef,
     bundle: &mut Bundle<'_>,
+    timer_targets: &HashMap<String, (usize, StatefulDef)>,
     instruction_id: &str,
     stream_id: &str,
 ) -> Result<()> {
     let mut urls: Vec<&str> = def.sources.iter().map(|s| s.url.as_str()).collect();
+    // Timers fired by the engine arrive, family by family, with an end each.
+    let mut open_timers: HashSet<(String, String)> = HashSet::new();
+    if let Some(url) = &def.timer_url {
+        for (transform_id, (_, sd)) in timer_targets {
+            for family in &sd.families {
+                open_timers.insert((transform_id.clone(), family.clone()));
+            }
+        }
+        if !open_timers.is_empty() {
+            urls.push(url.as_str());
+        }
+    }
     urls.sort_unstable();
     urls.dedup();
     let (tx, rx) = std::sync::mpsc::channel::<Inbound>();
@@ -738,7 +890,7 @@ fn feed(
         .map(|(i, s)| (s.transform_id.as_str(), (i, Vec::new())))
         .collect();
     let mut open: HashSet<&str> = pending.keys().copied().collect();
-    while !open.is_empty() {
+    while !open.is_empty() || !open_timers.is_empty() {
         let item = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(item) => item,
             Err(RecvTimeoutError::Timeout) => {
@@ -775,10 +927,39 @@ fn feed(
                     open.remove(source.transform_id.as_str());
                 }
             }
-            Inbound::Timers { transform_id, family, .. } => {
-                return Err(EngineError::Runner(format!(
-                    "the engine sent timers ({family}) for '{transform_id}', which the portable runner does not run yet"
-                )))
+            Inbound::Timers {
+                transform_id,
+                family,
+                data,
+                is_last,
+            } => {
+                let Some((member, sd)) = timer_targets.get(&transform_id) else {
+                    return Err(EngineError::Runner(format!(
+                        "the engine sent timers ({family}) for '{transform_id}', which has none in this stage"
+                    )));
+                };
+                let mut rest = data.as_slice();
+                while !rest.is_empty() {
+                    let timer = super::user_state::decode_timer(
+                        &sd.key_coder,
+                        &sd.window_coder,
+                        &mut rest,
+                    )
+                    .map_err(|e| {
+                        EngineError::Runner(format!(
+                            "undecodable timer from the engine for '{transform_id}': {e}"
+                        ))
+                    })?;
+                    if timer.cleared {
+                        continue;
+                    }
+                    for window in timer.windows {
+                        bundle.fire(*member, &timer.key, window, &family, timer.hold)?;
+                    }
+                }
+                if is_last {
+                    open_timers.remove(&(transform_id, family));
+                }
             }
             Inbound::Closed(why) => return Err(EngineError::Runner(why)),
         }
