@@ -77,17 +77,9 @@ def runner_args(request):
 
 # What the portable configuration cannot run, and why (as the validates-runner matrix says).
 _NO_TEST_STREAM = "Beam Python's local job service runs bounded pipelines only: it has no TestStream"
-_NO_STATE_YET = "the portable runner does not run stateful DoFns (state and timers over the Fn API) yet"
 PORTABLE_SKIPS = {
     "test_parity_streaming.py::": _NO_TEST_STREAM,
     "test_streaming.py::test_early_on_time_late_panes": _NO_TEST_STREAM,
-    "test_state_timers.py::": _NO_STATE_YET,
-    "test_parity_windows_state.py::test_parity[portable-bag_state_flushed_by_timer]": _NO_STATE_YET,
-    "test_parity_windows_state.py::test_parity[portable-value_state_running_count]": _NO_STATE_YET,
-    "test_parity_windows_state.py::test_parity[portable-combining_state_sum_on_timer]": _NO_STATE_YET,
-    "test_parity_windows_state.py::test_parity[portable-set_state_dedup]": _NO_STATE_YET,
-    "test_parity_windows_state.py::test_parity[portable-event_time_timer_output_timestamp]": _NO_STATE_YET,
-    "test_parity_windows_state.py::test_parity[portable-ordered_list_state]": _NO_STATE_YET,
 }
 
 

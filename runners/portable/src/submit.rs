@@ -172,14 +172,13 @@ fn timer_coders(comps: &mut pb::Components) -> std::collections::HashMap<String,
         else {
             continue;
         };
-        let Some(key_coder) = comps
+        if !comps
             .coders
             .get(&main.coder_id)
-            .filter(|c| c.spec.as_ref().is_some_and(|s| s.urn == urns::CODER_KV))
-            .and_then(|c| c.component_coder_ids.first().cloned())
-        else {
+            .is_some_and(|c| c.spec.as_ref().is_some_and(|s| s.urn == urns::CODER_KV))
+        {
             continue;
-        };
+        }
         let Some(window_coder) = comps
             .windowing_strategies
             .get(&main.windowing_strategy_id)
@@ -187,7 +186,9 @@ fn timer_coders(comps: &mut pb::Components) -> std::collections::HashMap<String,
         else {
             continue;
         };
-        let coder_id = format!("beamline-timer-{key_coder}-{window_coder}");
+        // The key as length-prefixed bytes: what every engine can decode (Beamline's own
+        // key coders are opaque to it), and the same bytes as the key coder length-prefixed.
+        let coder_id = format!("beamline-timer-{window_coder}");
         new_coders.push((
             coder_id.clone(),
             pb::Coder {
@@ -195,13 +196,31 @@ fn timer_coders(comps: &mut pb::Components) -> std::collections::HashMap<String,
                     urn: urns::CODER_TIMER.into(),
                     payload: vec![],
                 }),
-                component_coder_ids: vec![key_coder, window_coder],
+                component_coder_ids: vec![TIMER_KEY_CODER.into(), window_coder],
             },
         ));
         out.insert(id.clone(), coder_id);
+    }
+    if !out.is_empty() {
+        let coder = |urn: &str, components: Vec<String>| pb::Coder {
+            spec: Some(pb::FunctionSpec {
+                urn: urn.into(),
+                payload: vec![],
+            }),
+            component_coder_ids: components,
+        };
+        new_coders.push((TIMER_KEY_BYTES.into(), coder(urns::CODER_BYTES, vec![])));
+        new_coders.push((
+            TIMER_KEY_CODER.into(),
+            coder(urns::CODER_LENGTH_PREFIX, vec![TIMER_KEY_BYTES.into()]),
+        ));
     }
     for (id, c) in new_coders {
         comps.coders.insert(id, c);
     }
     out
 }
+
+/// The coder ids of timer keys (length-prefixed bytes) in a submitted pipeline.
+const TIMER_KEY_CODER: &str = "beamline-timer-key";
+const TIMER_KEY_BYTES: &str = "beamline-timer-key-bytes";

@@ -284,12 +284,13 @@ impl ParDoOp {
                     let (key, cells) = match &mut self.backend {
                         None => (Value::Null, Vec::new()),
                         Some(b) => {
-                            let key = st.key_coder.decode(&mut state_key.0.as_slice(), false).map_err(
-                                |source| EngineError::Coder {
+                            let key = st
+                                .key_coder
+                                .decode(&mut state_key.0.as_slice(), false)
+                                .map_err(|source| EngineError::Coder {
                                     transform: name.to_string(),
                                     source,
-                                },
-                            )?;
+                                })?;
                             (key, b.load(&state_key.0, &window, &st.decls)?)
                         }
                     };

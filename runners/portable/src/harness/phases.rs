@@ -354,6 +354,24 @@ impl Op for SideFetch {
     fn end_bundle(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
         self.inner.end_bundle(cx)
     }
+    fn fire_timer(
+        &mut self,
+        key: &[u8],
+        window: Window,
+        name: &str,
+        output_timestamp: i64,
+        cx: &mut OpCx<'_>,
+    ) -> Result<()> {
+        // A timer's callback reads the side inputs of its window too.
+        for i in 0..self.sides.len() {
+            let w = self.sides[i].window_fn.side_input_window(&window);
+            if self.fetched[i].insert(w) {
+                self.fetch(i, w, cx)?;
+            }
+        }
+        self.inner
+            .fire_timer(key, window, name, output_timestamp, cx)
+    }
     fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
         self.inner.advance(wm, cx)
     }

@@ -43,6 +43,7 @@ struct Port {
     url: String,
     coder: WindowedValueCoder,
     pc: PcId,
+    window_fn: beamline_engine::window::WindowFn,
 }
 
 /// A transform the harness runs with its own operators (not the engine graph's).
@@ -89,6 +90,7 @@ struct StatefulDef {
     has_state: bool,
     key_coder: Coder,
     window_coder: WindowCoder,
+    window_fn: beamline_engine::window::WindowFn,
 }
 
 impl std::fmt::Debug for StageDef {
@@ -299,6 +301,7 @@ impl StageDef {
                             has_state: !spec.states.is_empty(),
                             key_coder: (**key_coder).clone(),
                             window_coder,
+                            window_fn: input.windowing.window_fn,
                         },
                     );
                     nodes.push(i);
@@ -344,6 +347,7 @@ impl StageDef {
                 url,
                 coder,
                 pc: pc(&pcoll),
+                window_fn: graph.pcollections[pc(&pcoll)].windowing.window_fn,
             };
             if is_source {
                 sources.push(p);
@@ -627,6 +631,28 @@ fn end_of_window(timestamp: i64, window: &Window) -> i64 {
     }
 }
 
+/// A window as Beamline made it. Beam Python keeps time in microseconds within an i64: a
+/// window starting before its earliest time (one of an element at Beamline's minimum
+/// timestamp) comes back with its start clamped, or its span overflowed; fixed and sliding
+/// windows are known by their end.
+fn restore_window(window: Window, window_fn: &beamline_engine::window::WindowFn) -> Window {
+    use beamline_engine::window::WindowFn;
+    /// Beam Python's earliest time, in milliseconds.
+    const PYTHON_MIN: i64 = i64::MIN / 1000;
+    match (window, window_fn) {
+        (Window::Interval { start, end }, WindowFn::Fixed { size, .. })
+        | (Window::Interval { start, end }, WindowFn::Sliding { size, .. })
+            if start <= PYTHON_MIN || start >= end =>
+        {
+            Window::Interval {
+                start: end.saturating_sub(*size),
+                end,
+            }
+        }
+        _ => window,
+    }
+}
+
 /// Runs one bundle of `def` for `instruction_id`.
 ///
 /// # Errors
@@ -740,8 +766,15 @@ pub(crate) fn run_bundle(
         instruction_id,
         control: &worker.context.control,
     };
-    let result = feed(worker, def, &mut bundle, &timer_targets, instruction_id, stream_id)
-        .and_then(|()| finish_bundle(worker, &mut bundle));
+    let result = feed(
+        worker,
+        def,
+        &mut bundle,
+        &timer_targets,
+        instruction_id,
+        stream_id,
+    )
+    .and_then(|()| finish_bundle(worker, &mut bundle));
     for url in def
         .sources
         .iter()
@@ -756,7 +789,14 @@ pub(crate) fn run_bundle(
     for s in 0..def.sinks.len() {
         bundle.flush(s, true)?;
     }
-    send_timers(worker, def, &timer_targets, &timer_buffers, instruction_id, stream_id)?;
+    send_timers(
+        worker,
+        def,
+        &timer_targets,
+        &timer_buffers,
+        instruction_id,
+        stream_id,
+    )?;
     Ok(fe::ProcessBundleResponse::default())
 }
 
@@ -799,7 +839,6 @@ fn send_timers(
             timers,
         })
         .map_err(EngineError::from)
-
 }
 
 /// The members in an order where each comes after those feeding it.
@@ -921,7 +960,10 @@ fn feed(
                 };
                 let source = &def.sources[*i];
                 buf.extend_from_slice(&data);
-                let batch = decode(&source.coder, buf, is_last, &transform_id)?;
+                let mut batch = decode(&source.coder, buf, is_last, &transform_id)?;
+                for wv in &mut batch {
+                    wv.window = restore_window(wv.window, &source.window_fn);
+                }
                 bundle.push(source.pc, batch)?;
                 if is_last {
                     open.remove(source.transform_id.as_str());
@@ -940,20 +982,17 @@ fn feed(
                 };
                 let mut rest = data.as_slice();
                 while !rest.is_empty() {
-                    let timer = super::user_state::decode_timer(
-                        &sd.key_coder,
-                        &sd.window_coder,
-                        &mut rest,
-                    )
-                    .map_err(|e| {
-                        EngineError::Runner(format!(
-                            "undecodable timer from the engine for '{transform_id}': {e}"
-                        ))
-                    })?;
+                    let timer = super::user_state::decode_timer(&sd.window_coder, &mut rest)
+                        .map_err(|e| {
+                            EngineError::Runner(format!(
+                                "undecodable timer from the engine for '{transform_id}': {e}"
+                            ))
+                        })?;
                     if timer.cleared {
                         continue;
                     }
                     for window in timer.windows {
+                        let window = restore_window(window, &sd.window_fn);
                         bundle.fire(*member, &timer.key, window, &family, timer.hold)?;
                     }
                 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use beamline_engine::coder::{write_pane, write_timestamp, Coder, WindowCoder};
 use beamline_engine::coder::{read_pane, read_timestamp, read_varint, write_varint};
+use beamline_engine::coder::{write_pane, write_timestamp, Coder, WindowCoder};
 use beamline_engine::operators::pardo::StateBackend;
 use beamline_engine::state::{StateCell, StateKind, TimeDomain};
 use beamline_engine::state_codec::{decode_cell, encode_cell};
@@ -156,8 +156,9 @@ impl StateBackend for FnApiState {
     }
 }
 
-/// Appends a timer as Beam's `beam:coder:timer:v1` encodes it: the key (nested), an empty
-/// dynamic tag, the windows, the clear bit, then fire and hold timestamps and the pane.
+/// Appends a timer as Beam's `beam:coder:timer:v1` encodes it: the key (length-prefixed:
+/// the submitted timer coder's key is length-prefixed bytes), an empty dynamic tag, the
+/// windows, the clear bit, then fire and hold timestamps and the pane.
 pub fn encode_timer(
     key_coder: &Coder,
     key: &Value,
@@ -165,9 +166,11 @@ pub fn encode_timer(
     change: Option<(i64, i64)>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    key_coder
-        .encode(key, out, true)
+    let key = key_coder
+        .encode_to_vec(key)
         .map_err(|e| EngineError::Runner(format!("encoding a timer's key: {e}")))?;
+    write_varint(key.len() as u64, out);
+    out.extend_from_slice(&key);
     write_varint(0, out);
     out.extend_from_slice(&1u32.to_be_bytes());
     coder_of(window)
@@ -204,12 +207,15 @@ pub struct FiredTimer {
 /// # Errors
 /// Malformed bytes.
 pub fn decode_timer(
-    key_coder: &Coder,
     window_coder: &WindowCoder,
     input: &mut &[u8],
 ) -> std::result::Result<FiredTimer, String> {
-    let key = key_coder.decode(input, true).map_err(|e| e.to_string())?;
-    let key = key_coder.encode_to_vec(&key).map_err(|e| e.to_string())?;
+    let len = read_varint(input).map_err(|e| e.to_string())? as usize;
+    if input.len() < len {
+        return Err("truncated timer key".into());
+    }
+    let key = input[..len].to_vec();
+    *input = &input[len..];
     let tag_len = read_varint(input).map_err(|e| e.to_string())? as usize;
     if input.len() < tag_len + 4 {
         return Err("truncated timer".into());
