@@ -172,11 +172,12 @@ fn timer_coders(comps: &mut pb::Components) -> std::collections::HashMap<String,
         else {
             continue;
         };
-        if !comps
+        let keyed = comps
             .coders
             .get(&main.coder_id)
-            .is_some_and(|c| c.spec.as_ref().is_some_and(|s| s.urn == urns::CODER_KV))
-        {
+            .and_then(|c| c.spec.as_ref())
+            .is_some_and(|s| s.urn == urns::CODER_KV);
+        if !keyed {
             continue;
         }
         let Some(window_coder) = comps

@@ -353,9 +353,7 @@ impl ParDoOp {
                             .find(|(n, _)| *n == name)
                             .map(|(_, d)| *d)
                             .unwrap_or(TimeDomain::Watermark);
-                        if let Err(e) = b.timer(&entry.key, &window, &name, domain, change) {
-                            return Err(e);
-                        }
+                        b.timer(&entry.key, &window, &name, domain, change)?;
                     }
                     return match err {
                         Some(e) => Err(e),
