@@ -169,3 +169,88 @@ fn a_job_service_that_dies_mid_job_fails_the_job_promptly() {
     );
     eprintln!("error when the service died: {text}");
 }
+
+#[derive(Clone)]
+struct Counts;
+
+impl DoFn for Counts {
+    type In = i64;
+    type Out = i64;
+    fn process(&mut self, x: i64, ctx: &mut ProcessContext<'_, '_, i64>) -> Result<(), UserError> {
+        ctx.inc_counter("portable-metrics-test", "seen", 1);
+        ctx.update_distribution("portable-metrics-test", "values", x);
+        ctx.output(x);
+        Ok(())
+    }
+}
+
+/// The user metrics Beam's job service reports for its job whose metrics have namespace
+/// `namespace`: (urn, name, payload) of each.
+fn service_metrics(namespace: &str) -> Vec<(String, String, Vec<u8>)> {
+    use beamline_proto::job_management as jm;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = jm::job_service_client::JobServiceClient::connect(format!(
+            "http://{}",
+            common::endpoint()
+        ))
+        .await
+        .unwrap();
+        let jobs = client
+            .get_jobs(jm::GetJobsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .job_info;
+        let mut found = Vec::new();
+        for job in jobs {
+            let metrics = client
+                .get_job_metrics(jm::GetJobMetricsRequest { job_id: job.job_id })
+                .await
+                .unwrap()
+                .into_inner()
+                .metrics
+                .unwrap_or_default();
+            for m in metrics.committed {
+                if m.labels.get("NAMESPACE").map(String::as_str) == Some(namespace) {
+                    let name = m.labels.get("NAME").cloned().unwrap_or_default();
+                    found.push((m.urn, name, m.payload));
+                }
+            }
+        }
+        found
+    })
+}
+
+fn varints(mut b: &[u8]) -> Vec<i64> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        out.push(beamline::engine::coder::read_varint(&mut b).unwrap() as i64);
+    }
+    out
+}
+
+#[test]
+fn user_metrics_reach_the_job_service_and_the_handle() {
+    let p = Pipeline::new(common::portable());
+    p.apply("Numbers", Create::of(1i64..=10))
+        .apply("Counted", ParDo::of(Counts));
+    let result = p.run().expect("runs");
+    let handle = result.metrics();
+    assert_eq!(handle.counter("portable-metrics-test", "seen"), Some(10));
+    let reported = service_metrics("portable-metrics-test");
+    let counter = reported
+        .iter()
+        .find(|(urn, name, _)| urn == "beam:metric:user:sum_int64:v1" && name == "seen")
+        .unwrap_or_else(|| panic!("no counter in {reported:?}"));
+    assert_eq!(varints(&counter.2), vec![10]);
+    let dist = reported
+        .iter()
+        .find(|(urn, name, _)| urn == "beam:metric:user:distribution_int64:v1" && name == "values")
+        .unwrap_or_else(|| panic!("no distribution in {reported:?}"));
+    // count, sum, min, max
+    assert_eq!(varints(&dist.2), vec![10, 55, 1, 10]);
+}

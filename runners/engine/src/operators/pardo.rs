@@ -346,13 +346,7 @@ impl ParDoOp {
                             } => (name, Some((timestamp, output_timestamp))),
                             TimerRequest::Clear { name } => (name, None),
                         };
-                        let domain = st
-                            .spec
-                            .timers
-                            .iter()
-                            .find(|(n, _)| *n == name)
-                            .map(|(_, d)| *d)
-                            .unwrap_or(TimeDomain::Watermark);
+                        let domain = timer_domain(&st.spec, &name);
                         b.timer(&entry.key, &window, &name, domain, change)?;
                     }
                     return match err {
@@ -367,13 +361,7 @@ impl ParDoOp {
                             timestamp,
                             output_timestamp,
                         } => {
-                            let domain = st
-                                .spec
-                                .timers
-                                .iter()
-                                .find(|(n, _)| *n == name)
-                                .map(|(_, d)| *d)
-                                .unwrap_or(TimeDomain::Watermark);
+                            let domain = timer_domain(&st.spec, &name);
                             if let Some((d, old, _)) = entry.timers.remove(&name) {
                                 st_indexes(&mut st.event_timers, &mut st.processing_timers, d)
                                     .remove(&(old, kb.clone(), window, name.clone()));
@@ -486,6 +474,15 @@ impl ParDoOp {
             )?;
         }
     }
+}
+
+/// The time domain of timer `name` (event time when undeclared).
+fn timer_domain(spec: &StatefulSpec, name: &str) -> TimeDomain {
+    spec.timers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, d)| *d)
+        .unwrap_or(TimeDomain::Watermark)
 }
 
 fn st_indexes<'a>(

@@ -6,6 +6,7 @@
 //! - [`data`]: the data streams (elements and timers, by instruction and transform).
 //! - [`state`]: the state stream (side inputs, user state), request by request.
 //! - [`logging`]: the logging stream (bundle failures, in the engine's logs).
+//! - [`monitoring`]: user metrics as the MonitoringInfos a bundle reports.
 //! - [`user_state`]: stateful ParDos' state through the state API, their timers in Beam's
 //!   timer encoding.
 //! - [`stage`]: a descriptor as operators, and one bundle run through them.
@@ -14,6 +15,7 @@
 
 pub mod data;
 pub mod logging;
+pub mod monitoring;
 pub mod phases;
 pub mod stage;
 pub mod state;

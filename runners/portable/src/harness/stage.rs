@@ -78,6 +78,8 @@ pub struct StageDef {
     stateful: HashMap<usize, StatefulDef>,
     state_url: Option<String>,
     timer_url: Option<String>,
+    /// Transform ids by unique name (metrics are kept by name, reported by id).
+    ids: HashMap<String, String>,
 }
 
 /// A stateful ParDo: its state goes through the state API, its timers through the data
@@ -372,6 +374,12 @@ impl StageDef {
                 .timer_api_service_descriptor
                 .map(|s| s.url)
                 .filter(|u| !u.is_empty()),
+            ids: comps
+                .transforms
+                .iter()
+                .filter(|(id, _)| !id.ends_with("#combine"))
+                .map(|(id, t)| (t.unique_name.clone(), id.clone()))
+                .collect(),
         })
     }
 }
@@ -785,7 +793,7 @@ pub(crate) fn run_bundle(
             c.unregister(instruction_id);
         }
     }
-    result?;
+    let metrics = result?;
     for s in 0..def.sinks.len() {
         bundle.flush(s, true)?;
     }
@@ -797,7 +805,10 @@ pub(crate) fn run_bundle(
         instruction_id,
         stream_id,
     )?;
-    Ok(fe::ProcessBundleResponse::default())
+    Ok(fe::ProcessBundleResponse {
+        monitoring_infos: super::monitoring::monitoring_infos(&metrics, &def.ids),
+        ..Default::default()
+    })
 }
 
 /// Sends the bundle's timer changes of every family, then its end.
@@ -1006,8 +1017,9 @@ fn feed(
     Ok(())
 }
 
-/// Ends the bundle in every operator (upstream first) and tears them down.
-fn finish_bundle(worker: &Worker, bundle: &mut Bundle<'_>) -> Result<()> {
+/// Ends the bundle in every operator (upstream first) and tears them down; returns the
+/// bundle's user metrics (also reported to the job's handle).
+fn finish_bundle(worker: &Worker, bundle: &mut Bundle<'_>) -> Result<MetricResults> {
     for i in 0..bundle.order.len() {
         let member = &mut bundle.members[bundle.order[i]];
         let mut outs = vec![Vec::new(); member.outputs.len()];
@@ -1023,6 +1035,6 @@ fn finish_bundle(worker: &Worker, bundle: &mut Bundle<'_>) -> Result<()> {
     for member in &mut bundle.members {
         member.op.finish(&member.name, &mut metrics)?;
     }
-    worker.context.control.report_results(metrics);
-    Ok(())
+    worker.context.control.report_results(metrics.clone());
+    Ok(metrics)
 }
