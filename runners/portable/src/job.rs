@@ -70,34 +70,63 @@ pub fn pipeline_options(job: &JobContext) -> Struct {
     Struct { fields }
 }
 
-async fn job_client(options: &PortableOptions) -> Result<JobServiceClient<Channel>> {
+/// `PrepareJobRequest` with the pipeline as the bytes it is (field for field Beam's
+/// message): what Beamline does not declare in it reaches the service.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawPrepareJobRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pipeline: Vec<u8>,
+    #[prost(message, optional, tag = "2")]
+    pipeline_options: Option<Struct>,
+    #[prost(string, tag = "3")]
+    job_name: String,
+}
+
+/// Calls JobService/Prepare with the pipeline's bytes.
+async fn prepare(
+    channel: Channel,
+    request: RawPrepareJobRequest,
+) -> std::result::Result<jm::PrepareJobResponse, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/org.apache.beam.model.job_management.v1.JobService/Prepare",
+    );
+    let codec = tonic_prost::ProstCodec::<RawPrepareJobRequest, jm::PrepareJobResponse>::default();
+    grpc.unary(tonic::Request::new(request), path, codec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn run_job(
+    pipeline: Vec<u8>,
+    job: &JobContext,
+    options: &PortableOptions,
+    control: &JobControl,
+) -> Result<()> {
     let channel = connect(
         &options.job_endpoint,
         "Beam job service",
         options.connect_timeout,
     )
     .await?;
-    Ok(JobServiceClient::new(channel)
+    let mut client = JobServiceClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
-}
-
-async fn run_job(
-    pipeline: beamline_proto::pipeline::Pipeline,
-    job: &JobContext,
-    options: &PortableOptions,
-    control: &JobControl,
-) -> Result<()> {
-    let mut client = job_client(options).await?;
-    let prepared = client
-        .prepare(jm::PrepareJobRequest {
-            pipeline: Some(pipeline),
+        .max_encoding_message_size(MAX_MESSAGE);
+    let prepared = prepare(
+        channel,
+        RawPrepareJobRequest {
+            pipeline,
             pipeline_options: Some(pipeline_options(job)),
             job_name: format!("beamline-{}", std::process::id()),
-        })
-        .await
-        .map_err(|s| Error::Call(format!("Prepare: {}", status_text(&s))))?
-        .into_inner();
+        },
+    )
+    .await
+    .map_err(|s| Error::Call(format!("Prepare: {}", status_text(&s))))?;
     if let Some(endpoint) = prepared
         .artifact_staging_endpoint
         .as_ref()

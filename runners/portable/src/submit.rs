@@ -37,16 +37,97 @@ pub const REQUIRES_ON_WINDOW_EXPIRATION: &str = "beam:requirement:pardo:on_windo
 /// A splittable DoFn.
 pub const REQUIRES_SPLITTABLE: &str = "beam:requirement:pardo:splittable_dofn:v1";
 
-/// Rewrites an encoded pipeline for submission: every environment Beamline's code runs in
-/// becomes an external one served at `worker_pool` (HOST:PORT), transforms of Beamline
-/// composites the service may split (CombinePerKey) name that environment, the
-/// requirements are filled in, and several roots become parts of one.
+/// An encoded pipeline as submitted: the original bytes (fields Beamline does not declare
+/// included), with what [`rewrite`] changes laid over them: changed and new environments,
+/// transforms, coders and requirements appended (a later map entry replaces an earlier
+/// one), the root list replaced when it changed.
 ///
 /// # Errors
 /// A malformed pipeline proto.
-pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<pb::Pipeline> {
-    let mut p = pb::Pipeline::decode(pipeline)
+pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<Vec<u8>> {
+    let original = pb::Pipeline::decode(pipeline)
         .map_err(|e| Error::Protocol(format!("malformed pipeline proto: {e}")))?;
+    let rewritten = rewrite(original.clone(), worker_pool);
+    let (oc, rc) = (
+        original.components.unwrap_or_default(),
+        rewritten.components.unwrap_or_default(),
+    );
+    fn changed<V: PartialEq + Clone>(
+        old: &std::collections::HashMap<String, V>,
+        new: &std::collections::HashMap<String, V>,
+    ) -> std::collections::HashMap<String, V> {
+        new.iter()
+            .filter(|(k, v)| old.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+    let overlay = pb::Pipeline {
+        components: Some(pb::Components {
+            transforms: changed(&oc.transforms, &rc.transforms),
+            pcollections: changed(&oc.pcollections, &rc.pcollections),
+            windowing_strategies: changed(&oc.windowing_strategies, &rc.windowing_strategies),
+            coders: changed(&oc.coders, &rc.coders),
+            environments: changed(&oc.environments, &rc.environments),
+        }),
+        root_transform_ids: if rewritten.root_transform_ids != original.root_transform_ids {
+            rewritten.root_transform_ids
+        } else {
+            Vec::new()
+        },
+        display_data: Vec::new(),
+        requirements: rewritten
+            .requirements
+            .into_iter()
+            .filter(|r| !original.requirements.contains(r))
+            .collect(),
+    };
+    let mut out = if overlay.root_transform_ids.is_empty() {
+        pipeline.to_vec()
+    } else {
+        without_field(pipeline, ROOT_TRANSFORM_IDS)?
+    };
+    overlay.encode(&mut out).expect("a Vec grows");
+    Ok(out)
+}
+
+/// `Pipeline.root_transform_ids`.
+const ROOT_TRANSFORM_IDS: u64 = 2;
+
+/// `message` without its top-level occurrences of field `field`.
+fn without_field(message: &[u8], field: u64) -> Result<Vec<u8>> {
+    use beamline_engine::coder::read_varint;
+    let bad = |what: &str| Error::Protocol(format!("malformed pipeline proto: {what}"));
+    let mut out = Vec::with_capacity(message.len());
+    let mut rest = message;
+    while !rest.is_empty() {
+        let start = rest;
+        let key = read_varint(&mut rest).map_err(|_| bad("a field key"))?;
+        let len = match key & 7 {
+            0 => {
+                read_varint(&mut rest).map_err(|_| bad("a varint"))?;
+                0
+            }
+            1 => 8,
+            2 => read_varint(&mut rest).map_err(|_| bad("a length"))? as usize,
+            5 => 4,
+            _ => return Err(bad("a group or unknown wire type")),
+        };
+        if rest.len() < len {
+            return Err(bad("a truncated field"));
+        }
+        rest = &rest[len..];
+        if key >> 3 != field {
+            out.extend_from_slice(&start[..start.len() - rest.len()]);
+        }
+    }
+    Ok(out)
+}
+
+/// The pipeline as the service gets it: every environment Beamline's code runs in becomes
+/// an external one served at `worker_pool` (HOST:PORT), transforms of Beamline composites
+/// the service may split (CombinePerKey) name that environment, timers get Beam's timer
+/// coder, the requirements are filled in, and several roots become parts of one.
+pub fn rewrite(mut p: pb::Pipeline, worker_pool: &str) -> pb::Pipeline {
     let comps = p.components.get_or_insert_with(Default::default);
     let external = pb::Environment {
         urn: urns::ENV_EXTERNAL.into(),
@@ -73,7 +154,7 @@ pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<pb::Pipeline
         }
     }
     let Some(env) = ours.first().cloned() else {
-        return Ok(p);
+        return p;
     };
     let mut requirements: Vec<String> = std::mem::take(&mut p.requirements);
     let timer_coders = timer_coders(comps);
@@ -145,7 +226,7 @@ pub fn for_submission(pipeline: &[u8], worker_pool: &str) -> Result<pb::Pipeline
         );
         p.root_transform_ids = vec![id];
     }
-    Ok(p)
+    p
 }
 
 /// For every ParDo with timers, the id of a `beam:coder:timer:v1` coder of its keys and

@@ -76,23 +76,45 @@ fn pipeline() -> Pipeline {
     p
 }
 
-#[test]
-fn beam_python_reads_back_what_the_portable_runner_submits() {
-    let p = pipeline();
-    let bytes = p.to_proto().encode_to_vec();
-    let submitted = for_submission(&bytes, "localhost:1").expect("rewrites");
+/// Runs [`READ_BACK`] on `submitted`; its standard output.
+fn read_back(submitted: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pipeline.pb");
-    std::fs::write(&path, submitted.encode_to_vec()).unwrap();
+    std::fs::write(&path, submitted).unwrap();
     let out = std::process::Command::new(common::beam_python())
         .arg("-c")
         .arg(READ_BACK)
         .arg(&path)
         .output()
         .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn fields_beamline_does_not_declare_reach_the_service() {
+    let mut bytes = pipeline().to_proto().encode_to_vec();
+    // Field 99 of Pipeline (a varint, 7): unknown to Beamline and to Beam.
+    let unknown = [0x98, 0x06, 0x07];
+    bytes.extend_from_slice(&unknown);
+    let submitted = for_submission(&bytes, "localhost:1").expect("rewrites");
+    assert!(
+        submitted.windows(3).any(|w| w == unknown),
+        "the unknown field was dropped"
+    );
+    let stdout = read_back(&submitted);
+    assert!(stdout.contains("unknown-field bytes 3\n"), "{stdout}");
+}
+
+#[test]
+fn beam_python_reads_back_what_the_portable_runner_submits() {
+    let p = pipeline();
+    let bytes = p.to_proto().encode_to_vec();
+    let submitted = for_submission(&bytes, "localhost:1").expect("rewrites");
+    let stdout = read_back(&submitted);
+
     assert!(stdout.contains("unknown-field bytes 0\n"), "{stdout}");
     assert!(
         stdout.contains("windowing Windowing(<apache_beam.transforms.window.FixedWindows"),
