@@ -83,7 +83,7 @@ fn unknown_runner_exits_with_the_list_of_runners() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("unknown runner 'nope'; available runners: distributed, local"),
+        stderr.contains("unknown runner 'nope'; available runners: distributed, local, portable"),
         "{stderr}"
     );
 }

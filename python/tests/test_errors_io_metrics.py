@@ -48,7 +48,7 @@ def test_group_by_key_needs_tuples():
 
 def test_unknown_runner():
     # As in Beam, the pipeline is refused when it is built.
-    with pytest.raises(ValueError, match="unknown runner 'nope'; available runners: distributed, local"):
+    with pytest.raises(ValueError, match="unknown runner 'nope'; available runners: distributed, local, portable"):
         beamline.Pipeline(argv=["--runner=nope"])
 
 

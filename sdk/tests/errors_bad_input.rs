@@ -162,7 +162,7 @@ fn unknown_runner_lists_the_available_ones() {
     let err = p.run().unwrap_err().to_string();
     assert_eq!(
         err,
-        "unknown runner 'nope'; available runners: distributed, local"
+        "unknown runner 'nope'; available runners: distributed, local, portable"
     );
 }
 
