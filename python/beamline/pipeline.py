@@ -44,13 +44,19 @@ class Pipeline:
         workers = int(self._options.get_all_options().get("python_workers", "1") or 1)
         if workers > 1:
             _workers.start(workers)
+        streaming = StandardOptions(self._options).streaming
         try:
             job = self._native.start()
         except BaseException:
             _workers.stop()
             raise
-        streaming = StandardOptions(self._options).streaming
-        self._result = PipelineResult(job, on_end=_workers.stop, streaming=streaming)
+        try:
+            self._result = PipelineResult(job, on_end=_workers.stop, streaming=streaming)
+        except BaseException:
+            # A signal between the start and the handle: the job must not outlive it.
+            job.cancel()
+            _workers.stop()
+            raise
         return self._result
 
     def __enter__(self):
@@ -58,7 +64,13 @@ class Pipeline:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.run().wait_until_finish()
+            result = self.run()
+            try:
+                result.wait_until_finish()
+            except KeyboardInterrupt:
+                # Also when it came before the wait began: the job stops with it.
+                result.cancel()
+                raise
         return False
 
 

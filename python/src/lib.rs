@@ -85,8 +85,15 @@ impl Pipeline {
     }
 
     /// Starts the pipeline on its runner; returns the running job.
-    fn start(&self) -> PyResult<job::Job> {
+    fn start(&self, py: Python<'_>) -> PyResult<job::Job> {
         let result = self.p.start().map_err(err)?;
+        // A Ctrl-C or SIGTERM that arrived while the job was starting is raised here, when
+        // the job would otherwise be lost to the caller: it cancels the job first.
+        if let Err(e) = py.check_signals() {
+            result.cancel();
+            let _ = py.detach(|| result.wait_until_finish(None));
+            return Err(e);
+        }
         Ok(job::Job { result })
     }
 
