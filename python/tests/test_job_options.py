@@ -94,6 +94,9 @@ def test_ctrl_c_or_sigterm_stops_a_batch_job_promptly_and_commits_nothing(tmp_pa
     proc = subprocess.Popen(
         [sys.executable, str(_script(tmp_path)), f"--output={out}/lines", "--limit=100000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A test run started in the background inherits SIGINT ignored, and Python then
+        # leaves it ignored: the job's process gets Ctrl-C's default, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout.readline().strip() == "started"
