@@ -18,11 +18,10 @@ fn example(name: &str) -> PathBuf {
 /// The interpreter with apache-beam 2.77 (`BEAMLINE_BEAM_PYTHON`, else the workspace's
 /// `.venv`, which `./scripts/test` makes).
 fn beam_python() -> PathBuf {
-    std::env::var_os("BEAMLINE_BEAM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-        })
+    beamline_runner_portable::local_service::beam_python(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.venv/bin/python"
+    ))
 }
 
 /// The sorted lines of every file `dir/prefix-*`.

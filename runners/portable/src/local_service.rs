@@ -25,6 +25,13 @@ pub struct LocalJobService {
     dir: PathBuf,
 }
 
+/// The interpreter with apache-beam: `BEAMLINE_BEAM_PYTHON` when set, else `fallback`.
+pub fn beam_python(fallback: impl Into<PathBuf>) -> PathBuf {
+    std::env::var_os("BEAMLINE_BEAM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fallback.into())
+}
+
 impl LocalJobService {
     /// Starts the job service with `python` (an interpreter with `apache-beam` installed),
     /// waiting up to `timeout` for it to listen.

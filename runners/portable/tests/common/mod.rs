@@ -11,14 +11,10 @@ use beamline_runner_portable::local_service::LocalJobService;
 /// The interpreter with apache-beam 2.77 (`BEAMLINE_BEAM_PYTHON`, else the workspace's
 /// `.venv`, which `./scripts/test` makes).
 pub fn beam_python() -> PathBuf {
-    std::env::var_os("BEAMLINE_BEAM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../.venv/bin/python"
-            ))
-        })
+    beamline_runner_portable::local_service::beam_python(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.venv/bin/python"
+    ))
 }
 
 /// This test binary's job service.
