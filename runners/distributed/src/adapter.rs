@@ -43,8 +43,39 @@ pub(crate) fn processing_time_of(t: &Time) -> i64 {
     (t.1 .0).min(i64::MAX as u64) as i64
 }
 
-/// One element on the wire: its key's hash (0 when unkeyed) and its encoding.
-pub(crate) type Record = (u64, Vec<u8>);
+/// One element on the wire: its key's hash (0 when unkeyed) and its encoding (or a
+/// part of a grouping: many elements' runs).
+pub(crate) type Record = (u64, Payload);
+
+/// The bytes of a record, serialized as one byte string (serde writes a `Vec<u8>` as a
+/// sequence: one call per byte, each way).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Payload(pub Vec<u8>);
+
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Payload;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Payload, E> {
+                Ok(Payload(v))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Payload, E> {
+                Ok(Payload(v.to_vec()))
+            }
+        }
+        d.deserialize_byte_buf(Visit)
+    }
+}
 
 /// A batch of records.
 pub(crate) type Batch = Vec<Record>;

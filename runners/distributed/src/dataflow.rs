@@ -12,6 +12,7 @@ use crate::adapter::{self, Route, Scope, Stream};
 use crate::driver::{Driver, Link};
 use crate::sources::{Poll, Replay};
 use crate::wire::{Arrives, Encoder, Leaves, PartialCodec};
+use beamline_engine::exec::exchange::{groups_by_runs, RunGrouper, RunWriter};
 use beamline_engine::graph::{Graph, NodeKind};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::gbk::GbkOp;
@@ -83,6 +84,10 @@ pub(crate) struct Setup {
     pub clock: Clock,
     /// Most elements an unbounded source reads into one bundle.
     pub max_bundle: usize,
+    /// A batch job (bounded input, default triggers, not `--streaming`): its groupings
+    /// fire once per key and window, when their input is complete, as the local runner's
+    /// batch executor.
+    pub batch: bool,
     /// Under virtual time, the processing time once every TestStream ended (each
     /// transform reaches it before its watermark reaches the end of time, as on the local
     /// runner, even when it saw no data after the last advance).
@@ -115,6 +120,9 @@ struct Fusion {
     fused: Vec<bool>,
     /// For each CombinePerKey node: whether it receives partial results.
     lifted: Vec<bool>,
+    /// For each GroupByKey of a batch job that groups runs ([`groups_by_runs`]): whether
+    /// its producer writes the runs (else it receives elements and writes them itself).
+    grouped: Vec<Option<bool>>,
 }
 
 /// A transform that can run in the operator of the transform before it.
@@ -144,7 +152,7 @@ fn driven(kind: &NodeKind) -> bool {
     )
 }
 
-fn fuse(graph: &Graph) -> Result<Fusion, EngineError> {
+fn fuse(graph: &Graph, batch: bool) -> Result<Fusion, EngineError> {
     let n = graph.nodes.len();
     let consumers = graph.consumers();
     let producer = graph.producers()?;
@@ -172,25 +180,36 @@ fn fuse(graph: &Graph) -> Result<Fusion, EngineError> {
             _ => chains[node].push(node),
         }
     }
-    // A CombinePerKey is lifted when it lifts and what feeds it is the last transform of
-    // a driven operator, which then folds its output.
+    // Whether the main input of `node` is its only reader's, written by the last
+    // transform of a driven operator (which can then fold or encode it for `node`).
+    let fed_by_chain = |node: usize| {
+        let Some(&pc) = graph.nodes[node].inputs.first() else {
+            return false;
+        };
+        let feeds = producer[pc].is_some_and(|m| {
+            driven(&graph.nodes[m].kind)
+                && graph.nodes[m].outputs.len() == 1
+                && chains[head[m]].last() == Some(&m)
+        });
+        feeds && consumers[pc].len() == 1
+    };
+    // A CombinePerKey is lifted when it lifts and its input is fed by a chain, which then
+    // folds its output.
     let lifted = (0..n)
+        .map(|node| fed_by_chain(node) && lifting(graph, node, Panes::Triggered).is_some())
+        .collect();
+    let grouped = (0..n)
         .map(|node| {
-            let Some(&pc) = graph.nodes[node].inputs.first() else {
-                return false;
-            };
-            let feeds = producer[pc].is_some_and(|m| {
-                driven(&graph.nodes[m].kind)
-                    && graph.nodes[m].outputs.len() == 1
-                    && chains[head[m]].last() == Some(&m)
-            });
-            feeds && consumers[pc].len() == 1 && lifting(graph, node, Panes::Triggered).is_some()
+            let gbk = &graph.nodes[node];
+            (batch && matches!(gbk.kind, NodeKind::GroupByKey) && groups_by_runs(graph, gbk))
+                .then(|| fed_by_chain(node))
         })
         .collect();
     Ok(Fusion {
         chains,
         fused,
         lifted,
+        grouped,
     })
 }
 
@@ -204,7 +223,7 @@ pub(crate) fn build<'s>(
     setup: Setup,
     shared: &Arc<Shared>,
 ) -> Result<(), EngineError> {
-    let fusion = fuse(graph)?;
+    let fusion = fuse(graph, setup.batch)?;
     let consumers = graph.consumers();
     let mut streams: Vec<Option<Stream<'s>>> = vec![None; graph.pcollections.len()];
     for n in graph.topological_order()? {
@@ -284,7 +303,18 @@ pub(crate) fn build<'s>(
                 )];
                 let mut arrives = Vec::new();
                 let mut head = beamline_engine::operators::build(graph, node)?;
-                if fusion.lifted[n] {
+                if let Some(fed_by_runs) = fusion.grouped[n] {
+                    // The runner groups: the transform passes the groups on.
+                    head = beamline_engine::operators::pass();
+                    let grouper = RunGrouper::new(graph, node).ok_or_else(|| {
+                        EngineError::InvalidPipeline(format!("'{}' cannot group runs", node.name))
+                    })?;
+                    let coder = graph.pcollections[node.inputs[0]].coder.clone();
+                    arrives.push(Arrives::Grouped(
+                        (!fed_by_runs).then_some(coder),
+                        Some(grouper),
+                    ));
+                } else if fusion.lifted[n] {
                     let (codec, lift) = partial_codec(graph, n)?;
                     let mailbox = Mailbox::default();
                     head = Box::new(
@@ -385,6 +415,12 @@ fn leaves_of(
     writer: &str,
 ) -> Result<Leaves, EngineError> {
     if let [(c, 0)] = consumers[pc].as_slice() {
+        if fusion.grouped[*c] == Some(true) {
+            let w = RunWriter::new(graph, &graph.nodes[*c]).ok_or_else(|| {
+                EngineError::InvalidPipeline(format!("'{writer}' cannot write runs"))
+            })?;
+            return Ok(Leaves::Runs(Box::new(w)));
+        }
         if fusion.lifted[*c] {
             let (codec, lift) = partial_codec(graph, *c)?;
             let pre = PreCombine::new(

@@ -27,6 +27,12 @@ pub(crate) fn wall_clock_ms() -> i64 {
 /// Most elements handed from one transform of a chain to the next at once.
 const CHAIN_BATCH: usize = 1024;
 
+/// About how many elements the first transform of a chain may emit for one slice of its
+/// input: its input is cut into slices of `HEAD_OUTPUT / fan-out` elements, so a
+/// transform that makes many elements of each (file ranges into lines, chunk numbers
+/// into generated pairs) never holds a whole batch's output at once.
+const HEAD_OUTPUT: usize = 16 * CHAIN_BATCH;
+
 /// One transform of a fused chain.
 pub(crate) struct Link {
     /// Its engine operator.
@@ -44,6 +50,11 @@ pub(crate) struct Driver {
     outs: Vec<Vec<Vec<WindowedValue>>>,
     more: Vec<Vec<WindowedValue>>,
     spare: Vec<Vec<WindowedValue>>,
+    /// Elements the first transform emitted, in all.
+    head_emitted: usize,
+    /// Elements the first transform read, and made of them (its fan-out).
+    head_read: usize,
+    head_made: usize,
     /// How each input arrives: main, then side inputs.
     arrives: Vec<Arrives>,
     /// How each output of the last link leaves.
@@ -86,6 +97,9 @@ impl Driver {
             outs,
             more: Vec::new(),
             spare: Vec::new(),
+            head_emitted: 0,
+            head_read: 0,
+            head_made: 0,
             arrives,
             leaves,
             stash: BTreeMap::new(),
@@ -154,8 +168,8 @@ impl Driver {
                     self.side_watermarks(p);
                 }
                 let name = &self.links[0].name;
-                if let Some(mut elements) = self.arrives[slot].take(&mut batch, name)? {
-                    self.call(p, |op, cx| op.process(slot, &mut elements, cx))?;
+                if let Some(elements) = self.arrives[slot].take(&mut batch, name)? {
+                    self.feed(p, slot, elements)?;
                 }
             }
             if !sides_done {
@@ -173,6 +187,19 @@ impl Driver {
                 }
             }
             None => {
+                // A batch GroupByKey's input is complete: its groups go down the chain,
+                // a batch at a time.
+                if let Some(grouper) = self.arrives.first_mut().and_then(Arrives::grouped) {
+                    let mut output = grouper.into_output();
+                    loop {
+                        let mut batch = Vec::with_capacity(CHAIN_BATCH);
+                        output.next_batch(&mut batch, CHAIN_BATCH)?;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        self.call(p, |op, cx| op.process(0, &mut batch, cx))?;
+                    }
+                }
                 // Every input is complete: timers due now, then the watermark to the end
                 // of time (panes and timers fire, windows expire).
                 if self.clock == Clock::Virtual {
@@ -261,6 +288,51 @@ impl Driver {
         self.links[0].op.side_watermarks(&wms);
     }
 
+    /// Hands `elements` to input `slot` of the first transform, in slices small enough
+    /// for what it makes of them (see [`HEAD_OUTPUT`]).
+    fn feed(
+        &mut self,
+        p: &mut Ports<'_>,
+        slot: usize,
+        mut elements: Vec<WindowedValue>,
+    ) -> Result<(), EngineError> {
+        if elements.len() <= self.head_slice() {
+            return self.feed_slice(p, slot, &mut elements);
+        }
+        let mut rest = elements.into_iter();
+        loop {
+            let mut part: Vec<WindowedValue> = rest.by_ref().take(self.head_slice()).collect();
+            if part.is_empty() {
+                return Ok(());
+            }
+            self.feed_slice(p, slot, &mut part)?;
+        }
+    }
+
+    /// How many input elements the first transform gets at once: one until its fan-out
+    /// is known.
+    fn head_slice(&self) -> usize {
+        if self.head_read == 0 {
+            return 1;
+        }
+        let fan_out = self.head_made.div_ceil(self.head_read).max(1);
+        (HEAD_OUTPUT / fan_out).clamp(1, CHAIN_BATCH)
+    }
+
+    /// Hands `part` to the first transform, counting what it makes of it.
+    fn feed_slice(
+        &mut self,
+        p: &mut Ports<'_>,
+        slot: usize,
+        part: &mut Vec<WindowedValue>,
+    ) -> Result<(), EngineError> {
+        let before = self.head_emitted;
+        self.head_read += part.len();
+        self.call(p, |op, cx| op.process(slot, part, cx))?;
+        self.head_made += self.head_emitted - before;
+        Ok(())
+    }
+
     /// Calls the first transform, passes what it emitted down the chain, and sends what
     /// comes out of the last one.
     fn call(
@@ -313,6 +385,10 @@ impl Driver {
                 name: &link.name,
             },
         )?;
+        if i == 0 {
+            self.head_emitted += self.outs[0].iter().map(Vec::len).sum::<usize>()
+                + self.more.iter().map(Vec::len).sum::<usize>();
+        }
         if i + 1 == self.links.len() {
             return self.emit(p);
         }

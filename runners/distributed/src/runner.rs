@@ -278,6 +278,7 @@ fn start_worker(
     } else {
         Clock::Virtual
     };
+    let batch = prepared.mode == beamline_translate::Mode::Batch;
     let max_bundle = prepared.options.max_bundle_size;
     let final_processing_time = dataflow::final_processing_time(&prepared.graph);
     let graph = Arc::new(prepared.graph);
@@ -293,6 +294,7 @@ fn start_worker(
                     worker: w.index(),
                     workers,
                     clock,
+                    batch,
                     max_bundle,
                     final_processing_time,
                 };

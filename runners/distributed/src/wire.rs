@@ -1,10 +1,12 @@
 //! Elements on the wire: encoding a PCollection's elements into records (with their key's
-//! hash) and decoding them back, or a lifted combine's partial results instead.
+//! hash) and decoding them back, or a lifted combine's partial results instead, or a
+//! batch GroupByKey's input as encoded runs per partition.
 
-use crate::adapter::Batch;
+use crate::adapter::{Batch, Payload};
 use beamline_engine::coder::Coder;
 use beamline_engine::combine::CombineFnInvoker;
 use beamline_engine::element_codec::{decode_windowed, encode_windowed};
+use beamline_engine::exec::exchange::{RunGrouper, RunWriter};
 use beamline_engine::graph::Graph;
 use beamline_engine::operators::partition::key_hash;
 use beamline_engine::operators::precombine::{Mailbox, Partial, PreCombine};
@@ -62,7 +64,7 @@ impl Encoder {
                 }
                 _ => 0,
             };
-            out.push((hash, bytes));
+            out.push((hash, Payload(bytes)));
         }
         Ok(())
     }
@@ -78,7 +80,7 @@ pub(crate) fn decode(
     transform: &str,
 ) -> Result<Vec<WindowedValue>, EngineError> {
     let mut elements = Vec::with_capacity(batch.len());
-    for (_, bytes) in batch.drain(..) {
+    for (_, Payload(bytes)) in batch.drain(..) {
         let wv =
             decode_windowed(coder, &mut bytes.as_slice()).map_err(|source| EngineError::Coder {
                 transform: transform.to_string(),
@@ -112,9 +114,21 @@ pub(crate) enum Arrives {
     /// Partial results of a lifted CombinePerKey, handed to its grouping through the
     /// mailbox (it merges them at the bundle's end).
     Partials(PartialCodec, Mailbox),
+    /// The input of a batch GroupByKey, kept in its grouping until the input is complete
+    /// ([`Arrives::grouped`]): parts of runs, or elements of this coder when the
+    /// producer could not write runs.
+    Grouped(Option<Coder>, Option<RunGrouper>),
 }
 
 impl Arrives {
+    /// The grouping of a batch GroupByKey's input, once (its output is read from it).
+    pub(crate) fn grouped(&mut self) -> Option<RunGrouper> {
+        match self {
+            Arrives::Grouped(_, grouper) => grouper.take(),
+            _ => None,
+        }
+    }
+
     /// The elements of `batch` (emptied) for transform `name`; `None` when they went to
     /// the mailbox.
     ///
@@ -129,7 +143,7 @@ impl Arrives {
             Arrives::Elements(coder) => decode(coder, batch, name).map(Some),
             Arrives::Partials(codec, mailbox) => {
                 let mut parts = Vec::with_capacity(batch.len());
-                for (_, bytes) in batch.drain(..) {
+                for (_, Payload(bytes)) in batch.drain(..) {
                     let p = Partial::decode(
                         &bytes,
                         &codec.key_coder,
@@ -140,6 +154,20 @@ impl Arrives {
                     parts.push(p);
                 }
                 mailbox.lock().deliver(parts);
+                Ok(None)
+            }
+            Arrives::Grouped(coder, grouper) => {
+                let grouper = grouper.as_mut().ok_or_else(|| {
+                    EngineError::Runner(format!("'{name}' received input after its output"))
+                })?;
+                match coder {
+                    Some(coder) => grouper.add_elements(&mut decode(coder, batch, name)?)?,
+                    None => {
+                        for (_, Payload(part)) in batch.drain(..) {
+                            grouper.add(part)?;
+                        }
+                    }
+                }
                 Ok(None)
             }
         }
@@ -153,6 +181,18 @@ pub(crate) enum Leaves {
     /// Folded into partial results per key and window (the CombinePerKey it feeds is
     /// lifted), sent at each bundle's end.
     Partials(Box<PreCombine>, PartialCodec),
+    /// Written into encoded runs per shuffle partition (the batch GroupByKey it feeds
+    /// groups them), sent as parts of about [`RUN_PART`] bytes.
+    Runs(Box<RunWriter>),
+}
+
+/// Bytes of runs written before they are sent (one message per partition, big enough
+/// that the exchange costs a copy per byte and little per message).
+const RUN_PART: usize = 1 << 20;
+
+/// Sends the parts `w` holds, each to the worker owning its partition.
+fn send_runs(w: &mut RunWriter, out: &mut Batch) {
+    w.drain(|p, part| out.push(((p as u64) << 32, Payload(part))));
 }
 
 impl Leaves {
@@ -168,16 +208,29 @@ impl Leaves {
         match self {
             Leaves::Elements(e) => e.encode(elements, out),
             Leaves::Partials(pre, _) => pre.add(elements),
+            Leaves::Runs(w) => {
+                w.write(elements)?;
+                if w.buffered() >= RUN_PART {
+                    send_runs(w, out);
+                }
+                Ok(())
+            }
         }
     }
 
-    /// The partial results of the bundle that ended, encoded into `out`.
+    /// The partial results of the bundle that ended, encoded into `out` (or the runs
+    /// written so far).
     ///
     /// # Errors
     /// An accumulator that does not encode, naming the CombinePerKey.
     pub(crate) fn flush(&mut self, out: &mut Batch) -> Result<(), EngineError> {
-        let Leaves::Partials(pre, codec) = self else {
-            return Ok(());
+        let (pre, codec) = match self {
+            Leaves::Partials(pre, codec) => (pre, codec),
+            Leaves::Runs(w) => {
+                send_runs(w, out);
+                return Ok(());
+            }
+            Leaves::Elements(_) => return Ok(()),
         };
         let parts = pre.take()?;
         out.reserve(parts.len());
@@ -185,7 +238,7 @@ impl Leaves {
             let mut bytes = Vec::new();
             part.encode(&*codec.combine, &codec.acc_coder, &mut bytes)
                 .map_err(|e| codec.err(e))?;
-            out.push((key_hash(part.key_bytes()), bytes));
+            out.push((key_hash(part.key_bytes()), Payload(bytes)));
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use super::spill::Bundle;
 use crate::coder::{write_pane, write_timestamp, write_varint, Coder};
 use crate::element_codec::decode_window;
 use crate::error::{EngineError, Result};
-use crate::graph::Windowing;
+use crate::graph::{Graph, Node, NodeKind, Windowing};
 use crate::window::PaneInfo;
 use std::sync::Arc;
 
@@ -23,6 +23,28 @@ pub(crate) fn groups_encoded(c: &Coder) -> bool {
         Coder::Iterable(e) | Coder::LengthPrefix(e) | Coder::Nullable(e) => groups_encoded(e),
         Coder::Dynamic | Coder::Opaque(_) => false,
     }
+}
+
+/// Whether GroupByKey `node` groups its input encoded: values of standard coders, an
+/// output coder that is exactly the encoding the grouping writes (`KV<key,
+/// iterable<value>>`), and windows that do not merge.
+pub(crate) fn gbk_groups_encoded(
+    graph: &Graph,
+    node: &Node,
+    key_coder: &Coder,
+    value_coder: &Coder,
+) -> bool {
+    let grouped = Coder::Kv(
+        Box::new(key_coder.clone()),
+        Box::new(Coder::Iterable(Box::new(value_coder.clone()))),
+    );
+    matches!(node.kind, NodeKind::GroupByKey)
+        && groups_encoded(value_coder)
+        && graph.pcollections[node.outputs[0]].coder == grouped
+        && !graph.pcollections[node.inputs[0]]
+            .windowing
+            .window_fn
+            .is_merging()
 }
 
 /// Elements of one shuffle partition from one bundle, encoded back to back.
@@ -111,6 +133,64 @@ impl EncodedRun {
     /// Bytes in the run.
     pub(crate) fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Records in the run.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The run's bytes (records read back start from timestamp 0: the bytes and the count
+    /// are the whole run).
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The run of `count` records in `bytes`, written by [`EncodedRun::push`] elsewhere
+    /// (another process): every record is checked to lie within the bytes, so grouping
+    /// it cannot read out of bounds.
+    ///
+    /// # Errors
+    /// What is wrong with the bytes.
+    pub(crate) fn from_bytes(bytes: Vec<u8>, count: usize) -> std::result::Result<Self, String> {
+        let mut input = bytes.as_slice();
+        let varint = |input: &mut &[u8], what: &str| {
+            crate::coder::read_varint(input).map_err(|_| format!("record {what} is cut short"))
+        };
+        let skip = |input: &mut &[u8], n: usize, what: &str| {
+            if input.len() < n {
+                return Err(format!("record {what} is cut short"));
+            }
+            *input = &input[n..];
+            Ok(())
+        };
+        let mut seen = 0;
+        while !input.is_empty() {
+            let header = varint(&mut input, "header")?;
+            skip(&mut input, (header >> 2) as usize, "key")?;
+            if header & 2 != 0 {
+                match input.first() {
+                    Some(0) => skip(&mut input, 1, "window")?,
+                    Some(1) => skip(&mut input, 17, "window")?,
+                    Some(t) => return Err(format!("unknown window tag {t}")),
+                    None => return Err("record window is cut short".into()),
+                }
+            }
+            if header & 1 != 0 {
+                varint(&mut input, "timestamp")?;
+            }
+            let len = varint(&mut input, "value length")?;
+            skip(&mut input, len as usize, "value")?;
+            seen += 1;
+        }
+        if seen != count {
+            return Err(format!("{seen} records where {count} were sent"));
+        }
+        Ok(EncodedRun {
+            bytes,
+            count,
+            last_timestamp: 0,
+        })
     }
 
     /// The records, in order.

@@ -18,6 +18,7 @@
 //! (bundles dealt round robin, each lane's in order), merged in lane order.
 
 mod combine_table;
+pub mod exchange;
 mod grouped;
 mod shuffle;
 mod spill;

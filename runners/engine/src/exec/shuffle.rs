@@ -357,6 +357,28 @@ impl ShuffleWriter {
 }
 
 impl ShuffleWriter {
+    /// The non-empty encoded runs written so far, with their partitions (the writer goes
+    /// on with empty ones); nothing unless the writer groups encoded.
+    pub(crate) fn take_runs(&mut self) -> Vec<(usize, EncodedRun)> {
+        let Mode::Encoded(_, parts) = &mut self.mode else {
+            return Vec::new();
+        };
+        parts
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, run)| !run.is_empty())
+            .map(|(p, run)| (p, std::mem::take(run)))
+            .collect()
+    }
+
+    /// Bytes of the encoded runs written so far.
+    pub(crate) fn run_bytes(&self) -> usize {
+        match &self.mode {
+            Mode::Encoded(_, parts) => parts.iter().map(EncodedRun::len).sum(),
+            _ => 0,
+        }
+    }
+
     /// The writer's (emptied) buffers, sized for the next bundle's writer; call once the
     /// bundle's last element is written.
     pub(crate) fn close(&mut self) -> ShuffleBuffers {

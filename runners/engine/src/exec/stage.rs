@@ -1,6 +1,6 @@
 //! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
 
-use super::grouped::groups_encoded;
+use super::grouped::{gbk_groups_encoded, groups_encoded};
 use super::shuffle::{ShuffleBuffers, ShuffleInput, ShuffleSpill, ShuffleWriter};
 use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
@@ -141,17 +141,9 @@ impl Instance {
                 } => {
                     let n = &shared.graph.nodes[*node];
                     let windowing = shared.graph.pcollections[n.inputs[0]].windowing.clone();
-                    // Grouped values stay encoded when their output is exactly the
-                    // encoding the grouping produces.
-                    let grouped = Coder::Kv(
-                        Box::new(key_coder.clone()),
-                        Box::new(Coder::Iterable(Box::new(value_coder.clone()))),
-                    );
                     let encoded = match n.kind {
                         NodeKind::GroupByKey => {
-                            groups_encoded(value_coder)
-                                && shared.graph.pcollections[n.outputs[0]].coder == grouped
-                                && !windowing.window_fn.is_merging()
+                            gbk_groups_encoded(shared.graph, n, key_coder, value_coder)
                         }
                         // A stateful ParDo's elements are kept encoded when nothing is lost.
                         NodeKind::ParDo { .. } => {

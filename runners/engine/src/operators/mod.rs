@@ -65,6 +65,13 @@ pub fn build_with_backend(
     ))
 }
 
+/// An operator that forwards its input unchanged: what runs in place of a transform
+/// whose work the runner does itself (a GroupByKey it groups from
+/// [`crate::exec::exchange`] runs, above all).
+pub fn pass() -> Box<dyn Op> {
+    Box::new(simple::PassOp)
+}
+
 /// The operator of `node` of `graph`.
 ///
 /// # Errors

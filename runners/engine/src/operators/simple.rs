@@ -108,7 +108,7 @@ impl Op for WindowIntoOp {
     }
 }
 
-struct PassOp;
+pub(crate) struct PassOp;
 
 impl Op for PassOp {
     fn process(
