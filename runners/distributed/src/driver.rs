@@ -27,6 +27,10 @@ pub(crate) fn wall_clock_ms() -> i64 {
 /// Most elements handed from one transform of a chain to the next at once.
 const CHAIN_BATCH: usize = 1024;
 
+/// Encoded bytes of a batch GroupByKey's output decoded at once (then passed down the
+/// chain while in cache).
+const GROUPS_BYTES: usize = 8 << 10;
+
 /// About how many elements the first transform of a chain may emit for one slice of its
 /// input: its input is cut into slices of `HEAD_OUTPUT / fan-out` elements, so a
 /// transform that makes many elements of each (file ranges into lines, chunk numbers
@@ -193,7 +197,7 @@ impl Driver {
                     let mut output = grouper.into_output();
                     loop {
                         let mut batch = Vec::with_capacity(CHAIN_BATCH);
-                        output.next_batch(&mut batch, CHAIN_BATCH)?;
+                        output.next_batch(&mut batch, CHAIN_BATCH, GROUPS_BYTES)?;
                         if batch.is_empty() {
                             break;
                         }

@@ -144,8 +144,7 @@ impl RunGrouper {
             return Err(bad(format!("partition {p} of {PARTITIONS}")));
         }
         part.truncate(at);
-        let run = EncodedRun::from_bytes(part, count as usize).map_err(bad)?;
-        self.parts[p].push(run);
+        self.parts[p].push(EncodedRun::from_bytes(part, count as usize));
         Ok(())
     }
 
@@ -193,15 +192,22 @@ impl std::fmt::Debug for GroupedOutput {
 }
 
 impl GroupedOutput {
-    /// Appends up to `max` more output elements to `out` (none once all were read).
+    /// Appends up to `max` more output elements to `out`, fewer once decoding has read
+    /// `max_bytes` (at least one; none once all were read). A few kilobytes at a time
+    /// keep the decoded values in cache for the transforms that read them.
     ///
     /// # Errors
     /// When a window or value does not decode, naming the transform.
-    pub fn next_batch(&mut self, out: &mut Vec<WindowedValue>, max: usize) -> Result<()> {
+    pub fn next_batch(
+        &mut self,
+        out: &mut Vec<WindowedValue>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<()> {
         loop {
             if let Some(reader) = &mut self.reader {
                 if reader.remaining() > 0 {
-                    return reader.next_batch(out, max, usize::MAX);
+                    return reader.next_batch(out, max, max_bytes);
                 }
             }
             let Some(runs) = self.parts.next() else {
@@ -210,7 +216,18 @@ impl GroupedOutput {
             if runs.is_empty() {
                 continue;
             }
-            let bundle = finish_encoded(&self.name, runs, &self.windowing, &self.out_coder)?;
+            // Runs from another process are read with bounds checks: a damaged one
+            // panics, reported as what it is.
+            let bundle = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                finish_encoded(&self.name, runs, &self.windowing, &self.out_coder)
+            }))
+            .map_err(|_| {
+                EngineError::Runner(format!(
+                    "'{}' received a malformed part of its shuffle: a record runs past \
+                     the end of its run",
+                    self.name
+                ))
+            })??;
             self.reader = Some(bundle.reader()?);
         }
     }
@@ -281,7 +298,7 @@ mod tests {
         let mut all = Vec::new();
         loop {
             let before = all.len();
-            out.next_batch(&mut all, 1).unwrap();
+            out.next_batch(&mut all, 1, usize::MAX).unwrap();
             if all.len() == before {
                 break;
             }
@@ -321,24 +338,41 @@ mod tests {
         let (g, n) = gbk_graph();
         let node = &g.nodes[n];
         let mut w = RunWriter::new(&g, node).unwrap();
-        w.write(&mut vec![kv("x", 1, 5)]).unwrap();
-        let mut part = Vec::new();
-        w.drain(|_, p| part = p);
+        w.write(&mut vec![kv("x", 1, 5), kv("y", 2, 6)]).unwrap();
+        let mut parts = Vec::new();
+        w.drain(|_, p| parts.push(p));
+        let trailer = &parts[0][parts[0].len() - TRAILER..];
+        let run = &parts[0][..parts[0].len() - TRAILER];
+        // Too short for a trailer, or a partition that does not exist: refused at once.
         let mut grouper = RunGrouper::new(&g, node).unwrap();
-        for bad in [
-            vec![1, 2, 3],
-            part[1..].to_vec(),
-            [&part[..2], &part[part.len() - TRAILER..]].concat(),
-            {
-                let mut p = part.clone();
-                let at = p.len() - 4;
-                p[at] = 200;
-                p
-            },
-        ] {
+        for bad in [vec![1, 2, 3], {
+            let mut p = parts[0].clone();
+            let at = p.len() - 4;
+            p[at] = 200;
+            p
+        }] {
             let e = grouper.add(bad).unwrap_err().to_string();
             assert!(e.contains("'Group'") && e.contains("malformed"), "{e}");
         }
-        grouper.add(part).unwrap();
+        // A run cut short, or one that holds fewer records than its trailer says: an
+        // error when grouping.
+        for bad in [
+            [&run[..run.len() - 1], trailer].concat(),
+            [&run[..2], trailer].concat(),
+            {
+                let mut t = trailer.to_vec();
+                t[0] += 1;
+                [run, &t].concat()
+            },
+        ] {
+            let mut grouper = RunGrouper::new(&g, node).unwrap();
+            grouper.add(bad).unwrap();
+            let mut out = grouper.into_output();
+            let e = out
+                .next_batch(&mut Vec::new(), 100, usize::MAX)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("'Group'"), "{e}");
+        }
     }
 }

@@ -367,7 +367,11 @@ impl ShuffleWriter {
             .iter_mut()
             .enumerate()
             .filter(|(_, run)| !run.is_empty())
-            .map(|(p, run)| (p, std::mem::take(run)))
+            .map(|(p, run)| {
+                // The next run starts as big as this one was (not growing by copying).
+                let next = EncodedRun::with_capacity(run.len() + run.len() / 8);
+                (p, std::mem::replace(run, next))
+            })
             .collect()
     }
 
