@@ -31,11 +31,11 @@ const CHAIN_BATCH: usize = 1024;
 /// chain while in cache).
 const GROUPS_BYTES: usize = 8 << 10;
 
-/// About how many elements the first transform of a chain may emit for one slice of its
-/// input: its input is cut into slices of `HEAD_OUTPUT / fan-out` elements, so a
-/// transform that makes many elements of each (file ranges into lines, chunk numbers
+/// About how many elements a transform of a chain may emit for one slice of its input:
+/// its input is cut into slices of `LINK_OUTPUT / fan-out` elements, so a transform that
+/// makes many elements of each (file ranges into lines, lines into words, chunk numbers
 /// into generated pairs) never holds a whole batch's output at once.
-const HEAD_OUTPUT: usize = 16 * CHAIN_BATCH;
+const LINK_OUTPUT: usize = 16 * CHAIN_BATCH;
 
 /// One transform of a fused chain.
 pub(crate) struct Link {
@@ -54,11 +54,11 @@ pub(crate) struct Driver {
     outs: Vec<Vec<Vec<WindowedValue>>>,
     more: Vec<Vec<WindowedValue>>,
     spare: Vec<Vec<WindowedValue>>,
-    /// Elements the first transform emitted, in all.
-    head_emitted: usize,
-    /// Elements the first transform read, and made of them (its fan-out).
-    head_read: usize,
-    head_made: usize,
+    /// Per link: elements it emitted, in all (events included).
+    emitted: Vec<usize>,
+    /// Per link: elements it read, and made of them (its fan-out).
+    read: Vec<usize>,
+    made: Vec<usize>,
     /// How each input arrives: main, then side inputs.
     arrives: Vec<Arrives>,
     /// How each output of the last link leaves.
@@ -92,7 +92,8 @@ impl Driver {
         shared: Arc<Shared>,
     ) -> Self {
         let clock = setup.clock;
-        let mut outs: Vec<Vec<Vec<WindowedValue>>> = vec![vec![Vec::new()]; links.len()];
+        let n = links.len();
+        let mut outs: Vec<Vec<Vec<WindowedValue>>> = vec![vec![Vec::new()]; n];
         if let Some(last) = outs.last_mut() {
             *last = vec![Vec::new(); leaves.len()];
         }
@@ -101,9 +102,9 @@ impl Driver {
             outs,
             more: Vec::new(),
             spare: Vec::new(),
-            head_emitted: 0,
-            head_read: 0,
-            head_made: 0,
+            emitted: vec![0; n],
+            read: vec![0; n],
+            made: vec![0; n],
             arrives,
             leaves,
             stash: BTreeMap::new(),
@@ -293,47 +294,68 @@ impl Driver {
     }
 
     /// Hands `elements` to input `slot` of the first transform, in slices small enough
-    /// for what it makes of them (see [`HEAD_OUTPUT`]).
+    /// for what it makes of them (see [`LINK_OUTPUT`]).
     fn feed(
         &mut self,
         p: &mut Ports<'_>,
         slot: usize,
-        mut elements: Vec<WindowedValue>,
+        elements: Vec<WindowedValue>,
     ) -> Result<(), EngineError> {
-        if elements.len() <= self.head_slice() {
-            return self.feed_slice(p, slot, &mut elements);
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        self.pass(0, slot, out_wm, p, elements)
+    }
+
+    /// How many input elements link `i` gets at once: one until its fan-out is known.
+    fn slice_for(&self, i: usize) -> usize {
+        if self.read[i] == 0 {
+            return 1;
         }
-        let mut rest = elements.into_iter();
+        let fan_out = self.made[i].div_ceil(self.read[i]).max(1);
+        (LINK_OUTPUT / fan_out).clamp(1, LINK_OUTPUT)
+    }
+
+    /// Hands `batch` to input `slot` of link `i` (and what it makes down the chain), in
+    /// slices of [`Driver::slice_for`]; slicing copies the input, so it happens where the
+    /// elements are fewest (before a transform that multiplies them).
+    fn pass(
+        &mut self,
+        i: usize,
+        slot: usize,
+        out_wm: i64,
+        p: &mut Ports<'_>,
+        mut batch: Vec<WindowedValue>,
+    ) -> Result<(), EngineError> {
+        if batch.len() <= self.slice_for(i) {
+            self.pass_slice(i, slot, out_wm, p, &mut batch)?;
+            // The emptied buffer keeps its room for the next output of the link before.
+            if i > 0 && self.outs[i - 1][0].capacity() == 0 {
+                self.outs[i - 1][0] = batch;
+            }
+            return Ok(());
+        }
+        let mut rest = batch.into_iter();
         loop {
-            let mut part: Vec<WindowedValue> = rest.by_ref().take(self.head_slice()).collect();
+            let mut part: Vec<WindowedValue> = rest.by_ref().take(self.slice_for(i)).collect();
             if part.is_empty() {
                 return Ok(());
             }
-            self.feed_slice(p, slot, &mut part)?;
+            self.pass_slice(i, slot, out_wm, p, &mut part)?;
         }
     }
 
-    /// How many input elements the first transform gets at once: one until its fan-out
-    /// is known.
-    fn head_slice(&self) -> usize {
-        if self.head_read == 0 {
-            return 1;
-        }
-        let fan_out = self.head_made.div_ceil(self.head_read).max(1);
-        (HEAD_OUTPUT / fan_out).clamp(1, CHAIN_BATCH)
-    }
-
-    /// Hands `part` to the first transform, counting what it makes of it.
-    fn feed_slice(
+    /// Hands `part` to link `i`, counting what it makes of it.
+    fn pass_slice(
         &mut self,
-        p: &mut Ports<'_>,
+        i: usize,
         slot: usize,
+        out_wm: i64,
+        p: &mut Ports<'_>,
         part: &mut Vec<WindowedValue>,
     ) -> Result<(), EngineError> {
-        let before = self.head_emitted;
-        self.head_read += part.len();
-        self.call(p, |op, cx| op.process(slot, part, cx))?;
-        self.head_made += self.head_emitted - before;
+        let before = self.emitted[i];
+        self.read[i] += part.len();
+        self.run(i, out_wm, p, &mut |op, cx| op.process(slot, part, cx))?;
+        self.made[i] += self.emitted[i] - before;
         Ok(())
     }
 
@@ -389,10 +411,8 @@ impl Driver {
                 name: &link.name,
             },
         )?;
-        if i == 0 {
-            self.head_emitted += self.outs[0].iter().map(Vec::len).sum::<usize>()
-                + self.more.iter().map(Vec::len).sum::<usize>();
-        }
+        self.emitted[i] += self.outs[i].iter().map(Vec::len).sum::<usize>()
+            + self.more.iter().map(Vec::len).sum::<usize>();
         if i + 1 == self.links.len() {
             return self.emit(p);
         }
@@ -400,27 +420,11 @@ impl Driver {
         for more in self.more.drain(..) {
             batch.extend(more);
         }
-        if batch.len() <= CHAIN_BATCH {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            return self.run(i + 1, out_wm, p, &mut |op, cx| {
-                op.process(0, &mut batch, cx)
-            });
+        if batch.is_empty() {
+            self.outs[i][0] = batch;
+            return Ok(());
         }
-        // A large output (a file range's lines) goes on in slices: each slice's results
-        // reach the end of the chain before the next, so a transform that multiplies its
-        // input (lines into words) never holds the whole of it.
-        let mut rest = batch.into_iter();
-        loop {
-            let mut slice: Vec<WindowedValue> = rest.by_ref().take(CHAIN_BATCH).collect();
-            if slice.is_empty() {
-                return Ok(());
-            }
-            self.run(i + 1, out_wm, p, &mut |op, cx| {
-                op.process(0, &mut slice, cx)
-            })?;
-        }
+        self.pass(i + 1, 0, out_wm, p, batch)
     }
 
     /// Sends what the last transform emitted.

@@ -40,7 +40,9 @@ impl ReadFromText {
         }
     }
 
-    /// Size of the byte ranges uncompressed files are split into (default 16 MiB).
+    /// Largest byte range uncompressed files are split into (default 16 MiB). Smaller
+    /// ranges are used when the input is under 64 such ranges (down to 1 MiB), so every
+    /// worker of a job reads a share.
     pub fn with_split_size(mut self, bytes: u64) -> Self {
         self.split_size = bytes.max(1);
         self
@@ -89,10 +91,15 @@ impl DoFn for ExpandGlob {
             return Err(format!("no files match '{}'", self.pattern).into());
         }
         files.sort();
+        let mut sized = Vec::with_capacity(files.len());
         for f in files {
             let len = std::fs::metadata(&f)
                 .map_err(|e| format!("{}: {e}", f.display()))?
                 .len();
+            sized.push((f, len));
+        }
+        let split_size = range_size(&sized, self.split_size);
+        for (f, len) in sized {
             let path = f.to_string_lossy().into_owned();
             if path.ends_with(".gz") {
                 ctx.output(FileRange {
@@ -116,7 +123,7 @@ impl DoFn for ExpandGlob {
             }
             let mut start = 0;
             while start < len {
-                let end = (start + self.split_size).min(len);
+                let end = (start + split_size).min(len);
                 ctx.output(FileRange {
                     path: path.clone(),
                     start,
@@ -128,6 +135,26 @@ impl DoFn for ExpandGlob {
         }
         Ok(())
     }
+}
+
+/// Fewest ranges an input is split into when ranges of [`MIN_RANGE`] bytes allow it: a
+/// share for every worker of a job (and several each, so that one slow range does not
+/// leave the others idle), whatever the runner.
+const MIN_RANGES: u64 = 64;
+
+/// Smallest range that [`MIN_RANGES`] makes (below it, opening and seeking cost more than
+/// the balance gains).
+const MIN_RANGE: u64 = 1 << 20;
+
+/// The size of the ranges of uncompressed `files` (path, length): at most `largest`, and
+/// small enough for [`MIN_RANGES`] ranges in all, but not below [`MIN_RANGE`].
+fn range_size(files: &[(std::path::PathBuf, u64)], largest: u64) -> u64 {
+    let total: u64 = files
+        .iter()
+        .filter(|(f, _)| !f.to_string_lossy().ends_with(".gz"))
+        .map(|(_, len)| *len)
+        .sum();
+    (total / MIN_RANGES).clamp(MIN_RANGE.min(largest), largest)
 }
 
 impl NamedDoFn for ExpandGlob {
@@ -189,7 +216,9 @@ impl DoFn for ReadRange {
             let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
             return emit_lines(reader, &r.path, 0, None, ctx);
         }
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+        // 256 KiB reads: few calls, and a buffer the allocator reuses from one range to
+        // the next (a megabyte goes back to the system and faults in again each time).
+        let mut reader = BufReader::with_capacity(256 << 10, file);
         let mut pos = r.start;
         if r.start > 0 {
             // The line that straddles `start` belongs to the previous range: skip it.
@@ -818,5 +847,28 @@ impl PTransform<PBegin> for WatchText {
             WATCH_TEXT,
             serde_json::to_value(&self).expect("serializes"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_split_into_enough_ranges_within_bounds() {
+        let f = |name: &str, len| (std::path::PathBuf::from(name), len);
+        // 100 MB: 64 ranges of ~1.6 MB rather than 7 of 16 MB.
+        assert_eq!(
+            range_size(&[f("a.txt", 100 << 20)], 16 << 20),
+            (100 << 20) / 64
+        );
+        // Small inputs: ranges of 1 MiB, not smaller.
+        assert_eq!(range_size(&[f("a.txt", 3 << 20)], 16 << 20), 1 << 20);
+        // Huge inputs: the largest size asked for.
+        assert_eq!(range_size(&[f("a.txt", 10 << 30)], 16 << 20), 16 << 20);
+        // Compressed files are read whole: they do not count.
+        assert_eq!(range_size(&[f("a.gz", 10 << 30)], 16 << 20), 1 << 20);
+        // A largest size below 1 MiB is kept.
+        assert_eq!(range_size(&[f("a.txt", 100 << 20)], 97), 97);
     }
 }
