@@ -9,8 +9,9 @@
 //! results per key and window, folded by the operator before the exchange.
 
 use crate::adapter::{self, Route, Scope, Stream};
-use crate::driver::{Driver, Link};
-use crate::sources::{Poll, Replay};
+use crate::chain::{Chain, Link};
+use crate::driver::Driver;
+use crate::sources::{Emit, Poll, Replay};
 use crate::wire::{Arrives, Encoder, Leaves, PartialCodec};
 use beamline_engine::exec::exchange::{groups_by_runs, RunGrouper, RunWriter};
 use beamline_engine::graph::{Graph, NodeKind};
@@ -169,7 +170,8 @@ fn fuse(graph: &Graph, batch: bool) -> Result<Fusion, EngineError> {
             Some((pc, m))
                 if fusable(graph, node)
                     && only_reader(pc)
-                    && driven(&graph.nodes[m].kind)
+                    && (driven(&graph.nodes[m].kind)
+                        || matches!(graph.nodes[m].kind, NodeKind::Source { .. }))
                     && graph.nodes[m].outputs.len() == 1
                     && chains[head[m]].last() == Some(&m) =>
             {
@@ -273,15 +275,49 @@ pub(crate) fn build<'s>(
                 let encoder = encoders.into_iter().next().ok_or_else(|| {
                     EngineError::InvalidPipeline(format!("'{}' has no output", node.name))
                 })?;
+                // The stateless transforms after a source run in its operator: no
+                // encoding between them.
+                let chain = &fusion.chains[n];
+                let last = &graph.nodes[*chain.last().unwrap_or(&n)];
+                let emit = if chain.len() > 1 {
+                    let links = chain[1..]
+                        .iter()
+                        .map(|&m| {
+                            Ok(Link {
+                                op: beamline_engine::operators::build(graph, &graph.nodes[m])?,
+                                name: graph.nodes[m].name.clone(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, EngineError>>()?;
+                    let leaves = last
+                        .outputs
+                        .iter()
+                        .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let now = crate::driver::wall_clock_ms();
+                    Emit::Chain(Box::new(Chain::new(links, leaves, now)))
+                } else {
+                    Emit::Encoded(encoder)
+                };
                 let mut poll = Poll::new(
                     source.clone(),
                     (setup.worker, setup.workers),
                     &node.name,
-                    encoder,
+                    emit,
                     setup.max_bundle,
                     shared.clone(),
                 );
-                adapter::operator(scope, &node.name, Vec::new(), 1, move |p| poll.activate(p))
+                let outs = adapter::operator(
+                    scope,
+                    &node.name,
+                    Vec::new(),
+                    last.outputs.len(),
+                    move |p| poll.activate(p),
+                );
+                for (&pc, s) in last.outputs.iter().zip(outs) {
+                    streams[pc] = Some(s);
+                }
+                continue;
             }
             kind => {
                 if fusion.fused[n] {

@@ -9,6 +9,7 @@
 //! machines.
 
 mod adapter;
+mod chain;
 mod connect;
 mod dataflow;
 mod driver;

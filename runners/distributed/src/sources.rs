@@ -3,6 +3,7 @@
 //! (split over every worker, each polling its part).
 
 use crate::adapter::{time, Ports};
+use crate::chain::Chain;
 use crate::dataflow::Shared;
 use crate::driver::wall_clock_ms;
 use crate::wire::Encoder;
@@ -107,6 +108,14 @@ impl Replay {
     }
 }
 
+/// Where a source's elements go.
+pub(crate) enum Emit {
+    /// Encoded onto its output.
+    Encoded(Encoder),
+    /// Through the stateless transforms fused after it (each poll one bundle).
+    Chain(Box<Chain>),
+}
+
 /// One worker's part of an unbounded source, polled on the worker's thread.
 pub(crate) struct Poll {
     factory: SourceFactory,
@@ -115,7 +124,7 @@ pub(crate) struct Poll {
     reader: Option<Box<dyn UnboundedSource>>,
     started: bool,
     name: String,
-    encoder: Encoder,
+    emit: Emit,
     max_bundle: usize,
     wm: i64,
     step: u64,
@@ -128,7 +137,7 @@ impl Poll {
         factory: SourceFactory,
         worker: (usize, usize),
         name: &str,
-        encoder: Encoder,
+        emit: Emit,
         max_bundle: usize,
         shared: Arc<Shared>,
     ) -> Self {
@@ -138,7 +147,7 @@ impl Poll {
             reader: None,
             started: false,
             name: name.to_string(),
-            encoder,
+            emit,
             max_bundle: max_bundle.max(1),
             wm: i64::MIN,
             step: 0,
@@ -191,25 +200,40 @@ impl Poll {
             self.reader = self.start()?;
         }
         let Some(reader) = self.reader.as_mut() else {
-            p.finish();
-            return Ok(());
+            return self.end(p);
         };
         let mut elements = Vec::new();
         let max = self.max_bundle;
+        let now = wall_clock_ms();
         let polled = guarded(&self.name, || {
-            reader.poll(wall_clock_ms(), max, &mut SourceOutput::new(&mut elements))
+            reader.poll(now, max, &mut SourceOutput::new(&mut elements))
         })?;
         let full = elements.len() >= max;
         if !elements.is_empty() {
-            let mut batch = Vec::new();
-            self.encoder.encode(&mut elements, &mut batch)?;
-            p.give(0, &mut batch);
+            match &mut self.emit {
+                Emit::Encoded(encoder) => {
+                    let mut batch = Vec::new();
+                    encoder.encode(&mut elements, &mut batch)?;
+                    p.give(0, &mut batch);
+                }
+                Emit::Chain(chain) => {
+                    chain.now = chain.now.max(now);
+                    chain.feed(p, 0, elements)?;
+                    chain.each(p, |op, cx| op.end_bundle(cx))?;
+                    chain.flush(p)?;
+                }
+            }
             self.step += 1;
         }
         self.wm = self.wm.max(polled.watermark);
         if polled.finished || self.wm == END_OF_TIME {
-            p.finish();
-            return Ok(());
+            return self.end(p);
+        }
+        if let Emit::Chain(chain) = &mut self.emit {
+            if self.wm > chain.wm {
+                chain.wm = self.wm;
+                chain.each(p, |op, cx| op.advance(cx.input_watermark, cx))?;
+            }
         }
         p.downgrade(time(self.wm, 0, self.step));
         p.activate_after(if full {
@@ -217,6 +241,22 @@ impl Poll {
         } else {
             Duration::from_millis(1)
         });
+        Ok(())
+    }
+
+    /// This worker's part is read: the fused transforms see the end of time, and the
+    /// operator finishes.
+    fn end(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        if let Emit::Chain(chain) = &mut self.emit {
+            if chain.wm < END_OF_TIME {
+                chain.wm = END_OF_TIME;
+                chain.each(p, |op, cx| op.advance(END_OF_TIME, cx))?;
+            }
+            chain.each(p, |op, cx| op.end_bundle(cx))?;
+            chain.flush(p)?;
+            self.shared.add_metrics(chain.finish()?);
+        }
+        p.finish();
         Ok(())
     }
 }

@@ -1,0 +1,260 @@
+//! A fused chain of engine operators inside one Timely operator: elements go from each
+//! transform to the next in slices sized by their fan-out, and what the last one emits
+//! leaves encoded, folded into partial results or written into grouping runs.
+
+use crate::adapter::{watermark_of, Ports};
+use crate::wire::Leaves;
+use beamline_engine::metrics::MetricResults;
+use beamline_engine::operators::{Op, OpCx, END_OF_TIME};
+use beamline_engine::window::WindowedValue;
+use beamline_engine::EngineError;
+
+/// Most elements handed from one transform of a chain to the next at once.
+const CHAIN_BATCH: usize = 1024;
+
+/// About how many elements a transform of a chain may emit for one slice of its input:
+/// its input is cut into slices of `LINK_OUTPUT / fan-out` elements, so a transform that
+/// makes many elements of each (file ranges into lines, lines into words, chunk numbers
+/// into generated pairs) never holds a whole batch's output at once.
+const LINK_OUTPUT: usize = 16 * CHAIN_BATCH;
+
+/// One transform of a fused chain.
+pub(crate) struct Link {
+    /// Its engine operator.
+    pub op: Box<dyn Op>,
+    /// Its name (errors and metrics).
+    pub name: String,
+}
+
+/// The transforms of a fused chain and their buffers.
+pub(crate) struct Chain {
+    pub(crate) links: Vec<Link>,
+    /// Output buffers of every link, one per output tag.
+    outs: Vec<Vec<Vec<WindowedValue>>>,
+    more: Vec<Vec<WindowedValue>>,
+    spare: Vec<Vec<WindowedValue>>,
+    /// Per link: elements it emitted, in all (events included).
+    emitted: Vec<usize>,
+    /// Per link: elements it read, and made of them (its fan-out).
+    read: Vec<usize>,
+    made: Vec<usize>,
+    /// How each output of the last link leaves.
+    leaves: Vec<Leaves>,
+    /// The input watermark.
+    pub(crate) wm: i64,
+    /// Processing time (ms).
+    pub(crate) now: i64,
+}
+
+impl Chain {
+    /// Runs `links` (at least one) whose last one's outputs leave as `leaves` say, at
+    /// processing time `now`.
+    pub(crate) fn new(links: Vec<Link>, leaves: Vec<Leaves>, now: i64) -> Self {
+        let n = links.len();
+        let mut outs: Vec<Vec<Vec<WindowedValue>>> = vec![vec![Vec::new()]; n];
+        if let Some(last) = outs.last_mut() {
+            *last = vec![Vec::new(); leaves.len()];
+        }
+        Chain {
+            links,
+            outs,
+            more: Vec::new(),
+            spare: Vec::new(),
+            emitted: vec![0; n],
+            read: vec![0; n],
+            made: vec![0; n],
+            leaves,
+            wm: i64::MIN,
+            now,
+        }
+    }
+
+    /// The earliest hold of its transforms (their output watermark).
+    pub(crate) fn hold(&self) -> i64 {
+        self.links
+            .iter()
+            .map(|l| l.op.hold())
+            .min()
+            .unwrap_or(END_OF_TIME)
+    }
+
+    /// Ends every transform, returning their metrics.
+    ///
+    /// # Errors
+    /// A transform whose teardown fails.
+    pub(crate) fn finish(&mut self) -> Result<MetricResults, EngineError> {
+        let mut metrics = MetricResults::default();
+        for link in &mut self.links {
+            link.op.finish(&link.name, &mut metrics)?;
+        }
+        Ok(metrics)
+    }
+
+    /// The watermark of the transforms after the first: the first one's output watermark.
+    fn tail_watermark(&self) -> i64 {
+        self.wm.min(self.links[0].op.hold())
+    }
+
+    /// Hands `elements` to input `slot` of the first transform, in slices small enough
+    /// for what it makes of them (see [`LINK_OUTPUT`]).
+    pub(crate) fn feed(
+        &mut self,
+        p: &mut Ports<'_>,
+        slot: usize,
+        elements: Vec<WindowedValue>,
+    ) -> Result<(), EngineError> {
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        self.pass(0, slot, out_wm, p, elements)
+    }
+
+    /// How many input elements link `i` gets at once: one until its fan-out is known.
+    fn slice_for(&self, i: usize) -> usize {
+        if self.read[i] == 0 {
+            return 1;
+        }
+        let fan_out = self.made[i].div_ceil(self.read[i]).max(1);
+        (LINK_OUTPUT / fan_out).clamp(1, LINK_OUTPUT)
+    }
+
+    /// Hands `batch` to input `slot` of link `i` (and what it makes down the chain), in
+    /// slices of [`Driver::slice_for`]; slicing copies the input, so it happens where the
+    /// elements are fewest (before a transform that multiplies them).
+    fn pass(
+        &mut self,
+        i: usize,
+        slot: usize,
+        out_wm: i64,
+        p: &mut Ports<'_>,
+        mut batch: Vec<WindowedValue>,
+    ) -> Result<(), EngineError> {
+        if batch.len() <= self.slice_for(i) {
+            self.pass_slice(i, slot, out_wm, p, &mut batch)?;
+            // The emptied buffer keeps its room for the next output of the link before.
+            if i > 0 && self.outs[i - 1][0].capacity() == 0 {
+                self.outs[i - 1][0] = batch;
+            }
+            return Ok(());
+        }
+        let mut rest = batch.into_iter();
+        loop {
+            let mut part: Vec<WindowedValue> = rest.by_ref().take(self.slice_for(i)).collect();
+            if part.is_empty() {
+                return Ok(());
+            }
+            self.pass_slice(i, slot, out_wm, p, &mut part)?;
+        }
+    }
+
+    /// Hands `part` to link `i`, counting what it makes of it.
+    fn pass_slice(
+        &mut self,
+        i: usize,
+        slot: usize,
+        out_wm: i64,
+        p: &mut Ports<'_>,
+        part: &mut Vec<WindowedValue>,
+    ) -> Result<(), EngineError> {
+        let before = self.emitted[i];
+        self.read[i] += part.len();
+        self.run(i, out_wm, p, &mut |op, cx| op.process(slot, part, cx))?;
+        self.made[i] += self.emitted[i] - before;
+        Ok(())
+    }
+
+    /// Calls the first transform, passes what it emitted down the chain, and sends what
+    /// comes out of the last one.
+    pub(crate) fn call(
+        &mut self,
+        p: &mut Ports<'_>,
+        mut f: impl FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        self.run(0, out_wm, p, &mut f)
+    }
+
+    /// Calls every transform in turn (an event: bundle end, watermark, processing time),
+    /// each one's output passing down the chain before the next is called.
+    pub(crate) fn each(
+        &mut self,
+        p: &mut Ports<'_>,
+        mut f: impl FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        for i in 0..self.links.len() {
+            self.run(i, out_wm, p, &mut f)?;
+        }
+        Ok(())
+    }
+
+    /// Calls link `i` with `f`, then link `i + 1` with what it emitted, and so on; what
+    /// the last one emits is sent.
+    fn run(
+        &mut self,
+        i: usize,
+        out_wm: i64,
+        p: &mut Ports<'_>,
+        f: &mut dyn FnMut(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let wm = if i == 0 {
+            self.wm
+        } else {
+            self.tail_watermark()
+        };
+        let link = &mut self.links[i];
+        f(
+            &mut *link.op,
+            &mut OpCx {
+                out: &mut self.outs[i],
+                more: &mut self.more,
+                spare: &mut self.spare,
+                now: self.now,
+                input_watermark: wm,
+                output_watermark: out_wm,
+                name: &link.name,
+            },
+        )?;
+        self.emitted[i] += self.outs[i].iter().map(Vec::len).sum::<usize>()
+            + self.more.iter().map(Vec::len).sum::<usize>();
+        if i + 1 == self.links.len() {
+            return self.emit(p);
+        }
+        let mut batch = std::mem::take(&mut self.outs[i][0]);
+        for more in self.more.drain(..) {
+            batch.extend(more);
+        }
+        if batch.is_empty() {
+            self.outs[i][0] = batch;
+            return Ok(());
+        }
+        self.pass(i + 1, 0, out_wm, p, batch)
+    }
+
+    /// Sends what the last transform emitted.
+    fn emit(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        let last = self.outs.len() - 1;
+        for (tag, elements) in self.outs[last].iter_mut().enumerate() {
+            if tag == 0 {
+                for more in self.more.drain(..) {
+                    elements.extend(more);
+                }
+            }
+            if elements.is_empty() {
+                continue;
+            }
+            let mut batch = Vec::new();
+            self.leaves[tag].put(elements, &mut batch)?;
+            p.give(tag, &mut batch);
+        }
+        Ok(())
+    }
+
+    /// Sends the pre-combined partial results of the bundle that ended.
+    pub(crate) fn flush(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        for (tag, leaves) in self.leaves.iter_mut().enumerate() {
+            let mut batch = Vec::new();
+            leaves.flush(&mut batch)?;
+            p.give(tag, &mut batch);
+        }
+        Ok(())
+    }
+}
