@@ -40,6 +40,8 @@ pub(crate) struct Chain {
     made: Vec<usize>,
     /// How each output of the last link leaves.
     leaves: Vec<Leaves>,
+    /// An emptied input buffer, for the next input ([`Chain::input_buffer`]).
+    input: Vec<WindowedValue>,
     /// The input watermark.
     pub(crate) wm: i64,
     /// Processing time (ms).
@@ -64,9 +66,16 @@ impl Chain {
             read: vec![0; n],
             made: vec![0; n],
             leaves,
+            input: Vec::new(),
             wm: i64::MIN,
             now,
         }
+    }
+
+    /// An empty buffer for the next input, with the room of an earlier one (a source
+    /// reads into it instead of growing a new one by copying).
+    pub(crate) fn input_buffer(&mut self) -> Vec<WindowedValue> {
+        std::mem::take(&mut self.input)
     }
 
     /// The earliest hold of its transforms (their output watermark).
@@ -112,7 +121,11 @@ impl Chain {
         if self.read[i] == 0 {
             return 1;
         }
-        let fan_out = self.made[i].div_ceil(self.read[i]).max(1);
+        if self.made[i] <= self.read[i] {
+            // It makes no more than it reads: no need to cut its input (nor to copy it).
+            return usize::MAX;
+        }
+        let fan_out = self.made[i].div_ceil(self.read[i]);
         (LINK_OUTPUT / fan_out).clamp(1, LINK_OUTPUT)
     }
 
@@ -132,6 +145,8 @@ impl Chain {
             // The emptied buffer keeps its room for the next output of the link before.
             if i > 0 && self.outs[i - 1][0].capacity() == 0 {
                 self.outs[i - 1][0] = batch;
+            } else if i == 0 && batch.capacity() > self.input.capacity() {
+                self.input = batch;
             }
             return Ok(());
         }

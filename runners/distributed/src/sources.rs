@@ -202,7 +202,10 @@ impl Poll {
         let Some(reader) = self.reader.as_mut() else {
             return self.end(p);
         };
-        let mut elements = Vec::new();
+        let mut elements = match &mut self.emit {
+            Emit::Chain(chain) => chain.input_buffer(),
+            Emit::Encoded(_) => Vec::new(),
+        };
         let max = self.max_bundle;
         let now = wall_clock_ms();
         let polled = guarded(&self.name, || {
