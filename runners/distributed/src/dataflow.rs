@@ -348,7 +348,7 @@ pub(crate) fn build<'s>(
                     let coder = graph.pcollections[node.inputs[0]].coder.clone();
                     arrives.push(Arrives::Grouped(
                         (!fed_by_runs).then_some(coder),
-                        Some(grouper),
+                        Some(Box::new(grouper)),
                     ));
                 } else if fusion.lifted[n] {
                     let (codec, lift) = partial_codec(graph, n)?;

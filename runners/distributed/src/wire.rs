@@ -117,14 +117,14 @@ pub(crate) enum Arrives {
     /// The input of a batch GroupByKey, kept in its grouping until the input is complete
     /// ([`Arrives::grouped`]): parts of runs, or elements of this coder when the
     /// producer could not write runs.
-    Grouped(Option<Coder>, Option<RunGrouper>),
+    Grouped(Option<Coder>, Option<Box<RunGrouper>>),
 }
 
 impl Arrives {
     /// The grouping of a batch GroupByKey's input, once (its output is read from it).
     pub(crate) fn grouped(&mut self) -> Option<RunGrouper> {
         match self {
-            Arrives::Grouped(_, grouper) => grouper.take(),
+            Arrives::Grouped(_, grouper) => grouper.take().map(|g| *g),
             _ => None,
         }
     }
