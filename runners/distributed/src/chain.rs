@@ -16,7 +16,7 @@ const CHAIN_BATCH: usize = 1024;
 /// its input is cut into slices of `LINK_OUTPUT / fan-out` elements, so a transform that
 /// makes many elements of each (file ranges into lines, lines into words, chunk numbers
 /// into generated pairs) never holds a whole batch's output at once.
-const LINK_OUTPUT: usize = 16 * CHAIN_BATCH;
+const LINK_OUTPUT: usize = 2 * CHAIN_BATCH;
 
 /// One transform of a fused chain.
 pub(crate) struct Link {
