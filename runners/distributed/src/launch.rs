@@ -42,6 +42,16 @@ pub enum LaunchError {
         /// The last lines it wrote to standard error.
         stderr: Vec<String>,
     },
+    /// A worker ended well without ever joining the job: it ran none of it (its program
+    /// did not start the same pipelines in the same order as the launcher's).
+    #[error(
+        "process {process} ended without running its share of the job: every process must \
+         start the same pipelines, in the same order, as the launching program"
+    )]
+    NoShare {
+        /// Its process id.
+        process: usize,
+    },
     /// The job was cancelled; every process was killed.
     #[error("the job was cancelled")]
     Cancelled,
@@ -278,6 +288,13 @@ impl Supervisor {
                 match child.try_wait() {
                     Ok(Some(status)) => {
                         self.children[p] = None;
+                        if status.success() && !self.ready[p] {
+                            // Its report may still be on its way.
+                            self.drain_output(p)?;
+                            if !self.ready[p] {
+                                return Err(LaunchError::NoShare { process: p });
+                            }
+                        }
                         if !status.success() {
                             self.drain_output(p)?;
                             if self.peer_lost.as_ref().is_some_and(|(_, q, _)| *q == p) {

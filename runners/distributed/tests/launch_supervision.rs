@@ -1,6 +1,7 @@
 //! The launcher owns its worker processes: success, an error in one process (its original
 //! message, the others killed within 5 s), a process killed with SIGKILL, a process that
-//! never connects, a program that cannot start. Never a hang.
+//! never connects, one that ends without joining, a program that cannot start. Never a
+//! hang.
 //!
 //! A plain `main` (no test harness): the launcher re-executes this binary as its workers,
 //! which behave as the scenario in `SCENARIO` says.
@@ -38,6 +39,8 @@ fn worker(scenario: &str, id: usize) {
             std::thread::sleep(Duration::from_secs(60));
         }
         ("never-ready", 1) => std::thread::sleep(Duration::from_secs(60)),
+        // Ends well without joining (a program that skipped the job's pipeline).
+        ("no-share", 1) => {}
         (_, _) => {
             ready();
             // Others wait far longer than any test: the launcher must kill them.
@@ -131,6 +134,12 @@ fn main() {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
 
+    // A process that ends well without ever joining ran none of the job: an error, not
+    // a job that succeeds with its share missing.
+    let (r, took) = run("no-share", 2, long);
+    assert_eq!(r, Err(LaunchError::NoShare { process: 1 }));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
     let missing = std::path::Path::new("/nonexistent/beamline-worker");
     let opts = LaunchOptions {
         processes: 2,
@@ -141,5 +150,5 @@ fn main() {
         Err(LaunchError::Start { process: 0, .. }) => {}
         other => panic!("missing program: {other:?}"),
     }
-    eprintln!("launch_supervision: 6 scenarios passed");
+    eprintln!("launch_supervision: 7 scenarios passed");
 }
