@@ -16,6 +16,10 @@ use beamline_engine::EngineError;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Elements a source with fused transforms reads at once (a bundle is several such
+/// reads): each goes down the chain while it is in cache.
+const POLL_CHUNK: usize = 1024;
+
 /// Most steps a replayed source takes per scheduling, so other operators get their turn.
 const STEPS_PER_ACTIVATION: usize = 64;
 
@@ -202,32 +206,51 @@ impl Poll {
         let Some(reader) = self.reader.as_mut() else {
             return self.end(p);
         };
-        let mut elements = match &mut self.emit {
-            Emit::Chain(chain) => chain.input_buffer(),
-            Emit::Encoded(_) => Vec::new(),
-        };
         let max = self.max_bundle;
         let now = wall_clock_ms();
-        let polled = guarded(&self.name, || {
-            reader.poll(now, max, &mut SourceOutput::new(&mut elements))
-        })?;
-        let full = elements.len() >= max;
-        if !elements.is_empty() {
-            match &mut self.emit {
-                Emit::Encoded(encoder) => {
+        let (polled, full) = match &mut self.emit {
+            Emit::Encoded(encoder) => {
+                let mut elements = Vec::new();
+                let polled = guarded(&self.name, || {
+                    reader.poll(now, max, &mut SourceOutput::new(&mut elements))
+                })?;
+                let full = elements.len() >= max;
+                if !elements.is_empty() {
                     let mut batch = Vec::new();
                     encoder.encode(&mut elements, &mut batch)?;
                     p.give(0, &mut batch);
+                    self.step += 1;
                 }
-                Emit::Chain(chain) => {
-                    chain.now = chain.now.max(now);
-                    chain.feed(p, 0, elements)?;
+                (polled, full)
+            }
+            Emit::Chain(chain) => {
+                // One bundle of up to `max` elements, read a chunk at a time and each
+                // chunk taken down the chain at once, while it is in cache.
+                chain.now = chain.now.max(now);
+                let mut read = 0;
+                let polled = loop {
+                    let mut elements = chain.input_buffer();
+                    let want = POLL_CHUNK.min(max - read);
+                    let polled = guarded(&self.name, || {
+                        reader.poll(now, want, &mut SourceOutput::new(&mut elements))
+                    })?;
+                    let n = elements.len();
+                    read += n;
+                    if n > 0 {
+                        chain.feed(p, 0, elements)?;
+                    }
+                    if n < want || read >= max || polled.finished {
+                        break polled;
+                    }
+                };
+                if read > 0 {
                     chain.each(p, |op, cx| op.end_bundle(cx))?;
                     chain.flush(p)?;
+                    self.step += 1;
                 }
+                (polled, read >= max)
             }
-            self.step += 1;
-        }
+        };
         self.wm = self.wm.max(polled.watermark);
         if polled.finished || self.wm == END_OF_TIME {
             return self.end(p);
