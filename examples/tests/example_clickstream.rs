@@ -3,18 +3,11 @@
 
 use beamline_examples::clickstream::{self, WINDOW_MS};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
-}
+mod common;
+use common::example;
 
 /// Final count per (user, window start): the count of the pane with the highest index.
 fn final_counts(dir: &Path, prefix: &str) -> (HashMap<(String, i64), i64>, HashMap<String, usize>) {

@@ -2,28 +2,10 @@
 //! on 3 processes x 2 threads; a failure's original error (transform name, message)
 //! reported by the launcher; the streaming clickstream with the same panes as locally.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples").join(name)
-}
-
-/// The sorted lines of every file `dir/prefix-*`.
-fn lines(dir: &Path, prefix: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{prefix}-")) {
-            let text = std::fs::read_to_string(dir.join(&name)).unwrap();
-            out.extend(text.lines().map(String::from));
-        }
-    }
-    out.sort();
-    out
-}
+mod common;
+use common::{example, lines};
 
 fn run(name: &str, args: &[String]) -> std::process::Output {
     Command::new(example(name))

@@ -3,17 +3,14 @@
 //! processing-time trigger, which Beam Python's batch runner fails on: its trigger driver
 //! has no clock.)
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use beamline_runner_portable::local_service::LocalJobService;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples").join(name)
-}
+mod common;
+use common::{example, lines};
 
 /// The interpreter with apache-beam 2.77 (`BEAMLINE_BEAM_PYTHON`, else the workspace's
 /// `.venv`, which `./scripts/test` makes).
@@ -22,20 +19,6 @@ fn beam_python() -> PathBuf {
         env!("CARGO_MANIFEST_DIR"),
         "/../.venv/bin/python"
     ))
-}
-
-/// The sorted lines of every file `dir/prefix-*`.
-fn lines(dir: &Path, prefix: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{prefix}-")) {
-            let text = std::fs::read_to_string(dir.join(&name)).unwrap();
-            out.extend(text.lines().map(String::from));
-        }
-    }
-    out.sort();
-    out
 }
 
 fn run(name: &str, args: &[String]) {

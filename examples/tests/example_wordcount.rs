@@ -1,15 +1,10 @@
 //! The wordcount example's output equals an independent count over a generated text file.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 
-/// The example binary cargo built next to this test.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples").join(name)
-}
+mod common;
+use common::example;
 
 /// A deterministic text with a skewed (Zipf-like) word distribution and punctuation.
 fn generate(lines: usize) -> String {

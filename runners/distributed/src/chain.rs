@@ -9,14 +9,12 @@ use beamline_engine::operators::{Op, OpCx, END_OF_TIME};
 use beamline_engine::window::WindowedValue;
 use beamline_engine::EngineError;
 
-/// Most elements handed from one transform of a chain to the next at once.
-const CHAIN_BATCH: usize = 1024;
-
 /// About how many elements a transform of a chain may emit for one slice of its input:
 /// its input is cut into slices of `LINK_OUTPUT / fan-out` elements, so a transform that
 /// makes many elements of each (file ranges into lines, lines into words, chunk numbers
-/// into generated pairs) never holds a whole batch's output at once.
-const LINK_OUTPUT: usize = 2 * CHAIN_BATCH;
+/// into generated pairs) never holds a whole batch's output at once, and the slices stay
+/// in cache on their way down the chain.
+const LINK_OUTPUT: usize = 2048;
 
 /// One transform of a fused chain.
 pub(crate) struct Link {

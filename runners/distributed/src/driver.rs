@@ -152,8 +152,9 @@ impl Driver {
                 // a batch at a time.
                 if let Some(grouper) = self.arrives.first_mut().and_then(Arrives::grouped) {
                     let mut output = grouper.into_output();
+                    let mut batch = Vec::new();
                     loop {
-                        let mut batch = Vec::new();
+                        batch.clear();
                         output.next_batch(&mut batch, usize::MAX, GROUPS_BYTES)?;
                         if batch.is_empty() {
                             break;

@@ -1,0 +1,26 @@
+//! Helpers the example tests share: where cargo put an example binary, and reading the
+//! shards it wrote.
+
+use std::path::{Path, PathBuf};
+
+/// The binary of example `name`, built by cargo next to this test.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join("examples").join(name)
+}
+
+/// The sorted lines of every file `dir/prefix-*`.
+#[allow(dead_code)] // not every test file reads shards
+pub fn lines(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{prefix}-")) {
+            let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+            out.extend(text.lines().map(String::from));
+        }
+    }
+    out.sort();
+    out
+}
