@@ -85,6 +85,23 @@ pub trait DoFnInvoker: Send {
     fn on_window_expiration(&mut self, _ctx: &mut Context<'_>) -> Result<(), UserError> {
         Ok(())
     }
+    /// A checkpoint is being taken (between bundles): finish what the instance wrote
+    /// since the last one (close files, say) and return a record of it to commit once the
+    /// checkpoint is durable; `None` when there is nothing to commit.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn prepare_commit(&mut self, _checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+        Ok(None)
+    }
+    /// Makes what `record` (from [`DoFnInvoker::prepare_commit`]) describes visible; also
+    /// called after a restart for the checkpoint restored, so it must be idempotent.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the transform.
+    fn commit(&mut self, _record: &[u8]) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 /// Where a DoFn's outputs go.
@@ -304,6 +321,11 @@ impl SideInputData {
         w.values.push(wv.value);
         // A view built before this value is stale.
         w.view = OnceLock::new();
+    }
+
+    /// Every window with its values (for checkpoints).
+    pub fn windows(&self) -> impl Iterator<Item = (&Window, &[Value])> + '_ {
+        self.by_window.iter().map(|(w, d)| (w, d.values.as_slice()))
     }
 
     /// The side-input window that main window `main` maps to.

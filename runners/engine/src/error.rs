@@ -54,6 +54,9 @@ pub enum EngineError {
     /// that never connected), said in one line.
     #[error("{0}")]
     Runner(String),
+    /// Checkpoints could not be written, read or used (the directory, what was wrong).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The job was cancelled before it finished.
     #[error("the job was cancelled")]
     Cancelled,

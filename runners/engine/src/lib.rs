@@ -6,6 +6,7 @@
 //! [`combine`], found by id in a [`registry::FnRegistry`] or by name in the `inventory`
 //! registrations of [`registry`].
 
+pub mod checkpoint;
 pub mod coder;
 pub mod combine;
 pub mod dofn;

@@ -98,6 +98,23 @@ pub trait UnboundedSource: Send {
         let _ = n;
         Vec::new()
     }
+
+    /// Where the reader is now, for a checkpoint: what [`UnboundedSource::restore`]
+    /// resumes from (everything polled so far is behind it). `None` (the default): the
+    /// source cannot resume, and a job with checkpoints fails saying so.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Resumes where [`UnboundedSource::position`] of this reader (or of the same part,
+    /// when split the same way) was. Called before any poll, after a split.
+    ///
+    /// # Errors
+    /// A position this source cannot resume from.
+    fn restore(&mut self, position: &[u8]) -> Result<(), UserError> {
+        let _ = position;
+        Err("this source cannot resume from a checkpoint".into())
+    }
 }
 
 /// A source any binary linking it can build from its name and JSON config.

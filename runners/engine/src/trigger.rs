@@ -101,6 +101,18 @@ pub enum Domain {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TriggerState(smallvec::SmallVec<[i64; 6]>);
 
+impl TriggerState {
+    /// The numbers of the nodes, by node id (for checkpoints).
+    pub fn as_slice(&self) -> &[i64] {
+        &self.0
+    }
+    /// The state of `trigger` with these numbers (from [`TriggerState::as_slice`]); `None`
+    /// when there are not as many as the trigger has nodes.
+    pub fn from_slice(trigger: &Trigger, numbers: &[i64]) -> Option<Self> {
+        (numbers.len() == trigger.nodes()).then(|| TriggerState(numbers.into()))
+    }
+}
+
 /// Node ids of a node's children: the first follows the node, each next one follows the
 /// subtree before it.
 fn children<'t>(

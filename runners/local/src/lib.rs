@@ -49,6 +49,7 @@ impl Runner for LocalRunner {
                         control: control.clone(),
                         max_bundle_size: o.max_bundle_size,
                         workers: o.threads,
+                        checkpoint: o.checkpoint.clone(),
                     };
                     execute_streaming(&prepared.graph, &opts)?;
                 }

@@ -1,6 +1,7 @@
 //! The options of Beamline's engine, declared once for every runner that drives it.
 
-use beamline_engine::options::{parse_size, OptionKind, OptionSpec};
+use beamline_engine::checkpoint::{CheckpointOptions, Restore, DEFAULT_FULL_EVERY};
+use beamline_engine::options::{parse_duration_ms, parse_size, OptionKind, OptionSpec};
 use beamline_engine::EngineError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +36,23 @@ pub fn engine_options() -> Vec<OptionSpec> {
             "streaming: most elements a source reads into one bundle",
         )
         .default_value(beamline_engine::stream::DEFAULT_MAX_BUNDLE_SIZE),
+        OptionSpec::new(
+            "checkpoint-dir",
+            OptionKind::Text,
+            "streaming: keep checkpoints here; a job started again with it resumes from the newest",
+        ),
+        OptionSpec::new(
+            "checkpoint-interval",
+            OptionKind::Duration,
+            "streaming: time between checkpoints (with --checkpoint-dir)",
+        )
+        .default_value("10s"),
+        OptionSpec::new(
+            "restore",
+            OptionKind::Text,
+            "with --checkpoint-dir: 'latest' resumes from the newest checkpoint, 'none' starts over",
+        )
+        .default_value("latest"),
     ]
 }
 
@@ -51,6 +69,8 @@ pub struct EngineOptions {
     pub spill_dir: Option<PathBuf>,
     /// Most elements a streaming source reads into one bundle.
     pub max_bundle_size: usize,
+    /// Checkpoints of a streaming job (`--checkpoint-dir` and its companions).
+    pub checkpoint: Option<CheckpointOptions>,
 }
 
 fn bad(name: &str, why: impl std::fmt::Display) -> EngineError {
@@ -107,12 +127,39 @@ impl EngineOptions {
             })?,
             None => beamline_engine::stream::DEFAULT_MAX_BUNDLE_SIZE,
         };
+        let interval = options
+            .get("checkpoint_interval")
+            .map(|d| parse_duration_ms(d).map_err(|why| bad("checkpoint-interval", why)))
+            .transpose()?
+            .unwrap_or(10_000);
+        if interval == 0 {
+            return Err(bad("checkpoint-interval", "must be more than 0"));
+        }
+        let restore: Restore = options
+            .get("restore")
+            .map(|r| r.parse().map_err(|why: String| bad("restore", why)))
+            .transpose()?
+            .unwrap_or(Restore::Latest);
+        let checkpoint = options.get("checkpoint_dir").map(|dir| CheckpointOptions {
+            dir: PathBuf::from(dir),
+            interval: std::time::Duration::from_millis(interval),
+            restore,
+            full_every: DEFAULT_FULL_EVERY,
+        });
+        if checkpoint.is_none() {
+            for (key, flag) in [("checkpoint_interval", "checkpoint-interval"), ("restore", "restore")] {
+                if options.contains_key(key) {
+                    return Err(bad(flag, "needs --checkpoint-dir"));
+                }
+            }
+        }
         Ok(EngineOptions {
             threads,
             streaming,
             memory_budget,
             spill_dir: options.get("spill_dir").map(PathBuf::from),
             max_bundle_size,
+            checkpoint,
         })
     }
 }

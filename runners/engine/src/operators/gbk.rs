@@ -6,6 +6,8 @@
 //! are computed as Beam does. Combines keep one accumulator per pane (lifted) unless
 //! accumulating panes would need to copy an accumulator that cannot be copied.
 
+mod state;
+
 use super::due::DueIndex;
 use super::guard::panics_guarded;
 use super::key_table::{KeyBytes, KeyTable};
@@ -40,6 +42,8 @@ pub struct GbkOp {
     /// Partial results of a lifted combine, from a source's worker threads.
     mailbox: Option<Mailbox>,
     key_coder: Coder,
+    /// The values' coder, for checkpoints (see [`GbkOp::with_value_coder`]).
+    value_coder: Option<Coder>,
     /// Scratch space for encoding keys.
     key_buf: Vec<u8>,
     panes: Panes,
@@ -63,6 +67,8 @@ struct Panes {
     /// garbage collection looks only at windows that are due.
     expiry: DueIndex,
     dropped: i64,
+    /// Keys changed since the last checkpoint; `None` until checkpoints start.
+    dirty: Option<rustc_hash::FxHashSet<KeyBytes>>,
 }
 
 fn domain_slot(d: Domain) -> usize {
@@ -154,6 +160,7 @@ impl GbkOp {
         GbkOp {
             mailbox: None,
             key_coder,
+            value_coder: None,
             key_buf: Vec::new(),
             panes: Panes {
                 windowing,
@@ -166,12 +173,20 @@ impl GbkOp {
                 holds: BTreeMap::new(),
                 expiry: DueIndex::default(),
                 dropped: 0,
+                dirty: None,
             },
         }
     }
 }
 
 impl GbkOp {
+    /// The coder of the values (what checkpoints encode pane contents and accumulators
+    /// with; without it the operator cannot be checkpointed).
+    pub fn with_value_coder(mut self, coder: Coder) -> Self {
+        self.value_coder = Some(coder);
+        self
+    }
+
     /// Also takes partial results from `mailbox` (see [`super::precombine`]).
     pub fn with_mailbox(mut self, mailbox: Mailbox) -> Self {
         self.mailbox = Some(mailbox);
@@ -180,6 +195,14 @@ impl GbkOp {
 }
 
 impl Panes {
+    /// Notes that key `kb`'s state changed (for incremental checkpoints).
+    #[inline]
+    fn touch(&mut self, kb: &KeyBytes) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(kb.clone());
+        }
+    }
+
     /// Stages an element for key `kb` (created with `key` if new).
     fn stage(&mut self, kb: &KeyBytes, key: Value, value: Value, ts: i64, w: Window) {
         let (kb, ks) = self.keys.get_or_insert_with(kb, || KeyState {
@@ -365,6 +388,7 @@ impl Panes {
         let input_wm = cx.input_watermark;
         let mut touched = std::mem::take(&mut self.touched);
         for (kb, w) in touched.drain(..) {
+            self.touch(&kb);
             let Some(ws) = self.keys.get_mut(&kb).and_then(|k| k.windows.get_mut(&w)) else {
                 continue;
             };
@@ -430,6 +454,7 @@ impl Panes {
         maybe_ontime: bool,
         cx: &mut OpCx<'_>,
     ) -> Result<()> {
+        self.touch(kb);
         let has_ontime = self.windowing.trigger.has_ontime_pane();
         let keep = self.windowing.accumulating && !finished;
         let combine = self.combine.as_deref();
@@ -471,6 +496,7 @@ impl Panes {
         new: &[Window],
         name: &str,
     ) -> Result<FxHashMap<Window, Window>> {
+        self.touch(kb);
         let combine = self.combine.as_deref();
         let ks = self.keys.get_mut(kb).expect("key exists");
         let mut all: Vec<Window> = ks.windows.windows().collect();
@@ -554,6 +580,7 @@ impl Panes {
         w: Window,
         cx: &mut OpCx<'_>,
     ) -> Result<()> {
+        self.touch(kb);
         let Some(ws) = self.keys.get_mut(kb).and_then(|k| k.windows.get_mut(&w)) else {
             return Ok(());
         };
@@ -629,6 +656,7 @@ impl Panes {
     /// Expires window `w` of key `kb` (see [`Panes::collect_garbage`]) unless an
     /// event-time timer is pending; true when it is kept for that.
     fn expire(&mut self, kb: &KeyBytes, w: Window, cx: &mut OpCx<'_>) -> Result<bool> {
+        self.touch(kb);
         let Some(ws) = self.keys.get(kb).and_then(|ks| ks.windows.get(&w)) else {
             return Ok(false); // merged away or already collected
         };
@@ -748,6 +776,14 @@ impl Op for GbkOp {
             .next()
             .copied()
             .unwrap_or(END_OF_TIME)
+    }
+
+    fn snapshot(&mut self, out: &mut crate::checkpoint::StateOut, cx: &mut OpCx<'_>) -> Result<()> {
+        state::snapshot(self, out, cx.name)
+    }
+
+    fn restore(&mut self, st: &crate::checkpoint::NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        state::restore(self, st, cx.name)
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {

@@ -103,6 +103,11 @@ impl<V> KeyTable<V> {
         (k, v)
     }
 
+    /// Every key with its value, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&KeyBytes, &V)> + '_ {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
     pub(crate) fn remove(&mut self, kb: &KeyBytes) -> Option<V> {
         let entry = self.0.find_entry(kb.hash, |(k, _)| k == kb).ok()?;
         Some(entry.remove().0 .1)

@@ -85,7 +85,7 @@ pub fn build(graph: &Graph, node: &Node) -> Result<Box<dyn Op>> {
     Ok(match &node.kind {
         NodeKind::GroupByKey | NodeKind::CombinePerKey { .. } => {
             let input = &graph.pcollections[node.inputs[0]];
-            let Coder::Kv(key_coder, _) = &input.coder else {
+            let Coder::Kv(key_coder, value_coder) = &input.coder else {
                 return Err(EngineError::InvalidPipeline(format!(
                     "{} '{}' needs key/value input, but '{}' has coder {}",
                     node.kind.label(),
@@ -98,11 +98,10 @@ pub fn build(graph: &Graph, node: &Node) -> Result<Box<dyn Op>> {
                 NodeKind::CombinePerKey { combine_fn, .. } => Some(combine_fn.clone()),
                 _ => None,
             };
-            Box::new(gbk::GbkOp::new(
-                (**key_coder).clone(),
-                input.windowing.clone(),
-                combine,
-            ))
+            Box::new(
+                gbk::GbkOp::new((**key_coder).clone(), input.windowing.clone(), combine)
+                    .with_value_coder((**value_coder).clone()),
+            )
         }
         NodeKind::ParDo {
             dofn,

@@ -1,7 +1,8 @@
 //! The operator interface every scheduler drives: batches in, batches out, watermarks,
 //! processing time and bundle ends.
 
-use crate::error::Result;
+use crate::checkpoint::{NodeState, StateOut};
+use crate::error::{EngineError, Result};
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::window::WindowedValue;
@@ -160,6 +161,37 @@ pub trait Op {
             "timer '{name}' fired for '{}', which has no timers",
             cx.name
         )))
+    }
+    /// Saves the operator's state for a checkpoint: all of it when `out.full()`, else
+    /// what changed since the last call. Called between bundles, with no element between
+    /// operators; outputs emitted here go downstream before the next bundle.
+    ///
+    /// # Errors
+    /// An operator that cannot be checkpointed (the default: it says so, naming the
+    /// transform), state that cannot be encoded, user code failing to prepare a commit.
+    fn snapshot(&mut self, _out: &mut StateOut, cx: &mut OpCx<'_>) -> Result<()> {
+        Err(EngineError::Checkpoint(format!(
+            "transform '{}' cannot be checkpointed yet",
+            cx.name
+        )))
+    }
+    /// Restores what [`Op::snapshot`] saved, before any element arrives.
+    ///
+    /// # Errors
+    /// Corrupt or incompatible state (naming the transform).
+    fn restore(&mut self, _state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        Err(EngineError::Checkpoint(format!(
+            "transform '{}' cannot restore a checkpoint",
+            cx.name
+        )))
+    }
+    /// The checkpoint holding `records` (from [`StateOut::commit_record`]) is durable:
+    /// makes their effects visible. Called again after a restore: must be idempotent.
+    ///
+    /// # Errors
+    /// User code failing to commit.
+    fn commit(&mut self, _records: &[Vec<u8>], _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
     }
     /// Moves the metrics gathered so far to the job's handle.
     fn report(&mut self, _name: &str, _control: &JobControl) {}

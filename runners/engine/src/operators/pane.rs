@@ -322,6 +322,11 @@ impl Windows {
         Some(self.rest.remove(i).1)
     }
 
+    /// Every window with its state, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Window, &WinState)> + '_ {
+        self.rest.iter().chain(&self.head).map(|(w, ws)| (w, ws))
+    }
+
     pub(crate) fn windows(&self) -> impl Iterator<Item = Window> + '_ {
         self.head.iter().chain(&self.rest).map(|(w, _)| *w)
     }

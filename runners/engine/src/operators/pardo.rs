@@ -1,6 +1,8 @@
 //! The streaming ParDo: batches through the DoFn, or element by element with per-key
 //! state and timers (stateful DoFns) or side inputs that must be ready first.
 
+mod state;
+
 use super::guard::guarded;
 use super::op::END_OF_TIME;
 use super::op::{Op, OpCx};
@@ -61,6 +63,8 @@ struct Stateful {
     event_timers: TimerIndex,
     processing_timers: TimerIndex,
     dropped: i64,
+    /// Keys and windows changed since the last checkpoint; `None` until checkpoints start.
+    dirty: Option<rustc_hash::FxHashSet<(Vec<u8>, Window)>>,
 }
 
 impl Stateful {
@@ -79,6 +83,7 @@ impl Stateful {
             event_timers: BTreeSet::new(),
             processing_timers: BTreeSet::new(),
             dropped: 0,
+            dirty: None,
         }
     }
 }
@@ -139,6 +144,10 @@ pub(crate) struct ParDoOp {
     pushback: Vec<WindowedValue>,
     stateful: Option<Stateful>,
     backend: Option<Box<dyn StateBackend>>,
+    /// Coders of the main input and the side inputs (for checkpoints).
+    coders: (Coder, Vec<Coder>),
+    /// Side inputs or waiting elements changed since the last checkpoint.
+    sides_changed: bool,
 }
 
 /// What a call into the DoFn is about.
@@ -196,6 +205,14 @@ impl ParDoOp {
             pushback: Vec::new(),
             stateful,
             backend: None,
+            coders: (
+                main.coder.clone(),
+                side_inputs
+                    .iter()
+                    .map(|&pc| graph.pcollections[pc].coder.clone())
+                    .collect(),
+            ),
+            sides_changed: false,
         })
     }
 }
@@ -302,6 +319,11 @@ impl ParDoOp {
                             timers: FxHashMap::default(),
                         },
                     );
+                }
+                if let Some(d) = &mut st.dirty {
+                    if !d.contains(&state_key) {
+                        d.insert(state_key.clone());
+                    }
                 }
                 let kb = &state_key.0;
                 let entry = st.states.get_mut(&state_key).expect("inserted above");
@@ -411,6 +433,7 @@ impl ParDoOp {
             }
         }
         if !self.sides_ready(&wv.window) {
+            self.sides_changed = true;
             self.pushback.push(wv);
             return Ok(());
         }
@@ -504,6 +527,7 @@ impl Op for ParDoOp {
         cx: &mut OpCx<'_>,
     ) -> Result<()> {
         if slot > 0 {
+            self.sides_changed = true;
             for wv in batch.drain(..) {
                 self.sides[slot - 1].push(wv);
             }
@@ -560,6 +584,7 @@ impl Op for ParDoOp {
     fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
         // Main elements that waited for their side inputs.
         if !self.pushback.is_empty() {
+            self.sides_changed = true;
             let waiting = std::mem::take(&mut self.pushback);
             for wv in waiting {
                 if self.sides_ready(&wv.window) {
@@ -587,6 +612,9 @@ impl Op for ParDoOp {
                 self.call(Call::Expire(w), Some(kb.clone()), cx)?;
             }
             let st = self.stateful.as_mut().expect("stateful");
+            if let Some(d) = &mut st.dirty {
+                d.insert((kb.clone(), w));
+            }
             if let Some(entry) = st.states.remove(&(kb.clone(), w)) {
                 if let Some(n) = st.windows.get_mut(&w) {
                     *n -= 1;
@@ -629,6 +657,18 @@ impl Op for ParDoOp {
 
     fn report(&mut self, name: &str, control: &JobControl) {
         control.report(name, &mut self.metrics);
+    }
+
+    fn snapshot(&mut self, out: &mut crate::checkpoint::StateOut, cx: &mut OpCx<'_>) -> Result<()> {
+        state::snapshot(self, out, cx.name)
+    }
+
+    fn restore(&mut self, st: &crate::checkpoint::NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        state::restore(self, st, cx.name)
+    }
+
+    fn commit(&mut self, records: &[Vec<u8>], cx: &mut OpCx<'_>) -> Result<()> {
+        state::commit(self, records, cx.name)
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {

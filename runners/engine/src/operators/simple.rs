@@ -2,6 +2,8 @@
 //! pass batches on).
 
 use super::op::{forward, Op, OpCx, SourceStep, END_OF_TIME};
+use crate::checkpoint::codec::{Dec, Enc};
+use crate::checkpoint::{NodeState, StateOut};
 use crate::error::Result;
 use crate::graph::{NodeKind, TestEvent};
 use crate::value::Value;
@@ -21,6 +23,20 @@ impl Op for ImpulseOp {
         Ok(SourceStep::Progressed {
             advance_processing_time: 0,
         })
+    }
+    fn snapshot(&mut self, out: &mut StateOut, _cx: &mut OpCx<'_>) -> Result<()> {
+        if out.full() || self.emitted {
+            out.put(b"", Enc::new().bool(self.emitted).0.clone());
+        }
+        Ok(())
+    }
+    fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        if let Some(b) = state.entries.get(&b""[..]) {
+            let mut d = Dec::new(b, cx.name);
+            self.emitted = d.bool()?;
+            d.end()?;
+        }
+        Ok(())
     }
     fn hold(&self) -> i64 {
         if self.emitted {
@@ -67,11 +83,40 @@ impl Op for TestStreamOp {
     fn stop(&mut self) {
         self.pos = self.events.len();
     }
+    fn snapshot(&mut self, out: &mut StateOut, _cx: &mut OpCx<'_>) -> Result<()> {
+        let mut e = Enc::new();
+        e.u64(self.pos as u64).i64(self.wm);
+        out.put(b"", e.finish());
+        Ok(())
+    }
+    fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        if let Some(b) = state.entries.get(&b""[..]) {
+            let mut d = Dec::new(b, cx.name);
+            let pos = d.u64()?;
+            self.wm = d.i64()?;
+            d.end()?;
+            if pos > self.events.len() as u64 {
+                return Err(crate::error::EngineError::Checkpoint(format!(
+                    "'{}' was at event {pos} of {}: the test stream changed",
+                    cx.name,
+                    self.events.len()
+                )));
+            }
+            self.pos = pos as usize;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct WindowIntoOp(pub(crate) WindowFn);
 
 impl Op for WindowIntoOp {
+    fn snapshot(&mut self, _out: &mut StateOut, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(()) // stateless
+    }
+    fn restore(&mut self, _state: &NodeState, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
     fn process(
         &mut self,
         _slot: usize,
@@ -111,6 +156,12 @@ impl Op for WindowIntoOp {
 pub(crate) struct PassOp;
 
 impl Op for PassOp {
+    fn snapshot(&mut self, _out: &mut StateOut, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(()) // stateless
+    }
+    fn restore(&mut self, _state: &NodeState, _cx: &mut OpCx<'_>) -> Result<()> {
+        Ok(())
+    }
     fn process(
         &mut self,
         _slot: usize,

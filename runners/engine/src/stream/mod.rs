@@ -10,9 +10,13 @@
 //! cancellation, once the sources stopped and everything drained.
 
 mod chain;
+mod checkpointing;
 mod clock;
 mod source;
 
+pub use checkpointing::CHECKPOINT_STEP;
+
+use crate::checkpoint::{fingerprint, CheckpointOptions, Coordinator};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
 use crate::job::JobControl;
@@ -42,6 +46,9 @@ pub struct StreamOptions {
     /// a lifted combine's pre-combining), taking its bundles in turn; 0: one per core, at
     /// most [`DEFAULT_MAX_WORKERS`].
     pub workers: usize,
+    /// Checkpoints: where, how often, and whether to resume from the newest (`None`:
+    /// no checkpoints).
+    pub checkpoint: Option<CheckpointOptions>,
 }
 
 /// Most emptied batch buffers the executor keeps for reuse.
@@ -61,6 +68,7 @@ impl Default for StreamOptions {
             control: JobControl::default(),
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
             workers: 0,
+            checkpoint: None,
         }
     }
 }
@@ -73,7 +81,10 @@ impl Default for StreamOptions {
 /// `opts.control` was cancelled.
 pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricResults> {
     let mut ex = Executor::new(graph, opts)?;
-    let r = ex.run();
+    let r = ex.start_checkpoints(opts).and_then(|()| {
+        ex.run()?;
+        ex.final_checkpoint()
+    });
     let mut metrics = MetricResults::default();
     let mut teardown_err = None;
     for (i, op) in ex.ops.iter_mut().enumerate() {
@@ -81,6 +92,7 @@ pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricRe
             teardown_err.get_or_insert(e);
         }
     }
+    metrics.merge_container(CHECKPOINT_STEP, &ex.ckpt_metrics);
     opts.control.report_results(metrics);
     r?;
     match teardown_err {
@@ -113,6 +125,10 @@ struct Executor<'g> {
     spare: Vec<Vec<WindowedValue>>,
     /// Further output batches of the operator being called (see [`OpCx::more`]).
     more: Vec<Vec<WindowedValue>>,
+    /// Takes the checkpoints, when the job has them.
+    ckpt: Option<Coordinator>,
+    /// Checkpoint counts, sizes and times.
+    ckpt_metrics: crate::metrics::MetricsContainer,
 }
 
 impl<'g> Executor<'g> {
@@ -124,10 +140,10 @@ impl<'g> Executor<'g> {
             .nodes
             .iter()
             .map(|node| match &node.kind {
-                NodeKind::Source { source } => Ok(Box::new(source::SourceOp::new(
-                    source.clone(),
-                    opts.max_bundle_size.max(1),
-                )) as Box<dyn Op>),
+                NodeKind::Source { source } => Ok(Box::new(
+                    source::SourceOp::new(source.clone(), opts.max_bundle_size.max(1))
+                        .with_checkpoints(opts.checkpoint.is_some()),
+                ) as Box<dyn Op>),
                 _ => crate::operators::build(graph, node),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -200,12 +216,18 @@ impl<'g> Executor<'g> {
                 chains.push(chain);
             }
             if let (Some((g, (key_coder, windowing, combine))), Some(mb)) = (lift, &mailbox) {
-                ops[g] = Box::new(
-                    gbk::GbkOp::new(key_coder, windowing, Some(combine)).with_mailbox(mb.clone()),
-                );
+                let mut op =
+                    gbk::GbkOp::new(key_coder, windowing, Some(combine)).with_mailbox(mb.clone());
+                if let crate::coder::Coder::Kv(_, v) =
+                    &graph.pcollections[graph.nodes[g].inputs[0]].coder
+                {
+                    op = op.with_value_coder((**v).clone());
+                }
+                ops[g] = Box::new(op);
             }
             ops[i] = Box::new(
                 source::SourceOp::new(source.clone(), opts.max_bundle_size.max(1))
+                    .with_checkpoints(opts.checkpoint.is_some())
                     .with_chains(chains, mailbox),
             );
             if !fused.is_empty() {
@@ -239,7 +261,22 @@ impl<'g> Executor<'g> {
                 .collect(),
             spare: Vec::new(),
             more: Vec::new(),
+            ckpt: None,
+            ckpt_metrics: checkpointing::metrics(),
         })
+    }
+
+    /// Opens the job's checkpoints (when it has them) and restores the newest.
+    fn start_checkpoints(&mut self, opts: &StreamOptions) -> Result<()> {
+        let Some(c) = &opts.checkpoint else {
+            return Ok(());
+        };
+        let (coordinator, restored) = Coordinator::start(c, fingerprint(self.graph))?;
+        if let Some(r) = restored {
+            self.restore(&r)?;
+        }
+        self.ckpt = Some(coordinator);
+        Ok(())
     }
 
     /// Calls operator `node` with a context, then queues what it emitted.
@@ -362,6 +399,7 @@ impl<'g> Executor<'g> {
             }
             self.fire_processing_time()?;
             self.propagate_watermarks()?;
+            self.checkpoint_round()?;
             let finished = all_done && self.pc_wm.iter().all(|&w| w == END_OF_TIME);
             if finished {
                 return Ok(());

@@ -2,6 +2,8 @@
 //! the pipeline, so that reading (and the stateless transforms fused after it) overlaps
 //! processing.
 
+mod state;
+
 use super::chain::Chain;
 use super::clock::wall_clock_ms;
 use crate::error::{EngineError, Result};
@@ -30,6 +32,8 @@ struct Bundle {
     watermark: i64,
     /// The source has ended.
     finished: bool,
+    /// The reader's position after the bundle (when checkpointing).
+    position: Option<Vec<u8>>,
 }
 
 /// Elements per batch handed downstream: a batch and its successors' outputs stay in
@@ -75,6 +79,15 @@ pub(super) struct SourceOp {
     lane_done: Vec<bool>,
     /// Tells the reader thread to stop.
     stop: Arc<AtomicBool>,
+    /// Readers report their position with each bundle, for checkpoints.
+    checkpointing: bool,
+    /// The position after the last bundle taken, per lane of a split source (one for
+    /// the reader of an unsplit one).
+    positions: Vec<Option<Vec<u8>>>,
+    /// Positions to resume from, from a restored checkpoint, until the readers start.
+    resume: Option<Vec<Option<Vec<u8>>>>,
+    /// A bundle came without a position while checkpointing: the source cannot resume.
+    unresumable: bool,
     wm: i64,
     finished: bool,
     stopped: bool,
@@ -95,10 +108,20 @@ impl SourceOp {
             lane_done: Vec::new(),
             mailbox: None,
             stop: Arc::new(AtomicBool::new(false)),
+            checkpointing: false,
+            positions: Vec::new(),
+            resume: None,
+            unresumable: false,
             wm: i64::MIN,
             finished: false,
             stopped: false,
         }
+    }
+
+    /// Has its readers report their positions, for checkpoints.
+    pub(super) fn with_checkpoints(mut self, on: bool) -> Self {
+        self.checkpointing = on;
+        self
     }
 
     /// Runs `chains` (copies of the same fused transforms, one per worker thread) on
@@ -118,9 +141,13 @@ impl SourceOp {
     fn start(&mut self, name: &str) -> Result<Vec<Receiver<Result<Bundle>>>> {
         let f = self.factory.clone();
         let mut reader: Box<dyn UnboundedSource> = guarded(name, || f())?;
-        if self.chains.len() > 1 {
+        let resume = self.resume.take();
+        if self.chains.len() > 1 || resume.as_ref().is_some_and(|r| r.len() > 1) {
             let n = self.chains.len();
-            let parts = guarded(name, || Ok(reader.split(n)))?;
+            let mut parts = guarded(name, || Ok(reader.split(n)))?;
+            if let Some(positions) = &resume {
+                state::resume_parts(name, &mut parts, positions)?;
+            }
             if parts.len() > n {
                 return Err(EngineError::user(
                     name,
@@ -131,9 +158,16 @@ impl SourceOp {
                 ));
             }
             if parts.len() > 1 {
-                return self.start_split(name, parts);
+                let lanes = self.start_split(name, parts)?;
+                self.positions = resume.unwrap_or_else(|| vec![None; lanes.len()]);
+                return Ok(lanes);
             }
         }
+        if let Some(positions) = &resume {
+            state::resume_parts(name, std::slice::from_mut(&mut reader), positions)?;
+        }
+        self.positions = resume.unwrap_or_else(|| vec![None]);
+        let checkpointing = self.checkpointing;
         let (give_back, returned) = sync_channel(RETURNED);
         self.give_back = vec![give_back.clone()];
         // Lanes: where the reader sends each bundle in turn, and where the op reads it.
@@ -157,6 +191,7 @@ impl SourceOp {
                             read: raw.read,
                             watermark: raw.watermark,
                             finished: raw.finished,
+                            position: raw.position,
                         })
                     });
                     // Buffers beyond what the transforms reuse go back to the reader.
@@ -203,6 +238,7 @@ impl SourceOp {
                         watermark: polled.watermark,
                         finished: polled.finished,
                         now,
+                        position: if checkpointing { reader.position() } else { None },
                     };
                     wm = wm.max(polled.watermark);
                     Ok(raw)
@@ -230,6 +266,7 @@ impl SourceOp {
     ) -> Result<Vec<Receiver<Result<Bundle>>>> {
         let chains = std::mem::take(&mut self.chains);
         let mut lanes = Vec::with_capacity(readers.len());
+        let checkpointing = self.checkpointing;
         for (mut reader, mut chain) in readers.into_iter().zip(chains) {
             let (tx, rx) = sync_channel(READ_AHEAD);
             let (give_back, returned) = sync_channel::<Vec<WindowedValue>>(RETURNED);
@@ -243,8 +280,12 @@ impl SourceOp {
                         for buf in returned.try_iter() {
                             chain.recycle(buf);
                         }
-                        let b = read_fused(&mut *reader, &mut chain, &transform, now, max, wm)?;
+                        let mut b =
+                            read_fused(&mut *reader, &mut chain, &transform, now, max, wm)?;
                         wm = wm.max(b.watermark);
+                        if checkpointing {
+                            b.position = reader.position();
+                        }
                         Ok(b)
                     },
                     |b| (b.read == 0, b.finished),
@@ -257,8 +298,10 @@ impl SourceOp {
             lanes.push(rx);
         }
         self.split = true;
-        self.lane_wm = vec![i64::MIN; lanes.len()];
-        self.lane_done = vec![false; lanes.len()];
+        if self.lane_wm.len() != lanes.len() {
+            self.lane_wm = vec![i64::MIN; lanes.len()];
+            self.lane_done = vec![false; lanes.len()];
+        }
         Ok(lanes)
     }
 }
@@ -333,6 +376,7 @@ fn read_fused(
         read,
         watermark: polled.watermark,
         finished: polled.finished,
+        position: None,
     })
 }
 
@@ -438,6 +482,8 @@ struct Raw {
     finished: bool,
     /// Processing time of the read.
     now: i64,
+    /// The reader's position after the bundle (when checkpointing).
+    position: Option<Vec<u8>>,
 }
 
 /// Where the reader sends a bundle.
@@ -460,6 +506,7 @@ impl Lane {
                     read: raw.read,
                     watermark: raw.watermark,
                     finished: raw.finished,
+                    position: raw.position,
                 }))
                 .is_ok(),
         }
@@ -503,6 +550,7 @@ impl Op for SourceOp {
             read,
             watermark,
             finished,
+            position,
         } = match lanes[lane].recv_timeout(WAIT) {
             Ok(bundle) => bundle?,
             Err(RecvTimeoutError::Timeout) => return Ok(SourceStep::Idle),
@@ -514,6 +562,12 @@ impl Op for SourceOp {
             }
         };
         self.next_lane = lane + 1;
+        if position.is_some() {
+            let at = if self.split { lane } else { 0 };
+            self.positions[at] = position;
+        } else if self.checkpointing && read > 0 {
+            self.unresumable = true;
+        }
         let mut batches = batches.into_iter();
         if let Some(mut first) = batches.next() {
             crate::operators::op::forward(&mut first, &mut cx.out[0]);
@@ -555,6 +609,14 @@ impl Op for SourceOp {
 
     fn hold(&self) -> i64 {
         self.wm
+    }
+
+    fn snapshot(&mut self, out: &mut crate::checkpoint::StateOut, cx: &mut OpCx<'_>) -> Result<()> {
+        state::snapshot(self, out, cx.name)
+    }
+
+    fn restore(&mut self, st: &crate::checkpoint::NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        state::restore(self, st, cx.name)
     }
 
     fn stop(&mut self) {

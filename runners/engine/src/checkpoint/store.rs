@@ -1,0 +1,477 @@
+//! The durable checkpoint store: one redb file per checkpoint, written aside and renamed
+//! when complete, so a checkpoint file is either whole or absent; a digest of its entries
+//! finds damage redb's own checks let through.
+//!
+//! A full checkpoint holds every operator's state; an incremental one holds what changed
+//! since its parent (puts and deletes per operator), and names the full checkpoint its
+//! chain starts at. Restoring reads the chain from that full checkpoint onwards; when a
+//! file of the newest chain is missing or damaged, the one before is used.
+
+use super::{NodeState, Snapshot};
+use crate::error::{EngineError, Result};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const PUTS: TableDefinition<'_, (&str, &[u8]), &[u8]> = TableDefinition::new("puts");
+const DELETES: TableDefinition<'_, (&str, &[u8]), ()> = TableDefinition::new("deletes");
+const COMMITS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("commits");
+const FULL_NODES: TableDefinition<'_, &str, ()> = TableDefinition::new("full_nodes");
+
+/// Format of the files; a file of another format is not read.
+const FORMAT: u64 = 1;
+
+/// The checkpoints of one job, in a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// What one checkpoint file holds.
+#[derive(Debug)]
+struct FileData {
+    base: u64,
+    parent: Option<u64>,
+    fingerprint: String,
+    job: Vec<u8>,
+    /// Per operator: replaces its state (full), puts, deletes, commit records.
+    nodes: BTreeMap<String, FileNode>,
+}
+
+#[derive(Debug, Default)]
+struct FileNode {
+    full: bool,
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    deletes: Vec<Vec<u8>>,
+    commits: Vec<Vec<u8>>,
+}
+
+/// A checkpoint read back: the state of every operator as of checkpoint `id`.
+#[derive(Debug)]
+pub struct Restored {
+    /// Its id.
+    pub id: u64,
+    /// The pipeline it was taken of (see [`super::fingerprint`]).
+    pub fingerprint: String,
+    /// The scheduler's own state (watermarks, time).
+    pub job: Vec<u8>,
+    /// Per operator (by transform name).
+    pub nodes: BTreeMap<String, NodeState>,
+    /// Newer checkpoints that could not be used, with the reason.
+    pub skipped: Vec<(u64, String)>,
+}
+
+fn err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Checkpoint(format!("{context}: {e}"))
+}
+
+/// An order-independent digest of a file's entries: the count and a sum of CRCs.
+#[derive(Default, PartialEq, Eq, Debug, Clone, Copy)]
+struct Digest(u64, u64);
+
+impl Digest {
+    fn add(&mut self, parts: &[&[u8]]) {
+        let mut h = crc32fast::Hasher::new();
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        self.0 += 1;
+        self.1 = self.1.wrapping_add(u64::from(h.finalize()).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
+    fn bytes(self) -> Vec<u8> {
+        [self.0.to_le_bytes(), self.1.to_le_bytes()].concat()
+    }
+}
+
+impl Store {
+    /// The store in `dir`, created if needed.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}", dir.display()), e))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("chk-{id:012}.redb"))
+    }
+
+    /// Ids of the complete checkpoint files, oldest first.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| err(format!("listing {}", self.dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_prefix("chk-")
+                .and_then(|s| s.strip_suffix(".redb"))
+                .and_then(|s| s.parse().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Writes `snap` durably: to a file aside, synced, then renamed into place. Returns
+    /// the file's size.
+    ///
+    /// # Errors
+    /// When the file cannot be written, synced or renamed.
+    pub fn write(&self, snap: &Snapshot) -> Result<u64> {
+        let path = self.path(snap.id);
+        let tmp = path.with_extension("redb.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let what = format!("writing checkpoint {}", tmp.display());
+        let db = redb::Builder::new()
+            .set_cache_size(8 << 20)
+            .create(&tmp)
+            .map_err(|e| err(&what, e))?;
+        let tx = db.begin_write().map_err(|e| err(&what, e))?;
+        let mut digest = Digest::default();
+        {
+            let mut puts = tx.open_table(PUTS).map_err(|e| err(&what, e))?;
+            let mut deletes = tx.open_table(DELETES).map_err(|e| err(&what, e))?;
+            let mut commits = tx.open_table(COMMITS).map_err(|e| err(&what, e))?;
+            let mut full = tx.open_table(FULL_NODES).map_err(|e| err(&what, e))?;
+            for (name, out) in &snap.nodes {
+                let name = name.as_str();
+                if out.full {
+                    full.insert(name, ()).map_err(|e| err(&what, e))?;
+                    digest.add(&[b"f", name.as_bytes()]);
+                }
+                for (k, v) in &out.puts {
+                    puts.insert((name, k.as_slice()), v.as_slice())
+                        .map_err(|e| err(&what, e))?;
+                    digest.add(&[b"p", name.as_bytes(), k, v]);
+                }
+                for k in &out.deletes {
+                    deletes.insert((name, k.as_slice()), ()).map_err(|e| err(&what, e))?;
+                    digest.add(&[b"d", name.as_bytes(), k]);
+                }
+                for (i, c) in out.commits.iter().enumerate() {
+                    commits.insert((name, i as u64), c.as_slice()).map_err(|e| err(&what, e))?;
+                    digest.add(&[b"c", name.as_bytes(), &(i as u64).to_le_bytes(), c]);
+                }
+            }
+            let mut meta = tx.open_table(META).map_err(|e| err(&what, e))?;
+            let parent = snap.parent.map_or(Vec::new(), |p| p.to_le_bytes().to_vec());
+            let rows: [(&str, &[u8]); 7] = [
+                ("format", &FORMAT.to_le_bytes()),
+                ("id", &snap.id.to_le_bytes()),
+                ("base", &snap.base.to_le_bytes()),
+                ("parent", &parent),
+                ("fingerprint", snap.fingerprint.as_bytes()),
+                ("job", &snap.job),
+                ("digest", &digest.bytes()),
+            ];
+            for (k, v) in rows {
+                meta.insert(k, v).map_err(|e| err(&what, e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&what, e))?;
+        drop(db);
+        let size = std::fs::metadata(&tmp).map_err(|e| err(&what, e))?.len();
+        std::fs::rename(&tmp, &path).map_err(|e| err(&what, e))?;
+        // The rename is durable once the directory is.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(size)
+    }
+
+    /// Reads and checks checkpoint file `id`.
+    fn read(&self, id: u64) -> Result<FileData> {
+        let path = self.path(id);
+        let what = format!("reading checkpoint {}", path.display());
+        let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| err(&what, e))?;
+        let tx = db.begin_read().map_err(|e| err(&what, e))?;
+        let meta = tx.open_table(META).map_err(|e| err(&what, e))?;
+        let get = |k: &str| -> Result<Vec<u8>> {
+            Ok(meta
+                .get(k)
+                .map_err(|e| err(&what, e))?
+                .ok_or_else(|| err(&what, format!("no '{k}' record")))?
+                .value()
+                .to_vec())
+        };
+        let u64_of = |k: &str| -> Result<u64> {
+            let b = get(k)?;
+            Ok(u64::from_le_bytes(
+                b.as_slice().try_into().map_err(|_| err(&what, format!("bad '{k}' record")))?,
+            ))
+        };
+        if u64_of("format")? != FORMAT {
+            return Err(err(&what, "written by another version of Beamline"));
+        }
+        if u64_of("id")? != id {
+            return Err(err(&what, "its id is not its name's"));
+        }
+        let parent = get("parent")?;
+        let parent = match parent.len() {
+            0 => None,
+            8 => Some(u64::from_le_bytes(parent.try_into().expect("8 bytes"))),
+            _ => return Err(err(&what, "bad 'parent' record")),
+        };
+        let mut data = FileData {
+            base: u64_of("base")?,
+            parent,
+            fingerprint: String::from_utf8(get("fingerprint")?)
+                .map_err(|_| err(&what, "bad fingerprint"))?,
+            job: get("job")?,
+            nodes: BTreeMap::new(),
+        };
+        let mut digest = Digest::default();
+        let full = tx.open_table(FULL_NODES).map_err(|e| err(&what, e))?;
+        for row in full.iter().map_err(|e| err(&what, e))? {
+            let (k, _) = row.map_err(|e| err(&what, e))?;
+            let name = k.value().to_string();
+            digest.add(&[b"f", name.as_bytes()]);
+            data.nodes.entry(name).or_default().full = true;
+        }
+        let puts = tx.open_table(PUTS).map_err(|e| err(&what, e))?;
+        for row in puts.iter().map_err(|e| err(&what, e))? {
+            let (k, v) = row.map_err(|e| err(&what, e))?;
+            let (name, key) = k.value();
+            digest.add(&[b"p", name.as_bytes(), key, v.value()]);
+            let node = data.nodes.entry(name.to_string()).or_default();
+            node.puts.push((key.to_vec(), v.value().to_vec()));
+        }
+        let deletes = tx.open_table(DELETES).map_err(|e| err(&what, e))?;
+        for row in deletes.iter().map_err(|e| err(&what, e))? {
+            let (k, _) = row.map_err(|e| err(&what, e))?;
+            let (name, key) = k.value();
+            digest.add(&[b"d", name.as_bytes(), key]);
+            let node = data.nodes.entry(name.to_string()).or_default();
+            node.deletes.push(key.to_vec());
+        }
+        let commits = tx.open_table(COMMITS).map_err(|e| err(&what, e))?;
+        for row in commits.iter().map_err(|e| err(&what, e))? {
+            let (k, v) = row.map_err(|e| err(&what, e))?;
+            let (name, i) = k.value();
+            digest.add(&[b"c", name.as_bytes(), &i.to_le_bytes(), v.value()]);
+            let node = data.nodes.entry(name.to_string()).or_default();
+            node.commits.push(v.value().to_vec());
+        }
+        if digest.bytes() != get("digest")? {
+            return Err(err(&what, "its entries do not match their digest"));
+        }
+        Ok(data)
+    }
+
+    /// The chain of checkpoint `id`: its files from the full one it starts at.
+    fn chain(&self, id: u64) -> Result<Vec<(u64, FileData)>> {
+        let mut chain = Vec::new();
+        let mut at = id;
+        loop {
+            let data = self.read(at)?;
+            let parent = data.parent;
+            let base = data.base;
+            chain.push((at, data));
+            match parent {
+                None if at == base => break,
+                Some(p) if p < at && p >= base => at = p,
+                _ => {
+                    return Err(EngineError::Checkpoint(format!(
+                        "checkpoint {at} in {} has a broken chain",
+                        self.dir.display()
+                    )))
+                }
+            }
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// The newest checkpoint whose files are all whole, read back; `None` when there is
+    /// none.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub fn latest(&self) -> Result<Option<Restored>> {
+        let mut skipped = Vec::new();
+        for id in self.ids()?.into_iter().rev() {
+            match self.chain(id) {
+                Ok(chain) => {
+                    let mut nodes: BTreeMap<String, NodeState> = BTreeMap::new();
+                    let (fingerprint, job) = {
+                        let last = &chain.last().expect("not empty").1;
+                        (last.fingerprint.clone(), last.job.clone())
+                    };
+                    for (at, data) in chain {
+                        for (name, node) in data.nodes {
+                            let state = nodes.entry(name).or_default();
+                            if node.full {
+                                state.entries.clear();
+                            }
+                            for k in node.deletes {
+                                state.entries.remove(&k);
+                            }
+                            state.entries.extend(node.puts);
+                            // Only the restored checkpoint's records may be uncommitted.
+                            state.commits = if at == id { node.commits } else { Vec::new() };
+                        }
+                    }
+                    return Ok(Some(Restored {
+                        id,
+                        fingerprint,
+                        job,
+                        nodes,
+                        skipped,
+                    }));
+                }
+                Err(e) => skipped.push((id, e.to_string())),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The full checkpoint the chain of `id` starts at.
+    ///
+    /// # Errors
+    /// When its file cannot be read.
+    pub fn base_of(&self, id: u64) -> Result<u64> {
+        Ok(self.read(id)?.base)
+    }
+
+    /// Removes checkpoint files older than `keep_from` and files left half-written.
+    pub fn collect_garbage(&self, keep_from: u64) {
+        if let Ok(ids) = self.ids() {
+            for id in ids.into_iter().filter(|&i| i < keep_from) {
+                let _ = std::fs::remove_file(self.path(id));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name
+                    .strip_prefix("chk-")
+                    .and_then(|s| s.strip_suffix(".redb.tmp"))
+                    .and_then(|s| s.parse::<u64>().ok());
+                if id.is_some_and(|i| i < keep_from) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Removes every checkpoint (a job started over with `--restore=none`).
+    pub fn clear(&self) {
+        if let Ok(ids) = self.ids() {
+            for id in ids {
+                let _ = std::fs::remove_file(self.path(id));
+            }
+        }
+        self.collect_garbage(u64::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::StateOut;
+
+    fn snap(id: u64, base: u64, parent: Option<u64>, nodes: Vec<(&str, StateOut)>) -> Snapshot {
+        Snapshot {
+            id,
+            base,
+            parent,
+            fingerprint: "Count|GroupByKey".into(),
+            job: vec![id as u8],
+            nodes: nodes.into_iter().map(|(n, o)| (n.to_string(), o)).collect(),
+        }
+    }
+
+    fn out(full: bool, puts: &[(&str, &str)], deletes: &[&str], commits: &[&str]) -> StateOut {
+        let mut o = StateOut::new(0, full);
+        for (k, v) in puts {
+            o.put(k.as_bytes(), v.as_bytes().to_vec());
+        }
+        for k in deletes {
+            o.delete(k.as_bytes());
+        }
+        for c in commits {
+            o.commit_record(c.as_bytes().to_vec());
+        }
+        o
+    }
+
+    fn entries(r: &Restored, node: &str) -> Vec<(String, String)> {
+        r.nodes[node]
+            .entries
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8(k.clone()).unwrap(),
+                    String::from_utf8(v.clone()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_of_incremental_checkpoints_restores_and_damage_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.latest().unwrap().is_none());
+        store
+            .write(&snap(1, 1, None, vec![("Count", out(true, &[("a", "1"), ("b", "1")], &[], &[]))]))
+            .unwrap();
+        store
+            .write(&snap(2, 1, Some(1), vec![("Count", out(false, &[("a", "2")], &["b"], &["f2"]))]))
+            .unwrap();
+        store
+            .write(&snap(3, 1, Some(2), vec![("Count", out(false, &[("c", "1")], &[], &["f3"]))]))
+            .unwrap();
+        let r = store.latest().unwrap().unwrap();
+        assert_eq!(r.id, 3);
+        assert_eq!(r.job, vec![3]);
+        assert_eq!(
+            entries(&r, "Count"),
+            vec![("a".into(), "2".into()), ("c".into(), "1".into())]
+        );
+        assert_eq!(r.nodes["Count"].commits, vec![b"f3".to_vec()]);
+
+        // A truncated newest file: the one before is used, and the reason kept.
+        let p3 = store.path(3);
+        let len = std::fs::metadata(&p3).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&p3).unwrap();
+        f.set_len(len / 2).unwrap();
+        let r = store.latest().unwrap().unwrap();
+        assert_eq!(r.id, 2);
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(entries(&r, "Count"), vec![("a".into(), "2".into())]);
+        assert_eq!(r.nodes["Count"].commits, vec![b"f2".to_vec()]);
+
+        // Damaged bytes in the middle of the full checkpoint: its whole chain is unusable.
+        let p1 = store.path(1);
+        let mut bytes = std::fs::read(&p1).unwrap();
+        let at = bytes
+            .windows(2)
+            .position(|w| w == b"a1" || w == b"b1")
+            .expect("values are stored as they are");
+        bytes[at + 1] = b'9';
+        std::fs::write(&p1, &bytes).unwrap();
+        assert!(store.latest().unwrap().is_none());
+
+        store.collect_garbage(3);
+        assert_eq!(store.ids().unwrap(), vec![3]);
+        store.clear();
+        assert!(store.ids().unwrap().is_empty());
+    }
+}
