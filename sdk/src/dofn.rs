@@ -115,6 +115,25 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     ) -> Result<(), UserError> {
         Ok(())
     }
+    /// A streaming job with checkpoints is taking checkpoint `checkpoint` (between
+    /// bundles): finish what was written since the last one (close files) and return a
+    /// record of it; [`DoFn::commit`] gets the record once the checkpoint is durable.
+    /// This is how a sink writes exactly once: output becomes visible only with a
+    /// checkpoint, and what a failed run wrote after its last one is never committed.
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn prepare_commit(&mut self, _checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+        Ok(None)
+    }
+    /// Makes what a record of [`DoFn::prepare_commit`] describes visible. Called again
+    /// with the same record after a restart from that checkpoint: must be idempotent.
+    ///
+    /// # Errors
+    /// Fails the job.
+    fn commit(&mut self, _record: &[u8]) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 /// Context of a timer callback or window expiration: outputs, state, metrics.
@@ -529,6 +548,12 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
             names: &self.names,
             _o: PhantomData,
         })
+    }
+    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+        self.f.prepare_commit(checkpoint)
+    }
+    fn commit(&mut self, record: &[u8]) -> Result<(), UserError> {
+        self.f.commit(record)
     }
 }
 

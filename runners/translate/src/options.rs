@@ -147,7 +147,10 @@ impl EngineOptions {
             full_every: DEFAULT_FULL_EVERY,
         });
         if checkpoint.is_none() {
-            for (key, flag) in [("checkpoint_interval", "checkpoint-interval"), ("restore", "restore")] {
+            for (key, flag) in [
+                ("checkpoint_interval", "checkpoint-interval"),
+                ("restore", "restore"),
+            ] {
                 if options.contains_key(key) {
                     return Err(bad(flag, "needs --checkpoint-dir"));
                 }

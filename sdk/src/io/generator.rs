@@ -125,6 +125,8 @@ struct GeneratorReader {
     /// This reader emits chunks `part`, `part + parts`, `part + 2 * parts`...
     parts: u64,
     started_at: Option<i64>,
+    /// Resumed from a checkpoint: the pace continues from `next`, not from 0.
+    resumed: bool,
 }
 
 impl GeneratorReader {
@@ -142,6 +144,7 @@ impl GeneratorReader {
             next: part * CHUNK,
             parts,
             started_at: None,
+            resumed: false,
         }
     }
 
@@ -189,7 +192,11 @@ impl UnboundedSource for GeneratorReader {
         max: usize,
         out: &mut SourceOutput<'_>,
     ) -> Result<Polled, UserError> {
-        let started = *self.started_at.get_or_insert(now_ms);
+        let (rate, next, resumed) = (self.config.rate_per_second, self.next, self.resumed);
+        let started = *self.started_at.get_or_insert_with(|| match rate {
+            r if resumed && r > 0 => now_ms - (next.saturating_mul(1000) / r) as i64,
+            _ => now_ms,
+        });
         let limit = self.config.count.unwrap_or(u64::MAX);
         // Events are emitted up to this index (the count, or what the rate allows by now).
         let mut bound = limit;
@@ -217,6 +224,35 @@ impl UnboundedSource for GeneratorReader {
             watermark: self.base_time(self.next) - self.config.max_out_of_orderness_ms - 1,
             finished: self.next >= limit,
         })
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.next.to_le_bytes().to_vec())
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<(), UserError> {
+        let next = u64::from_le_bytes(
+            position
+                .try_into()
+                .map_err(|_| format!("a generator position is 8 bytes, not {}", position.len()))?,
+        );
+        let part = (self.next / CHUNK) % self.parts;
+        let chunk = next / CHUNK;
+        if chunk % self.parts != part {
+            return Err(format!(
+                "event {next} is not read by part {part} of {}: the source is split another way",
+                self.parts
+            )
+            .into());
+        }
+        // The chunk's random stream, drawn up to the event to resume at.
+        self.next = chunk * CHUNK;
+        for _ in 0..next % CHUNK {
+            self.next_event();
+        }
+        self.next = next;
+        self.resumed = true;
+        Ok(())
     }
 
     fn split(&self, n: usize) -> Vec<Box<dyn UnboundedSource>> {
@@ -317,6 +353,50 @@ mod tests {
         }
         events.sort_by_key(|&((_, seq), _)| seq);
         events
+    }
+
+    /// Polls `reader` for up to `max` events.
+    fn poll_some(reader: &mut dyn UnboundedSource, max: usize) -> Vec<(Value, i64)> {
+        let mut batch: Vec<WindowedValue> = Vec::new();
+        reader
+            .poll(0, max, &mut SourceOutput::new(&mut batch))
+            .unwrap();
+        batch
+            .into_iter()
+            .map(|wv| (wv.value, wv.timestamp))
+            .collect()
+    }
+
+    #[test]
+    fn a_reader_resumed_at_its_position_emits_what_it_would_have() {
+        let g = Generator::new(50).with_count(5 * CHUNK).with_seed(9);
+        for parts in [1usize, 3] {
+            let mut readers = match parts {
+                1 => vec![Box::new(GeneratorReader::new(g.clone())) as Box<dyn UnboundedSource>],
+                n => GeneratorReader::new(g.clone()).split(n),
+            };
+            let reader = &mut readers[parts - 1];
+            poll_some(&mut **reader, 1000);
+            let at = reader.position().unwrap();
+            let expected = poll_some(&mut **reader, 5000);
+            let mut again = match parts {
+                1 => vec![Box::new(GeneratorReader::new(g.clone())) as Box<dyn UnboundedSource>],
+                n => GeneratorReader::new(g.clone()).split(n),
+            };
+            let resumed = &mut again[parts - 1];
+            resumed.restore(&at).unwrap();
+            assert_eq!(poll_some(&mut **resumed, 5000), expected, "{parts} parts");
+            if parts > 1 {
+                let err = again[0].restore(&at).unwrap_err().to_string();
+                assert!(err.contains("split another way"), "{err}");
+            }
+        }
+        let mut r = GeneratorReader::new(g);
+        assert!(r
+            .restore(b"abc")
+            .unwrap_err()
+            .to_string()
+            .contains("8 bytes"));
     }
 
     #[test]

@@ -331,8 +331,68 @@ pub(crate) fn create_writer(path: &Path) -> Result<BufWriter<File>, UserError> {
 #[derive(Serialize, Deserialize)]
 struct WriteBundles {
     temp_dir: String,
+    /// Final names of files committed by checkpoints: `PREFIX-cNNNNNN-XXXX[SUFFIX]`.
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    suffix: String,
     #[serde(skip)]
     current: Option<OpenFile>,
+    /// Files closed since the last checkpoint.
+    #[serde(skip)]
+    closed: Vec<String>,
+}
+
+/// A file in a sink's temporary directory saying that checkpoints commit its files (the
+/// end of the job must leave them to the last checkpoint).
+const CHECKPOINTED: &str = "CHECKPOINTED";
+
+/// What a checkpoint of a file sink commits: temporary files and their final names. Its
+/// commit also removes files of later checkpoints (`PREFIX-cNNNNNN-*`, `NNNNNN` past
+/// `checkpoint`): a job restarted from an earlier checkpoint than its newest (damaged)
+/// one writes their contents again.
+#[derive(Serialize, Deserialize)]
+struct Renames {
+    checkpoint: u64,
+    prefix: String,
+    suffix: String,
+    files: Vec<(String, String)>,
+}
+
+/// Removes `PREFIX-cNNNNNN-*[SUFFIX]` files with `NNNNNN` past `checkpoint`.
+fn remove_later_checkpoints(prefix: &str, suffix: &str, checkpoint: u64) -> Result<(), UserError> {
+    let path = Path::new(prefix);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(stem) = path.file_name().map(|s| s.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let id = name
+            .strip_prefix(&stem)
+            .and_then(|r| r.strip_prefix("-c"))
+            .filter(|r| r.ends_with(suffix))
+            .and_then(|r| r.get(..6))
+            .and_then(|d| d.parse::<u64>().ok());
+        if id.is_some_and(|id| id > checkpoint) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| format!("removing {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The temporary files of `temps` that checkpoints commit (their directory says so).
+fn committed_by_checkpoints(temp: &str) -> bool {
+    Path::new(temp)
+        .parent()
+        .is_some_and(|d| d.join(CHECKPOINTED).exists())
 }
 
 /// A temporary file being written.
@@ -354,7 +414,10 @@ impl Clone for WriteBundles {
     fn clone(&self) -> Self {
         WriteBundles {
             temp_dir: self.temp_dir.clone(),
+            prefix: self.prefix.clone(),
+            suffix: self.suffix.clone(),
             current: None,
+            closed: Vec::new(),
         }
     }
 }
@@ -400,13 +463,67 @@ impl DoFn for WriteBundles {
             ctx.output_at(f.path.clone(), GLOBAL_WINDOW_MAX_TIMESTAMP, Window::Global);
         }
         if f.written >= ROLL_BYTES {
+            let path = f.path.clone();
             self.current = None;
+            self.closed.push(path);
         }
         Ok(())
     }
 
     fn teardown(&mut self) -> Result<(), UserError> {
         self.current = None;
+        Ok(())
+    }
+
+    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+        let marker = Path::new(&self.temp_dir).join(CHECKPOINTED);
+        if !marker.exists() {
+            std::fs::create_dir_all(&self.temp_dir)
+                .and_then(|()| File::create(&marker).map(drop))
+                .map_err(|e| format!("creating {}: {e}", marker.display()))?;
+        }
+        if let Some(mut f) = self.current.take() {
+            f.writer
+                .flush()
+                .and_then(|()| f.writer.get_ref().sync_all())
+                .map_err(|e| format!("writing {}: {e}", f.path))?;
+            self.closed.push(f.path);
+        }
+        let mut renames = Vec::new();
+        for temp in self.closed.drain(..) {
+            // Gone: the end of a job published it before checkpoints started.
+            if !Path::new(&temp).exists() {
+                continue;
+            }
+            let tag = temp.rsplit("bundle-").next().unwrap_or("0");
+            let target = format!("{}-c{checkpoint:06}-{tag}{}", self.prefix, self.suffix);
+            renames.push((temp, target));
+        }
+        Ok(Some(serde_json::to_vec(&Renames {
+            checkpoint,
+            prefix: self.prefix.clone(),
+            suffix: self.suffix.clone(),
+            files: renames,
+        })?))
+    }
+
+    fn commit(&mut self, record: &[u8]) -> Result<(), UserError> {
+        let r: Renames = serde_json::from_slice(record)?;
+        remove_later_checkpoints(&r.prefix, &r.suffix, r.checkpoint)?;
+        for (temp, target) in r.files {
+            if Path::new(&temp).exists() {
+                if let Some(dir) = Path::new(&target).parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                }
+                std::fs::rename(&temp, &target)
+                    .map_err(|e| format!("renaming {temp} to {target}: {e}"))?;
+            } else if !Path::new(&target).exists() {
+                return Err(
+                    format!("cannot commit {target}: its temporary file {temp} is gone").into(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -487,8 +604,14 @@ impl DoFn for Finalize {
         _: (),
         ctx: &mut ProcessContext<'_, '_, String>,
     ) -> Result<(), UserError> {
-        // Side input 0: the paths of all temporary files.
-        let mut temps: Vec<String> = ctx.side_input_at(0)?;
+        // Side input 0: the paths of all temporary files. Those of a job with checkpoints
+        // are committed by its checkpoints (the last one when the job ends).
+        let all: Vec<String> = ctx.side_input_at(0)?;
+        let (checkpointed, mut temps): (Vec<String>, Vec<String>) =
+            all.into_iter().partition(|t| committed_by_checkpoints(t));
+        if temps.is_empty() && !checkpointed.is_empty() {
+            return Ok(());
+        }
         temps.sort();
         let n = if self.num_shards > 0 {
             self.num_shards
@@ -542,7 +665,9 @@ impl DoFn for Finalize {
             }
             finals.push(target);
         }
-        let _ = std::fs::remove_dir_all(&self.temp_dir);
+        if checkpointed.is_empty() {
+            let _ = std::fs::remove_dir_all(&self.temp_dir);
+        }
         remove_stale_shards(&self.prefix, &self.suffix, n)?;
         for f in finals {
             ctx.output(f);
@@ -604,6 +729,7 @@ crate::register_dofn!(Finalize);
 impl PTransform<PCollection<String>> for WriteToText {
     type Output = PCollection<String>;
     fn expand(self, input: &PCollection<String>) -> PCollection<String> {
+        let (prefix, suffix) = (self.prefix.clone(), self.suffix.clone());
         let sink = ShardedSink {
             prefix: self.prefix,
             suffix: self.suffix,
@@ -614,7 +740,10 @@ impl PTransform<PCollection<String>> for WriteToText {
             input,
             |temp_dir| WriteBundles {
                 temp_dir: temp_dir.to_string(),
+                prefix,
+                suffix,
                 current: None,
+                closed: Vec::new(),
             },
             |temp_dir| WriteShard {
                 temp_dir: temp_dir.to_string(),

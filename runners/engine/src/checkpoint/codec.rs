@@ -60,7 +60,10 @@ impl<'a> Dec<'a> {
     }
 
     fn bad(&self, detail: impl std::fmt::Display) -> EngineError {
-        EngineError::Checkpoint(format!("the saved state of '{}' is corrupt: {detail}", self.what))
+        EngineError::Checkpoint(format!(
+            "the saved state of '{}' is corrupt: {detail}",
+            self.what
+        ))
     }
 
     /// An unsigned integer.
@@ -82,10 +85,13 @@ impl<'a> Dec<'a> {
     ///
     /// # Errors
     /// As [`Dec::u64`]; a count the record cannot hold.
-    pub fn len(&mut self) -> Result<usize> {
+    pub fn count(&mut self) -> Result<usize> {
         let n = self.u64()?;
         if n > self.input.len() as u64 + 1 {
-            return Err(self.bad(format!("a count of {n} with {} bytes left", self.input.len())));
+            return Err(self.bad(format!(
+                "a count of {n} with {} bytes left",
+                self.input.len()
+            )));
         }
         Ok(n as usize)
     }
@@ -94,7 +100,10 @@ impl<'a> Dec<'a> {
     /// # Errors
     /// When the record ends.
     pub fn bool(&mut self) -> Result<bool> {
-        let (&b, rest) = self.input.split_first().ok_or_else(|| self.bad("ends early"))?;
+        let (&b, rest) = self
+            .input
+            .split_first()
+            .ok_or_else(|| self.bad("ends early"))?;
         self.input = rest;
         match b {
             0 | 1 => Ok(b == 1),
@@ -163,6 +172,6 @@ mod tests {
         d.end().unwrap();
         let err = Dec::new(&b[..3], "Count").bytes().unwrap_err().to_string();
         assert!(err.contains("'Count'") && err.contains("corrupt"), "{err}");
-        assert!(Dec::new(&[200, 1], "Count").len().is_err());
+        assert!(Dec::new(&[200, 1], "Count").count().is_err());
     }
 }

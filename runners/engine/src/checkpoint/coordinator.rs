@@ -1,9 +1,7 @@
 //! The checkpoint coordinator of one job: when a checkpoint is due, which kind it is, its
 //! write on a thread of its own, its completion, and the removal of old ones.
 
-use super::{
-    incompatibility, CheckpointOptions, Restore, Restored, Snapshot, StateOut, Store,
-};
+use super::{incompatibility, CheckpointOptions, Restore, Restored, Snapshot, StateOut, Store};
 use crate::error::{EngineError, Result};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -66,7 +64,10 @@ impl Coordinator {
     /// # Errors
     /// The directory cannot be used; the checkpoint is of another pipeline (saying what
     /// changed).
-    pub fn start(opts: &CheckpointOptions, fingerprint: String) -> Result<(Self, Option<Restored>)> {
+    pub fn start(
+        opts: &CheckpointOptions,
+        fingerprint: String,
+    ) -> Result<(Self, Option<Restored>)> {
         let store = Store::open(&opts.dir)?;
         let restored = match opts.restore {
             Restore::None => {
@@ -207,8 +208,14 @@ impl Coordinator {
             .map_err(|_| EngineError::Checkpoint("its writer panicked".into()))??;
         // Keep the chain of the previous checkpoint too: it is what a damaged newest
         // one falls back to.
-        let keep_from = self.last.map_or(f.base, |(_, prev_base)| prev_base.min(f.base));
-        self.since_full = if f.base == f.id { 0 } else { self.since_full + 1 };
+        let keep_from = self
+            .last
+            .map_or(f.base, |(_, prev_base)| prev_base.min(f.base));
+        self.since_full = if f.base == f.id {
+            0
+        } else {
+            self.since_full + 1
+        };
         self.last = Some((f.id, f.base));
         self.store.collect_garbage(keep_from);
         Ok(Some(Completed {

@@ -105,7 +105,10 @@ impl StateOut {
     }
     /// Bytes of keys and values written.
     pub fn bytes(&self) -> usize {
-        self.puts.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        self.puts
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
             + self.deletes.iter().map(Vec::len).sum::<usize>()
             + self.commits.iter().map(Vec::len).sum::<usize>()
     }
@@ -148,7 +151,12 @@ pub fn fingerprint(graph: &crate::graph::Graph) -> String {
             .iter()
             .map(|&pc| graph.pcollections[pc].coder.to_string())
             .collect();
-        lines.push(format!("{} [{}] -> {}", n.name, n.kind.label(), coders.join(", ")));
+        lines.push(format!(
+            "{} [{}] -> {}",
+            n.name,
+            n.kind.label(),
+            coders.join(", ")
+        ));
     }
     lines.join("\n")
 }

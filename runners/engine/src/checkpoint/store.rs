@@ -78,7 +78,9 @@ impl Digest {
             h.update(p);
         }
         self.0 += 1;
-        self.1 = self.1.wrapping_add(u64::from(h.finalize()).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.1 = self
+            .1
+            .wrapping_add(u64::from(h.finalize()).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     }
     fn bytes(self) -> Vec<u8> {
         [self.0.to_le_bytes(), self.1.to_le_bytes()].concat()
@@ -161,11 +163,15 @@ impl Store {
                     digest.add(&[b"p", name.as_bytes(), k, v]);
                 }
                 for k in &out.deletes {
-                    deletes.insert((name, k.as_slice()), ()).map_err(|e| err(&what, e))?;
+                    deletes
+                        .insert((name, k.as_slice()), ())
+                        .map_err(|e| err(&what, e))?;
                     digest.add(&[b"d", name.as_bytes(), k]);
                 }
                 for (i, c) in out.commits.iter().enumerate() {
-                    commits.insert((name, i as u64), c.as_slice()).map_err(|e| err(&what, e))?;
+                    commits
+                        .insert((name, i as u64), c.as_slice())
+                        .map_err(|e| err(&what, e))?;
                     digest.add(&[b"c", name.as_bytes(), &(i as u64).to_le_bytes(), c]);
                 }
             }
@@ -213,7 +219,9 @@ impl Store {
         let u64_of = |k: &str| -> Result<u64> {
             let b = get(k)?;
             Ok(u64::from_le_bytes(
-                b.as_slice().try_into().map_err(|_| err(&what, format!("bad '{k}' record")))?,
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| err(&what, format!("bad '{k}' record")))?,
             ))
         };
         if u64_of("format")? != FORMAT {
@@ -430,13 +438,28 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(store.latest().unwrap().is_none());
         store
-            .write(&snap(1, 1, None, vec![("Count", out(true, &[("a", "1"), ("b", "1")], &[], &[]))]))
+            .write(&snap(
+                1,
+                1,
+                None,
+                vec![("Count", out(true, &[("a", "1"), ("b", "1")], &[], &[]))],
+            ))
             .unwrap();
         store
-            .write(&snap(2, 1, Some(1), vec![("Count", out(false, &[("a", "2")], &["b"], &["f2"]))]))
+            .write(&snap(
+                2,
+                1,
+                Some(1),
+                vec![("Count", out(false, &[("a", "2")], &["b"], &["f2"]))],
+            ))
             .unwrap();
         store
-            .write(&snap(3, 1, Some(2), vec![("Count", out(false, &[("c", "1")], &[], &["f3"]))]))
+            .write(&snap(
+                3,
+                1,
+                Some(2),
+                vec![("Count", out(false, &[("c", "1")], &[], &["f3"]))],
+            ))
             .unwrap();
         let r = store.latest().unwrap().unwrap();
         assert_eq!(r.id, 3);

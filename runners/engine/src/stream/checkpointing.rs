@@ -32,7 +32,7 @@ impl Executor<'_> {
         let now = d.i64()?;
         let mut vecs = Vec::new();
         for expected in [self.pc_wm.len(), self.in_wm.len(), self.out_wm.len()] {
-            let n = d.len()?;
+            let n = d.count()?;
             if n != expected {
                 return Err(EngineError::Checkpoint(
                     "the pipeline's shape differs from the checkpoint's".into(),

@@ -238,7 +238,11 @@ impl SourceOp {
                         watermark: polled.watermark,
                         finished: polled.finished,
                         now,
-                        position: if checkpointing { reader.position() } else { None },
+                        position: if checkpointing {
+                            reader.position()
+                        } else {
+                            None
+                        },
                     };
                     wm = wm.max(polled.watermark);
                     Ok(raw)
@@ -280,8 +284,7 @@ impl SourceOp {
                         for buf in returned.try_iter() {
                             chain.recycle(buf);
                         }
-                        let mut b =
-                            read_fused(&mut *reader, &mut chain, &transform, now, max, wm)?;
+                        let mut b = read_fused(&mut *reader, &mut chain, &transform, now, max, wm)?;
                         wm = wm.max(b.watermark);
                         if checkpointing {
                             b.position = reader.position();

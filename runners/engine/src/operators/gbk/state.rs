@@ -29,21 +29,28 @@ fn encode_key(
     let windows: Vec<_> = ks.windows.iter().collect();
     e.u64(windows.len() as u64);
     for (w, ws) in windows {
-        debug_assert!(ws.bundle_hold.is_none() && ws.bundle_added == 0, "between bundles");
+        debug_assert!(
+            ws.bundle_hold.is_none() && ws.bundle_added == 0,
+            "between bundles"
+        );
         e.window(w);
         match &ws.contents {
             Contents::Values(vs) => {
                 e.u64(0).u64(vs.len() as u64);
                 for v in vs {
-                    coder.encode(v, &mut e.0, true).map_err(|source| EngineError::Coder {
-                        transform: name.to_string(),
-                        source,
-                    })?;
+                    coder
+                        .encode(v, &mut e.0, true)
+                        .map_err(|source| EngineError::Coder {
+                            transform: name.to_string(),
+                            source,
+                        })?;
                 }
             }
             Contents::Accumulator(acc) => {
                 let f = combine.ok_or_else(|| {
-                    EngineError::Checkpoint(format!("'{name}' holds an accumulator without a combine"))
+                    EngineError::Checkpoint(format!(
+                        "'{name}' holds an accumulator without a combine"
+                    ))
                 })?;
                 let bytes = encode_accumulator(f, coder, acc).map_err(|u| {
                     EngineError::user(name, format!("cannot checkpoint an accumulator: {u}"))
@@ -106,13 +113,13 @@ fn decode_windows(
     let panes = &op.panes;
     let trigger = &panes.windowing.trigger;
     let combine = panes.combine.as_deref();
-    let n = d.len()?;
+    let n = d.count()?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let w = d.window()?;
         let contents = match d.u64()? {
             0 => {
-                let count = d.len()?;
+                let count = d.count()?;
                 let mut vs = Vec::with_capacity(count);
                 let mut bytes = d.rest();
                 for _ in 0..count {
@@ -144,7 +151,7 @@ fn decode_windows(
             }
         };
         let pending = d.u64()? as usize;
-        let count = d.len()?;
+        let count = d.count()?;
         let numbers = (0..count).map(|_| d.i64()).collect::<Result<Vec<_>>>()?;
         let state = TriggerState::from_slice(trigger, &numbers).ok_or_else(|| {
             EngineError::Checkpoint(format!(
@@ -152,7 +159,7 @@ fn decode_windows(
             ))
         })?;
         let mut timers = TimerList::new();
-        for _ in 0..d.len()? {
+        for _ in 0..d.count()? {
             let domain = match d.u64()? {
                 0 => Domain::Watermark,
                 _ => Domain::ProcessingTime,
@@ -205,7 +212,9 @@ pub(super) fn restore(op: &mut GbkOp, state: &NodeState, name: &str) -> Result<(
             if let Some(h) = ws.hold {
                 add_hold(&mut panes.holds, h);
             }
-            panes.expiry.push(end_of(&w).saturating_add(lateness), kb.clone(), w);
+            panes
+                .expiry
+                .push(end_of(&w).saturating_add(lateness), kb.clone(), w);
             ws_all.insert(w, ws);
         }
         let windows: Vec<_> = ws_all.windows().collect();

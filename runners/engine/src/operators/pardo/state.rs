@@ -78,11 +78,13 @@ pub(super) fn snapshot(op: &mut ParDoOp, out: &mut StateOut, name: &str) -> Resu
             "'{name}' keeps its state in the runner's state service, which checkpoints it"
         )));
     }
-    if let Some(inv) = &mut op.inst {
-        let id = out.id();
-        if let Some(record) = guarded(name, || inv.prepare_commit(id))? {
-            out.commit_record(record);
-        }
+    // Every checkpoint asks the DoFn (created if it saw nothing yet): a sink's record
+    // also says which checkpoint its visible output is as of.
+    ensure_instance(op, name)?;
+    let inv = op.inst.as_mut().expect("created");
+    let id = out.id();
+    if let Some(record) = guarded(name, || inv.prepare_commit(id))? {
+        out.commit_record(record);
     }
     if out.full() || op.sides_changed {
         if op.sides.is_empty() && op.pushback.is_empty() {
@@ -113,7 +115,7 @@ pub(super) fn snapshot(op: &mut ParDoOp, out: &mut StateOut, name: &str) -> Resu
 
 fn restore_sides(op: &mut ParDoOp, bytes: &[u8], name: &str) -> Result<()> {
     let mut d = Dec::new(bytes, name);
-    let n = d.len()?;
+    let n = d.count()?;
     if n != op.sides.len() {
         return Err(EngineError::Checkpoint(format!(
             "'{name}' had {n} side inputs when checkpointed, now {}",
@@ -121,12 +123,14 @@ fn restore_sides(op: &mut ParDoOp, bytes: &[u8], name: &str) -> Result<()> {
         )));
     }
     for i in 0..n {
-        for _ in 0..d.len()? {
+        for _ in 0..d.count()? {
             let window = d.window()?;
-            let count = d.len()?;
+            let count = d.count()?;
             let mut rest = d.rest();
             for _ in 0..count {
-                let value = op.coders.1[i].decode(&mut rest, true).map_err(coder_err(name))?;
+                let value = op.coders.1[i]
+                    .decode(&mut rest, true)
+                    .map_err(coder_err(name))?;
                 op.sides[i].push(WindowedValue {
                     value,
                     timestamp: window.max_timestamp(),
@@ -137,7 +141,7 @@ fn restore_sides(op: &mut ParDoOp, bytes: &[u8], name: &str) -> Result<()> {
             d.advance_to(rest);
         }
     }
-    let count = d.len()?;
+    let count = d.count()?;
     let mut rest = d.rest();
     for _ in 0..count {
         op.pushback
@@ -153,18 +157,22 @@ fn restore_entry(op: &mut ParDoOp, key: &[u8], bytes: &[u8], name: &str) -> Resu
     let window = k.window()?;
     k.end()?;
     let st = op.stateful.as_mut().ok_or_else(|| {
-        EngineError::Checkpoint(format!("'{name}' has saved state but is no longer stateful"))
+        EngineError::Checkpoint(format!(
+            "'{name}' has saved state but is no longer stateful"
+        ))
     })?;
     let mut rest = bytes;
     let mut cells = Vec::with_capacity(st.decls.len());
     for (_, kind) in &st.decls {
-        cells.push(decode_cell(kind, &mut rest).map_err(|u| {
-            EngineError::Checkpoint(format!("the saved state of '{name}': {u}"))
-        })?);
+        cells.push(
+            decode_cell(kind, &mut rest).map_err(|u| {
+                EngineError::Checkpoint(format!("the saved state of '{name}': {u}"))
+            })?,
+        );
     }
     let mut d = Dec::new(rest, name);
     let mut timers = FxHashMap::default();
-    for _ in 0..d.len()? {
+    for _ in 0..d.count()? {
         let timer = String::from_utf8(d.bytes()?.to_vec()).map_err(|_| {
             EngineError::Checkpoint(format!("the saved state of '{name}': a timer's name"))
         })?;
@@ -187,7 +195,8 @@ fn restore_entry(op: &mut ParDoOp, key: &[u8], bytes: &[u8], name: &str) -> Resu
         .decode(&mut kb.as_slice(), false)
         .map_err(coder_err(name))?;
     *st.windows.entry(window).or_insert(0) += 1;
-    st.states.insert((kb, window), KeyWindow { key, cells, timers });
+    st.states
+        .insert((kb, window), KeyWindow { key, cells, timers });
     Ok(())
 }
 
@@ -216,15 +225,21 @@ pub(super) fn commit(op: &mut ParDoOp, records: &[Vec<u8>], name: &str) -> Resul
     if records.is_empty() {
         return Ok(());
     }
+    ensure_instance(op, name)?;
+    let inv = op.inst.as_mut().expect("created");
+    for r in records {
+        guarded(name, || inv.commit(r))?;
+    }
+    Ok(())
+}
+
+/// Creates and sets up the DoFn if it does not exist yet.
+fn ensure_instance(op: &mut ParDoOp, name: &str) -> Result<()> {
     if op.inst.is_none() {
         let f = op.factory.clone();
         let mut inv = guarded(name, || Ok(f()))?;
         guarded(name, || inv.setup())?;
         op.inst = Some(inv);
-    }
-    let inv = op.inst.as_mut().expect("created above");
-    for r in records {
-        guarded(name, || inv.commit(r))?;
     }
     Ok(())
 }

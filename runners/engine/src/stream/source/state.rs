@@ -16,7 +16,7 @@ pub(super) fn snapshot(op: &mut SourceOp, out: &mut StateOut, name: &str) -> Res
         )));
     }
     let mut e = Enc::new();
-    e.bool(op.finished).i64(op.wm);
+    e.bool(op.finished).i64(op.wm).u64(op.next_lane as u64);
     // Before the readers start, these are the positions restored (if any).
     e.u64(op.positions.len() as u64);
     for p in &op.positions {
@@ -38,13 +38,15 @@ pub(super) fn restore(op: &mut SourceOp, state: &NodeState, name: &str) -> Resul
     let mut d = Dec::new(bytes, name);
     op.finished = d.bool()?;
     op.wm = d.i64()?;
+    // The lane read next: bundles go downstream in the order they did before.
+    op.next_lane = d.u64()? as usize;
     let mut positions = Vec::new();
-    for _ in 0..d.len()? {
+    for _ in 0..d.count()? {
         let some = d.bool()?;
         let p = d.bytes()?;
         positions.push(some.then(|| p.to_vec()));
     }
-    let lanes = d.len()?;
+    let lanes = d.count()?;
     op.lane_wm = Vec::with_capacity(lanes);
     op.lane_done = Vec::with_capacity(lanes);
     for _ in 0..lanes {

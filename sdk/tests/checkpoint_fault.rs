@@ -1,0 +1,261 @@
+//! Checkpoints end to end: a streaming job (windowed counts per key with early, on-time
+//! and late panes, written to files) is killed with SIGKILL at 20 random moments and
+//! restarted each time from its checkpoints; the files it committed equal, line for
+//! line, those of a run without faults. Then its newest checkpoint is damaged: the job
+//! falls back to the one before and still commits exactly that output. A changed pipeline
+//! is refused with a clear error.
+//!
+//! A plain `main` (no test harness): the job runs in child processes of this binary
+//! (`BEAMLINE_FAULT_CHILD=OUT_DIR[,CHECKPOINT_DIR]`), which this test kills.
+
+use beamline::io::generator::Generator;
+use beamline::{
+    Count, DoFn, Pipeline, PipelineOptions, ProcessContext, Trigger, UserError, WindowInto,
+    WriteToText,
+};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const EVENTS: u64 = 3_000_000;
+const CHILD: &str = "BEAMLINE_FAULT_CHILD";
+
+/// `key,window start,pane index,timing,count` of each pane.
+#[derive(Clone)]
+struct Describe;
+
+impl DoFn for Describe {
+    type In = (i64, i64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (key, n): (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let start = match ctx.window() {
+            beamline::Window::Interval { start, .. } => start,
+            beamline::Window::Global => -1,
+        };
+        let pane = ctx.pane();
+        ctx.output(format!(
+            "{key},{start},{},{:?},{n}",
+            pane.index, pane.timing
+        ));
+        Ok(())
+    }
+}
+
+/// The job: `extra` adds a transform (a changed pipeline).
+fn job(out: &Path, checkpoints: Option<&Path>, extra: bool) -> beamline::Result<()> {
+    let mut options = PipelineOptions::default()
+        .set("streaming", "true")
+        .set("max_bundle_size", "4096");
+    if let Some(dir) = checkpoints {
+        options = options
+            .set("checkpoint_dir", dir.to_string_lossy())
+            .set("checkpoint_interval", "40ms");
+    }
+    let p = Pipeline::new(options);
+    let mut events = p
+        .apply(
+            "Events",
+            Generator::new(300)
+                .with_count(EVENTS)
+                .with_seed(11)
+                .with_late_events(0.02, 20_000),
+        )
+        // Slow enough to be killed in the middle: a pause every 50,000 events.
+        .map("Pace", |e: (i64, i64)| {
+            if e.1 % 50_000 == 0 {
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            e
+        });
+    if extra {
+        events = events.map("Extra", |e: (i64, i64)| e);
+    }
+    events
+        .map("Key", |(k, _): (i64, i64)| (k, 1i64))
+        .apply(
+            "Minutes",
+            WindowInto::fixed(60_000)
+                .triggering(Trigger::after_watermark(
+                    Some(Trigger::AfterCount(50)),
+                    Some(Trigger::AfterCount(1)),
+                ))
+                .accumulating()
+                .with_allowed_lateness(10_000),
+        )
+        .apply("Count", Count::per_key())
+        .par_do("Describe", Describe)
+        .apply(
+            "Write",
+            WriteToText::new(out.join("counts").to_string_lossy()),
+        );
+    p.run()?;
+    Ok(())
+}
+
+fn spawn(out: &Path, checkpoints: Option<&Path>, extra: bool) -> Child {
+    let mut arg = out.to_string_lossy().into_owned();
+    if let Some(c) = checkpoints {
+        arg = format!("{arg},{}", c.display());
+    }
+    if extra {
+        arg.push_str(",extra");
+    }
+    Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, arg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` (at most two minutes: a hang fails the test); its stderr when it
+/// failed.
+fn finish(mut child: Child) -> Result<(), String> {
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return if status.success() { Ok(()) } else { Err(err) };
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("the job did not end within two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The committed output: every line of the `counts-*` files, sorted.
+fn committed(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(out).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("counts-") && entry.path().is_file() {
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "redb"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn main() {
+    if let Ok(arg) = std::env::var(CHILD) {
+        let mut parts = arg.split(',');
+        let out = PathBuf::from(parts.next().unwrap());
+        let ckpt = parts.next().filter(|s| *s != "extra").map(PathBuf::from);
+        let extra = arg.ends_with(",extra");
+        if let Err(e) = job(&out, ckpt.as_deref(), extra) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, faulty, ckpt) = (
+        dir.path().join("reference"),
+        dir.path().join("faulty"),
+        dir.path().join("checkpoints"),
+    );
+    for d in [&reference, &faulty] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+
+    // A run without faults or checkpoints.
+    let started = Instant::now();
+    finish(spawn(&reference, None, false)).unwrap();
+    let took = started.elapsed();
+    let want = committed(&reference);
+    assert!(want.len() > 1000, "{} panes", want.len());
+    for timing in ["Early", "OnTime", "Late"] {
+        assert!(
+            want.iter().any(|l| l.contains(timing)),
+            "the job has {timing} panes"
+        );
+    }
+
+    // 20 kills at random moments, each run restarted from the checkpoints.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        std::env::var("FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7),
+    );
+    let mut kills = 0;
+    let mut visible_while_running = 0;
+    while kills < 20 {
+        let mut child = spawn(&faulty, Some(&ckpt), false);
+        let wait = rng.random_range(30..(took.as_millis() as u64 / 16).max(60));
+        std::thread::sleep(Duration::from_millis(wait));
+        if child.try_wait().unwrap().is_some() {
+            panic!("the job ended before kill {} ({} ms in)", kills + 1, wait);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        visible_while_running = visible_while_running.max(committed(&faulty).len());
+    }
+    assert!(
+        visible_while_running > 0,
+        "checkpoints commit output while the job runs"
+    );
+    assert!(!checkpoint_files(&ckpt).is_empty());
+
+    // A changed pipeline does not resume from these checkpoints.
+    let err = finish(spawn(&faulty, Some(&ckpt), true)).unwrap_err();
+    assert!(
+        err.contains("transform 'Extra' is new") && err.contains("--restore=none"),
+        "{err}"
+    );
+
+    // The newest checkpoint damaged: the one before it is used.
+    let files = checkpoint_files(&ckpt);
+    if files.len() >= 2 {
+        let newest = files.last().unwrap();
+        let len = std::fs::metadata(newest).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(newest)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    }
+    finish(spawn(&faulty, Some(&ckpt), false)).unwrap();
+    let got = committed(&faulty);
+    assert_eq!(got.len(), want.len(), "as many panes as without faults");
+    assert!(
+        got == want,
+        "the committed output differs from a run without faults"
+    );
+
+    // A finished job started again has nothing left to do.
+    finish(spawn(&faulty, Some(&ckpt), false)).unwrap();
+    assert!(committed(&faulty) == want);
+    println!(
+        "checkpoint fault test: {kills} kills, {} panes committed exactly once (reference run {} ms)",
+        want.len(),
+        took.as_millis()
+    );
+}
