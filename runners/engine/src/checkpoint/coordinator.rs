@@ -1,7 +1,9 @@
 //! The checkpoint coordinator of one job: when a checkpoint is due, which kind it is, its
 //! write on a thread of its own, its completion, and the removal of old ones.
 
-use super::{incompatibility, CheckpointOptions, Restore, Restored, Snapshot, StateOut, Store};
+use super::options::{incompatibility, CheckpointOptions, Restore};
+use super::state::{Snapshot, StateOut};
+use super::store::{Restored, Store};
 use crate::error::{EngineError, Result};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

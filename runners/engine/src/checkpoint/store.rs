@@ -7,7 +7,7 @@
 //! chain starts at. Restoring reads the chain from that full checkpoint onwards; when a
 //! file of the newest chain is missing or damaged, the one before is used.
 
-use super::{NodeState, Snapshot};
+use super::state::{NodeState, Snapshot};
 use crate::error::{EngineError, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -52,7 +52,7 @@ struct FileNode {
 pub struct Restored {
     /// Its id.
     pub id: u64,
-    /// The pipeline it was taken of (see [`super::fingerprint`]).
+    /// The pipeline it was taken of (see [`super::options::fingerprint`]).
     pub fingerprint: String,
     /// The scheduler's own state (watermarks, time).
     pub job: Vec<u8>,
@@ -153,7 +153,7 @@ impl Store {
             let mut full = tx.open_table(FULL_NODES).map_err(|e| err(&what, e))?;
             for (name, out) in &snap.nodes {
                 let name = name.as_str();
-                if out.full {
+                if out.full() {
                     full.insert(name, ()).map_err(|e| err(&what, e))?;
                     digest.add(&[b"f", name.as_bytes()]);
                 }
@@ -392,7 +392,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::StateOut;
+    use crate::checkpoint::state::StateOut;
 
     fn snap(id: u64, base: u64, parent: Option<u64>, nodes: Vec<(&str, StateOut)>) -> Snapshot {
         Snapshot {

@@ -6,15 +6,15 @@
 //! are computed as Beam does. Combines keep one accumulator per pane (lifted) unless
 //! accumulating panes would need to copy an accumulator that cannot be copied.
 
-mod state;
-
 use super::due::DueIndex;
 use super::guard::panics_guarded;
 use super::key_table::{KeyBytes, KeyTable};
 use super::op::END_OF_TIME;
 use super::op::{Op, OpCx};
 use super::pane::{AddCx, Contents, WinState, Windows};
+use super::pane_codec::{decode_windows, encode_windows};
 use super::precombine::{Mailbox, Partial};
+use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
 use crate::error::{EngineError, Result};
@@ -185,6 +185,14 @@ impl GbkOp {
     pub fn with_value_coder(mut self, coder: Coder) -> Self {
         self.value_coder = Some(coder);
         self
+    }
+
+    fn value_coder<'c>(coder: &'c Option<Coder>, name: &str) -> Result<&'c Coder> {
+        coder.as_ref().ok_or_else(|| {
+            EngineError::Checkpoint(format!(
+                "transform '{name}' was built without its value coder: it cannot be checkpointed"
+            ))
+        })
     }
 
     /// Also takes partial results from `mailbox` (see [`super::precombine`]).
@@ -778,12 +786,83 @@ impl Op for GbkOp {
             .unwrap_or(END_OF_TIME)
     }
 
-    fn snapshot(&mut self, out: &mut crate::checkpoint::StateOut, cx: &mut OpCx<'_>) -> Result<()> {
-        state::snapshot(self, out, cx.name)
+    fn snapshot(&mut self, out: &mut StateOut, cx: &mut OpCx<'_>) -> Result<()> {
+        // One entry per key: its encoding, then every window of it.
+        let coder = GbkOp::value_coder(&self.value_coder, cx.name)?;
+        let panes = &mut self.panes;
+        let combine = panes.combine.as_deref();
+        let name = cx.name;
+        match panes.dirty.take() {
+            Some(mut dirty) if !out.full() => {
+                for kb in dirty.drain() {
+                    match panes.keys.get(&kb) {
+                        Some(ks) => out.put(
+                            kb.bytes(),
+                            encode_windows(&ks.windows, coder, combine, name)?,
+                        ),
+                        None => out.delete(kb.bytes()),
+                    }
+                }
+                panes.dirty = Some(dirty);
+            }
+            _ => {
+                for (kb, ks) in panes.keys.iter() {
+                    out.put(
+                        kb.bytes(),
+                        encode_windows(&ks.windows, coder, combine, name)?,
+                    );
+                }
+                panes.dirty = Some(Default::default());
+            }
+        }
+        Ok(())
     }
 
-    fn restore(&mut self, st: &crate::checkpoint::NodeState, cx: &mut OpCx<'_>) -> Result<()> {
-        state::restore(self, st, cx.name)
+    fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        let name = cx.name;
+        let coder = GbkOp::value_coder(&self.value_coder, name)?;
+        let panes = &mut self.panes;
+        for (key_bytes, value) in &state.entries {
+            let windows = decode_windows(
+                value,
+                &panes.windowing.trigger,
+                panes.combine.as_deref(),
+                panes.lifted,
+                coder,
+                name,
+            )?;
+            let key = self
+                .key_coder
+                .decode(&mut key_bytes.as_slice(), false)
+                .map_err(|source| EngineError::Coder {
+                    transform: name.to_string(),
+                    source,
+                })?;
+            let kb = KeyBytes::new(key_bytes);
+            let lateness = panes.windowing.allowed_lateness;
+            let mut all = Windows::default();
+            let mut ws_list = Vec::with_capacity(windows.len());
+            for (w, ws) in windows {
+                if let Some(h) = ws.hold {
+                    add_hold(&mut panes.holds, h);
+                }
+                panes
+                    .expiry
+                    .push(end_of(&w).saturating_add(lateness), kb.clone(), w);
+                ws_list.push(w);
+                all.insert(w, ws);
+            }
+            panes.keys.get_or_insert_with(&kb, || KeyState {
+                key,
+                windows: all,
+                staged: Vec::new(),
+            });
+            for w in ws_list {
+                panes.index_timers(&kb, w);
+            }
+        }
+        panes.dirty = Some(Default::default());
+        Ok(())
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {

@@ -1,11 +1,13 @@
 //! The streaming ParDo: batches through the DoFn, or element by element with per-key
 //! state and timers (stateful DoFns) or side inputs that must be ready first.
 
-mod state;
-
 use super::guard::guarded;
 use super::op::END_OF_TIME;
 use super::op::{Op, OpCx};
+use super::pardo_codec::{
+    decode_cells, decode_sides, decode_state_key, encode_cells, encode_sides, state_key, SIDES,
+};
+use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
 use crate::error::{EngineError, Result, UserError};
@@ -47,7 +49,7 @@ struct KeyWindow {
     /// Cells in declaration order.
     cells: Vec<StateCell>,
     /// Pending timers: name to (domain, fire time, output time).
-    timers: FxHashMap<String, (TimeDomain, i64, i64)>,
+    timers: super::pardo_codec::Timers,
 }
 
 type TimerIndex = BTreeSet<(i64, Vec<u8>, Window, String)>;
@@ -236,13 +238,19 @@ impl ParDoOp {
         Ok(())
     }
 
-    fn instance(&mut self, name: &str, cx_out: &mut [Vec<WindowedValue>]) -> Result<()> {
+    /// Creates and sets up the DoFn if it does not exist yet.
+    fn ensure_instance(&mut self, name: &str) -> Result<()> {
         if self.inst.is_none() {
             let f = self.factory.clone();
             let mut inv = guarded(name, || Ok(f()))?;
             guarded(name, || inv.setup())?;
             self.inst = Some(inv);
         }
+        Ok(())
+    }
+
+    fn instance(&mut self, name: &str, cx_out: &mut [Vec<WindowedValue>]) -> Result<()> {
+        self.ensure_instance(name)?;
         if !self.in_bundle {
             self.in_bundle = true;
             self.with_context(name, cx_out, |inv, ctx| inv.start_bundle(ctx))?;
@@ -659,16 +667,100 @@ impl Op for ParDoOp {
         control.report(name, &mut self.metrics);
     }
 
-    fn snapshot(&mut self, out: &mut crate::checkpoint::StateOut, cx: &mut OpCx<'_>) -> Result<()> {
-        state::snapshot(self, out, cx.name)
+    fn snapshot(&mut self, out: &mut StateOut, cx: &mut OpCx<'_>) -> Result<()> {
+        let name = cx.name;
+        if self.backend.is_some() {
+            return Err(EngineError::Checkpoint(format!(
+                "'{name}' keeps its state in the runner's state service, which checkpoints it"
+            )));
+        }
+        // Every checkpoint asks the DoFn (created if it saw nothing yet) to prepare a
+        // commit: a sink's record also says which checkpoint its visible output is as of.
+        self.ensure_instance(name)?;
+        let inv = self.inst.as_mut().expect("created");
+        let id = out.id();
+        if let Some(record) = guarded(name, || inv.prepare_commit(id))? {
+            out.commit_record(record);
+        }
+        if out.full() || self.sides_changed {
+            if self.sides.is_empty() && self.pushback.is_empty() {
+                out.delete(SIDES);
+            } else {
+                let (main, side) = &self.coders;
+                out.put(
+                    SIDES,
+                    encode_sides(&self.sides, side, &self.pushback, main, name)?,
+                );
+            }
+            self.sides_changed = false;
+        }
+        let Some(st) = &mut self.stateful else {
+            return Ok(());
+        };
+        let keys: Vec<(Vec<u8>, Window)> = match st.dirty.take() {
+            Some(d) if !out.full() => d.into_iter().collect(),
+            _ => st.states.keys().cloned().collect(),
+        };
+        for (kb, w) in keys {
+            let key = state_key(&kb, &w);
+            match st.states.get(&(kb, w)) {
+                Some(e) => out.put(&key, encode_cells(&st.decls, &e.cells, &e.timers, name)?),
+                None => out.delete(&key),
+            }
+        }
+        st.dirty = Some(Default::default());
+        Ok(())
     }
 
-    fn restore(&mut self, st: &crate::checkpoint::NodeState, cx: &mut OpCx<'_>) -> Result<()> {
-        state::restore(self, st, cx.name)
+    fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        let name = cx.name;
+        for (key, bytes) in &state.entries {
+            if key.as_slice() == SIDES {
+                let (main, side) = &self.coders;
+                self.pushback = decode_sides(bytes, &mut self.sides, side, main, name)?;
+                continue;
+            }
+            let st = self.stateful.as_mut().ok_or_else(|| {
+                EngineError::Checkpoint(format!("'{name}' has saved state but is not stateful"))
+            })?;
+            let (kb, window) = decode_state_key(key, name)?;
+            let (cells, timers) = decode_cells(&st.decls, bytes, name)?;
+            for (timer, &(domain, fire, _)) in &timers {
+                st_indexes(&mut st.event_timers, &mut st.processing_timers, domain).insert((
+                    fire,
+                    kb.clone(),
+                    window,
+                    timer.clone(),
+                ));
+            }
+            let key = st
+                .key_coder
+                .decode(&mut kb.as_slice(), false)
+                .map_err(|source| EngineError::Coder {
+                    transform: name.to_string(),
+                    source,
+                })?;
+            *st.windows.entry(window).or_insert(0) += 1;
+            st.states
+                .insert((kb, window), KeyWindow { key, cells, timers });
+        }
+        if let Some(st) = &mut self.stateful {
+            st.dirty = Some(Default::default());
+        }
+        self.sides_changed = false;
+        Ok(())
     }
 
     fn commit(&mut self, records: &[Vec<u8>], cx: &mut OpCx<'_>) -> Result<()> {
-        state::commit(self, records, cx.name)
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.ensure_instance(cx.name)?;
+        let inv = self.inst.as_mut().expect("created");
+        for r in records {
+            guarded(cx.name, || inv.commit(r))?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {

@@ -2,10 +2,10 @@
 //! the pipeline, so that reading (and the stateless transforms fused after it) overlaps
 //! processing.
 
-mod state;
-
 use super::chain::Chain;
 use super::clock::wall_clock_ms;
+use super::source_state::{resume_parts, SourceState};
+use crate::checkpoint::{NodeState, StateOut};
 use crate::error::{EngineError, Result};
 use crate::graph::SourceFactory;
 use crate::metrics::MetricResults;
@@ -146,7 +146,7 @@ impl SourceOp {
             let n = self.chains.len();
             let mut parts = guarded(name, || Ok(reader.split(n)))?;
             if let Some(positions) = &resume {
-                state::resume_parts(name, &mut parts, positions)?;
+                resume_parts(name, &mut parts, positions)?;
             }
             if parts.len() > n {
                 return Err(EngineError::user(
@@ -164,7 +164,7 @@ impl SourceOp {
             }
         }
         if let Some(positions) = &resume {
-            state::resume_parts(name, std::slice::from_mut(&mut reader), positions)?;
+            resume_parts(name, std::slice::from_mut(&mut reader), positions)?;
         }
         self.positions = resume.unwrap_or_else(|| vec![None]);
         let checkpointing = self.checkpointing;
@@ -614,12 +614,43 @@ impl Op for SourceOp {
         self.wm
     }
 
-    fn snapshot(&mut self, out: &mut crate::checkpoint::StateOut, cx: &mut OpCx<'_>) -> Result<()> {
-        state::snapshot(self, out, cx.name)
+    fn snapshot(&mut self, out: &mut StateOut, cx: &mut OpCx<'_>) -> Result<()> {
+        if self.unresumable {
+            return Err(EngineError::Checkpoint(format!(
+                "source '{}' cannot resume from a position: it cannot be checkpointed",
+                cx.name
+            )));
+        }
+        let state = SourceState {
+            finished: self.finished,
+            wm: self.wm,
+            next_lane: self.next_lane,
+            // Before the readers start, these are the positions restored (if any).
+            positions: self.positions.clone(),
+            lanes: self
+                .lane_wm
+                .iter()
+                .copied()
+                .zip(self.lane_done.iter().copied())
+                .collect(),
+        };
+        out.put(b"", state.encode());
+        Ok(())
     }
 
-    fn restore(&mut self, st: &crate::checkpoint::NodeState, cx: &mut OpCx<'_>) -> Result<()> {
-        state::restore(self, st, cx.name)
+    fn restore(&mut self, st: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
+        let Some(bytes) = st.entries.get(&b""[..]) else {
+            return Ok(());
+        };
+        let s = SourceState::decode(bytes, cx.name)?;
+        self.finished = s.finished;
+        self.wm = s.wm;
+        // The lane read next: bundles go downstream in the order they did before.
+        self.next_lane = s.next_lane;
+        (self.lane_wm, self.lane_done) = s.lanes.into_iter().unzip();
+        self.resume = (!s.positions.is_empty()).then(|| s.positions.clone());
+        self.positions = s.positions;
+        Ok(())
     }
 
     fn stop(&mut self) {

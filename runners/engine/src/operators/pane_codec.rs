@@ -1,32 +1,27 @@
-//! A streaming grouping's panes in checkpoints: one entry per key (its encoding) holding
-//! every window of the key: contents, trigger state and timers, hold, pane indexes.
-//! Restoring rebuilds the timer, hold and expiry indexes from the windows.
+//! A streaming grouping's windows of one key as bytes, for checkpoints: pane contents,
+//! trigger state and timers, hold and pane indexes.
 
-use super::{add_hold, end_of, GbkOp, KeyBytes, KeyState};
+use super::pane::{Contents, TriggerPart, WinState, Windows};
 use crate::checkpoint::codec::{Dec, Enc};
-use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::{decode_accumulator, encode_accumulator, CombineFnInvoker};
 use crate::error::{EngineError, Result};
-use crate::operators::pane::{Contents, TriggerPart, WinState, Windows};
-use crate::trigger::{Domain, TimerList, TriggerState, TriggerTimer};
+use crate::trigger::{Domain, TimerList, Trigger, TriggerState, TriggerTimer};
+use crate::window::Window;
 
-fn value_coder<'a>(op: &'a GbkOp, name: &str) -> Result<&'a Coder> {
-    op.value_coder.as_ref().ok_or_else(|| {
-        EngineError::Checkpoint(format!(
-            "transform '{name}' was built without its value coder: it cannot be checkpointed"
-        ))
-    })
-}
-
-fn encode_key(
-    ks: &KeyState,
+/// Encodes every window of a key (between bundles): contents (values with `coder`, or
+/// an accumulator of `combine`), trigger state and timers, hold, pane indexes.
+///
+/// # Errors
+/// A value or accumulator that cannot be encoded.
+pub(crate) fn encode_windows(
+    windows: &Windows,
     coder: &Coder,
     combine: Option<&dyn CombineFnInvoker>,
     name: &str,
 ) -> Result<Vec<u8>> {
     let mut e = Enc::new();
-    let windows: Vec<_> = ks.windows.iter().collect();
+    let windows: Vec<_> = windows.iter().collect();
     e.u64(windows.len() as u64);
     for (w, ws) in windows {
         debug_assert!(
@@ -78,41 +73,21 @@ fn encode_key(
     Ok(e.finish())
 }
 
-/// Writes the panes of every key (full checkpoint) or of the keys changed since the last.
-pub(super) fn snapshot(op: &mut GbkOp, out: &mut StateOut, name: &str) -> Result<()> {
-    let coder = value_coder(op, name)?.clone();
-    let panes = &mut op.panes;
-    let combine = panes.combine.clone();
-    let combine = combine.as_deref();
-    match panes.dirty.take() {
-        Some(mut dirty) if !out.full() => {
-            for kb in dirty.drain() {
-                match panes.keys.get(&kb) {
-                    Some(ks) => out.put(kb.bytes(), encode_key(ks, &coder, combine, name)?),
-                    None => out.delete(kb.bytes()),
-                }
-            }
-            panes.dirty = Some(dirty);
-        }
-        _ => {
-            for (kb, ks) in panes.keys.iter() {
-                out.put(kb.bytes(), encode_key(ks, &coder, combine, name)?);
-            }
-            panes.dirty = Some(Default::default());
-        }
-    }
-    Ok(())
-}
-
-fn decode_windows(
-    d: &mut Dec<'_>,
-    op: &GbkOp,
+/// Decodes what [`encode_windows`] wrote, for a grouping with `trigger` and `combine`
+/// (`lifted`: panes hold accumulators).
+///
+/// # Errors
+/// Corrupt bytes, or state of another trigger or combine (naming the transform).
+pub(crate) fn decode_windows(
+    bytes: &[u8],
+    trigger: &Trigger,
+    combine: Option<&dyn CombineFnInvoker>,
+    lifted: bool,
     coder: &Coder,
     name: &str,
-) -> Result<Vec<(crate::window::Window, WinState)>> {
-    let panes = &op.panes;
-    let trigger = &panes.windowing.trigger;
-    let combine = panes.combine.as_deref();
+) -> Result<Vec<(Window, WinState)>> {
+    let mut dec = Dec::new(bytes, name);
+    let d = &mut dec;
     let n = d.count()?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -173,7 +148,7 @@ fn decode_windows(
         }
         let has_hold = d.bool()?;
         let hold = d.i64()?;
-        let mut ws = WinState::new(trigger, combine, panes.lifted);
+        let mut ws = WinState::new(trigger, combine, lifted);
         ws.contents = contents;
         ws.pending = pending;
         ws.trig = Box::new(TriggerPart {
@@ -189,44 +164,4 @@ fn decode_windows(
     }
     d.end()?;
     Ok(out)
-}
-
-/// Puts back the panes of every key saved, with their timers, holds and expiry.
-pub(super) fn restore(op: &mut GbkOp, state: &NodeState, name: &str) -> Result<()> {
-    let coder = value_coder(op, name)?.clone();
-    for (key_bytes, value) in &state.entries {
-        let mut d = Dec::new(value, name);
-        let windows = decode_windows(&mut d, op, &coder, name)?;
-        let key = op
-            .key_coder
-            .decode(&mut key_bytes.as_slice(), false)
-            .map_err(|source| EngineError::Coder {
-                transform: name.to_string(),
-                source,
-            })?;
-        let kb = KeyBytes::new(key_bytes);
-        let panes = &mut op.panes;
-        let lateness = panes.windowing.allowed_lateness;
-        let mut ws_all = Windows::default();
-        for (w, ws) in windows {
-            if let Some(h) = ws.hold {
-                add_hold(&mut panes.holds, h);
-            }
-            panes
-                .expiry
-                .push(end_of(&w).saturating_add(lateness), kb.clone(), w);
-            ws_all.insert(w, ws);
-        }
-        let windows: Vec<_> = ws_all.windows().collect();
-        panes.keys.get_or_insert_with(&kb, || KeyState {
-            key,
-            windows: ws_all,
-            staged: Vec::new(),
-        });
-        for w in windows {
-            panes.index_timers(&kb, w);
-        }
-    }
-    op.panes.dirty = Some(Default::default());
-    Ok(())
 }
