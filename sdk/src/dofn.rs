@@ -115,6 +115,9 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     ) -> Result<(), UserError> {
         Ok(())
     }
+    /// The job takes checkpoints (called once, before any bundle): a sink then holds
+    /// back what it writes until [`DoFn::commit`].
+    fn commits_enabled(&mut self) {}
     /// A streaming job with checkpoints is taking checkpoint `checkpoint` (between
     /// bundles): finish what was written since the last one (close files) and return a
     /// record of it; [`DoFn::commit`] gets the record once the checkpoint is durable.
@@ -548,6 +551,9 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
             names: &self.names,
             _o: PhantomData,
         })
+    }
+    fn commits_enabled(&mut self) {
+        self.f.commits_enabled()
     }
     fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
         self.f.prepare_commit(checkpoint)

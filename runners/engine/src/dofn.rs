@@ -85,6 +85,9 @@ pub trait DoFnInvoker: Send {
     fn on_window_expiration(&mut self, _ctx: &mut Context<'_>) -> Result<(), UserError> {
         Ok(())
     }
+    /// The job takes checkpoints (called once, before any bundle): output the DoFn makes
+    /// visible outside the job waits for [`DoFnInvoker::commit`].
+    fn commits_enabled(&mut self) {}
     /// A checkpoint is being taken (between bundles): finish what the instance wrote
     /// since the last one (close files, say) and return a record of it to commit once the
     /// checkpoint is durable; `None` when there is nothing to commit.

@@ -115,6 +115,18 @@ pub trait UnboundedSource: Send {
         let _ = position;
         Err("this source cannot resume from a checkpoint".into())
     }
+
+    /// A checkpoint holding `position` (from [`UnboundedSource::position`]) is durable: a
+    /// source whose system keeps what was consumed (Kafka's committed offsets) tells it
+    /// now. Called on the reader's thread, between polls; may be called again for the
+    /// same position after a restart.
+    ///
+    /// # Errors
+    /// A failure fails the job, naming the source's transform.
+    fn checkpointed(&mut self, position: &[u8]) -> Result<(), UserError> {
+        let _ = position;
+        Ok(())
+    }
 }
 
 /// A source any binary linking it can build from its name and JSON config.

@@ -104,7 +104,10 @@ impl Coordinator {
             }
             let base = c.store.base_of(r.id)?;
             c.last = Some((r.id, base));
-            c.next_id = r.id + 1;
+            // Past the ids of unusable checkpoints too: a sink may have committed output
+            // under them, and another interval's output must not pass for it.
+            let newest = r.skipped.iter().map(|&(id, _)| id).max().unwrap_or(r.id);
+            c.next_id = newest.max(r.id) + 1;
             c.since_full = r.id - base;
         }
         Ok((c, restored))

@@ -193,6 +193,9 @@ pub trait Op {
     fn commit(&mut self, _records: &[Vec<u8>], _cx: &mut OpCx<'_>) -> Result<()> {
         Ok(())
     }
+    /// The job takes checkpoints: output made visible outside the job must wait for
+    /// [`Op::commit`] (called before any element arrives).
+    fn enable_commits(&mut self) {}
     /// Moves the metrics gathered so far to the job's handle.
     fn report(&mut self, _name: &str, _control: &JobControl) {}
     /// Tears the operator down and adds its metrics to `metrics`.

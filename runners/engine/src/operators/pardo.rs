@@ -150,6 +150,8 @@ pub(crate) struct ParDoOp {
     coders: (Coder, Vec<Coder>),
     /// Side inputs or waiting elements changed since the last checkpoint.
     sides_changed: bool,
+    /// The job takes checkpoints (the DoFn is told when it is created).
+    commits: bool,
 }
 
 /// What a call into the DoFn is about.
@@ -215,6 +217,7 @@ impl ParDoOp {
                     .collect(),
             ),
             sides_changed: false,
+            commits: false,
         })
     }
 }
@@ -244,6 +247,9 @@ impl ParDoOp {
             let f = self.factory.clone();
             let mut inv = guarded(name, || Ok(f()))?;
             guarded(name, || inv.setup())?;
+            if self.commits {
+                inv.commits_enabled();
+            }
             self.inst = Some(inv);
         }
         Ok(())
@@ -749,6 +755,13 @@ impl Op for ParDoOp {
         }
         self.sides_changed = false;
         Ok(())
+    }
+
+    fn enable_commits(&mut self) {
+        self.commits = true;
+        if let Some(inv) = &mut self.inst {
+            inv.commits_enabled();
+        }
     }
 
     fn commit(&mut self, records: &[Vec<u8>], cx: &mut OpCx<'_>) -> Result<()> {

