@@ -6,7 +6,7 @@
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::path::PathBuf;
@@ -127,6 +127,14 @@ impl Broker {
 
     /// Every committed record of `topic` (values), reading each partition to its end.
     pub fn read_committed(&self, topic: &str) -> Vec<String> {
+        self.read_committed_tagged(topic)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Every committed record of `topic`: its `beamline-commit` header (if any) and value.
+    pub fn read_committed_tagged(&self, topic: &str) -> Vec<(Option<String>, String)> {
         let mut c = self.config();
         c.set("group.id", "beamline-test-reader")
             .set("isolation.level", "read_committed")
@@ -152,7 +160,14 @@ impl Broker {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     at_end.remove(&m.partition());
-                    out.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+                    let tag = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "beamline-commit")
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                    let value = String::from_utf8(m.payload().unwrap_or_default().to_vec());
+                    out.push((tag, value.unwrap()));
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                     at_end.insert(p);

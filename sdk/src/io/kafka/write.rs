@@ -11,6 +11,7 @@ use crate::transforms::ParDo;
 use beamline_engine::checkpoint::codec::{Dec, Enc};
 use beamline_engine::UserError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -135,13 +136,22 @@ impl KafkaWriter {
         Ok(self.producer.as_ref().expect("created above"))
     }
 
-    fn send(&mut self, records: &Records) -> Result<(), UserError> {
+    /// Sends `records`; those of a checkpoint's transaction carry a `beamline-commit`
+    /// header (`LINEAGE:CHECKPOINT:INDEX`) saying which commit wrote them.
+    fn send(&mut self, records: &Records, commit: Option<(u32, u64)>) -> Result<(), UserError> {
         let topic = self.config.topic.clone();
         let p = self.producer()?;
-        for (k, v) in records {
+        for (i, (k, v)) in records.iter().enumerate() {
             let mut r = BaseRecord::<[u8], [u8]>::to(&topic).payload(v.as_slice());
             if !k.is_empty() {
                 r = r.key(k.as_slice());
+            }
+            if let Some((lineage, id)) = commit {
+                let tag = format!("{lineage}:{id}:{i}");
+                r = r.headers(OwnedHeaders::new().insert(Header {
+                    key: "beamline-commit",
+                    value: Some(tag.as_bytes()),
+                }));
             }
             let mut r = r;
             // A full queue empties as the producer's thread delivers.
@@ -215,7 +225,7 @@ impl KafkaWriter {
             .begin_transaction()
             .map_err(|e| kafka_err("beginning a transaction", e))?;
         let r = (|| {
-            self.send(records)?;
+            self.send(records, Some((lineage, id)))?;
             let p = self.producer()?;
             p.flush(CALL_TIMEOUT)
                 .map_err(|e| kafka_err(&format!("writing to '{topic}'"), e))?;
@@ -253,7 +263,7 @@ impl DoFn for KafkaWriter {
             return Ok(());
         }
         let records = std::mem::take(&mut self.pending);
-        self.send(&records)
+        self.send(&records, None)
     }
 
     fn teardown(&mut self) -> Result<(), UserError> {
