@@ -95,7 +95,10 @@ fn job(broker: &str, out: &Path, topic: &str, checkpoints: Option<&Path>) -> bea
         .map("Pace", {
             let seen = std::sync::atomic::AtomicU64::new(0);
             move |e: (String, i64)| {
-                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 5_000 == 0 {
+                if seen
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .is_multiple_of(5_000)
+                {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 e
@@ -190,9 +193,12 @@ fn kafka(broker: &Broker, topic: &str) -> (Vec<String>, usize) {
     (out, repeats)
 }
 
+/// A pane as written: index, timing, count.
+type Pane = (i64, String, i64);
+
 /// Checks the panes hold every key and window's events exactly once.
 fn check(panes: &[String], expected: &BTreeMap<(String, i64), i64>, what: &str) {
-    let mut by_window: BTreeMap<(String, i64), Vec<(i64, String, i64)>> = BTreeMap::new();
+    let mut by_window: BTreeMap<(String, i64), Vec<Pane>> = BTreeMap::new();
     for l in panes {
         let f: Vec<&str> = l.split(',').collect();
         let (k, w, i, t, n) = (
