@@ -10,12 +10,17 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Variants, reference first.
-pub const VARIANTS: [&str; 4] = [
+pub const VARIANTS: [&str; 5] = [
     "rust-single-thread",
     "beamline-streaming",
     "beamline-streaming-1-thread",
     "beamline-distributed",
+    "beamline-streaming-checkpoints",
 ];
+
+/// The variant taking checkpoints, and how often.
+pub const CHECKPOINTED: &str = "beamline-streaming-checkpoints";
+const CHECKPOINT_INTERVAL: &str = "1s";
 
 const USERS: u64 = 1000;
 const SEED: u64 = 5;
@@ -40,17 +45,27 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
             w.flush()?;
             Ok(())
         }
-        "beamline-streaming" | "beamline-streaming-1-thread" | "beamline-distributed" => {
+        "beamline-streaming"
+        | "beamline-streaming-1-thread"
+        | "beamline-distributed"
+        | CHECKPOINTED => {
             // The streaming runner's default threads (0: per core) unless the variant
             // says otherwise.
-            let threads = if variant == "beamline-streaming" {
+            let threads = if variant == "beamline-streaming" || variant == CHECKPOINTED {
                 0
             } else {
                 threads
             };
-            let p = Pipeline::new(
-                crate::variants::beamline_options(variant, threads).set("streaming", true),
-            );
+            let mut options =
+                crate::variants::beamline_options(variant, threads).set("streaming", true);
+            let ckpt = output.with_extension("checkpoints");
+            if variant == CHECKPOINTED {
+                options = options
+                    .set("checkpoint_dir", ckpt.to_string_lossy())
+                    .set("checkpoint_interval", CHECKPOINT_INTERVAL)
+                    .set("restore", "none");
+            }
+            let p = Pipeline::new(options);
             // Counted per numeric user id, named once per pane: the reference does the same.
             let clicks = p
                 .apply(
@@ -64,11 +79,54 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
                 })
                 .par_do("DescribePane", DescribePane)
                 .apply("Write", WriteToText::new(output.to_string_lossy()));
-            p.run()?;
+            let result = p.run()?;
+            if variant == CHECKPOINTED {
+                checkpoint_note(&result.metrics(), &ckpt)?;
+            }
             Ok(())
         }
         other => anyhow::bail!("unknown variant {other}"),
     }
+}
+
+/// Prints (for the harness) what the job's checkpoints cost: how many, their size and
+/// time, and the time to read back the newest chain of checkpoint files (a restore's
+/// reading).
+fn checkpoint_note(m: &beamline::MetricResults, dir: &Path) -> Result<()> {
+    const NS: &str = "beamline.checkpoint";
+    let completed = m.counter(NS, "completed").unwrap_or(0);
+    let full = m.counter(NS, "full").unwrap_or(0);
+    let mb = |b: f64| b / (1024.0 * 1024.0);
+    let none = beamline::engine::metrics::DistributionData {
+        count: 0,
+        sum: 0,
+        min: 0,
+        max: 0,
+    };
+    let bytes = m.distribution(NS, "bytes").unwrap_or(none);
+    let millis = m.distribution(NS, "millis").unwrap_or(none);
+    let sync = m.distribution(NS, "snapshotMicros").unwrap_or(none);
+    let mean =
+        |d: &beamline::engine::metrics::DistributionData| d.sum as f64 / d.count.max(1) as f64;
+    let store = beamline::engine::checkpoint::Store::open(dir)?;
+    let files = store.ids()?.len();
+    let started = std::time::Instant::now();
+    let restored = store.latest()?.context("a checkpoint to read back")?;
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "note=checkpoints every {CHECKPOINT_INTERVAL}: {completed} taken ({full} full), file size \
+         mean {:.2} MB / largest {:.2} MB, written in {:.0} ms mean / {} ms at most (in the \
+         background), the pipeline paused {:.1} ms mean / {:.1} ms at most to snapshot; \
+         reading back checkpoint {} ({files} files kept) took {read_ms:.0} ms",
+        mb(mean(&bytes)),
+        mb(bytes.max as f64),
+        mean(&millis),
+        millis.max,
+        mean(&sync) / 1e3,
+        sync.max as f64 / 1e3,
+        restored.id,
+    );
+    Ok(())
 }
 
 /// Final count per (user, window): the reference's lines, or Beamline's last pane.

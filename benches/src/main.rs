@@ -74,6 +74,8 @@ pub(crate) struct Measurement {
     /// CPU time of all its processes (user + system).
     cpu_seconds: f64,
     output: PathBuf,
+    /// Lines the variant printed for the report (`note=...`).
+    notes: Vec<String>,
 }
 
 /// Peak resident set size of this process, in MiB (Linux; 0 elsewhere).
@@ -259,12 +261,18 @@ fn run_variant_at(
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0f64)
         .max(sampled_rss);
+    let notes = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("note="))
+        .map(str::to_string)
+        .collect();
     Ok(Measurement {
         name: name.to_string(),
         seconds,
         peak_rss_mb,
         cpu_seconds,
         output,
+        notes,
     })
 }
 
@@ -420,6 +428,19 @@ fn run_all<T: PartialEq>(
     }
     println!("all outputs agree");
     exchange_note(&results, amount, unit.trim_end_matches('s'));
+    for r in &results {
+        for n in &r.notes {
+            println!("{}: {n}", r.name);
+        }
+    }
+    let find = |name: &str| results.iter().find(|r| r.name == name);
+    if let (Some(c), Some(s)) = (find(clickstream::CHECKPOINTED), find("beamline-streaming")) {
+        println!(
+            "checkpoint overhead: {:.2}x the time of {} (target: at most 1.2x)",
+            c.seconds / s.seconds,
+            s.name
+        );
+    }
     if let Some(budget) = &cli.memory_budget {
         let bytes = beamline_runner_local::parse_size(budget).map_err(anyhow::Error::msg)?;
         let budget_mb = bytes as f64 / (1024.0 * 1024.0);
