@@ -115,6 +115,12 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     ) -> Result<(), UserError> {
         Ok(())
     }
+    /// True for a sink that makes its output visible only through
+    /// [`DoFn::prepare_commit`] and [`DoFn::commit`] (the runner then keeps it where
+    /// checkpoints reach it).
+    fn commits(&self) -> bool {
+        false
+    }
     /// The job takes checkpoints (called once, before any bundle): a sink then holds
     /// back what it writes until [`DoFn::commit`].
     fn commits_enabled(&mut self) {}
@@ -551,6 +557,9 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
             names: &self.names,
             _o: PhantomData,
         })
+    }
+    fn commits(&self) -> bool {
+        self.f.commits()
     }
     fn commits_enabled(&mut self) {
         self.f.commits_enabled()

@@ -101,6 +101,7 @@ impl Runner for DistributedRunner {
     fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError> {
         let opts = Options::parse(&job)?;
         let prepared = beamline_translate::prepare(pipeline, &job)?;
+        prepared.refuse_checkpoints("distributed")?;
         if let Some(env) = worker::worker_env().map_err(EngineError::InvalidPipeline)? {
             let addresses = launched_addresses(env)?;
             let threads = std::env::var("BEAMLINE_THREADS_PER_PROCESS")

@@ -85,6 +85,13 @@ pub trait DoFnInvoker: Send {
     fn on_window_expiration(&mut self, _ctx: &mut Context<'_>) -> Result<(), UserError> {
         Ok(())
     }
+    /// The DoFn makes output visible outside the job only through
+    /// [`DoFnInvoker::prepare_commit`] and [`DoFnInvoker::commit`] (a sink). A job with
+    /// checkpoints runs such a DoFn where checkpoints reach it (not in a source's
+    /// read-ahead threads).
+    fn commits(&self) -> bool {
+        false
+    }
     /// The job takes checkpoints (called once, before any bundle): output the DoFn makes
     /// visible outside the job waits for [`DoFnInvoker::commit`].
     fn commits_enabled(&mut self) {}

@@ -31,6 +31,15 @@ impl Runner for LocalRunner {
 
     fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError> {
         let prepared = beamline_translate::prepare(pipeline, &job)?;
+        if prepared.mode == Mode::Batch {
+            if let Some(c) = &prepared.options.checkpoint {
+                return Err(EngineError::InvalidPipeline(format!(
+                    "--checkpoint-dir={}: checkpoints are taken of streaming jobs; this one \
+                     runs in batch (pass --streaming to run it as a stream)",
+                    c.dir.display()
+                )));
+            }
+        }
         let control = JobControl::default();
         // Real time for unbounded sources; virtual (deterministic) time otherwise.
         let real_time = prepared.has_unbounded_sources();

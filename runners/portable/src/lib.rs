@@ -134,7 +134,7 @@ impl Runner for PortableRunner {
         let options = PortableOptions::from_job(&job)?;
         // What the harness will run must resolve here first: an unknown function is a
         // usage error now, not a remote failure later.
-        beamline_translate::prepare(pipeline, &job)?;
+        beamline_translate::prepare(pipeline, &job)?.refuse_checkpoints("portable")?;
         Ok(Box::new(job::start(pipeline, job, options)?))
     }
 }

@@ -66,6 +66,21 @@ impl std::fmt::Debug for PreparedJob {
 }
 
 impl PreparedJob {
+    /// Fails when the job asks for checkpoints from `runner`, which does not take them.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidPipeline`] saying so, when `--checkpoint-dir` was given.
+    pub fn refuse_checkpoints(&self, runner: &str) -> Result<()> {
+        match &self.options.checkpoint {
+            Some(c) => Err(invalid(format!(
+                "--checkpoint-dir={}: the {runner} runner does not take checkpoints yet; \
+                 run the job on the local runner (the default) to checkpoint it",
+                c.dir.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// True when the graph reads an unbounded source (it then runs on real time).
     pub fn has_unbounded_sources(&self) -> bool {
         self.graph

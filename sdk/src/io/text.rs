@@ -475,6 +475,10 @@ impl DoFn for WriteBundles {
         Ok(())
     }
 
+    fn commits(&self) -> bool {
+        true
+    }
+
     fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
         let marker = Path::new(&self.temp_dir).join(CHECKPOINTED);
         if !marker.exists() {
@@ -890,35 +894,41 @@ impl WatchText {
 
 struct WatchReader {
     config: WatchText,
-    /// Files already read.
-    done: std::collections::HashSet<PathBuf>,
+    /// Files read to their end.
+    done: std::collections::BTreeSet<PathBuf>,
     /// Size seen at the previous poll, for files not read yet.
     sizes: std::collections::HashMap<PathBuf, u64>,
+    /// Complete files waiting to be read, in name order.
+    queue: std::collections::VecDeque<PathBuf>,
+    /// The file being read and the byte offset of its next line.
+    current: Option<(PathBuf, u64)>,
     last_poll: i64,
     last_new: Option<i64>,
 }
 
-impl UnboundedSource for WatchReader {
-    fn poll(
-        &mut self,
-        now_ms: i64,
-        _max: usize,
-        out: &mut SourceOutput<'_>,
-    ) -> Result<Polled, UserError> {
-        let mut polled = Polled {
-            watermark: now_ms,
-            finished: false,
-        };
-        let last_new = *self.last_new.get_or_insert(now_ms);
-        if now_ms - self.last_poll < self.config.poll_interval_ms {
-            return Ok(polled);
+impl WatchReader {
+    fn new(config: WatchText) -> Self {
+        WatchReader {
+            config,
+            done: Default::default(),
+            sizes: Default::default(),
+            queue: Default::default(),
+            current: None,
+            last_poll: i64::MIN / 2,
+            last_new: None,
         }
-        self.last_poll = now_ms;
+    }
+
+    /// Queues the files that matched and kept their size since the previous scan.
+    fn scan(&mut self) -> Result<(), UserError> {
         let paths = glob::glob(&self.config.pattern)
             .map_err(|e| format!("invalid file pattern '{}': {e}", self.config.pattern))?;
         let mut ready = Vec::new();
         for p in paths.flatten() {
-            if self.done.contains(&p) || !p.is_file() {
+            let taken = self.done.contains(&p)
+                || self.queue.contains(&p)
+                || self.current.as_ref().is_some_and(|(c, _)| *c == p);
+            if taken || !p.is_file() {
                 continue;
             }
             let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
@@ -930,23 +940,132 @@ impl UnboundedSource for WatchReader {
         ready.sort();
         for p in ready {
             self.sizes.remove(&p);
-            let text =
-                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-            for line in text.lines() {
-                out.push(beamline_engine::Value::Str(line.to_string()), now_ms);
-            }
-            self.done.insert(p);
-            self.last_new = Some(now_ms);
+            self.queue.push_back(p);
         }
+        Ok(())
+    }
+
+    /// Reads up to `max` lines from the current file (or the next queued one).
+    fn read(
+        &mut self,
+        now_ms: i64,
+        max: usize,
+        out: &mut SourceOutput<'_>,
+    ) -> Result<(), UserError> {
+        use std::io::{BufRead, Seek};
+        let mut n = 0;
+        while n < max {
+            if self.current.is_none() {
+                match self.queue.pop_front() {
+                    Some(p) => self.current = Some((p, 0)),
+                    None => return Ok(()),
+                }
+            }
+            let (path, offset) = self.current.as_mut().expect("set above");
+            let mut f =
+                File::open(&*path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            f.seek(std::io::SeekFrom::Start(*offset))
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let mut reader = BufReader::with_capacity(1 << 16, f);
+            let mut line = Vec::new();
+            let mut at_end = false;
+            while n < max {
+                line.clear();
+                let got = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                if got == 0 {
+                    at_end = true;
+                    break;
+                }
+                *offset += got as u64;
+                strip_newline(&mut line);
+                let text = String::from_utf8(std::mem::take(&mut line)).map_err(|_| {
+                    format!(
+                        "{}: a line before byte {offset} is not UTF-8",
+                        path.display()
+                    )
+                })?;
+                out.push(beamline_engine::Value::Str(text), now_ms);
+                n += 1;
+            }
+            if at_end {
+                let (p, _) = self.current.take().expect("set above");
+                self.done.insert(p);
+                self.last_new = Some(now_ms);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UnboundedSource for WatchReader {
+    fn poll(
+        &mut self,
+        now_ms: i64,
+        max: usize,
+        out: &mut SourceOutput<'_>,
+    ) -> Result<Polled, UserError> {
+        let mut polled = Polled {
+            watermark: now_ms,
+            finished: false,
+        };
+        let last_new = *self.last_new.get_or_insert(now_ms);
+        if now_ms - self.last_poll >= self.config.poll_interval_ms {
+            self.last_poll = now_ms;
+            self.scan()?;
+        }
+        self.read(now_ms, max.max(1), out)?;
         if let Some(idle) = self.config.stop_after_idle_ms {
             if out.is_empty()
                 && self.sizes.is_empty()
+                && self.queue.is_empty()
+                && self.current.is_none()
                 && now_ms - self.last_new.unwrap_or(last_new) >= idle
             {
                 polled.finished = true;
             }
         }
         Ok(polled)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        // The files read, and the one being read with the offset of its next line.
+        let mut e = beamline_engine::checkpoint::codec::Enc::new();
+        e.u64(self.done.len() as u64);
+        for p in &self.done {
+            e.bytes(p.to_string_lossy().as_bytes());
+        }
+        match &self.current {
+            Some((p, offset)) => e
+                .bool(true)
+                .bytes(p.to_string_lossy().as_bytes())
+                .u64(*offset),
+            None => e.bool(false),
+        };
+        Some(e.finish())
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<(), UserError> {
+        let bad = |e: beamline_engine::EngineError| UserError::from(e.to_string());
+        let mut d = beamline_engine::checkpoint::codec::Dec::new(position, "a WatchText position");
+        let path =
+            |d: &mut beamline_engine::checkpoint::codec::Dec<'_>| -> Result<PathBuf, UserError> {
+                Ok(PathBuf::from(
+                    String::from_utf8_lossy(d.bytes().map_err(bad)?).into_owned(),
+                ))
+            };
+        for _ in 0..d.count().map_err(bad)? {
+            let p = path(&mut d)?;
+            self.done.insert(p);
+        }
+        if d.bool().map_err(bad)? {
+            let p = path(&mut d)?;
+            let offset = d.u64().map_err(bad)?;
+            self.current = Some((p, offset));
+        }
+        d.end().map_err(bad)?;
+        Ok(())
     }
 }
 
@@ -957,13 +1076,7 @@ inventory::submit! {
         name: WATCH_TEXT,
         build: |config| {
             let c: WatchText = serde_json::from_str(config)?;
-            Ok(Box::new(WatchReader {
-                config: c,
-                done: Default::default(),
-                sizes: Default::default(),
-                last_poll: i64::MIN / 2,
-                last_new: None,
-            }))
+            Ok(Box::new(WatchReader::new(c)))
         },
     }
 }

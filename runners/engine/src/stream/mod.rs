@@ -105,6 +105,11 @@ pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricRe
     }
 }
 
+/// The node is a ParDo whose DoFn commits its output with checkpoints (a sink).
+fn commits(node: &crate::graph::Node) -> bool {
+    matches!(&node.kind, NodeKind::ParDo { dofn, .. } if dofn().commits())
+}
+
 struct Executor<'g> {
     graph: &'g Graph,
     ops: Vec<Box<dyn Op>>,
@@ -173,11 +178,22 @@ impl<'g> Executor<'g> {
                 continue;
             };
             let (line, sink) = stage.line();
-            let fused: Vec<usize> = line.iter().map(|&op| stage.ops[op].node).collect();
+            let mut fused: Vec<usize> = line.iter().map(|&op| stage.ops[op].node).collect();
+            // A sink committing with checkpoints must see them: it runs here, not on the
+            // source's threads (which read ahead of the checkpoints), with what follows it.
+            let cut = opts.checkpoint.is_some()
+                && match fused.iter().position(|&j| commits(&graph.nodes[j])) {
+                    Some(at) => {
+                        fused.truncate(at);
+                        true
+                    }
+                    None => false,
+                };
             let out_pc = fused
                 .last()
                 .map_or(source_pc, |&last| graph.nodes[last].outputs[0]);
             let lift = match sink {
+                _ if cut => None,
                 Some(SinkPlan::Shuffle {
                     node: g,
                     lift: Some(l),

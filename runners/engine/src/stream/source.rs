@@ -164,7 +164,7 @@ impl SourceOp {
         if self.chains.len() > 1 || resume.as_ref().is_some_and(|r| r.len() > 1) {
             let n = self.chains.len();
             let mut parts = guarded(name, || Ok(reader.split(n)))?;
-            if let Some(positions) = &resume {
+            if let (Some(positions), false) = (&resume, parts.is_empty()) {
                 resume_parts(name, &mut parts, positions)?;
             }
             if parts.len() > n {
@@ -186,6 +186,9 @@ impl SourceOp {
             resume_parts(name, std::slice::from_mut(&mut reader), positions)?;
         }
         self.positions = resume.unwrap_or_else(|| vec![None]);
+        // The reader hands its bundles to the lanes from the first: they are taken from
+        // there (a restored lane to read next belongs to a split source).
+        self.next_lane = 0;
         let checkpointing = self.checkpointing;
         let confirmed = self.confirm_channel();
         let (give_back, returned) = sync_channel(RETURNED);

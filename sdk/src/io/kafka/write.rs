@@ -274,6 +274,10 @@ impl DoFn for KafkaWriter {
         Ok(())
     }
 
+    fn commits(&self) -> bool {
+        true
+    }
+
     fn commits_enabled(&mut self) {
         self.transactional = true;
     }
