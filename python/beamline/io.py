@@ -1,5 +1,8 @@
-"""Text and Parquet files, read and written by Rust (lines and columns enter Python only
-when a Python transform needs them; Arrow data crosses without copying)."""
+"""Text and Parquet files and Kafka topics, read and written by Rust (lines, columns and
+records enter Python only when a Python transform needs them; Arrow data crosses without
+copying)."""
+
+import json
 
 from beamline.transforms import PTransform
 
@@ -125,3 +128,65 @@ class WriteToParquetBatched(WriteToParquet):
 
         batches = pcoll | f"{self._name()}/ToBatches" >> FlatMap(to_batches)
         return self._write(batches, None)
+
+
+_STARTS = {"committed": "Committed", "earliest": "Earliest", "latest": "Latest"}
+_TIMESTAMPS = {"record": "Record", "processing_time": "ProcessingTime"}
+
+
+class ReadFromKafka(PTransform):
+    """``(key, value)`` records (bytes; ``b""`` for no key) of Kafka topics, as an unbounded
+    source: partitions are split among the readers; event time is the record's timestamp
+    (``timestamps="record"``) or when it was read (``"processing_time"``); the watermark
+    trails each partition's newest record by ``max_out_of_orderness_ms``. With
+    checkpoints (``--checkpoint-dir``) the offsets are in every checkpoint and committed
+    to ``group`` once it is durable. ``start``: ``"committed"`` (the group's offsets, else
+    the beginning), ``"earliest"`` or ``"latest"``. ``until_end``: stop once every
+    partition was read to its end. ``properties``: more librdkafka settings."""
+
+    def __init__(self, bootstrap_servers, topics, group=None, start="committed",
+                 timestamps="record", max_out_of_orderness_ms=0, until_end=False,
+                 properties=None):
+        super().__init__()
+        if isinstance(topics, str):
+            topics = [topics]
+        if start not in _STARTS:
+            raise ValueError(f"ReadFromKafka: start must be one of {sorted(_STARTS)}, not {start!r}")
+        if timestamps not in _TIMESTAMPS:
+            raise ValueError(
+                f"ReadFromKafka: timestamps must be one of {sorted(_TIMESTAMPS)}, not {timestamps!r}")
+        self.config = {
+            "bootstrap_servers": bootstrap_servers,
+            "topics": list(topics),
+            "group": group,
+            "start": _STARTS[start],
+            "timestamps": _TIMESTAMPS[timestamps],
+            "max_out_of_orderness_ms": int(max_out_of_orderness_ms),
+            "until_end": bool(until_end),
+            "properties": {str(k): str(v) for k, v in (properties or {}).items()},
+        }
+
+    def expand(self, pbegin):
+        native = pbegin.pipeline._native.read_kafka(self._name(), json.dumps(self.config))
+        return self._out(pbegin, native)
+
+
+class WriteToKafka(PTransform):
+    """Writes ``(key, value)`` pairs (bytes or str; ``None`` key for none) to a Kafka topic.
+    With checkpoints, each checkpoint interval's records are written in one transaction
+    committed with the checkpoint (``transactional_id``, default ``beamline-TOPIC``): a
+    consumer reading committed records sees each exactly once, across restarts."""
+
+    def __init__(self, bootstrap_servers, topic, transactional_id=None, properties=None):
+        super().__init__()
+        self.config = {
+            "bootstrap_servers": bootstrap_servers,
+            "topic": topic,
+            "transactional_id": transactional_id,
+            "properties": {str(k): str(v) for k, v in (properties or {}).items()},
+        }
+
+    def expand(self, pcoll):
+        native = pcoll.pipeline._native.write_kafka(
+            pcoll._native, self._name(), json.dumps(self.config))
+        return self._out(pcoll, native)

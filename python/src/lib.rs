@@ -284,6 +284,28 @@ impl Pipeline {
         transforms::write_text(pcoll, name, prefix, suffix, num_shards)
     }
 
+    /// ReadFromKafka from its configuration (JSON of the Rust `ReadFromKafka`): `(key,
+    /// value)` pairs of bytes.
+    fn read_kafka(&self, name: &str, config: String) -> PyResult<PColl> {
+        let c: beamline::io::kafka::ReadFromKafka = serde_json::from_str(&config)
+            .map_err(|e| PyValueError::new_err(format!("ReadFromKafka: {e}")))?;
+        let records = self.p.apply(name, c);
+        Ok(wrap(records.map(
+            &format!("{name}/AsPython"),
+            |(k, v): (beamline::Bytes, beamline::Bytes)| {
+                DynValue(Value::kv(Value::Bytes(k.0), Value::Bytes(v.0)))
+            },
+        )))
+    }
+
+    /// WriteToKafka from its configuration (JSON of the Rust `WriteToKafka`); elements are
+    /// `(key, value)` pairs of bytes or str (`None` key: none).
+    fn write_kafka(&self, pcoll: &PColl, name: &str, config: String) -> PyResult<PColl> {
+        let c: beamline::io::kafka::WriteToKafka = serde_json::from_str(&config)
+            .map_err(|e| PyValueError::new_err(format!("WriteToKafka: {e}")))?;
+        Ok(transforms::write_kafka(pcoll, name, c))
+    }
+
     /// ReadFromParquet: pyarrow record batches of at most `batch_size` rows.
     #[pyo3(signature = (name, pattern, columns, batch_size))]
     fn read_parquet(

@@ -496,3 +496,55 @@ impl NamedDoFn for MultiplyBy {
     const NAME: &'static str = "beamline.python.MultiplyBy";
 }
 beamline::register_dofn!(MultiplyBy);
+
+/// The bytes of a Kafka key or value: bytes, str, or nothing.
+fn kafka_bytes(v: Value, what: &str) -> Result<Vec<u8>, UserError> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        Value::Str(s) => Ok(s.into_bytes()),
+        Value::Null => Ok(Vec::new()),
+        other => Err(format!(
+            "WriteToKafka: a record's {what} must be bytes or str, not {}",
+            other.kind()
+        )
+        .into()),
+    }
+}
+
+/// Turns `(key, value)` pairs into Kafka records and writes them (see
+/// `beamline::io::kafka::WriteToKafka`).
+pub(crate) fn write_kafka(
+    pcoll: &PColl,
+    name: &str,
+    sink: beamline::io::kafka::WriteToKafka,
+) -> PColl {
+    let records = pcoll
+        .pc
+        .apply(&format!("{name}/Records"), beamline::ParDo::of(ToRecord));
+    let done = records.apply(name, sink);
+    wrap(done.map(&format!("{name}/AsPython"), |_: ()| DynValue(Value::Null)))
+}
+
+/// A `(key, value)` pair as a Kafka record.
+#[derive(Clone)]
+struct ToRecord;
+
+impl DoFn for ToRecord {
+    type In = DynValue;
+    type Out = (beamline::Bytes, beamline::Bytes);
+    fn process(
+        &mut self,
+        x: DynValue,
+        ctx: &mut ProcessContext<'_, '_, Self::Out>,
+    ) -> Result<(), UserError> {
+        let kind = x.0.kind();
+        let Some((k, v)) = x.0.into_kv() else {
+            return Err(
+                format!("WriteToKafka takes (key, value) pairs, not a {kind} value").into(),
+            );
+        };
+        let (k, v) = (kafka_bytes(k, "key")?, kafka_bytes(v, "value")?);
+        ctx.output((beamline::Bytes(k), beamline::Bytes(v)));
+        Ok(())
+    }
+}
