@@ -8,6 +8,8 @@
 //! A plain `main` (no test harness): the job runs in child processes of this binary
 //! (`BEAMLINE_FAULT_CHILD=OUT_DIR[,CHECKPOINT_DIR]`), which this test kills.
 
+mod common;
+
 use beamline::io::generator::Generator;
 use beamline::{
     Count, DoFn, Pipeline, PipelineOptions, ProcessContext, Trigger, UserError, WindowInto,
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 3_000_000;
 const CHILD: &str = "BEAMLINE_FAULT_CHILD";
+/// How long a run may take before the test fails as hung.
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// `key,window start,pane index,timing,count` of each pane.
 #[derive(Clone)]
@@ -112,44 +116,6 @@ fn spawn(out: &Path, checkpoints: Option<&Path>, extra: bool) -> Child {
         .unwrap()
 }
 
-/// Waits for `child` (at most two minutes: a hang fails the test); its stderr when it
-/// failed.
-fn finish(mut child: Child) -> Result<(), String> {
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return if status.success() { Ok(()) } else { Err(err) };
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("the job did not end within two minutes");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// The committed output: every line of the `counts-*` files, sorted.
-fn committed(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(out).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("counts-") && entry.path().is_file() {
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -185,9 +151,9 @@ fn main() {
 
     // A run without faults or checkpoints.
     let started = Instant::now();
-    finish(spawn(&reference, None, false)).unwrap();
+    common::wait_for(spawn(&reference, None, false), LIMIT).unwrap();
     let took = started.elapsed();
-    let want = committed(&reference);
+    let want = common::committed_lines(&reference, "counts");
     assert!(want.len() > 1000, "{} panes", want.len());
     for timing in ["Early", "OnTime", "Late"] {
         assert!(
@@ -215,7 +181,8 @@ fn main() {
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        visible_while_running = visible_while_running.max(committed(&faulty).len());
+        visible_while_running =
+            visible_while_running.max(common::committed_lines(&faulty, "counts").len());
     }
     assert!(
         visible_while_running > 0,
@@ -224,7 +191,7 @@ fn main() {
     assert!(!checkpoint_files(&ckpt).is_empty());
 
     // A changed pipeline does not resume from these checkpoints.
-    let err = finish(spawn(&faulty, Some(&ckpt), true)).unwrap_err();
+    let err = common::wait_for(spawn(&faulty, Some(&ckpt), true), LIMIT).unwrap_err();
     assert!(
         err.contains("transform 'Extra' is new") && err.contains("--restore=none"),
         "{err}"
@@ -242,8 +209,8 @@ fn main() {
             .set_len(len / 2)
             .unwrap();
     }
-    finish(spawn(&faulty, Some(&ckpt), false)).unwrap();
-    let got = committed(&faulty);
+    common::wait_for(spawn(&faulty, Some(&ckpt), false), LIMIT).unwrap();
+    let got = common::committed_lines(&faulty, "counts");
     assert_eq!(got.len(), want.len(), "as many panes as without faults");
     assert!(
         got == want,
@@ -251,8 +218,8 @@ fn main() {
     );
 
     // A finished job started again has nothing left to do.
-    finish(spawn(&faulty, Some(&ckpt), false)).unwrap();
-    assert!(committed(&faulty) == want);
+    common::wait_for(spawn(&faulty, Some(&ckpt), false), LIMIT).unwrap();
+    assert!(common::committed_lines(&faulty, "counts") == want);
     println!(
         "checkpoint fault test: {kills} kills, {} panes committed exactly once (reference run {} ms)",
         want.len(),

@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 const EVENTS: usize = 300_000;
 const KEYS: usize = 40;
 const CHILD: &str = "BEAMLINE_KAFKA_FAULT_CHILD";
+/// How long a run may take before the test fails as hung.
+const LIMIT: Duration = Duration::from_secs(180);
 
 /// `key,window start,pane index,timing,count` of each pane.
 #[derive(Clone)]
@@ -141,43 +143,6 @@ fn spawn(broker: &str, out: &Path, topic: &str, checkpoints: Option<&Path>) -> C
         .unwrap()
 }
 
-fn finish(mut child: Child) {
-    let until = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            assert!(status.success(), "the job failed: {err}");
-            return;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("the job did not end within three minutes");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Every line of the committed `panes-*` files.
-fn files(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(out).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("panes-") && entry.path().is_file() {
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 /// The committed Kafka records, repeats of one commit's record dropped; how many were.
 fn kafka(broker: &Broker, topic: &str) -> (Vec<String>, usize) {
     let mut seen = BTreeSet::new();
@@ -265,9 +230,9 @@ fn main() {
 
     // A run without faults.
     let started = Instant::now();
-    finish(spawn(&broker.address, &reference, "panes-ref", None));
+    common::wait_for(spawn(&broker.address, &reference, "panes-ref", None), LIMIT).unwrap();
     let took = started.elapsed();
-    let ref_files = files(&reference);
+    let ref_files = common::committed_lines(&reference, "panes");
     check(&ref_files, &expected, "the run without faults");
     for timing in ["Early", "OnTime", "Late"] {
         assert!(
@@ -297,9 +262,9 @@ fn main() {
         child.wait().unwrap();
         kills += 1;
     }
-    finish(spawn(&broker.address, &faulty, "panes", Some(&ckpt)));
+    common::wait_for(spawn(&broker.address, &faulty, "panes", Some(&ckpt)), LIMIT).unwrap();
 
-    let got_files = files(&faulty);
+    let got_files = common::committed_lines(&faulty, "panes");
     check(&got_files, &expected, "the files after 20 kills");
     let (got_kafka, repeats) = kafka(&broker, "panes");
     check(&got_kafka, &expected, "the Kafka topic after 20 kills");

@@ -359,14 +359,20 @@ struct Renames {
     files: Vec<(String, String)>,
 }
 
-/// Removes `PREFIX-cNNNNNN-*[SUFFIX]` files with `NNNNNN` past `checkpoint`.
-fn remove_later_checkpoints(prefix: &str, suffix: &str, checkpoint: u64) -> Result<(), UserError> {
+/// The directory of an output prefix (`.` when it has none) and its file-name part.
+fn dir_and_stem(prefix: &str) -> Option<(PathBuf, String)> {
     let path = Path::new(prefix);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let Some(stem) = path.file_name().map(|s| s.to_string_lossy().into_owned()) else {
+    let stem = path.file_name()?.to_string_lossy().into_owned();
+    Some((dir, stem))
+}
+
+/// Removes `PREFIX-cNNNNNN-*[SUFFIX]` files with `NNNNNN` past `checkpoint`.
+fn remove_later_checkpoints(prefix: &str, suffix: &str, checkpoint: u64) -> Result<(), UserError> {
+    let Some((dir, stem)) = dir_and_stem(prefix) else {
         return Ok(());
     };
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -687,12 +693,7 @@ impl DoFn for Finalize {
 /// # Errors
 /// When the directory cannot be listed or a stale shard cannot be removed.
 pub(crate) fn remove_stale_shards(prefix: &str, suffix: &str, n: usize) -> Result<(), UserError> {
-    let path = Path::new(prefix);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let Some(stem) = path.file_name().map(|s| s.to_string_lossy().into_owned()) else {
+    let Some((dir, stem)) = dir_and_stem(prefix) else {
         return Ok(());
     };
     let entries = match std::fs::read_dir(&dir) {

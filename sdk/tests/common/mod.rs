@@ -1,5 +1,6 @@
-//! Helpers shared by the Kafka tests: a Kafka-protocol broker (tansu) on a free loopback
-//! port, owned by the test (killed when dropped), and clients to fill and read topics.
+//! Helpers shared by the Kafka and checkpoint tests: a Kafka-protocol broker (tansu) on a
+//! free loopback port, owned by the test (killed when dropped), clients to fill and read
+//! topics, and the lines of a job's committed files.
 
 #![allow(dead_code)]
 
@@ -177,5 +178,39 @@ impl Broker {
             }
         }
         out
+    }
+}
+
+/// Every line of the files named `STEM-*` in `dir` (what a sink committed), sorted.
+pub fn committed_lines(dir: &std::path::Path, stem: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{stem}-")) && entry.path().is_file() {
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Waits for `child` (at most `limit`: a hang fails the test, the child killed); its
+/// standard error when it failed.
+pub fn wait_for(mut child: std::process::Child, limit: Duration) -> Result<(), String> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+            }
+            return if status.success() { Ok(()) } else { Err(err) };
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("the job did not end within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
