@@ -135,3 +135,33 @@ fn with_checkpoints_output_is_transactional_and_offsets_are_committed() {
     run(&broker, options, "clicks", "counts");
     assert_eq!(broker.read_committed("counts").len(), got.len());
 }
+
+/// The abort path, checked through the commit marker (tansu shows aborted records to
+/// read-committed consumers, so the records themselves cannot tell): a record the producer
+/// refuses in the middle of a checkpoint's transaction aborts it, the marker it would
+/// have committed is not, and the job fails naming the sink's topic.
+#[test]
+fn a_failing_transaction_is_aborted_and_its_marker_not_committed() {
+    let broker = Broker::start();
+    broker.create_topic("small", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(
+        PipelineOptions::default()
+            .set("streaming", "true")
+            .set("checkpoint_dir", dir.path().to_string_lossy()),
+    );
+    p.apply("Lines", beamline::Create::of(vec![1usize, 10, 5_000, 20]))
+        .map("Record", |n: usize| {
+            (Bytes(Vec::new()), Bytes(vec![b'x'; n]))
+        })
+        .apply(
+            "Write",
+            WriteToKafka::new(&broker.address, "small").with_property("message.max.bytes", "1500"),
+        );
+    let err = p.run().expect_err("the transaction fails").to_string();
+    assert!(err.contains("writing to 'small'"), "{err}");
+    assert_eq!(
+        committed_total(&broker, "beamline-small-commits", "small", 1),
+        0
+    );
+}
