@@ -12,7 +12,7 @@ mod common;
 
 use beamline::io::generator::Generator;
 use beamline::{
-    Count, DoFn, Pipeline, PipelineOptions, ProcessContext, Trigger, UserError, WindowInto,
+    Count, DoFn, Mean, Pipeline, PipelineOptions, ProcessContext, Trigger, UserError, WindowInto,
     WriteToText,
 };
 use rand::{Rng, SeedableRng};
@@ -51,7 +51,7 @@ impl DoFn for Describe {
 }
 
 /// The job: `extra` adds a transform (a changed pipeline).
-fn job(out: &Path, checkpoints: Option<&Path>, extra: bool) -> beamline::Result<()> {
+fn job(shape: &str, out: &Path, checkpoints: Option<&Path>, extra: bool) -> beamline::Result<()> {
     let mut options = PipelineOptions::default()
         .set("streaming", "true")
         .set("max_bundle_size", "4096");
@@ -61,6 +61,11 @@ fn job(out: &Path, checkpoints: Option<&Path>, extra: bool) -> beamline::Result<
             .set("checkpoint_interval", "40ms");
     }
     let p = Pipeline::new(options);
+    if shape == "sessions" {
+        sessions(&p, out);
+        p.run()?;
+        return Ok(());
+    }
     let mut events = p
         .apply(
             "Events",
@@ -101,8 +106,68 @@ fn job(out: &Path, checkpoints: Option<&Path>, extra: bool) -> beamline::Result<
     Ok(())
 }
 
-fn spawn(out: &Path, checkpoints: Option<&Path>, extra: bool) -> Child {
-    let mut arg = out.to_string_lossy().into_owned();
+/// The second shape: mean sequence number per key in session windows (merging windows,
+/// a lifted combine's accumulators), early and late panes.
+fn sessions(p: &Pipeline, out: &Path) {
+    p.apply(
+        "Events",
+        Generator::new(3_000)
+            .with_count(EVENTS / 2)
+            .with_seed(13)
+            .with_late_events(0.02, 4_000),
+    )
+    .map("Pace", |e: (i64, i64)| {
+        if e.1 % 50_000 == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        e
+    })
+    .map("Key", |(k, seq): (i64, i64)| (k, seq % 1_000))
+    .apply(
+        "Sessions",
+        WindowInto::sessions(2_000)
+            .triggering(Trigger::after_watermark(
+                Some(Trigger::AfterCount(2)),
+                Some(Trigger::AfterCount(1)),
+            ))
+            .accumulating()
+            .with_allowed_lateness(5_000),
+    )
+    .apply("Mean", Mean::per_key())
+    .par_do("Describe", DescribeMean)
+    .apply(
+        "Write",
+        WriteToText::new(out.join("counts").to_string_lossy()),
+    );
+}
+
+/// `key,window start,window end,pane index,timing,mean` of each pane.
+#[derive(Clone)]
+struct DescribeMean;
+
+impl DoFn for DescribeMean {
+    type In = (i64, f64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (key, mean): (i64, f64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let (start, end) = match ctx.window() {
+            beamline::Window::Interval { start, end } => (start, end),
+            beamline::Window::Global => (-1, -1),
+        };
+        let pane = ctx.pane();
+        ctx.output(format!(
+            "{key},{start},{end},{},{:?},{mean:.6}",
+            pane.index, pane.timing
+        ));
+        Ok(())
+    }
+}
+
+fn spawn(shape: &str, out: &Path, checkpoints: Option<&Path>, extra: bool) -> Child {
+    let mut arg = format!("{shape},{}", out.to_string_lossy());
     if let Some(c) = checkpoints {
         arg = format!("{arg},{}", c.display());
     }
@@ -130,10 +195,11 @@ fn checkpoint_files(dir: &Path) -> Vec<PathBuf> {
 fn main() {
     if let Ok(arg) = std::env::var(CHILD) {
         let mut parts = arg.split(',');
+        let shape = parts.next().unwrap();
         let out = PathBuf::from(parts.next().unwrap());
         let ckpt = parts.next().filter(|s| *s != "extra").map(PathBuf::from);
         let extra = arg.ends_with(",extra");
-        if let Err(e) = job(&out, ckpt.as_deref(), extra) {
+        if let Err(e) = job(shape, &out, ckpt.as_deref(), extra) {
             eprintln!("{e}");
             std::process::exit(1);
         }
@@ -151,7 +217,7 @@ fn main() {
 
     // A run without faults or checkpoints.
     let started = Instant::now();
-    common::wait_for(spawn(&reference, None, false), LIMIT).unwrap();
+    common::wait_for(spawn("fixed", &reference, None, false), LIMIT).unwrap();
     let took = started.elapsed();
     let want = common::committed_lines(&reference, "counts");
     assert!(want.len() > 1000, "{} panes", want.len());
@@ -172,7 +238,7 @@ fn main() {
     let mut kills = 0;
     let mut visible_while_running = 0;
     while kills < 20 {
-        let mut child = spawn(&faulty, Some(&ckpt), false);
+        let mut child = spawn("fixed", &faulty, Some(&ckpt), false);
         let wait = rng.random_range(30..(took.as_millis() as u64 / 16).max(60));
         std::thread::sleep(Duration::from_millis(wait));
         if child.try_wait().unwrap().is_some() {
@@ -191,7 +257,7 @@ fn main() {
     assert!(!checkpoint_files(&ckpt).is_empty());
 
     // A changed pipeline does not resume from these checkpoints.
-    let err = common::wait_for(spawn(&faulty, Some(&ckpt), true), LIMIT).unwrap_err();
+    let err = common::wait_for(spawn("fixed", &faulty, Some(&ckpt), true), LIMIT).unwrap_err();
     assert!(
         err.contains("transform 'Extra' is new") && err.contains("--restore=none"),
         "{err}"
@@ -209,7 +275,7 @@ fn main() {
             .set_len(len / 2)
             .unwrap();
     }
-    common::wait_for(spawn(&faulty, Some(&ckpt), false), LIMIT).unwrap();
+    common::wait_for(spawn("fixed", &faulty, Some(&ckpt), false), LIMIT).unwrap();
     let got = common::committed_lines(&faulty, "counts");
     assert_eq!(got.len(), want.len(), "as many panes as without faults");
     assert!(
@@ -218,11 +284,53 @@ fn main() {
     );
 
     // A finished job started again has nothing left to do.
-    common::wait_for(spawn(&faulty, Some(&ckpt), false), LIMIT).unwrap();
+    common::wait_for(spawn("fixed", &faulty, Some(&ckpt), false), LIMIT).unwrap();
     assert!(common::committed_lines(&faulty, "counts") == want);
     println!(
         "checkpoint fault test: {kills} kills, {} panes committed exactly once (reference run {} ms)",
         want.len(),
         took.as_millis()
+    );
+
+    // Session windows and a mean per key: 5 kills, the same output as without faults.
+    let (reference, faulty, ckpt) = (
+        dir.path().join("s-reference"),
+        dir.path().join("s-faulty"),
+        dir.path().join("s-checkpoints"),
+    );
+    for d in [&reference, &faulty] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let started = Instant::now();
+    common::wait_for(spawn("sessions", &reference, None, false), LIMIT).unwrap();
+    let took = started.elapsed();
+    let want = common::committed_lines(&reference, "counts");
+    assert!(want.iter().any(|l| l.contains("Early")) && want.iter().any(|l| l.contains("Late")));
+    for kill in 0..5 {
+        let mut child = spawn("sessions", &faulty, Some(&ckpt), false);
+        let wait = rng.random_range(30..(took.as_millis() as u64 / 6).max(60));
+        std::thread::sleep(Duration::from_millis(wait));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sessions job ended before kill {}",
+            kill + 1
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    common::wait_for(spawn("sessions", &faulty, Some(&ckpt), false), LIMIT).unwrap();
+    let got = common::committed_lines(&faulty, "counts");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "as many session panes as without faults"
+    );
+    assert!(
+        got == want,
+        "the session panes differ from a run without faults"
+    );
+    println!(
+        "checkpoint fault test, sessions: 5 kills, {} panes committed exactly once",
+        want.len()
     );
 }
