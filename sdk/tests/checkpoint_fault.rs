@@ -12,8 +12,8 @@ mod common;
 
 use beamline::io::generator::Generator;
 use beamline::{
-    Count, DoFn, Mean, Pipeline, PipelineOptions, ProcessContext, Trigger, UserError, WindowInto,
-    WriteToText,
+    Count, DoFn, Mean, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec, TimerContext,
+    TimerSpec, Trigger, UserError, WindowInto, WriteToText,
 };
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -61,10 +61,18 @@ fn job(shape: &str, out: &Path, checkpoints: Option<&Path>, extra: bool) -> beam
             .set("checkpoint_interval", "40ms");
     }
     let p = Pipeline::new(options);
-    if shape == "sessions" {
-        sessions(&p, out);
-        p.run()?;
-        return Ok(());
+    match shape {
+        "sessions" => {
+            sessions(&p, out);
+            p.run()?;
+            return Ok(());
+        }
+        "stateful" => {
+            stateful(&p, out);
+            p.run()?;
+            return Ok(());
+        }
+        _ => {}
     }
     let mut events = p
         .apply(
@@ -139,6 +147,82 @@ fn sessions(p: &Pipeline, out: &Path) {
         "Write",
         WriteToText::new(out.join("counts").to_string_lossy()),
     );
+}
+
+/// The third shape: a stateful DoFn per key and 10-second window (value and set state,
+/// an event-time timer at the window's end).
+fn stateful(p: &Pipeline, out: &Path) {
+    p.apply(
+        "Events",
+        Generator::new(500).with_count(EVENTS / 2).with_seed(17),
+    )
+    .map("Pace", |e: (i64, i64)| {
+        if e.1 % 50_000 == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        e
+    })
+    .apply("Windows", WindowInto::fixed(10_000))
+    .apply(
+        "Tally",
+        ParDo::of(Tally)
+            .with_state(StateSpec::value::<i64>("n"))
+            .with_state(StateSpec::set::<i64>("mods"))
+            .with_timer(TimerSpec::event_time("flush")),
+    )
+    .apply(
+        "Write",
+        WriteToText::new(out.join("counts").to_string_lossy()),
+    );
+}
+
+/// Counts a key's events in a window (a line every 20th) and says at the window's end how
+/// many there were and how many distinct sequence numbers mod 7.
+#[derive(Clone)]
+struct Tally;
+
+fn start_of(w: beamline::Window) -> i64 {
+    match w {
+        beamline::Window::Interval { start, .. } => start,
+        beamline::Window::Global => -1,
+    }
+}
+
+impl DoFn for Tally {
+    type In = (i64, i64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (key, seq): (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let w = ctx.window();
+        let mut st = ctx.state()?;
+        let n = st.read::<i64>("n")?.unwrap_or(0) + 1;
+        st.write("n", n)?;
+        st.set_add("mods", seq % 7)?;
+        if n == 1 {
+            st.set_timer("flush", w.max_timestamp())?;
+        }
+        if n % 20 == 0 {
+            ctx.output(format!("{key},{},{n}", start_of(w)));
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        _timer: &str,
+        ctx: &mut TimerContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let w = ctx.window();
+        let mut st = ctx.state()?;
+        let key: i64 = st.key()?;
+        let n = st.read::<i64>("n")?.unwrap_or(0);
+        let mods = st.set_read::<i64>("mods")?.len();
+        ctx.output(format!("{key},{},final {n},{mods} distinct", start_of(w)));
+        Ok(())
+    }
 }
 
 /// `key,window start,window end,pane index,timing,mean` of each pane.
@@ -292,45 +376,54 @@ fn main() {
         took.as_millis()
     );
 
-    // Session windows and a mean per key: 5 kills, the same output as without faults.
-    let (reference, faulty, ckpt) = (
-        dir.path().join("s-reference"),
-        dir.path().join("s-faulty"),
-        dir.path().join("s-checkpoints"),
-    );
-    for d in [&reference, &faulty] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let started = Instant::now();
-    common::wait_for(spawn("sessions", &reference, None, false), LIMIT).unwrap();
-    let took = started.elapsed();
-    let want = common::committed_lines(&reference, "counts");
-    assert!(want.iter().any(|l| l.contains("Early")) && want.iter().any(|l| l.contains("Late")));
-    for kill in 0..5 {
-        let mut child = spawn("sessions", &faulty, Some(&ckpt), false);
-        let wait = rng.random_range(30..(took.as_millis() as u64 / 6).max(60));
-        std::thread::sleep(Duration::from_millis(wait));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the sessions job ended before kill {}",
-            kill + 1
+    // Session windows and a mean per key, and a stateful DoFn with timers: 5 kills each,
+    // the same output as without faults.
+    for shape in ["sessions", "stateful"] {
+        let (reference, faulty, ckpt) = (
+            dir.path().join(format!("{shape}-reference")),
+            dir.path().join(format!("{shape}-faulty")),
+            dir.path().join(format!("{shape}-checkpoints")),
         );
-        child.kill().unwrap();
-        child.wait().unwrap();
+        for d in [&reference, &faulty] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let started = Instant::now();
+        common::wait_for(spawn(shape, &reference, None, false), LIMIT).unwrap();
+        let took = started.elapsed();
+        let want = common::committed_lines(&reference, "counts");
+        if shape == "sessions" {
+            assert!(
+                want.iter().any(|l| l.contains("Early")) && want.iter().any(|l| l.contains("Late"))
+            );
+        } else {
+            assert!(want.iter().any(|l| l.contains("final")), "the timers fired");
+        }
+        for kill in 0..5 {
+            let mut child = spawn(shape, &faulty, Some(&ckpt), false);
+            let wait = rng.random_range(30..(took.as_millis() as u64 / 6).max(60));
+            std::thread::sleep(Duration::from_millis(wait));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the {shape} job ended before kill {}",
+                kill + 1
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        common::wait_for(spawn(shape, &faulty, Some(&ckpt), false), LIMIT).unwrap();
+        let got = common::committed_lines(&faulty, "counts");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{shape}: as many lines as without faults"
+        );
+        assert!(
+            got == want,
+            "{shape}: the output differs from a run without faults"
+        );
+        println!(
+            "checkpoint fault test, {shape}: 5 kills, {} lines committed exactly once",
+            want.len()
+        );
     }
-    common::wait_for(spawn("sessions", &faulty, Some(&ckpt), false), LIMIT).unwrap();
-    let got = common::committed_lines(&faulty, "counts");
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "as many session panes as without faults"
-    );
-    assert!(
-        got == want,
-        "the session panes differ from a run without faults"
-    );
-    println!(
-        "checkpoint fault test, sessions: 5 kills, {} panes committed exactly once",
-        want.len()
-    );
 }
