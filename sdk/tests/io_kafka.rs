@@ -165,3 +165,76 @@ fn a_failing_transaction_is_aborted_and_its_marker_not_committed() {
         0
     );
 }
+
+/// Event time from the value (`user,millis`), whatever the record's timestamp.
+fn time_in_value(_key: &[u8], value: &[u8], _record: Option<i64>) -> Option<i64> {
+    std::str::from_utf8(value)
+        .ok()?
+        .split(',')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+beamline::register_kafka_timestamp!("test.time_in_value", time_in_value);
+
+#[test]
+fn event_time_can_come_from_a_registered_function() {
+    let broker = Broker::start();
+    broker.create_topic("timed", 2);
+    broker.create_topic("timed-counts", 1);
+    // Record timestamps all 1 ms; the real time is in the value.
+    let input: Vec<(String, String, i64)> = (0..3_000)
+        .map(|i| {
+            let user = format!("user{}", i % 3);
+            let ts = 5_000_000 + i as i64 * 200;
+            (user.clone(), format!("{user},{ts}"), 1)
+        })
+        .collect();
+    broker.produce("timed", &input);
+    let p = Pipeline::new(PipelineOptions::default().set("streaming", "true"));
+    p.apply(
+        "Clicks",
+        ReadFromKafka::new(&broker.address, ["timed"])
+            .with_timestamp_fn("test.time_in_value")
+            .until_end(),
+    )
+    .map("User", |(_, v): (Bytes, Bytes)| {
+        let text = String::from_utf8(v.0).unwrap();
+        (text.split(',').next().unwrap().to_string(), 1i64)
+    })
+    .apply("Minutes", WindowInto::fixed(60_000))
+    .apply("Count", Count::per_key())
+    .par_do("Format", Line)
+    .map("Record", |line: String| {
+        (Bytes(Vec::new()), Bytes(line.into_bytes()))
+    })
+    .apply("Write", WriteToKafka::new(&broker.address, "timed-counts"));
+    p.run().expect("the job runs");
+    let mut got = broker.read_committed("timed-counts");
+    got.sort();
+    let by_value: Vec<(String, String, i64)> = input
+        .iter()
+        .map(|(k, v, _)| {
+            (
+                k.clone(),
+                k.clone(),
+                time_in_value(&[], v.as_bytes(), None).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected(&by_value));
+
+    // A function nobody registered is an error naming it.
+    let p = Pipeline::new(PipelineOptions::default().set("streaming", "true"));
+    p.apply(
+        "Clicks",
+        ReadFromKafka::new(&broker.address, ["timed"])
+            .with_timestamp_fn("nobody.registered")
+            .until_end(),
+    );
+    let err = p.run().expect_err("unknown function").to_string();
+    assert!(
+        err.contains("no Kafka timestamp function 'nobody.registered'"),
+        "{err}"
+    );
+}

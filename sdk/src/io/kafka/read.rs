@@ -30,13 +30,62 @@ pub enum StartOffset {
 }
 
 /// The event timestamp of a record.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum KafkaTimestamp {
     /// The record's own timestamp (create or log-append time), the default.
     #[default]
     Record,
     /// When the record was read.
     ProcessingTime,
+    /// What the [`KafkaTimestampFn`] registered under this name says (the record's own
+    /// timestamp where it says nothing).
+    Function(String),
+}
+
+/// A function giving a Kafka record's event time (ms) from its key, value and own
+/// timestamp; `None` keeps the record's timestamp. Register it with
+/// [`register_kafka_timestamp!`](crate::register_kafka_timestamp) and name it in
+/// [`ReadFromKafka::with_timestamp_fn`]; every process running the pipeline must link it.
+#[derive(Debug)]
+pub struct KafkaTimestampFn {
+    /// The name pipelines use.
+    pub name: &'static str,
+    /// The function.
+    pub extract: fn(key: &[u8], value: &[u8], record_ms: Option<i64>) -> Option<i64>,
+}
+
+inventory::collect!(KafkaTimestampFn);
+
+/// Registers a [`KafkaTimestampFn`]: `register_kafka_timestamp!("name", path::to::fn)`.
+///
+/// # Examples
+/// ```
+/// fn from_value(_key: &[u8], value: &[u8], _record: Option<i64>) -> Option<i64> {
+///     std::str::from_utf8(value).ok()?.split(',').nth(1)?.parse().ok()
+/// }
+/// beamline::register_kafka_timestamp!("doc.second_field", from_value);
+/// ```
+#[macro_export]
+macro_rules! register_kafka_timestamp {
+    ($name:expr, $f:path) => {
+        $crate::engine::inventory::submit! {
+            $crate::io::kafka::KafkaTimestampFn { name: $name, extract: $f }
+        }
+    };
+}
+
+/// The timestamp function registered under `name`.
+fn timestamp_fn(name: &str) -> Result<&'static KafkaTimestampFn, UserError> {
+    inventory::iter::<KafkaTimestampFn>
+        .into_iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| {
+            format!(
+                "no Kafka timestamp function '{name}' is linked into this program \
+                 (register it with beamline::register_kafka_timestamp!)"
+            )
+            .into()
+        })
 }
 
 /// Reads `(key, value)` records (empty key when none) from Kafka topics: an unbounded
@@ -114,6 +163,11 @@ impl ReadFromKafka {
         self.timestamps = t;
         self
     }
+    /// Event timestamps from the [`KafkaTimestampFn`] registered under `name`.
+    pub fn with_timestamp_fn(mut self, name: impl Into<String>) -> Self {
+        self.timestamps = KafkaTimestamp::Function(name.into());
+        self
+    }
     /// Records may arrive up to `ms` behind their partition's newest (the watermark
     /// trails by that much).
     pub fn with_max_out_of_orderness(mut self, ms: i64) -> Self {
@@ -160,6 +214,8 @@ struct KafkaReader {
     /// Offsets to resume from (a checkpoint's), by partition.
     resume: BTreeMap<TopicPartition, i64>,
     wm: i64,
+    /// The timestamp function, when the records' event time comes from one.
+    extract: Option<&'static KafkaTimestampFn>,
 }
 
 impl KafkaReader {
@@ -171,6 +227,7 @@ impl KafkaReader {
             turn: 0,
             resume: BTreeMap::new(),
             wm: i64::MIN,
+            extract: None,
         }
     }
 
@@ -281,6 +338,9 @@ impl UnboundedSource for KafkaReader {
         out: &mut SourceOutput<'_>,
     ) -> Result<Polled, UserError> {
         if self.consumers.is_empty() {
+            if let KafkaTimestamp::Function(name) = &self.config.timestamps {
+                self.extract = Some(timestamp_fn(name)?);
+            }
             self.open()?;
         }
         let parts = self.parts.as_mut().expect("opened above");
@@ -318,9 +378,17 @@ impl UnboundedSource for KafkaReader {
                 // Written after the end it reads to.
                 continue;
             }
-            let ts = match self.config.timestamps {
-                KafkaTimestamp::Record => msg.timestamp().to_millis().unwrap_or(now_ms),
-                KafkaTimestamp::ProcessingTime => now_ms,
+            let record_ts = msg.timestamp().to_millis();
+            let ts = match (&self.config.timestamps, self.extract) {
+                (KafkaTimestamp::ProcessingTime, _) => now_ms,
+                (KafkaTimestamp::Function(_), Some(f)) => (f.extract)(
+                    msg.key().unwrap_or_default(),
+                    msg.payload().unwrap_or_default(),
+                    record_ts,
+                )
+                .or(record_ts)
+                .unwrap_or(now_ms),
+                _ => record_ts.unwrap_or(now_ms),
             };
             p.next = Some(msg.offset() + 1);
             p.newest = p.newest.max(ts);
@@ -343,7 +411,7 @@ impl UnboundedSource for KafkaReader {
         if wm == i64::MAX {
             wm = match self.config.timestamps {
                 KafkaTimestamp::ProcessingTime => now_ms,
-                KafkaTimestamp::Record => newest.saturating_sub(bound),
+                _ => newest.saturating_sub(bound),
             };
         }
         self.wm = self.wm.max(wm);
