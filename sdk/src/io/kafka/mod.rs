@@ -5,7 +5,7 @@
 mod read;
 mod write;
 
-pub use read::{KafkaTimestamp, KafkaTimestampFn, ReadFromKafka, StartOffset};
+pub use read::{ExtractTimestamp, KafkaTimestamp, KafkaTimestampFn, ReadFromKafka, StartOffset};
 pub use write::WriteToKafka;
 
 use beamline_engine::UserError;

@@ -51,8 +51,12 @@ pub struct KafkaTimestampFn {
     /// The name pipelines use.
     pub name: &'static str,
     /// The function.
-    pub extract: fn(key: &[u8], value: &[u8], record_ms: Option<i64>) -> Option<i64>,
+    pub extract: ExtractTimestamp,
 }
+
+/// A [`KafkaTimestampFn`]'s function: key, value and the record's own timestamp in, event
+/// time out (ms).
+pub type ExtractTimestamp = fn(key: &[u8], value: &[u8], record_ms: Option<i64>) -> Option<i64>;
 
 inventory::collect!(KafkaTimestampFn);
 
