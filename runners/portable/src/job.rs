@@ -241,7 +241,13 @@ async fn follow(
                         .state();
                     return outcome(state, &errors.lock().expect("errors"));
                 };
-                let item = item.map_err(|s| Error::Call(format!("job {job_id}: {}", status_text(&s))))?;
+                // A broken stream is most often a job service that went away.
+                let item = item.map_err(|s| {
+                    Error::Call(format!(
+                        "lost the Beam job service's messages for job {job_id}: {}",
+                        status_text(&s)
+                    ))
+                })?;
                 match item.response {
                     Some(jm::job_messages_response::Response::MessageResponse(m)) => {
                         let importance = m.importance();
