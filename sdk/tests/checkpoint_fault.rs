@@ -322,14 +322,12 @@ fn main() {
     let mut kills = 0;
     let mut visible_while_running = 0;
     while kills < 20 {
-        let mut child = spawn("fixed", &faulty, Some(&ckpt), false);
         let wait = rng.random_range(30..(took.as_millis() as u64 / 16).max(60));
-        std::thread::sleep(Duration::from_millis(wait));
-        if child.try_wait().unwrap().is_some() {
-            panic!("the job ended before kill {} ({} ms in)", kills + 1, wait);
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        common::kill_after(
+            spawn("fixed", &faulty, Some(&ckpt), false),
+            wait,
+            &format!("the job (kill {})", kills + 1),
+        );
         kills += 1;
         visible_while_running =
             visible_while_running.max(common::committed_lines(&faulty, "counts").len());
@@ -399,16 +397,12 @@ fn main() {
             assert!(want.iter().any(|l| l.contains("final")), "the timers fired");
         }
         for kill in 0..5 {
-            let mut child = spawn(shape, &faulty, Some(&ckpt), false);
             let wait = rng.random_range(30..(took.as_millis() as u64 / 6).max(60));
-            std::thread::sleep(Duration::from_millis(wait));
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the {shape} job ended before kill {}",
-                kill + 1
+            common::kill_after(
+                spawn(shape, &faulty, Some(&ckpt), false),
+                wait,
+                &format!("the {shape} job (kill {})", kill + 1),
             );
-            child.kill().unwrap();
-            child.wait().unwrap();
         }
         common::wait_for(spawn(shape, &faulty, Some(&ckpt), false), LIMIT).unwrap();
         let got = common::committed_lines(&faulty, "counts");

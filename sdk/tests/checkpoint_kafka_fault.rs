@@ -250,16 +250,12 @@ fn main() {
     );
     let mut kills = 0;
     while kills < 20 {
-        let mut child = spawn(&broker.address, &faulty, "panes", Some(&ckpt));
         let wait = rng.random_range(100..(took.as_millis() as u64 / 8).max(150));
-        std::thread::sleep(Duration::from_millis(wait));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before kill {} ({wait} ms in)",
-            kills + 1
+        common::kill_after(
+            spawn(&broker.address, &faulty, "panes", Some(&ckpt)),
+            wait,
+            &format!("the job (kill {})", kills + 1),
         );
-        child.kill().unwrap();
-        child.wait().unwrap();
         kills += 1;
     }
     common::wait_for(spawn(&broker.address, &faulty, "panes", Some(&ckpt)), LIMIT).unwrap();

@@ -6,12 +6,14 @@
 //!
 //! A plain `main` (no test harness): the job runs in child processes of this binary.
 
+mod common;
+
 use beamline::io::text::WatchText;
 use beamline::{Pipeline, PipelineOptions, WriteToText};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHILD: &str = "BEAMLINE_WATCH_CHILD";
 const FILES: usize = 20;
@@ -46,19 +48,6 @@ fn job(input: &Path, out: &Path, ckpt: &Path) -> beamline::Result<()> {
     Ok(())
 }
 
-fn committed(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(out).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("lines-") && e.path().is_file() {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 fn main() {
     if let Ok(arg) = std::env::var(CHILD) {
         let f: Vec<PathBuf> = arg.split('|').map(PathBuf::from).collect();
@@ -83,50 +72,28 @@ fn main() {
         want.extend(lines);
     }
     want.sort();
-    let spawn = || {
-        Command::new(std::env::current_exe().unwrap())
-            .env(
-                CHILD,
-                format!("{}|{}|{}", input.display(), out.display(), ckpt.display()),
-            )
-            .spawn()
-            .unwrap()
-    };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    for kill in 0..5 {
-        let mut child = spawn();
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..400)));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before kill {}",
-            kill + 1
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(
+    let command = || {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.env(
             CHILD,
             format!("{}|{}|{}", input.display(), out.display(), ckpt.display()),
-        )
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < until,
-            "the job did not end within two minutes"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        c
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "the last run failed: {err}");
-    let got = committed(&out);
+    let spawn = || command().spawn().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for kill in 0..5 {
+        common::kill_after(
+            spawn(),
+            rng.random_range(150..400),
+            &format!("the job (kill {})", kill + 1),
+        );
+    }
+    let mut last = command();
+    last.stderr(std::process::Stdio::piped());
+    common::wait_for(last.spawn().unwrap(), Duration::from_secs(120))
+        .unwrap_or_else(|err| panic!("the last run failed: {err}"));
+    let got = common::committed_lines(&out, "lines");
     let mut seen = std::collections::BTreeSet::new();
     let repeated = got.iter().filter(|l| !seen.insert(*l)).count();
     assert_eq!(

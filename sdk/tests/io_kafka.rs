@@ -6,9 +6,7 @@
 mod common;
 
 use beamline::io::kafka::{ReadFromKafka, WriteToKafka};
-use beamline::{
-    Bytes, Count, DoFn, Pipeline, PipelineOptions, ProcessContext, UserError, Window, WindowInto,
-};
+use beamline::{Bytes, Count, Pipeline, PipelineOptions, WindowInto};
 use common::Broker;
 use std::collections::BTreeMap;
 
@@ -37,26 +35,6 @@ fn expected(input: &[(String, String, i64)]) -> Vec<String> {
     lines
 }
 
-/// `user,window start,count`.
-#[derive(Clone)]
-struct Line;
-
-impl DoFn for Line {
-    type In = (String, i64);
-    type Out = String;
-    fn process(
-        &mut self,
-        (user, n): (String, i64),
-        ctx: &mut ProcessContext<'_, '_, String>,
-    ) -> Result<(), UserError> {
-        let Window::Interval { start, .. } = ctx.window() else {
-            return Err("not in a fixed window".into());
-        };
-        ctx.output(format!("{user},{start},{n}"));
-        Ok(())
-    }
-}
-
 fn run(broker: &Broker, options: PipelineOptions, input: &str, output: &str) {
     let p = Pipeline::new(options.set("streaming", "true"));
     p.apply(
@@ -70,7 +48,7 @@ fn run(broker: &Broker, options: PipelineOptions, input: &str, output: &str) {
     })
     .apply("Minutes", WindowInto::fixed(60_000))
     .apply("Count", Count::per_key())
-    .par_do("Format", Line)
+    .par_do("Format", common::Line)
     .map("Record", |line: String| {
         (Bytes(Vec::new()), Bytes(line.into_bytes()))
     })
@@ -204,7 +182,7 @@ fn event_time_can_come_from_a_registered_function() {
     })
     .apply("Minutes", WindowInto::fixed(60_000))
     .apply("Count", Count::per_key())
-    .par_do("Format", Line)
+    .par_do("Format", common::Line)
     .map("Record", |line: String| {
         (Bytes(Vec::new()), Bytes(line.into_bytes()))
     })

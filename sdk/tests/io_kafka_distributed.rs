@@ -9,35 +9,12 @@
 mod common;
 
 use beamline::io::kafka::ReadFromKafka;
-use beamline::{
-    Bytes, Count, DoFn, Pipeline, PipelineOptions, ProcessContext, UserError, Window, WindowInto,
-    WriteToText,
-};
+use beamline::{Bytes, Count, Pipeline, PipelineOptions, WindowInto, WriteToText};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 const BROKER: &str = "BEAMLINE_TEST_KAFKA";
 const OUT: &str = "BEAMLINE_TEST_KAFKA_OUT";
-
-/// `user,window start,count`.
-#[derive(Clone)]
-struct Line;
-
-impl DoFn for Line {
-    type In = (String, i64);
-    type Out = String;
-    fn process(
-        &mut self,
-        (user, n): (String, i64),
-        ctx: &mut ProcessContext<'_, '_, String>,
-    ) -> Result<(), UserError> {
-        let Window::Interval { start, .. } = ctx.window() else {
-            return Err("not in a fixed window".into());
-        };
-        ctx.output(format!("{user},{start},{n}"));
-        Ok(())
-    }
-}
 
 fn run(broker: &str, out: &Path) {
     let p = Pipeline::new(
@@ -57,7 +34,7 @@ fn run(broker: &str, out: &Path) {
     })
     .apply("Minutes", WindowInto::fixed(60_000))
     .apply("Count", Count::per_key())
-    .par_do("Format", Line)
+    .par_do("Format", common::Line)
     .apply(
         "Write",
         WriteToText::new(out.join("counts").to_string_lossy()),

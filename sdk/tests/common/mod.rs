@@ -214,3 +214,37 @@ pub fn wait_for(mut child: std::process::Child, limit: Duration) -> Result<(), S
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Lets `child` run for `ms`, then kills it with SIGKILL and reaps it.
+///
+/// # Panics
+/// When the child ended before (the test wanted it killed mid-job); `what` names it.
+pub fn kill_after(mut child: std::process::Child, ms: u64, what: &str) {
+    std::thread::sleep(Duration::from_millis(ms));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{what} ended before it was killed ({ms} ms in)"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Formats a count per key and fixed window as `key,window start,count`.
+#[derive(Clone)]
+pub struct Line;
+
+impl beamline::DoFn for Line {
+    type In = (String, i64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (key, n): (String, i64),
+        ctx: &mut beamline::ProcessContext<'_, '_, String>,
+    ) -> Result<(), beamline::UserError> {
+        let beamline::Window::Interval { start, .. } = ctx.window() else {
+            return Err("not in a fixed window".into());
+        };
+        ctx.output(format!("{key},{start},{n}"));
+        Ok(())
+    }
+}
