@@ -122,8 +122,10 @@ pub trait DoFn: Clone + Send + Sync + 'static {
         false
     }
     /// The job takes checkpoints (called once, before any bundle): a sink then holds
-    /// back what it writes until [`DoFn::commit`].
-    fn commits_enabled(&mut self) {}
+    /// back what it writes until [`DoFn::commit`]. `instance` tells the transform's
+    /// parallel instances apart (a distributed job's worker; 0 otherwise), for what must
+    /// differ between them (a Kafka transactional id).
+    fn commits_enabled(&mut self, _instance: usize) {}
     /// A streaming job with checkpoints is taking checkpoint `checkpoint` (between
     /// bundles): finish what was written since the last one (close files) and return a
     /// record of it; [`DoFn::commit`] gets the record once the checkpoint is durable.
@@ -561,8 +563,8 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
     fn commits(&self) -> bool {
         self.f.commits()
     }
-    fn commits_enabled(&mut self) {
-        self.f.commits_enabled()
+    fn commits_enabled(&mut self, instance: usize) {
+        self.f.commits_enabled(instance)
     }
     fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
         self.f.prepare_commit(checkpoint)

@@ -1,5 +1,6 @@
 //! Checkpoint options: malformed values, options without `--checkpoint-dir`, batch jobs
-//! and runners that do not take checkpoints are refused with one clear line each; a
+//! (local and distributed) and the portable runner, which does not take checkpoints, are
+//! refused with one clear line each; a
 //! generator job resumed from its checkpoints after ending normally has nothing left to
 //! write.
 
@@ -71,15 +72,26 @@ fn batch_jobs_and_other_runners_say_they_take_no_checkpoints() {
         err.contains("checkpoints are taken of streaming jobs") && err.contains("--streaming"),
         "{err}"
     );
+    // The distributed runner checkpoints streaming jobs only (refused before it starts
+    // any process).
     let err = error_of(
         PipelineOptions::default()
             .set("runner", "distributed")
+            .set("checkpoint_dir", &ckpt),
+        false,
+    );
+    assert!(
+        err.contains("checkpoints are taken of streaming jobs") && err.contains("--streaming"),
+        "{err}"
+    );
+    let err = error_of(
+        PipelineOptions::default()
+            .set("runner", "portable")
             .set("streaming", "true")
             .set("checkpoint_dir", &ckpt),
         true,
     );
-    // The distributed runner does not declare the option (its --help does not list it).
-    assert!(err.contains("unknown option --checkpoint-dir"), "{err}");
+    assert!(err.contains("--checkpoint-dir"), "{err}");
 }
 
 #[test]

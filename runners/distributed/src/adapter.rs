@@ -6,11 +6,15 @@
 //! encoded key, the same in every process), the bytes are
 //! [`beamline_engine::element_codec::encode_windowed`]'s.
 //!
-//! Timely's time is Beam's watermark: a [`Time`] is `(watermark, (processing time, step))`,
-//! ordered lexicographically. An operator holds its capabilities at its output watermark,
-//! so a downstream input frontier is its input watermark; the processing time (virtual,
-//! under a TestStream) and a step counter (one per source bundle) order what happens at
-//! one watermark as the local runner does.
+//! Timely's time is a checkpoint epoch and Beam's watermark: a [`Time`] is the product of
+//! the epoch and `(watermark, (processing time, step))`, the latter ordered
+//! lexicographically. An operator holds its capabilities at its output watermark, so a
+//! downstream input frontier is its input watermark (the least over the frontier's
+//! times); the processing time (virtual, under a TestStream) and a step counter (one per
+//! source bundle) order what happens at one watermark as the local runner does. Sources
+//! move to the next epoch at each checkpoint, and an operator whose inputs all passed an
+//! epoch has seen all of it and nothing after it: its state then is its part of that
+//! checkpoint (without checkpoints, every time is of epoch 0).
 
 use std::rc::Rc;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -18,29 +22,80 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, Concatenate};
+use timely::order::{PartialOrder, Product};
 use timely::scheduling::Activator;
 
-/// Timely's time in Beamline's dataflows: `(watermark, (processing time, step))`, see the
-/// module's documentation; build with [`time`].
-pub(crate) type Time = (u64, (u64, u64));
+/// Timely's time in Beamline's dataflows: epoch × `(watermark, (processing time, step))`,
+/// see the module's documentation; build with [`time`].
+pub(crate) type Time = Product<u64, (u64, (u64, u64))>;
 
 /// A scope of the pipeline's dataflow.
 pub(crate) type Scope<'s> = timely::dataflow::Scope<'s, Time>;
 
-/// The time of watermark `wm` (ms, any `i64`), processing time `pt` (ms, at least 0) and
-/// step `step`.
-pub(crate) fn time(wm: i64, pt: i64, step: u64) -> Time {
-    ((wm as u64) ^ (1 << 63), (pt.max(0) as u64, step))
+/// The time of checkpoint epoch `epoch`, watermark `wm` (ms, any `i64`), processing time
+/// `pt` (ms, at least 0) and step `step`.
+pub(crate) fn time(epoch: u64, wm: i64, pt: i64, step: u64) -> Time {
+    Product::new(epoch, ((wm as u64) ^ (1 << 63), (pt.max(0) as u64, step)))
+}
+
+/// The checkpoint epoch of a time.
+pub(crate) fn epoch_of(t: &Time) -> u64 {
+    t.outer
 }
 
 /// The watermark of a time.
 pub(crate) fn watermark_of(t: &Time) -> i64 {
-    (t.0 ^ (1 << 63)) as i64
+    (t.inner.0 ^ (1 << 63)) as i64
 }
 
 /// The processing time of a time.
 pub(crate) fn processing_time_of(t: &Time) -> i64 {
-    (t.1 .0).min(i64::MAX as u64) as i64
+    (t.inner.1 .0).min(i64::MAX as u64) as i64
+}
+
+/// The step of a time.
+pub(crate) fn step_of(t: &Time) -> u64 {
+    t.inner.1 .1
+}
+
+/// Where some inputs' frontiers are: the least times they may still receive.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Front {
+    times: Vec<Time>,
+}
+
+impl Front {
+    /// Every input is complete.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Nothing at `t` or before it may still arrive (with `at_ok`, only something at `t`
+    /// itself may).
+    pub(crate) fn passed(&self, t: &Time, at_ok: bool) -> bool {
+        !self.times.iter().any(|f| {
+            if at_ok {
+                f.less_than(t)
+            } else {
+                f.less_equal(t)
+            }
+        })
+    }
+
+    /// Nothing of epoch `epoch` or before may still arrive.
+    pub(crate) fn past_epoch(&self, epoch: u64) -> bool {
+        self.times.iter().all(|f| f.outer > epoch)
+    }
+
+    /// The input watermark: the least over the times (`None` when complete).
+    pub(crate) fn watermark(&self) -> Option<i64> {
+        self.times.iter().map(watermark_of).min()
+    }
+
+    /// The least of the times, ordered epoch first.
+    pub(crate) fn least(&self) -> Option<Time> {
+        self.times.iter().min().copied()
+    }
 }
 
 /// One element on the wire: its key's hash (0 when unkeyed) and its encoding (or a
@@ -111,7 +166,7 @@ type Input = Box<dyn FnMut(&mut dyn FnMut(Time, &mut Batch))>;
 /// outputs and its capabilities (one per output, all at the same time).
 pub(crate) struct Ports<'a> {
     inputs: &'a mut [Input],
-    frontiers: &'a [Option<Time>],
+    frontiers: &'a [Vec<Time>],
     outputs: &'a mut [Output],
     caps: &'a mut Option<Vec<Capability<Time>>>,
     activator: &'a Activator,
@@ -128,14 +183,18 @@ impl Ports<'_> {
         (self.inputs[slot])(f)
     }
 
-    /// The least time input `slot` may still receive; `None` once it is complete.
-    pub(crate) fn frontier(&self, slot: usize) -> Option<Time> {
-        self.frontiers[slot]
+    /// The frontier of input `slot`.
+    pub(crate) fn frontier(&self, slot: usize) -> Front {
+        Front {
+            times: self.frontiers[slot].clone(),
+        }
     }
 
-    /// The least time any input may still receive; `None` once all are complete.
-    pub(crate) fn frontier_of_all(&self) -> Option<Time> {
-        self.frontiers.iter().flatten().min().copied()
+    /// The frontiers of every input.
+    pub(crate) fn frontier_of_all(&self) -> Front {
+        Front {
+            times: self.frontiers.iter().flatten().copied().collect(),
+        }
     }
 
     /// The time of the operator's capabilities; `None` once it finished.
@@ -173,18 +232,20 @@ impl Ports<'_> {
             records.clear();
             return;
         };
-        let cap = cap.delayed(&t.max(*cap.time()));
+        let cap = cap.delayed(&join(&t, cap.time()));
         let mut active = self.outputs[port].activate();
         let mut session = active.session(&cap);
         session.give_iterator(records.drain(..));
     }
 
-    /// Moves the capabilities to `t` when it is later than where they are.
+    /// Moves the capabilities towards `t`: each part (epoch, the rest) where it is later
+    /// than theirs.
     pub(crate) fn downgrade(&mut self, t: Time) {
         if let Some(caps) = self.caps.as_mut() {
             for c in caps.iter_mut() {
-                if *c.time() < t {
-                    c.downgrade(&t);
+                let to = join(c.time(), &t);
+                if to != *c.time() {
+                    c.downgrade(&to);
                 }
             }
         }
@@ -199,6 +260,11 @@ impl Ports<'_> {
     pub(crate) fn activate_after(&self, delay: std::time::Duration) {
         self.activator.activate_after(delay);
     }
+}
+
+/// The least time at or after both `a` and `b`.
+fn join(a: &Time, b: &Time) -> Time {
+    Product::new(a.outer.max(b.outer), a.inner.max(b.inner))
 }
 
 /// Builds operator `name` reading `inputs` and writing `outputs` streams; `logic` runs
@@ -222,8 +288,14 @@ where
                 let mut h = $h;
                 handles.push(Box::new(move |f: &mut dyn FnMut(Time, &mut Batch)| {
                     h.for_each(|cap, data| {
-                        if let Some(t) = cap.least() {
-                            f(*t, data)
+                        // Sent under one capability: one time (else the times' meet,
+                        // at or before each).
+                        let stamp = cap.stamp().elements();
+                        if let Some(first) = stamp.first() {
+                            let t = stamp.iter().fold(*first, |m, t| {
+                                Product::new(m.outer.min(t.outer), m.inner.min(t.inner))
+                            });
+                            f(t, data)
                         }
                     })
                 }));
@@ -253,14 +325,16 @@ where
     let mut logic = logic;
     builder.build(move |caps| {
         let mut caps = Some(caps);
+        let mut fronts: Vec<Vec<Time>> = Vec::new();
         move |frontiers| {
-            let mins: Vec<Option<Time>> = frontiers
-                .iter()
-                .map(|f| f.frontier().iter().min().copied())
-                .collect();
+            fronts.resize_with(frontiers.len(), Vec::new);
+            for (to, f) in fronts.iter_mut().zip(frontiers.iter()) {
+                to.clear();
+                to.extend(f.frontier().iter().copied());
+            }
             logic(&mut Ports {
                 inputs: &mut handles,
-                frontiers: &mins,
+                frontiers: &fronts,
                 outputs: &mut outs,
                 caps: &mut caps,
                 activator: &activator,
@@ -284,12 +358,17 @@ pub(crate) fn pass<'s>(
         let mut by_time: Vec<(Time, Batch)> = Vec::new();
         p.pull(0, &mut |t, data| by_time.push((t, std::mem::take(data))));
         by_time.sort_by_key(|(t, _)| *t);
-        // Records keep their time: hold it while sending, then follow the frontier.
+        // Records keep their time: hold it while sending, then follow the frontier (the
+        // least epoch and the least rest of its times).
         for (t, mut batch) in by_time {
             p.give_at(0, t, &mut batch);
         }
-        match p.frontier(0) {
-            Some(f) => p.downgrade(f),
+        let front = &p.frontiers[0];
+        match front.iter().map(|t| t.outer).min() {
+            Some(epoch) => {
+                let rest = front.iter().map(|t| t.inner).min().expect("not empty");
+                p.downgrade(Product::new(epoch, rest));
+            }
             None => p.finish(),
         }
     });

@@ -4,6 +4,7 @@
 
 use crate::adapter::{watermark_of, Ports};
 use crate::wire::Leaves;
+use beamline_engine::checkpoint::{NodeState, StateOut};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::{Op, OpCx, END_OF_TIME};
 use beamline_engine::window::WindowedValue;
@@ -257,6 +258,74 @@ impl Chain {
             let mut batch = Vec::new();
             self.leaves[tag].put(elements, &mut batch)?;
             p.give(tag, &mut batch);
+        }
+        Ok(())
+    }
+
+    /// Tells every transform the job takes checkpoints, as instance `instance`.
+    pub(crate) fn enable_commits(&mut self, instance: usize) {
+        for link in &mut self.links {
+            link.op.enable_commits(instance);
+        }
+    }
+
+    /// Saves every transform's state for checkpoint `id` (all of it when `full`); what
+    /// they emit meanwhile goes down the chain and out.
+    ///
+    /// # Errors
+    /// A transform that cannot be checkpointed or whose state cannot be saved.
+    pub(crate) fn snapshot(
+        &mut self,
+        p: &mut Ports<'_>,
+        id: u64,
+        full: bool,
+    ) -> Result<Vec<(String, StateOut)>, EngineError> {
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        let mut parts = Vec::with_capacity(self.links.len());
+        for i in 0..self.links.len() {
+            let mut out = StateOut::new(id, full);
+            self.run(i, out_wm, p, &mut |op, cx| op.snapshot(&mut out, cx))?;
+            parts.push((self.links[i].name.clone(), out));
+        }
+        self.flush(p)?;
+        Ok(parts)
+    }
+
+    /// Puts back what `state` says each transform saved, then commits (again) what the
+    /// checkpoint left to commit.
+    ///
+    /// # Errors
+    /// Corrupt or incompatible state; a commit that fails.
+    pub(crate) fn restore(
+        &mut self,
+        p: &mut Ports<'_>,
+        state: &dyn Fn(&str) -> Option<NodeState>,
+    ) -> Result<(), EngineError> {
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        for i in 0..self.links.len() {
+            if let Some(s) = state(&self.links[i].name) {
+                self.run(i, out_wm, p, &mut |op, cx| op.restore(&s, cx))?;
+                if !s.commits.is_empty() {
+                    self.run(i, out_wm, p, &mut |op, cx| op.commit(&s.commits, cx))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `records` of transform `name`.
+    ///
+    /// # Errors
+    /// User code failing to commit.
+    pub(crate) fn commit(
+        &mut self,
+        p: &mut Ports<'_>,
+        name: &str,
+        records: &[Vec<u8>],
+    ) -> Result<(), EngineError> {
+        let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        if let Some(i) = self.links.iter().position(|l| l.name == name) {
+            self.run(i, out_wm, p, &mut |op, cx| op.commit(records, cx))?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 use crate::adapter::{self, Route, Scope, Stream};
 use crate::chain::{Chain, Link};
 use crate::driver::Driver;
+use crate::member::Member;
 use crate::sources::{Emit, Poll, Replay};
 use crate::wire::{Arrives, Encoder, Leaves, PartialCodec};
 use beamline_engine::exec::exchange::{groups_by_runs, RunGrouper, RunWriter};
@@ -215,7 +216,10 @@ fn fuse(graph: &Graph, batch: bool) -> Result<Fusion, EngineError> {
     })
 }
 
-/// Builds the dataflow of `graph` on this worker.
+/// This worker's checkpoints and their interval.
+pub(crate) type Checkpointing = (crate::checkpoints::Shared, std::time::Duration);
+
+/// Builds the dataflow of `graph` on this worker (taking part in `checkpoints`, if any).
 ///
 /// # Errors
 /// A transform whose operator cannot be built.
@@ -224,7 +228,9 @@ pub(crate) fn build<'s>(
     graph: &Arc<Graph>,
     setup: Setup,
     shared: &Arc<Shared>,
+    checkpoints: Option<&Checkpointing>,
 ) -> Result<(), EngineError> {
+    let member = |names: Vec<String>| checkpoints.map(|(c, _)| Member::join(c, names));
     let fusion = fuse(graph, setup.batch)?;
     let consumers = graph.consumers();
     let mut streams: Vec<Option<Stream<'s>>> = vec![None; graph.pcollections.len()];
@@ -265,8 +271,14 @@ pub(crate) fn build<'s>(
                     EngineError::InvalidPipeline(format!("'{}' has no output", node.name))
                 })?;
                 // One Impulse element, one replay of a TestStream, for the whole job.
-                let mut replay =
-                    Replay::new(op, &node.name, encoder, setup.worker == 0, shared.clone());
+                let mut replay = Replay::new(
+                    op,
+                    &node.name,
+                    encoder,
+                    setup.worker == 0,
+                    member(vec![node.name.clone()]),
+                    shared.clone(),
+                );
                 adapter::operator(scope, &node.name, Vec::new(), 1, move |p| {
                     replay.activate(p)
                 })
@@ -299,12 +311,14 @@ pub(crate) fn build<'s>(
                 } else {
                     Emit::Encoded(encoder)
                 };
+                let names = chain.iter().map(|&m| graph.nodes[m].name.clone()).collect();
                 let mut poll = Poll::new(
                     source.clone(),
                     (setup.worker, setup.workers),
                     &node.name,
                     emit,
                     setup.max_bundle,
+                    member(names).zip(checkpoints.map(|(_, every)| *every)),
                     shared.clone(),
                 );
                 let outs = adapter::operator(
@@ -353,10 +367,15 @@ pub(crate) fn build<'s>(
                 } else if fusion.lifted[n] {
                     let (codec, lift) = partial_codec(graph, n)?;
                     let mailbox = Mailbox::default();
-                    head = Box::new(
-                        GbkOp::new(lift.key_coder, lift.windowing, Some(lift.combine_fn))
-                            .with_mailbox(mailbox.clone()),
-                    );
+                    let mut op = GbkOp::new(lift.key_coder, lift.windowing, Some(lift.combine_fn))
+                        .with_mailbox(mailbox.clone());
+                    // What checkpoints encode its state with.
+                    if let beamline_engine::coder::Coder::Kv(_, v) =
+                        &graph.pcollections[node.inputs[0]].coder
+                    {
+                        op = op.with_value_coder((**v).clone());
+                    }
+                    head = Box::new(op);
                     arrives.push(Arrives::Partials(codec, mailbox));
                 } else {
                     arrives.push(Arrives::Elements(
@@ -394,8 +413,16 @@ pub(crate) fn build<'s>(
                     }
                     _ => false,
                 };
-                let mut driver =
-                    Driver::new(links, arrives, leaves, !bundled, &setup, shared.clone());
+                let names = links.iter().map(|l| l.name.clone()).collect();
+                let mut driver = Driver::new(
+                    links,
+                    arrives,
+                    leaves,
+                    !bundled,
+                    &setup,
+                    member(names),
+                    shared.clone(),
+                );
                 let outs =
                     adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
                         driver.activate(p)

@@ -1,12 +1,18 @@
 //! Engine operators inside a Timely operator: a transform and the stateless transforms
 //! fused after it, whose input batches are processed in the order of their times, each
 //! after the transforms' watermark (and processing time) reached it; the operator's
-//! capabilities follow its output watermark.
+//! capabilities follow its output watermark. With checkpoints, an epoch's input is
+//! processed only once every input passed the epoch before, and the state between two
+//! epochs is the operator's part of a checkpoint.
 
-use crate::adapter::{processing_time_of, time, watermark_of, Batch, Ports, Time};
+use crate::adapter::{
+    epoch_of, processing_time_of, step_of, time, watermark_of, Batch, Front, Ports, Time,
+};
 use crate::chain::{Chain, Link};
 use crate::dataflow::{Clock, Setup, Shared};
+use crate::member::Member;
 use crate::wire::{Arrives, Leaves};
+use beamline_engine::checkpoint::StateOut;
 use beamline_engine::operators::END_OF_TIME;
 use beamline_engine::EngineError;
 use std::collections::BTreeMap;
@@ -27,6 +33,9 @@ pub(crate) fn wall_clock_ms() -> i64 {
 /// chain while in cache).
 const GROUPS_BYTES: usize = 8 << 10;
 
+/// The name the driver's own state is saved under: its first transform's, with this.
+const DRIVER_STATE: &str = "\u{0}driver";
+
 /// A chain of engine operators driven by one Timely operator: the first reads the inputs,
 /// each further one (stateless, one input) reads the one before; the last one's outputs
 /// are the operator's. Input is processed in the order of its times, each time's batches
@@ -46,18 +55,26 @@ pub(crate) struct Driver {
     /// bundles (all but groupings whose triggers count elements or fire late panes per
     /// bundle). Without it, a bounded pipeline's whole input waits at every exchange.
     eager: bool,
+    /// The checkpoint epoch being processed (0 without checkpoints).
+    epoch: u64,
+    /// Its part in the worker's checkpoints, and whether it restored its state.
+    member: Option<Member>,
+    started: bool,
+    /// This worker (the instance of transforms that commit).
+    worker: usize,
     shared: Arc<Shared>,
 }
 
 impl Driver {
     /// Drives `links` reading inputs that arrive as `arrives` says (main, then side
-    /// inputs) and writing outputs as `leaves` says.
+    /// inputs) and writing outputs as `leaves` says; `member` is its part in checkpoints.
     pub(crate) fn new(
         links: Vec<Link>,
         arrives: Vec<Arrives>,
         leaves: Vec<Leaves>,
         eager: bool,
         setup: &Setup,
+        member: Option<Member>,
         shared: Arc<Shared>,
     ) -> Self {
         let clock = setup.clock;
@@ -72,6 +89,10 @@ impl Driver {
             clock,
             final_processing_time: setup.final_processing_time,
             eager,
+            epoch: member.as_ref().map_or(0, Member::first_epoch),
+            member,
+            started: false,
+            worker: setup.worker,
             shared,
         }
     }
@@ -84,12 +105,41 @@ impl Driver {
             }
             return;
         }
-        if let Err(e) = self.step(p) {
+        let r = if self.member.as_ref().is_some_and(Member::finishing) {
+            self.wait_to_end(p)
+        } else {
+            self.step(p)
+        };
+        if let Err(e) = r {
             self.shared.fail(e);
         }
     }
 
+    /// With checkpoints: restores the state the checkpoint restored saved, once; then
+    /// commits what became committable.
+    fn checkpoint_chores(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        let Some(member) = &self.member else {
+            return Ok(());
+        };
+        if !self.started {
+            self.started = true;
+            p.downgrade(time(self.epoch, i64::MIN, 0, 0));
+            self.chain.enable_commits(self.worker);
+            let own = format!("{}{DRIVER_STATE}", self.chain.links[0].name);
+            if let Some(state) = member.restored(&own) {
+                if let Some(wm) = state.entries.get(&b""[..]) {
+                    let wm = beamline_engine::checkpoint::codec::Dec::new(wm, "a driver").i64()?;
+                    self.chain.wm = self.chain.wm.max(wm);
+                }
+            }
+            self.chain.restore(p, &|name| member.restored(name))?;
+        }
+        let chain = &mut self.chain;
+        member.commit_due(|name, records| chain.commit(p, name, records))
+    }
+
     fn step(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        self.checkpoint_chores(p)?;
         for slot in 0..p.inputs() {
             let stash = &mut self.stash;
             p.pull(slot, &mut |t, data| {
@@ -107,19 +157,54 @@ impl Driver {
                 self.chain.flush(p)?;
             }
         }
-        let frontier = p.frontier_of_all();
-        // Everything before the frontier is complete (more may come at the frontier
-        // itself): process it in time order, each time's batches as one bundle (from
-        // every upstream worker), side inputs first. An eager chain also takes what
-        // arrived at the frontier, as it arrives.
+        let front = p.frontier_of_all();
+        loop {
+            self.process_ready(p, &front)?;
+            // The epoch is over once every input passed it and its input is processed;
+            // one epoch at a time, each a checkpoint.
+            let later = if front.is_empty() {
+                self.stash.keys().next().map(epoch_of)
+            } else {
+                front.least().map(|t| epoch_of(&t))
+            };
+            let over = self.member.is_some()
+                && front.past_epoch(self.epoch)
+                && later.is_some_and(|e| e > self.epoch)
+                && self
+                    .stash
+                    .keys()
+                    .next()
+                    .is_none_or(|t| epoch_of(t) > self.epoch);
+            if !over {
+                break;
+            }
+            self.end_epoch(p)?;
+        }
+        match front.least() {
+            Some(f) => {
+                self.move_to(p, f, &front)?;
+                self.follow(p, f, &front)?;
+                if self.clock == Clock::Wall {
+                    p.activate_after(TICK);
+                }
+            }
+            None => self.end(p)?,
+        }
+        Ok(())
+    }
+
+    /// Processes the batches of this epoch whose time every input passed (or reached,
+    /// when eager), in time order, each time's batches as one bundle (from every upstream
+    /// worker), side inputs first.
+    fn process_ready(&mut self, p: &mut Ports<'_>, front: &Front) -> Result<(), EngineError> {
         while let Some((&t, _)) = self.stash.first_key_value() {
-            if frontier.is_some_and(|f| t > f || (t == f && !self.eager)) {
+            if epoch_of(&t) > self.epoch || !front.passed(&t, self.eager) {
                 break;
             }
             // Side inputs' watermarks still count this time's side batches.
-            self.move_to(p, t)?;
+            self.move_to(p, t, front)?;
             // What this time's batches make travels at this time (or what holds it).
-            self.follow(p, t)?;
+            self.follow(p, t, front)?;
             let (_, mut batches) = self.stash.pop_first().expect("a first entry");
             batches.sort_by_key(|(slot, _)| if *slot == 0 { usize::MAX } else { *slot });
             let mut sides_done = false;
@@ -139,81 +224,145 @@ impl Driver {
             self.chain.each(p, |op, cx| op.end_bundle(cx))?;
             self.chain.each(p, |op, cx| op.on_processing_time(cx))?;
         }
-        match frontier {
-            Some(f) => {
-                self.move_to(p, f)?;
-                self.follow(p, f)?;
-                if self.clock == Clock::Wall {
-                    p.activate_after(TICK);
+        Ok(())
+    }
+
+    /// The operator's state for checkpoint `epoch` (all of it when `full`).
+    fn snapshot(
+        &mut self,
+        p: &mut Ports<'_>,
+        epoch: u64,
+        full: bool,
+    ) -> Result<Vec<(String, StateOut)>, EngineError> {
+        let mut parts = self.chain.snapshot(p, epoch, full)?;
+        let mut e = beamline_engine::checkpoint::codec::Enc::new();
+        e.i64(self.chain.wm);
+        let mut own = StateOut::new(epoch, full);
+        own.put(b"", e.finish());
+        parts.push((format!("{}{DRIVER_STATE}", self.chain.links[0].name), own));
+        Ok(parts)
+    }
+
+    /// Every input passed the epoch: its state is the operator's part of that
+    /// checkpoint; then the next epoch starts.
+    fn end_epoch(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        let epoch = self.epoch;
+        let full = self.member.as_ref().is_some_and(|m| m.full(epoch));
+        self.chain.flush(p)?;
+        let parts = self.snapshot(p, epoch, full)?;
+        if let Some(m) = &self.member {
+            m.deliver(epoch, parts)?;
+        }
+        self.epoch += 1;
+        p.downgrade(time(self.epoch, i64::MIN, 0, 0));
+        Ok(())
+    }
+
+    /// Every input is complete: the operator's last output, then (with checkpoints) its
+    /// last state, and it ends once that checkpoint is whole.
+    fn end(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        // A batch GroupByKey's input is complete: its groups go down the chain, a batch
+        // at a time.
+        if let Some(grouper) = self.arrives.first_mut().and_then(Arrives::grouped) {
+            let mut output = grouper.into_output();
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                output.next_batch(&mut batch, usize::MAX, GROUPS_BYTES)?;
+                if batch.is_empty() {
+                    break;
                 }
+                self.chain.call(p, |op, cx| op.process(0, &mut batch, cx))?;
             }
-            None => {
-                // A batch GroupByKey's input is complete: its groups go down the chain,
-                // a batch at a time.
-                if let Some(grouper) = self.arrives.first_mut().and_then(Arrives::grouped) {
-                    let mut output = grouper.into_output();
-                    let mut batch = Vec::new();
-                    loop {
-                        batch.clear();
-                        output.next_batch(&mut batch, usize::MAX, GROUPS_BYTES)?;
-                        if batch.is_empty() {
-                            break;
-                        }
-                        self.chain.call(p, |op, cx| op.process(0, &mut batch, cx))?;
-                    }
-                }
-                // Every input is complete: timers due now, then the watermark to the end
-                // of time (panes and timers fire, windows expire).
-                if self.clock == Clock::Virtual {
-                    self.chain.now = self.chain.now.max(self.final_processing_time);
-                }
-                self.chain.each(p, |op, cx| op.on_processing_time(cx))?;
-                self.side_watermarks(p);
-                if self.chain.wm < END_OF_TIME {
-                    self.chain.wm = END_OF_TIME;
-                    self.chain.each(p, |op, cx| op.advance(END_OF_TIME, cx))?;
-                }
-                self.chain.each(p, |op, cx| op.end_bundle(cx))?;
-                self.chain.flush(p)?;
-                self.shared.add_metrics(self.chain.finish()?);
-                p.finish();
+        }
+        // Every input is complete: timers due now, then the watermark to the end of time
+        // (panes and timers fire, windows expire).
+        if self.clock == Clock::Virtual {
+            self.chain.now = self.chain.now.max(self.final_processing_time);
+        }
+        self.chain.each(p, |op, cx| op.on_processing_time(cx))?;
+        self.side_watermarks(p);
+        if self.chain.wm < END_OF_TIME {
+            self.chain.wm = END_OF_TIME;
+            self.chain.each(p, |op, cx| op.advance(END_OF_TIME, cx))?;
+        }
+        self.chain.each(p, |op, cx| op.end_bundle(cx))?;
+        self.chain.flush(p)?;
+        if self.member.is_some() {
+            let epoch = self.epoch;
+            let parts = self.snapshot(p, epoch, true)?;
+            if let Some(m) = &mut self.member {
+                m.finish(epoch, parts)?;
             }
+            // Downstream may end the epoch while this operator waits for its commits.
+            self.epoch += 1;
+            p.downgrade(time(self.epoch, i64::MIN, 0, 0));
+            return self.wait_to_end(p);
+        }
+        self.shared.add_metrics(self.chain.finish()?);
+        p.finish();
+        Ok(())
+    }
+
+    /// Ended with checkpoints: commits what is due; finishes once the last checkpoint is
+    /// whole.
+    fn wait_to_end(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        self.checkpoint_chores(p)?;
+        let done = self.member.as_ref().map_or(Ok(true), Member::done)?;
+        if done {
+            self.shared.add_metrics(self.chain.finish()?);
+            p.finish();
+        } else {
+            p.activate_after(TICK);
         }
         Ok(())
     }
 
-    /// Moves the capabilities to `t`, or to the chain's holds when earlier (its output
-    /// watermark); partial results folded so far go out first, at the time they were
-    /// made.
-    fn follow(&mut self, p: &mut Ports<'_>, t: Time) -> Result<(), EngineError> {
-        let hold = self.chain.hold();
-        let target = if hold < watermark_of(&t) {
-            time(hold, processing_time_of(&t), (t.1).1)
-        } else {
-            t
-        };
-        if p.time().is_some_and(|now| now < target) {
+    /// Moves the capabilities to `t`, or to the chain's holds or the input watermark when
+    /// earlier (its output watermark), in this epoch; partial results folded so far go
+    /// out first, at the time they were made.
+    fn follow(&mut self, p: &mut Ports<'_>, t: Time, front: &Front) -> Result<(), EngineError> {
+        let wm = watermark_of(&t)
+            .min(self.chain.hold())
+            .min(self.input_watermark(front));
+        let target = time(self.epoch, wm, processing_time_of(&t), step_of(&t));
+        if p.time().is_some_and(|now| now != join_of(&now, &target)) {
             self.chain.flush(p)?;
             p.downgrade(target);
         }
         Ok(())
     }
 
-    /// Moves processing time, then the watermark, to those of `t`.
-    fn move_to(&mut self, p: &mut Ports<'_>, t: Time) -> Result<(), EngineError> {
+    /// Moves processing time, then the watermark, to those of `t` (the watermark no
+    /// further than the inputs').
+    fn move_to(&mut self, p: &mut Ports<'_>, t: Time, front: &Front) -> Result<(), EngineError> {
         let pt = processing_time_of(&t);
         if self.clock == Clock::Virtual && pt > self.chain.now {
             self.chain.now = pt;
             self.chain.each(p, |op, cx| op.on_processing_time(cx))?;
         }
         self.side_watermarks(p);
-        let wm = watermark_of(&t);
+        let wm = watermark_of(&t).min(self.input_watermark(front));
         if wm > self.chain.wm {
             self.chain.wm = wm;
             self.chain
                 .each(p, |op, cx| op.advance(cx.input_watermark, cx))?;
         }
         Ok(())
+    }
+
+    /// The input watermark: the inputs' frontiers, and batches of later epochs received
+    /// ahead (they may be older than the frontiers).
+    fn input_watermark(&self, front: &Front) -> i64 {
+        let ahead = self
+            .stash
+            .range(time(self.epoch + 1, i64::MIN, 0, 0)..)
+            .map(|(t, _)| watermark_of(t))
+            .min();
+        front
+            .watermark()
+            .unwrap_or(END_OF_TIME)
+            .min(ahead.unwrap_or(END_OF_TIME))
     }
 
     /// Tells the first transform how far each side input is complete: its frontier, or
@@ -230,10 +379,16 @@ impl Driver {
                     .find(|(_, batches)| batches.iter().any(|(s, _)| *s == slot))
                     .map_or(END_OF_TIME, |(t, _)| watermark_of(t));
                 p.frontier(slot)
-                    .map_or(END_OF_TIME, |f| watermark_of(&f))
+                    .watermark()
+                    .unwrap_or(END_OF_TIME)
                     .min(waiting)
             })
             .collect();
         self.chain.links[0].op.side_watermarks(&wms);
     }
+}
+
+/// The least time at or after both.
+fn join_of(a: &Time, b: &Time) -> Time {
+    Time::new(a.outer.max(b.outer), a.inner.max(b.inner))
 }

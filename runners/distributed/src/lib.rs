@@ -10,12 +10,16 @@
 
 mod adapter;
 mod chain;
+mod checkpoints;
 mod connect;
 mod dataflow;
 mod driver;
 pub mod hosts;
 pub mod launch;
+mod member;
+mod plan;
 pub mod runner;
+mod source_state;
 mod sources;
 mod wire;
 pub mod worker;

@@ -5,8 +5,10 @@
 //! (so its closures resolve by transform name) and executes the proto the launcher wrote
 //! (so every process runs the same pipeline, temporary file names included).
 
+use crate::checkpoints::Checkpoints;
 use crate::dataflow::{self, Clock, Setup, Shared};
 use crate::launch::{launch, LaunchError, LaunchOptions};
+use crate::plan::Plan;
 use crate::worker::{self, WorkerEnv};
 use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
 use beamline_engine::metrics::MetricResults;
@@ -15,6 +17,8 @@ use beamline_engine::runner::{
     JobContext, Runner, RunnerRegistration, WORKER_JOB_ENV, WORKER_PIPELINE_ENV,
 };
 use beamline_engine::EngineError;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,12 +100,21 @@ impl Runner for DistributedRunner {
                 "with --hosts: this process's line of the hosts file, from 0",
             ),
         ]
+        .into_iter()
+        // The engine options its streaming operators read.
+        .chain(
+            beamline_translate::engine_options()
+                .into_iter()
+                .filter(|o| o.name == "max-bundle-size"),
+        )
+        .chain(beamline_translate::checkpoint_options())
+        .collect()
     }
 
     fn start(&self, pipeline: &[u8], job: JobContext) -> Result<Box<dyn JobHandle>, EngineError> {
         let opts = Options::parse(&job)?;
         let prepared = beamline_translate::prepare(pipeline, &job)?;
-        prepared.refuse_checkpoints("distributed")?;
+        check_checkpoints(&prepared)?;
         if let Some(env) = worker::worker_env().map_err(EngineError::InvalidPipeline)? {
             let addresses = launched_addresses(env)?;
             let threads = std::env::var("BEAMLINE_THREADS_PER_PROCESS")
@@ -118,9 +131,45 @@ impl Runner for DistributedRunner {
             None if job.options.contains_key("process_id") => Err(EngineError::InvalidPipeline(
                 "--process-id: only with --hosts (a job over several machines)".into(),
             )),
-            None => start_launcher(pipeline, job, opts),
+            None => {
+                let checkpointed = prepared.options.checkpoint.is_some();
+                start_launcher(pipeline, job, opts, checkpointed)
+            }
         }
     }
+}
+
+/// Checkpoints are of streaming jobs that read unbounded sources (on the wall clock).
+fn check_checkpoints(prepared: &beamline_translate::PreparedJob) -> Result<(), EngineError> {
+    let Some(c) = &prepared.options.checkpoint else {
+        return Ok(());
+    };
+    let dir = c.dir.display();
+    if prepared.mode == beamline_translate::Mode::Batch {
+        return Err(EngineError::InvalidPipeline(format!(
+            "--checkpoint-dir={dir}: checkpoints are taken of streaming jobs; this one runs in \
+             batch (pass --streaming to run it as a stream)"
+        )));
+    }
+    let test_stream = prepared
+        .graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.kind, beamline_engine::graph::NodeKind::TestStream { .. }));
+    if let Some(n) = test_stream {
+        return Err(EngineError::InvalidPipeline(format!(
+            "--checkpoint-dir={dir}: '{}' is a TestStream, which runs on virtual time; the \
+             distributed runner checkpoints jobs that read unbounded sources",
+            n.name
+        )));
+    }
+    if !prepared.has_unbounded_sources() {
+        return Err(EngineError::InvalidPipeline(format!(
+            "--checkpoint-dir={dir}: the distributed runner checkpoints jobs that read \
+             unbounded sources; this one reads none"
+        )));
+    }
+    Ok(())
 }
 
 /// Free TCP ports on the loopback interface, one per process.
@@ -143,6 +192,7 @@ fn start_launcher(
     pipeline: &[u8],
     job: JobContext,
     opts: Options,
+    checkpointed: bool,
 ) -> Result<Box<dyn JobHandle>, EngineError> {
     let io = |context: &str| {
         let context = context.to_string();
@@ -183,7 +233,13 @@ fn start_launcher(
             (WORKER_JOB_ENV.to_string(), job.job_index.to_string()),
         ],
     };
-    let cleanup = job.cleanup.clone();
+    // A failed job's temporary files go, unless checkpoints hold them (a restart from the
+    // last checkpoint commits or replaces them).
+    let cleanup = if checkpointed {
+        Vec::new()
+    } else {
+        job.cleanup.clone()
+    };
     let body = move |control: &JobControl| -> Result<(), EngineError> {
         let r = launch(&program, &args, &launch_opts)
             .and_then(|s| s.wait_unless(|| control.is_cancelled()));
@@ -282,11 +338,19 @@ fn start_worker(
     let batch = prepared.mode == beamline_translate::Mode::Batch;
     let max_bundle = prepared.options.max_bundle_size;
     let final_processing_time = dataflow::final_processing_time(&prepared.graph);
+    let checkpoint = prepared.options.checkpoint.clone();
+    let fingerprint = beamline_engine::checkpoint::fingerprint(&prepared.graph);
     let graph = Arc::new(prepared.graph);
     let workers = env.processes * threads;
     let body = move |control: &JobControl| -> Result<(), EngineError> {
         let shared = Arc::new(Shared::new(launched));
         let (g, s) = (graph.clone(), shared.clone());
+        // What to restore, decided before connecting: no process writes a checkpoint
+        // until all are connected.
+        let plan = match &checkpoint {
+            Some(c) => Plan::make(c, workers)?,
+            None => Plan::default(),
+        };
         let deadline = std::time::Instant::now() + opts.connect_timeout;
         end_on_timely_panics(launched);
         let guards =
@@ -301,9 +365,16 @@ fn start_worker(
                 };
                 // A panic here is a bug (user code runs guarded): it ends the process
                 // with a clear error rather than leaving the other workers waiting.
+                let checkpoints = checkpoint.as_ref().map(|c| {
+                    match Checkpoints::open(c, &plan, w.index(), workers, fingerprint.clone()) {
+                        Ok(cp) => (Rc::new(RefCell::new(cp)), c.interval),
+                        Err(e) => s.fail(e),
+                    }
+                });
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     crate::adapter::dataflow(w, |scope| {
-                        if let Err(e) = dataflow::build(scope, &g, setup, &s) {
+                        if let Err(e) = dataflow::build(scope, &g, setup, &s, checkpoints.as_ref())
+                        {
                             s.fail(e);
                         }
                     });

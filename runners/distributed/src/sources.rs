@@ -1,20 +1,27 @@
 //! Where data enters the dataflow: Impulse and TestStream (the engine's operators, on
 //! worker 0 only, as one element or one replay for the whole job) and unbounded sources
-//! (split over every worker, each polling its part).
+//! (split over every worker, each polling its part). With checkpoints, a source moves to
+//! the next epoch every interval, its position (and its fused transforms' state) then its
+//! part of the checkpoint.
 
 use crate::adapter::{time, Ports};
 use crate::chain::Chain;
 use crate::dataflow::Shared;
 use crate::driver::wall_clock_ms;
+use crate::driver::TICK;
+use crate::member::Member;
+use crate::source_state::{SourceState, SOURCE_KEY};
 use crate::wire::Encoder;
+use beamline_engine::checkpoint::StateOut;
 use beamline_engine::graph::SourceFactory;
 use beamline_engine::operators::guard::guarded;
 use beamline_engine::operators::{Op, OpCx, SourceStep, END_OF_TIME};
 use beamline_engine::source::{SourceOutput, UnboundedSource};
 use beamline_engine::window::WindowedValue;
 use beamline_engine::EngineError;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Elements a source with fused transforms reads at once (a bundle is several such
 /// reads): each goes down the chain while it is in cache.
@@ -32,6 +39,10 @@ pub(crate) struct Replay {
     wm: i64,
     pt: i64,
     step: u64,
+    /// With checkpoints: its part in them (an Impulse: whether it emitted).
+    member: Option<Member>,
+    epoch: u64,
+    started: bool,
     shared: Arc<Shared>,
 }
 
@@ -42,6 +53,7 @@ impl Replay {
         name: &str,
         encoder: Encoder,
         active: bool,
+        member: Option<Member>,
         shared: Arc<Shared>,
     ) -> Self {
         Replay {
@@ -51,6 +63,9 @@ impl Replay {
             wm: i64::MIN,
             pt: 0,
             step: 0,
+            epoch: member.as_ref().map_or(0, Member::first_epoch),
+            member,
+            started: false,
             shared,
         }
     }
@@ -65,10 +80,64 @@ impl Replay {
         }
     }
 
-    fn steps(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
-        let Some(op) = self.op.as_mut() else {
-            p.finish();
+    /// Restores its operator, once (with checkpoints).
+    fn restore(&mut self) -> Result<(), EngineError> {
+        let (Some(m), Some(op)) = (&self.member, self.op.as_mut()) else {
             return Ok(());
+        };
+        if let Some(state) = m.restored(&self.name) {
+            let (mut out, mut more, mut spare) = (vec![Vec::new()], Vec::new(), Vec::new());
+            op.restore(
+                &state,
+                &mut OpCx {
+                    out: &mut out,
+                    more: &mut more,
+                    spare: &mut spare,
+                    now: self.pt,
+                    input_watermark: self.wm,
+                    output_watermark: self.wm,
+                    name: &self.name,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The replay ended: with checkpoints, its last state goes into them first.
+    fn end(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        if let Some(m) = &mut self.member {
+            if !m.finishing() {
+                let mut out = StateOut::new(self.epoch, true);
+                if let Some(op) = self.op.as_mut() {
+                    let (mut o, mut more, mut spare) = (vec![Vec::new()], Vec::new(), Vec::new());
+                    op.snapshot(
+                        &mut out,
+                        &mut OpCx {
+                            out: &mut o,
+                            more: &mut more,
+                            spare: &mut spare,
+                            now: self.pt,
+                            input_watermark: self.wm,
+                            output_watermark: self.wm,
+                            name: &self.name,
+                        },
+                    )?;
+                }
+                m.finish(self.epoch, vec![(self.name.clone(), out)])?;
+            }
+            // It holds nothing to commit: the worker's checkpoints need not wait for it.
+        }
+        p.finish();
+        Ok(())
+    }
+
+    fn steps(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        if !self.started {
+            self.started = true;
+            self.restore()?;
+        }
+        let Some(op) = self.op.as_mut() else {
+            return self.end(p);
         };
         for _ in 0..STEPS_PER_ACTIVATION {
             let mut out = vec![Vec::new()];
@@ -91,10 +160,7 @@ impl Replay {
                 self.step += 1;
             }
             match step {
-                SourceStep::Finished | SourceStep::NotASource => {
-                    p.finish();
-                    return Ok(());
-                }
+                SourceStep::Finished | SourceStep::NotASource => return self.end(p),
                 SourceStep::Idle => break,
                 SourceStep::Progressed {
                     advance_processing_time,
@@ -102,10 +168,9 @@ impl Replay {
             }
             self.wm = self.wm.max(op.hold());
             if self.wm == END_OF_TIME {
-                p.finish();
-                return Ok(());
+                return self.end(p);
             }
-            p.downgrade(time(self.wm, self.pt, self.step));
+            p.downgrade(time(self.epoch, self.wm, self.pt, self.step));
         }
         p.activate_after(Duration::ZERO);
         Ok(())
@@ -132,6 +197,14 @@ pub(crate) struct Poll {
     max_bundle: usize,
     wm: i64,
     step: u64,
+    /// With checkpoints: its part in them, the interval, when the epoch ends, and the
+    /// positions of checkpoints not yet whole, by epoch.
+    member: Option<Member>,
+    interval: Duration,
+    epoch: u64,
+    epoch_ends: Instant,
+    positions: BTreeMap<u64, Vec<u8>>,
+    worker_instance: usize,
     shared: Arc<Shared>,
 }
 
@@ -143,8 +216,13 @@ impl Poll {
         name: &str,
         emit: Emit,
         max_bundle: usize,
+        checkpoints: Option<(Member, Duration)>,
         shared: Arc<Shared>,
     ) -> Self {
+        let (member, interval) = match checkpoints {
+            Some((m, i)) => (Some(m), i),
+            None => (None, Duration::MAX),
+        };
         Poll {
             factory,
             worker,
@@ -155,6 +233,12 @@ impl Poll {
             max_bundle: max_bundle.max(1),
             wm: i64::MIN,
             step: 0,
+            epoch: member.as_ref().map_or(0, Member::first_epoch),
+            member,
+            interval,
+            epoch_ends: Instant::now(),
+            positions: BTreeMap::new(),
+            worker_instance: worker.0,
             shared,
         }
     }
@@ -164,9 +248,143 @@ impl Poll {
         if p.finished() {
             return;
         }
-        if let Err(e) = self.poll(p) {
+        let r = if self.member.as_ref().is_some_and(Member::finishing) {
+            self.wait_to_end(p)
+        } else {
+            self.poll(p)
+        };
+        if let Err(e) = r {
             self.shared.fail(e);
         }
+    }
+
+    /// With checkpoints, at the start: the reader and the fused transforms resume where
+    /// the checkpoint restored left them. Returns whether this part had ended.
+    fn restore(&mut self, p: &mut Ports<'_>) -> Result<bool, EngineError> {
+        let Some(m) = &self.member else {
+            return Ok(false);
+        };
+        self.epoch_ends = Instant::now() + self.interval;
+        p.downgrade(time(self.epoch, i64::MIN, 0, 0));
+        if let Emit::Chain(chain) = &mut self.emit {
+            chain.enable_commits(self.worker_instance);
+            chain.restore(p, &|name| m.restored(name))?;
+        }
+        let Some(state) = m.restored(&self.name) else {
+            return Ok(false);
+        };
+        let Some(bytes) = state.entries.get(SOURCE_KEY) else {
+            return Ok(false);
+        };
+        let SourceState {
+            finished,
+            wm,
+            step,
+            position,
+        } = SourceState::decode(bytes, &self.name)?;
+        self.wm = self.wm.max(wm);
+        self.step = step;
+        if let (Some(reader), Some(pos)) = (self.reader.as_mut(), position.as_deref()) {
+            guarded(&self.name, || reader.restore(pos))?;
+            // Committed again: the checkpoint may have become whole just before the end.
+            guarded(&self.name, || reader.checkpointed(pos))?;
+        }
+        Ok(finished)
+    }
+
+    /// The source's state for checkpoint `epoch`: its fused transforms', then its own.
+    fn snapshot(
+        &mut self,
+        p: &mut Ports<'_>,
+        epoch: u64,
+        full: bool,
+        finished: bool,
+    ) -> Result<Vec<(String, StateOut)>, EngineError> {
+        let mut parts = match &mut self.emit {
+            Emit::Chain(chain) => chain.snapshot(p, epoch, full)?,
+            Emit::Encoded(_) => Vec::new(),
+        };
+        let position = match &self.reader {
+            Some(r) => Some(r.position().ok_or_else(|| {
+                EngineError::Checkpoint(format!(
+                    "source '{}' cannot resume from a checkpoint (it has no position)",
+                    self.name
+                ))
+            })?),
+            None => None,
+        };
+        if let Some(pos) = &position {
+            self.positions.insert(epoch, pos.clone());
+        }
+        let mut out = StateOut::new(epoch, full);
+        let own = SourceState {
+            finished,
+            wm: self.wm,
+            step: self.step,
+            position,
+        };
+        out.put(SOURCE_KEY, own.encode());
+        parts.push((self.name.clone(), out));
+        Ok(parts)
+    }
+
+    /// With checkpoints: commits what became committable, and tells the reader the
+    /// newest position of a whole checkpoint.
+    fn checkpoint_chores(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        let Some(m) = &self.member else {
+            return Ok(());
+        };
+        match &mut self.emit {
+            Emit::Chain(chain) => m.commit_due(|name, records| chain.commit(p, name, records))?,
+            Emit::Encoded(_) => m.commit_due(|_, _| Ok(()))?,
+        }
+        let whole: Vec<u64> = self
+            .positions
+            .keys()
+            .copied()
+            .filter(|&e| m.committed(e))
+            .collect();
+        if let Some(&newest) = whole.last() {
+            let pos = self.positions[&newest].clone();
+            for e in whole {
+                self.positions.remove(&e);
+            }
+            if let Some(reader) = self.reader.as_mut() {
+                guarded(&self.name, || reader.checkpointed(&pos))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The interval passed: what was read so far is this epoch's, and the next starts.
+    fn end_epoch(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        let epoch = self.epoch;
+        let full = self.member.as_ref().is_some_and(|m| m.full(epoch));
+        let parts = self.snapshot(p, epoch, full, false)?;
+        if let Some(m) = &self.member {
+            m.deliver(epoch, parts)?;
+        }
+        self.epoch += 1;
+        self.epoch_ends = Instant::now() + self.interval;
+        // What is read from now on is of the next epoch.
+        p.downgrade(time(self.epoch, self.wm, 0, self.step));
+        Ok(())
+    }
+
+    /// Ended with checkpoints: commits what is due; finishes once the last checkpoint is
+    /// whole.
+    fn wait_to_end(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        self.checkpoint_chores(p)?;
+        if self.member.as_ref().map_or(Ok(true), Member::done)? {
+            self.reader = None;
+            if let Emit::Chain(chain) = &mut self.emit {
+                self.shared.add_metrics(chain.finish()?);
+            }
+            p.finish();
+        } else {
+            p.activate_after(TICK);
+        }
+        Ok(())
     }
 
     /// This worker's reader: its part of the split, or the whole source on worker 0 when
@@ -202,6 +420,19 @@ impl Poll {
         if !self.started {
             self.started = true;
             self.reader = self.start()?;
+            if self.restore(p)? {
+                self.reader = None;
+            }
+        }
+        self.checkpoint_chores(p)?;
+        // One checkpoint at a time: the epoch ends once the one before is whole (while
+        // sinks commit slowly, epochs grow longer rather than checkpoints pile up).
+        let due = self.member.as_ref().is_some_and(|m| {
+            Instant::now() >= self.epoch_ends
+                && (self.epoch == m.first_epoch() || m.committed(self.epoch - 1))
+        });
+        if due {
+            self.end_epoch(p)?;
         }
         let Some(reader) = self.reader.as_mut() else {
             return self.end(p);
@@ -261,7 +492,7 @@ impl Poll {
                 chain.each(p, |op, cx| op.advance(cx.input_watermark, cx))?;
             }
         }
-        p.downgrade(time(self.wm, 0, self.step));
+        p.downgrade(time(self.epoch, self.wm, 0, self.step));
         p.activate_after(if full {
             Duration::ZERO
         } else {
@@ -280,6 +511,19 @@ impl Poll {
             }
             chain.each(p, |op, cx| op.end_bundle(cx))?;
             chain.flush(p)?;
+        }
+        if self.member.is_some() {
+            let epoch = self.epoch;
+            let parts = self.snapshot(p, epoch, true, true)?;
+            if let Some(m) = &mut self.member {
+                m.finish(epoch, parts)?;
+            }
+            // Downstream may end the epoch while this source waits for its commits.
+            self.epoch += 1;
+            p.downgrade(time(self.epoch, END_OF_TIME, 0, self.step));
+            return self.wait_to_end(p);
+        }
+        if let Emit::Chain(chain) = &mut self.emit {
             self.shared.add_metrics(chain.finish()?);
         }
         p.finish();

@@ -93,8 +93,10 @@ pub trait DoFnInvoker: Send {
         false
     }
     /// The job takes checkpoints (called once, before any bundle): output the DoFn makes
-    /// visible outside the job waits for [`DoFnInvoker::commit`].
-    fn commits_enabled(&mut self) {}
+    /// visible outside the job waits for [`DoFnInvoker::commit`]. `instance` tells the
+    /// transform's parallel instances apart (a distributed job's worker; 0 otherwise),
+    /// for what must differ between them (a Kafka transactional id).
+    fn commits_enabled(&mut self, _instance: usize) {}
     /// A checkpoint is being taken (between bundles): finish what the instance wrote
     /// since the last one (close files, say) and return a record of it to commit once the
     /// checkpoint is durable; `None` when there is nothing to commit.

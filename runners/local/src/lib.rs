@@ -47,7 +47,13 @@ impl Runner for LocalRunner {
         if signals {
             interrupt::watch(control.clone(), prepared.mode == Mode::Streaming);
         }
-        let cleanup = job.cleanup.clone();
+        // A failed job's temporary files go, unless checkpoints hold them (a restart
+        // from the last checkpoint commits or replaces them).
+        let cleanup = if prepared.options.checkpoint.is_some() {
+            Vec::new()
+        } else {
+            job.cleanup.clone()
+        };
         let body = move |control: &JobControl| -> Result<(), EngineError> {
             let _unwatch = Unwatch(signals.then(|| control.clone()));
             let o = &prepared.options;

@@ -30,7 +30,7 @@ mod options;
 pub use components::{coder, trigger, window_fn, windowing};
 pub use graph::{to_fragment, to_graph};
 pub use mode::{choose_mode, Mode};
-pub use options::{engine_options, EngineOptions, MAX_THREADS_PER_CORE};
+pub use options::{checkpoint_options, engine_options, EngineOptions, MAX_THREADS_PER_CORE};
 
 use beamline_engine::graph::Graph;
 use beamline_engine::runner::JobContext;

@@ -36,6 +36,16 @@ pub fn engine_options() -> Vec<OptionSpec> {
             "streaming: most elements a source reads into one bundle",
         )
         .default_value(beamline_engine::stream::DEFAULT_MAX_BUNDLE_SIZE),
+    ]
+    .into_iter()
+    .chain(checkpoint_options())
+    .collect()
+}
+
+/// The checkpoint options (`--checkpoint-dir` and its companions), for runners that take
+/// checkpoints.
+pub fn checkpoint_options() -> Vec<OptionSpec> {
+    vec![
         OptionSpec::new(
             "checkpoint-dir",
             OptionKind::Text,

@@ -341,6 +341,12 @@ struct WriteBundles {
     /// Files closed since the last checkpoint.
     #[serde(skip)]
     closed: Vec<String>,
+    /// Which parallel instance of the sink this is.
+    #[serde(skip)]
+    instance: usize,
+    /// The job takes checkpoints (they commit the files).
+    #[serde(skip)]
+    checkpointed: bool,
 }
 
 /// A file in a sink's temporary directory saying that checkpoints commit its files (the
@@ -354,6 +360,9 @@ const CHECKPOINTED: &str = "CHECKPOINTED";
 #[derive(Serialize, Deserialize)]
 struct Renames {
     checkpoint: u64,
+    /// The sink instance that wrote the files (a distributed job's worker).
+    #[serde(default)]
+    instance: usize,
     prefix: String,
     suffix: String,
     files: Vec<(String, String)>,
@@ -371,7 +380,23 @@ fn dir_and_stem(prefix: &str) -> Option<(PathBuf, String)> {
 }
 
 /// Removes `PREFIX-cNNNNNN-*[SUFFIX]` files with `NNNNNN` past `checkpoint`.
-fn remove_later_checkpoints(prefix: &str, suffix: &str, checkpoint: u64) -> Result<(), UserError> {
+/// The part of a committed file's name that says which sink instance wrote it: nothing for
+/// the first (the local runner's only one), `-wN` for worker `N` of a distributed job.
+fn instance_tag(instance: usize) -> String {
+    match instance {
+        0 => String::new(),
+        i => format!("-w{i}"),
+    }
+}
+
+/// Removes the files sink instance `instance` committed under checkpoints after
+/// `checkpoint` (a job restored from an earlier one writes their data again).
+fn remove_later_checkpoints(
+    prefix: &str,
+    suffix: &str,
+    checkpoint: u64,
+    instance: usize,
+) -> Result<(), UserError> {
     let Some((dir, stem)) = dir_and_stem(prefix) else {
         return Ok(());
     };
@@ -384,6 +409,14 @@ fn remove_later_checkpoints(prefix: &str, suffix: &str, checkpoint: u64) -> Resu
             .strip_prefix(&stem)
             .and_then(|r| r.strip_prefix("-c"))
             .filter(|r| r.ends_with(suffix))
+            // Another instance's files are its own to remove.
+            .filter(|r| {
+                let rest = r.get(6..).unwrap_or("");
+                match instance {
+                    0 => !rest.starts_with("-w"),
+                    i => rest.starts_with(&format!("{}-", instance_tag(i))),
+                }
+            })
             .and_then(|r| r.get(..6))
             .and_then(|d| d.parse::<u64>().ok());
         if id.is_some_and(|id| id > checkpoint) {
@@ -424,7 +457,22 @@ impl Clone for WriteBundles {
             suffix: self.suffix.clone(),
             current: None,
             closed: Vec::new(),
+            instance: 0,
+            checkpointed: false,
         }
+    }
+}
+
+impl WriteBundles {
+    /// Marks the temporary directory as one whose files checkpoints commit.
+    fn mark_checkpointed(&self) -> Result<(), UserError> {
+        let marker = Path::new(&self.temp_dir).join(CHECKPOINTED);
+        if !marker.exists() {
+            std::fs::create_dir_all(&self.temp_dir)
+                .and_then(|()| File::create(&marker).map(drop))
+                .map_err(|e| format!("creating {}: {e}", marker.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -437,6 +485,11 @@ impl DoFn for WriteBundles {
         _ctx: &mut ProcessContext<'_, '_, String>,
     ) -> Result<(), UserError> {
         if self.current.is_none() {
+            if self.checkpointed {
+                // Before any file of this directory is announced: the end of the job
+                // must not publish files the checkpoints commit.
+                self.mark_checkpointed()?;
+            }
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
             let writer = create_writer(Path::new(&path))?;
             self.current = Some(OpenFile {
@@ -485,13 +538,13 @@ impl DoFn for WriteBundles {
         true
     }
 
+    fn commits_enabled(&mut self, instance: usize) {
+        self.instance = instance;
+        self.checkpointed = true;
+    }
+
     fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
-        let marker = Path::new(&self.temp_dir).join(CHECKPOINTED);
-        if !marker.exists() {
-            std::fs::create_dir_all(&self.temp_dir)
-                .and_then(|()| File::create(&marker).map(drop))
-                .map_err(|e| format!("creating {}: {e}", marker.display()))?;
-        }
+        self.mark_checkpointed()?;
         if let Some(mut f) = self.current.take() {
             f.writer
                 .flush()
@@ -506,11 +559,17 @@ impl DoFn for WriteBundles {
                 continue;
             }
             let tag = temp.rsplit("bundle-").next().unwrap_or("0");
-            let target = format!("{}-c{checkpoint:06}-{tag}{}", self.prefix, self.suffix);
+            let target = format!(
+                "{}-c{checkpoint:06}{}-{tag}{}",
+                self.prefix,
+                instance_tag(self.instance),
+                self.suffix
+            );
             renames.push((temp, target));
         }
         Ok(Some(serde_json::to_vec(&Renames {
             checkpoint,
+            instance: self.instance,
             prefix: self.prefix.clone(),
             suffix: self.suffix.clone(),
             files: renames,
@@ -519,7 +578,7 @@ impl DoFn for WriteBundles {
 
     fn commit(&mut self, record: &[u8]) -> Result<(), UserError> {
         let r: Renames = serde_json::from_slice(record)?;
-        remove_later_checkpoints(&r.prefix, &r.suffix, r.checkpoint)?;
+        remove_later_checkpoints(&r.prefix, &r.suffix, r.checkpoint, r.instance)?;
         for (temp, target) in r.files {
             if Path::new(&temp).exists() {
                 if let Some(dir) = Path::new(&target).parent() {
@@ -749,6 +808,8 @@ impl PTransform<PCollection<String>> for WriteToText {
                 suffix,
                 current: None,
                 closed: Vec::new(),
+                instance: 0,
+                checkpointed: false,
             },
             |temp_dir| WriteShard {
                 temp_dir: temp_dir.to_string(),

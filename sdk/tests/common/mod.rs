@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka_fault;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -227,6 +229,112 @@ pub fn kill_after(mut child: std::process::Child, ms: u64, what: &str) {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// The newest checkpoint id in the worker stores under `dir` (0: none).
+fn newest_checkpoint(dir: &std::path::Path) -> u64 {
+    let mut newest = 0;
+    for w in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(w.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_prefix("chk-")
+                .and_then(|s| s.strip_suffix(".redb"))
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                newest = newest.max(id);
+            }
+        }
+    }
+    newest
+}
+
+/// Once the distributed job `child` (its launcher) wrote a checkpoint into `checkpoints`
+/// (it is processing) and `ms` more passed, kills one of its worker processes with
+/// SIGKILL; the launcher must then fail within 60 s, saying a worker was lost.
+///
+/// # Panics
+/// When the job ended before, wrote no checkpoint within 60 s, or the launcher did not
+/// end after the kill.
+pub fn kill_a_worker(
+    mut child: std::process::Child,
+    ms: u64,
+    what: &str,
+    checkpoints: &std::path::Path,
+) {
+    let before = newest_checkpoint(checkpoints);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(60);
+    while newest_checkpoint(checkpoints) == before {
+        assert!(Instant::now() < until, "{what} wrote no checkpoint in 60 s");
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let first = started.elapsed();
+    std::thread::sleep(Duration::from_millis(ms));
+    if let Some(status) = child.try_wait().unwrap() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        panic!("{what} ended before it was killed ({ms} ms in, {status}): {err}");
+    }
+    let workers = children_of(child.id());
+    let Some(&victim) = workers.get(ms as usize % workers.len().max(1)) else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        return;
+    };
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("{what}: the launcher did not end within 60 s of a worker's kill");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        !status.success(),
+        "{what}: the job succeeded without a worker"
+    );
+    if std::env::var("FAULT_DEBUG").is_ok() {
+        eprintln!(
+            "{what}: first checkpoint after {} ms, ended {} ms after the kill",
+            first.as_millis(),
+            (started.elapsed() - first).as_millis() - u128::from(ms)
+        );
+    }
+}
+
+/// The processes whose parent is `pid` (from `/proc`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `PID (COMMAND) STATE PPID ...`: the command may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// Formats a count per key and fixed window as `key,window start,count`.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 /// What one operator saves in a checkpoint.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StateOut {
     id: u64,
     full: bool,
@@ -43,6 +43,10 @@ impl StateOut {
     /// committing must be idempotent), such as publishing files written since the last.
     pub fn commit_record(&mut self, record: Vec<u8>) {
         self.commits.push(record);
+    }
+    /// The records [`StateOut::commit_record`] left.
+    pub fn commit_records(&self) -> &[Vec<u8>] {
+        &self.commits
     }
     /// Nothing was written.
     pub fn is_empty(&self) -> bool {

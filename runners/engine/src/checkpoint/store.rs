@@ -314,39 +314,49 @@ impl Store {
     pub fn latest(&self) -> Result<Option<Restored>> {
         let mut skipped = Vec::new();
         for id in self.ids()?.into_iter().rev() {
-            match self.chain(id) {
-                Ok(chain) => {
-                    let mut nodes: BTreeMap<String, NodeState> = BTreeMap::new();
-                    let (fingerprint, job) = {
-                        let last = &chain.last().expect("not empty").1;
-                        (last.fingerprint.clone(), last.job.clone())
-                    };
-                    for (at, data) in chain {
-                        for (name, node) in data.nodes {
-                            let state = nodes.entry(name).or_default();
-                            if node.full {
-                                state.entries.clear();
-                            }
-                            for k in node.deletes {
-                                state.entries.remove(&k);
-                            }
-                            state.entries.extend(node.puts);
-                            // Only the restored checkpoint's records may be uncommitted.
-                            state.commits = if at == id { node.commits } else { Vec::new() };
-                        }
-                    }
-                    return Ok(Some(Restored {
-                        id,
-                        fingerprint,
-                        job,
-                        nodes,
-                        skipped,
-                    }));
+            match self.read_checkpoint(id) {
+                Ok(mut r) => {
+                    r.skipped = skipped;
+                    return Ok(Some(r));
                 }
                 Err(e) => skipped.push((id, e.to_string())),
             }
         }
         Ok(None)
+    }
+
+    /// Checkpoint `id` read back from its chain of files.
+    ///
+    /// # Errors
+    /// When a file of its chain is missing or damaged.
+    pub fn read_checkpoint(&self, id: u64) -> Result<Restored> {
+        let chain = self.chain(id)?;
+        let mut nodes: BTreeMap<String, NodeState> = BTreeMap::new();
+        let (fingerprint, job) = {
+            let last = &chain.last().expect("not empty").1;
+            (last.fingerprint.clone(), last.job.clone())
+        };
+        for (at, data) in chain {
+            for (name, node) in data.nodes {
+                let state = nodes.entry(name).or_default();
+                if node.full {
+                    state.entries.clear();
+                }
+                for k in node.deletes {
+                    state.entries.remove(&k);
+                }
+                state.entries.extend(node.puts);
+                // Only the restored checkpoint's records may be uncommitted.
+                state.commits = if at == id { node.commits } else { Vec::new() };
+            }
+        }
+        Ok(Restored {
+            id,
+            fingerprint,
+            job,
+            nodes,
+            skipped: Vec::new(),
+        })
     }
 
     /// The full checkpoint the chain of `id` starts at.

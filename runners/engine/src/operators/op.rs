@@ -194,8 +194,9 @@ pub trait Op {
         Ok(())
     }
     /// The job takes checkpoints: output made visible outside the job must wait for
-    /// [`Op::commit`] (called before any element arrives).
-    fn enable_commits(&mut self) {}
+    /// [`Op::commit`] (called before any element arrives). `instance` tells the
+    /// transform's parallel instances apart (a distributed job's worker; 0 otherwise).
+    fn enable_commits(&mut self, _instance: usize) {}
     /// Moves the metrics gathered so far to the job's handle.
     fn report(&mut self, _name: &str, _control: &JobControl) {}
     /// Tears the operator down and adds its metrics to `metrics`.

@@ -151,7 +151,7 @@ pub(crate) struct ParDoOp {
     /// Side inputs or waiting elements changed since the last checkpoint.
     sides_changed: bool,
     /// The job takes checkpoints (the DoFn is told when it is created).
-    commits: bool,
+    commits: Option<usize>,
 }
 
 /// What a call into the DoFn is about.
@@ -217,7 +217,7 @@ impl ParDoOp {
                     .collect(),
             ),
             sides_changed: false,
-            commits: false,
+            commits: None,
         })
     }
 }
@@ -247,8 +247,8 @@ impl ParDoOp {
             let f = self.factory.clone();
             let mut inv = guarded(name, || Ok(f()))?;
             guarded(name, || inv.setup())?;
-            if self.commits {
-                inv.commits_enabled();
+            if let Some(instance) = self.commits {
+                inv.commits_enabled(instance);
             }
             self.inst = Some(inv);
         }
@@ -757,10 +757,10 @@ impl Op for ParDoOp {
         Ok(())
     }
 
-    fn enable_commits(&mut self) {
-        self.commits = true;
+    fn enable_commits(&mut self, instance: usize) {
+        self.commits = Some(instance);
         if let Some(inv) = &mut self.inst {
-            inv.commits_enabled();
+            inv.commits_enabled(instance);
         }
     }
 

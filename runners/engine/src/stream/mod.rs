@@ -293,7 +293,7 @@ impl<'g> Executor<'g> {
         };
         let (coordinator, restored) = Coordinator::start(c, fingerprint(self.graph))?;
         for op in &mut self.ops {
-            op.enable_commits();
+            op.enable_commits(0);
         }
         if let Some(r) = restored {
             self.restore(&r)?;

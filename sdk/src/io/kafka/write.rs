@@ -96,6 +96,15 @@ struct KafkaWriter {
     /// The job's line of checkpoints: markers of another line do not count.
     #[serde(skip)]
     lineage: Option<u32>,
+    /// Which parallel instance of the sink this is (each has a transactional id).
+    #[serde(skip)]
+    instance: usize,
+    /// The consumer of the commit-marker group, and the marker this instance committed
+    /// last (read from Kafka once, then known).
+    #[serde(skip)]
+    marker: Option<BaseConsumer>,
+    #[serde(skip)]
+    known_marker: Option<i64>,
 }
 
 impl Clone for KafkaWriter {
@@ -106,6 +115,9 @@ impl Clone for KafkaWriter {
             transactional: false,
             pending: Vec::new(),
             lineage: None,
+            instance: 0,
+            marker: None,
+            known_marker: None,
         }
     }
 }
@@ -116,12 +128,21 @@ fn marker(lineage: u32, id: u64) -> i64 {
 }
 
 impl KafkaWriter {
+    /// This instance's transactional id: the sink's, with the instance's number after the
+    /// first (the workers of a distributed job must not fence each other off).
+    fn txn_id(&self) -> String {
+        match self.instance {
+            0 => self.config.txn_id(),
+            i => format!("{}-{i}", self.config.txn_id()),
+        }
+    }
+
     fn producer(&mut self) -> Result<&ThreadedProducer<DefaultProducerContext>, UserError> {
         if self.producer.is_none() {
             let mut c = client_config(&self.config.bootstrap_servers, &self.config.properties);
             c.set("enable.idempotence", "true");
             if self.transactional {
-                c.set("transactional.id", self.config.txn_id());
+                c.set("transactional.id", self.txn_id());
             }
             let p: ThreadedProducer<DefaultProducerContext> = c
                 .create()
@@ -177,14 +198,17 @@ impl KafkaWriter {
     }
 
     fn commits_group(&self) -> String {
-        format!("{}-commits", self.config.txn_id())
+        format!("{}-commits", self.txn_id())
     }
 
     /// The marker committed last, if any.
-    fn committed_marker(&self) -> Result<Option<i64>, UserError> {
-        let consumer = self.marker_consumer()?;
+    fn committed_marker(&mut self) -> Result<Option<i64>, UserError> {
+        if let Some(m) = self.known_marker {
+            return Ok(Some(m));
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.config.topic, 0);
+        let consumer = self.marker_consumer()?;
         let got = consumer
             .committed_offsets(tpl, CALL_TIMEOUT)
             .map_err(|e| kafka_err("reading the sink's commit marker", e))?;
@@ -194,12 +218,18 @@ impl KafkaWriter {
         }))
     }
 
-    fn marker_consumer(&self) -> Result<BaseConsumer, UserError> {
-        let mut c = client_config(&self.config.bootstrap_servers, &self.config.properties);
-        c.set("group.id", self.commits_group())
-            .set("enable.auto.commit", "false");
-        c.create()
-            .map_err(|e| kafka_err("creating the sink's marker consumer", e))
+    /// The consumer of the sink's commit-marker group (created once).
+    fn marker_consumer(&mut self) -> Result<&BaseConsumer, UserError> {
+        if self.marker.is_none() {
+            let mut c = client_config(&self.config.bootstrap_servers, &self.config.properties);
+            c.set("group.id", self.commits_group())
+                .set("enable.auto.commit", "false");
+            self.marker = Some(
+                c.create()
+                    .map_err(|e| kafka_err("creating the sink's marker consumer", e))?,
+            );
+        }
+        Ok(self.marker.as_ref().expect("created above"))
     }
 
     /// Writes checkpoint `id`'s records in one transaction with its marker, unless the
@@ -216,8 +246,8 @@ impl KafkaWriter {
                 return Ok(());
             }
         }
-        let consumer = self.marker_consumer()?;
-        let group = consumer
+        let group = self
+            .marker_consumer()?
             .group_metadata()
             .ok_or("the sink's marker consumer has no group metadata")?;
         let topic = self.config.topic.clone();
@@ -237,9 +267,12 @@ impl KafkaWriter {
             p.commit_transaction(CALL_TIMEOUT)
                 .map_err(|e| kafka_err("committing a transaction", e))
         })();
-        if r.is_err() {
-            if let Some(p) = &self.producer {
-                let _ = p.abort_transaction(CALL_TIMEOUT);
+        match &r {
+            Ok(()) => self.known_marker = Some(m),
+            Err(_) => {
+                if let Some(p) = &self.producer {
+                    let _ = p.abort_transaction(CALL_TIMEOUT);
+                }
             }
         }
         r
@@ -278,8 +311,9 @@ impl DoFn for KafkaWriter {
         true
     }
 
-    fn commits_enabled(&mut self) {
+    fn commits_enabled(&mut self, instance: usize) {
         self.transactional = true;
+        self.instance = instance;
     }
 
     fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
@@ -335,6 +369,9 @@ impl PTransform<PCollection<(Bytes, Bytes)>> for WriteToKafka {
                 transactional: false,
                 pending: Vec::new(),
                 lineage: None,
+                instance: 0,
+                marker: None,
+                known_marker: None,
             }),
         )
     }
