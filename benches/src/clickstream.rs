@@ -10,16 +10,18 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Variants, reference first.
-pub const VARIANTS: [&str; 5] = [
+pub const VARIANTS: [&str; 6] = [
     "rust-single-thread",
     "beamline-streaming",
     "beamline-streaming-1-thread",
     "beamline-distributed",
     "beamline-streaming-checkpoints",
+    "beamline-distributed-checkpoints",
 ];
 
-/// The variant taking checkpoints, and how often.
+/// The variants taking checkpoints (local, distributed), and how often.
 pub const CHECKPOINTED: &str = "beamline-streaming-checkpoints";
+pub const DISTRIBUTED_CHECKPOINTED: &str = "beamline-distributed-checkpoints";
 const CHECKPOINT_INTERVAL: &str = "1s";
 
 const USERS: u64 = 1000;
@@ -48,7 +50,8 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
         "beamline-streaming"
         | "beamline-streaming-1-thread"
         | "beamline-distributed"
-        | CHECKPOINTED => {
+        | CHECKPOINTED
+        | DISTRIBUTED_CHECKPOINTED => {
             // The streaming runner's default threads (0: per core) unless the variant
             // says otherwise.
             let threads = if variant == "beamline-streaming" || variant == CHECKPOINTED {
@@ -59,7 +62,7 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
             let mut options =
                 crate::variants::beamline_options(variant, threads).set("streaming", true);
             let ckpt = output.with_extension("checkpoints");
-            if variant == CHECKPOINTED {
+            if variant == CHECKPOINTED || variant == DISTRIBUTED_CHECKPOINTED {
                 options = options
                     .set("checkpoint_dir", ckpt.to_string_lossy())
                     .set("checkpoint_interval", CHECKPOINT_INTERVAL)
@@ -82,6 +85,9 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
             let result = p.run()?;
             if variant == CHECKPOINTED {
                 checkpoint_note(&result.metrics(), &ckpt)?;
+            } else if variant == DISTRIBUTED_CHECKPOINTED {
+                // Each worker has a store of its own: worker 0's is read back.
+                checkpoint_note(&result.metrics(), &ckpt.join("worker-0"))?;
             }
             Ok(())
         }

@@ -434,12 +434,18 @@ fn run_all<T: PartialEq>(
         }
     }
     let find = |name: &str| results.iter().find(|r| r.name == name);
-    if let (Some(c), Some(s)) = (find(clickstream::CHECKPOINTED), find("beamline-streaming")) {
-        println!(
-            "checkpoint overhead: {:.2}x the time of {} (target: at most 1.2x)",
-            c.seconds / s.seconds,
-            s.name
-        );
+    for (with, without) in [
+        (clickstream::CHECKPOINTED, "beamline-streaming"),
+        (clickstream::DISTRIBUTED_CHECKPOINTED, "beamline-distributed"),
+    ] {
+        if let (Some(c), Some(s)) = (find(with), find(without)) {
+            println!(
+                "checkpoint overhead: {} {:.2}x the time of {} (target: at most 1.2x)",
+                c.name,
+                c.seconds / s.seconds,
+                s.name
+            );
+        }
     }
     if let Some(budget) = &cli.memory_budget {
         let bytes = beamline_runner_local::parse_size(budget).map_err(anyhow::Error::msg)?;

@@ -8,7 +8,7 @@ use crate::Measurement;
 pub fn beamline_args(variant: &str, threads: usize) -> Vec<String> {
     match variant {
         "beamline-local-1-thread" | "beamline-streaming-1-thread" => vec!["--threads=1".into()],
-        "beamline-distributed" => vec![
+        "beamline-distributed" | "beamline-distributed-checkpoints" => vec![
             "--runner=distributed".into(),
             "--processes=2".into(),
             "--threads-per-process=1".into(),

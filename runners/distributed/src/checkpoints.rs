@@ -14,6 +14,8 @@ use beamline_engine::checkpoint::codec::{Dec, Enc};
 use beamline_engine::checkpoint::{
     incompatibility, CheckpointOptions, NodeState, Restore, Restored, Snapshot, StateOut, Store,
 };
+use beamline_engine::metrics::{MetricResults, MetricsContainer};
+use beamline_engine::stream::CHECKPOINT_STEP;
 use beamline_engine::EngineError;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,6 +23,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// Namespace of checkpoint metrics (the local runner's).
+const NS: &str = "beamline.checkpoint";
 
 /// How often a worker looks whether the other workers wrote a checkpoint it wrote.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
@@ -130,8 +135,10 @@ pub(crate) struct Checkpoints {
     /// Records to commit, by epoch: per transform.
     commits: BTreeMap<u64, Commits>,
     last_check: Instant,
-    /// Checkpoints written and their bytes (metrics).
-    pub(crate) written: (u64, u64),
+    /// What the worker's checkpoints cost (the local runner's metric names).
+    metrics: MetricsContainer,
+    /// When each checkpoint handed to the writer was started.
+    started: BTreeMap<u64, Instant>,
 }
 
 impl std::fmt::Debug for Checkpoints {
@@ -229,7 +236,8 @@ impl Checkpoints {
             keep_from: None,
             commits: BTreeMap::new(),
             last_check: Instant::now(),
-            written: (0, 0),
+            metrics: MetricsContainer::default(),
+            started: BTreeMap::new(),
         })
     }
 
@@ -344,6 +352,9 @@ impl Checkpoints {
                 .expect("open while the worker runs")
                 .send(Job { snap, ended })
                 .map_err(|_| err("its writer ended"))?;
+            self.started.insert(epoch, Instant::now());
+            self.metrics
+                .inc_counter(NS, if full { "full" } else { "incremental" }, 1);
             self.last_written = Some((epoch, base));
             self.bases.insert(epoch, base);
             self.next_write += 1;
@@ -362,8 +373,12 @@ impl Checkpoints {
             let bytes = r?;
             let base = self.bases.remove(&id).unwrap_or(id);
             self.durable.insert(id, base);
-            self.written.0 += 1;
-            self.written.1 += bytes;
+            let m = &mut self.metrics;
+            m.inc_counter(NS, "completed", 1);
+            m.update_distribution(NS, "bytes", bytes as i64);
+            if let Some(t) = self.started.remove(&id) {
+                m.update_distribution(NS, "millis", t.elapsed().as_millis() as i64);
+            }
         }
         let pending = self
             .durable
@@ -409,6 +424,16 @@ impl Checkpoints {
             }
             self.keep_from = Some(base);
         }
+    }
+
+    /// The metrics of this worker's checkpoints so far, as the local runner reports them
+    /// (step `(checkpoints)`, namespace `beamline.checkpoint`).
+    pub(crate) fn metrics(&self) -> MetricResults {
+        let mut m = self.metrics.clone();
+        m.set_gauge(NS, "lastId", self.complete as i64);
+        let mut out = MetricResults::default();
+        out.merge_container(CHECKPOINT_STEP, &m);
+        out
     }
 
     /// Whether this worker's checkpoint of `epoch` is part of a whole checkpoint of the

@@ -379,6 +379,9 @@ fn start_worker(
                         }
                     });
                     crate::adapter::run_to_end(w);
+                    if let Some((c, _)) = &checkpoints {
+                        s.add_metrics(c.borrow().metrics());
+                    }
                 }));
                 if let Err(payload) = run {
                     s.fail(EngineError::Runner(format!(
