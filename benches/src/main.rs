@@ -436,7 +436,10 @@ fn run_all<T: PartialEq>(
     let find = |name: &str| results.iter().find(|r| r.name == name);
     for (with, without) in [
         (clickstream::CHECKPOINTED, "beamline-streaming"),
-        (clickstream::DISTRIBUTED_CHECKPOINTED, "beamline-distributed"),
+        (
+            clickstream::DISTRIBUTED_CHECKPOINTED,
+            "beamline-distributed",
+        ),
     ] {
         if let (Some(c), Some(s)) = (find(with), find(without)) {
             println!(
