@@ -167,7 +167,7 @@ impl Driver {
             } else {
                 front.least().map(|t| epoch_of(&t))
             };
-            let over = self.member.is_some()
+            let over = self.member.as_ref().is_some_and(|m| m.may_end(self.epoch))
                 && front.past_epoch(self.epoch)
                 && later.is_some_and(|e| e > self.epoch)
                 && self
@@ -261,6 +261,11 @@ impl Driver {
     /// Every input is complete: the operator's last output, then (with checkpoints) its
     /// last state, and it ends once that checkpoint is whole.
     fn end(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        if self.member.as_ref().is_some_and(|m| !m.may_end(self.epoch)) {
+            // Its last state waits for the checkpoint before (see `Member::may_end`).
+            p.activate_after(TICK);
+            return Ok(());
+        }
         // A batch GroupByKey's input is complete: its groups go down the chain, a batch
         // at a time.
         if let Some(grouper) = self.arrives.first_mut().and_then(Arrives::grouped) {

@@ -88,6 +88,14 @@ impl Member {
         self.finishing.is_some()
     }
 
+    /// Whether the operator may deliver its state for `epoch`: the checkpoint before is
+    /// whole and its commits were made ([`Member::commit_due`] ran since). Otherwise a
+    /// kill between `epoch` becoming whole and those commits would restore `epoch`, whose
+    /// records are only its own, and the commits before would never be made.
+    pub(crate) fn may_end(&self, epoch: u64) -> bool {
+        epoch == self.first_epoch() || self.committed(epoch - 1)
+    }
+
     /// Whether the checkpoint of `epoch` is part of a whole checkpoint of the job.
     pub(crate) fn committed(&self, epoch: u64) -> bool {
         self.shared.borrow().committed(epoch)

@@ -425,12 +425,13 @@ impl Poll {
             }
         }
         self.checkpoint_chores(p)?;
-        // One checkpoint at a time: the epoch ends once the one before is whole (while
-        // sinks commit slowly, epochs grow longer rather than checkpoints pile up).
-        let due = self.member.as_ref().is_some_and(|m| {
-            Instant::now() >= self.epoch_ends
-                && (self.epoch == m.first_epoch() || m.committed(self.epoch - 1))
-        });
+        // One checkpoint at a time: the epoch ends once the one before is whole and its
+        // commits made (while sinks commit slowly, epochs grow longer rather than
+        // checkpoints pile up).
+        let due = self
+            .member
+            .as_ref()
+            .is_some_and(|m| Instant::now() >= self.epoch_ends && m.may_end(self.epoch));
         if due {
             self.end_epoch(p)?;
         }
@@ -504,6 +505,11 @@ impl Poll {
     /// This worker's part is read: the fused transforms see the end of time, and the
     /// operator finishes.
     fn end(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        if self.member.as_ref().is_some_and(|m| !m.may_end(self.epoch)) {
+            // Its last state waits for the checkpoint before (see `Member::may_end`).
+            p.activate_after(TICK);
+            return Ok(());
+        }
         if let Emit::Chain(chain) = &mut self.emit {
             if chain.wm < END_OF_TIME {
                 chain.wm = END_OF_TIME;
