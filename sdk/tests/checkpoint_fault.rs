@@ -15,7 +15,7 @@ use beamline::{
     Count, DoFn, Mean, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec, TimerContext,
     TimerSpec, Trigger, UserError, WindowInto, WriteToText,
 };
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -313,12 +313,7 @@ fn main() {
     }
 
     // 20 kills at random moments, each run restarted from the checkpoints.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        std::env::var("FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(7),
-    );
+    let mut rng = common::fault_rng(7);
     let mut kills = 0;
     let mut visible_while_running = 0;
     while kills < 20 {

@@ -86,19 +86,8 @@ impl Replay {
             return Ok(());
         };
         if let Some(state) = m.restored(&self.name) {
-            let (mut out, mut more, mut spare) = (vec![Vec::new()], Vec::new(), Vec::new());
-            op.restore(
-                &state,
-                &mut OpCx {
-                    out: &mut out,
-                    more: &mut more,
-                    spare: &mut spare,
-                    now: self.pt,
-                    input_watermark: self.wm,
-                    output_watermark: self.wm,
-                    name: &self.name,
-                },
-            )?;
+            let (pt, wm, name) = (self.pt, self.wm, self.name.clone());
+            quiet(op, pt, wm, &name, |op, cx| op.restore(&state, cx))?;
         }
         Ok(())
     }
@@ -109,19 +98,9 @@ impl Replay {
             if !m.finishing() {
                 let mut out = StateOut::new(self.epoch, true);
                 if let Some(op) = self.op.as_mut() {
-                    let (mut o, mut more, mut spare) = (vec![Vec::new()], Vec::new(), Vec::new());
-                    op.snapshot(
-                        &mut out,
-                        &mut OpCx {
-                            out: &mut o,
-                            more: &mut more,
-                            spare: &mut spare,
-                            now: self.pt,
-                            input_watermark: self.wm,
-                            output_watermark: self.wm,
-                            name: &self.name,
-                        },
-                    )?;
+                    quiet(op, self.pt, self.wm, &self.name, |op, cx| {
+                        op.snapshot(&mut out, cx)
+                    })?;
                 }
                 m.finish(self.epoch, vec![(self.name.clone(), out)])?;
             }
@@ -175,6 +154,30 @@ impl Replay {
         p.activate_after(Duration::ZERO);
         Ok(())
     }
+}
+
+/// Calls `op` (transform `name`, at processing time `pt` and watermark `wm`) for what
+/// emits nothing (restoring, saving its state).
+fn quiet(
+    op: &mut Box<dyn Op>,
+    pt: i64,
+    wm: i64,
+    name: &str,
+    f: impl FnOnce(&mut dyn Op, &mut OpCx<'_>) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let (mut out, mut more, mut spare) = (vec![Vec::new()], Vec::new(), Vec::new());
+    f(
+        &mut **op,
+        &mut OpCx {
+            out: &mut out,
+            more: &mut more,
+            spare: &mut spare,
+            now: pt,
+            input_watermark: wm,
+            output_watermark: wm,
+            name,
+        },
+    )
 }
 
 /// Where a source's elements go.

@@ -340,12 +340,7 @@ pub fn fault_test(
     }
 
     // Kills at random moments, each run restarted from the checkpoints.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(
-        std::env::var("FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(9),
-    );
+    let mut rng = super::fault_rng(9);
     // FAULT_KILLS (fewer kills) helps when looking into a failure.
     let kills = std::env::var("FAULT_KILLS")
         .ok()

@@ -337,6 +337,17 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The random moments of a fault test: seeded by `FAULT_SEED` (to look at other
+/// moments), else by `default`.
+pub fn fault_rng(default: u64) -> rand::rngs::StdRng {
+    rand::SeedableRng::seed_from_u64(
+        std::env::var("FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
 /// Formats a count per key and fixed window as `key,window start,count`.
 #[derive(Clone)]
 pub struct Line;
