@@ -84,10 +84,11 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
                 .apply("Write", WriteToText::new(output.to_string_lossy()));
             let result = p.run()?;
             if variant == CHECKPOINTED {
-                checkpoint_note(&result.metrics(), &ckpt)?;
+                checkpoint_note(&result.metrics(), &ckpt, "the pipeline")?;
             } else if variant == DISTRIBUTED_CHECKPOINTED {
-                // Each worker has a store of its own: worker 0's is read back.
-                checkpoint_note(&result.metrics(), &ckpt.join("worker-0"))?;
+                // Each worker has a store of its own: worker 0's is read back. Each
+                // operator pauses on its own to save its state.
+                checkpoint_note(&result.metrics(), &ckpt.join("worker-0"), "an operator")?;
             }
             Ok(())
         }
@@ -98,7 +99,7 @@ pub fn run(variant: &str, events: u64, threads: usize, output: &Path) -> Result<
 /// Prints (for the harness) what the job's checkpoints cost: how many, their size and
 /// time, and the time to read back the newest chain of checkpoint files (a restore's
 /// reading).
-fn checkpoint_note(m: &beamline::MetricResults, dir: &Path) -> Result<()> {
+fn checkpoint_note(m: &beamline::MetricResults, dir: &Path, paused: &str) -> Result<()> {
     const NS: &str = "beamline.checkpoint";
     let completed = m.counter(NS, "completed").unwrap_or(0);
     let full = m.counter(NS, "full").unwrap_or(0);
@@ -122,7 +123,7 @@ fn checkpoint_note(m: &beamline::MetricResults, dir: &Path) -> Result<()> {
     println!(
         "note=checkpoints every {CHECKPOINT_INTERVAL}: {completed} taken ({full} full), file size \
          mean {:.2} MB / largest {:.2} MB, written in {:.0} ms mean / {} ms at most (in the \
-         background), the pipeline paused {:.1} ms mean / {:.1} ms at most to snapshot; \
+         background), {paused} paused {:.1} ms mean / {:.1} ms at most to snapshot; \
          reading back checkpoint {} ({files} files kept) took {read_ms:.0} ms",
         mb(mean(&bytes)),
         mb(bytes.max as f64),

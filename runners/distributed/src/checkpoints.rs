@@ -189,10 +189,16 @@ impl Checkpoints {
                 let _ = std::fs::remove_file(ended_marker(store.dir(), id));
             }
         }
+        let reading = Instant::now();
         let restored = match plan.parts.get(worker) {
             Some(&id) => Some(store.read_checkpoint(id)?),
             None => None,
         };
+        let mut metrics = MetricsContainer::default();
+        if restored.is_some() {
+            metrics.set_gauge(NS, "restoredFrom", plan.id as i64);
+            metrics.set_gauge(NS, "restoreMillis", reading.elapsed().as_millis() as i64);
+        }
         if let Some(r) = &restored {
             if let Some(why) = incompatibility(&r.fingerprint, &fingerprint) {
                 return Err(err(format!(
@@ -236,7 +242,7 @@ impl Checkpoints {
             keep_from: None,
             commits: BTreeMap::new(),
             last_check: Instant::now(),
-            metrics: MetricsContainer::default(),
+            metrics,
             started: BTreeMap::new(),
         })
     }
@@ -261,6 +267,13 @@ impl Checkpoints {
     /// Whether epoch `epoch`'s checkpoint holds every state (else what changed).
     pub(crate) fn full(&self, epoch: u64) -> bool {
         (epoch - self.first).is_multiple_of(self.full_every)
+    }
+
+    /// An operator paused for `micros` to save its state (the local runner's
+    /// `snapshotMicros`, there for the whole pipeline).
+    pub(crate) fn paused(&mut self, micros: u128) {
+        self.metrics
+            .update_distribution(NS, "snapshotMicros", micros as i64);
     }
 
     /// Participant `who` saved `parts` at the end of `epoch`.

@@ -249,8 +249,10 @@ impl Driver {
         let epoch = self.epoch;
         let full = self.member.as_ref().is_some_and(|m| m.full(epoch));
         self.chain.flush(p)?;
+        let started = std::time::Instant::now();
         let parts = self.snapshot(p, epoch, full)?;
         if let Some(m) = &self.member {
+            m.paused(started.elapsed().as_micros());
             m.deliver(epoch, parts)?;
         }
         self.epoch += 1;

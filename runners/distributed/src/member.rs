@@ -57,6 +57,11 @@ impl Member {
         self.shared.borrow().restored(name).cloned()
     }
 
+    /// Records that saving its state took `micros`.
+    pub(crate) fn paused(&self, micros: u128) {
+        self.shared.borrow_mut().paused(micros);
+    }
+
     /// Delivers the state saved at the end of `epoch`.
     ///
     /// # Errors

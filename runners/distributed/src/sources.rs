@@ -363,8 +363,10 @@ impl Poll {
     fn end_epoch(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
         let epoch = self.epoch;
         let full = self.member.as_ref().is_some_and(|m| m.full(epoch));
+        let started = Instant::now();
         let parts = self.snapshot(p, epoch, full, false)?;
         if let Some(m) = &self.member {
+            m.paused(started.elapsed().as_micros());
             m.deliver(epoch, parts)?;
         }
         self.epoch += 1;
