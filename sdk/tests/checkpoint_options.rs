@@ -84,6 +84,15 @@ fn batch_jobs_and_other_runners_say_they_take_no_checkpoints() {
         err.contains("checkpoints are taken of streaming jobs") && err.contains("--streaming"),
         "{err}"
     );
+    // ... of jobs that read unbounded sources (a bounded one would not resume anywhere).
+    let err = error_of(
+        PipelineOptions::default()
+            .set("runner", "distributed")
+            .set("streaming", "true")
+            .set("checkpoint_dir", &ckpt),
+        false,
+    );
+    assert!(err.contains("reads none"), "{err}");
     let err = error_of(
         PipelineOptions::default()
             .set("runner", "portable")
