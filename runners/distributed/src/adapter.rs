@@ -263,7 +263,7 @@ impl Ports<'_> {
 }
 
 /// The least time at or after both `a` and `b`.
-fn join(a: &Time, b: &Time) -> Time {
+pub(crate) fn join(a: &Time, b: &Time) -> Time {
     Product::new(a.outer.max(b.outer), a.inner.max(b.inner))
 }
 

@@ -43,12 +43,6 @@ fn err(what: impl std::fmt::Display) -> EngineError {
     EngineError::Checkpoint(what.to_string())
 }
 
-/// What a worker gathered for one epoch.
-#[derive(Debug, Default)]
-struct Gathered {
-    parts: Vec<(String, StateOut)>,
-}
-
 /// A checkpoint handed to the writer thread.
 struct Job {
     snap: Snapshot,
@@ -120,7 +114,8 @@ pub(crate) struct Checkpoints {
     finished: Vec<Option<u64>>,
     /// Full states of finished participants (part of every later full checkpoint).
     finals: Vec<(String, StateOut)>,
-    gathering: BTreeMap<u64, Gathered>,
+    /// What the participants saved, by epoch, until it is written.
+    gathering: BTreeMap<u64, Vec<(String, StateOut)>>,
     /// The next epoch to write, and the last one written (with the base of its chain).
     next_write: u64,
     last_written: Option<(u64, u64)>,
@@ -288,7 +283,7 @@ impl Checkpoints {
     ) -> Result<(), EngineError> {
         debug_assert_eq!(self.delivered[who] + 1, epoch, "epochs in order");
         self.delivered[who] = epoch;
-        self.gathering.entry(epoch).or_default().parts.extend(parts);
+        self.gathering.entry(epoch).or_default().extend(parts);
         self.write_ready()
     }
 
@@ -306,7 +301,7 @@ impl Checkpoints {
         self.finished[who] = Some(epoch);
         self.delivered[who] = epoch;
         self.finals.extend(parts.iter().cloned());
-        self.gathering.entry(epoch).or_default().parts.extend(parts);
+        self.gathering.entry(epoch).or_default().extend(parts);
         self.write_ready()
     }
 
@@ -326,7 +321,7 @@ impl Checkpoints {
         while self.ready(self.next_write) && !(all_done && self.next_write > last) {
             let epoch = self.next_write;
             let full = self.full(epoch);
-            let mut parts = self.gathering.remove(&epoch).unwrap_or_default().parts;
+            let mut parts = self.gathering.remove(&epoch).unwrap_or_default();
             if full {
                 // Finished participants' states stay in every full checkpoint.
                 let have: Vec<String> = parts.iter().map(|(n, _)| n.clone()).collect();

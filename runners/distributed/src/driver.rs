@@ -6,7 +6,7 @@
 //! epochs is the operator's part of a checkpoint.
 
 use crate::adapter::{
-    epoch_of, processing_time_of, step_of, time, watermark_of, Batch, Front, Ports, Time,
+    epoch_of, join, processing_time_of, step_of, time, watermark_of, Batch, Front, Ports, Time,
 };
 use crate::chain::{Chain, Link};
 use crate::dataflow::{Clock, Setup, Shared};
@@ -333,7 +333,7 @@ impl Driver {
             .min(self.chain.hold())
             .min(self.input_watermark(front));
         let target = time(self.epoch, wm, processing_time_of(&t), step_of(&t));
-        if p.time().is_some_and(|now| now != join_of(&now, &target)) {
+        if p.time().is_some_and(|now| now != join(&now, &target)) {
             self.chain.flush(p)?;
             p.downgrade(target);
         }
@@ -393,9 +393,4 @@ impl Driver {
             .collect();
         self.chain.links[0].op.side_watermarks(&wms);
     }
-}
-
-/// The least time at or after both.
-fn join_of(a: &Time, b: &Time) -> Time {
-    Time::new(a.outer.max(b.outer), a.inner.max(b.inner))
 }
