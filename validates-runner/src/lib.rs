@@ -186,6 +186,14 @@ pub const RUNNERS: &[RunnerEntry] = &[
         beam_job_service: false,
     },
     RunnerEntry {
+        name: "local --streaming --memory-budget=1B (state spills)",
+        runner: "local",
+        options: &[("streaming", "true"), ("memory_budget", "1B")],
+        skips: &[],
+        own_process: false,
+        beam_job_service: false,
+    },
+    RunnerEntry {
         name: "distributed (2 processes)",
         runner: "distributed",
         options: &[("processes", "2")],

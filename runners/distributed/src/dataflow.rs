@@ -76,7 +76,7 @@ impl Shared {
 }
 
 /// Where a worker is and how it runs the pipeline.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Setup {
     /// This worker's index, of `workers`.
     pub worker: usize,
@@ -94,6 +94,8 @@ pub(crate) struct Setup {
     /// transform reaches it before its watermark reaches the end of time, as on the local
     /// runner, even when it saw no data after the last advance).
     pub final_processing_time: i64,
+    /// How much keyed state each stateful DoFn keeps in memory (`--memory-budget`).
+    pub state_budget: Option<beamline_engine::operators::StateBudget>,
 }
 
 /// The processing time once every TestStream of `graph` ended: the sum of their advances
@@ -396,6 +398,11 @@ pub(crate) fn build<'s>(
                         op: beamline_engine::operators::build(graph, &graph.nodes[m])?,
                         name: graph.nodes[m].name.clone(),
                     });
+                }
+                if let Some(b) = &setup.state_budget {
+                    for l in &mut links {
+                        l.op.limit_state(b.clone());
+                    }
                 }
                 let last = &graph.nodes[*chain.last().unwrap_or(&n)];
                 let leaves = last

@@ -12,6 +12,7 @@ use crate::plan::Plan;
 use crate::worker::{self, WorkerEnv};
 use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
 use beamline_engine::metrics::MetricResults;
+use beamline_engine::operators::StateBudget;
 use beamline_engine::options::{parse_duration_ms, OptionKind, OptionSpec};
 use beamline_engine::runner::{
     JobContext, Runner, RunnerRegistration, WORKER_JOB_ENV, WORKER_PIPELINE_ENV,
@@ -338,6 +339,14 @@ fn start_worker(
     let batch = prepared.mode == beamline_translate::Mode::Batch;
     let max_bundle = prepared.options.max_bundle_size;
     let final_processing_time = dataflow::final_processing_time(&prepared.graph);
+    let state_budget = prepared.options.memory_budget.and_then(|b| {
+        StateBudget::share(
+            &prepared.graph,
+            b,
+            threads,
+            prepared.options.spill_dir.as_deref(),
+        )
+    });
     let checkpoint = prepared.options.checkpoint.clone();
     let fingerprint = beamline_engine::checkpoint::fingerprint(&prepared.graph);
     let graph = Arc::new(prepared.graph);
@@ -362,6 +371,7 @@ fn start_worker(
                     batch,
                     max_bundle,
                     final_processing_time,
+                    state_budget: state_budget.clone(),
                 };
                 // A panic here is a bug (user code runs guarded): it ends the process
                 // with a clear error rather than leaving the other workers waiting.

@@ -65,6 +65,8 @@ impl Runner for LocalRunner {
                         max_bundle_size: o.max_bundle_size,
                         workers: o.threads,
                         checkpoint: o.checkpoint.clone(),
+                        memory_budget: o.memory_budget,
+                        spill_dir: o.spill_dir.clone(),
                     };
                     execute_streaming(&prepared.graph, &opts)?;
                 }

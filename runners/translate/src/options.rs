@@ -23,7 +23,7 @@ pub fn engine_options() -> Vec<OptionSpec> {
         OptionSpec::new(
             "memory-budget",
             OptionKind::Size,
-            "batch: spill grouping state and materialized data to disk past this size",
+            "spill to disk past this size (batch: grouping state, materialized data; streaming and batch: the keyed state of stateful DoFns)",
         ),
         OptionSpec::new(
             "spill-dir",

@@ -4,8 +4,9 @@
 //! - [`op`]: the [`Op`] interface (batches in and out, bundle ends, watermarks,
 //!   processing time, holds) and [`build`], the operator of a graph node.
 //! - [`pardo`]: ParDo (DoFn lifecycle, side inputs, tagged outputs; with state and timers
-//!   per key and window for stateful DoFns) and [`stateful_batch`], a stateful DoFn run
-//!   over a bounded, key-partitioned input.
+//!   per key and window for stateful DoFns, kept by [`keyed_states`] in memory and beyond
+//!   a budget in [`state_spill`]'s store on disk) and [`stateful_batch`], a stateful DoFn
+//!   run over a bounded, key-partitioned input.
 //! - [`gbk`]: GroupByKey and CombinePerKey with windows, merging, triggers, panes, allowed
 //!   lateness and timestamp combiners ([`pane`] holds a window's pane state).
 //! - [`precombine`]: a lifted CombinePerKey's pre-combining (partial results per key and
@@ -23,6 +24,7 @@ pub(crate) mod due;
 pub mod gbk;
 pub mod guard;
 pub(crate) mod key_table;
+mod keyed_states;
 pub mod op;
 pub mod pane;
 mod pane_codec;
@@ -32,9 +34,10 @@ pub mod partition;
 pub mod precombine;
 pub mod simple;
 mod slot_table;
+mod state_spill;
 pub mod stateful_batch;
 
-pub use op::{call_bounded, forward, Op, OpCx, SourceStep, END_OF_TIME};
+pub use op::{call_bounded, forward, Op, OpCx, SourceStep, StateBudget, END_OF_TIME};
 
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};

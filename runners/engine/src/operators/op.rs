@@ -74,6 +74,58 @@ pub enum SourceStep {
     },
 }
 
+/// How many bytes of keyed state an operator keeps in memory, and where the rest goes:
+/// past the budget, state and timers are spilled to a store in `dir` and read back when
+/// used (see [`Op::limit_state`]).
+#[derive(Clone, Debug)]
+pub struct StateBudget {
+    /// Estimated bytes of state to keep in memory.
+    pub bytes: usize,
+    /// Directory of the spill store (a temporary file, deleted when the operator is).
+    pub dir: std::path::PathBuf,
+}
+
+/// Share of a memory budget given to keyed state; the rest is for bundles in flight, the
+/// spill stores' caches and what is not state.
+const STATE_SHARE: f64 = 0.5;
+
+impl StateBudget {
+    /// Each stateful DoFn's budget when the keyed state of `graph` may take `budget`
+    /// bytes in all, with `instances` copies of each running in the process: an equal
+    /// share of half of it, spilling into `dir` (default: the system's temporary
+    /// directory). `None` when no transform has keyed state.
+    pub fn share(
+        graph: &crate::graph::Graph,
+        budget: usize,
+        instances: usize,
+        dir: Option<&std::path::Path>,
+    ) -> Option<StateBudget> {
+        let stateful = graph
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    &n.kind,
+                    crate::graph::NodeKind::ParDo {
+                        stateful: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+            * instances.max(1);
+        (stateful > 0).then(|| StateBudget {
+            bytes: (budget as f64 * STATE_SHARE / stateful as f64) as usize,
+            dir: dir.map_or_else(std::env::temp_dir, |d| d.to_path_buf()),
+        })
+    }
+
+    /// Bytes the spill store may cache: an eighth of the budget, within 1 MiB..256 MiB.
+    pub(crate) fn cache_bytes(&self) -> usize {
+        (self.bytes / 8).clamp(1 << 20, 256 << 20)
+    }
+}
+
 /// Moves a batch into an output buffer (without copying when the buffer is empty).
 pub fn forward(batch: &mut Vec<WindowedValue>, out: &mut Vec<WindowedValue>) {
     if out.is_empty() {
@@ -192,6 +244,11 @@ pub trait Op {
     /// User code failing to commit.
     fn commit(&mut self, _records: &[Vec<u8>], _cx: &mut OpCx<'_>) -> Result<()> {
         Ok(())
+    }
+    /// Keeps the operator's keyed state within `budget`, spilling the rest to disk;
+    /// whether the operator has keyed state it can spill (called before any element).
+    fn limit_state(&mut self, _budget: StateBudget) -> bool {
+        false
     }
     /// The job takes checkpoints: output made visible outside the job must wait for
     /// [`Op::commit`] (called before any element arrives). `instance` tells the

@@ -2,11 +2,9 @@
 //! state and timers (stateful DoFns) or side inputs that must be ready first.
 
 use super::guard::guarded;
-use super::op::END_OF_TIME;
-use super::op::{Op, OpCx};
-use super::pardo_codec::{
-    decode_cells, decode_sides, decode_state_key, encode_cells, encode_sides, state_key, SIDES,
-};
+use super::keyed_states::{KeyedStates, Layout};
+use super::op::{Op, OpCx, StateBudget, END_OF_TIME};
+use super::pardo_codec::{decode_cells, decode_sides, decode_state_key, encode_sides, SIDES};
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
@@ -18,8 +16,6 @@ use crate::registry::DoFnFactory;
 use crate::state::{KeyedState, StateCell, StateKind, TimeDomain, TimerRequest};
 use crate::value::Value;
 use crate::window::{Window, WindowedValue};
-use rustc_hash::FxHashMap;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Hands a DoFn's outputs to the op's output buffers.
@@ -43,49 +39,30 @@ impl Emitter for BufEmitter<'_> {
     }
 }
 
-/// Per key and window state of a stateful ParDo.
-struct KeyWindow {
-    key: Value,
-    /// Cells in declaration order.
-    cells: Vec<StateCell>,
-    /// Pending timers: name to (domain, fire time, output time).
-    timers: super::pardo_codec::Timers,
-}
-
-type TimerIndex = BTreeSet<(i64, Vec<u8>, Window, String)>;
-
 struct Stateful {
     spec: Arc<StatefulSpec>,
-    decls: Vec<(String, StateKind)>,
-    key_coder: Coder,
+    lay: Layout,
     allowed_lateness: i64,
-    states: FxHashMap<(Vec<u8>, Window), KeyWindow>,
-    /// How many states each window has: expiry scans the states only when a window is due.
-    windows: FxHashMap<Window, usize>,
-    event_timers: TimerIndex,
-    processing_timers: TimerIndex,
+    states: KeyedStates,
     dropped: i64,
-    /// Keys and windows changed since the last checkpoint; `None` until checkpoints start.
-    dirty: Option<rustc_hash::FxHashSet<(Vec<u8>, Window)>>,
 }
 
 impl Stateful {
-    fn new(spec: Arc<StatefulSpec>, key_coder: Coder, allowed_lateness: i64) -> Self {
+    fn new(spec: Arc<StatefulSpec>, key_coder: Coder, allowed_lateness: i64, name: &str) -> Self {
         Stateful {
-            decls: spec
-                .states
-                .iter()
-                .map(|d| (d.name.clone(), d.kind.clone()))
-                .collect(),
+            lay: Layout {
+                decls: spec
+                    .states
+                    .iter()
+                    .map(|d| (d.name.clone(), d.kind.clone()))
+                    .collect(),
+                key_coder,
+                name: name.to_string(),
+            },
             spec,
-            key_coder,
             allowed_lateness,
-            states: FxHashMap::default(),
-            windows: FxHashMap::default(),
-            event_timers: BTreeSet::new(),
-            processing_timers: BTreeSet::new(),
+            states: KeyedStates::default(),
             dropped: 0,
-            dirty: None,
         }
     }
 }
@@ -191,6 +168,7 @@ impl ParDoOp {
                     spec.clone(),
                     (**key_coder).clone(),
                     main.windowing.allowed_lateness,
+                    &node.name,
                 ))
             }
         };
@@ -235,9 +213,8 @@ impl ParDoOp {
             return Ok(());
         };
         for ((kb, window), entry) in st.states.drain() {
-            backend.store(&kb, &window, &st.decls, &entry.cells)?;
+            backend.store(&kb, &window, &st.lay.decls, &entry.cells)?;
         }
-        st.windows.clear();
         Ok(())
     }
 
@@ -308,39 +285,13 @@ impl ParDoOp {
         let mut requests = Vec::new();
         let (r, err) = match (&mut self.stateful, key_bytes) {
             (Some(st), Some(kb)) => {
-                let state_key = (kb, window);
-                // Look up before inserting: the key bytes are cloned only for a new entry.
-                if !st.states.contains_key(&state_key) {
-                    *st.windows.entry(window).or_insert(0) += 1;
-                    let (key, cells) = match &mut self.backend {
-                        None => (Value::Null, Vec::new()),
-                        Some(b) => {
-                            let key = st
-                                .key_coder
-                                .decode(&mut state_key.0.as_slice(), false)
-                                .map_err(|source| EngineError::Coder {
-                                    transform: name.to_string(),
-                                    source,
-                                })?;
-                            (key, b.load(&state_key.0, &window, &st.decls)?)
-                        }
-                    };
-                    st.states.insert(
-                        state_key.clone(),
-                        KeyWindow {
-                            key,
-                            cells,
-                            timers: FxHashMap::default(),
-                        },
-                    );
-                }
-                if let Some(d) = &mut st.dirty {
-                    if !d.contains(&state_key) {
-                        d.insert(state_key.clone());
-                    }
-                }
-                let kb = &state_key.0;
-                let entry = st.states.get_mut(&state_key).expect("inserted above");
+                let id = (kb, window);
+                let backend = &mut self.backend;
+                let lay = &st.lay;
+                let entry = st.states.entry(&id, lay, || match backend {
+                    None => Ok((Value::Null, Vec::new())),
+                    Some(b) => Ok((lay.decode_key(&id.0)?, b.load(&id.0, &window, &lay.decls)?)),
+                })?;
                 if let Call::Element(wv) = &call {
                     if let Some((key, _)) = wv.value.as_kv() {
                         if entry.key == Value::Null {
@@ -357,7 +308,7 @@ impl ParDoOp {
                 };
                 let keyed = KeyedState {
                     key: &entry.key,
-                    decls: &st.decls,
+                    decls: &lay.decls,
                     cells: &mut entry.cells,
                     timers: &mut requests,
                     timer_decls: &st.spec.timers,
@@ -398,24 +349,13 @@ impl ParDoOp {
                             output_timestamp,
                         } => {
                             let domain = timer_domain(&st.spec, &name);
-                            if let Some((d, old, _)) = entry.timers.remove(&name) {
-                                st_indexes(&mut st.event_timers, &mut st.processing_timers, d)
-                                    .remove(&(old, kb.clone(), window, name.clone()));
-                            }
-                            st_indexes(&mut st.event_timers, &mut st.processing_timers, domain)
-                                .insert((timestamp, kb.clone(), window, name.clone()));
-                            entry
-                                .timers
-                                .insert(name, (domain, timestamp, output_timestamp));
+                            st.states
+                                .set_timer(&id, name, Some((domain, timestamp, output_timestamp)));
                         }
-                        TimerRequest::Clear { name } => {
-                            if let Some((d, old, _)) = entry.timers.remove(&name) {
-                                st_indexes(&mut st.event_timers, &mut st.processing_timers, d)
-                                    .remove(&(old, kb.clone(), window, name));
-                            }
-                        }
+                        TimerRequest::Clear { name } => st.states.set_timer(&id, name, None),
                     }
                 }
+                st.states.used(&id, &st.lay)?;
                 (r, err)
             }
             _ => {
@@ -468,7 +408,7 @@ impl ParDoOp {
                     ));
                 };
                 Some(
-                    st.key_coder
+                    st.lay.key_coder
                         .encode_to_vec(&key)
                         .map_err(|source| EngineError::Coder {
                             transform: cx.name.to_string(),
@@ -485,20 +425,10 @@ impl ParDoOp {
             let Some(st) = &mut self.stateful else {
                 return Ok(());
             };
-            let index = st_indexes(&mut st.event_timers, &mut st.processing_timers, domain);
-            let Some(first) = index.first().cloned() else {
+            let Some(((kb, window), name, output_timestamp)) =
+                st.states.pop_timer(domain, until, &st.lay)?
+            else {
                 return Ok(());
-            };
-            if first.0 > until {
-                return Ok(());
-            }
-            index.remove(&first);
-            let (_, kb, window, name) = first;
-            let Some(entry) = st.states.get_mut(&(kb.clone(), window)) else {
-                continue;
-            };
-            let Some((_, _, output_timestamp)) = entry.timers.remove(&name) else {
-                continue;
             };
             self.call(
                 Call::Timer {
@@ -520,17 +450,6 @@ fn timer_domain(spec: &StatefulSpec, name: &str) -> TimeDomain {
         .find(|(n, _)| n == name)
         .map(|(_, d)| *d)
         .unwrap_or(TimeDomain::Watermark)
-}
-
-fn st_indexes<'a>(
-    event: &'a mut TimerIndex,
-    processing: &'a mut TimerIndex,
-    d: TimeDomain,
-) -> &'a mut TimerIndex {
-    match d {
-        TimeDomain::Watermark => event,
-        TimeDomain::ProcessingTime => processing,
-    }
 }
 
 impl Op for ParDoOp {
@@ -615,38 +534,21 @@ impl Op for ParDoOp {
         };
         let lateness = st.allowed_lateness;
         let due = |w: &Window| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness);
-        if !st.windows.keys().any(due) {
-            return Ok(());
-        }
-        let expired: Vec<(Vec<u8>, Window)> =
-            st.states.keys().filter(|(_, w)| due(w)).cloned().collect();
         let on_expiry = st.spec.on_window_expiration;
-        for (kb, w) in expired {
-            if on_expiry {
-                self.call(Call::Expire(w), Some(kb.clone()), cx)?;
-            }
+        loop {
             let st = self.stateful.as_mut().expect("stateful");
-            if let Some(d) = &mut st.dirty {
-                d.insert((kb.clone(), w));
+            let expired = st.states.due(due, 4096)?;
+            if expired.is_empty() {
+                return Ok(());
             }
-            if let Some(entry) = st.states.remove(&(kb.clone(), w)) {
-                if let Some(n) = st.windows.get_mut(&w) {
-                    *n -= 1;
-                    if *n == 0 {
-                        st.windows.remove(&w);
-                    }
+            for (kb, w) in expired {
+                if on_expiry {
+                    self.call(Call::Expire(w), Some(kb.clone()), cx)?;
                 }
-                for (name, (d, ts, _)) in entry.timers {
-                    st_indexes(&mut st.event_timers, &mut st.processing_timers, d).remove(&(
-                        ts,
-                        kb.clone(),
-                        w,
-                        name,
-                    ));
-                }
+                let st = self.stateful.as_mut().expect("stateful");
+                st.states.remove(&(kb, w), &st.lay)?;
             }
         }
-        Ok(())
     }
 
     fn on_processing_time(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
@@ -658,8 +560,7 @@ impl Op for ParDoOp {
         let timers = self
             .stateful
             .as_ref()
-            .and_then(|s| s.event_timers.first().map(|t| t.0))
-            .unwrap_or(END_OF_TIME);
+            .map_or(END_OF_TIME, |s| s.states.first_event_timer());
         let pushed = self
             .pushback
             .iter()
@@ -670,6 +571,9 @@ impl Op for ParDoOp {
     }
 
     fn report(&mut self, name: &str, control: &JobControl) {
+        if let Some(st) = &mut self.stateful {
+            st.states.report(&mut self.metrics);
+        }
         control.report(name, &mut self.metrics);
     }
 
@@ -703,19 +607,7 @@ impl Op for ParDoOp {
         let Some(st) = &mut self.stateful else {
             return Ok(());
         };
-        let keys: Vec<(Vec<u8>, Window)> = match st.dirty.take() {
-            Some(d) if !out.full() => d.into_iter().collect(),
-            _ => st.states.keys().cloned().collect(),
-        };
-        for (kb, w) in keys {
-            let key = state_key(&kb, &w);
-            match st.states.get(&(kb, w)) {
-                Some(e) => out.put(&key, encode_cells(&st.decls, &e.cells, &e.timers, name)?),
-                None => out.delete(&key),
-            }
-        }
-        st.dirty = Some(Default::default());
-        Ok(())
+        st.states.snapshot(out, &st.lay)
     }
 
     fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
@@ -730,31 +622,25 @@ impl Op for ParDoOp {
                 EngineError::Checkpoint(format!("'{name}' has saved state but is not stateful"))
             })?;
             let (kb, window) = decode_state_key(key, name)?;
-            let (cells, timers) = decode_cells(&st.decls, bytes, name)?;
-            for (timer, &(domain, fire, _)) in &timers {
-                st_indexes(&mut st.event_timers, &mut st.processing_timers, domain).insert((
-                    fire,
-                    kb.clone(),
-                    window,
-                    timer.clone(),
-                ));
-            }
-            let key = st
-                .key_coder
-                .decode(&mut kb.as_slice(), false)
-                .map_err(|source| EngineError::Coder {
-                    transform: name.to_string(),
-                    source,
-                })?;
-            *st.windows.entry(window).or_insert(0) += 1;
-            st.states
-                .insert((kb, window), KeyWindow { key, cells, timers });
+            let (cells, timers) = decode_cells(&st.lay.decls, bytes, name)?;
+            let key = st.lay.decode_key(&kb)?;
+            st.states.restore((kb, window), key, cells, timers, &st.lay)?;
         }
         if let Some(st) = &mut self.stateful {
-            st.dirty = Some(Default::default());
+            st.states.track_changes();
         }
         self.sides_changed = false;
         Ok(())
+    }
+
+    fn limit_state(&mut self, budget: StateBudget) -> bool {
+        match &mut self.stateful {
+            Some(st) if self.backend.is_none() => {
+                st.states.limit(budget);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn enable_commits(&mut self, instance: usize) {
@@ -777,7 +663,8 @@ impl Op for ParDoOp {
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {
-        if let Some(st) = &self.stateful {
+        if let Some(st) = &mut self.stateful {
+            st.states.report(&mut self.metrics);
             if st.dropped > 0 {
                 self.metrics
                     .inc_counter("beamline", "droppedDueToLateness", st.dropped);

@@ -24,7 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind, PcId};
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
-use crate::operators::op::{Op, OpCx, SourceStep};
+use crate::operators::op::{Op, OpCx, SourceStep, StateBudget};
 use crate::operators::{gbk, precombine};
 use crate::plan::{Panes, Plan, PlanOptions, SinkPlan};
 use crate::window::WindowedValue;
@@ -53,6 +53,11 @@ pub struct StreamOptions {
     /// Checkpoints: where, how often, and whether to resume from the newest (`None`:
     /// no checkpoints).
     pub checkpoint: Option<CheckpointOptions>,
+    /// Bytes of keyed state (of stateful DoFns) to keep in memory; the rest is spilled to
+    /// disk and read back when used (`None`: no limit). See [`StateBudget::share`].
+    pub memory_budget: Option<usize>,
+    /// Where spilled state goes (default: the system's temporary directory).
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 /// Most emptied batch buffers the executor keeps for reuse.
@@ -73,6 +78,8 @@ impl Default for StreamOptions {
             max_bundle_size: DEFAULT_MAX_BUNDLE_SIZE,
             workers: 0,
             checkpoint: None,
+            memory_budget: None,
+            spill_dir: None,
         }
     }
 }
@@ -253,6 +260,13 @@ impl<'g> Executor<'g> {
             if !fused.is_empty() {
                 consumers[source_pc].clear();
                 routes[i] = vec![out_pc];
+            }
+        }
+        if let Some(budget) = opts.memory_budget {
+            if let Some(each) = StateBudget::share(graph, budget, 1, opts.spill_dir.as_deref()) {
+                for op in &mut ops {
+                    op.limit_state(each.clone());
+                }
             }
         }
         let now = if opts.virtual_time {

@@ -1,0 +1,566 @@
+//! A stateful ParDo's states per key and window with their timers: in memory, and beyond
+//! a memory budget in a spill store on disk ([`super::state_spill`]), read back when used.
+//!
+//! A state and its timers are always together, in memory or spilled. Past the budget the
+//! least recently used states are spilled (an approximate LRU: the oldest by a sample of
+//! use stamps), down to 70% of it, so a spill is one write transaction for many states.
+
+use super::op::{StateBudget, END_OF_TIME};
+use super::pardo_codec::{decode_cells, encode_cells, state_key, Timers};
+use super::state_spill::{Cold, ColdTimerRow, StateId};
+use crate::checkpoint::StateOut;
+use crate::coder::Coder;
+use crate::error::{EngineError, Result};
+use crate::metrics::MetricsContainer;
+use crate::state::{StateCell, StateKind, TimeDomain};
+use crate::value::Value;
+use crate::window::Window;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::BTreeSet;
+use std::mem::size_of;
+
+/// Timers in firing order: time, key, window, name.
+type TimerIndex = BTreeSet<(i64, Vec<u8>, Window, String)>;
+
+/// The state of one key and window.
+pub(crate) struct KeyWindow {
+    /// The key (`Null` until an element brings it, when the runner keeps the state).
+    pub(crate) key: Value,
+    /// Cells in declaration order.
+    pub(crate) cells: Vec<StateCell>,
+    /// Pending timers: name to (domain, fire time, output time).
+    pub(crate) timers: Timers,
+    /// When it was last used (a counter), for choosing what to spill.
+    stamp: u64,
+    /// Its estimated size in memory.
+    bytes: usize,
+}
+
+/// What the states are of: declarations, key coder, and the transform (for errors).
+pub(crate) struct Layout {
+    pub(crate) decls: Vec<(String, StateKind)>,
+    pub(crate) key_coder: Coder,
+    pub(crate) name: String,
+}
+
+impl Layout {
+    pub(crate) fn decode_key(&self, kb: &[u8]) -> Result<Value> {
+        self.key_coder
+            .decode(&mut &kb[..], false)
+            .map_err(|source| EngineError::Coder {
+                transform: self.name.clone(),
+                source,
+            })
+    }
+}
+
+/// The memory budget and the spilled states.
+struct Spill {
+    budget: StateBudget,
+    /// Estimated bytes of the states in memory.
+    hot_bytes: usize,
+    clock: u64,
+    /// Opened at the first spill.
+    cold: Option<Cold>,
+    /// Earliest spilled timer per domain ([`END_OF_TIME`]: none).
+    cold_first: [i64; 2],
+    spilled: i64,
+    read_back: i64,
+}
+
+/// The states of a stateful ParDo, by key and window.
+#[derive(Default)]
+pub(crate) struct KeyedStates {
+    hot: FxHashMap<StateId, KeyWindow>,
+    /// How many states (in memory or spilled) each window has: expiry looks for a
+    /// window's states only once it is due.
+    windows: FxHashMap<Window, usize>,
+    event: TimerIndex,
+    processing: TimerIndex,
+    /// States changed since the last checkpoint; `None` until checkpoints start.
+    dirty: Option<FxHashSet<StateId>>,
+    spill: Option<Spill>,
+}
+
+fn slot(d: TimeDomain) -> usize {
+    match d {
+        TimeDomain::Watermark => 0,
+        TimeDomain::ProcessingTime => 1,
+    }
+}
+
+impl KeyedStates {
+    /// Keeps at most about `budget.bytes` of states in memory, spilling the rest.
+    pub(crate) fn limit(&mut self, budget: StateBudget) {
+        self.spill = Some(Spill {
+            budget,
+            hot_bytes: self.hot.iter().map(|(id, e)| estimate(id, e)).sum(),
+            clock: 0,
+            cold: None,
+            cold_first: [END_OF_TIME; 2],
+            spilled: 0,
+            read_back: 0,
+        });
+    }
+
+    /// Records changes from now on, for incremental checkpoints.
+    pub(crate) fn track_changes(&mut self) {
+        self.dirty = Some(FxHashSet::default());
+    }
+
+    fn index(&mut self, d: TimeDomain) -> &mut TimerIndex {
+        match d {
+            TimeDomain::Watermark => &mut self.event,
+            TimeDomain::ProcessingTime => &mut self.processing,
+        }
+    }
+
+    /// Puts a state into memory, its timers into the index.
+    fn insert_hot(&mut self, id: StateId, key: Value, cells: Vec<StateCell>, timers: Timers) {
+        for (name, &(d, fire, _)) in &timers {
+            self.index(d)
+                .insert((fire, id.0.clone(), id.1, name.clone()));
+        }
+        let mut e = KeyWindow {
+            key,
+            cells,
+            timers,
+            stamp: 0,
+            bytes: 0,
+        };
+        if let Some(s) = &mut self.spill {
+            e.bytes = estimate(&id, &e);
+            s.hot_bytes += e.bytes;
+        }
+        self.hot.insert(id, e);
+    }
+
+    /// Reads `id` back into memory if it is spilled; whether it is in memory now.
+    fn read_back(&mut self, id: &StateId, lay: &Layout) -> Result<bool> {
+        if self.hot.contains_key(id) {
+            return Ok(true);
+        }
+        let Some(s) = &mut self.spill else {
+            return Ok(false);
+        };
+        let Some(cold) = &mut s.cold else {
+            return Ok(false);
+        };
+        let Some(bytes) = cold.get(id)? else {
+            return Ok(false);
+        };
+        let (cells, timers) = decode_cells(&lay.decls, &bytes, &lay.name)?;
+        cold.forget(id, timers.iter().map(|(n, &(d, fire, _))| (d, fire, n.as_str())));
+        s.read_back += 1;
+        // Its timers were spilled: the earliest spilled one may have been among them.
+        let mut recompute = [false; 2];
+        for &(d, fire, _) in timers.values() {
+            recompute[slot(d)] |= fire <= s.cold_first[slot(d)];
+        }
+        for d in [TimeDomain::Watermark, TimeDomain::ProcessingTime] {
+            if recompute[slot(d)] {
+                s.cold_first[slot(d)] = cold.first_timer(d)?.map_or(END_OF_TIME, |t| t.fire);
+            }
+        }
+        let key = lay.decode_key(&id.0)?;
+        self.insert_hot(id.clone(), key, cells, timers);
+        Ok(true)
+    }
+
+    /// The state of `id` in memory: as it is, read back, or new from `fresh` (key, cells).
+    ///
+    /// # Errors
+    /// The spill store cannot be read; what `fresh` returns.
+    pub(crate) fn entry(
+        &mut self,
+        id: &StateId,
+        lay: &Layout,
+        fresh: impl FnOnce() -> Result<(Value, Vec<StateCell>)>,
+    ) -> Result<&mut KeyWindow> {
+        if let Some(d) = &mut self.dirty {
+            if !d.contains(id) {
+                d.insert(id.clone());
+            }
+        }
+        if !self.read_back(id, lay)? {
+            *self.windows.entry(id.1).or_insert(0) += 1;
+            let (key, cells) = fresh()?;
+            self.insert_hot(id.clone(), key, cells, Timers::default());
+        }
+        let e = self.hot.get_mut(id).expect("in memory");
+        if let Some(s) = &mut self.spill {
+            s.clock += 1;
+            e.stamp = s.clock;
+        }
+        Ok(e)
+    }
+
+    /// Sets (`Some((domain, fire, output))`) or clears timer `name` of `id`, in memory.
+    pub(crate) fn set_timer(&mut self, id: &StateId, name: String, to: Option<(TimeDomain, i64, i64)>) {
+        let Some(e) = self.hot.get_mut(id) else {
+            return;
+        };
+        let old = e.timers.remove(&name);
+        if let Some(t) = to {
+            e.timers.insert(name.clone(), t);
+        }
+        if let Some((d, fire, _)) = old {
+            self.index(d).remove(&(fire, id.0.clone(), id.1, name.clone()));
+        }
+        if let Some((d, fire, _)) = to {
+            self.index(d).insert((fire, id.0.clone(), id.1, name));
+        }
+    }
+
+    /// `id` was used: its size is estimated again, and states are spilled past the budget.
+    ///
+    /// # Errors
+    /// The spill store cannot be written; a state that does not fit its declarations.
+    pub(crate) fn used(&mut self, id: &StateId, lay: &Layout) -> Result<()> {
+        let Some(s) = &mut self.spill else {
+            return Ok(());
+        };
+        if let Some(e) = self.hot.get_mut(id) {
+            let bytes = estimate(id, e);
+            s.hot_bytes = s.hot_bytes + bytes - e.bytes;
+            e.bytes = bytes;
+        }
+        if s.hot_bytes > s.budget.bytes {
+            self.spill_some(lay)?;
+        }
+        Ok(())
+    }
+
+    /// Spills the least recently used states until those in memory are 70% of the budget.
+    fn spill_some(&mut self, lay: &Layout) -> Result<()> {
+        let s = self.spill.as_mut().expect("a budget");
+        let target = s.budget.bytes / 10 * 7;
+        let to_free = s.hot_bytes.saturating_sub(target);
+        // The stamp below which about `to_free` of the bytes are, from a sample.
+        let mut sample: Vec<(u64, usize)> =
+            self.hot.values().take(1024).map(|e| (e.stamp, e.bytes)).collect();
+        sample.sort_unstable();
+        let sampled: usize = sample.iter().map(|x| x.1).sum();
+        let want = (sampled as f64 * to_free as f64 / s.hot_bytes.max(1) as f64).ceil() as usize;
+        let mut acc = 0;
+        let mut threshold = u64::MAX;
+        for &(stamp, bytes) in &sample {
+            acc += bytes;
+            if acc >= want {
+                threshold = stamp;
+                break;
+            }
+        }
+        let mut freed = 0;
+        let victims: Vec<(StateId, KeyWindow)> = self
+            .hot
+            .extract_if(|_, e| {
+                if freed >= to_free || e.stamp > threshold {
+                    return false;
+                }
+                freed += e.bytes;
+                true
+            })
+            .collect();
+        s.hot_bytes -= freed;
+        s.spilled += victims.len() as i64;
+        let mut rows = Vec::with_capacity(victims.len());
+        for (id, e) in victims {
+            let bytes = encode_cells(&lay.decls, &e.cells, &e.timers, &lay.name)?;
+            let mut timers: Vec<ColdTimerRow> = Vec::with_capacity(e.timers.len());
+            for (name, (d, fire, _)) in e.timers {
+                let index = match d {
+                    TimeDomain::Watermark => &mut self.event,
+                    TimeDomain::ProcessingTime => &mut self.processing,
+                };
+                index.remove(&(fire, id.0.clone(), id.1, name.clone()));
+                s.cold_first[slot(d)] = s.cold_first[slot(d)].min(fire);
+                timers.push((d, fire, name));
+            }
+            rows.push((id, bytes, timers));
+        }
+        let cold = match &mut s.cold {
+            Some(c) => c,
+            None => s.cold.insert(Cold::create(
+                &s.budget.dir,
+                &lay.name,
+                s.budget.cache_bytes(),
+            )?),
+        };
+        cold.put(rows)
+    }
+
+    /// Removes the due timer of `domain` that fires first, at or before `until`: the
+    /// state it belongs to (read back into memory), its name and output time.
+    ///
+    /// # Errors
+    /// The spill store cannot be read.
+    pub(crate) fn pop_timer(
+        &mut self,
+        domain: TimeDomain,
+        until: i64,
+        lay: &Layout,
+    ) -> Result<Option<(StateId, String, i64)>> {
+        loop {
+            let hot_first = self.index(domain).first().map_or(END_OF_TIME, |t| t.0);
+            let cold_first = self
+                .spill
+                .as_ref()
+                .map_or(END_OF_TIME, |s| s.cold_first[slot(domain)]);
+            if cold_first < hot_first && cold_first <= until {
+                // Bring its state (with all its timers) back, then take it from memory.
+                let s = self.spill.as_mut().expect("spilled timers");
+                let cold = s.cold.as_ref().expect("spilled timers");
+                match cold.first_timer(domain)? {
+                    Some(t) if t.fire <= cold_first => {
+                        self.read_back(&t.id, lay)?;
+                    }
+                    Some(t) => s.cold_first[slot(domain)] = t.fire,
+                    None => s.cold_first[slot(domain)] = END_OF_TIME,
+                }
+                continue;
+            }
+            let index = self.index(domain);
+            let Some(first) = index.first().cloned() else {
+                return Ok(None);
+            };
+            if first.0 > until {
+                return Ok(None);
+            }
+            index.remove(&first);
+            let (_, kb, window, name) = first;
+            let id = (kb, window);
+            let Some(e) = self.hot.get_mut(&id) else {
+                continue;
+            };
+            let Some((_, _, output)) = e.timers.remove(&name) else {
+                continue;
+            };
+            if let Some(d) = &mut self.dirty {
+                d.insert(id.clone());
+            }
+            return Ok(Some((id, name, output)));
+        }
+    }
+
+    /// The earliest event-time timer, in memory or spilled ([`END_OF_TIME`]: none).
+    pub(crate) fn first_event_timer(&self) -> i64 {
+        let hot = self.event.first().map_or(END_OF_TIME, |t| t.0);
+        let cold = self.spill.as_ref().map_or(END_OF_TIME, |s| s.cold_first[0]);
+        hot.min(cold)
+    }
+
+    /// Up to `max` states of windows that are `due`, in memory or spilled.
+    ///
+    /// # Errors
+    /// The spill store cannot be read or written.
+    pub(crate) fn due(&mut self, due: impl Fn(&Window) -> bool, max: usize) -> Result<Vec<StateId>> {
+        if !self.windows.keys().any(&due) {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<StateId> = self
+            .hot
+            .keys()
+            .filter(|(_, w)| due(w))
+            .take(max)
+            .cloned()
+            .collect();
+        if let (true, Some(cold)) = (
+            ids.is_empty(),
+            self.spill.as_mut().and_then(|s| s.cold.as_mut()),
+        ) {
+            // Stale rows deleted first, so each call reads only live ones.
+            cold.flush()?;
+            for w in self.windows.keys().filter(|w| due(w)) {
+                ids.extend(cold.ids_in(w, max - ids.len())?);
+                if ids.len() >= max {
+                    break;
+                }
+            }
+        }
+        if ids.is_empty() {
+            // No state left in those windows (the counts say otherwise only for windows
+            // whose states were all removed): forget them.
+            self.windows.retain(|w, _| !due(w));
+        }
+        Ok(ids)
+    }
+
+    /// Removes the state of `id` and its timers, wherever it is.
+    ///
+    /// # Errors
+    /// The spill store cannot be read.
+    pub(crate) fn remove(&mut self, id: &StateId, lay: &Layout) -> Result<()> {
+        if let Some(d) = &mut self.dirty {
+            d.insert(id.clone());
+        }
+        if !self.read_back(id, lay)? {
+            return Ok(());
+        }
+        let e = self.hot.remove(id).expect("in memory");
+        if let Some(n) = self.windows.get_mut(&id.1) {
+            *n -= 1;
+            if *n == 0 {
+                self.windows.remove(&id.1);
+            }
+        }
+        if let Some(s) = &mut self.spill {
+            s.hot_bytes -= e.bytes;
+        }
+        for (name, (d, fire, _)) in e.timers {
+            self.index(d).remove(&(fire, id.0.clone(), id.1, name));
+        }
+        Ok(())
+    }
+
+    /// Every state in memory, taken out (a runner's state service keeps them between
+    /// bundles).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (StateId, KeyWindow)> + '_ {
+        self.windows.clear();
+        self.hot.drain()
+    }
+
+    /// Saves the states for a checkpoint: all when `out.full()`, else those changed.
+    ///
+    /// # Errors
+    /// A state that cannot be encoded; the spill store cannot be read.
+    pub(crate) fn snapshot(&mut self, out: &mut StateOut, lay: &Layout) -> Result<()> {
+        let cold = self.spill.as_ref().and_then(|s| s.cold.as_ref());
+        match self.dirty.take() {
+            Some(changed) if !out.full() => {
+                for id in changed {
+                    let key = state_key(&id.0, &id.1);
+                    if let Some(e) = self.hot.get(&id) {
+                        out.put(&key, encode_cells(&lay.decls, &e.cells, &e.timers, &lay.name)?);
+                    } else if let Some(bytes) = cold.map(|c| c.get(&id)).transpose()?.flatten() {
+                        out.put(&key, bytes);
+                    } else {
+                        out.delete(&key);
+                    }
+                }
+            }
+            _ => {
+                for (id, e) in &self.hot {
+                    out.put(
+                        &state_key(&id.0, &id.1),
+                        encode_cells(&lay.decls, &e.cells, &e.timers, &lay.name)?,
+                    );
+                }
+                if let Some(cold) = cold {
+                    cold.for_each(|id, bytes| {
+                        out.put(&state_key(&id.0, &id.1), bytes.to_vec());
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+        self.dirty = Some(FxHashSet::default());
+        Ok(())
+    }
+
+    /// Adds a state read from a checkpoint (before any element arrives).
+    ///
+    /// # Errors
+    /// The spill store cannot be written.
+    pub(crate) fn restore(
+        &mut self,
+        id: StateId,
+        key: Value,
+        cells: Vec<StateCell>,
+        timers: Timers,
+        lay: &Layout,
+    ) -> Result<()> {
+        *self.windows.entry(id.1).or_insert(0) += 1;
+        self.insert_hot(id, key, cells, timers);
+        if let Some(s) = &self.spill {
+            if s.hot_bytes > s.budget.bytes {
+                self.spill_some(lay)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports how many states were spilled and read back, and the bytes written.
+    pub(crate) fn report(&mut self, metrics: &mut MetricsContainer) {
+        if let Some(s) = &mut self.spill {
+            let written = s.cold.as_mut().map_or(0, |c| std::mem::take(&mut c.written));
+            for (name, v) in [
+                ("stateSpilled", std::mem::take(&mut s.spilled)),
+                ("stateReadBack", std::mem::take(&mut s.read_back)),
+                ("stateSpilledBytes", written as i64),
+            ] {
+                if v > 0 {
+                    metrics.inc_counter("beamline", name, v);
+                }
+            }
+        }
+    }
+}
+
+/// Bytes a map or set entry takes in a B-tree node, beyond its key and value: nodes hold
+/// up to 11 entries and are about two-thirds full, plus the node's own fields.
+const BTREE_SLACK: usize = 24;
+
+/// Estimated bytes of one state in memory: its map entry (with the table's slack), its
+/// key, its cells and its timers (each also in an index).
+fn estimate(id: &StateId, e: &KeyWindow) -> usize {
+    let entry = size_of::<(StateId, KeyWindow)>() * 2 + 16;
+    let cells: usize = e.cells.capacity() * size_of::<StateCell>()
+        + e.cells.iter().map(cell_bytes).sum::<usize>();
+    let timers: usize = e
+        .timers
+        .keys()
+        .map(|n| 2 * (n.len() + 16) + 96 + id.0.len())
+        .sum();
+    entry + id.0.capacity() + 16 + value_heap(&e.key) + cells + timers
+}
+
+/// Estimated heap bytes of a cell: collections by their length and first element.
+fn cell_bytes(c: &StateCell) -> usize {
+    let value = size_of::<Value>();
+    match c {
+        StateCell::Empty => 0,
+        StateCell::Value(v) => value_heap(v),
+        StateCell::Combining(_) => 64,
+        StateCell::Bag(b) => {
+            b.capacity() * value + b.len() * b.first().map_or(0, value_heap)
+        }
+        StateCell::Map(m) => {
+            let per = m.first_key_value().map_or(0, |(k, (a, b))| {
+                k.capacity() + 16 + value_heap(a) + value_heap(b)
+            });
+            btree(m.len(), size_of::<Vec<u8>>() + 2 * value, per)
+        }
+        StateCell::Set(s) => {
+            let per = s
+                .first_key_value()
+                .map_or(0, |(k, v)| k.capacity() + 16 + value_heap(v));
+            btree(s.len(), size_of::<Vec<u8>>() + value, per)
+        }
+        StateCell::OrderedList(l) => {
+            let per = l.first_key_value().map_or(0, |(_, v)| value_heap(v));
+            btree(l.len(), 16 + value, per)
+        }
+    }
+}
+
+/// A B-tree of `n` entries of `entry` bytes each and `heap` more per entry: a new tree's
+/// first node has room for 11.
+fn btree(n: usize, entry: usize, heap: usize) -> usize {
+    let slots = if n == 0 { 0 } else { (n * 3 / 2).max(11) };
+    slots * (entry + BTREE_SLACK) / 2 + n * (entry / 2 + heap)
+}
+
+/// Estimated heap bytes of a value (beyond its own size).
+fn value_heap(v: &Value) -> usize {
+    match v {
+        Value::Bytes(b) => b.capacity() + 16,
+        Value::Str(s) | Value::KeyOnly(s) => s.capacity() + 16,
+        Value::Kv(kv) => 2 * size_of::<Value>() + 16 + value_heap(&kv.0) + value_heap(&kv.1),
+        Value::List(l) => {
+            l.capacity() * size_of::<Value>() + l.len() * l.first().map_or(0, value_heap) + 16
+        }
+        Value::Opaque(_) => 64,
+        _ => 0,
+    }
+}

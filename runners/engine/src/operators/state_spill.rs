@@ -1,0 +1,414 @@
+//! The spill store of a stateful ParDo's states beyond its memory budget: one temporary
+//! redb file with a row per key and window (its cells and timers, encoded as in
+//! checkpoints) and a row per timer, ordered by domain and time, so the earliest timer of
+//! everything spilled is one range read away.
+//!
+//! Reading a row back does not delete it at once: its rows become *stale* (the copy in
+//! memory is the live one) and are deleted with the next write, so a state read back
+//! costs one read, not a write transaction.
+
+use crate::element_codec::{decode_window, encode_window};
+use crate::error::{EngineError, Result};
+use crate::state::TimeDomain;
+use crate::window::Window;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use rustc_hash::FxHashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A key (its encoding with the key coder) and window.
+pub(crate) type StateId = (Vec<u8>, Window);
+
+/// Rows of states: the window's encoding, then the key's; value: cells and timers.
+const STATES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("states");
+/// Rows of timers: domain, time (order-preserving), then the length-prefixed key bytes of
+/// the state row, then the timer's name.
+const TIMERS: TableDefinition<'_, &[u8], ()> = TableDefinition::new("timers");
+
+/// Non-durable commits between two durable ones: redb reuses the pages a commit frees
+/// only after a durable one, so without them the file would only grow.
+const DURABLE_EVERY: u64 = 16;
+
+static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+
+/// One spilled timer: when, of which state, and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ColdTimer {
+    pub(crate) fire: i64,
+    pub(crate) id: StateId,
+    pub(crate) name: String,
+}
+
+/// The spilled states of one operator; the file is deleted when this is dropped.
+pub(crate) struct Cold {
+    db: Database,
+    path: PathBuf,
+    /// The transform, for errors.
+    name: String,
+    /// Rows to delete with the next write, and the states they belong to (whose rows
+    /// readers skip meanwhile).
+    stale_states: Vec<Vec<u8>>,
+    stale_timers: Vec<Vec<u8>>,
+    stale: FxHashSet<StateId>,
+    commits: u64,
+    /// Bytes of rows written so far.
+    pub(crate) written: u64,
+}
+
+impl std::fmt::Debug for Cold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cold").field("path", &self.path).finish()
+    }
+}
+
+fn state_row(id: &StateId) -> Vec<u8> {
+    let mut row = Vec::with_capacity(id.0.len() + 17);
+    encode_window(&id.1, &mut row);
+    row.extend_from_slice(&id.0);
+    row
+}
+
+fn domain_byte(d: TimeDomain) -> u8 {
+    match d {
+        TimeDomain::Watermark => 0,
+        TimeDomain::ProcessingTime => 1,
+    }
+}
+
+fn timer_row(domain: TimeDomain, fire: i64, id: &StateId, name: &str) -> Vec<u8> {
+    let state = state_row(id);
+    let mut row = Vec::with_capacity(state.len() + name.len() + 14);
+    row.push(domain_byte(domain));
+    // Flipping the sign bit makes the big-endian bytes sort as the signed numbers do.
+    row.extend_from_slice(&((fire as u64) ^ (1 << 63)).to_be_bytes());
+    crate::coder::write_varint(state.len() as u64, &mut row);
+    row.extend_from_slice(&state);
+    row.extend_from_slice(name.as_bytes());
+    row
+}
+
+impl Cold {
+    /// A new, empty store in `dir` for transform `name`, caching up to `cache` bytes.
+    ///
+    /// # Errors
+    /// The directory or the file cannot be created.
+    pub(crate) fn create(dir: &Path, name: &str, cache: usize) -> Result<Cold> {
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
+            context: format!("creating the state spill directory {}", dir.display()),
+            source,
+        })?;
+        let path = dir.join(format!(
+            "beamline-state-{}-{}.redb",
+            std::process::id(),
+            NEXT_FILE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let db = redb::Builder::new()
+            .set_cache_size(cache)
+            .create(&path)
+            .map_err(|e| spill_err(name, &path, e))?;
+        let cold = Cold {
+            db,
+            path,
+            name: name.to_string(),
+            stale_states: Vec::new(),
+            stale_timers: Vec::new(),
+            stale: FxHashSet::default(),
+            commits: 0,
+            written: 0,
+        };
+        cold.write(|_, _| Ok(()), Durability::Immediate)?;
+        Ok(cold)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> EngineError {
+        spill_err(&self.name, &self.path, e)
+    }
+
+    /// Runs `f` on both tables in one write transaction.
+    fn write(
+        &self,
+        f: impl FnOnce(
+            &mut redb::Table<'_, &[u8], &[u8]>,
+            &mut redb::Table<'_, &[u8], ()>,
+        ) -> std::result::Result<(), redb::StorageError>,
+        durability: Durability,
+    ) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(durability).map_err(|e| self.err(e))?;
+        {
+            let mut states = tx.open_table(STATES).map_err(|e| self.err(e))?;
+            let mut timers = tx.open_table(TIMERS).map_err(|e| self.err(e))?;
+            f(&mut states, &mut timers).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The encoded cells and timers of `id`, unless it is not here (or stale).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub(crate) fn get(&self, id: &StateId) -> Result<Option<Vec<u8>>> {
+        if self.stale.contains(id) {
+            return Ok(None);
+        }
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let states = tx.open_table(STATES).map_err(|e| self.err(e))?;
+        let got = states
+            .get(state_row(id).as_slice())
+            .map_err(|e| self.err(e))?;
+        Ok(got.map(|v| v.value().to_vec()))
+    }
+
+    /// `id`'s rows (its state and the timers `timers` lists) are stale: read back into
+    /// memory or removed. They are deleted with the next write.
+    pub(crate) fn forget<'a>(
+        &mut self,
+        id: &StateId,
+        timers: impl Iterator<Item = (TimeDomain, i64, &'a str)>,
+    ) {
+        self.stale_states.push(state_row(id));
+        for (domain, fire, name) in timers {
+            self.stale_timers.push(timer_row(domain, fire, id, name));
+        }
+        self.stale.insert(id.clone());
+    }
+
+    /// Deletes the stale rows.
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.stale.is_empty() {
+            return Ok(());
+        }
+        self.put(Vec::new())
+    }
+
+    /// Writes the rows of `states` (each with its encoding and its timers) after
+    /// deleting the stale rows, in one transaction.
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub(crate) fn put(&mut self, states: Vec<(StateId, Vec<u8>, Vec<ColdTimerRow>)>) -> Result<()> {
+        let stale_states = std::mem::take(&mut self.stale_states);
+        let stale_timers = std::mem::take(&mut self.stale_timers);
+        self.stale.clear();
+        self.commits += 1;
+        let durability = if self.commits % DURABLE_EVERY == 0 {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let mut written = 0;
+        self.write(
+            |rows, timer_rows| {
+                for row in &stale_states {
+                    rows.remove(row.as_slice())?;
+                }
+                for row in &stale_timers {
+                    timer_rows.remove(row.as_slice())?;
+                }
+                for (id, bytes, timers) in &states {
+                    let key = state_row(id);
+                    written += (key.len() + bytes.len()) as u64;
+                    rows.insert(key.as_slice(), bytes.as_slice())?;
+                    for (domain, fire, name) in timers {
+                        let row = timer_row(*domain, *fire, id, name);
+                        written += row.len() as u64;
+                        timer_rows.insert(row.as_slice(), ())?;
+                    }
+                }
+                Ok(())
+            },
+            durability,
+        )?;
+        self.written += written;
+        Ok(())
+    }
+
+    /// The earliest spilled timer of `domain` that is not stale.
+    ///
+    /// # Errors
+    /// The store cannot be read, or holds a row it did not write.
+    pub(crate) fn first_timer(&self, domain: TimeDomain) -> Result<Option<ColdTimer>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let timers = tx.open_table(TIMERS).map_err(|e| self.err(e))?;
+        let start = [domain_byte(domain)];
+        let end = [domain_byte(domain) + 1];
+        for row in timers
+            .range(start.as_slice()..end.as_slice())
+            .map_err(|e| self.err(e))?
+        {
+            let (row, _) = row.map_err(|e| self.err(e))?;
+            let t = self.parse_timer(row.value())?;
+            if !self.stale.contains(&t.id) {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    fn parse_timer(&self, row: &[u8]) -> Result<ColdTimer> {
+        let bad = || self.err("a timer row it did not write");
+        let fire = row.get(1..9).ok_or_else(bad)?;
+        let fire = (u64::from_be_bytes(fire.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+        let mut rest = &row[9..];
+        let len = crate::coder::read_varint(&mut rest).map_err(|_| bad())? as usize;
+        let state = rest.get(..len).ok_or_else(bad)?;
+        let name = std::str::from_utf8(&rest[len..]).map_err(|_| bad())?;
+        Ok(ColdTimer {
+            fire,
+            id: self.parse_state(state)?,
+            name: name.to_string(),
+        })
+    }
+
+    fn parse_state(&self, mut row: &[u8]) -> Result<StateId> {
+        let window = decode_window(&mut row).map_err(|e| self.err(e))?;
+        Ok((row.to_vec(), window))
+    }
+
+    /// Up to `max` states of window `w` that are not stale, in row order.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub(crate) fn ids_in(&self, w: &Window, max: usize) -> Result<Vec<StateId>> {
+        let mut prefix = Vec::new();
+        encode_window(w, &mut prefix);
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let states = tx.open_table(STATES).map_err(|e| self.err(e))?;
+        let mut ids = Vec::new();
+        for row in states
+            .range(prefix.as_slice()..)
+            .map_err(|e| self.err(e))?
+        {
+            let (row, _) = row.map_err(|e| self.err(e))?;
+            if !row.value().starts_with(&prefix) || ids.len() >= max {
+                break;
+            }
+            let id = self.parse_state(row.value())?;
+            if !self.stale.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Calls `f` with every state that is not stale and its encoding.
+    ///
+    /// # Errors
+    /// The store cannot be read; what `f` returns.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(StateId, &[u8]) -> Result<()>) -> Result<()> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let states = tx.open_table(STATES).map_err(|e| self.err(e))?;
+        for row in states.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let id = self.parse_state(k.value())?;
+            if !self.stale.contains(&id) {
+                f(id, v.value())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A spilled state's timer: domain, fire time, name.
+pub(crate) type ColdTimerRow = (TimeDomain, i64, String);
+
+impl Drop for Cold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn spill_err(name: &str, path: &Path, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Runner(format!(
+        "transform '{name}': the store of state spilled beyond its memory budget ({}): {e}",
+        path.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(k: &[u8], w: Window) -> StateId {
+        (k.to_vec(), w)
+    }
+
+    #[test]
+    fn rows_read_back_stale_rows_are_skipped_and_timers_come_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cold = Cold::create(dir.path(), "Dedup", 1 << 20).unwrap();
+        let w = Window::Interval { start: -10, end: 5 };
+        let a = id(b"a", w);
+        let b = id(b"bb", Window::Global);
+        let c = id(b"c", w);
+        cold.put(vec![
+            (
+                a.clone(),
+                b"A".to_vec(),
+                vec![(TimeDomain::Watermark, 7, "t".into())],
+            ),
+            (
+                b.clone(),
+                b"B".to_vec(),
+                vec![(TimeDomain::Watermark, -3, "u".into())],
+            ),
+            (
+                c.clone(),
+                b"C".to_vec(),
+                vec![(TimeDomain::ProcessingTime, 1, "p".into())],
+            ),
+        ])
+        .unwrap();
+        assert_eq!(cold.get(&a).unwrap(), Some(b"A".to_vec()));
+        assert_eq!(cold.get(&id(b"z", w)).unwrap(), None);
+        let first = cold.first_timer(TimeDomain::Watermark).unwrap().unwrap();
+        assert_eq!((first.fire, &first.id, first.name.as_str()), (-3, &b, "u"));
+        assert_eq!(
+            cold.first_timer(TimeDomain::ProcessingTime)
+                .unwrap()
+                .unwrap()
+                .id,
+            c
+        );
+        let mut in_w = cold.ids_in(&w, 10).unwrap();
+        in_w.sort();
+        assert_eq!(in_w, vec![a.clone(), c.clone()]);
+        assert_eq!(cold.ids_in(&Window::Global, 10).unwrap(), vec![b.clone()]);
+        // Read back: stale until the next write deletes its rows.
+        cold.forget(&b, [(TimeDomain::Watermark, -3, "u")].into_iter());
+        assert_eq!(cold.get(&b).unwrap(), None);
+        assert_eq!(
+            cold.first_timer(TimeDomain::Watermark).unwrap().unwrap().id,
+            a
+        );
+        assert!(cold.ids_in(&Window::Global, 10).unwrap().is_empty());
+        cold.flush().unwrap();
+        let mut all = Vec::new();
+        cold.for_each(|id, v| {
+            all.push((id, v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        all.sort();
+        assert_eq!(all, vec![(a, b"A".to_vec()), (c, b"C".to_vec())]);
+        // Spilled again after being read back: the new rows replace the old.
+        cold.put(vec![(b.clone(), b"B2".to_vec(), vec![])]).unwrap();
+        assert_eq!(cold.get(&b).unwrap(), Some(b"B2".to_vec()));
+        let path = cold.path.clone();
+        drop(cold);
+        assert!(!path.exists(), "the file is deleted with the store");
+    }
+
+    #[test]
+    fn timer_rows_sort_by_signed_time() {
+        let id = id(b"k", Window::Global);
+        let rows: Vec<Vec<u8>> = [i64::MIN, -1, 0, 1, i64::MAX]
+            .iter()
+            .map(|&t| timer_row(TimeDomain::Watermark, t, &id, "x"))
+            .collect();
+        assert!(rows.windows(2).all(|p| p[0] < p[1]));
+    }
+}
