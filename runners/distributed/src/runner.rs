@@ -100,6 +100,16 @@ impl Runner for DistributedRunner {
                 OptionKind::Integer,
                 "with --hosts: this process's line of the hosts file, from 0",
             ),
+            OptionSpec::new(
+                "memory-budget",
+                OptionKind::Size,
+                "per process: keyed state of stateful DoFns past this size spills to disk",
+            ),
+            OptionSpec::new(
+                "spill-dir",
+                OptionKind::Text,
+                "where spilled state goes (default: the system's temporary directory)",
+            ),
         ]
         .into_iter()
         // The engine options its streaming operators read.

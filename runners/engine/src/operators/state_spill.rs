@@ -93,10 +93,7 @@ impl Cold {
     /// # Errors
     /// The directory or the file cannot be created.
     pub(crate) fn create(dir: &Path, name: &str, cache: usize) -> Result<Cold> {
-        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
-            context: format!("creating the state spill directory {}", dir.display()),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| spill_err(name, dir, e))?;
         let path = dir.join(format!(
             "beamline-state-{}-{}.redb",
             std::process::id(),

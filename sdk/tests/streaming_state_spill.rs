@@ -1,0 +1,210 @@
+//! `--memory-budget` in streaming: stateful DoFns' states and timers beyond the budget
+//! spill to disk and are read back when used. A windowed count with an end-of-window timer
+//! and a deduplication over thousands of keys give the exact results computed from the
+//! generator's events, on the local runner and on 2 distributed processes, while the
+//! metrics show states spilled and read back; the spill files are gone afterwards; an
+//! unusable spill directory is a clear error.
+//!
+//! A plain `main` (no test harness): the distributed runner re-executes this binary as its
+//! worker processes, which rebuild the same pipeline.
+
+use beamline::io::generator::Generator;
+use beamline::{
+    DoFn, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec, TimerContext, TimerSpec,
+    UserError, Window, WindowInto, WriteToText,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+const EVENTS: u64 = 60_000;
+const KEYS: u64 = 4_000;
+const WINDOW_MS: i64 = 10_000;
+
+fn generator() -> Generator {
+    Generator::new(KEYS).with_count(EVENTS).with_seed(11)
+}
+
+/// Counts and sums each key's events per window; outputs them when the window ends.
+#[derive(Clone)]
+struct PerWindow;
+
+impl DoFn for PerWindow {
+    type In = (i64, i64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (_, seq): (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let end = ctx.window().max_timestamp();
+        let mut st = ctx.state()?;
+        let n = st.read::<i64>("n")?.unwrap_or(0) + 1;
+        st.write("n", n)?;
+        let sum = st.read::<i64>("sum")?.unwrap_or(0) + seq;
+        st.write("sum", sum)?;
+        if n == 1 {
+            st.set_timer("end", end)?;
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        _timer: &str,
+        ctx: &mut TimerContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let Window::Interval { start, .. } = ctx.window() else {
+            return Err("not in a fixed window".into());
+        };
+        let mut st = ctx.state()?;
+        let key: i64 = st.key()?;
+        let n: i64 = st.read("n")?.unwrap_or(0);
+        let sum: i64 = st.read("sum")?.unwrap_or(0);
+        ctx.output(format!("w,{key},{start},{n},{sum}"));
+        Ok(())
+    }
+}
+
+/// Outputs each key the first time it is seen.
+#[derive(Clone)]
+struct FirstSeen;
+
+impl DoFn for FirstSeen {
+    type In = (i64, i64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (key, _): (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let mut st = ctx.state()?;
+        if st.read::<bool>("seen")?.is_none() {
+            st.write("seen", true)?;
+            ctx.output(format!("d,{key}"));
+        }
+        Ok(())
+    }
+}
+
+/// The lines the job must write, from the generator's events.
+fn expected() -> Vec<String> {
+    let mut windows: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    let mut keys = BTreeSet::new();
+    for ((key, seq), ts) in generator().events() {
+        let w = windows
+            .entry((key, ts.div_euclid(WINDOW_MS) * WINDOW_MS))
+            .or_default();
+        w.0 += 1;
+        w.1 += seq;
+        keys.insert(key);
+    }
+    let mut lines: Vec<String> = windows
+        .into_iter()
+        .map(|((k, s), (n, sum))| format!("w,{k},{s},{n},{sum}"))
+        .chain(keys.into_iter().map(|k| format!("d,{k}")))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Runs the job with `options`, writing under `out`: its sorted lines and its
+/// (spilled, read back) state counters. Workers return nothing.
+fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, (i64, i64)), String> {
+    let p = Pipeline::new(options.set("streaming", "true"));
+    let events = p.apply("Events", generator());
+    let per_window = events
+        .apply(
+            "Fixed",
+            WindowInto::fixed(WINDOW_MS),
+        )
+        .apply(
+            "PerWindow",
+            ParDo::of(PerWindow)
+                .with_state(StateSpec::value::<i64>("n"))
+                .with_state(StateSpec::value::<i64>("sum"))
+                .with_timer(TimerSpec::event_time("end")),
+        );
+    let first = events.apply(
+        "FirstSeen",
+        ParDo::of(FirstSeen).with_state(StateSpec::value::<bool>("seen")),
+    );
+    per_window.apply("WriteWindows", WriteToText::new(out.join("w").to_string_lossy()));
+    first.apply("WriteFirst", WriteToText::new(out.join("d").to_string_lossy()));
+    let result = p.run().map_err(|e| e.to_string())?;
+    if beamline::worker::is_worker() {
+        return Ok((Vec::new(), (0, 0)));
+    }
+    let m = result.metrics();
+    let counters = (
+        m.counter("beamline", "stateSpilled").unwrap_or(0),
+        m.counter("beamline", "stateReadBack").unwrap_or(0),
+    );
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(out).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines.sort();
+    Ok((lines, counters))
+}
+
+fn main() {
+    // Every process runs this `main` (SPMD): a worker skips the runs before its job and
+    // does its share of the distributed one; the launching process checks the results.
+    let worker = beamline::worker::is_worker();
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    let budget = |o: PipelineOptions| {
+        o.set("memory_budget", "1MB")
+            .set("spill_dir", spill.to_string_lossy())
+    };
+    let outs: Vec<_> = ["none", "local", "distributed"]
+        .iter()
+        .map(|n| dir.path().join(n))
+        .collect();
+    if !worker {
+        for o in &outs {
+            std::fs::create_dir_all(o).unwrap();
+        }
+    }
+    let want = if worker { Vec::new() } else { expected() };
+    // A worker skips these two runs (but must see them: pipelines are matched by order).
+    let (got, counters) = run(PipelineOptions::default(), &outs[0]).unwrap();
+    let (got_budget, (spilled, read_back)) =
+        run(budget(PipelineOptions::default()), &outs[1]).unwrap();
+    if !worker {
+        assert_eq!(got, want, "without a budget");
+        assert_eq!(counters, (0, 0), "nothing spills without a budget");
+        assert_eq!(got_budget, want, "local, with a budget");
+        assert!(spilled > 10_000 && read_back > 10_000, "{spilled} {read_back}");
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "spill files left");
+        println!("local: {spilled} states spilled, {read_back} read back");
+    }
+    let (got, (spilled, read_back)) = run(
+        budget(PipelineOptions::default())
+            .set("runner", "distributed")
+            .set("processes", "2"),
+        &outs[2],
+    )
+    .unwrap();
+    if worker {
+        return;
+    }
+    assert_eq!(got, want, "distributed, with a budget");
+    assert!(spilled > 10_000 && read_back > 10_000, "{spilled} {read_back}");
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "spill files left");
+    println!("distributed: {spilled} states spilled, {read_back} read back");
+
+    // A spill directory that is a file: a clear error naming the transform and the path.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let bad = PipelineOptions::default()
+        .set("memory_budget", "1KB")
+        .set("spill_dir", file.join("spill").to_string_lossy());
+    let err = run(bad, &dir.path().join("bad")).unwrap_err();
+    assert!(
+        err.contains("beyond its memory budget") && err.contains("a-file"),
+        "{err}"
+    );
+    println!("unusable spill directory: {err}");
+}
