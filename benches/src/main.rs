@@ -12,6 +12,7 @@
 // `run_variant_at`).
 
 mod clickstream;
+mod dedup_stream;
 mod keyed;
 mod portable;
 mod procs;
@@ -30,7 +31,8 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(about = "Beamline benchmarks: Beamline vs references on the same input")]
 struct Cli {
-    /// Workload to run: wordcount, clickstream, gbk-sum, combine-mean, cogroup, dedup.
+    /// Workload to run: wordcount, clickstream, gbk-sum, combine-mean, cogroup, dedup,
+    /// dedup-streaming.
     workload: String,
     /// Input size (wordcount: megabytes of text, default 100; clickstream: millions of
     /// events, default 10; keyed workloads: a multiple of the size, default 1).
@@ -212,7 +214,10 @@ fn run_variant_at(
     let output = out_dir.join("part");
     let start = Instant::now();
     let mut cmd = Command::new(std::env::current_exe()?);
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() && cli.memory_budget.is_none() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
+        && cli.memory_budget.is_none()
+        && cli.workload != "dedup-streaming"
+    {
         // Freed memory stays with the process for reuse instead of going back to the OS
         // and being faulted in (and zeroed) again: on these VMs that cost batch workloads
         // 10-16%. Every variant, references included, runs with it; not under a memory
@@ -308,6 +313,9 @@ fn main() -> Result<()> {
                 child_rss = wordcount::run(variant, &dir, &output, cli.threads)?
             }
             "clickstream" => clickstream::run(variant, (size * 1e6) as u64, cli.threads, &output)?,
+            "dedup-streaming" => {
+                dedup_stream::run(variant, size, cli.memory_budget.as_deref(), &output)?
+            }
             w => keyed::run(
                 w,
                 variant,
@@ -328,8 +336,9 @@ fn main() -> Result<()> {
         "clickstream" => return run_clickstream(&cli, &dir, size),
         "wordcount-portable" => return portable::run(&cli, &dir, size),
         "gbk-sum" | "combine-mean" | "cogroup" | "dedup" => return run_keyed(&cli, &dir, size),
+        "dedup-streaming" => return run_dedup_stream(&cli, &dir, size),
         other => bail!(
-            "unknown workload '{other}'; available: wordcount, wordcount-portable, clickstream, gbk-sum, combine-mean, cogroup, dedup"
+            "unknown workload '{other}'; available: wordcount, wordcount-portable, clickstream, gbk-sum, combine-mean, cogroup, dedup, dedup-streaming"
         ),
     }
 
@@ -450,10 +459,23 @@ fn run_all<T: PartialEq>(
             );
         }
     }
-    if let Some(budget) = &cli.memory_budget {
+    // The streaming dedup has one variant under a budget (its default unless given).
+    let budgeted = |name: &str| match cli.workload.as_str() {
+        "dedup-streaming" => name == dedup_stream::BUDGETED,
+        _ => name.starts_with("beamline"),
+    };
+    let budget = match cli.workload.as_str() {
+        "dedup-streaming" => Some(
+            cli.memory_budget
+                .as_deref()
+                .unwrap_or(dedup_stream::DEFAULT_BUDGET),
+        ),
+        _ => cli.memory_budget.as_deref(),
+    };
+    if let Some(budget) = budget {
         let bytes = beamline_runner_local::parse_size(budget).map_err(anyhow::Error::msg)?;
         let budget_mb = bytes as f64 / (1024.0 * 1024.0);
-        for r in results.iter().filter(|r| r.name.starts_with("beamline")) {
+        for r in results.iter().filter(|r| budgeted(&r.name)) {
             println!(
                 "memory budget {budget_mb:.0} MB: {} peak RSS {:.0} MB = {:.2}x the budget",
                 r.name,
@@ -506,6 +528,22 @@ fn run_keyed(cli: &Cli, dir: &Path, size: f64) -> Result<()> {
         &title,
         "elements",
         n as f64,
+    )
+}
+
+fn run_dedup_stream(cli: &Cli, dir: &Path, size: f64) -> Result<()> {
+    let (keys, events) = dedup_stream::shape(size);
+    let title = format!(
+        "workload: dedup-streaming (size x{size}): first event of each key, {events} events over {keys} keys, streaming"
+    );
+    run_all(
+        cli,
+        dir,
+        &dedup_stream::VARIANTS,
+        keyed::load_output,
+        &title,
+        "events",
+        events as f64,
     )
 }
 

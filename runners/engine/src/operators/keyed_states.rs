@@ -17,6 +17,8 @@ use crate::value::Value;
 use crate::window::Window;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeSet;
+#[cfg(test)]
+use std::collections::BTreeMap;
 use std::mem::size_of;
 
 /// Timers in firing order: time, key, window, name.
@@ -66,6 +68,8 @@ struct Spill {
     cold_first: [i64; 2],
     spilled: i64,
     read_back: i64,
+    /// Bytes written to spill stores since the last report.
+    written: u64,
 }
 
 /// The states of a stateful ParDo, by key and window.
@@ -100,6 +104,7 @@ impl KeyedStates {
             cold_first: [END_OF_TIME; 2],
             spilled: 0,
             read_back: 0,
+            written: 0,
         });
     }
 
@@ -386,6 +391,27 @@ impl KeyedStates {
         Ok(ids)
     }
 
+    /// Drops every state at once when every window is `due` and nothing needs to see
+    /// them go (no expiry callback, no checkpoint to record their removal): the end of a
+    /// job does not read every spilled state back to delete it. Whether it did.
+    pub(crate) fn drop_all_if_due(&mut self, due: impl Fn(&Window) -> bool) -> bool {
+        if self.dirty.is_some() || self.windows.is_empty() || !self.windows.keys().all(due) {
+            return false;
+        }
+        self.hot.clear();
+        self.windows.clear();
+        self.event.clear();
+        self.processing.clear();
+        if let Some(s) = &mut self.spill {
+            s.hot_bytes = 0;
+            s.cold_first = [END_OF_TIME; 2];
+            if let Some(c) = s.cold.take() {
+                s.written += c.written;
+            }
+        }
+        true
+    }
+
     /// Removes the state of `id` and its timers, wherever it is.
     ///
     /// # Errors
@@ -483,7 +509,8 @@ impl KeyedStates {
     /// Reports how many states were spilled and read back, and the bytes written.
     pub(crate) fn report(&mut self, metrics: &mut MetricsContainer) {
         if let Some(s) = &mut self.spill {
-            let written = s.cold.as_mut().map_or(0, |c| std::mem::take(&mut c.written));
+            let written = std::mem::take(&mut s.written)
+                + s.cold.as_mut().map_or(0, |c| std::mem::take(&mut c.written));
             for (name, v) in [
                 ("stateSpilled", std::mem::take(&mut s.spilled)),
                 ("stateReadBack", std::mem::take(&mut s.read_back)),
@@ -562,5 +589,143 @@ fn value_heap(v: &Value) -> usize {
         }
         Value::Opaque(_) => 64,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::StateOut;
+
+    fn layout() -> Layout {
+        Layout {
+            decls: vec![("n".into(), StateKind::Value(Coder::VarInt))],
+            key_coder: Coder::VarInt,
+            name: "Count".into(),
+        }
+    }
+
+    fn id(k: i64) -> StateId {
+        (Coder::VarInt.encode_to_vec(&Value::I64(k)).unwrap(), Window::Global)
+    }
+
+    /// Adds one to key `k`'s count, with an event-time timer at `10 * k`.
+    fn bump(s: &mut KeyedStates, k: i64, lay: &Layout) {
+        let e = s.entry(&id(k), lay, || Ok((Value::I64(k), Vec::new()))).unwrap();
+        let n = match e.cells.first() {
+            Some(StateCell::Value(Value::I64(n))) => *n,
+            _ => 0,
+        };
+        e.cells = vec![StateCell::Value(Value::I64(n + 1))];
+        s.set_timer(&id(k), "t".into(), Some((TimeDomain::Watermark, 10 * k, 10 * k)));
+        s.used(&id(k), lay).unwrap();
+    }
+
+    fn count(s: &mut KeyedStates, k: i64, lay: &Layout) -> i64 {
+        let e = s.entry(&id(k), lay, || Ok((Value::Null, Vec::new()))).unwrap();
+        match e.cells.first() {
+            Some(StateCell::Value(Value::I64(n))) => *n,
+            _ => 0,
+        }
+    }
+
+    fn spilling(dir: &std::path::Path, bytes: usize) -> KeyedStates {
+        let mut s = KeyedStates::default();
+        s.limit(StateBudget {
+            bytes,
+            dir: dir.to_path_buf(),
+        });
+        s
+    }
+
+    #[test]
+    fn states_and_timers_spill_read_back_and_fire_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let lay = layout();
+        let mut s = spilling(dir.path(), 4_000);
+        for round in 0..3 {
+            for k in (0..200).rev() {
+                bump(&mut s, k, &lay);
+            }
+            assert!(s.hot.len() < 100, "round {round}: {} in memory", s.hot.len());
+        }
+        assert_eq!(s.first_event_timer(), 0, "the earliest timer is a spilled one");
+        for k in 0..200 {
+            assert_eq!(count(&mut s, k, &lay), 3, "key {k}");
+        }
+        let mut fired = Vec::new();
+        while let Some((got, name, out)) = s.pop_timer(TimeDomain::Watermark, 1_000, &lay).unwrap() {
+            let Value::I64(k) = lay.decode_key(&got.0).unwrap() else {
+                panic!("not a key")
+            };
+            assert_eq!((name.as_str(), out), ("t", 10 * k));
+            fired.push(out);
+        }
+        assert_eq!(fired, (0..=100).map(|k| 10 * k).collect::<Vec<_>>());
+        assert_eq!(s.first_event_timer(), 1_010);
+        let mut m = MetricsContainer::default();
+        s.report(&mut m);
+        // Everything was removed when due, spilled or not.
+        let ids = s.due(|_| true, usize::MAX).unwrap();
+        assert_eq!(ids.len(), 200);
+        for i in &ids {
+            s.remove(i, &lay).unwrap();
+        }
+        assert!(s.due(|_| true, usize::MAX).unwrap().is_empty());
+        assert_eq!(s.first_event_timer(), END_OF_TIME);
+    }
+
+    #[test]
+    fn checkpoints_hold_spilled_states_and_restore_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let lay = layout();
+        let mut s = spilling(dir.path(), 1);
+        s.track_changes();
+        for k in 0..50 {
+            bump(&mut s, k, &lay);
+        }
+        assert!(s.hot.is_empty(), "a budget of one byte keeps nothing in memory");
+        let mut full = StateOut::new(1, true);
+        s.snapshot(&mut full, &lay).unwrap();
+        assert_eq!(full.puts.len(), 50);
+        // Changed since: one bumped, one removed.
+        bump(&mut s, 7, &lay);
+        s.remove(&id(9), &lay).unwrap();
+        let mut inc = StateOut::new(2, false);
+        s.snapshot(&mut inc, &lay).unwrap();
+        assert_eq!(inc.puts.len(), 1);
+        assert_eq!(inc.puts[0].0, state_key(&id(7).0, &id(7).1));
+        assert_eq!(inc.deletes, vec![state_key(&id(9).0, &id(9).1)]);
+        // Restored into a small budget: spilled again, read back equal.
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = full.puts.into_iter().collect();
+        entries.extend(inc.puts);
+        entries.remove(&inc.deletes[0]);
+        let mut r = spilling(dir.path(), 1);
+        for (key, bytes) in entries {
+            let (kb, w) = super::super::pardo_codec::decode_state_key(&key, "Count").unwrap();
+            let (cells, timers) = decode_cells(&lay.decls, &bytes, "Count").unwrap();
+            let value = lay.decode_key(&kb).unwrap();
+            r.restore((kb, w), value, cells, timers, &lay).unwrap();
+        }
+        assert!(r.hot.is_empty());
+        assert_eq!(count(&mut r, 7, &lay), 2);
+        assert_eq!(count(&mut r, 8, &lay), 1);
+        assert_eq!(r.first_event_timer(), 0);
+        assert!(r.drop_all_if_due(|_| true));
+    }
+
+    #[test]
+    fn the_end_drops_spilled_states_without_reading_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let lay = layout();
+        let mut s = spilling(dir.path(), 1);
+        for k in 0..20 {
+            bump(&mut s, k, &lay);
+        }
+        assert!(!s.drop_all_if_due(|w| *w != Window::Global));
+        assert!(s.drop_all_if_due(|_| true));
+        assert_eq!(s.first_event_timer(), END_OF_TIME);
+        assert!(s.due(|_| true, 10).unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "store deleted");
     }
 }

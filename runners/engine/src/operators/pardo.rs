@@ -535,6 +535,9 @@ impl Op for ParDoOp {
         let lateness = st.allowed_lateness;
         let due = |w: &Window| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness);
         let on_expiry = st.spec.on_window_expiration;
+        if !on_expiry && st.states.drop_all_if_due(due) {
+            return Ok(());
+        }
         loop {
             let st = self.stateful.as_mut().expect("stateful");
             let expired = st.states.due(due, 4096)?;

@@ -1,0 +1,100 @@
+//! The streaming dedup workload: the first event of each key over a 10M-key space, as a
+//! stateful DoFn on the streaming runner (in memory, and under a memory budget whose
+//! state spills to disk) vs a hand-written hash set.
+
+use anyhow::Result;
+use beamline::io::generator::Generator;
+use beamline::{DoFn, ParDo, Pipeline, ProcessContext, StateSpec, UserError, WriteToText};
+use rustc_hash::FxHashSet;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Variants, reference first.
+pub const VARIANTS: [&str; 3] = ["rust-hash-set", "beamline-streaming", BUDGETED];
+
+/// The variant run under a memory budget.
+pub const BUDGETED: &str = "beamline-streaming-budget";
+
+/// Its budget unless `--memory-budget` says otherwise.
+pub const DEFAULT_BUDGET: &str = "512MB";
+
+/// The key space at size 1, and events per key.
+const KEYS: f64 = 10_000_000.0;
+const EVENTS_PER_KEY: f64 = 2.0;
+
+/// Keys and events at `size`.
+pub fn shape(size: f64) -> (u64, u64) {
+    ((KEYS * size) as u64, (KEYS * EVENTS_PER_KEY * size) as u64)
+}
+
+fn generator(size: f64) -> Generator {
+    let (keys, events) = shape(size);
+    // Dense event time (so windows and watermarks move as for a real stream), a small
+    // out-of-orderness bound.
+    Generator::new(keys)
+        .with_count(events)
+        .with_seed(17)
+        .with_events_per_second(100_000)
+        .with_out_of_orderness(100)
+}
+
+/// Passes on each key the first time it is seen.
+#[derive(Clone)]
+struct FirstSeen;
+
+impl DoFn for FirstSeen {
+    type In = (i64, i64);
+    type Out = i64;
+    fn process(
+        &mut self,
+        (key, _): (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, i64>,
+    ) -> Result<(), UserError> {
+        let mut st = ctx.state()?;
+        if st.read::<bool>("seen")?.is_none() {
+            st.write("seen", true)?;
+            ctx.output(key);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one variant, writing one line per distinct key.
+pub fn run(variant: &str, size: f64, budget: Option<&str>, output: &Path) -> Result<()> {
+    if variant == "rust-hash-set" {
+        let mut seen = FxHashSet::default();
+        let mut w = BufWriter::new(std::fs::File::create(output)?);
+        for ((key, _), _) in generator(size).events() {
+            if seen.insert(key) {
+                writeln!(w, "{key}")?;
+            }
+        }
+        w.flush()?;
+        return Ok(());
+    }
+    let mut options = crate::variants::beamline_options(variant, 0).set("streaming", true);
+    if variant == BUDGETED {
+        options = options.set("memory_budget", budget.unwrap_or(DEFAULT_BUDGET));
+    }
+    let p = Pipeline::new(options);
+    p.apply("Events", generator(size))
+        .apply(
+            "FirstSeen",
+            ParDo::of(FirstSeen).with_state(StateSpec::value::<bool>("seen")),
+        )
+        .map("Format", |k: i64| k.to_string())
+        .apply("Write", WriteToText::new(output.to_string_lossy()));
+    let result = p.run()?;
+    let m = result.metrics();
+    if let (Some(spilled), Some(back)) = (
+        m.counter("beamline", "stateSpilled"),
+        m.counter("beamline", "stateReadBack"),
+    ) {
+        let bytes = m.counter("beamline", "stateSpilledBytes").unwrap_or(0);
+        println!(
+            "note=spilled {spilled} states ({:.0} MB written), read back {back}",
+            bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}
