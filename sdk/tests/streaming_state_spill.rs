@@ -112,24 +112,25 @@ fn expected() -> Vec<String> {
 fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, (i64, i64)), String> {
     let p = Pipeline::new(options.set("streaming", "true"));
     let events = p.apply("Events", generator());
-    let per_window = events
-        .apply(
-            "Fixed",
-            WindowInto::fixed(WINDOW_MS),
-        )
-        .apply(
-            "PerWindow",
-            ParDo::of(PerWindow)
-                .with_state(StateSpec::value::<i64>("n"))
-                .with_state(StateSpec::value::<i64>("sum"))
-                .with_timer(TimerSpec::event_time("end")),
-        );
+    let per_window = events.apply("Fixed", WindowInto::fixed(WINDOW_MS)).apply(
+        "PerWindow",
+        ParDo::of(PerWindow)
+            .with_state(StateSpec::value::<i64>("n"))
+            .with_state(StateSpec::value::<i64>("sum"))
+            .with_timer(TimerSpec::event_time("end")),
+    );
     let first = events.apply(
         "FirstSeen",
         ParDo::of(FirstSeen).with_state(StateSpec::value::<bool>("seen")),
     );
-    per_window.apply("WriteWindows", WriteToText::new(out.join("w").to_string_lossy()));
-    first.apply("WriteFirst", WriteToText::new(out.join("d").to_string_lossy()));
+    per_window.apply(
+        "WriteWindows",
+        WriteToText::new(out.join("w").to_string_lossy()),
+    );
+    first.apply(
+        "WriteFirst",
+        WriteToText::new(out.join("d").to_string_lossy()),
+    );
     let result = p.run().map_err(|e| e.to_string())?;
     if beamline::worker::is_worker() {
         return Ok((Vec::new(), (0, 0)));
@@ -176,8 +177,15 @@ fn main() {
         assert_eq!(got, want, "without a budget");
         assert_eq!(counters, (0, 0), "nothing spills without a budget");
         assert_eq!(got_budget, want, "local, with a budget");
-        assert!(spilled > 10_000 && read_back > 10_000, "{spilled} {read_back}");
-        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "spill files left");
+        assert!(
+            spilled > 10_000 && read_back > 10_000,
+            "{spilled} {read_back}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&spill).unwrap().count(),
+            0,
+            "spill files left"
+        );
         println!("local: {spilled} states spilled, {read_back} read back");
     }
     let (got, (spilled, read_back)) = run(
@@ -191,8 +199,15 @@ fn main() {
         return;
     }
     assert_eq!(got, want, "distributed, with a budget");
-    assert!(spilled > 10_000 && read_back > 10_000, "{spilled} {read_back}");
-    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "spill files left");
+    assert!(
+        spilled > 10_000 && read_back > 10_000,
+        "{spilled} {read_back}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "spill files left"
+    );
     println!("distributed: {spilled} states spilled, {read_back} read back");
 
     // A spill directory that is a file: a clear error naming the transform and the path.

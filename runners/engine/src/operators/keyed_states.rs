@@ -16,9 +16,9 @@ use crate::state::{StateCell, StateKind, TimeDomain};
 use crate::value::Value;
 use crate::window::Window;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::BTreeSet;
 #[cfg(test)]
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::mem::size_of;
 
 /// Timers in firing order: time, key, window, name.
@@ -155,7 +155,12 @@ impl KeyedStates {
             return Ok(false);
         };
         let (cells, timers) = decode_cells(&lay.decls, &bytes, &lay.name)?;
-        cold.forget(id, timers.iter().map(|(n, &(d, fire, _))| (d, fire, n.as_str())));
+        cold.forget(
+            id,
+            timers
+                .iter()
+                .map(|(n, &(d, fire, _))| (d, fire, n.as_str())),
+        );
         s.read_back += 1;
         // Its timers were spilled: the earliest spilled one may have been among them.
         let mut recompute = [false; 2];
@@ -201,7 +206,12 @@ impl KeyedStates {
     }
 
     /// Sets (`Some((domain, fire, output))`) or clears timer `name` of `id`, in memory.
-    pub(crate) fn set_timer(&mut self, id: &StateId, name: String, to: Option<(TimeDomain, i64, i64)>) {
+    pub(crate) fn set_timer(
+        &mut self,
+        id: &StateId,
+        name: String,
+        to: Option<(TimeDomain, i64, i64)>,
+    ) {
         let Some(e) = self.hot.get_mut(id) else {
             return;
         };
@@ -210,7 +220,8 @@ impl KeyedStates {
             e.timers.insert(name.clone(), t);
         }
         if let Some((d, fire, _)) = old {
-            self.index(d).remove(&(fire, id.0.clone(), id.1, name.clone()));
+            self.index(d)
+                .remove(&(fire, id.0.clone(), id.1, name.clone()));
         }
         if let Some((d, fire, _)) = to {
             self.index(d).insert((fire, id.0.clone(), id.1, name));
@@ -242,8 +253,12 @@ impl KeyedStates {
         let target = s.budget.bytes / 10 * 7;
         let to_free = s.hot_bytes.saturating_sub(target);
         // The stamp below which about `to_free` of the bytes are, from a sample.
-        let mut sample: Vec<(u64, usize)> =
-            self.hot.values().take(1024).map(|e| (e.stamp, e.bytes)).collect();
+        let mut sample: Vec<(u64, usize)> = self
+            .hot
+            .values()
+            .take(1024)
+            .map(|e| (e.stamp, e.bytes))
+            .collect();
         sample.sort_unstable();
         let sampled: usize = sample.iter().map(|x| x.1).sum();
         let want = (sampled as f64 * to_free as f64 / s.hot_bytes.max(1) as f64).ceil() as usize;
@@ -359,7 +374,11 @@ impl KeyedStates {
     ///
     /// # Errors
     /// The spill store cannot be read or written.
-    pub(crate) fn due(&mut self, due: impl Fn(&Window) -> bool, max: usize) -> Result<Vec<StateId>> {
+    pub(crate) fn due(
+        &mut self,
+        due: impl Fn(&Window) -> bool,
+        max: usize,
+    ) -> Result<Vec<StateId>> {
         if !self.windows.keys().any(&due) {
             return Ok(Vec::new());
         }
@@ -457,7 +476,10 @@ impl KeyedStates {
                 for id in changed {
                     let key = state_key(&id.0, &id.1);
                     if let Some(e) = self.hot.get(&id) {
-                        out.put(&key, encode_cells(&lay.decls, &e.cells, &e.timers, &lay.name)?);
+                        out.put(
+                            &key,
+                            encode_cells(&lay.decls, &e.cells, &e.timers, &lay.name)?,
+                        );
                     } else if let Some(bytes) = cold.map(|c| c.get(&id)).transpose()?.flatten() {
                         out.put(&key, bytes);
                     } else {
@@ -510,7 +532,9 @@ impl KeyedStates {
     pub(crate) fn report(&mut self, metrics: &mut MetricsContainer) {
         if let Some(s) = &mut self.spill {
             let written = std::mem::take(&mut s.written)
-                + s.cold.as_mut().map_or(0, |c| std::mem::take(&mut c.written));
+                + s.cold
+                    .as_mut()
+                    .map_or(0, |c| std::mem::take(&mut c.written));
             for (name, v) in [
                 ("stateSpilled", std::mem::take(&mut s.spilled)),
                 ("stateReadBack", std::mem::take(&mut s.read_back)),
@@ -532,8 +556,8 @@ const BTREE_SLACK: usize = 24;
 /// key, its cells and its timers (each also in an index).
 fn estimate(id: &StateId, e: &KeyWindow) -> usize {
     let entry = size_of::<(StateId, KeyWindow)>() * 2 + 16;
-    let cells: usize = e.cells.capacity() * size_of::<StateCell>()
-        + e.cells.iter().map(cell_bytes).sum::<usize>();
+    let cells: usize =
+        e.cells.capacity() * size_of::<StateCell>() + e.cells.iter().map(cell_bytes).sum::<usize>();
     let timers: usize = e
         .timers
         .keys()
@@ -549,9 +573,7 @@ fn cell_bytes(c: &StateCell) -> usize {
         StateCell::Empty => 0,
         StateCell::Value(v) => value_heap(v),
         StateCell::Combining(_) => 64,
-        StateCell::Bag(b) => {
-            b.capacity() * value + b.len() * b.first().map_or(0, value_heap)
-        }
+        StateCell::Bag(b) => b.capacity() * value + b.len() * b.first().map_or(0, value_heap),
         StateCell::Map(m) => {
             let per = m.first_key_value().map_or(0, |(k, (a, b))| {
                 k.capacity() + 16 + value_heap(a) + value_heap(b)
@@ -606,23 +628,34 @@ mod tests {
     }
 
     fn id(k: i64) -> StateId {
-        (Coder::VarInt.encode_to_vec(&Value::I64(k)).unwrap(), Window::Global)
+        (
+            Coder::VarInt.encode_to_vec(&Value::I64(k)).unwrap(),
+            Window::Global,
+        )
     }
 
     /// Adds one to key `k`'s count, with an event-time timer at `10 * k`.
     fn bump(s: &mut KeyedStates, k: i64, lay: &Layout) {
-        let e = s.entry(&id(k), lay, || Ok((Value::I64(k), Vec::new()))).unwrap();
+        let e = s
+            .entry(&id(k), lay, || Ok((Value::I64(k), Vec::new())))
+            .unwrap();
         let n = match e.cells.first() {
             Some(StateCell::Value(Value::I64(n))) => *n,
             _ => 0,
         };
         e.cells = vec![StateCell::Value(Value::I64(n + 1))];
-        s.set_timer(&id(k), "t".into(), Some((TimeDomain::Watermark, 10 * k, 10 * k)));
+        s.set_timer(
+            &id(k),
+            "t".into(),
+            Some((TimeDomain::Watermark, 10 * k, 10 * k)),
+        );
         s.used(&id(k), lay).unwrap();
     }
 
     fn count(s: &mut KeyedStates, k: i64, lay: &Layout) -> i64 {
-        let e = s.entry(&id(k), lay, || Ok((Value::Null, Vec::new()))).unwrap();
+        let e = s
+            .entry(&id(k), lay, || Ok((Value::Null, Vec::new())))
+            .unwrap();
         match e.cells.first() {
             Some(StateCell::Value(Value::I64(n))) => *n,
             _ => 0,
@@ -647,14 +680,23 @@ mod tests {
             for k in (0..200).rev() {
                 bump(&mut s, k, &lay);
             }
-            assert!(s.hot.len() < 100, "round {round}: {} in memory", s.hot.len());
+            assert!(
+                s.hot.len() < 100,
+                "round {round}: {} in memory",
+                s.hot.len()
+            );
         }
-        assert_eq!(s.first_event_timer(), 0, "the earliest timer is a spilled one");
+        assert_eq!(
+            s.first_event_timer(),
+            0,
+            "the earliest timer is a spilled one"
+        );
         for k in 0..200 {
             assert_eq!(count(&mut s, k, &lay), 3, "key {k}");
         }
         let mut fired = Vec::new();
-        while let Some((got, name, out)) = s.pop_timer(TimeDomain::Watermark, 1_000, &lay).unwrap() {
+        while let Some((got, name, out)) = s.pop_timer(TimeDomain::Watermark, 1_000, &lay).unwrap()
+        {
             let Value::I64(k) = lay.decode_key(&got.0).unwrap() else {
                 panic!("not a key")
             };
@@ -684,7 +726,10 @@ mod tests {
         for k in 0..50 {
             bump(&mut s, k, &lay);
         }
-        assert!(s.hot.is_empty(), "a budget of one byte keeps nothing in memory");
+        assert!(
+            s.hot.is_empty(),
+            "a budget of one byte keeps nothing in memory"
+        );
         let mut full = StateOut::new(1, true);
         s.snapshot(&mut full, &lay).unwrap();
         assert_eq!(full.puts.len(), 50);
@@ -726,6 +771,10 @@ mod tests {
         assert!(s.drop_all_if_due(|_| true));
         assert_eq!(s.first_event_timer(), END_OF_TIME);
         assert!(s.due(|_| true, 10).unwrap().is_empty());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "store deleted");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "store deleted"
+        );
     }
 }

@@ -349,8 +349,11 @@ impl ParDoOp {
                             output_timestamp,
                         } => {
                             let domain = timer_domain(&st.spec, &name);
-                            st.states
-                                .set_timer(&id, name, Some((domain, timestamp, output_timestamp)));
+                            st.states.set_timer(
+                                &id,
+                                name,
+                                Some((domain, timestamp, output_timestamp)),
+                            );
                         }
                         TimerRequest::Clear { name } => st.states.set_timer(&id, name, None),
                     }
@@ -395,28 +398,27 @@ impl ParDoOp {
     }
 
     fn process_ready(&mut self, wv: WindowedValue, cx: &mut OpCx<'_>) -> Result<()> {
-        let key_bytes = match &mut self.stateful {
-            None => None,
-            Some(st) => {
-                let Some((key, _)) = wv.value.as_kv() else {
-                    return Err(EngineError::user(
-                        cx.name,
-                        format!(
-                            "stateful ParDo needs key/value elements, got a {} value",
-                            wv.value.kind()
-                        ),
-                    ));
-                };
-                Some(
-                    st.lay.key_coder
-                        .encode_to_vec(&key)
-                        .map_err(|source| EngineError::Coder {
+        let key_bytes =
+            match &mut self.stateful {
+                None => None,
+                Some(st) => {
+                    let Some((key, _)) = wv.value.as_kv() else {
+                        return Err(EngineError::user(
+                            cx.name,
+                            format!(
+                                "stateful ParDo needs key/value elements, got a {} value",
+                                wv.value.kind()
+                            ),
+                        ));
+                    };
+                    Some(st.lay.key_coder.encode_to_vec(&key).map_err(|source| {
+                        EngineError::Coder {
                             transform: cx.name.to_string(),
                             source,
-                        })?,
-                )
-            }
-        };
+                        }
+                    })?)
+                }
+            };
         self.call(Call::Element(wv), key_bytes, cx)
     }
 
@@ -627,7 +629,8 @@ impl Op for ParDoOp {
             let (kb, window) = decode_state_key(key, name)?;
             let (cells, timers) = decode_cells(&st.lay.decls, bytes, name)?;
             let key = st.lay.decode_key(&kb)?;
-            st.states.restore((kb, window), key, cells, timers, &st.lay)?;
+            st.states
+                .restore((kb, window), key, cells, timers, &st.lay)?;
         }
         if let Some(st) = &mut self.stateful {
             st.states.track_changes();

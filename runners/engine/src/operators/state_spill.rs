@@ -5,7 +5,8 @@
 //!
 //! Reading a row back does not delete it at once: its rows become *stale* (the copy in
 //! memory is the live one) and are deleted with the next write, so a state read back
-//! costs one read, not a write transaction.
+//! costs one read, not a write transaction. A Bloom filter of the states ever written
+//! answers most lookups of states never spilled (new keys) without reading the file.
 
 use crate::element_codec::{decode_window, encode_window};
 use crate::error::{EngineError, Result};
@@ -53,6 +54,10 @@ pub(crate) struct Cold {
     commits: u64,
     /// Bytes of rows written so far.
     pub(crate) written: u64,
+    /// The states table as of the last write (reopened after each).
+    reader: std::cell::RefCell<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>>,
+    /// The states ever written (deleted ones too).
+    written_ids: Bloom,
 }
 
 impl std::fmt::Debug for Cold {
@@ -112,6 +117,8 @@ impl Cold {
             stale: FxHashSet::default(),
             commits: 0,
             written: 0,
+            reader: std::cell::RefCell::new(None),
+            written_ids: Bloom::default(),
         };
         cold.write(|_, _| Ok(()), Durability::Immediate)?;
         Ok(cold)
@@ -145,14 +152,19 @@ impl Cold {
     /// # Errors
     /// The store cannot be read.
     pub(crate) fn get(&self, id: &StateId) -> Result<Option<Vec<u8>>> {
-        if self.stale.contains(id) {
+        let row = state_row(id);
+        if self.stale.contains(id) || !self.written_ids.may_contain(&row) {
             return Ok(None);
         }
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let states = tx.open_table(STATES).map_err(|e| self.err(e))?;
-        let got = states
-            .get(state_row(id).as_slice())
-            .map_err(|e| self.err(e))?;
+        let mut reader = self.reader.borrow_mut();
+        let states = match &mut *reader {
+            Some(t) => t,
+            None => {
+                let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+                reader.insert(tx.open_table(STATES).map_err(|e| self.err(e))?)
+            }
+        };
+        let got = states.get(row.as_slice()).map_err(|e| self.err(e))?;
         Ok(got.map(|v| v.value().to_vec()))
     }
 
@@ -187,15 +199,29 @@ impl Cold {
     /// # Errors
     /// The store cannot be written.
     pub(crate) fn put(&mut self, states: Vec<(StateId, Vec<u8>, Vec<ColdTimerRow>)>) -> Result<()> {
-        let stale_states = std::mem::take(&mut self.stale_states);
-        let stale_timers = std::mem::take(&mut self.stale_timers);
+        // In key order, each page of the tree is changed by a run of rows, not again and
+        // again (the rows come in hash order).
+        let mut stale_states = std::mem::take(&mut self.stale_states);
+        let mut stale_timers = std::mem::take(&mut self.stale_timers);
+        stale_states.sort_unstable();
+        stale_timers.sort_unstable();
+        let mut states: Vec<(Vec<u8>, &StateId, &[u8], &[ColdTimerRow])> = states
+            .iter()
+            .map(|(id, bytes, timers)| (state_row(id), id, bytes.as_slice(), timers.as_slice()))
+            .collect();
+        states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.stale.clear();
         self.commits += 1;
-        let durability = if self.commits % DURABLE_EVERY == 0 {
+        let durability = if self.commits.is_multiple_of(DURABLE_EVERY) {
             Durability::Immediate
         } else {
             Durability::None
         };
+        // The reader's snapshot would not see this write, and would keep its pages.
+        self.reader.get_mut().take();
+        for (row, ..) in &states {
+            self.written_ids.insert(row);
+        }
         let mut written = 0;
         self.write(
             |rows, timer_rows| {
@@ -205,15 +231,18 @@ impl Cold {
                 for row in &stale_timers {
                     timer_rows.remove(row.as_slice())?;
                 }
-                for (id, bytes, timers) in &states {
-                    let key = state_row(id);
+                let mut timers = Vec::new();
+                for (key, id, bytes, its) in &states {
                     written += (key.len() + bytes.len()) as u64;
-                    rows.insert(key.as_slice(), bytes.as_slice())?;
-                    for (domain, fire, name) in timers {
-                        let row = timer_row(*domain, *fire, id, name);
-                        written += row.len() as u64;
-                        timer_rows.insert(row.as_slice(), ())?;
+                    rows.insert(key.as_slice(), *bytes)?;
+                    for (domain, fire, name) in *its {
+                        timers.push(timer_row(*domain, *fire, id, name));
                     }
+                }
+                timers.sort_unstable();
+                for row in &timers {
+                    written += row.len() as u64;
+                    timer_rows.insert(row.as_slice(), ())?;
                 }
                 Ok(())
             },
@@ -275,10 +304,7 @@ impl Cold {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let states = tx.open_table(STATES).map_err(|e| self.err(e))?;
         let mut ids = Vec::new();
-        for row in states
-            .range(prefix.as_slice()..)
-            .map_err(|e| self.err(e))?
-        {
+        for row in states.range(prefix.as_slice()..).map_err(|e| self.err(e))? {
             let (row, _) = row.map_err(|e| self.err(e))?;
             if !row.value().starts_with(&prefix) || ids.len() >= max {
                 break;
@@ -306,6 +332,58 @@ impl Cold {
             }
         }
         Ok(())
+    }
+}
+
+/// A Bloom filter that grows: filters of doubling capacity, each at about 1% false
+/// positives when full (10 bits and 7 probes per entry); a lookup asks each.
+#[derive(Default)]
+struct Bloom {
+    /// Bits, entries added, capacity.
+    filters: Vec<(Vec<u64>, usize, usize)>,
+}
+
+/// Entries of the first filter.
+const BLOOM_FIRST: usize = 1 << 16;
+const BLOOM_PROBES: u64 = 7;
+
+impl Bloom {
+    fn hashes(row: &[u8]) -> (u64, u64) {
+        use std::hash::BuildHasher;
+        // Fx mixes short keys poorly: finish with a SplitMix64 round.
+        let mut x = rustc_hash::FxBuildHasher.hash_one(row);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        (x, (x >> 32) | 1)
+    }
+
+    fn insert(&mut self, row: &[u8]) {
+        let full = self.filters.last().is_none_or(|f| f.1 >= f.2);
+        if full {
+            let capacity = self.filters.last().map_or(BLOOM_FIRST, |f| f.2 * 2);
+            self.filters
+                .push((vec![0; (capacity * 10).div_ceil(64)], 0, capacity));
+        }
+        let (h1, h2) = Self::hashes(row);
+        let f = self.filters.last_mut().expect("one filter");
+        let bits = f.0.len() as u64 * 64;
+        for i in 0..BLOOM_PROBES {
+            let b = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+            f.0[(b / 64) as usize] |= 1 << (b % 64);
+        }
+        f.1 += 1;
+    }
+
+    fn may_contain(&self, row: &[u8]) -> bool {
+        let (h1, h2) = Self::hashes(row);
+        self.filters.iter().any(|f| {
+            let bits = f.0.len() as u64 * 64;
+            (0..BLOOM_PROBES).all(|i| {
+                let b = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+                f.0[(b / 64) as usize] & (1 << (b % 64)) != 0
+            })
+        })
     }
 }
 
@@ -397,6 +475,21 @@ mod tests {
         let path = cold.path.clone();
         drop(cold);
         assert!(!path.exists(), "the file is deleted with the store");
+    }
+
+    #[test]
+    fn the_bloom_filter_finds_what_was_added_and_few_others() {
+        let mut b = Bloom::default();
+        let rows: Vec<Vec<u8>> = (0..300_000u64).map(|i| i.to_le_bytes().to_vec()).collect();
+        for r in &rows {
+            b.insert(r);
+        }
+        assert!(b.filters.len() > 2, "it grew");
+        assert!(rows.iter().all(|r| b.may_contain(r)));
+        let false_positives = (1_000_000..1_100_000u64)
+            .filter(|i| b.may_contain(&i.to_le_bytes()))
+            .count();
+        assert!(false_positives < 5_000, "{false_positives} of 100000");
     }
 
     #[test]
