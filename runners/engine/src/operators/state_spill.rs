@@ -205,7 +205,7 @@ impl Cold {
         let mut stale_timers = std::mem::take(&mut self.stale_timers);
         stale_states.sort_unstable();
         stale_timers.sort_unstable();
-        let mut states: Vec<(Vec<u8>, &StateId, &[u8], &[ColdTimerRow])> = states
+        let mut states: Vec<_> = states
             .iter()
             .map(|(id, bytes, timers)| (state_row(id), id, bytes.as_slice(), timers.as_slice()))
             .collect();
