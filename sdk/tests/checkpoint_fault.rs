@@ -60,6 +60,14 @@ fn job(shape: &str, out: &Path, checkpoints: Option<&Path>, extra: bool) -> beam
             .set("checkpoint_dir", dir.to_string_lossy())
             .set("checkpoint_interval", "40ms");
     }
+    if shape == "stateful-spill" {
+        // The stateful job with its state beyond a small memory budget: spilled states
+        // must be in the checkpoints too.
+        let spill = out.parent().expect("a parent").join("spill");
+        options = options
+            .set("memory_budget", "1MB")
+            .set("spill_dir", spill.to_string_lossy());
+    }
     let p = Pipeline::new(options);
     match shape {
         "sessions" => {
@@ -67,11 +75,12 @@ fn job(shape: &str, out: &Path, checkpoints: Option<&Path>, extra: bool) -> beam
             p.run()?;
             return Ok(());
         }
-        "stateful" => {
+        "stateful" | "stateful-spill" => {
             stateful(&p, out);
             p.run()?;
             return Ok(());
         }
+
         _ => {}
     }
     let mut events = p
@@ -369,9 +378,11 @@ fn main() {
         took.as_millis()
     );
 
-    // Session windows and a mean per key, and a stateful DoFn with timers: 5 kills each,
-    // the same output as without faults.
-    for shape in ["sessions", "stateful"] {
+    // Session windows and a mean per key, and a stateful DoFn with timers (its state in
+    // memory, and spilled past a memory budget): 5 kills each, the same output as without
+    // faults.
+    let mut stateful_output = None;
+    for shape in ["sessions", "stateful", "stateful-spill"] {
         let (reference, faulty, ckpt) = (
             dir.path().join(format!("{shape}-reference")),
             dir.path().join(format!("{shape}-faulty")),
@@ -390,6 +401,9 @@ fn main() {
             );
         } else {
             assert!(want.iter().any(|l| l.contains("final")), "the timers fired");
+            // Spilling changes nothing in the output.
+            let first = stateful_output.get_or_insert_with(|| want.clone());
+            assert!(*first == want, "{shape} differs from the stateful job");
         }
         for kill in 0..5 {
             let wait = rng.random_range(30..(took.as_millis() as u64 / 6).max(60));
@@ -410,6 +424,13 @@ fn main() {
             got == want,
             "{shape}: the output differs from a run without faults"
         );
+        if shape == "stateful-spill" {
+            // It spilled (the directory exists), and the files of the killed runs went
+            // with the next run's start, the last run's with its end.
+            let spill = dir.path().join("spill");
+            let left: Vec<_> = std::fs::read_dir(&spill).unwrap().flatten().collect();
+            assert!(left.is_empty(), "spill files left: {left:?}");
+        }
         println!(
             "checkpoint fault test, {shape}: 5 kills, {} lines committed exactly once",
             want.len()

@@ -64,8 +64,11 @@ struct Spill {
     clock: u64,
     /// Opened at the first spill.
     cold: Option<Cold>,
-    /// Earliest spilled timer per domain ([`END_OF_TIME`]: none).
+    /// Earliest spilled timer per domain ([`END_OF_TIME`]: none), or less: reading
+    /// states back may have taken it (see [`KeyedStates::refresh`]).
     cold_first: [i64; 2],
+    /// `cold_first` may be less than the earliest spilled timer.
+    cold_first_low: bool,
     spilled: i64,
     read_back: i64,
     /// Bytes written to spill stores since the last report.
@@ -102,6 +105,7 @@ impl KeyedStates {
             clock: 0,
             cold: None,
             cold_first: [END_OF_TIME; 2],
+            cold_first_low: false,
             spilled: 0,
             read_back: 0,
             written: 0,
@@ -134,6 +138,10 @@ impl KeyedStates {
             bytes: 0,
         };
         if let Some(s) = &mut self.spill {
+            // Newly in memory counts as used: what a due timer brings back must not be
+            // the first to go again.
+            s.clock += 1;
+            e.stamp = s.clock;
             e.bytes = estimate(&id, &e);
             s.hot_bytes += e.bytes;
         }
@@ -162,16 +170,11 @@ impl KeyedStates {
                 .map(|(n, &(d, fire, _))| (d, fire, n.as_str())),
         );
         s.read_back += 1;
-        // Its timers were spilled: the earliest spilled one may have been among them.
-        let mut recompute = [false; 2];
-        for &(d, fire, _) in timers.values() {
-            recompute[slot(d)] |= fire <= s.cold_first[slot(d)];
-        }
-        for d in [TimeDomain::Watermark, TimeDomain::ProcessingTime] {
-            if recompute[slot(d)] {
-                s.cold_first[slot(d)] = cold.first_timer(d)?.map_or(END_OF_TIME, |t| t.fire);
-            }
-        }
+        // Its timers were spilled: the earliest spilled one may have been among them. The
+        // bound stays (low) until a refresh, which reads once for many states read back.
+        s.cold_first_low |= timers
+            .values()
+            .any(|&(d, fire, _)| fire <= s.cold_first[slot(d)]);
         let key = lay.decode_key(&id.0)?;
         self.insert_hot(id.clone(), key, cells, timers);
         Ok(true)
@@ -328,15 +331,26 @@ impl KeyedStates {
                 .as_ref()
                 .map_or(END_OF_TIME, |s| s.cold_first[slot(domain)]);
             if cold_first < hot_first && cold_first <= until {
-                // Bring its state (with all its timers) back, then take it from memory.
+                // Bring the states of the earliest due timers back (with all their
+                // timers), then take them from memory; a batch, so that the rows read
+                // back (stale until the next write) are skipped once, not per timer.
                 let s = self.spill.as_mut().expect("spilled timers");
-                let cold = s.cold.as_ref().expect("spilled timers");
-                match cold.first_timer(domain)? {
-                    Some(t) if t.fire <= cold_first => {
-                        self.read_back(&t.id, lay)?;
+                let cold = s.cold.as_mut().expect("spilled timers");
+                if cold.stale_count() > READ_BACK_BATCH {
+                    cold.flush()?;
+                }
+                let due = cold.first_timers(domain, until.min(hot_first), READ_BACK_BATCH)?;
+                match due.first() {
+                    None => {
+                        s.cold_first[slot(domain)] =
+                            cold.first_timer(domain)?.map_or(END_OF_TIME, |t| t.fire);
+                        s.cold_first_low = true;
                     }
-                    Some(t) => s.cold_first[slot(domain)] = t.fire,
-                    None => s.cold_first[slot(domain)] = END_OF_TIME,
+                    Some(t) if t.fire > cold_first => s.cold_first[slot(domain)] = t.fire,
+                    Some(_) => {}
+                }
+                for t in &due {
+                    self.read_back(&t.id, lay)?;
                 }
                 continue;
             }
@@ -363,7 +377,31 @@ impl KeyedStates {
         }
     }
 
-    /// The earliest event-time timer, in memory or spilled ([`END_OF_TIME`]: none).
+    /// Makes the earliest spilled timers exact again after states were read back: one
+    /// write (deleting the stale rows) and one read per domain. Called at the end of
+    /// bundles and of watermark and processing-time advances.
+    ///
+    /// # Errors
+    /// The spill store cannot be read or written.
+    pub(crate) fn refresh(&mut self) -> Result<()> {
+        let Some(s) = &mut self.spill else {
+            return Ok(());
+        };
+        let Some(cold) = &mut s.cold else {
+            return Ok(());
+        };
+        if s.cold_first_low {
+            cold.flush()?;
+            for d in [TimeDomain::Watermark, TimeDomain::ProcessingTime] {
+                s.cold_first[slot(d)] = cold.first_timer(d)?.map_or(END_OF_TIME, |t| t.fire);
+            }
+            s.cold_first_low = false;
+        }
+        Ok(())
+    }
+
+    /// The earliest event-time timer, in memory or spilled ([`END_OF_TIME`]: none), or
+    /// less until a [`KeyedStates::refresh`].
     pub(crate) fn first_event_timer(&self) -> i64 {
         let hot = self.event.first().map_or(END_OF_TIME, |t| t.0);
         let cold = self.spill.as_ref().map_or(END_OF_TIME, |s| s.cold_first[0]);
@@ -424,6 +462,7 @@ impl KeyedStates {
         if let Some(s) = &mut self.spill {
             s.hot_bytes = 0;
             s.cold_first = [END_OF_TIME; 2];
+            s.cold_first_low = false;
             if let Some(c) = s.cold.take() {
                 s.written += c.written;
             }
@@ -547,6 +586,9 @@ impl KeyedStates {
         }
     }
 }
+
+/// Most states a due spilled timer brings back at once.
+const READ_BACK_BATCH: usize = 256;
 
 /// Bytes a map or set entry takes in a B-tree node, beyond its key and value: nodes hold
 /// up to 11 entries and are about two-thirds full, plus the node's own fields.

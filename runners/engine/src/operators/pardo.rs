@@ -445,6 +445,58 @@ impl ParDoOp {
     }
 }
 
+impl ParDoOp {
+    /// Processes what waited for side inputs, fires event-time timers and expires windows
+    /// once the input watermark is `wm`.
+    fn advance_to(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
+        // Main elements that waited for their side inputs.
+        if !self.pushback.is_empty() {
+            self.sides_changed = true;
+            let waiting = std::mem::take(&mut self.pushback);
+            for wv in waiting {
+                if self.sides_ready(&wv.window) {
+                    self.process_ready(wv, cx)?;
+                } else {
+                    self.pushback.push(wv);
+                }
+            }
+        }
+        self.fire_timers(TimeDomain::Watermark, wm, cx)?;
+        // Expire windows past their allowed lateness: callback, then drop state and timers.
+        let Some(st) = &mut self.stateful else {
+            return Ok(());
+        };
+        let lateness = st.allowed_lateness;
+        let due = |w: &Window| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness);
+        let on_expiry = st.spec.on_window_expiration;
+        if !on_expiry && st.states.drop_all_if_due(due) {
+            return Ok(());
+        }
+        loop {
+            let st = self.stateful.as_mut().expect("stateful");
+            let expired = st.states.due(due, 4096)?;
+            if expired.is_empty() {
+                return Ok(());
+            }
+            for (kb, w) in expired {
+                if on_expiry {
+                    self.call(Call::Expire(w), Some(kb.clone()), cx)?;
+                }
+                let st = self.stateful.as_mut().expect("stateful");
+                st.states.remove(&(kb, w), &st.lay)?;
+            }
+        }
+    }
+
+    /// Makes the earliest spilled timer exact again (the operator's hold reads it).
+    fn refresh(&mut self) -> Result<()> {
+        match &mut self.stateful {
+            Some(st) => st.states.refresh(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The time domain of timer `name` (event time when undeclared).
 fn timer_domain(spec: &StatefulSpec, name: &str) -> TimeDomain {
     spec.timers
@@ -488,6 +540,9 @@ impl Op for ParDoOp {
             self.in_bundle = false;
             self.with_context(cx.name, cx.out, |inv, ctx| inv.finish_bundle(ctx))?;
         }
+        if let Some(st) = &mut self.stateful {
+            st.states.refresh()?;
+        }
         self.store_loaded()
     }
 
@@ -517,48 +572,14 @@ impl Op for ParDoOp {
     }
 
     fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
-        // Main elements that waited for their side inputs.
-        if !self.pushback.is_empty() {
-            self.sides_changed = true;
-            let waiting = std::mem::take(&mut self.pushback);
-            for wv in waiting {
-                if self.sides_ready(&wv.window) {
-                    self.process_ready(wv, cx)?;
-                } else {
-                    self.pushback.push(wv);
-                }
-            }
-        }
-        self.fire_timers(TimeDomain::Watermark, wm, cx)?;
-        // Expire windows past their allowed lateness: callback, then drop state and timers.
-        let Some(st) = &mut self.stateful else {
-            return Ok(());
-        };
-        let lateness = st.allowed_lateness;
-        let due = |w: &Window| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness);
-        let on_expiry = st.spec.on_window_expiration;
-        if !on_expiry && st.states.drop_all_if_due(due) {
-            return Ok(());
-        }
-        loop {
-            let st = self.stateful.as_mut().expect("stateful");
-            let expired = st.states.due(due, 4096)?;
-            if expired.is_empty() {
-                return Ok(());
-            }
-            for (kb, w) in expired {
-                if on_expiry {
-                    self.call(Call::Expire(w), Some(kb.clone()), cx)?;
-                }
-                let st = self.stateful.as_mut().expect("stateful");
-                st.states.remove(&(kb, w), &st.lay)?;
-            }
-        }
+        self.advance_to(wm, cx)?;
+        self.refresh()
     }
 
     fn on_processing_time(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
         let now = cx.now;
-        self.fire_timers(TimeDomain::ProcessingTime, now, cx)
+        self.fire_timers(TimeDomain::ProcessingTime, now, cx)?;
+        self.refresh()
     }
 
     fn hold(&self) -> i64 {

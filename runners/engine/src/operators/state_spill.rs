@@ -99,6 +99,7 @@ impl Cold {
     /// The directory or the file cannot be created.
     pub(crate) fn create(dir: &Path, name: &str, cache: usize) -> Result<Cold> {
         std::fs::create_dir_all(dir).map_err(|e| spill_err(name, dir, e))?;
+        remove_orphans(dir);
         let path = dir.join(format!(
             "beamline-state-{}-{}.redb",
             std::process::id(),
@@ -274,6 +275,44 @@ impl Cold {
         Ok(None)
     }
 
+    /// Up to `max` of the earliest spilled timers of `domain` at or before `until` that are
+    /// not stale, one per state.
+    ///
+    /// # Errors
+    /// The store cannot be read, or holds a row it did not write.
+    pub(crate) fn first_timers(
+        &self,
+        domain: TimeDomain,
+        until: i64,
+        max: usize,
+    ) -> Result<Vec<ColdTimer>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let timers = tx.open_table(TIMERS).map_err(|e| self.err(e))?;
+        let start = [domain_byte(domain)];
+        let end = [domain_byte(domain) + 1];
+        let mut found: Vec<ColdTimer> = Vec::new();
+        let mut ids = FxHashSet::default();
+        for row in timers
+            .range(start.as_slice()..end.as_slice())
+            .map_err(|e| self.err(e))?
+        {
+            let (row, _) = row.map_err(|e| self.err(e))?;
+            let t = self.parse_timer(row.value())?;
+            if t.fire > until || found.len() >= max {
+                break;
+            }
+            if !self.stale.contains(&t.id) && ids.insert(t.id.clone()) {
+                found.push(t);
+            }
+        }
+        Ok(found)
+    }
+
+    /// States whose rows are stale.
+    pub(crate) fn stale_count(&self) -> usize {
+        self.stale.len()
+    }
+
     fn parse_timer(&self, row: &[u8]) -> Result<ColdTimer> {
         let bad = || self.err("a timer row it did not write");
         let fire = row.get(1..9).ok_or_else(bad)?;
@@ -396,6 +435,32 @@ impl Drop for Cold {
     }
 }
 
+/// Deletes the spill files of processes that no longer run (killed: a process that ends
+/// deletes its own), so that restarting a killed job again and again does not fill the
+/// disk. Only where `/proc` tells which processes run.
+fn remove_orphans(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("beamline-state-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 fn spill_err(name: &str, path: &Path, e: impl std::fmt::Display) -> EngineError {
     EngineError::Runner(format!(
         "transform '{name}': the store of state spilled beyond its memory budget ({}): {e}",
@@ -490,6 +555,20 @@ mod tests {
             .filter(|i| b.may_contain(&i.to_le_bytes()))
             .count();
         assert!(false_positives < 5_000, "{false_positives} of 100000");
+    }
+
+    #[test]
+    fn files_of_processes_that_ended_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process id above the kernel's maximum never runs.
+        let orphan = dir.path().join("beamline-state-4194305-0.redb");
+        let other = dir.path().join("something-else.redb");
+        std::fs::write(&orphan, "x").unwrap();
+        std::fs::write(&other, "x").unwrap();
+        let cold = Cold::create(dir.path(), "Dedup", 1 << 20).unwrap();
+        assert!(!orphan.exists());
+        assert!(other.exists(), "only spill files are removed");
+        assert!(cold.path.exists(), "not its own");
     }
 
     #[test]
