@@ -34,6 +34,7 @@ pub mod partition;
 pub mod precombine;
 pub mod simple;
 mod slot_table;
+mod state_size;
 mod state_spill;
 pub mod stateful_batch;
 

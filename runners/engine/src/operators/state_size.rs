@@ -1,0 +1,74 @@
+//! Estimates of how much memory a stateful DoFn's state takes (what its memory budget
+//! counts): the table entry, the key, the cells by their length and first element.
+
+use super::keyed_states::KeyWindow;
+use super::state_spill::StateId;
+use crate::state::StateCell;
+use crate::value::Value;
+use std::mem::size_of;
+
+/// Bytes a map or set entry takes in a B-tree node, beyond its key and value: nodes hold
+/// up to 11 entries and are about two-thirds full, plus the node's own fields.
+const BTREE_SLACK: usize = 24;
+
+/// Estimated bytes of one state in memory: its map entry (with the table's slack), its
+/// key, its cells and its timers (each also in an index).
+pub(crate) fn estimate(id: &StateId, e: &KeyWindow) -> usize {
+    let entry = size_of::<(StateId, KeyWindow)>() * 2 + 16;
+    let cells: usize =
+        e.cells.capacity() * size_of::<StateCell>() + e.cells.iter().map(cell_bytes).sum::<usize>();
+    let timers: usize = e
+        .timers
+        .keys()
+        .map(|n| 2 * (n.len() + 16) + 96 + id.0.len())
+        .sum();
+    entry + id.0.capacity() + 16 + value_heap(&e.key) + cells + timers
+}
+
+/// Estimated heap bytes of a cell: collections by their length and first element.
+fn cell_bytes(c: &StateCell) -> usize {
+    let value = size_of::<Value>();
+    match c {
+        StateCell::Empty => 0,
+        StateCell::Value(v) => value_heap(v),
+        StateCell::Combining(_) => 64,
+        StateCell::Bag(b) => b.capacity() * value + b.len() * b.first().map_or(0, value_heap),
+        StateCell::Map(m) => {
+            let per = m.first_key_value().map_or(0, |(k, (a, b))| {
+                k.capacity() + 16 + value_heap(a) + value_heap(b)
+            });
+            btree(m.len(), size_of::<Vec<u8>>() + 2 * value, per)
+        }
+        StateCell::Set(s) => {
+            let per = s
+                .first_key_value()
+                .map_or(0, |(k, v)| k.capacity() + 16 + value_heap(v));
+            btree(s.len(), size_of::<Vec<u8>>() + value, per)
+        }
+        StateCell::OrderedList(l) => {
+            let per = l.first_key_value().map_or(0, |(_, v)| value_heap(v));
+            btree(l.len(), 16 + value, per)
+        }
+    }
+}
+
+/// A B-tree of `n` entries of `entry` bytes each and `heap` more per entry: a new tree's
+/// first node has room for 11.
+fn btree(n: usize, entry: usize, heap: usize) -> usize {
+    let slots = if n == 0 { 0 } else { (n * 3 / 2).max(11) };
+    slots * (entry + BTREE_SLACK) / 2 + n * (entry / 2 + heap)
+}
+
+/// Estimated heap bytes of a value (beyond its own size).
+fn value_heap(v: &Value) -> usize {
+    match v {
+        Value::Bytes(b) => b.capacity() + 16,
+        Value::Str(s) | Value::KeyOnly(s) => s.capacity() + 16,
+        Value::Kv(kv) => 2 * size_of::<Value>() + 16 + value_heap(&kv.0) + value_heap(&kv.1),
+        Value::List(l) => {
+            l.capacity() * size_of::<Value>() + l.len() * l.first().map_or(0, value_heap) + 16
+        }
+        Value::Opaque(_) => 64,
+        _ => 0,
+    }
+}
