@@ -7,7 +7,6 @@
 
 use super::op::{StateBudget, END_OF_TIME};
 use super::pardo_codec::{decode_cells, encode_cells, state_key, Timers};
-use super::state_size::estimate;
 use super::state_spill::{Cold, ColdTimerRow, StateId};
 use crate::checkpoint::StateOut;
 use crate::coder::Coder;
@@ -585,6 +584,17 @@ impl KeyedStates {
             }
         }
     }
+}
+
+/// Estimated bytes of state `id` in memory (see [`super::state_size`]).
+fn estimate(id: &StateId, e: &KeyWindow) -> usize {
+    super::state_size::estimate(
+        std::mem::size_of::<(StateId, KeyWindow)>(),
+        id,
+        &e.key,
+        &e.cells,
+        e.timers.keys(),
+    )
 }
 
 /// Most states a due spilled timer brings back at once.

@@ -1,7 +1,6 @@
 //! Estimates of how much memory a stateful DoFn's state takes (what its memory budget
 //! counts): the table entry, the key, the cells by their length and first element.
 
-use super::keyed_states::KeyWindow;
 use super::state_spill::StateId;
 use crate::state::StateCell;
 use crate::value::Value;
@@ -11,18 +10,20 @@ use std::mem::size_of;
 /// up to 11 entries and are about two-thirds full, plus the node's own fields.
 const BTREE_SLACK: usize = 24;
 
-/// Estimated bytes of one state in memory: its map entry (with the table's slack), its
-/// key, its cells and its timers (each also in an index).
-pub(crate) fn estimate(id: &StateId, e: &KeyWindow) -> usize {
-    let entry = size_of::<(StateId, KeyWindow)>() * 2 + 16;
-    let cells: usize =
-        e.cells.capacity() * size_of::<StateCell>() + e.cells.iter().map(cell_bytes).sum::<usize>();
-    let timers: usize = e
-        .timers
-        .keys()
-        .map(|n| 2 * (n.len() + 16) + 96 + id.0.len())
-        .sum();
-    entry + id.0.capacity() + 16 + value_heap(&e.key) + cells + timers
+/// Estimated bytes of one state in memory: its map entry of `entry` bytes (with the
+/// table's slack), its key, its cells and its timers (named `timers`, each also in an
+/// index).
+pub(crate) fn estimate<'a>(
+    entry: usize,
+    id: &StateId,
+    key: &Value,
+    cells: &Vec<StateCell>,
+    timers: impl Iterator<Item = &'a String>,
+) -> usize {
+    let cell_bytes: usize =
+        cells.capacity() * size_of::<StateCell>() + cells.iter().map(cell_bytes).sum::<usize>();
+    let timer_bytes: usize = timers.map(|n| 2 * (n.len() + 16) + 96 + id.0.len()).sum();
+    entry * 2 + 16 + id.0.capacity() + 16 + value_heap(key) + cell_bytes + timer_bytes
 }
 
 /// Estimated heap bytes of a cell: collections by their length and first element.
