@@ -149,6 +149,28 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, (i64, i64))
     Ok((lines, counters))
 }
 
+/// A run under the budget: the exact output, many states spilled and read back, and no
+/// spill file left.
+fn check_spilled(
+    runner: &str,
+    got: &[String],
+    want: &[String],
+    (spilled, read_back): (i64, i64),
+    spill: &Path,
+) {
+    assert_eq!(got, want, "{runner}, with a budget");
+    assert!(
+        spilled > 10_000 && read_back > 10_000,
+        "{runner}: {spilled} {read_back}"
+    );
+    assert_eq!(
+        std::fs::read_dir(spill).unwrap().count(),
+        0,
+        "{runner}: spill files left"
+    );
+    println!("{runner}: {spilled} states spilled, {read_back} read back");
+}
+
 fn main() {
     // Every process runs this `main` (SPMD): a worker skips the runs before its job and
     // does its share of the distributed one; the launching process checks the results.
@@ -176,17 +198,7 @@ fn main() {
     if !worker {
         assert_eq!(got, want, "without a budget");
         assert_eq!(counters, (0, 0), "nothing spills without a budget");
-        assert_eq!(got_budget, want, "local, with a budget");
-        assert!(
-            spilled > 10_000 && read_back > 10_000,
-            "{spilled} {read_back}"
-        );
-        assert_eq!(
-            std::fs::read_dir(&spill).unwrap().count(),
-            0,
-            "spill files left"
-        );
-        println!("local: {spilled} states spilled, {read_back} read back");
+        check_spilled("local", &got_budget, &want, (spilled, read_back), &spill);
     }
     let (got, (spilled, read_back)) = run(
         budget(PipelineOptions::default())
@@ -198,17 +210,7 @@ fn main() {
     if worker {
         return;
     }
-    assert_eq!(got, want, "distributed, with a budget");
-    assert!(
-        spilled > 10_000 && read_back > 10_000,
-        "{spilled} {read_back}"
-    );
-    assert_eq!(
-        std::fs::read_dir(&spill).unwrap().count(),
-        0,
-        "spill files left"
-    );
-    println!("distributed: {spilled} states spilled, {read_back} read back");
+    check_spilled("distributed", &got, &want, (spilled, read_back), &spill);
 
     // A spill directory that is a file: a clear error naming the transform and the path.
     let file = dir.path().join("a-file");
