@@ -1,7 +1,8 @@
 //! Kafka IO against a real Kafka-protocol broker (tansu, started by the test): records
 //! read from a topic's partitions are counted per key and window and written back; with
 //! checkpoints the output is written in transactions and the offsets are committed to
-//! the consumer group; bad configurations fail with clear errors.
+//! the consumer group; bad configurations and records the broker never takes fail with
+//! clear errors.
 
 mod common;
 
@@ -213,6 +214,31 @@ fn event_time_can_come_from_a_registered_function() {
     let err = p.run().expect_err("unknown function").to_string();
     assert!(
         err.contains("no Kafka timestamp function 'nobody.registered'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn records_the_broker_never_takes_fail_the_job_instead_of_vanishing() {
+    // Nothing listens on this port: every record times out in the producer's queue.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = Pipeline::new(PipelineOptions::default());
+    p.apply(
+        "Records",
+        beamline::Create::of(vec![(Bytes(b"k".to_vec()), Bytes(b"v".to_vec())); 3]),
+    )
+    .apply(
+        "Write",
+        WriteToKafka::new(format!("127.0.0.1:{port}"), "nowhere")
+            .with_property("message.timeout.ms", "300"),
+    );
+    let err = p.run().expect_err("undelivered records").to_string();
+    assert!(
+        err.contains("writing to 'nowhere'") && err.contains("record(s) not delivered"),
         "{err}"
     );
 }

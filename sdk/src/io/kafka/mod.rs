@@ -5,7 +5,9 @@
 mod read;
 mod write;
 
-pub use read::{ExtractTimestamp, KafkaTimestamp, KafkaTimestampFn, ReadFromKafka, StartOffset};
+pub use read::{
+    ExtractTimestamp, KafkaTimestamp, KafkaTimestampFn, ReadFromKafka, StartOffset, END_GRACE_MS,
+};
 pub use write::WriteToKafka;
 
 use beamline_engine::UserError;

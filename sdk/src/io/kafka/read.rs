@@ -178,7 +178,9 @@ impl ReadFromKafka {
         self.max_out_of_orderness_ms = ms.max(0);
         self
     }
-    /// Reads each partition up to the first time it reaches its end, then ends.
+    /// Reads each partition up to its end, then ends: the end is where the partition
+    /// stayed at its end for [`END_GRACE_MS`] (a broker may report an end before every
+    /// committed record can be fetched; records that follow within the grace are read).
     pub fn until_end(mut self) -> Self {
         self.until_end = true;
         self
@@ -193,6 +195,9 @@ impl ReadFromKafka {
 /// How long metadata, offset and commit calls may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long (ms) a partition must stay at its end before `until_end` takes it as the end.
+pub const END_GRACE_MS: i64 = 300;
+
 /// One partition as a reader sees it.
 #[derive(Debug, Clone)]
 struct Partition {
@@ -203,7 +208,9 @@ struct Partition {
     newest: i64,
     /// The reader is at the partition's end (nothing read since it said so).
     caught_up: bool,
-    /// The reader reached the partition's end at least once (`until_end` stops there).
+    /// When the reader last found the partition at its end with nothing read since.
+    at_end_since: Option<i64>,
+    /// The partition stayed at its end for the grace (`until_end` stops there).
     reached_end: bool,
 }
 
@@ -275,6 +282,7 @@ impl KafkaReader {
                     next: None,
                     newest: i64::MIN,
                     caught_up: false,
+                    at_end_since: None,
                     reached_end: false,
                 });
             }
@@ -366,7 +374,7 @@ impl UnboundedSource for KafkaReader {
                 Err(KafkaError::PartitionEOF(id)) => {
                     if let Some(p) = parts.iter_mut().find(|p| p.tp.1 == id && &p.tp.0 == topic) {
                         p.caught_up = true;
-                        p.reached_end = true;
+                        p.at_end_since.get_or_insert(now_ms);
                     }
                     continue;
                 }
@@ -397,10 +405,18 @@ impl UnboundedSource for KafkaReader {
             p.next = Some(msg.offset() + 1);
             p.newest = p.newest.max(ts);
             p.caught_up = false;
+            p.at_end_since = None;
             let key = msg.key().unwrap_or_default().to_vec();
             let value = msg.payload().unwrap_or_default().to_vec();
             out.push(Value::kv(Value::Bytes(key), Value::Bytes(value)), ts);
             n += 1;
+        }
+        for p in parts.iter_mut() {
+            if p.at_end_since
+                .is_some_and(|t| now_ms.saturating_sub(t) >= END_GRACE_MS)
+            {
+                p.reached_end = true;
+            }
         }
         // A partition with records still to read holds the watermark at its newest
         // record less the bound; caught-up partitions do not hold it.

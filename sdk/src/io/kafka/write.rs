@@ -12,10 +12,12 @@ use beamline_engine::checkpoint::codec::{Dec, Enc};
 use beamline_engine::UserError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Writes `(key, value)` records (an empty key is written as none) to a Kafka topic.
@@ -81,12 +83,35 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// The producer's delivery reports: records the broker did not take are counted, so the
+/// sink fails instead of dropping them silently.
+#[derive(Debug, Default)]
+struct Deliveries {
+    /// Records not delivered, and the first one's error.
+    failed: Mutex<(u64, Option<String>)>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.0 += 1;
+            failed.1.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+type KafkaProducer = ThreadedProducer<Deliveries>;
+
 /// The sink's DoFn.
 #[derive(Serialize, Deserialize)]
 struct KafkaWriter {
     config: WriteToKafka,
     #[serde(skip)]
-    producer: Option<ThreadedProducer<DefaultProducerContext>>,
+    producer: Option<KafkaProducer>,
     /// The producer runs transactions (checkpoints are on).
     #[serde(skip)]
     transactional: bool,
@@ -137,15 +162,15 @@ impl KafkaWriter {
         }
     }
 
-    fn producer(&mut self) -> Result<&ThreadedProducer<DefaultProducerContext>, UserError> {
+    fn producer(&mut self) -> Result<&KafkaProducer, UserError> {
         if self.producer.is_none() {
             let mut c = client_config(&self.config.bootstrap_servers, &self.config.properties);
             c.set("enable.idempotence", "true");
             if self.transactional {
                 c.set("transactional.id", self.txn_id());
             }
-            let p: ThreadedProducer<DefaultProducerContext> = c
-                .create()
+            let p: KafkaProducer = c
+                .create_with_context(Deliveries::default())
                 .map_err(|e| kafka_err("creating a producer", e))?;
             if self.transactional {
                 // Fences off a producer of an earlier run and aborts its open transaction.
@@ -195,6 +220,28 @@ impl KafkaWriter {
             }
         }
         Ok(())
+    }
+
+    /// Waits until every record sent is delivered; records the broker did not take are an
+    /// error naming how many and why.
+    fn flush(&self) -> Result<(), UserError> {
+        let Some(p) = &self.producer else {
+            return Ok(());
+        };
+        let topic = &self.config.topic;
+        p.flush(CALL_TIMEOUT)
+            .map_err(|e| kafka_err(&format!("writing to '{topic}'"), e))?;
+        let failed = p.context().failed.lock().unwrap_or_else(|p| p.into_inner());
+        match &*failed {
+            (0, _) => Ok(()),
+            (n, first) => Err(kafka_err(
+                &format!("writing to '{topic}'"),
+                format!(
+                    "{n} record(s) not delivered; the first: {}",
+                    first.as_deref().unwrap_or("unknown error")
+                ),
+            )),
+        }
     }
 
     fn commits_group(&self) -> String {
@@ -256,9 +303,8 @@ impl KafkaWriter {
             .map_err(|e| kafka_err("beginning a transaction", e))?;
         let r = (|| {
             self.send(records, Some((lineage, id)))?;
+            self.flush()?;
             let p = self.producer()?;
-            p.flush(CALL_TIMEOUT)
-                .map_err(|e| kafka_err(&format!("writing to '{topic}'"), e))?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, 0, Offset::Offset(m))
                 .map_err(|e| kafka_err("marking the commit", e))?;
@@ -300,11 +346,7 @@ impl DoFn for KafkaWriter {
     }
 
     fn teardown(&mut self) -> Result<(), UserError> {
-        if let Some(p) = &self.producer {
-            p.flush(CALL_TIMEOUT)
-                .map_err(|e| kafka_err(&format!("writing to '{}'", self.config.topic), e))?;
-        }
-        Ok(())
+        self.flush()
     }
 
     fn commits(&self) -> bool {
