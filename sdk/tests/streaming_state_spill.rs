@@ -1,17 +1,18 @@
-//! `--memory-budget` in streaming: stateful DoFns' states and timers beyond the budget
-//! spill to disk and are read back when used. A windowed count with an end-of-window timer
-//! and a deduplication over thousands of keys give the exact results computed from the
-//! generator's events, on the local runner and on 2 distributed processes, while the
-//! metrics show states spilled and read back; the spill files are gone afterwards; an
-//! unusable spill directory is a clear error.
+//! `--memory-budget` in streaming: stateful DoFns' states and timers, and the panes of
+//! GroupByKey and CombinePerKey, beyond the budget spill to disk and are read back when
+//! used. A windowed count with an end-of-window timer, a deduplication, a CombinePerKey
+//! per fixed window and a GroupByKey in session windows (merging) over thousands of keys
+//! give the exact results computed from the generator's events, on the local runner and on
+//! 2 distributed processes, while the metrics show states and panes spilled and read back;
+//! the spill files are gone afterwards; an unusable spill directory is a clear error.
 //!
 //! A plain `main` (no test harness): the distributed runner re-executes this binary as its
 //! worker processes, which rebuild the same pipeline.
 
 use beamline::io::generator::Generator;
 use beamline::{
-    DoFn, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec, TimerContext, TimerSpec,
-    UserError, Window, WindowInto, WriteToText,
+    Count, DoFn, GroupByKey, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec,
+    TimerContext, TimerSpec, UserError, Window, WindowInto, WriteToText,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,6 +20,7 @@ use std::path::Path;
 const EVENTS: u64 = 60_000;
 const KEYS: u64 = 4_000;
 const WINDOW_MS: i64 = 10_000;
+const SESSION_GAP_MS: i64 = 3_000;
 
 fn generator() -> Generator {
     Generator::new(KEYS).with_count(EVENTS).with_seed(11)
@@ -86,10 +88,52 @@ impl DoFn for FirstSeen {
     }
 }
 
+/// A key's count in a fixed window (CombinePerKey's pane).
+#[derive(Clone)]
+struct CountLine;
+
+impl DoFn for CountLine {
+    type In = (i64, i64);
+    type Out = String;
+    fn process(
+        &mut self,
+        (key, n): (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let Window::Interval { start, .. } = ctx.window() else {
+            return Err("not in a fixed window".into());
+        };
+        ctx.output(format!("c,{key},{start},{n}"));
+        Ok(())
+    }
+}
+
+/// A key's session: its window, how many events and their sum (GroupByKey's pane).
+#[derive(Clone)]
+struct SessionLine;
+
+impl DoFn for SessionLine {
+    type In = (i64, Vec<i64>);
+    type Out = String;
+    fn process(
+        &mut self,
+        (key, seqs): (i64, Vec<i64>),
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), UserError> {
+        let Window::Interval { start, end } = ctx.window() else {
+            return Err("not in a session window".into());
+        };
+        let sum: i64 = seqs.iter().sum();
+        ctx.output(format!("s,{key},{start},{end},{},{sum}", seqs.len()));
+        Ok(())
+    }
+}
+
 /// The lines the job must write, from the generator's events.
 fn expected() -> Vec<String> {
     let mut windows: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     let mut keys = BTreeSet::new();
+    let mut by_key: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
     for ((key, seq), ts) in generator().events() {
         let w = windows
             .entry((key, ts.div_euclid(WINDOW_MS) * WINDOW_MS))
@@ -97,22 +141,70 @@ fn expected() -> Vec<String> {
         w.0 += 1;
         w.1 += seq;
         keys.insert(key);
+        by_key.entry(key).or_default().push((ts, seq));
+    }
+    // Sessions: each event's window [ts, ts + gap), overlapping ones merged.
+    let mut sessions = Vec::new();
+    for (key, mut events) in by_key {
+        events.sort_unstable();
+        let mut current: Option<(i64, i64, usize, i64)> = None;
+        for (ts, seq) in events {
+            current = match current {
+                Some((s, e, n, sum)) if ts < e => {
+                    Some((s, e.max(ts + SESSION_GAP_MS), n + 1, sum + seq))
+                }
+                other => {
+                    if let Some((s, e, n, sum)) = other {
+                        sessions.push(format!("s,{key},{s},{e},{n},{sum}"));
+                    }
+                    Some((ts, ts + SESSION_GAP_MS, 1, seq))
+                }
+            };
+        }
+        if let Some((s, e, n, sum)) = current {
+            sessions.push(format!("s,{key},{s},{e},{n},{sum}"));
+        }
     }
     let mut lines: Vec<String> = windows
-        .into_iter()
+        .iter()
         .map(|((k, s), (n, sum))| format!("w,{k},{s},{n},{sum}"))
+        .chain(
+            windows
+                .iter()
+                .map(|((k, s), (n, _))| format!("c,{k},{s},{n}")),
+        )
         .chain(keys.into_iter().map(|k| format!("d,{k}")))
+        .chain(sessions)
         .collect();
     lines.sort();
     lines
 }
 
+/// Spilled and read-back counters: (states of stateful DoFns, panes of groupings).
+type Spills = ((i64, i64), (i64, i64));
+
 /// Runs the job with `options`, writing under `out`: its sorted lines and its
 /// (spilled, read back) state counters. Workers return nothing.
-fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, (i64, i64)), String> {
+fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), String> {
     let p = Pipeline::new(options.set("streaming", "true"));
     let events = p.apply("Events", generator());
-    let per_window = events.apply("Fixed", WindowInto::fixed(WINDOW_MS)).apply(
+    let fixed = events.apply("Fixed", WindowInto::fixed(WINDOW_MS));
+    fixed
+        .apply("CountPerKey", Count::per_key())
+        .apply("CountLines", ParDo::of(CountLine))
+        .apply(
+            "WriteCounts",
+            WriteToText::new(out.join("c").to_string_lossy()),
+        );
+    events
+        .apply("Sessions", WindowInto::sessions(SESSION_GAP_MS))
+        .apply("GroupSessions", GroupByKey::new())
+        .apply("SessionLines", ParDo::of(SessionLine))
+        .apply(
+            "WriteSessions",
+            WriteToText::new(out.join("s").to_string_lossy()),
+        );
+    let per_window = fixed.apply(
         "PerWindow",
         ParDo::of(PerWindow)
             .with_state(StateSpec::value::<i64>("n"))
@@ -133,12 +225,29 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, (i64, i64))
     );
     let result = p.run().map_err(|e| e.to_string())?;
     if beamline::worker::is_worker() {
-        return Ok((Vec::new(), (0, 0)));
+        return Ok((Vec::new(), ((0, 0), (0, 0))));
     }
     let m = result.metrics();
+    let counter = |name: &str, grouping: bool| -> i64 {
+        m.counters
+            .iter()
+            .filter(|(k, _)| k.namespace == "beamline" && k.name == name)
+            .filter(|(k, _)| {
+                let g = k.step.starts_with("CountPerKey") || k.step.starts_with("GroupSessions");
+                g == grouping
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
     let counters = (
-        m.counter("beamline", "stateSpilled").unwrap_or(0),
-        m.counter("beamline", "stateReadBack").unwrap_or(0),
+        (
+            counter("stateSpilled", false),
+            counter("stateReadBack", false),
+        ),
+        (
+            counter("stateSpilled", true),
+            counter("stateReadBack", true),
+        ),
     );
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(out).unwrap() {
@@ -149,26 +258,28 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, (i64, i64))
     Ok((lines, counters))
 }
 
-/// A run under the budget: the exact output, many states spilled and read back, and no
-/// spill file left.
-fn check_spilled(
-    runner: &str,
-    got: &[String],
-    want: &[String],
-    (spilled, read_back): (i64, i64),
-    spill: &Path,
-) {
+/// A run under the budget: the exact output, many states and panes spilled and read
+/// back, and no spill file left.
+fn check_spilled(runner: &str, got: &[String], want: &[String], counters: Spills, spill: &Path) {
     assert_eq!(got, want, "{runner}, with a budget");
+    let ((spilled, read_back), (panes_spilled, panes_read_back)) = counters;
     assert!(
         spilled > 10_000 && read_back > 10_000,
         "{runner}: {spilled} {read_back}"
+    );
+    assert!(
+        panes_spilled > 5_000 && panes_read_back > 5_000,
+        "{runner}: {panes_spilled} {panes_read_back}"
     );
     assert_eq!(
         std::fs::read_dir(spill).unwrap().count(),
         0,
         "{runner}: spill files left"
     );
-    println!("{runner}: {spilled} states spilled, {read_back} read back");
+    println!(
+        "{runner}: {spilled} states spilled, {read_back} read back; keys of groupings \
+         {panes_spilled} spilled, {panes_read_back} read back"
+    );
 }
 
 fn main() {
@@ -193,14 +304,17 @@ fn main() {
     let want = if worker { Vec::new() } else { expected() };
     // A worker skips these two runs (but must see them: pipelines are matched by order).
     let (got, counters) = run(PipelineOptions::default(), &outs[0]).unwrap();
-    let (got_budget, (spilled, read_back)) =
-        run(budget(PipelineOptions::default()), &outs[1]).unwrap();
+    let (got_budget, spills) = run(budget(PipelineOptions::default()), &outs[1]).unwrap();
     if !worker {
         assert_eq!(got, want, "without a budget");
-        assert_eq!(counters, (0, 0), "nothing spills without a budget");
-        check_spilled("local", &got_budget, &want, (spilled, read_back), &spill);
+        assert_eq!(
+            counters,
+            ((0, 0), (0, 0)),
+            "nothing spills without a budget"
+        );
+        check_spilled("local", &got_budget, &want, spills, &spill);
     }
-    let (got, (spilled, read_back)) = run(
+    let (got, spills) = run(
         budget(PipelineOptions::default())
             .set("runner", "distributed")
             .set("processes", "2"),
@@ -210,7 +324,7 @@ fn main() {
     if worker {
         return;
     }
-    check_spilled("distributed", &got, &want, (spilled, read_back), &spill);
+    check_spilled("distributed", &got, &want, spills, &spill);
 
     // A spill directory that is a file: a clear error naming the transform and the path.
     let file = dir.path().join("a-file");

@@ -10,15 +10,18 @@ use super::due::DueIndex;
 use super::guard::panics_guarded;
 use super::key_table::{KeyBytes, KeyTable};
 use super::op::END_OF_TIME;
-use super::op::{Op, OpCx};
+use super::op::{Op, OpCx, StateBudget};
 use super::pane::{AddCx, Contents, WinState, Windows};
-use super::pane_codec::{decode_windows, encode_windows};
+use super::pane_codec::spilled_windows;
+use super::pane_codec::{decode_spilled, decode_windows, encode_spilled, encode_windows};
+use super::pane_spill::PaneSpill;
 use super::precombine::{Mailbox, Partial};
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
 use crate::error::{EngineError, Result};
 use crate::graph::Windowing;
+use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
@@ -33,6 +36,31 @@ struct KeyState {
     /// Elements of the current batch (bundle, for merging windows): (value, timestamp,
     /// window). Adding a key's elements together keeps its windows in cache.
     staged: Vec<(Value, i64, Window)>,
+    /// With a memory budget: when it was last used (a counter), and its estimated size.
+    stamp: u64,
+    bytes: usize,
+}
+
+impl KeyState {
+    fn new(key: Value, windows: Windows) -> Self {
+        KeyState {
+            key,
+            windows,
+            staged: Vec::new(),
+            stamp: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Estimated bytes in memory (see [`super::state_size`]).
+    fn estimate(&self, kb: &KeyBytes) -> usize {
+        super::state_size::panes_estimate(
+            std::mem::size_of::<(KeyBytes, KeyState)>(),
+            kb.bytes().len(),
+            &self.key,
+            &self.windows,
+        )
+    }
 }
 
 /// GroupByKey and CombinePerKey in streaming: panes per key and window, fired by their
@@ -69,6 +97,10 @@ struct Panes {
     dropped: i64,
     /// Keys changed since the last checkpoint; `None` until checkpoints start.
     dirty: Option<rustc_hash::FxHashSet<KeyBytes>>,
+    /// With a memory budget: the keys spilled past it, and the keys used since the
+    /// budget was last checked (their sizes are estimated again then).
+    spill: Option<PaneSpill>,
+    used: Vec<KeyBytes>,
 }
 
 fn domain_slot(d: Domain) -> usize {
@@ -174,6 +206,8 @@ impl GbkOp {
                 expiry: DueIndex::default(),
                 dropped: 0,
                 dirty: None,
+                spill: None,
+                used: Vec::new(),
             },
         }
     }
@@ -209,15 +243,16 @@ impl Panes {
         if let Some(d) = &mut self.dirty {
             d.insert(kb.clone());
         }
+        if self.spill.is_some() {
+            self.used.push(kb.clone());
+        }
     }
 
     /// Stages an element for key `kb` (created with `key` if new).
     fn stage(&mut self, kb: &KeyBytes, key: Value, value: Value, ts: i64, w: Window) {
-        let (kb, ks) = self.keys.get_or_insert_with(kb, || KeyState {
-            key,
-            windows: Windows::default(),
-            staged: Vec::new(),
-        });
+        let (kb, ks) = self
+            .keys
+            .get_or_insert_with(kb, || KeyState::new(key, Windows::default()));
         if ks.staged.is_empty() {
             self.staged_keys.push(kb.clone());
         }
@@ -266,11 +301,7 @@ impl Panes {
             ..
         } = self;
         let combine = combine.as_deref();
-        let (kb, ks) = keys.get_or_insert_with(kb, || KeyState {
-            key,
-            windows: Windows::default(),
-            staged: Vec::new(),
-        });
+        let (kb, ks) = keys.get_or_insert_with(kb, || KeyState::new(key, Windows::default()));
         let ws = ks.windows.get_or_insert_with(w, || {
             open_window(windowing, combine, *lifted, expiry, kb, w)
         });
@@ -308,6 +339,7 @@ impl Panes {
                 self.dropped += count as i64;
                 continue;
             }
+            self.load(&kb, cx.name)?;
             self.add_to_pane(&kb, key, window, cx.output_watermark, |ws, acx| {
                 ws.add_partial(acc, count, latest, &window, acx)
             })
@@ -588,6 +620,7 @@ impl Panes {
         w: Window,
         cx: &mut OpCx<'_>,
     ) -> Result<()> {
+        self.load(kb, cx.name)?;
         self.touch(kb);
         let Some(ws) = self.keys.get_mut(kb).and_then(|k| k.windows.get_mut(&w)) else {
             return Ok(());
@@ -664,6 +697,7 @@ impl Panes {
     /// Expires window `w` of key `kb` (see [`Panes::collect_garbage`]) unless an
     /// event-time timer is pending; true when it is kept for that.
     fn expire(&mut self, kb: &KeyBytes, w: Window, cx: &mut OpCx<'_>) -> Result<bool> {
+        self.load(kb, cx.name)?;
         self.touch(kb);
         let Some(ws) = self.keys.get(kb).and_then(|ks| ks.windows.get(&w)) else {
             return Ok(false); // merged away or already collected
@@ -682,7 +716,9 @@ impl Panes {
             return Ok(false);
         };
         if ks.windows.is_empty() {
-            self.keys.remove(kb);
+            if let (Some(gone), Some(sp)) = (self.keys.remove(kb), &mut self.spill) {
+                sp.hot_bytes = sp.hot_bytes.saturating_sub(gone.bytes);
+            }
         }
         if let Some(h) = ws.hold {
             remove_hold(&mut self.holds, h);
@@ -692,6 +728,106 @@ impl Panes {
             self.timers[domain_slot(t.domain)].forget(t.timestamp);
         }
         Ok(false)
+    }
+}
+
+/// Memory budget: spilling keys and reading them back.
+impl Panes {
+    /// Keeps the panes within `budget`, spilling what does not fit; keys are encoded
+    /// with `key_coder`, values with `value_coder`.
+    fn limit(&mut self, budget: StateBudget, key_coder: Coder, value_coder: Coder) {
+        let mut hot = 0;
+        let mut used = Vec::new();
+        for (kb, _) in self.keys.iter() {
+            used.push(kb.clone());
+        }
+        for kb in &used {
+            if let Some(ks) = self.keys.get_mut(kb) {
+                ks.bytes = ks.estimate(kb);
+                hot += ks.bytes;
+            }
+        }
+        self.spill = Some(PaneSpill::new(budget, hot, key_coder, value_coder));
+    }
+
+    /// Reads key `kb` back into memory if it is spilled.
+    ///
+    /// # Errors
+    /// The spill store cannot be read, or holds a row it did not write.
+    fn load(&mut self, kb: &KeyBytes, name: &str) -> Result<()> {
+        let Some(sp) = &mut self.spill else {
+            return Ok(());
+        };
+        if self.keys.get(kb).is_some() {
+            return Ok(());
+        }
+        let Some(row) = sp.take(kb.bytes())? else {
+            return Ok(());
+        };
+        let windows = decode_spilled(
+            &row,
+            &self.windowing.trigger,
+            self.combine.as_deref(),
+            self.lifted,
+            &sp.value_coder,
+            name,
+        )?;
+        let key = sp
+            .key_coder
+            .decode(&mut kb.bytes(), false)
+            .map_err(|source| EngineError::Coder {
+                transform: name.to_string(),
+                source,
+            })?;
+        let mut all = Windows::default();
+        for (w, ws) in windows {
+            all.insert(w, ws);
+        }
+        let mut ks = KeyState::new(key, all);
+        ks.stamp = sp.tick();
+        ks.bytes = ks.estimate(kb);
+        sp.hot_bytes += ks.bytes;
+        self.keys.get_or_insert_with(kb, || ks);
+        Ok(())
+    }
+
+    /// Estimates the keys used since the last call again and, past the budget, spills
+    /// the least recently used ones (between bundles: nothing is staged or touched).
+    ///
+    /// # Errors
+    /// The spill store cannot be written; a pane that cannot be encoded.
+    fn keep_to_budget(&mut self, name: &str) -> Result<()> {
+        let Some(sp) = &mut self.spill else {
+            return Ok(());
+        };
+        for kb in self.used.drain(..) {
+            if let Some(ks) = self.keys.get_mut(&kb) {
+                let bytes = ks.estimate(&kb);
+                sp.hot_bytes = sp.hot_bytes + bytes - ks.bytes;
+                ks.bytes = bytes;
+                ks.stamp = sp.tick();
+            }
+        }
+        let to_free = sp.to_free();
+        if to_free == 0 {
+            return Ok(());
+        }
+        let threshold = sp.threshold(self.keys.iter().take(1024).map(|(_, k)| (k.stamp, k.bytes)));
+        let mut freed = 0;
+        let victims = self.keys.extract_if(|_, ks| {
+            if freed >= to_free || ks.stamp > threshold || !ks.staged.is_empty() {
+                return false;
+            }
+            freed += ks.bytes;
+            true
+        });
+        let combine = self.combine.as_deref();
+        let mut rows = Vec::with_capacity(victims.len());
+        for (kb, ks) in victims {
+            let row = encode_spilled(&ks.windows, &sp.value_coder, combine, name)?;
+            rows.push((kb.bytes().to_vec(), row));
+        }
+        sp.put(rows, freed, name)
     }
 }
 
@@ -734,6 +870,7 @@ impl Op for GbkOp {
                         source,
                     })?;
                 let kb = KeyBytes::new(&self.key_buf);
+                self.panes.load(&kb, name)?;
                 if merging {
                     self.panes.stage(&kb, key, value, wv.timestamp, wv.window);
                 } else {
@@ -760,21 +897,22 @@ impl Op for GbkOp {
             // One guard for the bundle: combines run user code per element.
             panics_guarded(cx.name, || self.panes.add_staged(cx))?;
         }
-        if self.panes.touched.is_empty() {
-            return Ok(());
+        if !self.panes.touched.is_empty() {
+            self.panes.finish_bundle(cx)?;
         }
-        self.panes.finish_bundle(cx)
+        self.panes.keep_to_budget(cx.name)
     }
 
     fn advance(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
         self.panes.fire_timers(Domain::Watermark, wm, cx)?;
         self.panes.collect_garbage(wm, cx)?;
-        Ok(())
+        self.panes.keep_to_budget(cx.name)
     }
 
     fn on_processing_time(&mut self, cx: &mut OpCx<'_>) -> Result<()> {
         let now = cx.now;
-        self.panes.fire_timers(Domain::ProcessingTime, now, cx)
+        self.panes.fire_timers(Domain::ProcessingTime, now, cx)?;
+        self.panes.keep_to_budget(cx.name)
     }
 
     fn hold(&self) -> i64 {
@@ -795,12 +933,19 @@ impl Op for GbkOp {
         match panes.dirty.take() {
             Some(mut dirty) if !out.full() => {
                 for kb in dirty.drain() {
-                    match panes.keys.get(&kb) {
-                        Some(ks) => out.put(
+                    let spilled = match (panes.keys.get(&kb), &panes.spill) {
+                        (Some(_), _) | (None, None) => None,
+                        (None, Some(sp)) => sp.peek(kb.bytes())?,
+                    };
+                    match (panes.keys.get(&kb), spilled) {
+                        (Some(ks), _) => out.put(
                             kb.bytes(),
                             encode_windows(&ks.windows, coder, combine, name)?,
                         ),
-                        None => out.delete(kb.bytes()),
+                        (None, Some(row)) => {
+                            out.put(kb.bytes(), spilled_windows(&row, name)?.to_vec())
+                        }
+                        (None, None) => out.delete(kb.bytes()),
                     }
                 }
                 panes.dirty = Some(dirty);
@@ -811,6 +956,12 @@ impl Op for GbkOp {
                         kb.bytes(),
                         encode_windows(&ks.windows, coder, combine, name)?,
                     );
+                }
+                if let Some(sp) = &panes.spill {
+                    sp.for_each(|kb, row| {
+                        out.put(kb, spilled_windows(row, name)?.to_vec());
+                        Ok(())
+                    })?;
                 }
                 panes.dirty = Some(Default::default());
             }
@@ -852,25 +1003,49 @@ impl Op for GbkOp {
                 ws_list.push(w);
                 all.insert(w, ws);
             }
-            panes.keys.get_or_insert_with(&kb, || KeyState {
-                key,
-                windows: all,
-                staged: Vec::new(),
-            });
+            panes
+                .keys
+                .get_or_insert_with(&kb, || KeyState::new(key, all));
             for w in ws_list {
                 panes.index_timers(&kb, w);
             }
+            if panes.spill.is_some() {
+                panes.used.push(kb);
+            }
         }
         panes.dirty = Some(Default::default());
-        Ok(())
+        // What does not fit the budget goes to the spill store at once.
+        panes.keep_to_budget(name)
+    }
+
+    fn limit_state(&mut self, budget: StateBudget) -> bool {
+        let Some(value_coder) = self.value_coder.clone() else {
+            return false;
+        };
+        self.panes
+            .limit(budget, self.key_coder.clone(), value_coder);
+        true
+    }
+
+    fn report(&mut self, name: &str, control: &JobControl) {
+        if let Some(sp) = &mut self.panes.spill {
+            let mut c = MetricsContainer::default();
+            sp.report(&mut c);
+            control.report(name, &mut c);
+        }
     }
 
     fn finish(&mut self, name: &str, metrics: &mut MetricResults) -> Result<()> {
+        let mut c = MetricsContainer::default();
         if self.panes.dropped > 0 {
-            let mut c = MetricsContainer::default();
             c.inc_counter("beamline", "droppedDueToLateness", self.panes.dropped);
-            metrics.merge_container(name, &c);
         }
+        if let Some(sp) = &mut self.panes.spill {
+            sp.report(&mut c);
+        }
+        metrics.merge_container(name, &c);
+        // The spill store's file goes with it.
+        self.panes.spill = None;
         Ok(())
     }
 }

@@ -108,6 +108,14 @@ impl<V> KeyTable<V> {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
+    /// Removes and returns the entries `pick` chooses.
+    pub(crate) fn extract_if(
+        &mut self,
+        mut pick: impl FnMut(&KeyBytes, &mut V) -> bool,
+    ) -> Vec<(KeyBytes, V)> {
+        self.0.extract_if(|(k, v)| pick(k, v)).collect()
+    }
+
     pub(crate) fn remove(&mut self, kb: &KeyBytes) -> Option<V> {
         let entry = self.0.find_entry(kb.hash, |(k, _)| k == kb).ok()?;
         Some(entry.remove().0 .1)

@@ -7,7 +7,7 @@
 
 use super::op::{StateBudget, END_OF_TIME};
 use super::pardo_codec::{decode_cells, encode_cells, state_key, Timers};
-use super::state_spill::{Cold, ColdTimerRow, StateId};
+use super::state_spill::{lru_threshold, Cold, ColdTimerRow, StateId};
 use crate::checkpoint::StateOut;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
@@ -254,25 +254,8 @@ impl KeyedStates {
         let s = self.spill.as_mut().expect("a budget");
         let target = s.budget.bytes / 10 * 7;
         let to_free = s.hot_bytes.saturating_sub(target);
-        // The stamp below which about `to_free` of the bytes are, from a sample.
-        let mut sample: Vec<(u64, usize)> = self
-            .hot
-            .values()
-            .take(1024)
-            .map(|e| (e.stamp, e.bytes))
-            .collect();
-        sample.sort_unstable();
-        let sampled: usize = sample.iter().map(|x| x.1).sum();
-        let want = (sampled as f64 * to_free as f64 / s.hot_bytes.max(1) as f64).ceil() as usize;
-        let mut acc = 0;
-        let mut threshold = u64::MAX;
-        for &(stamp, bytes) in &sample {
-            acc += bytes;
-            if acc >= want {
-                threshold = stamp;
-                break;
-            }
-        }
+        let sample = self.hot.values().take(1024).map(|e| (e.stamp, e.bytes));
+        let threshold = lru_threshold(sample, to_free, s.hot_bytes);
         let mut freed = 0;
         let victims: Vec<(StateId, KeyWindow)> = self
             .hot

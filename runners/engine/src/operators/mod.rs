@@ -28,6 +28,7 @@ mod keyed_states;
 pub mod op;
 pub mod pane;
 mod pane_codec;
+mod pane_spill;
 pub mod pardo;
 mod pardo_codec;
 pub mod partition;

@@ -90,26 +90,29 @@ pub struct StateBudget {
 const STATE_SHARE: f64 = 0.5;
 
 impl StateBudget {
-    /// Each stateful DoFn's budget when the keyed state of `graph` may take `budget`
+    /// Each keyed operator's budget when the keyed state of `graph` may take `budget`
     /// bytes in all, with `instances` copies of each running in the process: an equal
-    /// share of half of it, spilling into `dir` (default: the system's temporary
-    /// directory). `None` when no transform has keyed state.
+    /// share of half of it for each stateful DoFn and each grouping (GroupByKey,
+    /// CombinePerKey: their panes in streaming), spilling into `dir` (default: the
+    /// system's temporary directory). `None` when no transform has keyed state.
     pub fn share(
         graph: &crate::graph::Graph,
         budget: usize,
         instances: usize,
         dir: Option<&std::path::Path>,
     ) -> Option<StateBudget> {
+        use crate::graph::NodeKind;
         let stateful = graph
             .nodes
             .iter()
             .filter(|n| {
                 matches!(
                     &n.kind,
-                    crate::graph::NodeKind::ParDo {
+                    NodeKind::ParDo {
                         stateful: Some(_),
                         ..
-                    }
+                    } | NodeKind::GroupByKey
+                        | NodeKind::CombinePerKey { .. }
                 )
             })
             .count()

@@ -1,5 +1,6 @@
 //! A streaming grouping's windows of one key as bytes, for checkpoints: pane contents,
-//! trigger state and timers, hold and pane indexes.
+//! trigger state and timers, hold and pane indexes; and for the spill store, which of
+//! the timers are in the operator's timer index.
 
 use super::pane::{Contents, TriggerPart, WinState, Windows};
 use crate::checkpoint::codec::{Dec, Enc};
@@ -59,14 +60,7 @@ pub(crate) fn encode_windows(
         for &n in numbers {
             e.i64(n);
         }
-        e.u64(ws.trig.timers.len() as u64);
-        for t in &ws.trig.timers {
-            e.u64(match t.domain {
-                Domain::Watermark => 0,
-                Domain::ProcessingTime => 1,
-            });
-            e.u64(u64::from(t.id)).i64(t.timestamp);
-        }
+        put_timers(&mut e, &ws.trig.timers);
         e.bool(ws.hold.is_some()).i64(ws.hold.unwrap_or(0));
         e.i64(ws.index).i64(ws.nonspeculative).bool(ws.tombstone);
     }
@@ -133,19 +127,7 @@ pub(crate) fn decode_windows(
                 "the trigger of '{name}' is not the one its checkpoint was taken with"
             ))
         })?;
-        let mut timers = TimerList::new();
-        for _ in 0..d.count()? {
-            let domain = match d.u64()? {
-                0 => Domain::Watermark,
-                _ => Domain::ProcessingTime,
-            };
-            let id = d.u64()? as u32;
-            timers.push(TriggerTimer {
-                domain,
-                id,
-                timestamp: d.i64()?,
-            });
-        }
+        let timers = get_timers(d)?;
         let has_hold = d.bool()?;
         let hold = d.i64()?;
         let mut ws = WinState::new(trigger, combine, lifted);
@@ -164,4 +146,81 @@ pub(crate) fn decode_windows(
     }
     d.end()?;
     Ok(out)
+}
+
+fn put_timers(e: &mut Enc, timers: &TimerList) {
+    e.u64(timers.len() as u64);
+    for t in timers {
+        e.u64(match t.domain {
+            Domain::Watermark => 0,
+            Domain::ProcessingTime => 1,
+        });
+        e.u64(u64::from(t.id)).i64(t.timestamp);
+    }
+}
+
+fn get_timers(d: &mut Dec<'_>) -> Result<TimerList> {
+    let mut timers = TimerList::new();
+    for _ in 0..d.count()? {
+        let domain = match d.u64()? {
+            0 => Domain::Watermark,
+            _ => Domain::ProcessingTime,
+        };
+        let id = d.u64()? as u32;
+        timers.push(TriggerTimer {
+            domain,
+            id,
+            timestamp: d.i64()?,
+        });
+    }
+    Ok(timers)
+}
+
+/// A key's windows as a spill row: what a checkpoint holds ([`encode_windows`]), then
+/// which timers of each window the operator's timer index has (those it must not index
+/// again when the key is read back).
+///
+/// # Errors
+/// A value or accumulator that cannot be encoded.
+pub(crate) fn encode_spilled(
+    windows: &Windows,
+    coder: &Coder,
+    combine: Option<&dyn CombineFnInvoker>,
+    name: &str,
+) -> Result<Vec<u8>> {
+    let mut e = Enc::new();
+    e.bytes(&encode_windows(windows, coder, combine, name)?);
+    for (_, ws) in windows.iter() {
+        put_timers(&mut e, &ws.trig.indexed);
+    }
+    Ok(e.finish())
+}
+
+/// The checkpoint's part of a spill row (what [`encode_windows`] wrote).
+///
+/// # Errors
+/// Corrupt bytes.
+pub(crate) fn spilled_windows<'a>(row: &'a [u8], name: &'a str) -> Result<&'a [u8]> {
+    Dec::new(row, name).bytes()
+}
+
+/// Decodes a spill row ([`encode_spilled`]).
+///
+/// # Errors
+/// Corrupt bytes.
+pub(crate) fn decode_spilled(
+    row: &[u8],
+    trigger: &Trigger,
+    combine: Option<&dyn CombineFnInvoker>,
+    lifted: bool,
+    coder: &Coder,
+    name: &str,
+) -> Result<Vec<(Window, WinState)>> {
+    let mut d = Dec::new(row, name);
+    let mut windows = decode_windows(d.bytes()?, trigger, combine, lifted, coder, name)?;
+    for (_, ws) in &mut windows {
+        ws.trig.indexed = get_timers(&mut d)?;
+    }
+    d.end()?;
+    Ok(windows)
 }

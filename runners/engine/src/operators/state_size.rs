@@ -1,6 +1,8 @@
-//! Estimates of how much memory a stateful DoFn's state takes (what its memory budget
-//! counts): the table entry, the key, the cells by their length and first element.
+//! Estimates of how much memory keyed state takes (what a memory budget counts): a
+//! stateful DoFn's state (the table entry, the key, the cells by their length and first
+//! element) and a streaming grouping's key (its windows' contents and trigger parts).
 
+use super::pane::{Contents, TriggerPart, WinState, Windows};
 use super::state_spill::StateId;
 use crate::state::StateCell;
 use crate::value::Value;
@@ -24,6 +26,34 @@ pub(crate) fn estimate<'a>(
         cells.capacity() * size_of::<StateCell>() + cells.iter().map(cell_bytes).sum::<usize>();
     let timer_bytes: usize = timers.map(|n| 2 * (n.len() + 16) + 96 + id.0.len()).sum();
     entry * 2 + 16 + id.0.capacity() + 16 + value_heap(key) + cell_bytes + timer_bytes
+}
+
+/// Estimated bytes of a grouping's key in memory: its table entry of `entry` bytes, key
+/// (`key_len` bytes encoded) and windows (contents by their length and first value, an
+/// accumulator as 64 bytes; trigger part and timers).
+pub(crate) fn panes_estimate(
+    entry: usize,
+    key_len: usize,
+    key: &Value,
+    windows: &Windows,
+) -> usize {
+    let window_bytes: usize = windows
+        .iter()
+        .map(|(_, ws)| {
+            let contents = match &ws.contents {
+                Contents::Values(vs) => {
+                    vs.capacity() * size_of::<Value>() + vs.len() * vs.first().map_or(0, value_heap)
+                }
+                Contents::Accumulator(_) => 64,
+            };
+            size_of::<(crate::window::Window, WinState)>()
+                + size_of::<TriggerPart>()
+                + 16 * ws.trig.state.as_slice().len()
+                + 32 * (ws.trig.timers.len() + ws.trig.indexed.len())
+                + contents
+        })
+        .sum();
+    entry * 2 + key_len.saturating_sub(22) + value_heap(key) + window_bytes
 }
 
 /// Estimated heap bytes of a cell: collections by their length and first element.

@@ -374,6 +374,27 @@ impl Cold {
     }
 }
 
+/// The use stamp at or below which about `to_free` of `total` bytes in memory are, judged
+/// from a `sample` of (stamp, bytes): what an approximate LRU spills (oldest first).
+pub(crate) fn lru_threshold(
+    sample: impl Iterator<Item = (u64, usize)>,
+    to_free: usize,
+    total: usize,
+) -> u64 {
+    let mut sample: Vec<(u64, usize)> = sample.collect();
+    sample.sort_unstable();
+    let sampled: usize = sample.iter().map(|x| x.1).sum();
+    let want = (sampled as f64 * to_free as f64 / total.max(1) as f64).ceil() as usize;
+    let mut acc = 0;
+    for &(stamp, bytes) in &sample {
+        acc += bytes;
+        if acc >= want {
+            return stamp;
+        }
+    }
+    u64::MAX
+}
+
 /// A Bloom filter that grows: filters of doubling capacity, each at about 1% false
 /// positives when full (10 bits and 7 probes per entry); a lookup asks each.
 #[derive(Default)]

@@ -1,0 +1,162 @@
+//! A streaming grouping's keys beyond its memory budget: the budget's accounting and the
+//! spill store ([`super::state_spill`]) with one row per key (every window of it), read
+//! back when the key is used again.
+//!
+//! What stays in memory for a spilled key: its entries in the grouping's timer and expiry
+//! indexes and its windows' watermark holds (a few dozen bytes per window), so the
+//! grouping fires and expires spilled windows on time without scanning the store.
+
+use super::op::StateBudget;
+use super::state_spill::{lru_threshold, Cold, StateId};
+use crate::coder::Coder;
+use crate::error::Result;
+use crate::metrics::MetricsContainer;
+use crate::window::Window;
+
+/// The memory budget of a grouping's panes and the keys spilled past it.
+#[derive(Debug)]
+pub(crate) struct PaneSpill {
+    budget: StateBudget,
+    /// Estimated bytes of the keys in memory.
+    pub(crate) hot_bytes: usize,
+    clock: u64,
+    /// Opened at the first spill.
+    cold: Option<Cold>,
+    spilled: i64,
+    read_back: i64,
+    /// What keys and values are encoded with.
+    pub(crate) key_coder: Coder,
+    pub(crate) value_coder: Coder,
+}
+
+/// The store's row id of a key: every window of it is in one row.
+fn id(kb: &[u8]) -> StateId {
+    (kb.to_vec(), Window::Global)
+}
+
+impl PaneSpill {
+    /// Spills past `budget`, with `hot_bytes` of keys in memory already; keys and values
+    /// are encoded with `key_coder` and `value_coder`.
+    pub(crate) fn new(
+        budget: StateBudget,
+        hot_bytes: usize,
+        key_coder: Coder,
+        value_coder: Coder,
+    ) -> Self {
+        PaneSpill {
+            budget,
+            hot_bytes,
+            clock: 0,
+            cold: None,
+            spilled: 0,
+            read_back: 0,
+            key_coder,
+            value_coder,
+        }
+    }
+
+    /// A new use stamp (later uses have larger ones).
+    pub(crate) fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Bytes to spill now (down to 70% of the budget, so one write carries many keys),
+    /// or 0 while the keys in memory fit the budget.
+    pub(crate) fn to_free(&self) -> usize {
+        if self.hot_bytes <= self.budget.bytes {
+            return 0;
+        }
+        self.hot_bytes.saturating_sub(self.budget.bytes / 10 * 7)
+    }
+
+    /// The stamp at or below which the keys to spill are, from a `sample` of the keys in
+    /// memory (stamp, bytes).
+    pub(crate) fn threshold(&self, sample: impl Iterator<Item = (u64, usize)>) -> u64 {
+        lru_threshold(sample, self.to_free(), self.hot_bytes)
+    }
+
+    /// Writes the `rows` of keys taken out of memory (`bytes`: their estimated size).
+    ///
+    /// # Errors
+    /// The store cannot be created or written.
+    pub(crate) fn put(
+        &mut self,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        bytes: usize,
+        name: &str,
+    ) -> Result<()> {
+        self.hot_bytes = self.hot_bytes.saturating_sub(bytes);
+        self.spilled += rows.len() as i64;
+        let cold = match &mut self.cold {
+            Some(c) => c,
+            None => self.cold.insert(Cold::create(
+                &self.budget.dir,
+                name,
+                self.budget.cache_bytes(),
+            )?),
+        };
+        cold.put(
+            rows.into_iter()
+                .map(|(kb, row)| (id(&kb), row, Vec::new()))
+                .collect(),
+        )
+    }
+
+    /// The row of key `kb` if it is spilled, taken out of the store (read back: the copy
+    /// in memory is the live one from now on).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub(crate) fn take(&mut self, kb: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(cold) = &mut self.cold else {
+            return Ok(None);
+        };
+        let id = id(kb);
+        let Some(row) = cold.get(&id)? else {
+            return Ok(None);
+        };
+        cold.forget(&id, std::iter::empty());
+        self.read_back += 1;
+        Ok(Some(row))
+    }
+
+    /// The row of key `kb` if it is spilled, left there (for checkpoints).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub(crate) fn peek(&self, kb: &[u8]) -> Result<Option<Vec<u8>>> {
+        match &self.cold {
+            Some(cold) => cold.get(&id(kb)),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f` with every spilled key and its row.
+    ///
+    /// # Errors
+    /// The store cannot be read; what `f` returns.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        match &self.cold {
+            Some(cold) => cold.for_each(|(kb, _), row| f(&kb, row)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports how many keys were spilled and read back, and the bytes written.
+    pub(crate) fn report(&mut self, metrics: &mut MetricsContainer) {
+        let written = self
+            .cold
+            .as_mut()
+            .map_or(0, |c| std::mem::take(&mut c.written));
+        for (name, v) in [
+            ("stateSpilled", std::mem::take(&mut self.spilled)),
+            ("stateReadBack", std::mem::take(&mut self.read_back)),
+            ("stateSpilledBytes", written as i64),
+        ] {
+            if v > 0 {
+                metrics.inc_counter("beamline", name, v);
+            }
+        }
+    }
+}
