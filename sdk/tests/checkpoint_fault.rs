@@ -60,9 +60,9 @@ fn job(shape: &str, out: &Path, checkpoints: Option<&Path>, extra: bool) -> beam
             .set("checkpoint_dir", dir.to_string_lossy())
             .set("checkpoint_interval", "40ms");
     }
-    if shape == "stateful-spill" {
-        // The stateful job with its state beyond a small memory budget: spilled states
-        // must be in the checkpoints too.
+    if shape.ends_with("-spill") {
+        // The job with its state (a stateful DoFn's, or a grouping's panes) beyond a
+        // small memory budget: what is spilled must be in the checkpoints too.
         let spill = out.parent().expect("a parent").join("spill");
         options = options
             .set("memory_budget", "1MB")
@@ -70,7 +70,7 @@ fn job(shape: &str, out: &Path, checkpoints: Option<&Path>, extra: bool) -> beam
     }
     let p = Pipeline::new(options);
     match shape {
-        "sessions" => {
+        "sessions" | "sessions-spill" => {
             sessions(&p, out);
             p.run()?;
             return Ok(());
@@ -378,11 +378,11 @@ fn main() {
         took.as_millis()
     );
 
-    // Session windows and a mean per key, and a stateful DoFn with timers (its state in
-    // memory, and spilled past a memory budget): 5 kills each, the same output as without
-    // faults.
-    let mut stateful_output = None;
-    for shape in ["sessions", "stateful", "stateful-spill"] {
+    // Session windows and a mean per key, and a stateful DoFn with timers (each with its
+    // state in memory, and spilled past a memory budget): 5 kills each, the same output
+    // as without faults.
+    let mut outputs: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for shape in ["sessions", "sessions-spill", "stateful", "stateful-spill"] {
         let (reference, faulty, ckpt) = (
             dir.path().join(format!("{shape}-reference")),
             dir.path().join(format!("{shape}-faulty")),
@@ -395,16 +395,17 @@ fn main() {
         common::wait_for(spawn(shape, &reference, None, false), LIMIT).unwrap();
         let took = started.elapsed();
         let want = common::committed_lines(&reference, "counts");
-        if shape == "sessions" {
+        let base = shape.trim_end_matches("-spill");
+        if base == "sessions" {
             assert!(
                 want.iter().any(|l| l.contains("Early")) && want.iter().any(|l| l.contains("Late"))
             );
         } else {
             assert!(want.iter().any(|l| l.contains("final")), "the timers fired");
-            // Spilling changes nothing in the output.
-            let first = stateful_output.get_or_insert_with(|| want.clone());
-            assert!(*first == want, "{shape} differs from the stateful job");
         }
+        // Spilling changes nothing in the output.
+        let first = outputs.entry(base).or_insert_with(|| want.clone());
+        assert!(*first == want, "{shape} differs from the {base} job");
         for kill in 0..5 {
             let wait = rng.random_range(30..(took.as_millis() as u64 / 6).max(60));
             common::kill_after(
@@ -424,7 +425,7 @@ fn main() {
             got == want,
             "{shape}: the output differs from a run without faults"
         );
-        if shape == "stateful-spill" {
+        if shape.ends_with("-spill") {
             // It spilled (the directory exists), and the files of the killed runs went
             // with the next run's start, the last run's with its end.
             let spill = dir.path().join("spill");
