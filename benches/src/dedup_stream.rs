@@ -1,16 +1,19 @@
-//! The streaming dedup workload: the first event of each key over a 10M-key space, as a
-//! stateful DoFn on the streaming runner (in memory, and under a memory budget whose
-//! state spills to disk) vs a hand-written hash set.
+//! The streaming keyed-state workloads over a 10M-key space, on the streaming runner (in
+//! memory, and under a memory budget whose state spills to disk) vs a hand-written hash
+//! table: `dedup-streaming`, the first event of each key (a stateful DoFn), and
+//! `count-streaming`, events per key (CombinePerKey: a grouping's panes, fired at the end).
 
 use anyhow::Result;
 use beamline::io::generator::Generator;
-use beamline::{DoFn, ParDo, Pipeline, ProcessContext, StateSpec, UserError, WriteToText};
-use rustc_hash::FxHashSet;
+use beamline::{
+    Count, DoFn, ParDo, Pipeline, ProcessContext, StateSpec, UserError, WriteToText,
+};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Variants, reference first.
-pub const VARIANTS: [&str; 3] = ["rust-hash-set", "beamline-streaming", BUDGETED];
+pub const VARIANTS: [&str; 3] = ["rust-hash-table", "beamline-streaming", BUDGETED];
 
 /// The variant run under a memory budget.
 pub const BUDGETED: &str = "beamline-streaming-budget";
@@ -59,31 +62,59 @@ impl DoFn for FirstSeen {
     }
 }
 
-/// Runs one variant, writing one line per distinct key.
-pub fn run(variant: &str, size: f64, budget: Option<&str>, output: &Path) -> Result<()> {
-    if variant == "rust-hash-set" {
+/// The hand-written reference of `workload`: one line per distinct key.
+fn reference(workload: &str, size: f64, output: &Path) -> Result<()> {
+    let mut w = BufWriter::new(std::fs::File::create(output)?);
+    if workload == "count-streaming" {
+        let mut counts: FxHashMap<i64, i64> = FxHashMap::default();
+        for ((key, _), _) in generator(size).events() {
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        for (key, n) in counts {
+            writeln!(w, "{key},{n}")?;
+        }
+    } else {
         let mut seen = FxHashSet::default();
-        let mut w = BufWriter::new(std::fs::File::create(output)?);
         for ((key, _), _) in generator(size).events() {
             if seen.insert(key) {
                 writeln!(w, "{key}")?;
             }
         }
-        w.flush()?;
-        return Ok(());
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Runs one variant of `workload`, writing one line per distinct key.
+pub fn run(
+    workload: &str,
+    variant: &str,
+    size: f64,
+    budget: Option<&str>,
+    output: &Path,
+) -> Result<()> {
+    if variant == VARIANTS[0] {
+        return reference(workload, size, output);
     }
     let mut options = crate::variants::beamline_options(variant, 0).set("streaming", true);
     if variant == BUDGETED {
         options = options.set("memory_budget", budget.unwrap_or(DEFAULT_BUDGET));
     }
     let p = Pipeline::new(options);
-    p.apply("Events", generator(size))
-        .apply(
-            "FirstSeen",
-            ParDo::of(FirstSeen).with_state(StateSpec::value::<bool>("seen")),
-        )
-        .map("Format", |k: i64| k.to_string())
-        .apply("Write", WriteToText::new(output.to_string_lossy()));
+    let events = p.apply("Events", generator(size));
+    let lines = if workload == "count-streaming" {
+        events
+            .apply("CountPerKey", Count::per_key())
+            .map("Format", |(k, n): (i64, i64)| format!("{k},{n}"))
+    } else {
+        events
+            .apply(
+                "FirstSeen",
+                ParDo::of(FirstSeen).with_state(StateSpec::value::<bool>("seen")),
+            )
+            .map("Format", |k: i64| k.to_string())
+    };
+    lines.apply("Write", WriteToText::new(output.to_string_lossy()));
     let result = p.run()?;
     let m = result.metrics();
     if let (Some(spilled), Some(back)) = (

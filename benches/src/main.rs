@@ -32,7 +32,7 @@ use std::time::Instant;
 #[command(about = "Beamline benchmarks: Beamline vs references on the same input")]
 struct Cli {
     /// Workload to run: wordcount, clickstream, gbk-sum, combine-mean, cogroup, dedup,
-    /// dedup-streaming.
+    /// dedup-streaming, count-streaming.
     workload: String,
     /// Input size (wordcount: megabytes of text, default 100; clickstream: millions of
     /// events, default 10; keyed workloads: a multiple of the size, default 1).
@@ -216,7 +216,7 @@ fn run_variant_at(
     let mut cmd = Command::new(std::env::current_exe()?);
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
         && cli.memory_budget.is_none()
-        && cli.workload != "dedup-streaming"
+        && !is_streaming_keyed(&cli.workload)
     {
         // Freed memory stays with the process for reuse instead of going back to the OS
         // and being faulted in (and zeroed) again: on these VMs that cost batch workloads
@@ -313,8 +313,8 @@ fn main() -> Result<()> {
                 child_rss = wordcount::run(variant, &dir, &output, cli.threads)?
             }
             "clickstream" => clickstream::run(variant, (size * 1e6) as u64, cli.threads, &output)?,
-            "dedup-streaming" => {
-                dedup_stream::run(variant, size, cli.memory_budget.as_deref(), &output)?
+            w @ ("dedup-streaming" | "count-streaming") => {
+                dedup_stream::run(w, variant, size, cli.memory_budget.as_deref(), &output)?
             }
             w => keyed::run(
                 w,
@@ -336,9 +336,9 @@ fn main() -> Result<()> {
         "clickstream" => return run_clickstream(&cli, &dir, size),
         "wordcount-portable" => return portable::run(&cli, &dir, size),
         "gbk-sum" | "combine-mean" | "cogroup" | "dedup" => return run_keyed(&cli, &dir, size),
-        "dedup-streaming" => return run_dedup_stream(&cli, &dir, size),
+        "dedup-streaming" | "count-streaming" => return run_dedup_stream(&cli, &dir, size),
         other => bail!(
-            "unknown workload '{other}'; available: wordcount, wordcount-portable, clickstream, gbk-sum, combine-mean, cogroup, dedup, dedup-streaming"
+            "unknown workload '{other}'; available: wordcount, wordcount-portable, clickstream, gbk-sum, combine-mean, cogroup, dedup, dedup-streaming, count-streaming"
         ),
     }
 
@@ -461,11 +461,11 @@ fn run_all<T: PartialEq>(
     }
     // The streaming dedup has one variant under a budget (its default unless given).
     let budgeted = |name: &str| match cli.workload.as_str() {
-        "dedup-streaming" => name == dedup_stream::BUDGETED,
+        w if is_streaming_keyed(w) => name == dedup_stream::BUDGETED,
         _ => name.starts_with("beamline"),
     };
     let budget = match cli.workload.as_str() {
-        "dedup-streaming" => Some(
+        w if is_streaming_keyed(w) => Some(
             cli.memory_budget
                 .as_deref()
                 .unwrap_or(dedup_stream::DEFAULT_BUDGET),
@@ -531,10 +531,20 @@ fn run_keyed(cli: &Cli, dir: &Path, size: f64) -> Result<()> {
     )
 }
 
+/// The streaming workloads of keyed state under a memory budget.
+fn is_streaming_keyed(workload: &str) -> bool {
+    matches!(workload, "dedup-streaming" | "count-streaming")
+}
+
 fn run_dedup_stream(cli: &Cli, dir: &Path, size: f64) -> Result<()> {
     let (keys, events) = dedup_stream::shape(size);
+    let what = match cli.workload.as_str() {
+        "count-streaming" => "events per key (CombinePerKey)",
+        _ => "first event of each key (stateful DoFn)",
+    };
     let title = format!(
-        "workload: dedup-streaming (size x{size}): first event of each key, {events} events over {keys} keys, streaming"
+        "workload: {} (size x{size}): {what}, {events} events over {keys} keys, streaming",
+        cli.workload
     );
     run_all(
         cli,
