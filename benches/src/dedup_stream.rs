@@ -5,9 +5,7 @@
 
 use anyhow::Result;
 use beamline::io::generator::Generator;
-use beamline::{
-    Count, DoFn, ParDo, Pipeline, ProcessContext, StateSpec, UserError, WriteToText,
-};
+use beamline::{Count, DoFn, ParDo, Pipeline, ProcessContext, StateSpec, UserError, WriteToText};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{BufWriter, Write};
 use std::path::Path;

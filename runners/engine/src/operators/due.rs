@@ -18,6 +18,8 @@ const MAX_SPARE: usize = 16;
 pub(crate) struct DueIndex {
     by_time: BTreeMap<i64, Due>,
     spare: Vec<DueList>,
+    /// Times with entries that went elsewhere since the last compaction.
+    moved: Vec<i64>,
 }
 
 /// The entries of one time, and how many of them may still apply.
@@ -56,6 +58,51 @@ impl DueIndex {
                 let list = e.remove().list;
                 self.recycle(list);
             }
+        }
+    }
+
+    /// The earliest time with entries.
+    pub(crate) fn first_time(&self) -> Option<i64> {
+        self.by_time.keys().next().copied()
+    }
+
+    /// Drops the entries of keys `keep` rejects (their keys went elsewhere, with their
+    /// times) from every time where most entries may be stale; a time left without
+    /// entries goes.
+    pub(crate) fn compact(&mut self, mut keep: impl FnMut(&KeyBytes) -> bool) {
+        let mut emptied = Vec::new();
+        let mut moved = std::mem::take(&mut self.moved);
+        moved.sort_unstable();
+        moved.dedup();
+        for at in moved.drain(..) {
+            let Some(due) = self.by_time.get_mut(&at) else {
+                continue;
+            };
+            if due.list.len() < 2 * due.live + 64 {
+                continue;
+            }
+            due.list.retain(|(kb, _)| keep(kb));
+            // Every entry left may apply (an over-count only keeps a time longer).
+            due.live = due.list.len();
+            if due.list.is_empty() {
+                emptied.push(at);
+            } else if due.list.capacity() > 4 * due.list.len() {
+                due.list.shrink_to(2 * due.list.len());
+            }
+        }
+        for at in emptied {
+            if let Some(due) = self.by_time.remove(&at) {
+                self.recycle(due.list);
+            }
+        }
+        self.moved = moved;
+    }
+
+    /// Notes that the entries of one key at `at` went elsewhere (see [`DueIndex::compact`]).
+    pub(crate) fn moved_out(&mut self, at: i64) {
+        if let Some(due) = self.by_time.get_mut(&at) {
+            due.live = due.live.saturating_sub(1);
+            self.moved.push(at);
         }
     }
 

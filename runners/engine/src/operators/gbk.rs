@@ -16,6 +16,7 @@ use super::pane_codec::spilled_windows;
 use super::pane_codec::{decode_spilled, decode_windows, encode_spilled, encode_windows};
 use super::pane_spill::PaneSpill;
 use super::precombine::{Mailbox, Partial};
+use super::state_spill::{ColdTimerRow, Queue};
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
@@ -23,6 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::graph::Windowing;
 use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
+use crate::state::TimeDomain;
 use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
 use crate::window::{merge_intervals, TimestampCombiner, Window, WindowedValue};
@@ -109,6 +111,22 @@ fn domain_slot(d: Domain) -> usize {
         Domain::ProcessingTime => 1,
     }
 }
+
+/// The spill store's time domain of a trigger's.
+fn time_domain(d: Domain) -> TimeDomain {
+    match d {
+        Domain::Watermark => TimeDomain::Watermark,
+        Domain::ProcessingTime => TimeDomain::ProcessingTime,
+    }
+}
+
+/// The last time before `first` (the first in memory, if any) and at or before `until`.
+fn before_first(first: Option<i64>, until: i64) -> i64 {
+    first.map_or(until, |f| until.min(f.saturating_sub(1)))
+}
+
+/// Most spilled keys a due time brings back at once.
+const READ_BACK_BATCH: usize = 256;
 
 /// Window end as Beam Python's triggers see it (exclusive end).
 fn end_of(w: &Window) -> i64 {
@@ -601,14 +619,56 @@ impl Panes {
     }
 
     fn fire_timers(&mut self, domain: Domain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
+        self.fire_timers_upto(domain, until, usize::MAX, cx)?;
+        Ok(())
+    }
+
+    /// Fires the timers of `domain` due by `until`, stopping once output 0 holds `limit`
+    /// elements; whether it fired them all.
+    fn fire_timers_upto(
+        &mut self,
+        domain: Domain,
+        until: i64,
+        limit: usize,
+        cx: &mut OpCx<'_>,
+    ) -> Result<bool> {
         let slot = domain_slot(domain);
-        while let Some((ts, mut due)) = self.timers[slot].pop_due(|t| t <= until) {
-            for (kb, w) in due.drain(..) {
-                self.fire_timer(domain, ts, &kb, w, cx)?;
+        loop {
+            // Spilled keys due before the first time in memory come back first (in
+            // batches), so that timers fire in time order in memory or not.
+            let before = before_first(self.timers[slot].first_time(), until);
+            if self.read_back_due(time_domain(domain).into(), before, cx.name)? {
+                continue;
             }
+            let Some((ts, mut due)) = self.timers[slot].pop_due(|t| t <= until) else {
+                break;
+            };
+            let mut entries = due.drain(..);
+            while let Some((kb, w)) = entries.next() {
+                self.fire_timer(domain, ts, &kb, w, cx)?;
+                if self.spill.is_some() {
+                    // Many windows may fall due at once (every key's, at a window's end):
+                    // one that expires in this advance too goes now, while it is in
+                    // memory, and what they read back must not pile up until the end.
+                    let lateness = self.windowing.allowed_lateness;
+                    let expires = end_of(&w).saturating_add(lateness);
+                    if domain == Domain::Watermark && (until == END_OF_TIME || expires < until) {
+                        self.expire(&kb, w, cx)?;
+                    }
+                    self.spill_if_over(cx.name)?;
+                }
+                if cx.out[0].len() >= limit {
+                    // The rest of this time's entries wait for the next step.
+                    for (kb, w) in entries {
+                        self.timers[slot].push(ts, kb, w);
+                    }
+                    return Ok(false);
+                }
+            }
+            drop(entries);
             self.timers[slot].recycle(due);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Fires the `domain` timer at `ts` of `(kb, w)`, if it is still set.
@@ -678,20 +738,55 @@ impl Panes {
     /// no pane emitted yet fires a final pane (Beam's closing behaviour), then its state is
     /// dropped (later data for it is dropped as too late).
     fn collect_garbage(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
+        self.collect_garbage_upto(wm, usize::MAX, cx)?;
+        Ok(())
+    }
+
+    /// Expires windows as [`Panes::collect_garbage`], stopping once output 0 holds
+    /// `limit` elements; whether it expired all that are due.
+    fn collect_garbage_upto(&mut self, wm: i64, limit: usize, cx: &mut OpCx<'_>) -> Result<bool> {
         // Windows expire once the watermark passes end + allowed lateness.
         let mut recheck = Vec::new();
-        while let Some((at, mut due)) = self.expiry.pop_due(|t| wm == END_OF_TIME || t < wm) {
-            for (kb, w) in due.drain(..) {
+        let until = if wm == END_OF_TIME {
+            wm
+        } else {
+            wm.saturating_sub(1)
+        };
+        loop {
+            let before = before_first(self.expiry.first_time(), until);
+            if self.read_back_due(Queue::EXPIRY, before, cx.name)? {
+                continue;
+            }
+            let Some((at, mut due)) = self.expiry.pop_due(|t| t <= until) else {
+                break;
+            };
+            let mut done = true;
+            while let Some((kb, w)) = due.pop() {
                 if self.expire(&kb, w, cx)? {
                     recheck.push((at, kb, w));
                 }
+                self.spill_if_over(cx.name)?;
+                if cx.out[0].len() >= limit {
+                    done = false;
+                    break;
+                }
+            }
+            // What is left waits for the next step.
+            for (kb, w) in due.drain(..) {
+                recheck.push((at, kb, w));
             }
             self.expiry.recycle(due);
+            if !done {
+                for (at, kb, w) in recheck {
+                    self.expiry.push(at, kb, w);
+                }
+                return Ok(false);
+            }
         }
         for (at, kb, w) in recheck {
             self.expiry.push(at, kb, w);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Expires window `w` of key `kb` (see [`Panes::collect_garbage`]) unless an
@@ -761,7 +856,7 @@ impl Panes {
         if self.keys.get(kb).is_some() {
             return Ok(());
         }
-        let Some(row) = sp.take(kb.bytes())? else {
+        let Some(row) = sp.peek(kb.bytes())? else {
             return Ok(());
         };
         let windows = decode_spilled(
@@ -783,12 +878,35 @@ impl Panes {
         for (w, ws) in windows {
             all.insert(w, ws);
         }
+        // Its times go back to the indexes in memory.
+        let due = Panes::due_rows(&all, self.windowing.allowed_lateness);
+        sp.forget(kb.bytes(), &due);
+        for (w, ws) in all.iter() {
+            for t in &ws.trig.indexed {
+                self.timers[domain_slot(t.domain)].push(t.timestamp, kb.clone(), *w);
+            }
+            let exp = end_of(w).saturating_add(self.windowing.allowed_lateness);
+            self.expiry.push(exp, kb.clone(), *w);
+        }
         let mut ks = KeyState::new(key, all);
         ks.stamp = sp.tick();
         ks.bytes = ks.estimate(kb);
         sp.hot_bytes += ks.bytes;
         self.keys.get_or_insert_with(kb, || ks);
         Ok(())
+    }
+
+    /// Spills when the keys read back have taken the panes well past their budget (a
+    /// quarter over it: each spill is a write, so not one per key).
+    ///
+    /// # Errors
+    /// As [`Panes::keep_to_budget`].
+    #[inline]
+    fn spill_if_over(&mut self, name: &str) -> Result<()> {
+        match &self.spill {
+            Some(sp) if sp.well_over() => self.keep_to_budget(name),
+            _ => Ok(()),
+        }
     }
 
     /// Estimates the keys used since the last call again and, past the budget, spills
@@ -821,13 +939,85 @@ impl Panes {
             freed += ks.bytes;
             true
         });
+        // A table mostly empty costs its capacity on every walk (the sample above).
+        self.keys.shrink_if_sparse();
         let combine = self.combine.as_deref();
+        let lateness = self.windowing.allowed_lateness;
         let mut rows = Vec::with_capacity(victims.len());
         for (kb, ks) in victims {
             let row = encode_spilled(&ks.windows, &sp.value_coder, combine, name)?;
-            rows.push((kb.bytes().to_vec(), row));
+            let due = Panes::due_rows(&ks.windows, lateness);
+            // Their times move to the store with them.
+            for (w, ws) in ks.windows.iter() {
+                for t in &ws.trig.indexed {
+                    self.timers[domain_slot(t.domain)].moved_out(t.timestamp);
+                }
+                self.expiry.moved_out(end_of(w).saturating_add(lateness));
+            }
+            rows.push((kb.bytes().to_vec(), row, due));
         }
+        let keys = &self.keys;
+        for index in self.timers.iter_mut().chain([&mut self.expiry]) {
+            index.compact(|kb| keys.get(kb).is_some());
+        }
+        let sp = self.spill.as_mut().expect("spilling");
         sp.put(rows, freed, name)
+    }
+
+    /// The times a key with `windows` falls due: its indexed trigger timers, and each
+    /// window's expiry (`lateness` after its end; an event-time row of its own).
+    fn due_rows(windows: &Windows, lateness: i64) -> Vec<ColdTimerRow> {
+        let mut rows = Vec::new();
+        for (w, ws) in windows.iter() {
+            for t in &ws.trig.indexed {
+                rows.push((time_domain(t.domain).into(), t.timestamp, "t".to_string()));
+            }
+            // A pending event-time timer keeps a window past its expiry (see
+            // `Panes::expire`): the key comes back for that once the timer has fired.
+            let last_timer = ws
+                .trig
+                .timers
+                .iter()
+                .filter(|t| t.domain == Domain::Watermark)
+                .map(|t| t.timestamp)
+                .max();
+            let exp = end_of(w)
+                .saturating_add(lateness)
+                .max(last_timer.unwrap_or(i64::MIN));
+            rows.push((Queue::EXPIRY, exp, "x".to_string()));
+        }
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+
+    /// Reads back a batch of the spilled keys that fall due in `queue` at or before
+    /// `until`; whether there were any.
+    ///
+    /// # Errors
+    /// The spill store cannot be read.
+    fn read_back_due(&mut self, queue: Queue, until: i64, name: &str) -> Result<bool> {
+        let Some(sp) = &mut self.spill else {
+            return Ok(false);
+        };
+        let keys = sp.due_keys(queue, until, READ_BACK_BATCH)?;
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        let mut any = false;
+        for kb in keys {
+            let kb = KeyBytes::new(&kb);
+            if self.keys.get(&kb).is_none() {
+                self.load(&kb, name)?;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(EngineError::Checkpoint(format!(
+                "'{name}': the spill store lists due keys it cannot read back"
+            )));
+        }
+        Ok(true)
     }
 }
 
@@ -907,6 +1097,21 @@ impl Op for GbkOp {
         self.panes.fire_timers(Domain::Watermark, wm, cx)?;
         self.panes.collect_garbage(wm, cx)?;
         self.panes.keep_to_budget(cx.name)
+    }
+
+    fn advance_some(&mut self, wm: i64, cx: &mut OpCx<'_>, max_out: usize) -> Result<bool> {
+        if self.panes.spill.is_none() {
+            // In memory, what fires is in memory already.
+            self.advance(wm, cx)?;
+            return Ok(true);
+        }
+        let limit = cx.out[0].len().saturating_add(max_out);
+        let done = self
+            .panes
+            .fire_timers_upto(Domain::Watermark, wm, limit, cx)?
+            && self.panes.collect_garbage_upto(wm, limit, cx)?;
+        self.panes.keep_to_budget(cx.name)?;
+        Ok(done)
     }
 
     fn on_processing_time(&mut self, cx: &mut OpCx<'_>) -> Result<()> {

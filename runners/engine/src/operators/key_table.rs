@@ -116,6 +116,14 @@ impl<V> KeyTable<V> {
         self.0.extract_if(|(k, v)| pick(k, v)).collect()
     }
 
+    /// Gives memory back when the table is mostly empty (after many removals).
+    pub(crate) fn shrink_if_sparse(&mut self) {
+        let len = self.0.len();
+        if self.0.capacity() > 4 * len + 64 {
+            self.0.shrink_to(2 * len, |(k, _)| k.hash);
+        }
+    }
+
     pub(crate) fn remove(&mut self, kb: &KeyBytes) -> Option<V> {
         let entry = self.0.find_entry(kb.hash, |(k, _)| k == kb).ok()?;
         Some(entry.remove().0 .1)

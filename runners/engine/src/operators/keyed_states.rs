@@ -280,7 +280,7 @@ impl KeyedStates {
                 };
                 index.remove(&(fire, id.0.clone(), id.1, name.clone()));
                 s.cold_first[slot(d)] = s.cold_first[slot(d)].min(fire);
-                timers.push((d, fire, name));
+                timers.push((d.into(), fire, name));
             }
             rows.push((id, bytes, timers));
         }

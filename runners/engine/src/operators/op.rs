@@ -176,6 +176,17 @@ pub trait Op {
     fn advance(&mut self, _wm: i64, _cx: &mut OpCx<'_>) -> Result<()> {
         Ok(())
     }
+    /// Like [`Op::advance`], but may stop once it has emitted about `max_out` more
+    /// elements: then it returns false, and the caller drains the output and calls it
+    /// again with the same watermark until it returns true (an operator whose state is
+    /// beyond memory does not hold all of a window end's output at once).
+    ///
+    /// # Errors
+    /// As [`Op::advance`].
+    fn advance_some(&mut self, wm: i64, cx: &mut OpCx<'_>, _max_out: usize) -> Result<bool> {
+        self.advance(wm, cx)?;
+        Ok(true)
+    }
     /// The watermarks of the side inputs, in declaration order (elements wait for them).
     fn side_watermarks(&mut self, _wms: &[i64]) {}
     /// Processing time moved to `cx.now`: fire what is due in processing time.

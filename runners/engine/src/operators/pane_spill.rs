@@ -1,13 +1,13 @@
 //! A streaming grouping's keys beyond its memory budget: the budget's accounting and the
-//! spill store ([`super::state_spill`]) with one row per key (every window of it), read
-//! back when the key is used again.
+//! spill store ([`super::state_spill`]) with one row per key (every window of it) and a
+//! row per time the key falls due (its trigger timers, its windows' expiry), so the
+//! grouping reads a spilled key back when it is used again or falls due.
 //!
-//! What stays in memory for a spilled key: its entries in the grouping's timer and expiry
-//! indexes and its windows' watermark holds (a few dozen bytes per window), so the
-//! grouping fires and expires spilled windows on time without scanning the store.
+//! What stays in memory for a spilled key: its windows' watermark holds (a count per
+//! distinct time), so the output watermark is right without reading the store.
 
 use super::op::StateBudget;
-use super::state_spill::{lru_threshold, Cold, StateId};
+use super::state_spill::{lru_threshold, Cold, ColdTimerRow, Queue, StateId};
 use crate::coder::Coder;
 use crate::error::Result;
 use crate::metrics::MetricsContainer;
@@ -24,6 +24,10 @@ pub(crate) struct PaneSpill {
     cold: Option<Cold>,
     spilled: i64,
     read_back: i64,
+    /// Per queue (event-time timers, processing-time timers, expiry), at most the
+    /// earliest time a spilled key falls due (`i64::MAX`: none); exact again when a read
+    /// finds none due.
+    first_due: std::collections::BTreeMap<Queue, i64>,
     /// What keys and values are encoded with.
     pub(crate) key_coder: Coder,
     pub(crate) value_coder: Coder,
@@ -50,6 +54,7 @@ impl PaneSpill {
             cold: None,
             spilled: 0,
             read_back: 0,
+            first_due: Default::default(),
             key_coder,
             value_coder,
         }
@@ -70,24 +75,38 @@ impl PaneSpill {
         self.hot_bytes.saturating_sub(self.budget.bytes / 10 * 7)
     }
 
+    /// The keys in memory take a quarter more than the budget, or 64 KiB more for a
+    /// small one.
+    pub(crate) fn well_over(&self) -> bool {
+        let margin = (self.budget.bytes / 4).max(64 << 10);
+        self.hot_bytes > self.budget.bytes.saturating_add(margin)
+    }
+
     /// The stamp at or below which the keys to spill are, from a `sample` of the keys in
     /// memory (stamp, bytes).
     pub(crate) fn threshold(&self, sample: impl Iterator<Item = (u64, usize)>) -> u64 {
         lru_threshold(sample, self.to_free(), self.hot_bytes)
     }
 
-    /// Writes the `rows` of keys taken out of memory (`bytes`: their estimated size).
+    /// Writes the `rows` of keys taken out of memory (each with the times it falls due;
+    /// `bytes`: their estimated size).
     ///
     /// # Errors
     /// The store cannot be created or written.
     pub(crate) fn put(
         &mut self,
-        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        rows: Vec<(Vec<u8>, Vec<u8>, Vec<ColdTimerRow>)>,
         bytes: usize,
         name: &str,
     ) -> Result<()> {
         self.hot_bytes = self.hot_bytes.saturating_sub(bytes);
         self.spilled += rows.len() as i64;
+        for (_, _, due) in &rows {
+            for &(q, t, _) in due {
+                let first = self.first_due.entry(q).or_insert(i64::MAX);
+                *first = (*first).min(t);
+            }
+        }
         let cold = match &mut self.cold {
             Some(c) => c,
             None => self.cold.insert(Cold::create(
@@ -98,30 +117,54 @@ impl PaneSpill {
         };
         cold.put(
             rows.into_iter()
-                .map(|(kb, row)| (id(&kb), row, Vec::new()))
+                .map(|(kb, row, due)| (id(&kb), row, due))
                 .collect(),
         )
     }
 
-    /// The row of key `kb` if it is spilled, taken out of the store (read back: the copy
-    /// in memory is the live one from now on).
-    ///
-    /// # Errors
-    /// The store cannot be read.
-    pub(crate) fn take(&mut self, kb: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(cold) = &mut self.cold else {
-            return Ok(None);
-        };
-        let id = id(kb);
-        let Some(row) = cold.get(&id)? else {
-            return Ok(None);
-        };
-        cold.forget(&id, std::iter::empty());
-        self.read_back += 1;
-        Ok(Some(row))
+    /// Key `kb`'s rows (its windows, and the times `due` it falls due) are read back:
+    /// the copy in memory is the live one from now on.
+    pub(crate) fn forget(&mut self, kb: &[u8], due: &[ColdTimerRow]) {
+        if let Some(cold) = &mut self.cold {
+            cold.forget(&id(kb), due.iter().map(|(d, t, n)| (*d, *t, n.as_str())));
+            self.read_back += 1;
+        }
     }
 
-    /// The row of key `kb` if it is spilled, left there (for checkpoints).
+    /// Up to `max` spilled keys that fall due in `queue` at or before `until`, earliest
+    /// first.
+    ///
+    /// # Errors
+    /// The store cannot be read or written.
+    pub(crate) fn due_keys(
+        &mut self,
+        queue: Queue,
+        until: i64,
+        max: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let Some(first) = self.first_due.get_mut(&queue) else {
+            return Ok(Vec::new());
+        };
+        let Some(cold) = &mut self.cold else {
+            return Ok(Vec::new());
+        };
+        if *first > until {
+            return Ok(Vec::new());
+        }
+        // Rows read back stay until the next write: readers skip them, so not too many.
+        if cold.stale_count() > max {
+            cold.flush()?;
+        }
+        let due = cold.first_timers(queue, until, max)?;
+        *first = match due.first() {
+            Some(t) => t.fire,
+            None => cold.first_timer(queue)?.map_or(i64::MAX, |t| t.fire),
+        };
+        Ok(due.into_iter().map(|t| t.id.0).collect())
+    }
+
+    /// The row of key `kb` if it is spilled, left there (read back with
+    /// [`PaneSpill::forget`]).
     ///
     /// # Errors
     /// The store cannot be read.

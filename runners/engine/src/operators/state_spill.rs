@@ -73,17 +73,29 @@ fn state_row(id: &StateId) -> Vec<u8> {
     row
 }
 
-fn domain_byte(d: TimeDomain) -> u8 {
-    match d {
-        TimeDomain::Watermark => 0,
-        TimeDomain::ProcessingTime => 1,
+/// Which ordered set of due times a timer row is in: a time domain's timers, or the
+/// expiry of a grouping's windows (event time, apart from its timers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Queue(u8);
+
+impl Queue {
+    /// Windows' expiry.
+    pub(crate) const EXPIRY: Queue = Queue(2);
+}
+
+impl From<TimeDomain> for Queue {
+    fn from(d: TimeDomain) -> Queue {
+        Queue(match d {
+            TimeDomain::Watermark => 0,
+            TimeDomain::ProcessingTime => 1,
+        })
     }
 }
 
-fn timer_row(domain: TimeDomain, fire: i64, id: &StateId, name: &str) -> Vec<u8> {
+fn timer_row(queue: Queue, fire: i64, id: &StateId, name: &str) -> Vec<u8> {
     let state = state_row(id);
     let mut row = Vec::with_capacity(state.len() + name.len() + 14);
-    row.push(domain_byte(domain));
+    row.push(queue.0);
     // Flipping the sign bit makes the big-endian bytes sort as the signed numbers do.
     row.extend_from_slice(&((fire as u64) ^ (1 << 63)).to_be_bytes());
     crate::coder::write_varint(state.len() as u64, &mut row);
@@ -171,14 +183,15 @@ impl Cold {
 
     /// `id`'s rows (its state and the timers `timers` lists) are stale: read back into
     /// memory or removed. They are deleted with the next write.
-    pub(crate) fn forget<'a>(
+    pub(crate) fn forget<'a, Q: Into<Queue>>(
         &mut self,
         id: &StateId,
-        timers: impl Iterator<Item = (TimeDomain, i64, &'a str)>,
+        timers: impl Iterator<Item = (Q, i64, &'a str)>,
     ) {
         self.stale_states.push(state_row(id));
-        for (domain, fire, name) in timers {
-            self.stale_timers.push(timer_row(domain, fire, id, name));
+        for (queue, fire, name) in timers {
+            self.stale_timers
+                .push(timer_row(queue.into(), fire, id, name));
         }
         self.stale.insert(id.clone());
     }
@@ -236,8 +249,8 @@ impl Cold {
                 for (key, id, bytes, its) in &states {
                     written += (key.len() + bytes.len()) as u64;
                     rows.insert(key.as_slice(), *bytes)?;
-                    for (domain, fire, name) in *its {
-                        timers.push(timer_row(*domain, *fire, id, name));
+                    for (queue, fire, name) in *its {
+                        timers.push(timer_row(*queue, *fire, id, name));
                     }
                 }
                 timers.sort_unstable();
@@ -257,11 +270,11 @@ impl Cold {
     ///
     /// # Errors
     /// The store cannot be read, or holds a row it did not write.
-    pub(crate) fn first_timer(&self, domain: TimeDomain) -> Result<Option<ColdTimer>> {
+    pub(crate) fn first_timer(&self, queue: impl Into<Queue>) -> Result<Option<ColdTimer>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let timers = tx.open_table(TIMERS).map_err(|e| self.err(e))?;
-        let start = [domain_byte(domain)];
-        let end = [domain_byte(domain) + 1];
+        let q = queue.into().0;
+        let (start, end) = ([q], [q + 1]);
         for row in timers
             .range(start.as_slice()..end.as_slice())
             .map_err(|e| self.err(e))?
@@ -282,14 +295,14 @@ impl Cold {
     /// The store cannot be read, or holds a row it did not write.
     pub(crate) fn first_timers(
         &self,
-        domain: TimeDomain,
+        queue: impl Into<Queue>,
         until: i64,
         max: usize,
     ) -> Result<Vec<ColdTimer>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let timers = tx.open_table(TIMERS).map_err(|e| self.err(e))?;
-        let start = [domain_byte(domain)];
-        let end = [domain_byte(domain) + 1];
+        let q = queue.into().0;
+        let (start, end) = ([q], [q + 1]);
         let mut found: Vec<ColdTimer> = Vec::new();
         let mut ids = FxHashSet::default();
         for row in timers
@@ -448,7 +461,7 @@ impl Bloom {
 }
 
 /// A spilled state's timer: domain, fire time, name.
-pub(crate) type ColdTimerRow = (TimeDomain, i64, String);
+pub(crate) type ColdTimerRow = (Queue, i64, String);
 
 impl Drop for Cold {
     fn drop(&mut self) {

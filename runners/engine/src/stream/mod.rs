@@ -63,6 +63,10 @@ pub struct StreamOptions {
 /// Most emptied batch buffers the executor keeps for reuse.
 const MAX_SPARE: usize = 64;
 
+/// Most elements an operator emits in one step of a watermark advance
+/// ([`Op::advance_some`]).
+const ADVANCE_STEP: usize = 16_384;
+
 /// Most worker threads per source by default: the rest of the pipeline runs on one
 /// thread, which more workers would not make faster, while each holds bundles in flight.
 pub const DEFAULT_MAX_WORKERS: usize = 4;
@@ -485,7 +489,10 @@ impl<'g> Executor<'g> {
             }
             if wm > self.in_wm[node] || self.in_wm[node] == i64::MIN {
                 self.in_wm[node] = wm;
-                self.call(node, |op, cx| op.advance(wm, cx))?;
+                // In steps: what one step emits goes downstream before the next.
+                while !self.call(node, |op, cx| op.advance_some(wm, cx, ADVANCE_STEP))? {
+                    self.drain()?;
+                }
                 self.drain()?;
             }
             let out = self.in_wm[node].min(self.ops[node].hold());
