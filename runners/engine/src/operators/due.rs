@@ -167,4 +167,33 @@ mod tests {
         due.forget(7);
         assert!(due.pop_due(|_| true).is_none());
     }
+
+    #[test]
+    fn compaction_drops_the_entries_of_keys_gone_elsewhere() {
+        let w = Window::Global;
+        let mut due = DueIndex::default();
+        let keys: Vec<KeyBytes> = (0..200u32)
+            .map(|i| KeyBytes::new(&i.to_be_bytes()))
+            .collect();
+        for k in &keys {
+            due.push(5, k.clone(), w);
+        }
+        due.push(9, keys[0].clone(), w);
+        // Keys 0..150 went to the store: their entries at 5 (and 0's at 9) moved out.
+        for _ in 0..150 {
+            due.moved_out(5);
+        }
+        due.moved_out(9);
+        let kept = |kb: &KeyBytes| keys[150..].contains(kb);
+        due.compact(kept);
+        let (t, list) = due.pop_due(|_| true).unwrap();
+        assert_eq!((t, list.len()), (5, 50), "only the keys still here");
+        assert!(list.iter().all(|(k, _)| kept(k)));
+        // A time with few entries is left alone (compacting it would cost more than it
+        // frees): key 0's entry at 9 waits for its time.
+        assert_eq!(
+            due.pop_due(|_| true).map(|(t, l)| (t, l.len())),
+            Some((9, 1))
+        );
+    }
 }

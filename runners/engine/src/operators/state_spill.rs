@@ -522,17 +522,17 @@ mod tests {
             (
                 a.clone(),
                 b"A".to_vec(),
-                vec![(TimeDomain::Watermark, 7, "t".into())],
+                vec![(TimeDomain::Watermark.into(), 7, "t".into())],
             ),
             (
                 b.clone(),
                 b"B".to_vec(),
-                vec![(TimeDomain::Watermark, -3, "u".into())],
+                vec![(TimeDomain::Watermark.into(), -3, "u".into())],
             ),
             (
                 c.clone(),
                 b"C".to_vec(),
-                vec![(TimeDomain::ProcessingTime, 1, "p".into())],
+                vec![(TimeDomain::ProcessingTime.into(), 1, "p".into())],
             ),
         ])
         .unwrap();
@@ -610,7 +610,7 @@ mod tests {
         let id = id(b"k", Window::Global);
         let rows: Vec<Vec<u8>> = [i64::MIN, -1, 0, 1, i64::MAX]
             .iter()
-            .map(|&t| timer_row(TimeDomain::Watermark, t, &id, "x"))
+            .map(|&t| timer_row(TimeDomain::Watermark.into(), t, &id, "x"))
             .collect();
         assert!(rows.windows(2).all(|p| p[0] < p[1]));
     }
