@@ -1011,6 +1011,11 @@ impl Panes {
                 self.load(&kb, name)?;
                 any = true;
             }
+            // No more than fits: keys read back past the budget would be spilled again
+            // before their turn comes.
+            if any && self.spill.as_ref().is_some_and(PaneSpill::well_over) {
+                break;
+            }
         }
         if !any {
             return Err(EngineError::Checkpoint(format!(

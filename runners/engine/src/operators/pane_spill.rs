@@ -155,10 +155,15 @@ impl PaneSpill {
         if cold.stale_count() > max {
             cold.flush()?;
         }
-        let due = cold.first_timers(queue, until, max)?;
-        *first = match due.first() {
+        // Nothing live is before `first`: the rows read back before it are not walked.
+        let due = cold.first_timers_from(queue, *first, until, max)?;
+        *first = match due.last() {
+            // Every row up to the last one returned is read back now (stale), but for
+            // rows at its very time beyond the batch.
             Some(t) => t.fire,
-            None => cold.first_timer(queue)?.map_or(i64::MAX, |t| t.fire),
+            None => cold
+                .first_timer_from(queue, *first)?
+                .map_or(i64::MAX, |t| t.fire),
         };
         Ok(due.into_iter().map(|t| t.id.0).collect())
     }

@@ -92,6 +92,15 @@ impl From<TimeDomain> for Queue {
     }
 }
 
+/// Where the rows of queue `q` at or after time `from` begin.
+fn queue_start(q: u8, from: i64) -> Vec<u8> {
+    let mut start = vec![q];
+    if from != i64::MIN {
+        start.extend_from_slice(&((from as u64) ^ (1 << 63)).to_be_bytes());
+    }
+    start
+}
+
 fn timer_row(queue: Queue, fire: i64, id: &StateId, name: &str) -> Vec<u8> {
     let state = state_row(id);
     let mut row = Vec::with_capacity(state.len() + name.len() + 14);
@@ -271,10 +280,22 @@ impl Cold {
     /// # Errors
     /// The store cannot be read, or holds a row it did not write.
     pub(crate) fn first_timer(&self, queue: impl Into<Queue>) -> Result<Option<ColdTimer>> {
+        self.first_timer_from(queue, i64::MIN)
+    }
+
+    /// The earliest spilled timer of `queue` at or after `from` that is not stale.
+    ///
+    /// # Errors
+    /// The store cannot be read, or holds a row it did not write.
+    pub(crate) fn first_timer_from(
+        &self,
+        queue: impl Into<Queue>,
+        from: i64,
+    ) -> Result<Option<ColdTimer>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let timers = tx.open_table(TIMERS).map_err(|e| self.err(e))?;
         let q = queue.into().0;
-        let (start, end) = ([q], [q + 1]);
+        let (start, end) = (queue_start(q, from), [q + 1]);
         for row in timers
             .range(start.as_slice()..end.as_slice())
             .map_err(|e| self.err(e))?
@@ -299,10 +320,25 @@ impl Cold {
         until: i64,
         max: usize,
     ) -> Result<Vec<ColdTimer>> {
+        self.first_timers_from(queue, i64::MIN, until, max)
+    }
+
+    /// As [`Cold::first_timers`], of the timers at or after `from` (rows before it are
+    /// not read: a caller that knows none is live there skips the stale ones).
+    ///
+    /// # Errors
+    /// The store cannot be read, or holds a row it did not write.
+    pub(crate) fn first_timers_from(
+        &self,
+        queue: impl Into<Queue>,
+        from: i64,
+        until: i64,
+        max: usize,
+    ) -> Result<Vec<ColdTimer>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let timers = tx.open_table(TIMERS).map_err(|e| self.err(e))?;
         let q = queue.into().0;
-        let (start, end) = ([q], [q + 1]);
+        let (start, end) = (queue_start(q, from), [q + 1]);
         let mut found: Vec<ColdTimer> = Vec::new();
         let mut ids = FxHashSet::default();
         for row in timers
