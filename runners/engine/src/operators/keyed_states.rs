@@ -7,7 +7,7 @@
 
 use super::op::{StateBudget, END_OF_TIME};
 use super::pardo_codec::{decode_cells, encode_cells, state_key, Timers};
-use super::state_spill::{lru_threshold, Cold, ColdTimerRow, StateId};
+use super::state_spill::{lru_threshold, report_spill, Cold, ColdTimerRow, StateId};
 use crate::checkpoint::StateOut;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
@@ -556,15 +556,11 @@ impl KeyedStates {
                 + s.cold
                     .as_mut()
                     .map_or(0, |c| std::mem::take(&mut c.written));
-            for (name, v) in [
-                ("stateSpilled", std::mem::take(&mut s.spilled)),
-                ("stateReadBack", std::mem::take(&mut s.read_back)),
-                ("stateSpilledBytes", written as i64),
-            ] {
-                if v > 0 {
-                    metrics.inc_counter("beamline", name, v);
-                }
-            }
+            let (spilled, read_back) = (
+                std::mem::take(&mut s.spilled),
+                std::mem::take(&mut s.read_back),
+            );
+            report_spill(metrics, spilled, read_back, written);
         }
     }
 }

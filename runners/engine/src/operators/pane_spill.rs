@@ -7,7 +7,7 @@
 //! distinct time), so the output watermark is right without reading the store.
 
 use super::op::StateBudget;
-use super::state_spill::{lru_threshold, Cold, ColdTimerRow, Queue, StateId};
+use super::state_spill::{lru_threshold, report_spill, Cold, ColdTimerRow, Queue, StateId};
 use crate::coder::Coder;
 use crate::error::Result;
 use crate::metrics::MetricsContainer;
@@ -197,14 +197,10 @@ impl PaneSpill {
             .cold
             .as_mut()
             .map_or(0, |c| std::mem::take(&mut c.written));
-        for (name, v) in [
-            ("stateSpilled", std::mem::take(&mut self.spilled)),
-            ("stateReadBack", std::mem::take(&mut self.read_back)),
-            ("stateSpilledBytes", written as i64),
-        ] {
-            if v > 0 {
-                metrics.inc_counter("beamline", name, v);
-            }
-        }
+        let (spilled, read_back) = (
+            std::mem::take(&mut self.spilled),
+            std::mem::take(&mut self.read_back),
+        );
+        report_spill(metrics, spilled, read_back, written);
     }
 }

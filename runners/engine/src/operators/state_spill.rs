@@ -423,6 +423,25 @@ impl Cold {
     }
 }
 
+/// Adds a spilling operator's counters since its last report: states (or keys) spilled
+/// and read back, and bytes written to its store.
+pub(crate) fn report_spill(
+    metrics: &mut crate::metrics::MetricsContainer,
+    spilled: i64,
+    read_back: i64,
+    written: u64,
+) {
+    for (name, v) in [
+        ("stateSpilled", spilled),
+        ("stateReadBack", read_back),
+        ("stateSpilledBytes", written as i64),
+    ] {
+        if v > 0 {
+            metrics.inc_counter("beamline", name, v);
+        }
+    }
+}
+
 /// The use stamp at or below which about `to_free` of `total` bytes in memory are, judged
 /// from a `sample` of (stamp, bytes): what an approximate LRU spills (oldest first).
 pub(crate) fn lru_threshold(
