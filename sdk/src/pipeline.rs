@@ -542,6 +542,18 @@ impl Pipeline {
     }
 
     /// Creates an output PCollection with an explicit coder; returns its id.
+    /// Sets an annotation of the transform being expanded (what monitors show of a
+    /// source or sink: [`crate::io::SOURCE_ANNOTATION`], [`crate::io::SINK_ANNOTATION`]).
+    pub(crate) fn annotate(&self, key: &str, value: &str) {
+        let mut st = self.inner.lock();
+        let Some(id) = st.scopes.last().map(|s| s.id.clone()) else {
+            return;
+        };
+        if let Some(t) = st.components.transforms.get_mut(&id) {
+            t.annotations.insert(key.to_string(), value.as_bytes().to_vec());
+        }
+    }
+
     pub(crate) fn new_output_with_coder(
         &self,
         tag: &str,

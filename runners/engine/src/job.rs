@@ -8,6 +8,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::metrics::{MetricResults, MetricsContainer};
+use crate::progress::{Progress, ProgressSnapshot};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,6 +74,11 @@ pub trait JobHandle: Send + Sync + std::fmt::Debug {
     /// Metrics reported so far (all of them once the job ended).
     fn metrics(&self) -> MetricResults;
 
+    /// The job's stages and their live counts (empty for a runner that does not count).
+    fn progress(&self) -> ProgressSnapshot {
+        ProgressSnapshot::default()
+    }
+
     /// Whether the program ends once this job succeeded: in a worker process a
     /// distributed runner started, the program runs its share of the job and nothing
     /// after it (what follows `run()` runs in the launcher, which holds the job's result).
@@ -93,6 +99,7 @@ struct ControlInner {
     cancel: AtomicBool,
     drain: Arc<AtomicBool>,
     metrics: Mutex<MetricResults>,
+    progress: Progress,
 }
 
 impl JobControl {
@@ -152,6 +159,11 @@ impl JobControl {
     /// A copy of the metrics reported so far.
     pub fn metrics(&self) -> MetricResults {
         self.inner.metrics.lock().clone()
+    }
+
+    /// The job's live progress: executors describe their stages and count into it.
+    pub fn progress(&self) -> &Progress {
+        &self.inner.progress
     }
 
     /// True when `other` controls the same job (is a clone of this control).
@@ -293,5 +305,9 @@ impl JobHandle for ThreadJob {
 
     fn metrics(&self) -> MetricResults {
         self.control.metrics()
+    }
+
+    fn progress(&self) -> ProgressSnapshot {
+        self.control.progress().snapshot()
     }
 }

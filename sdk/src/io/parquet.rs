@@ -5,6 +5,7 @@ use crate::arrow::ArrowBatch;
 use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
 use crate::error::{Error, Result};
 use crate::io::text::{create_writer, EmptyShard, ShardedSink};
+use crate::io::{IO_NAMESPACE, SOURCE_ANNOTATION};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
 use crate::transforms::{Impulse, ParDo, Reshuffle};
@@ -139,6 +140,9 @@ impl DoFn for ExpandParquet {
             if let Some(cols) = &self.0.columns {
                 column_indices(&path, builder.schema(), cols)?;
             }
+            let meta = builder.metadata();
+            let bytes: i64 = meta.row_groups().iter().map(|g| g.compressed_size()).sum();
+            ctx.inc_counter(IO_NAMESPACE, "bytesTotal", bytes);
             for index in 0..builder.metadata().num_row_groups() {
                 ctx.output(RowGroup {
                     path: path.clone(),
@@ -167,7 +171,9 @@ impl DoFn for ReadRowGroup {
         rg: RowGroup,
         ctx: &mut ProcessContext<'_, '_, ArrowBatch>,
     ) -> Result<(), UserError> {
-        let mut builder = open_parquet(&rg.path)?
+        let opened = open_parquet(&rg.path)?;
+        let bytes = opened.metadata().row_group(rg.index).compressed_size();
+        let mut builder = opened
             .with_row_groups(vec![rg.index])
             .with_batch_size(self.0.batch_size);
         // The projection reads columns in file order; `order` restores the requested one.
@@ -194,8 +200,10 @@ impl DoFn for ReadRowGroup {
                     .project(order)
                     .map_err(|e| format!("reading {}: {e}", rg.path))?;
             }
+            ctx.inc_counter(IO_NAMESPACE, "elementsRead", batch.num_rows() as i64);
             ctx.output(ArrowBatch(batch));
         }
+        ctx.inc_counter(IO_NAMESPACE, "bytesRead", bytes);
         Ok(())
     }
 }
@@ -208,6 +216,7 @@ crate::register_dofn!(ReadRowGroup);
 impl PTransform<PBegin> for ReadFromParquet {
     type Output = PCollection<ArrowBatch>;
     fn expand(self, input: &PBegin) -> PCollection<ArrowBatch> {
+        input.0.annotate(SOURCE_ANNOTATION, &self.config.pattern);
         input
             .0
             .apply("Impulse", Impulse)
@@ -451,8 +460,9 @@ impl DoFn for WriteBundles {
     fn process(
         &mut self,
         batch: ArrowBatch,
-        _ctx: &mut ProcessContext<'_, '_, String>,
+        ctx: &mut ProcessContext<'_, '_, String>,
     ) -> Result<(), UserError> {
+        ctx.inc_counter(IO_NAMESPACE, "elementsWritten", batch.0.num_rows() as i64);
         if self.current.is_none() {
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
             self.current = Some(std::sync::Mutex::new(self.sink.open(&path, &batch.0)?));
@@ -498,6 +508,7 @@ impl DoFn for WriteShard {
         let path = format!("{}/shard-{shard:05}", self.temp_dir);
         let mut w = self.sink.open(&path, &first.0)?;
         for b in &batches {
+            ctx.inc_counter(IO_NAMESPACE, "elementsWritten", b.0.num_rows() as i64);
             w.write(&b.0)?;
         }
         ctx.output(w.close()?);

@@ -2,6 +2,7 @@
 //! (sharded `PREFIX-SSSSS-of-NNNNN`, written to temporary files and renamed on success).
 
 use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
+use crate::io::{IO_NAMESPACE, SINK_ANNOTATION, SOURCE_ANNOTATION};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
 use crate::transforms::{Impulse, ParDo, Reshuffle, WindowInto};
@@ -99,6 +100,9 @@ impl DoFn for ExpandGlob {
             sized.push((f, len));
         }
         let split_size = range_size(&sized, self.split_size);
+        let total: u64 = sized.iter().map(|(_, len)| len).sum();
+        ctx.inc_counter(IO_NAMESPACE, "bytesTotal", total as i64);
+        ctx.inc_counter(IO_NAMESPACE, "filesMatched", sized.len() as i64);
         for (f, len) in sized {
             let path = f.to_string_lossy().into_owned();
             if path.ends_with(".gz") {
@@ -175,25 +179,28 @@ fn strip_newline(line: &mut Vec<u8>) {
     }
 }
 
+/// Emits the lines from `pos` that start before `end`; returns how many.
 fn emit_lines(
     mut reader: impl BufRead,
     path: &str,
     mut pos: u64,
     end: Option<u64>,
     ctx: &mut ProcessContext<'_, '_, String>,
-) -> Result<(), UserError> {
+) -> Result<i64, UserError> {
     let mut buf = Vec::new();
+    let mut lines = 0;
     loop {
         if end.is_some_and(|e| pos >= e) {
-            return Ok(());
+            return Ok(lines);
         }
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
             .map_err(|e| format!("reading {path}: {e}"))?;
         if n == 0 {
-            return Ok(());
+            return Ok(lines);
         }
+        lines += 1;
         let line_start = pos;
         pos += n as u64;
         strip_newline(&mut buf);
@@ -214,7 +221,10 @@ impl DoFn for ReadRange {
         let file = File::open(&r.path).map_err(|e| format!("opening {}: {e}", r.path))?;
         if r.gzip {
             let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
-            return emit_lines(reader, &r.path, 0, None, ctx);
+            let lines = emit_lines(reader, &r.path, 0, None, ctx)?;
+            ctx.inc_counter(IO_NAMESPACE, "elementsRead", lines);
+            ctx.inc_counter(IO_NAMESPACE, "bytesRead", r.end as i64);
+            return Ok(());
         }
         // 256 KiB reads: few calls, and a buffer the allocator reuses from one range to
         // the next (a megabyte goes back to the system and faults in again each time).
@@ -231,7 +241,12 @@ impl DoFn for ReadRange {
                 .map_err(|e| format!("reading {}: {e}", r.path))?;
             pos = r.start - 1 + n as u64;
         }
-        emit_lines(reader, &r.path, pos, Some(r.end), ctx)
+        let lines = emit_lines(reader, &r.path, pos, Some(r.end), ctx)?;
+        ctx.inc_counter(IO_NAMESPACE, "elementsRead", lines);
+        if r.end != u64::MAX {
+            ctx.inc_counter(IO_NAMESPACE, "bytesRead", (r.end - r.start) as i64);
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +258,9 @@ crate::register_dofn!(ReadRange);
 impl PTransform<PBegin> for ReadFromText {
     type Output = PCollection<String>;
     fn expand(self, input: &PBegin) -> PCollection<String> {
+        input
+            .0
+            .annotate(SOURCE_ANNOTATION, &self.pattern);
         input
             .0
             .apply("Impulse", Impulse)
@@ -347,6 +365,9 @@ struct WriteBundles {
     /// The job takes checkpoints (they commit the files).
     #[serde(skip)]
     checkpointed: bool,
+    /// Lines written in this bundle.
+    #[serde(skip)]
+    lines: i64,
 }
 
 /// A file in a sink's temporary directory saying that checkpoints commit its files (the
@@ -459,6 +480,7 @@ impl Clone for WriteBundles {
             closed: Vec::new(),
             instance: 0,
             checkpointed: false,
+                lines: 0,
         }
     }
 }
@@ -505,10 +527,12 @@ impl DoFn for WriteBundles {
             .and_then(|_| f.writer.write_all(b"\n"))
             .map_err(|e| format!("writing {}: {e}", f.path))?;
         f.written += line.len() as u64 + 1;
+        self.lines += 1;
         Ok(())
     }
 
     fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {
+        ctx.inc_counter(IO_NAMESPACE, "elementsWritten", std::mem::take(&mut self.lines));
         let Some(f) = &mut self.current else {
             return Ok(());
         };
@@ -618,6 +642,7 @@ impl DoFn for WriteShard {
     ) -> Result<(), UserError> {
         let path = format!("{}/shard-{shard:05}", self.temp_dir);
         let mut w = create_writer(Path::new(&path))?;
+        ctx.inc_counter(IO_NAMESPACE, "elementsWritten", lines.len() as i64);
         for l in lines {
             w.write_all(l.as_bytes())
                 .and_then(|_| w.write_all(b"\n"))
@@ -738,6 +763,7 @@ impl DoFn for Finalize {
             let _ = std::fs::remove_dir_all(&self.temp_dir);
         }
         remove_stale_shards(&self.prefix, &self.suffix, n)?;
+        ctx.inc_counter(IO_NAMESPACE, "filesWritten", finals.len() as i64);
         for f in finals {
             ctx.output(f);
         }
@@ -810,6 +836,7 @@ impl PTransform<PCollection<String>> for WriteToText {
                 closed: Vec::new(),
                 instance: 0,
                 checkpointed: false,
+                lines: 0,
             },
             |temp_dir| WriteShard {
                 temp_dir: temp_dir.to_string(),
@@ -843,6 +870,14 @@ impl ShardedSink {
         S: NamedDoFn<In = (i64, Vec<T>), Out = String>,
     {
         let p = input.pipeline().clone();
+        let shards = match self.num_shards {
+            0 => "SSSSS-of-NNNNN".to_string(),
+            n => format!("SSSSS-of-{n:05}"),
+        };
+        p.annotate(
+            SINK_ANNOTATION,
+            &format!("{}-{shards}{}", self.prefix, self.suffix),
+        );
         let temp_dir = temp_dir_for(&self.prefix);
         p.cleanup_on_failure(temp_dir.clone());
         let temp_dir = temp_dir.to_string_lossy().into_owned();

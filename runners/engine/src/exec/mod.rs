@@ -30,6 +30,7 @@ use crate::graph::{Graph, NodeKind, PcId};
 use crate::job::JobControl;
 use crate::metrics::MetricResults;
 use crate::plan::{Panes, Plan, PlanOptions, SinkPlan, Unit};
+use crate::progress::StageMeters;
 use crate::window::WindowedValue;
 use std::collections::HashMap;
 
@@ -80,7 +81,11 @@ pub fn execute(graph: &Graph, opts: &ExecOptions) -> Result<MetricResults> {
     });
     let spilled = budget.as_ref().map(|b| b.spilled.clone());
     let control = &opts.control;
-    let metrics = pool.install(|| Executor::new(graph, &plan, budget, control).run())?;
+    let layout = crate::progress::StageLayout::of(graph, &plan, false);
+    let meters = control.progress().start(layout.stages, false);
+    let metrics = pool.install(|| {
+        Executor::new(graph, &plan, budget, control, (meters, layout.node_stage)).run()
+    })?;
     control.report_results(metrics);
     if let Some(s) = spilled {
         let bytes = s.load(std::sync::atomic::Ordering::Relaxed);
@@ -100,6 +105,9 @@ struct Executor<'g> {
     metrics: MetricResults,
     budget: Option<spill::Budget>,
     control: &'g JobControl,
+    /// Live counts per unit of the plan's order, and the unit of each node.
+    meters: StageMeters,
+    node_unit: Vec<usize>,
 }
 
 impl<'g> Executor<'g> {
@@ -108,6 +116,7 @@ impl<'g> Executor<'g> {
         plan: &'g Plan,
         budget: Option<spill::Budget>,
         control: &'g JobControl,
+        (meters, node_unit): (StageMeters, Vec<usize>),
     ) -> Self {
         Executor {
             graph,
@@ -118,16 +127,19 @@ impl<'g> Executor<'g> {
             metrics: MetricResults::default(),
             budget,
             control,
+            meters,
+            node_unit,
         }
     }
 
     fn run(mut self) -> Result<MetricResults> {
-        for unit in &self.plan.order {
+        for (i, unit) in self.plan.order.iter().enumerate() {
             self.control.check()?;
             match *unit {
-                Unit::Stage(s) => self.run_stage(s)?,
-                Unit::Node(n) => self.run_node(n)?,
+                Unit::Stage(s) => self.run_stage(s, i)?,
+                Unit::Node(n) => self.run_node(n, i)?,
             }
+            self.meters.set_done(i);
         }
         Ok(self.metrics)
     }
@@ -149,9 +161,11 @@ impl<'g> Executor<'g> {
         }
     }
 
-    fn run_stage(&mut self, s: usize) -> Result<()> {
+    fn run_stage(&mut self, s: usize, unit: usize) -> Result<()> {
         let sp = &self.plan.stages[s];
         let input = self.read(sp.root);
+        self.meters
+            .set_backlog(unit, input.iter().map(|b| b.len() as u64).sum());
         let mut side = Vec::with_capacity(sp.ops.len());
         for op in &sp.ops {
             let mut data = Vec::new();
@@ -173,6 +187,11 @@ impl<'g> Executor<'g> {
             &mut self.metrics,
             self.budget.as_ref(),
             self.control,
+            stage::Meters {
+                meters: &self.meters,
+                unit,
+                node_unit: &self.node_unit,
+            },
         )?;
         for (sink, result) in sp.sinks.iter().zip(out) {
             match (sink, result) {
@@ -195,7 +214,7 @@ impl<'g> Executor<'g> {
         Ok(())
     }
 
-    fn run_node(&mut self, n: usize) -> Result<()> {
+    fn run_node(&mut self, n: usize, unit: usize) -> Result<()> {
         let node = &self.graph.nodes[n];
         let bundles = match &node.kind {
             NodeKind::ParDo {
@@ -222,6 +241,8 @@ impl<'g> Executor<'g> {
                     self.control,
                 )?;
                 for (&pc, bundles) in node.outputs.iter().zip(outs) {
+                    self.meters
+                        .add_out(unit, bundles.iter().map(spill::Bundle::len).sum());
                     self.put(pc, bundles);
                 }
                 return Ok(());
@@ -265,7 +286,13 @@ impl<'g> Executor<'g> {
                 )
             }
         };
-        let bundles = bundles.into_iter().filter(|b| !b.is_empty()).collect();
+        let bundles: Bundles = bundles.into_iter().filter(|b| !b.is_empty()).collect();
+        let out = bundles.iter().map(spill::Bundle::len).sum();
+        // A grouping's input was counted as it was written into its shuffle.
+        if !matches!(node.kind, NodeKind::GroupByKey | NodeKind::CombinePerKey { .. }) {
+            self.meters.add_in(unit, out);
+        }
+        self.meters.add_out(unit, out);
         self.put(node.outputs[0], bundles);
         Ok(())
     }

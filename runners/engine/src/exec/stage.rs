@@ -12,6 +12,7 @@ use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::operators::guard::guarded;
 use crate::plan::{SinkPlan, StagePlan, Target};
+use crate::progress::StageMeters;
 use crate::window::{Window, WindowFn, WindowedValue};
 use parking_lot::Mutex;
 
@@ -72,6 +73,14 @@ const LANE_ENTRIES: usize = 1 << 18;
 /// The pre-combining writers a lane keeps between its bundles, by sink.
 type Lane = Vec<Option<Box<ShuffleWriter>>>;
 
+/// Where a stage counts its progress: its unit's meters, and the unit of every node (a
+/// shuffle's reader counts what the stage writes into it).
+pub(crate) struct Meters<'a> {
+    pub(crate) meters: &'a StageMeters,
+    pub(crate) unit: usize,
+    pub(crate) node_unit: &'a [usize],
+}
+
 struct Instance {
     ops: Vec<OpInstance>,
     /// Buffers of the last bundle's shuffle writers, reused by the next bundle's.
@@ -88,6 +97,9 @@ struct Shared<'a> {
     /// be accounted).
     lanes: Option<Vec<Mutex<Lane>>>,
     control: &'a JobControl,
+    progress: Meters<'a>,
+    /// The unit reading each sink (a shuffle's node), if one.
+    sink_units: Vec<Option<usize>>,
 }
 
 impl Instance {
@@ -213,6 +225,7 @@ impl Instance {
             if batch.is_empty() {
                 break;
             }
+            shared.progress.meters.add_in(shared.progress.unit, batch.len());
             // A long bundle still stops soon after a cancel and shows its metrics.
             batches = batches.wrapping_add(1);
             if batches.is_multiple_of(REPORT_BATCHES) {
@@ -331,13 +344,25 @@ fn deliver_one(
             batch.clear();
             r
         }
-        Target::Sink(s) => match &mut sinks[s] {
-            SinkInstance::Materialize(v) => {
-                v.append(batch);
-                Ok(())
+        Target::Sink(s) => {
+            // One atomic add per batch (of up to BATCH elements), not per element.
+            let p = &shared.progress;
+            p.meters.add_out(p.unit, batch.len());
+            if let Some(u) = shared.sink_units[s] {
+                p.meters.add_in(u, batch.len());
             }
-            SinkInstance::Shuffle(w) => w.write_batch(batch),
-        },
+            deliver_to_sink(&mut sinks[s], batch)
+        }
+    }
+}
+
+fn deliver_to_sink(sink: &mut SinkInstance, batch: &mut Vec<WindowedValue>) -> Result<()> {
+    match sink {
+        SinkInstance::Materialize(v) => {
+            v.append(batch);
+            Ok(())
+        }
+        SinkInstance::Shuffle(w) => w.write_batch(batch),
     }
 }
 
@@ -527,6 +552,7 @@ pub(crate) fn run_stage(
     metrics: &mut MetricResults,
     budget: Option<&Budget>,
     control: &JobControl,
+    progress: Meters<'_>,
 ) -> Result<Vec<SinkOutput>> {
     // A lifted combine's writer pre-combines.
     let pre_combines = plan.sinks.iter().any(|s| match s {
@@ -542,6 +568,15 @@ pub(crate) fn run_stage(
         budget,
         lanes,
         control,
+        sink_units: plan
+            .sinks
+            .iter()
+            .map(|s| match s {
+                SinkPlan::Shuffle { node, .. } => progress.node_unit.get(*node).copied(),
+                SinkPlan::Materialize(_) => None,
+            })
+            .collect(),
+        progress,
     };
     let pool: Mutex<Vec<Instance>> = Mutex::new(Vec::new());
     let outputs: Vec<SinkOutput> = plan

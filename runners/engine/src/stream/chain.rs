@@ -10,6 +10,7 @@ use crate::operators::op::{Op, OpCx};
 use crate::operators::pardo::ParDoOp;
 use crate::operators::precombine::{Partial, PreCombine};
 use crate::operators::simple::WindowIntoOp;
+use crate::progress::StageMeters;
 use crate::window::WindowedValue;
 
 /// The fused transform of `node` (on the line of a source's stage, see
@@ -73,6 +74,8 @@ pub(super) struct Chain {
     pool: Vec<Vec<WindowedValue>>,
     /// Where the links' metrics go while the job runs, and when they last went.
     control: Option<(JobControl, std::time::Instant)>,
+    /// Where the elements read are counted: the source's stage.
+    meters: Option<(StageMeters, usize)>,
 }
 
 impl Chain {
@@ -82,7 +85,14 @@ impl Chain {
             precombine: None,
             pool: Vec::new(),
             control: None,
+            meters: None,
         }
+    }
+
+    /// Counts the elements fed to the links as stage `stage`'s input.
+    pub(super) fn counting_into(mut self, meters: StageMeters, stage: usize) -> Self {
+        self.meters = Some((meters, stage));
+        self
     }
 
     /// Reports the links' metrics to `control` every so often, at the end of a bundle.
@@ -182,6 +192,9 @@ impl Chain {
         now: i64,
         out: &mut Vec<Vec<WindowedValue>>,
     ) -> Result<()> {
+        if let Some((meters, stage)) = &self.meters {
+            meters.add_in(*stage, batch.len());
+        }
         let b = self.push(0, batch, wm, now)?;
         self.keep(b, out)
     }

@@ -27,6 +27,7 @@ use crate::metrics::MetricResults;
 use crate::operators::op::{Op, OpCx, SourceStep, StateBudget};
 use crate::operators::{gbk, precombine};
 use crate::plan::{Panes, Plan, PlanOptions, SinkPlan};
+use crate::progress::{StageLayout, StageMeters};
 use crate::window::WindowedValue;
 use checkpointing::NS;
 use clock::{wall_clock_ms, REPORT_EVERY};
@@ -100,6 +101,7 @@ pub fn execute_streaming(graph: &Graph, opts: &StreamOptions) -> Result<MetricRe
         ex.run()?;
         ex.final_checkpoint()
     });
+    ex.report_progress();
     let mut metrics = MetricResults::default();
     let mut teardown_err = None;
     for (i, op) in ex.ops.iter_mut().enumerate() {
@@ -149,6 +151,10 @@ struct Executor<'g> {
     ckpt: Option<Coordinator>,
     /// Checkpoint counts, sizes and times.
     ckpt_metrics: crate::metrics::MetricsContainer,
+    /// The stages monitors show (a source with the transforms on its threads is one),
+    /// and their live counts.
+    layout: StageLayout,
+    meters: StageMeters,
 }
 
 impl<'g> Executor<'g> {
@@ -180,6 +186,8 @@ impl<'g> Executor<'g> {
                 unzip_flattens: false,
             },
         )?;
+        let layout = StageLayout::of(graph, &plan, true);
+        let meters = opts.control.progress().start(layout.stages.clone(), true);
         for (i, node) in graph.nodes.iter().enumerate() {
             let (NodeKind::Source { source }, &[source_pc]) = (&node.kind, node.outputs.as_slice())
             else {
@@ -235,7 +243,9 @@ impl<'g> Executor<'g> {
                     .iter()
                     .map(|&j| chain::link(graph, &graph.nodes[j]))
                     .collect::<Result<Vec<_>>>()?;
-                let mut chain = chain::Chain::new(links).reporting_to(opts.control.clone());
+                let mut chain = chain::Chain::new(links)
+                    .reporting_to(opts.control.clone())
+                    .counting_into(meters.clone(), layout.node_stage[i]);
                 if let (Some((g, (key_coder, _, combine))), Some(mb)) = (&lift, &mailbox) {
                     chain = chain.with_precombine(precombine::PreCombine::new(
                         graph.nodes[*g].name.clone(),
@@ -301,6 +311,8 @@ impl<'g> Executor<'g> {
             more: Vec::new(),
             ckpt: None,
             ckpt_metrics: Default::default(),
+            layout,
+            meters,
         })
     }
 
@@ -344,6 +356,21 @@ impl<'g> Executor<'g> {
     /// its consumers before the next source batch, while it is in cache. Order within a
     /// PCollection is kept.
     fn collect(&mut self, node: usize) {
+        if self.layout.exit[node] {
+            let n = self.outs[node].iter().map(Vec::len).sum::<usize>()
+                + self.more.iter().map(Vec::len).sum::<usize>();
+            if n > 0 {
+                let stage = self.layout.node_stage[node];
+                self.meters.add_out(stage, n);
+                // A source without transforms on its threads: what it read is what it emits.
+                if self.routes[node] == self.graph.nodes[node].outputs
+                    && self.layout.stages[stage].kind == crate::progress::StageKind::Source
+                    && self.layout.stages[stage].transforms.len() == 1
+                {
+                    self.meters.add_in(stage, n);
+                }
+            }
+        }
         let outputs = &self.routes[node];
         for (tag, (buf, &pc)) in self.outs[node].iter_mut().zip(outputs).enumerate().rev() {
             if tag == 0 {
@@ -367,6 +394,9 @@ impl<'g> Executor<'g> {
                 let last = consumers.len().saturating_sub(1);
                 let mut result = Ok(());
                 for (i, &(node, slot)) in consumers.iter().enumerate() {
+                    if slot == 0 && self.layout.entry[node] {
+                        self.meters.add_in(self.layout.node_stage[node], batch.len());
+                    }
                     let mut copy;
                     let b = if i == last {
                         &mut batch
@@ -411,6 +441,7 @@ impl<'g> Executor<'g> {
                 for (i, op) in self.ops.iter_mut().enumerate() {
                     op.report(&self.graph.nodes[i].name, &self.control);
                 }
+                self.report_progress();
             }
             let cancelled = self.control.is_draining();
             let mut progressed = false;
@@ -456,6 +487,35 @@ impl<'g> Executor<'g> {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
             }
+        }
+    }
+
+    /// Sets every stage's watermarks (the least of its entry nodes' input watermarks and
+    /// of its exit nodes' output watermarks) and backlog (elements queued for it).
+    fn report_progress(&self) {
+        let stages = self.layout.stages.len();
+        let (mut input, mut output) = (vec![END_OF_TIME; stages], vec![END_OF_TIME; stages]);
+        let mut has_entry = vec![false; stages];
+        for node in 0..self.graph.nodes.len() {
+            let s = self.layout.node_stage[node];
+            if self.layout.entry[node] {
+                has_entry[s] = true;
+                input[s] = input[s].min(self.in_wm[node]);
+            }
+            if self.layout.exit[node] {
+                output[s] = output[s].min(self.out_wm[node]);
+            }
+        }
+        let mut backlog = vec![0u64; stages];
+        for (pc, batch) in &self.queue {
+            for &(node, _) in &self.consumers[*pc] {
+                backlog[self.layout.node_stage[node]] += batch.len() as u64;
+            }
+        }
+        for s in 0..stages {
+            let input = if has_entry[s] { input[s] } else { i64::MIN };
+            self.meters.set_watermarks(s, input, output[s]);
+            self.meters.set_backlog(s, backlog[s]);
         }
     }
 
