@@ -19,7 +19,11 @@ use beamline::{
 use beamline_examples::clickstream::{self, CountPanes, DescribePane};
 use std::io::Write;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    beamline::main(run)
+}
+
+fn run() -> anyhow::Result<()> {
     let opt = OptionSpec::new;
     let p = Pipeline::from_env_with(vec![
         opt(

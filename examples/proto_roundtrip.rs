@@ -17,7 +17,11 @@ fn build(p: &Pipeline, output: &str) {
         .apply("Write", WriteToText::new(output).with_num_shards(1));
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    beamline::main(run)
+}
+
+fn run() -> anyhow::Result<()> {
     let p = Pipeline::from_env_with(vec![OptionSpec::new(
         "output",
         OptionKind::Text,

@@ -6,7 +6,11 @@
 
 use beamline::{Count, OptionKind, OptionSpec, Pipeline, ReadFromText, WriteToText};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    beamline::main(run)
+}
+
+fn run() -> anyhow::Result<()> {
     // Declared, so `--help` lists them and a misspelt option is an error at once.
     let p = Pipeline::from_env_with(vec![
         OptionSpec::new("input", OptionKind::Text, "text files to read (a glob)"),
@@ -26,10 +30,7 @@ fn main() -> anyhow::Result<()> {
         .map("Format", |(word, n): (String, i64)| format!("{word}: {n}"))
         .apply("Write", WriteToText::new(output));
 
-    let result = p.run()?;
-    eprintln!(
-        "done; {} metric(s) reported",
-        result.metrics().counters.len()
-    );
+    // Progress shows on stderr while it runs, and a summary when it ends.
+    p.run()?;
     Ok(())
 }

@@ -24,6 +24,8 @@ pub mod arrow;
 pub mod dofn;
 pub mod element;
 mod error;
+mod logging;
+pub use logging::main;
 pub mod io;
 mod options;
 mod pcollection;
@@ -36,6 +38,7 @@ pub mod transforms;
 pub mod worker;
 
 pub use beamline_engine as engine;
+pub use beamline_monitor as monitor;
 pub use beamline_proto as proto;
 
 pub use dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext, TimerContext, TupleTag};
@@ -68,4 +71,15 @@ pub(crate) fn link_runners() {
     beamline_runner_distributed::link();
     #[cfg(feature = "portable")]
     beamline_runner_portable::link();
+}
+
+/// The runners linked into this program (what `--runner` accepts), sorted by name.
+pub fn runners() -> Vec<&'static beamline_engine::runner::RunnerRegistration> {
+    link_runners();
+    beamline_engine::runner::available_runners()
+}
+
+/// The options every pipeline reads whatever its runner (`--runner`, `--quiet`, `--ui`...).
+pub fn sdk_options() -> Vec<OptionSpec> {
+    options::sdk_options()
 }

@@ -57,6 +57,28 @@ pub(crate) fn sdk_options() -> Vec<OptionSpec> {
             "event-driven execution (chosen anyway for unbounded sources, TestStream, triggers)",
         )
         .default_value(false),
+        OptionSpec::new(
+            "job-name",
+            OptionKind::Text,
+            "the job's name in progress lines, the summary and the job UI (default: the program's)",
+        ),
+        OptionSpec::new(
+            "quiet",
+            OptionKind::Flag,
+            "no progress bar, status lines or end-of-job summary on stderr",
+        )
+        .default_value(false),
+        OptionSpec::new(
+            "ui",
+            OptionKind::Text,
+            "serve the job UI while the job runs: --ui (127.0.0.1:8686, or the next free port) or --ui=HOST:PORT",
+        ),
+        OptionSpec::new(
+            "log-level",
+            OptionKind::Text,
+            "log level on stderr: error, warn, info, debug, trace (RUST_LOG overrides it)",
+        )
+        .default_value("warn"),
         OptionSpec::new("help", OptionKind::Flag, "print the options and exit"),
     ]
 }

@@ -101,6 +101,18 @@ fn end_worker_program() -> ! {
     std::process::exit(0);
 }
 
+/// The program's name: its file name without extension (`wordcount`).
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "beamline".into())
+}
+
 /// A started or finished job, as Beam's PipelineResult: its state, a wait, cancellation
 /// and metrics readable while it runs. Cheap to clone (a shared handle).
 ///
@@ -436,9 +448,32 @@ impl Pipeline {
             handle_signals,
             job_index,
         };
+        let worker = std::env::var_os(WORKER_PIPELINE_ENV).is_some();
+        let level = options.get::<String>("log_level")?;
+        if let Some(l) = level.as_deref().filter(|l| !crate::logging::valid_level(l)) {
+            return Err(Error::Usage(format!(
+                "--log-level={l}: expected one of error, warn, info, debug, trace, off"
+            )));
+        }
+        crate::logging::init(level.as_deref());
+        // Worker processes of a distributed job stay quiet: their launcher reports.
+        let ui = options.get::<String>("ui")?.filter(|_| !worker);
+        let watch = beamline_monitor::WatchOptions {
+            name: options
+                .get::<String>("job_name")?
+                .unwrap_or_else(program_name),
+            runner: options.runner().to_string(),
+            quiet: worker || options.flag("quiet"),
+            ui: ui.clone(),
+        };
+        if let Some(spec) = &ui {
+            // Before the job starts: a UI address that cannot be served is a usage error.
+            beamline_monitor::ui::in_process(spec).map_err(|e| Error::Usage(e.to_string()))?;
+        }
         match runner.start(bytes, job) {
             Ok(handle) => Ok(PipelineResult {
-                handle: Arc::from(handle),
+                handle: beamline_monitor::watch(handle, bytes, watch)
+                    .map_err(|e| Error::Usage(e.to_string()))?,
             }),
             Err(e) => {
                 for dir in &cleanup {
@@ -550,7 +585,8 @@ impl Pipeline {
             return;
         };
         if let Some(t) = st.components.transforms.get_mut(&id) {
-            t.annotations.insert(key.to_string(), value.as_bytes().to_vec());
+            t.annotations
+                .insert(key.to_string(), value.as_bytes().to_vec());
         }
     }
 

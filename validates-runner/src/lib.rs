@@ -140,7 +140,10 @@ impl RunnerEntry {
     /// # Errors
     /// A job service this runner needs did not start.
     pub fn pipeline_options(&self) -> Result<PipelineOptions, String> {
-        let mut o = PipelineOptions::default().set("runner", self.runner);
+        // Quiet: a summary per case would bury the matrix.
+        let mut o = PipelineOptions::default()
+            .set("runner", self.runner)
+            .set("quiet", true);
         for (k, v) in self.options {
             o = o.set(k, v);
         }

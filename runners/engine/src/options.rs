@@ -23,7 +23,8 @@ pub enum OptionKind {
 }
 
 impl OptionKind {
-    fn placeholder(self) -> &'static str {
+    /// What `--help` shows after the option name (`=N`, `=SIZE`...; nothing for a flag).
+    pub fn placeholder(self) -> &'static str {
         match self {
             OptionKind::Flag => "",
             OptionKind::Integer => "=N",

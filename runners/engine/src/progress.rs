@@ -141,7 +141,8 @@ impl StageLayout {
                 | Some(NodeKind::Flatten | NodeKind::Reshuffle) => StageKind::Other,
                 _ => StageKind::Fused,
             };
-            let transforms: Vec<String> = nodes.iter().map(|&x| graph.nodes[x].name.clone()).collect();
+            let transforms: Vec<String> =
+                nodes.iter().map(|&x| graph.nodes[x].name.clone()).collect();
             stages.push(StageInfo {
                 name: transforms.first().cloned().unwrap_or_default(),
                 kind,

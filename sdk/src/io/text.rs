@@ -258,9 +258,7 @@ crate::register_dofn!(ReadRange);
 impl PTransform<PBegin> for ReadFromText {
     type Output = PCollection<String>;
     fn expand(self, input: &PBegin) -> PCollection<String> {
-        input
-            .0
-            .annotate(SOURCE_ANNOTATION, &self.pattern);
+        input.0.annotate(SOURCE_ANNOTATION, &self.pattern);
         input
             .0
             .apply("Impulse", Impulse)
@@ -480,7 +478,7 @@ impl Clone for WriteBundles {
             closed: Vec::new(),
             instance: 0,
             checkpointed: false,
-                lines: 0,
+            lines: 0,
         }
     }
 }
@@ -532,7 +530,11 @@ impl DoFn for WriteBundles {
     }
 
     fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {
-        ctx.inc_counter(IO_NAMESPACE, "elementsWritten", std::mem::take(&mut self.lines));
+        ctx.inc_counter(
+            IO_NAMESPACE,
+            "elementsWritten",
+            std::mem::take(&mut self.lines),
+        );
         let Some(f) = &mut self.current else {
             return Ok(());
         };

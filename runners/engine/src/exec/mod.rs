@@ -289,7 +289,10 @@ impl<'g> Executor<'g> {
         let bundles: Bundles = bundles.into_iter().filter(|b| !b.is_empty()).collect();
         let out = bundles.iter().map(spill::Bundle::len).sum();
         // A grouping's input was counted as it was written into its shuffle.
-        if !matches!(node.kind, NodeKind::GroupByKey | NodeKind::CombinePerKey { .. }) {
+        if !matches!(
+            node.kind,
+            NodeKind::GroupByKey | NodeKind::CombinePerKey { .. }
+        ) {
             self.meters.add_in(unit, out);
         }
         self.meters.add_out(unit, out);

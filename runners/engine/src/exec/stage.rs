@@ -225,7 +225,10 @@ impl Instance {
             if batch.is_empty() {
                 break;
             }
-            shared.progress.meters.add_in(shared.progress.unit, batch.len());
+            shared
+                .progress
+                .meters
+                .add_in(shared.progress.unit, batch.len());
             // A long bundle still stops soon after a cancel and shows its metrics.
             batches = batches.wrapping_add(1);
             if batches.is_multiple_of(REPORT_BATCHES) {

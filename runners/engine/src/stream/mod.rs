@@ -395,7 +395,8 @@ impl<'g> Executor<'g> {
                 let mut result = Ok(());
                 for (i, &(node, slot)) in consumers.iter().enumerate() {
                     if slot == 0 && self.layout.entry[node] {
-                        self.meters.add_in(self.layout.node_stage[node], batch.len());
+                        self.meters
+                            .add_in(self.layout.node_stage[node], batch.len());
                     }
                     let mut copy;
                     let b = if i == last {

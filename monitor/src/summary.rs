@@ -1,0 +1,124 @@
+//! The summary every job ends with: state and time, what each source read and each sink
+//! wrote (with its files), and the user metrics.
+
+use crate::format::{bytes, count, duration};
+use crate::view::JobView;
+use std::fmt::Write;
+
+/// The end-of-job summary of `view`, several lines, each ending in a newline.
+pub fn summary(view: &JobView) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "beamline: job '{}' {} in {} on the {} runner",
+        view.name,
+        view.state,
+        duration(view.elapsed_sec),
+        view.runner
+    );
+    if let Some(e) = &view.error {
+        let at = view
+            .error_transform
+            .as_ref()
+            .map(|t| format!(" (in '{t}')"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "  error{at}: {e}");
+    }
+    for src in &view.sources {
+        let size = if src.bytes > 0 {
+            format!(" ({})", bytes(src.bytes))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "  read    {}: {} elements{size} from {}",
+            src.transform,
+            count(src.elements),
+            src.what
+        );
+    }
+    for sink in &view.sinks {
+        let files = match (view.state.as_str(), sink.files) {
+            ("DONE", n) => format!(" into {} file(s) {}", count(n), sink.what),
+            _ => format!(" (not committed: {})", sink.what),
+        };
+        let _ = writeln!(
+            s,
+            "  wrote   {}: {} elements{files}",
+            sink.transform,
+            count(sink.elements)
+        );
+    }
+    if view.sources.is_empty() && view.sinks.is_empty() {
+        // No annotated IO: the stages' own counts say what moved.
+        if let Some(out) = view.stages.iter().filter_map(|st| st.elements_out).max() {
+            let _ = writeln!(
+                s,
+                "  {} stage(s); the largest emitted {} elements",
+                view.stages.len(),
+                count(out as i64)
+            );
+        }
+    }
+    if !view.metrics.is_empty() {
+        let _ = writeln!(s, "  metrics:");
+        for m in &view.metrics {
+            let value = match m.distribution {
+                Some([n, min, max]) => format!(
+                    "count {} sum {} min {} max {}",
+                    count(n),
+                    count(m.value),
+                    count(min),
+                    count(max)
+                ),
+                None => count(m.value),
+            };
+            let _ = writeln!(s, "    {} {}/{}: {value}", m.step, m.namespace, m.name);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{MetricView, SinkView, SourceView};
+
+    #[test]
+    fn a_summary_names_inputs_outputs_files_and_metrics() {
+        let view = JobView {
+            name: "wordcount".into(),
+            runner: "local".into(),
+            state: "DONE".into(),
+            elapsed_sec: 1.5,
+            sources: vec![SourceView {
+                transform: "Read".into(),
+                what: "*.md".into(),
+                elements: 1200,
+                bytes: 52_000,
+                bytes_total: 52_000,
+            }],
+            sinks: vec![SinkView {
+                transform: "Write".into(),
+                what: "/tmp/out-SSSSS-of-NNNNN".into(),
+                elements: 300,
+                files: 2,
+            }],
+            metrics: vec![MetricView {
+                step: "Split".into(),
+                namespace: "words".into(),
+                name: "empty".into(),
+                kind: "counter",
+                value: 7,
+                distribution: None,
+            }],
+            ..Default::default()
+        };
+        let s = summary(&view);
+        assert!(s.starts_with("beamline: job 'wordcount' DONE in 1.50 s on the local runner\n"));
+        assert!(s.contains("read    Read: 1,200 elements (52.0 KB) from *.md"));
+        assert!(s.contains("wrote   Write: 300 elements into 2 file(s) /tmp/out-SSSSS-of-NNNNN"));
+        assert!(s.contains("Split words/empty: 7"));
+    }
+}

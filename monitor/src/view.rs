@@ -1,0 +1,331 @@
+//! A job as monitors show it: state, stages with counts and rates, sources and sinks,
+//! user metrics and the error; serialized as the job UI's JSON.
+
+use crate::facts::{IoFact, PipelineFacts, IO_NAMESPACE};
+use beamline_engine::job::JobState;
+use beamline_engine::metrics::MetricResults;
+use beamline_engine::progress::{ProgressSnapshot, StageInfo, StageProgress};
+use serde::Serialize;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Namespaces of the runners' and IO transforms' own metrics start with this; they are
+/// left out of the user metrics.
+const SYSTEM_PREFIX: &str = "beamline";
+
+/// One stage of a job's view.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct StageView {
+    /// Index among the job's stages.
+    pub id: usize,
+    /// Short name.
+    pub name: String,
+    /// `source`, `fused`, `grouping` or `other`.
+    pub kind: &'static str,
+    /// Its transforms.
+    pub transforms: Vec<String>,
+    /// The stages it reads.
+    pub inputs: Vec<usize>,
+    /// Elements in (`None`: not counted by this runner).
+    pub elements_in: Option<u64>,
+    /// Elements out.
+    pub elements_out: Option<u64>,
+    /// Elements per second in, over the last sample.
+    pub in_per_sec: f64,
+    /// Elements per second out.
+    pub out_per_sec: f64,
+    /// Input watermark, ms since the epoch.
+    pub input_watermark: Option<i64>,
+    /// Output watermark, ms since the epoch.
+    pub output_watermark: Option<i64>,
+    /// Elements waiting to enter.
+    pub backlog: Option<u64>,
+    /// Finished.
+    pub done: bool,
+}
+
+/// A source and how much it read.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SourceView {
+    /// Transform name.
+    pub transform: String,
+    /// What it reads.
+    pub what: String,
+    /// Elements read.
+    pub elements: i64,
+    /// Bytes read.
+    pub bytes: i64,
+    /// Bytes to read in all (0: not known).
+    pub bytes_total: i64,
+}
+
+/// A sink and how much it wrote.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SinkView {
+    /// Transform name.
+    pub transform: String,
+    /// What it writes (a shard pattern).
+    pub what: String,
+    /// Elements written.
+    pub elements: i64,
+    /// Files written (final, once the job is done).
+    pub files: i64,
+}
+
+/// A user metric.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MetricView {
+    /// The transform reporting it.
+    pub step: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `counter`, `distribution` or `gauge`.
+    pub kind: &'static str,
+    /// The value: a count, a gauge's value, or a distribution's sum.
+    pub value: i64,
+    /// A distribution's count, min, max (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<[i64; 3]>,
+}
+
+/// Everything shown of one job.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct JobView {
+    /// Unique among the jobs a UI shows: `PID-N`.
+    pub id: String,
+    /// The job's name.
+    pub name: String,
+    /// The runner it runs on.
+    pub runner: String,
+    /// `RUNNING`, `DONE`, `FAILED`, `CANCELLED` (`LOST`: its process ended unseen).
+    pub state: String,
+    /// Streaming (or batch).
+    pub streaming: bool,
+    /// When it started, ms since the epoch.
+    pub started_ms: i64,
+    /// Seconds it ran.
+    pub elapsed_sec: f64,
+    /// The process running it.
+    pub pid: u32,
+    /// Where its UI is served (if with `--ui`).
+    pub ui: Option<String>,
+    /// Whether the stages are the runner's (true) or one per transform from the proto.
+    pub runner_stages: bool,
+    /// Stages.
+    pub stages: Vec<StageView>,
+    /// Sources.
+    pub sources: Vec<SourceView>,
+    /// Sinks.
+    pub sinks: Vec<SinkView>,
+    /// User metrics.
+    pub metrics: Vec<MetricView>,
+    /// The error of a failed job.
+    pub error: Option<String>,
+    /// The transform the error names.
+    pub error_transform: Option<String>,
+}
+
+/// Builds successive views of a job, with rates between samples.
+#[derive(Debug)]
+pub struct Sampler {
+    facts: PipelineFacts,
+    started: Instant,
+    last: Option<(Instant, Vec<(u64, u64)>)>,
+    rates: Vec<(f64, f64)>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Sums an IO counter of the steps inside `transform`.
+fn io_counter(m: &MetricResults, transform: &str, name: &str) -> i64 {
+    let inside = format!("{transform}/");
+    m.counters
+        .iter()
+        .filter(|(k, _)| {
+            k.namespace == IO_NAMESPACE
+                && k.name == name
+                && (k.step == transform || k.step.starts_with(&inside))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+impl Sampler {
+    /// A sampler for a job of this pipeline, started now.
+    pub fn new(facts: PipelineFacts) -> Sampler {
+        Sampler {
+            facts,
+            started: Instant::now(),
+            last: None,
+            rates: Vec::new(),
+        }
+    }
+
+    /// The pipeline's facts.
+    pub fn facts(&self) -> &PipelineFacts {
+        &self.facts
+    }
+
+    /// Fills `view` from the job's state, progress and metrics now.
+    pub fn sample(
+        &mut self,
+        view: &mut JobView,
+        state: JobState,
+        progress: &ProgressSnapshot,
+        metrics: &MetricResults,
+    ) {
+        let now = Instant::now();
+        if view.started_ms == 0 {
+            view.started_ms = now_ms();
+        }
+        view.state = state.name().to_string();
+        view.elapsed_sec = self.started.elapsed().as_secs_f64();
+        view.streaming = progress.streaming || self.facts.unbounded;
+        view.runner_stages = !progress.stages.is_empty();
+        let counts: Vec<(u64, u64)> = progress
+            .stages
+            .iter()
+            .map(|s| (s.elements_in, s.elements_out))
+            .collect();
+        if let Some((then, before)) = &self.last {
+            let dt = now.duration_since(*then).as_secs_f64();
+            if dt >= 0.2 && before.len() == counts.len() {
+                self.rates = counts
+                    .iter()
+                    .zip(before)
+                    .map(|(c, b)| {
+                        (
+                            c.0.saturating_sub(b.0) as f64 / dt,
+                            c.1.saturating_sub(b.1) as f64 / dt,
+                        )
+                    })
+                    .collect();
+                self.last = Some((now, counts));
+            }
+        } else {
+            self.last = Some((now, counts));
+        }
+        view.stages = if progress.stages.is_empty() {
+            self.facts
+                .primitives
+                .iter()
+                .enumerate()
+                .map(|(i, s)| stage_view(i, s, None))
+                .collect()
+        } else {
+            progress
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let mut v = stage_view(i, &s.info, Some(s));
+                    if state.is_terminal() {
+                        v.backlog = Some(0);
+                    } else if let Some(&(a, b)) = self.rates.get(i) {
+                        (v.in_per_sec, v.out_per_sec) = (a, b);
+                    }
+                    v
+                })
+                .collect()
+        };
+        view.sources = self
+            .facts
+            .sources
+            .iter()
+            .map(|f| source(f, metrics))
+            .collect();
+        view.sinks = self.facts.sinks.iter().map(|f| sink(f, metrics)).collect();
+        view.metrics = user_metrics(metrics);
+    }
+
+    /// Records the job's error (and the transform it names).
+    pub fn fail(&self, view: &mut JobView, error: String) {
+        view.error_transform = self.facts.transform_in(&error);
+        view.error = Some(error);
+    }
+}
+
+fn stage_view(id: usize, info: &StageInfo, p: Option<&StageProgress>) -> StageView {
+    StageView {
+        id,
+        name: info.name.clone(),
+        kind: info.kind.name(),
+        transforms: info.transforms.clone(),
+        inputs: info.inputs.clone(),
+        elements_in: p.map(|p| p.elements_in),
+        elements_out: p.map(|p| p.elements_out),
+        in_per_sec: 0.0,
+        out_per_sec: 0.0,
+        input_watermark: p.and_then(|p| p.input_watermark),
+        output_watermark: p.and_then(|p| p.output_watermark),
+        backlog: p.map(|p| p.backlog),
+        done: p.is_some_and(|p| p.done),
+    }
+}
+
+fn source(f: &IoFact, m: &MetricResults) -> SourceView {
+    SourceView {
+        transform: f.transform.clone(),
+        what: f.what.clone(),
+        elements: io_counter(m, &f.transform, "elementsRead"),
+        bytes: io_counter(m, &f.transform, "bytesRead"),
+        bytes_total: io_counter(m, &f.transform, "bytesTotal"),
+    }
+}
+
+fn sink(f: &IoFact, m: &MetricResults) -> SinkView {
+    SinkView {
+        transform: f.transform.clone(),
+        what: f.what.clone(),
+        elements: io_counter(m, &f.transform, "elementsWritten"),
+        files: io_counter(m, &f.transform, "filesWritten"),
+    }
+}
+
+/// The metrics a user reported (not the runners' own).
+pub fn user_metrics(m: &MetricResults) -> Vec<MetricView> {
+    let user = |ns: &str| !ns.starts_with(SYSTEM_PREFIX);
+    let mut out = Vec::new();
+    for (k, v) in &m.counters {
+        if user(&k.namespace) {
+            out.push(MetricView {
+                step: k.step.clone(),
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                kind: "counter",
+                value: *v,
+                distribution: None,
+            });
+        }
+    }
+    for (k, d) in &m.distributions {
+        if user(&k.namespace) {
+            out.push(MetricView {
+                step: k.step.clone(),
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                kind: "distribution",
+                value: d.sum,
+                distribution: Some([d.count, d.min, d.max]),
+            });
+        }
+    }
+    for (k, g) in &m.gauges {
+        if user(&k.namespace) {
+            out.push(MetricView {
+                step: k.step.clone(),
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                kind: "gauge",
+                value: g.value,
+                distribution: None,
+            });
+        }
+    }
+    out
+}
