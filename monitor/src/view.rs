@@ -192,23 +192,29 @@ impl Sampler {
             .iter()
             .map(|s| (s.elements_in, s.elements_out))
             .collect();
-        if let Some((then, before)) = &self.last {
-            let dt = now.duration_since(*then).as_secs_f64();
-            if dt >= 0.2 && before.len() == counts.len() {
-                self.rates = counts
-                    .iter()
-                    .zip(before)
-                    .map(|(c, b)| {
-                        (
-                            c.0.saturating_sub(b.0) as f64 / dt,
-                            c.1.saturating_sub(b.1) as f64 / dt,
-                        )
-                    })
-                    .collect();
+        match &self.last {
+            // The stages changed (the executor started): rates start from here.
+            Some((_, before)) if before.len() != counts.len() => {
+                self.rates.clear();
                 self.last = Some((now, counts));
             }
-        } else {
-            self.last = Some((now, counts));
+            Some((then, before)) => {
+                let dt = now.duration_since(*then).as_secs_f64();
+                if dt >= 0.2 {
+                    self.rates = counts
+                        .iter()
+                        .zip(before)
+                        .map(|(c, b)| {
+                            (
+                                c.0.saturating_sub(b.0) as f64 / dt,
+                                c.1.saturating_sub(b.1) as f64 / dt,
+                            )
+                        })
+                        .collect();
+                    self.last = Some((now, counts));
+                }
+            }
+            None => self.last = Some((now, counts)),
         }
         view.stages = if progress.stages.is_empty() {
             self.facts
@@ -328,4 +334,43 @@ pub fn user_metrics(m: &MetricResults) -> Vec<MetricView> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beamline_engine::progress::{Progress, StageKind};
+
+    #[test]
+    fn rates_come_from_the_counts_between_samples() {
+        let progress = Progress::default();
+        let meters = progress.start(
+            vec![StageInfo {
+                name: "Read".into(),
+                kind: StageKind::Source,
+                transforms: vec!["Read".into()],
+                inputs: vec![],
+            }],
+            true,
+        );
+        let mut sampler = Sampler::new(PipelineFacts::default());
+        let mut view = JobView::default();
+        let m = MetricResults::default();
+        // Before the executor describes its stages.
+        sampler.sample(
+            &mut view,
+            JobState::Running,
+            &ProgressSnapshot::default(),
+            &m,
+        );
+        sampler.sample(&mut view, JobState::Running, &progress.snapshot(), &m);
+        meters.add_out(0, 3000);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        sampler.sample(&mut view, JobState::Running, &progress.snapshot(), &m);
+        let r = view.stages[0].out_per_sec;
+        assert!(r > 3000.0 && r <= 10_000.0, "{r}");
+        assert_eq!(view.stages[0].elements_out, Some(3000));
+        sampler.sample(&mut view, JobState::Done, &progress.snapshot(), &m);
+        assert_eq!(view.stages[0].out_per_sec, 0.0);
+    }
 }

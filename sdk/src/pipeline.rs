@@ -128,6 +128,8 @@ fn program_name() -> String {
 #[derive(Clone, Debug)]
 pub struct PipelineResult {
     handle: Arc<dyn JobHandle>,
+    /// The job UI's page, when the job runs with `--ui`.
+    ui: Option<String>,
 }
 
 impl PipelineResult {
@@ -168,6 +170,11 @@ impl PipelineResult {
     /// reported so far while the job runs, all of them once it ended.
     pub fn metrics(&self) -> MetricResults {
         self.handle.metrics()
+    }
+
+    /// The URL of the job UI's page, when the job runs with `--ui`.
+    pub fn ui_url(&self) -> Option<&str> {
+        self.ui.as_deref()
     }
 }
 
@@ -391,6 +398,7 @@ impl Pipeline {
                             |_| Ok(()),
                             || {},
                         )?),
+                        ui: None,
                     });
                 }
                 std::fs::read(&path).map_err(|source| Error::Io {
@@ -471,10 +479,14 @@ impl Pipeline {
             beamline_monitor::ui::in_process(spec).map_err(|e| Error::Usage(e.to_string()))?;
         }
         match runner.start(bytes, job) {
-            Ok(handle) => Ok(PipelineResult {
-                handle: beamline_monitor::watch(handle, bytes, watch)
-                    .map_err(|e| Error::Usage(e.to_string()))?,
-            }),
+            Ok(handle) => {
+                let watched = beamline_monitor::watch(handle, bytes, watch)
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                Ok(PipelineResult {
+                    ui: watched.view().ui,
+                    handle: watched,
+                })
+            }
             Err(e) => {
                 for dir in &cleanup {
                     let _ = std::fs::remove_dir_all(dir);

@@ -80,27 +80,50 @@ impl StageLayout {
             }
             members.push(nodes);
         }
-        // Nodes no unit runs (a streaming plan's sources): a stage each, first.
+        // Nodes no unit runs get a stage each.
         for x in 0..n {
             if node_stage[x] == usize::MAX {
-                let into = fuse_sources
-                    .then(|| {
-                        let out = *graph.nodes[x].outputs.first()?;
-                        let s = plan.stages.iter().position(|s| s.root == out)?;
-                        let first = plan.stages[s].ops.first()?.node;
-                        Some(node_stage[first]).filter(|&u| u != usize::MAX)
-                    })
-                    .flatten();
-                match into {
-                    Some(u) => {
-                        members[u].insert(0, x);
-                        node_stage[x] = u;
-                    }
-                    None => {
-                        node_stage[x] = members.len();
-                        members.push(vec![x]);
-                    }
+                node_stage[x] = members.len();
+                members.push(vec![x]);
+            }
+        }
+        // A source joins the stage rooted at its output (the streaming executor runs
+        // that stage's line on the source's threads).
+        if fuse_sources {
+            for x in 0..n {
+                if !matches!(graph.nodes[x].kind, NodeKind::Source { .. }) {
+                    continue;
                 }
+                let Some(&out) = graph.nodes[x].outputs.first() else {
+                    continue;
+                };
+                let Some(first) = plan
+                    .stages
+                    .iter()
+                    .find(|s| s.root == out)
+                    .and_then(|s| s.ops.first())
+                else {
+                    continue;
+                };
+                let (from, into) = (node_stage[x], node_stage[first.node]);
+                if from != into && members[from] == [x] {
+                    members[into].insert(0, x);
+                    members[from].clear();
+                    node_stage[x] = into;
+                }
+            }
+            // Renumber without the emptied stages, keeping the order.
+            let mut renumber = vec![usize::MAX; members.len()];
+            let mut kept = Vec::with_capacity(members.len());
+            for (u, m) in members.into_iter().enumerate() {
+                if !m.is_empty() {
+                    renumber[u] = kept.len();
+                    kept.push(m);
+                }
+            }
+            members = kept;
+            for s in &mut node_stage {
+                *s = renumber[*s];
             }
         }
         let mut producer = vec![usize::MAX; graph.pcollections.len()];

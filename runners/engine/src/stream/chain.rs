@@ -74,8 +74,9 @@ pub(super) struct Chain {
     pool: Vec<Vec<WindowedValue>>,
     /// Where the links' metrics go while the job runs, and when they last went.
     control: Option<(JobControl, std::time::Instant)>,
-    /// Where the elements read are counted: the source's stage.
-    meters: Option<(StageMeters, usize)>,
+    /// Where the elements read are counted: the source's stage, and the stage of the
+    /// grouping its pre-combiner feeds.
+    meters: Option<(StageMeters, usize, Option<usize>)>,
 }
 
 impl Chain {
@@ -89,9 +90,15 @@ impl Chain {
         }
     }
 
-    /// Counts the elements fed to the links as stage `stage`'s input.
-    pub(super) fn counting_into(mut self, meters: StageMeters, stage: usize) -> Self {
-        self.meters = Some((meters, stage));
+    /// Counts the elements fed to the links as stage `stage`'s input, and those folded by
+    /// the pre-combiner as its output and the input of stage `grouping`.
+    pub(super) fn counting_into(
+        mut self,
+        meters: StageMeters,
+        stage: usize,
+        grouping: Option<usize>,
+    ) -> Self {
+        self.meters = Some((meters, stage, grouping));
         self
     }
 
@@ -192,7 +199,7 @@ impl Chain {
         now: i64,
         out: &mut Vec<Vec<WindowedValue>>,
     ) -> Result<()> {
-        if let Some((meters, stage)) = &self.meters {
+        if let Some((meters, stage, _)) = &self.meters {
             meters.add_in(*stage, batch.len());
         }
         let b = self.push(0, batch, wm, now)?;
@@ -255,7 +262,13 @@ impl Chain {
     /// pools an emptied one.
     fn keep(&mut self, mut b: Vec<WindowedValue>, out: &mut Vec<Vec<WindowedValue>>) -> Result<()> {
         if let Some(pre) = &mut self.precombine {
+            let before = b.len();
             pre.add(&mut b)?;
+            if let Some((meters, stage, Some(grouping))) = &self.meters {
+                let folded = before - b.len();
+                meters.add_out(*stage, folded);
+                meters.add_in(*grouping, folded);
+            }
         }
         if b.is_empty() {
             self.recycle(b);

@@ -243,9 +243,10 @@ impl<'g> Executor<'g> {
                     .iter()
                     .map(|&j| chain::link(graph, &graph.nodes[j]))
                     .collect::<Result<Vec<_>>>()?;
+                let grouping = lift.as_ref().map(|(g, _)| layout.node_stage[*g]);
                 let mut chain = chain::Chain::new(links)
                     .reporting_to(opts.control.clone())
-                    .counting_into(meters.clone(), layout.node_stage[i]);
+                    .counting_into(meters.clone(), layout.node_stage[i], grouping);
                 if let (Some((g, (key_coder, _, combine))), Some(mb)) = (&lift, &mailbox) {
                     chain = chain.with_precombine(precombine::PreCombine::new(
                         graph.nodes[*g].name.clone(),
@@ -275,6 +276,18 @@ impl<'g> Executor<'g> {
                 consumers[source_pc].clear();
                 routes[i] = vec![out_pc];
             }
+        }
+        // What leaves a stage is what a node hands to routes read in another stage (a
+        // source with transforms on its threads hands on the last one's output).
+        let mut layout = layout;
+        for (i, outs) in routes.iter().enumerate() {
+            let stage = layout.node_stage[i];
+            layout.exit[i] = outs.iter().any(|&pc| {
+                consumers[pc].is_empty()
+                    || consumers[pc]
+                        .iter()
+                        .any(|&(c, _)| layout.node_stage[c] != stage)
+            });
         }
         if let Some(budget) = opts.memory_budget {
             if let Some(each) = StateBudget::share(graph, budget, 1, opts.spill_dir.as_deref()) {
@@ -356,19 +369,19 @@ impl<'g> Executor<'g> {
     /// its consumers before the next source batch, while it is in cache. Order within a
     /// PCollection is kept.
     fn collect(&mut self, node: usize) {
-        if self.layout.exit[node] {
-            let n = self.outs[node].iter().map(Vec::len).sum::<usize>()
-                + self.more.iter().map(Vec::len).sum::<usize>();
-            if n > 0 {
-                let stage = self.layout.node_stage[node];
+        let n = self.outs[node].iter().map(Vec::len).sum::<usize>()
+            + self.more.iter().map(Vec::len).sum::<usize>();
+        if n > 0 {
+            let stage = self.layout.node_stage[node];
+            if self.layout.exit[node] {
                 self.meters.add_out(stage, n);
-                // A source without transforms on its threads: what it read is what it emits.
-                if self.routes[node] == self.graph.nodes[node].outputs
-                    && self.layout.stages[stage].kind == crate::progress::StageKind::Source
-                    && self.layout.stages[stage].transforms.len() == 1
-                {
-                    self.meters.add_in(stage, n);
-                }
+            }
+            // A source without transforms on its threads: what it read is what it emits
+            // (with them, the chain counts what it reads).
+            if self.graph.nodes[node].inputs.is_empty()
+                && self.routes[node] == self.graph.nodes[node].outputs
+            {
+                self.meters.add_in(stage, n);
             }
         }
         let outputs = &self.routes[node];
