@@ -11,7 +11,7 @@
 //! cargo run --release --example clickstream -- --streaming --rate 2000 [--count 100000]
 //! ```
 //! Options: `--users N` (100), `--seed S` (1), `--top N` (3), `--panes PREFIX` (write every
-//! pane as `user,window_start,pane_index,timing,count`), `--quiet` (no rankings).
+//! pane as `user,window_start,pane_index,timing,count`), `--quiet` (no rankings, no progress).
 
 use beamline::{
     OptionKind, OptionSpec, PCollection, Pipeline, ReadFromText, WithTimestamps, WriteToText,
@@ -55,7 +55,6 @@ fn run() -> anyhow::Result<()> {
             OptionKind::Text,
             "write every pane as user,window_start,index,timing,count",
         ),
-        opt("quiet", OptionKind::Flag, "print no rankings"),
     ])?;
     let o = p.options();
     let users: u64 = o.get("users")?.unwrap_or(100);

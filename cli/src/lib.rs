@@ -64,9 +64,19 @@ the runner's own): `beamline runners` lists them."
     },
 }
 
-/// Runs the command with `args` (the first is the program name); usage errors and
-/// failures print one line on stderr.
+/// Runs the command with `args` (the first is the program name).
 pub fn main<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    ExitCode::from(run(args))
+}
+
+/// Runs the command with `args` (the first is the program name) and returns its exit
+/// code: 0 success, 1 failure, 2 usage error. Usage errors and failures print one line
+/// on stderr.
+pub fn run<I, T>(args: I) -> u8
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -78,11 +88,7 @@ where
         Err(e) => {
             // Help and version go to stdout with success; mistakes are one message.
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { 2 } else { 0 };
         }
     };
     let r = match cli.command {
@@ -95,7 +101,7 @@ where
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -7,7 +7,6 @@ use beamline_proto::org::apache::beam::model::pipeline::v1 as pb;
 use beamline_proto::urns;
 use prost::Message;
 use std::path::Path;
-use std::process::ExitCode;
 
 /// The transforms of `p` whose function is a closure of the program that built it.
 pub(crate) fn closures(p: &pb::Pipeline) -> Vec<String> {
@@ -40,7 +39,7 @@ pub(crate) fn closures(p: &pb::Pipeline) -> Vec<String> {
 }
 
 /// Runs the proto at `path` with `options`; the exit code says how the job ended.
-pub(crate) fn run(path: &Path, options: Vec<String>) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(path: &Path, options: Vec<String>) -> anyhow::Result<u8> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let proto = pb::Pipeline::decode(&bytes[..]).map_err(|e| {
         anyhow::anyhow!(
@@ -74,7 +73,7 @@ pub(crate) fn run(path: &Path, options: Vec<String>) -> anyhow::Result<ExitCode>
     let p = Pipeline::new(opts);
     let job = p.run_proto(&proto)?;
     Ok(match job.state() {
-        JobState::Done => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
+        JobState::Done => 0,
+        _ => 1,
     })
 }

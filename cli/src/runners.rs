@@ -1,10 +1,9 @@
 //! `beamline runners` and `beamline matrix`: the runners, their options and capabilities.
 
 use std::fmt::Write;
-use std::process::ExitCode;
 
 /// Prints every linked runner with its options and what it supports.
-pub(crate) fn list() -> anyhow::Result<ExitCode> {
+pub(crate) fn list() -> anyhow::Result<u8> {
     let mut out = String::new();
     let groups = vec![beamline::engine::options::OptionGroup {
         title: "Options of every runner".into(),
@@ -31,7 +30,7 @@ pub(crate) fn list() -> anyhow::Result<ExitCode> {
         capabilities(&mut out, r.name);
     }
     print!("{out}");
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// What the conformance matrix declares of `runner`: the categories its columns skip.
@@ -81,7 +80,7 @@ pub(crate) fn serve_matrix_case() {
 
 /// Runs the suite (optionally some columns or cases) and prints the matrix.
 #[cfg(feature = "matrix")]
-pub(crate) fn matrix(column: Option<String>, case: Option<String>) -> anyhow::Result<ExitCode> {
+pub(crate) fn matrix(column: Option<String>, case: Option<String>) -> anyhow::Result<u8> {
     use beamline_validates_runner::{cases, run_suite, RUNNERS};
     let all: Vec<_> = cases::all()
         .into_iter()
@@ -107,15 +106,15 @@ pub(crate) fn matrix(column: Option<String>, case: Option<String>) -> anyhow::Re
         eprintln!("FAILED {case} on {runner}: {msg}");
     }
     Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
+        0
     } else {
         eprintln!("beamline: {} case run(s) failed", failures.len());
-        ExitCode::FAILURE
+        1
     })
 }
 
 #[cfg(not(feature = "matrix"))]
-pub(crate) fn matrix(_column: Option<String>, _case: Option<String>) -> anyhow::Result<ExitCode> {
+pub(crate) fn matrix(_column: Option<String>, _case: Option<String>) -> anyhow::Result<u8> {
     anyhow::bail!(
         "this build of `beamline` has no conformance suite: run `cargo run -p beamline-cli -- matrix` in the Beamline workspace"
     )

@@ -2,11 +2,10 @@
 
 use beamline::monitor::directory::jobs_dir;
 use beamline::monitor::ui::{DirectoryJobs, UiServer};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Serves the UI at `addr` until the process is stopped.
-pub(crate) fn ui(addr: &str, dir: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+pub(crate) fn ui(addr: &str, dir: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
     let dir = dir.unwrap_or_else(jobs_dir);
     let server = UiServer::start(addr, Arc::new(DirectoryJobs::new(dir.clone())))?;
     eprintln!(
@@ -15,5 +14,5 @@ pub(crate) fn ui(addr: &str, dir: Option<std::path::PathBuf>) -> anyhow::Result<
         dir.display()
     );
     server.join();
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

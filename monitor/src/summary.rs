@@ -50,15 +50,12 @@ pub fn summary(view: &JobView) -> String {
             count(sink.elements)
         );
     }
-    if view.sources.is_empty() && view.sinks.is_empty() {
-        // No annotated IO: the stages' own counts say what moved.
-        if let Some(out) = view.stages.iter().filter_map(|st| st.elements_out).max() {
-            let _ = writeln!(
-                s,
-                "  {} stage(s); the largest emitted {} elements",
-                view.stages.len(),
-                count(out as i64)
-            );
+    if view.sources.is_empty() {
+        // No annotated source: the source stages' own counts say what was read.
+        for st in view.stages.iter().filter(|st| st.kind == "source") {
+            if let Some(n) = st.elements_in.max(st.elements_out) {
+                let _ = writeln!(s, "  read    {}: {} elements", st.name, count(n as i64));
+            }
         }
     }
     if !view.metrics.is_empty() {

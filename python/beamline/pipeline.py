@@ -18,7 +18,12 @@ class Pipeline:
         if options is None:
             options = PipelineOptions(argv or [])
         self._options = options
-        self._native = _native.Pipeline(list(options._args), options._declared())
+        args = list(options._args)
+        if "job_name" not in options.get_all_options():
+            # The script's name, as a Rust program's (the interpreter is not the job).
+            name = os.path.splitext(os.path.basename(sys.argv[0] or ""))[0] or "python"
+            args.append(f"--job-name={name}")
+        self._native = _native.Pipeline(args, options._declared())
         if "help" in options.get_all_options():
             print(self._native.help_text(os.path.basename(sys.argv[0]) or "python"), end="")
             sys.exit(0)
@@ -133,6 +138,11 @@ class PipelineResult:
         self._streaming = streaming
         with _running_lock:
             _running.add(self)
+
+    @property
+    def ui_url(self):
+        """The job UI's page when the pipeline runs with ``--ui`` (else None)."""
+        return self._job.ui_url
 
     @property
     def state(self):

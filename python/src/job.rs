@@ -47,6 +47,12 @@ impl Job {
         self.result.state() != JobState::Running
     }
 
+    /// The URL of the job UI's page, when the job runs with `--ui` (else None).
+    #[getter]
+    fn ui_url(&self) -> Option<String> {
+        self.result.ui_url().map(String::from)
+    }
+
     /// Metrics so far, as `{kind: {(step, namespace, name): value}}`.
     fn metrics(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         metrics_dict(py, &self.result.metrics())

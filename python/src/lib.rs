@@ -449,6 +449,13 @@ fn runners() -> Vec<String> {
         .collect()
 }
 
+/// The `beamline` command (`beamline run|runners|ui ...`): the console script's body.
+/// Returns the exit code; runs with the GIL released.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.detach(move || beamline_cli::run(argv))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pipeline>()?;
@@ -459,6 +466,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(accumulator_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(take_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(runners, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_import_address, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_export_sample, m)?)?;
     beamline::before_worker_exit(flush_python_output);
