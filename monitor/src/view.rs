@@ -243,7 +243,14 @@ impl Sampler {
             .facts
             .sources
             .iter()
-            .map(|f| source(f, metrics))
+            .map(|f| {
+                let mut v = source(f, metrics);
+                if v.elements == 0 {
+                    // Sources without IO counters (unbounded ones): their stage's count.
+                    v.elements = stage_reading(&view.stages, &f.transform).unwrap_or(0) as i64;
+                }
+                v
+            })
             .collect();
         view.sinks = self.facts.sinks.iter().map(|f| sink(f, metrics)).collect();
         view.metrics = user_metrics(metrics);
@@ -272,6 +279,20 @@ fn stage_view(id: usize, info: &StageInfo, p: Option<&StageProgress>) -> StageVi
         backlog: p.map(|p| p.backlog),
         done: p.is_some_and(|p| p.done),
     }
+}
+
+/// What the source stage running `transform` (or its parts) read.
+fn stage_reading(stages: &[StageView], transform: &str) -> Option<u64> {
+    let inside = format!("{transform}/");
+    stages
+        .iter()
+        .find(|s| {
+            s.kind == "source"
+                && s.transforms
+                    .iter()
+                    .any(|t| t == transform || t.starts_with(&inside))
+        })
+        .and_then(|s| s.elements_in.max(s.elements_out))
 }
 
 fn source(f: &IoFact, m: &MetricResults) -> SourceView {

@@ -85,6 +85,8 @@ function el(name, attrs, parent) {
 function drawGraph(job) {
   const svg = $("graph");
   svg.replaceChildren();
+  const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" }, el("defs", {}, svg));
+  el("path", { d: "M0,0 L10,5 L0,10 z", fill: "#9aa6bb" }, marker);
   const pos = layout(job.stages);
   const W = 200, H = 70;
   let maxX = 0, maxY = 0;
@@ -94,7 +96,7 @@ function drawGraph(job) {
       const q = pos.get(i);
       if (!q) continue;
       const x1 = q.x + W, y1 = q.y + H / 2, x2 = p.x, y2 = p.y + H / 2;
-      el("path", { class: "edge", d: `M${x1},${y1} C${x1 + 20},${y1} ${x2 - 20},${y2} ${x2},${y2}` }, svg);
+      el("path", { class: "edge", "marker-end": "url(#arrow)", d: `M${x1},${y1} C${x1 + 20},${y1} ${x2 - 20},${y2} ${x2},${y2}` }, svg);
     }
   }
   for (const s of job.stages) {
@@ -144,6 +146,7 @@ function drawJob(job) {
   });
   const io = job.sources.map((s) => ["read", s.transform, s.what, s.elements, s.bytes_total ? `${bytes(s.bytes)} of ${bytes(s.bytes_total)}` : bytes(s.bytes)])
     .concat(job.sinks.map((s) => ["write", s.transform, s.what, s.elements, `${s.files} file(s)`]));
+  $("io-section").hidden = io.length === 0;
   fillTable("io", io, (tr, r) => { cell(tr, r[0]); cell(tr, r[1]); cell(tr, r[2]); cell(tr, fmt(r[3]), "num"); cell(tr, r[4]); });
   $("no-metrics").hidden = job.metrics.length > 0;
   fillTable("metrics", job.metrics, (tr, m) => {

@@ -284,6 +284,14 @@ inventory::submit! {
 impl PTransform<PBegin> for Generator {
     type Output = PCollection<(i64, i64)>;
     fn expand(self, input: &PBegin) -> PCollection<(i64, i64)> {
+        let rate = match self.rate_per_second {
+            0 => "as fast as possible".to_string(),
+            r => format!("{r}/s"),
+        };
+        input.0.annotate(
+            crate::io::SOURCE_ANNOTATION,
+            &format!("generator: {} keys, {rate}", self.keys),
+        );
         apply_named_source(
             &input.0,
             GENERATOR,

@@ -4,6 +4,7 @@
 use super::{client_config, kafka_err, TopicPartition};
 use crate::element::Bytes;
 use crate::io::generator::apply_named_source;
+use crate::io::SOURCE_ANNOTATION;
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
 use beamline_engine::checkpoint::codec::{Dec, Enc};
@@ -537,6 +538,14 @@ inventory::submit! {
 impl PTransform<PBegin> for ReadFromKafka {
     type Output = PCollection<(Bytes, Bytes)>;
     fn expand(self, input: &PBegin) -> PCollection<(Bytes, Bytes)> {
+        input.0.annotate(
+            SOURCE_ANNOTATION,
+            &format!(
+                "kafka topic(s) {} at {}",
+                self.topics.join(", "),
+                self.bootstrap_servers
+            ),
+        );
         apply_named_source(
             &input.0,
             KAFKA_SOURCE,

@@ -5,6 +5,7 @@
 use super::{client_config, kafka_err};
 use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
 use crate::element::Bytes;
+use crate::io::{IO_NAMESPACE, SINK_ANNOTATION};
 use crate::pcollection::PCollection;
 use crate::pipeline::PTransform;
 use crate::transforms::ParDo;
@@ -121,6 +122,9 @@ struct KafkaWriter {
     /// The job's line of checkpoints: markers of another line do not count.
     #[serde(skip)]
     lineage: Option<u32>,
+    /// Records taken in this bundle (reported as `beamline.io/elementsWritten`).
+    #[serde(skip)]
+    taken: i64,
     /// Which parallel instance of the sink this is (each has a transactional id).
     #[serde(skip)]
     instance: usize,
@@ -140,6 +144,7 @@ impl Clone for KafkaWriter {
             transactional: false,
             pending: Vec::new(),
             lineage: None,
+            taken: 0,
             instance: 0,
             marker: None,
             known_marker: None,
@@ -334,10 +339,16 @@ impl DoFn for KafkaWriter {
         _ctx: &mut ProcessContext<'_, '_, ()>,
     ) -> Result<(), UserError> {
         self.pending.push((k.0, v.0));
+        self.taken += 1;
         Ok(())
     }
 
-    fn finish_bundle(&mut self, _ctx: &mut BundleContext<'_, '_, ()>) -> Result<(), UserError> {
+    fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, ()>) -> Result<(), UserError> {
+        ctx.inc_counter(
+            IO_NAMESPACE,
+            "elementsWritten",
+            std::mem::take(&mut self.taken),
+        );
         if self.transactional || self.pending.is_empty() {
             return Ok(());
         }
@@ -403,6 +414,10 @@ crate::register_dofn!(KafkaWriter);
 impl PTransform<PCollection<(Bytes, Bytes)>> for WriteToKafka {
     type Output = PCollection<()>;
     fn expand(self, input: &PCollection<(Bytes, Bytes)>) -> PCollection<()> {
+        input.pipeline().annotate(
+            SINK_ANNOTATION,
+            &format!("kafka topic '{}' at {}", self.topic, self.bootstrap_servers),
+        );
         input.apply(
             "Write",
             ParDo::named(KafkaWriter {
@@ -411,6 +426,7 @@ impl PTransform<PCollection<(Bytes, Bytes)>> for WriteToKafka {
                 transactional: false,
                 pending: Vec::new(),
                 lineage: None,
+                taken: 0,
                 instance: 0,
                 marker: None,
                 known_marker: None,
