@@ -46,10 +46,13 @@ pub enum Cancel {
     Ended,
 }
 
+/// A job of this process: its view (kept current by its monitor) and its handle.
+type Entry = (Arc<Mutex<JobView>>, Arc<dyn JobHandle>);
+
 /// The jobs of this process that run with `--ui`.
 #[derive(Default)]
 pub struct InProcessJobs {
-    jobs: Mutex<Vec<(Arc<Mutex<JobView>>, Arc<dyn JobHandle>)>>,
+    jobs: Mutex<Vec<Entry>>,
 }
 
 impl std::fmt::Debug for InProcessJobs {

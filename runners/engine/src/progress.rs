@@ -81,9 +81,9 @@ impl StageLayout {
             members.push(nodes);
         }
         // Nodes no unit runs get a stage each.
-        for x in 0..n {
-            if node_stage[x] == usize::MAX {
-                node_stage[x] = members.len();
+        for (x, stage) in node_stage.iter_mut().enumerate() {
+            if *stage == usize::MAX {
+                *stage = members.len();
                 members.push(vec![x]);
             }
         }
@@ -255,7 +255,15 @@ impl StageMeters {
 /// A job's live progress: shared by its executor (which counts) and its monitors.
 #[derive(Clone, Debug, Default)]
 pub struct Progress {
-    inner: Arc<Mutex<Option<(Arc<Vec<StageInfo>>, StageMeters, bool)>>>,
+    inner: Arc<Mutex<Option<Described>>>,
+}
+
+/// What an executor described: its stages, their meters, and whether it streams.
+#[derive(Clone, Debug)]
+struct Described {
+    stages: Arc<Vec<StageInfo>>,
+    meters: StageMeters,
+    streaming: bool,
 }
 
 /// One stage's progress at a moment.
@@ -293,13 +301,22 @@ impl Progress {
         let meters = StageMeters {
             counters: Arc::new((0..stages.len()).map(|_| Counters::default()).collect()),
         };
-        *self.inner.lock() = Some((Arc::new(stages), meters.clone(), streaming));
+        *self.inner.lock() = Some(Described {
+            stages: Arc::new(stages),
+            meters: meters.clone(),
+            streaming,
+        });
         meters
     }
 
     /// The progress now.
     pub fn snapshot(&self) -> ProgressSnapshot {
-        let Some((stages, meters, streaming)) = self.inner.lock().clone() else {
+        let Some(Described {
+            stages,
+            meters,
+            streaming,
+        }) = self.inner.lock().clone()
+        else {
             return ProgressSnapshot::default();
         };
         let wm = |a: &AtomicI64| Some(a.load(Ordering::Relaxed)).filter(|&w| w != i64::MIN);

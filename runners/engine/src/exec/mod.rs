@@ -186,8 +186,8 @@ impl<'g> Executor<'g> {
             side,
             &mut self.metrics,
             self.budget.as_ref(),
-            self.control,
             stage::Meters {
+                control: self.control,
                 meters: &self.meters,
                 unit,
                 node_unit: &self.node_unit,

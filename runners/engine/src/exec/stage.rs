@@ -73,9 +73,11 @@ const LANE_ENTRIES: usize = 1 << 18;
 /// The pre-combining writers a lane keeps between its bundles, by sink.
 type Lane = Vec<Option<Box<ShuffleWriter>>>;
 
-/// Where a stage counts its progress: its unit's meters, and the unit of every node (a
-/// shuffle's reader counts what the stage writes into it).
+/// The job a stage runs in: stop requests and live metrics, and where it counts its
+/// progress (its unit's meters, and the unit of every node: a shuffle's reader counts what
+/// the stage writes into it).
 pub(crate) struct Meters<'a> {
+    pub(crate) control: &'a JobControl,
     pub(crate) meters: &'a StageMeters,
     pub(crate) unit: usize,
     pub(crate) node_unit: &'a [usize],
@@ -554,9 +556,9 @@ pub(crate) fn run_stage(
     side: Vec<Vec<SideInputData>>,
     metrics: &mut MetricResults,
     budget: Option<&Budget>,
-    control: &JobControl,
     progress: Meters<'_>,
 ) -> Result<Vec<SinkOutput>> {
+    let control = progress.control;
     // A lifted combine's writer pre-combines.
     let pre_combines = plan.sinks.iter().any(|s| match s {
         SinkPlan::Shuffle { lift, .. } => lift.is_some(),
