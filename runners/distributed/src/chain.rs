@@ -3,6 +3,7 @@
 //! leaves encoded, folded into partial results or written into grouping runs.
 
 use crate::adapter::{watermark_of, Ports};
+use crate::progress::ChainMeter;
 use crate::wire::Leaves;
 use beamline_engine::checkpoint::{NodeState, StateOut};
 use beamline_engine::metrics::MetricResults;
@@ -41,6 +42,8 @@ pub(crate) struct Chain {
     leaves: Vec<Leaves>,
     /// An emptied input buffer, for the next input ([`Chain::input_buffer`]).
     input: Vec<WindowedValue>,
+    /// Where its counts go (live progress).
+    meter: Option<std::sync::Arc<ChainMeter>>,
     /// The input watermark.
     pub(crate) wm: i64,
     /// Processing time (ms).
@@ -66,8 +69,21 @@ impl Chain {
             made: vec![0; n],
             leaves,
             input: Vec::new(),
+            meter: None,
             wm: i64::MIN,
             now,
+        }
+    }
+
+    /// Counts what it reads and emits into `meter`.
+    pub(crate) fn metered(&mut self, meter: std::sync::Arc<ChainMeter>) {
+        self.meter = Some(meter);
+    }
+
+    /// Notes its watermarks in its meter (input, and the least hold as output).
+    pub(crate) fn note_watermarks(&self) {
+        if let Some(m) = &self.meter {
+            m.set_watermarks(self.wm, self.wm.min(self.hold()));
         }
     }
 
@@ -112,6 +128,9 @@ impl Chain {
         elements: Vec<WindowedValue>,
     ) -> Result<(), EngineError> {
         let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
+        if let (Some(m), 0) = (&self.meter, slot) {
+            m.add_in(elements.len());
+        }
         self.pass(0, slot, out_wm, p, elements)
     }
 
@@ -254,6 +273,9 @@ impl Chain {
             }
             if elements.is_empty() {
                 continue;
+            }
+            if let Some(m) = &self.meter {
+                m.add_out(elements.len());
             }
             let mut batch = Vec::new();
             self.leaves[tag].put(elements, &mut batch)?;

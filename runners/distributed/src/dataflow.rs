@@ -32,12 +32,15 @@ pub(crate) enum Clock {
     Wall,
 }
 
-/// What the workers of one process share: the metrics of finished transforms.
+/// What the workers of one process share: the metrics of finished transforms, and the
+/// live counts of its chains.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     metrics: Mutex<MetricResults>,
     /// The launcher started this process (errors go to it in the worker protocol).
     launched: bool,
+    /// What every chain and source read and emitted so far.
+    pub(crate) meters: crate::progress::ProcessMeters,
 }
 
 impl Shared {
@@ -46,6 +49,7 @@ impl Shared {
         Shared {
             metrics: Mutex::default(),
             launched,
+            meters: Default::default(),
         }
     }
 
@@ -273,6 +277,7 @@ pub(crate) fn build<'s>(
                     EngineError::InvalidPipeline(format!("'{}' has no output", node.name))
                 })?;
                 // One Impulse element, one replay of a TestStream, for the whole job.
+                let meter = shared.meters.register(vec![node.name.clone()]);
                 let mut replay = Replay::new(
                     op,
                     &node.name,
@@ -280,7 +285,8 @@ pub(crate) fn build<'s>(
                     setup.worker == 0,
                     member(vec![node.name.clone()]),
                     shared.clone(),
-                );
+                )
+                .metered(meter);
                 adapter::operator(scope, &node.name, Vec::new(), 1, move |p| {
                     replay.activate(p)
                 })
@@ -313,7 +319,9 @@ pub(crate) fn build<'s>(
                 } else {
                     Emit::Encoded(encoder)
                 };
-                let names = chain.iter().map(|&m| graph.nodes[m].name.clone()).collect();
+                let names: Vec<String> =
+                    chain.iter().map(|&m| graph.nodes[m].name.clone()).collect();
+                let meter = shared.meters.register(names.clone());
                 let mut poll = Poll::new(
                     source.clone(),
                     (setup.worker, setup.workers),
@@ -322,7 +330,8 @@ pub(crate) fn build<'s>(
                     setup.max_bundle,
                     member(names).zip(checkpoints.map(|(_, every)| *every)),
                     shared.clone(),
-                );
+                )
+                .metered(meter);
                 let outs = adapter::operator(
                     scope,
                     &node.name,
@@ -420,7 +429,8 @@ pub(crate) fn build<'s>(
                     }
                     _ => false,
                 };
-                let names = links.iter().map(|l| l.name.clone()).collect();
+                let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+                let meter = shared.meters.register(names.clone());
                 let mut driver = Driver::new(
                     links,
                     arrives,
@@ -430,6 +440,7 @@ pub(crate) fn build<'s>(
                     member(names),
                     shared.clone(),
                 );
+                driver.metered(meter);
                 let outs =
                     adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
                         driver.activate(p)

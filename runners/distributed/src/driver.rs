@@ -97,6 +97,11 @@ impl Driver {
         }
     }
 
+    /// Counts what its chain reads and emits into `meter`.
+    pub(crate) fn metered(&mut self, meter: std::sync::Arc<crate::progress::ChainMeter>) {
+        self.chain.metered(meter);
+    }
+
     /// Runs what is ready; a failure ends this worker process (see [`Shared::fail`]).
     pub(crate) fn activate(&mut self, p: &mut Ports<'_>) {
         if p.finished() {
@@ -113,6 +118,7 @@ impl Driver {
         if let Err(e) = r {
             self.shared.fail(e);
         }
+        self.chain.note_watermarks();
     }
 
     /// With checkpoints: restores the state the checkpoint restored saved, once; then

@@ -107,6 +107,17 @@ pub struct Supervisor {
     /// A process that failed because a peer went away, and when: the peer's own error
     /// (or exit) is the job's error if it comes within [`ORIGINAL_ERROR_GRACE`].
     peer_lost: Option<(Instant, usize, String)>,
+    /// Who takes the processes' progress reports (process, JSON line).
+    observer: Option<Observer>,
+}
+
+/// Takes a process's progress report: its index and the report's JSON.
+pub struct Observer(Box<dyn FnMut(usize, &str) + Send>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 /// How long a failure caused by a lost peer waits for that peer's own error.
@@ -130,7 +141,10 @@ pub fn launch(
         cmd.args(args)
             .env(PROCESS_ID_ENV, process.to_string())
             .env(PROCESSES_ENV, opts.processes.to_string())
-            .stdin(Stdio::null())
+            // The child's standard input stays open as long as this process lives: a
+            // worker ends when it closes (see `worker::end_with_launcher`), so no worker
+            // outlives a launcher that died without reaping it.
+            .stdin(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &opts.env {
             cmd.env(k, v);
@@ -173,6 +187,7 @@ pub fn launch(
         open: opts.processes,
         metrics: Vec::new(),
         peer_lost: None,
+        observer: None,
         children,
         events: rx,
         started: Instant::now(),
@@ -207,6 +222,13 @@ impl Supervisor {
         self.children.len()
     }
 
+    /// Hands every progress report of a process (see [`crate::worker::progress`]) to
+    /// `observer` while the job runs.
+    pub fn observe(mut self, observer: impl FnMut(usize, &str) + Send + 'static) -> Self {
+        self.observer = Some(Observer(Box::new(observer)));
+        self
+    }
+
     /// Kills every process still running and reaps them all.
     pub fn kill_all(&mut self) {
         for c in self.children.iter_mut() {
@@ -222,6 +244,11 @@ impl Supervisor {
         match parse_report(&line) {
             Some(Report::Ready) => self.ready[p] = true,
             Some(Report::Metrics(json)) => self.metrics.push(json),
+            Some(Report::Progress(json)) => {
+                if let Some(o) = &mut self.observer {
+                    (o.0)(p, &json);
+                }
+            }
             Some(Report::Error(error)) => {
                 if error.contains(crate::worker::PEER_LOST) {
                     if self.peer_lost.is_none() {

@@ -18,6 +18,7 @@ pub mod hosts;
 pub mod launch;
 mod member;
 mod plan;
+mod progress;
 pub mod runner;
 mod source_state;
 mod sources;

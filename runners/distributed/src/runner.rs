@@ -9,6 +9,7 @@ use crate::checkpoints::Checkpoints;
 use crate::dataflow::{self, Clock, Setup, Shared};
 use crate::launch::{launch, LaunchError, LaunchOptions};
 use crate::plan::Plan;
+use crate::progress::{LiveProgress, Shape};
 use crate::worker::{self, WorkerEnv};
 use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
 use beamline_engine::metrics::MetricResults;
@@ -127,6 +128,7 @@ impl Runner for DistributedRunner {
         let prepared = beamline_translate::prepare(pipeline, &job)?;
         check_checkpoints(&prepared)?;
         if let Some(env) = worker::worker_env().map_err(EngineError::InvalidPipeline)? {
+            worker::end_with_launcher();
             let addresses = launched_addresses(env)?;
             let threads = std::env::var("BEAMLINE_THREADS_PER_PROCESS")
                 .ok()
@@ -144,7 +146,11 @@ impl Runner for DistributedRunner {
             )),
             None => {
                 let checkpointed = prepared.options.checkpoint.is_some();
-                start_launcher(pipeline, job, opts, checkpointed)
+                let shape = Shape::of(
+                    &prepared.graph,
+                    prepared.mode != beamline_translate::Mode::Batch,
+                );
+                start_launcher(pipeline, job, opts, checkpointed, shape)
             }
         }
     }
@@ -204,6 +210,7 @@ fn start_launcher(
     job: JobContext,
     opts: Options,
     checkpointed: bool,
+    shape: Shape,
 ) -> Result<Box<dyn JobHandle>, EngineError> {
     let io = |context: &str| {
         let context = context.to_string();
@@ -252,8 +259,11 @@ fn start_launcher(
         job.cleanup.clone()
     };
     let body = move |control: &JobControl| -> Result<(), EngineError> {
-        let r = launch(&program, &args, &launch_opts)
-            .and_then(|s| s.wait_unless(|| control.is_cancelled()));
+        let mut live = LiveProgress::new(shape, control.clone());
+        let r = launch(&program, &args, &launch_opts).and_then(|s| {
+            s.observe(move |p, json| live.update(p, json))
+                .wait_unless(|| control.is_cancelled())
+        });
         let _ = std::fs::remove_file(&proto);
         let reports = r.map_err(|e| match e {
             LaunchError::Cancelled => EngineError::Cancelled,
@@ -414,9 +424,14 @@ fn start_worker(
         if launched {
             worker::ready();
         }
+        // The launcher shows the job's progress from what every process reports.
+        let reporter = launched.then(|| Reporter::start(shared.clone()));
         // A transform's failure ends this process (see `Shared::fail`): joining the
         // workers is reaching the end of the job.
         drop(guards);
+        if let Some(r) = reporter {
+            r.stop();
+        }
         let metrics = shared.take_metrics();
         if launched {
             worker::metrics(&metrics.to_json());
@@ -457,6 +472,45 @@ impl JobHandle for WorkerJob {
     }
     fn ends_program(&self) -> bool {
         self.launched
+    }
+}
+
+/// Sends this process's live counts to the launcher every [`REPORT_EVERY`] until stopped,
+/// and once more then.
+struct Reporter {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+/// How often a worker process reports its progress.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+impl Reporter {
+    fn start(shared: Arc<Shared>) -> Reporter {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, s) = (stop.clone(), shared.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= REPORT_EVERY {
+                    last = std::time::Instant::now();
+                    worker::progress(&s.meters.to_json());
+                }
+            }
+        });
+        Reporter {
+            stop,
+            thread,
+            shared,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+        worker::progress(&self.shared.meters.to_json());
     }
 }
 

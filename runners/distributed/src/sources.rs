@@ -10,6 +10,7 @@ use crate::dataflow::Shared;
 use crate::driver::wall_clock_ms;
 use crate::driver::TICK;
 use crate::member::Member;
+use crate::progress::ChainMeter;
 use crate::source_state::{SourceState, SOURCE_KEY};
 use crate::wire::Encoder;
 use beamline_engine::checkpoint::StateOut;
@@ -44,6 +45,8 @@ pub(crate) struct Replay {
     epoch: u64,
     started: bool,
     shared: Arc<Shared>,
+    /// Where what it emits is counted.
+    meter: Option<Arc<ChainMeter>>,
 }
 
 impl Replay {
@@ -67,7 +70,14 @@ impl Replay {
             member,
             started: false,
             shared,
+            meter: None,
         }
+    }
+
+    /// Counts what it emits into `meter`.
+    pub(crate) fn metered(mut self, meter: Arc<ChainMeter>) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     /// Takes the source's next steps.
@@ -133,6 +143,11 @@ impl Replay {
             let mut elements: Vec<WindowedValue> = out.pop().unwrap_or_default();
             elements.extend(more.into_iter().flatten());
             if !elements.is_empty() {
+                if let Some(m) = &self.meter {
+                    m.add_in(elements.len());
+                    m.add_out(elements.len());
+                    m.set_watermarks(i64::MIN, self.wm);
+                }
                 let mut batch = Vec::new();
                 self.encoder.encode(&mut elements, &mut batch)?;
                 p.give(0, &mut batch);
@@ -209,6 +224,8 @@ pub(crate) struct Poll {
     positions: BTreeMap<u64, Vec<u8>>,
     worker_instance: usize,
     shared: Arc<Shared>,
+    /// Where what it reads and emits is counted.
+    meter: Option<Arc<ChainMeter>>,
 }
 
 impl Poll {
@@ -243,7 +260,17 @@ impl Poll {
             positions: BTreeMap::new(),
             worker_instance: worker.0,
             shared,
+            meter: None,
         }
+    }
+
+    /// Counts what it reads and emits into `meter` (its chain's, when it has one).
+    pub(crate) fn metered(mut self, meter: Arc<ChainMeter>) -> Self {
+        if let Emit::Chain(chain) = &mut self.emit {
+            chain.metered(meter.clone());
+        }
+        self.meter = Some(meter);
+        self
     }
 
     /// Polls this worker's reader once.
@@ -452,6 +479,10 @@ impl Poll {
                     reader.poll(now, max, &mut SourceOutput::new(&mut elements))
                 })?;
                 let full = elements.len() >= max;
+                if let Some(m) = &self.meter {
+                    m.add_in(elements.len());
+                    m.add_out(elements.len());
+                }
                 if !elements.is_empty() {
                     let mut batch = Vec::new();
                     encoder.encode(&mut elements, &mut batch)?;
@@ -489,6 +520,11 @@ impl Poll {
             }
         };
         self.wm = self.wm.max(polled.watermark);
+        match (&self.emit, &self.meter) {
+            (Emit::Chain(chain), _) => chain.note_watermarks(),
+            (Emit::Encoded(_), Some(m)) => m.set_watermarks(i64::MIN, self.wm),
+            _ => {}
+        }
         if polled.finished || self.wm == END_OF_TIME {
             return self.end(p);
         }

@@ -53,6 +53,29 @@ pub fn worker_env() -> Result<Option<WorkerEnv>, String> {
     }))
 }
 
+/// Ends this process when its launcher is gone: the launcher holds the write end of this
+/// process's standard input, which closes however the launcher ends (a crash, a kill, a
+/// program that returned without waiting for its job).
+pub fn end_with_launcher() {
+    let _ = std::thread::Builder::new()
+        .name("beamline-launcher-watch".into())
+        .spawn(|| {
+            let mut buf = [0u8; 64];
+            loop {
+                match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            // Its standard error may be gone with it: writing must not panic.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"beamline: the launcher of this worker process is gone; ending\n",
+            );
+            std::process::exit(1);
+        });
+}
+
 /// Tells the launcher that this worker joined the job.
 pub fn ready() {
     eprintln!("{MARKER} ready");
@@ -61,6 +84,11 @@ pub fn ready() {
 /// Sends the launcher this process's metrics (one line of JSON).
 pub fn metrics(json: &str) {
     eprintln!("{MARKER} metrics {json}");
+}
+
+/// Sends the launcher this process's live counts (one line of JSON).
+pub fn progress(json: &str) {
+    eprintln!("{MARKER} progress {json}");
 }
 
 /// Tells the launcher why this worker fails (one line; newlines are escaped).
@@ -77,6 +105,7 @@ pub(crate) enum Report {
     Ready,
     Error(String),
     Metrics(String),
+    Progress(String),
 }
 
 /// The report in `line`, if it is a protocol line.
@@ -87,6 +116,9 @@ pub(crate) fn parse_report(line: &str) -> Option<Report> {
     }
     if let Some(json) = rest.strip_prefix("metrics ") {
         return Some(Report::Metrics(json.to_string()));
+    }
+    if let Some(json) = rest.strip_prefix("progress ") {
+        return Some(Report::Progress(json.to_string()));
     }
     let msg = rest.strip_prefix("error ")?;
     let mut out = String::with_capacity(msg.len());

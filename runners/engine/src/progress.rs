@@ -227,6 +227,14 @@ impl StageMeters {
         }
     }
 
+    /// Sets stage `s`'s counts (a runner that sums counts from elsewhere).
+    pub fn set_counts(&self, s: usize, elements_in: u64, elements_out: u64) {
+        if let Some(c) = self.counters.get(s) {
+            c.elements_in.store(elements_in, Ordering::Relaxed);
+            c.elements_out.store(elements_out, Ordering::Relaxed);
+        }
+    }
+
     /// Sets stage `s`'s input and output watermarks (milliseconds since the epoch).
     pub fn set_watermarks(&self, s: usize, input: i64, output: i64) {
         if let Some(c) = self.counters.get(s) {
