@@ -63,7 +63,7 @@ impl Terminal {
             bar.set_length(total as u64);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {wide_msg}",
+                    "{elapsed:>4} [{bar:20}] {bytes}/{total_bytes} {wide_msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -85,23 +85,31 @@ impl Terminal {
     }
 }
 
-/// `1.2M/s | Read 3,000 > Count 1,200 > ...`: the fastest stage's rate, then each
-/// stage's output count.
+/// `1.2M/s | 2/6 stages done | ReadRanges 3,000 > Count 1,200`: the fastest stage's rate,
+/// how many stages finished, and the output counts of the (at most three) next ones.
 fn stage_counts(view: &JobView) -> String {
     let fastest = view
         .stages
         .iter()
         .map(|s| s.out_per_sec.max(s.in_per_sec))
         .fold(0.0, f64::max);
-    let stages: Vec<String> = view
+    let done = view.stages.iter().filter(|s| s.done).count();
+    let next: Vec<String> = view
         .stages
         .iter()
-        .filter_map(|s| {
-            s.elements_out
-                .map(|n| format!("{} {}", s.name, count(n as i64)))
+        .filter(|s| !s.done)
+        .take(3)
+        .map(|s| {
+            let name = s.name.rsplit('/').next().unwrap_or(&s.name);
+            format!("{name} {}", count(s.elements_out.unwrap_or(0) as i64))
         })
         .collect();
-    format!("{} | {}", rate(fastest), stages.join(" > "))
+    format!(
+        "{} | {done}/{} stages done | {}",
+        rate(fastest),
+        view.stages.len(),
+        next.join(" > ")
+    )
 }
 
 /// A streaming job's status: events read per second, the sources' watermark and its lag

@@ -157,6 +157,8 @@ fn run(
     }
     if let Some(dir) = &publish {
         let _ = directory::publish(dir, &view.lock());
+        // Listing prunes the oldest finished jobs, so the directory does not grow.
+        let _ = directory::list(dir);
     }
 }
 
