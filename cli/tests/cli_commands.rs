@@ -92,6 +92,68 @@ fn run_executes_a_proto_of_named_functions_and_summarizes_it() -> Result<()> {
 }
 
 #[test]
+fn a_progress_bar_shows_on_a_terminal_only() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Enough input for the bar to draw a few frames (in a debug build).
+    let line = "the quick brown fox jumps over the lazy dog\n".repeat(100_000);
+    std::fs::write(dir.path().join("in.txt"), line)?;
+    let p = Pipeline::new(PipelineOptions::default());
+    p.apply(
+        "Read",
+        ReadFromText::new(dir.path().join("in.txt").to_string_lossy()),
+    )
+    .apply(
+        "Write",
+        WriteToText::new(dir.path().join("out").to_string_lossy()),
+    );
+    let proto = dir.path().join("big.pb");
+    write_proto(&p, &proto)?;
+    // Not a terminal: no bar, the summary only.
+    let (code, _, err) = beamline(&["run", proto.to_str().unwrap()])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains('\r') && !err.contains("MiB"), "{err}");
+    // A terminal (util-linux `script` gives the command one): the bar shows bytes read.
+    let Ok(script) = which("script") else {
+        eprintln!("no `script` command: the terminal half is not checked");
+        return Ok(());
+    };
+    let cmd = format!(
+        "{} run {} --job-name=tty",
+        env!("CARGO_BIN_EXE_beamline"),
+        proto.display()
+    );
+    let typescript = dir.path().join("typescript");
+    let out = Command::new(script)
+        .args(["-qec", &cmd])
+        .arg(&typescript)
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&std::fs::read(&typescript)?).into_owned();
+    // The first frame shows the stages; once the input's size is known (if the job is
+    // still running), the bar shows bytes read of it.
+    assert!(shown.contains("stages done"), "{shown}");
+    if shown.contains(" B/") || shown.contains("iB/") {
+        assert!(shown.contains("/4.20 MiB"), "{shown}");
+    }
+    assert!(shown.contains("beamline: job 'tty' DONE"), "{shown}");
+    // --quiet: neither bar nor summary.
+    let (code, _, err) = beamline(&["run", proto.to_str().unwrap(), "--quiet"])?;
+    assert_eq!(code, 0);
+    assert!(err.is_empty(), "{err}");
+    Ok(())
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("{name} not found"))
+}
+
+#[test]
 fn run_refuses_a_proto_with_closures_naming_them() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let p = Pipeline::new(PipelineOptions::default());

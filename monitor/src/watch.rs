@@ -78,6 +78,7 @@ pub fn watch(
         pid: std::process::id(),
         ..Default::default()
     }));
+    tracing::info!(job = %opts.name, runner = %opts.runner, "job started");
     let mut sampler = Sampler::new(PipelineFacts::of_encoded(pipeline));
     sample(&mut sampler, &view, &*inner);
     let publish = match &opts.ui {
@@ -154,6 +155,10 @@ fn run(
             other => other.to_string(),
         };
         sampler.fail(&mut view.lock(), message);
+    }
+    {
+        let v = view.lock();
+        tracing::info!(job = %v.name, state = %v.state, seconds = v.elapsed_sec, "job ended");
     }
     if let Some(dir) = &publish {
         let _ = directory::publish(dir, &view.lock());

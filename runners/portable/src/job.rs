@@ -255,7 +255,7 @@ async fn follow(
                             errors.lock().expect("errors").push(m.message_text.clone());
                         }
                         if importance >= Importance::JobMessageWarning {
-                            eprintln!("beam job service: {}", m.message_text.trim_end());
+                            tracing::warn!("beam job service: {}", m.message_text.trim_end());
                         }
                     }
                     Some(jm::job_messages_response::Response::StateResponse(s)) => {

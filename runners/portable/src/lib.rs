@@ -15,8 +15,8 @@
 //! - [`harness`]: the SDK harness (control, data, state, logging; bundles of fused stages).
 //! - [`local_service`]: Beam Python's local job service as an owned child process.
 //!
-//! `BEAMLINE_FN_DEBUG=1` prints what the harness receives (instructions, the stages it
-//! runs, data and state requests) on standard error.
+//! `RUST_LOG=debug` (or `--log-level=debug`) logs what the harness receives (instructions,
+//! the stages it runs, data and state requests) on standard error.
 
 pub mod grpc;
 pub mod harness;

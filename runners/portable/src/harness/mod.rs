@@ -145,8 +145,8 @@ async fn handle(
     use fe::instruction_request::Request as Rq;
     use fe::instruction_response::Response as Rs;
     let id = request.instruction_id.clone();
-    if std::env::var_os("BEAMLINE_FN_DEBUG").is_some() {
-        eprintln!(
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
             "[harness] {id}: {:?}",
             request.request.as_ref().map(|r| match r {
                 Rq::Register(d) => format!(
@@ -282,13 +282,13 @@ impl Worker {
         request: &fe::ProcessBundleRequest,
     ) -> std::result::Result<fe::ProcessBundleResponse, String> {
         let def = self.descriptor(&request.process_bundle_descriptor_id)?;
-        let debug = std::env::var_os("BEAMLINE_FN_DEBUG").is_some();
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
         if debug {
-            eprintln!("[harness] {instruction_id}: running {def:?}");
+            tracing::debug!("[harness] {instruction_id}: running {def:?}");
         }
         let r = stage::run_bundle(self, &def, instruction_id, request);
         if debug {
-            eprintln!("[harness] {instruction_id}: done {:?}", r.as_ref().err());
+            tracing::debug!("[harness] {instruction_id}: done {:?}", r.as_ref().err());
         }
         match r {
             Ok(response) => Ok(response),

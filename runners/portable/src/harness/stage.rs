@@ -955,8 +955,8 @@ fn feed(
                 ))
             }
         };
-        if std::env::var_os("BEAMLINE_FN_DEBUG").is_some() {
-            eprintln!("[harness] {instruction_id}: got {item:?}");
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!("[harness] {instruction_id}: got {item:?}");
         }
         match item {
             Inbound::Data {

@@ -41,8 +41,8 @@ impl StateChannel {
     /// The stream ended, no answer in time, or the engine answered with an error.
     pub fn call(&self, mut request: fe::StateRequest) -> Result<fe::StateResponse> {
         let id = format!("s{}", self.next.fetch_add(1, Ordering::Relaxed));
-        if std::env::var_os("BEAMLINE_FN_DEBUG").is_some() {
-            eprintln!("[harness] state {id}: {request:?}");
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!("[harness] state {id}: {request:?}");
         }
         request.id = id.clone();
         let (tx, rx) = std_mpsc::channel();
