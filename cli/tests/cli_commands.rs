@@ -4,9 +4,11 @@
 use anyhow::{Context, Result};
 use beamline::worker::write_proto;
 use beamline::{Pipeline, PipelineOptions, ReadFromText, WriteToText};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+
+#[path = "../../sdk/tests/common/http.rs"]
+mod http;
 
 fn beamline(args: &[&str]) -> Result<(i32, String, String)> {
     let out = Command::new(env!("CARGO_BIN_EXE_beamline"))
@@ -254,23 +256,15 @@ fn ui_serves_the_jobs_of_a_job_directory_and_forwards_cancels() -> Result<()> {
             .and_then(|s| s.split('/').next())
             .with_context(|| format!("no address in {first:?}"))?
             .to_string();
-        let call = |method: &str, path: &str| -> Result<String> {
-            let mut s = std::net::TcpStream::connect(&addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            write!(
-                s,
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut body = String::new();
-            s.read_to_string(&mut body)?;
-            Ok(body)
-        };
-        let list = call("GET", "/api/jobs")?;
+        let url = format!("http://{addr}/");
+        let call = |method: &str, path: &str| http::call(&url, method, path);
+        let (status, list) = call("GET", "/api/jobs")?;
+        assert_eq!(status, 200);
         assert!(list.contains("\"name\":\"published\""), "{list}");
-        let cancel = call("POST", "/api/jobs/77-0/cancel")?;
-        assert!(cancel.starts_with("HTTP/1.1 202"), "{cancel}");
+        let (status, body) = call("POST", "/api/jobs/77-0/cancel")?;
+        assert_eq!(status, 202, "{body}");
         assert!(dir.path().join("77-0.cancel").exists());
-        assert!(call("GET", "/api/jobs/88-0")?.starts_with("HTTP/1.1 404"));
+        assert_eq!(call("GET", "/api/jobs/88-0")?.0, 404);
         Ok(())
     })();
     let _ = child.kill();

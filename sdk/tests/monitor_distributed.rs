@@ -3,34 +3,15 @@
 //! Also: workers end when their launcher's process ends without waiting for its job.
 //! (`harness = false`: the worker processes run this program's `main` too.)
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Result};
 use beamline::io::generator::Generator;
 use beamline::{Count, JobState, Pipeline, PipelineOptions, WindowInto};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
 
-fn call(url: &str, method: &str, path: &str) -> Result<(u16, String)> {
-    let host = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut s =
-        std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("bad response {raw}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
-}
+#[path = "common/http.rs"]
+mod http;
+use http::call;
+use std::time::{Duration, Instant};
 
 fn main() -> Result<()> {
     let p = Pipeline::new(PipelineOptions::from_args([

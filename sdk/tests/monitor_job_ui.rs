@@ -1,41 +1,17 @@
 //! The job UI's JSON API on the local runner: a streaming job's live stages, cancelling it
 //! from the API, a batch job's sources, sinks and metrics, and a failed job's error.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use beamline::io::generator::Generator;
 use beamline::{Count, JobState, Pipeline, PipelineOptions, ReadFromText, WindowInto, WriteToText};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+
+#[path = "common/http.rs"]
+mod http;
 use std::time::{Duration, Instant};
 
-/// One HTTP/1.1 request; returns the status and the JSON body.
-fn http(url: &str, method: &str, path: &str) -> Result<(u16, String)> {
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut s = TcpStream::connect(&host).with_context(|| format!("connecting to {host}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("no HTTP response: {raw}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line: {head}"))?;
-    Ok((status, body.to_string()))
-}
-
 fn json(url: &str, path: &str) -> Result<Value> {
-    let (status, body) = http(url, "GET", path)?;
+    let (status, body) = http::call(url, "GET", path)?;
     anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
     Ok(serde_json::from_str(&body)?)
 }
@@ -59,14 +35,14 @@ fn a_streaming_job_shows_live_stages_and_is_cancelled_from_the_api() -> Result<(
         .ok_or_else(|| anyhow!("no UI URL"))?
         .to_string();
 
-    let page = http(&url, "GET", "/")?;
+    let page = http::call(&url, "GET", "/")?;
     assert_eq!(page.0, 200);
     assert!(
         page.1.contains("<title>Beamline jobs</title>"),
         "{}",
         page.1
     );
-    assert_eq!(http(&url, "GET", "/app.js")?.0, 200);
+    assert_eq!(http::call(&url, "GET", "/app.js")?.0, 200);
 
     // Counts move while it runs.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -119,9 +95,9 @@ fn a_streaming_job_shows_live_stages_and_is_cancelled_from_the_api() -> Result<(
         .flat_map(|s| s["transforms"].as_array().unwrap())
         .any(|t| t == "Count/CombinePerKey" || t.as_str().unwrap().starts_with("Count")));
     assert_eq!(json(&url, &format!("/api/jobs/{id}"))?["id"], id.as_str());
-    assert_eq!(http(&url, "GET", "/api/jobs/nope")?.0, 404);
+    assert_eq!(http::call(&url, "GET", "/api/jobs/nope")?.0, 404);
 
-    let (status, body) = http(&url, "POST", &format!("/api/jobs/{id}/cancel"))?;
+    let (status, body) = http::call(&url, "POST", &format!("/api/jobs/{id}/cancel"))?;
     assert_eq!(status, 202, "{body}");
     let state = job.wait_until_finish(Some(Duration::from_secs(30)))?;
     assert_eq!(state, JobState::Cancelled);
@@ -130,7 +106,7 @@ fn a_streaming_job_shows_live_stages_and_is_cancelled_from_the_api() -> Result<(
         "CANCELLED"
     );
     assert_eq!(
-        http(&url, "POST", &format!("/api/jobs/{id}/cancel"))?.0,
+        http::call(&url, "POST", &format!("/api/jobs/{id}/cancel"))?.0,
         409
     );
     Ok(())

@@ -111,8 +111,11 @@ pub struct Supervisor {
     observer: Option<Observer>,
 }
 
+/// What takes reports: called with a process's index and its report's JSON.
+type ReportFn = dyn FnMut(usize, &str) + Send;
+
 /// Takes a process's progress report: its index and the report's JSON.
-pub struct Observer(Box<dyn FnMut(usize, &str) + Send>);
+pub struct Observer(Box<ReportFn>);
 
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
