@@ -32,7 +32,8 @@ pub(crate) fn start(
     let pipeline = pipeline.to_vec();
     let cleanup = job.cleanup.clone();
     let body = move |control: &JobControl| -> Result<(), EngineError> {
-        let harness = HarnessContext::new(job.functions.clone(), control.clone());
+        let harness =
+            HarnessContext::new(job.functions.clone(), control.clone()).with_pipeline(&pipeline);
         let pool = WorkerPool::serve(&options.worker_address, harness.clone())?;
         let submitted = submit::for_submission(&pipeline, pool.address())?;
         let outcome = runtime().block_on(run_job(submitted, &job, &options, control));

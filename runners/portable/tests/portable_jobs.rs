@@ -5,6 +5,9 @@
 
 mod common;
 
+#[path = "../../../sdk/tests/common/http.rs"]
+mod http;
+
 use std::time::{Duration, Instant};
 
 use beamline::testing::assert_that;
@@ -40,6 +43,51 @@ fn word_count_runs_on_beams_job_service() {
         .to_vec(),
     );
     p.run().expect("runs on the job service");
+}
+
+#[test]
+fn the_job_ui_shows_the_stages_the_engine_ran_in_this_harness() {
+    let p = Pipeline::new(
+        common::portable()
+            .set("ui", "127.0.0.1:0")
+            .set("quiet", true)
+            .set("job_name", "portable-words"),
+    );
+    words(&p)
+        .apply("Count", Count::per_element())
+        .map("Format", |(w, n): (String, i64)| format!("{w}:{n}"));
+    let job = p.run().expect("runs on the job service");
+    let url = job.ui_url().expect("a UI").to_string();
+    let (status, body) = http::call(&url, "GET", "/api/jobs").expect("the UI answers");
+    assert_eq!(status, 200);
+    let jobs: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let view = &jobs["jobs"][0];
+    assert_eq!(view["state"], "DONE", "{view}");
+    assert_eq!(view["runner_stages"], true, "{view}");
+    let stages = view["stages"].as_array().expect("stages");
+    // The stage splitting lines wrote the 7 distinct words' partial counts (pre-combined)
+    // to the engine's grouping; the stage after it merged them.
+    let split = stages
+        .iter()
+        .find(|s| {
+            s["transforms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "Split")
+        })
+        .unwrap_or_else(|| panic!("no stage runs Split: {view}"));
+    assert_eq!(split["elements_out"], 7, "{view}");
+    let after = stages
+        .iter()
+        .find(|s| s["inputs"].as_array().unwrap().contains(&split["id"]))
+        .unwrap_or_else(|| panic!("no stage reads Split's: {view}"));
+    assert_eq!(after["kind"], "grouping", "{view}");
+    assert_eq!(after["elements_in"], 7, "{view}");
+    assert!(
+        stages.iter().any(|s| s["kind"] == "source"),
+        "the first stage reads only what the engine made (Impulse): {view}"
+    );
 }
 
 #[derive(Clone)]

@@ -17,6 +17,7 @@ pub mod data;
 pub mod logging;
 pub mod monitoring;
 pub mod phases;
+pub mod progress;
 pub mod stage;
 pub mod state;
 pub mod user_state;
@@ -42,6 +43,8 @@ use crate::{Error, Result};
 pub struct HarnessContext {
     functions: Arc<FnRegistry>,
     control: JobControl,
+    /// The stages the engine ran here, with their counts (the job's live progress).
+    live: Arc<progress::LiveStages>,
     first_error: Arc<Mutex<Option<Arc<EngineError>>>>,
 }
 
@@ -51,9 +54,23 @@ impl HarnessContext {
     pub fn new(functions: Arc<FnRegistry>, control: JobControl) -> Self {
         HarnessContext {
             functions,
+            live: Arc::new(progress::LiveStages::new(
+                control.clone(),
+                progress::Upstream::new(),
+            )),
             control,
             first_error: Arc::default(),
         }
+    }
+
+    /// The same context, its live progress joining stages through `pipeline` (the
+    /// encoded pipeline proto the engine runs).
+    pub fn with_pipeline(mut self, pipeline: &[u8]) -> Self {
+        self.live = Arc::new(progress::LiveStages::new(
+            self.control.clone(),
+            progress::upstream_of(pipeline),
+        ));
+        self
     }
 
     /// Keeps `e` when it is the job's first error.

@@ -40,6 +40,8 @@ fn invalid(msg: String) -> EngineError {
 #[derive(Debug)]
 struct Port {
     transform_id: String,
+    /// The engine's id of the PCollection it carries.
+    engine_pc: String,
     url: String,
     coder: WindowedValueCoder,
     pc: PcId,
@@ -80,6 +82,8 @@ pub struct StageDef {
     timer_url: Option<String>,
     /// Transform ids by unique name (metrics are kept by name, reported by id).
     ids: HashMap<String, String>,
+    /// How the job's live progress shows it.
+    shape: super::progress::StageShape,
 }
 
 /// A stateful ParDo: its state goes through the state API, its timers through the data
@@ -345,6 +349,7 @@ impl StageDef {
         let (mut sources, mut sinks) = (Vec::new(), Vec::new());
         for (is_source, transform_id, url, coder, pcoll) in ports {
             let p = Port {
+                engine_pc: pcoll.clone(),
                 transform_id,
                 url,
                 coder,
@@ -358,6 +363,19 @@ impl StageDef {
             }
         }
         let sides = side_defs(&comps, &engine_ids, &graph, &pcs)?;
+        let shape = super::progress::StageShape {
+            transforms: nodes
+                .iter()
+                .map(|&n| graph.nodes[n].name.clone())
+                .chain(custom.iter().map(|c| c.name.clone()))
+                .collect(),
+            reads: sources.iter().map(|p| p.engine_pc.clone()).collect(),
+            writes: sinks.iter().map(|p| p.engine_pc.clone()).collect(),
+            // After the engine's grouping: a combine's merge or extraction.
+            groups: custom
+                .iter()
+                .any(|c| c.name.ends_with("/Merge") || c.name.ends_with("/ExtractOutputs")),
+        };
         Ok(StageDef {
             graph,
             nodes,
@@ -380,6 +398,7 @@ impl StageDef {
                 .filter(|(id, _)| !id.ends_with("#combine"))
                 .map(|(id, t)| (t.unique_name.clone(), id.clone()))
                 .collect(),
+            shape,
         })
     }
 }
@@ -470,6 +489,8 @@ struct Bundle<'a> {
     channels: Vec<Arc<super::data::DataChannel>>,
     instruction_id: &'a str,
     control: &'a beamline_engine::job::JobControl,
+    /// Elements read from and written to the engine in this bundle.
+    counted: (usize, usize),
 }
 
 impl Bundle<'_> {
@@ -490,7 +511,10 @@ impl Bundle<'_> {
                     batch.clone()
                 };
                 match *target {
-                    Target::Sink(s) => self.write(s, b)?,
+                    Target::Sink(s) => {
+                        self.counted.1 += b.len();
+                        self.write(s, b)?
+                    }
                     Target::Member(m, slot) => {
                         let member = &mut self.members[m];
                         let mut outs = vec![Vec::new(); member.outputs.len()];
@@ -773,6 +797,7 @@ pub(crate) fn run_bundle(
         channels,
         instruction_id,
         control: &worker.context.control,
+        counted: (0, 0),
     };
     let result = feed(
         worker,
@@ -797,6 +822,10 @@ pub(crate) fn run_bundle(
     for s in 0..def.sinks.len() {
         bundle.flush(s, true)?;
     }
+    worker
+        .context
+        .live
+        .add(&def.shape, bundle.counted.0, bundle.counted.1);
     send_timers(
         worker,
         def,
@@ -975,6 +1004,7 @@ fn feed(
                 for wv in &mut batch {
                     wv.window = restore_window(wv.window, &source.window_fn);
                 }
+                bundle.counted.0 += batch.len();
                 bundle.push(source.pc, batch)?;
                 if is_last {
                     open.remove(source.transform_id.as_str());
