@@ -479,6 +479,11 @@ impl Pipeline {
             beamline_monitor::ui::in_process(spec).map_err(|e| Error::Usage(e.to_string()))?;
         }
         match runner.start(bytes, job) {
+            // A worker process's share reports to its launcher, which watches the job.
+            Ok(handle) if worker => Ok(PipelineResult {
+                handle: Arc::from(handle),
+                ui: None,
+            }),
             Ok(handle) => {
                 let watched = beamline_monitor::watch(handle, bytes, watch)
                     .map_err(|e| Error::Usage(e.to_string()))?;

@@ -84,6 +84,8 @@ pub(crate) struct ShuffleWriter {
     ahead: Vec<Ahead>,
     /// Their encoded keys and windows.
     arena: Vec<u8>,
+    /// Elements written since [`ShuffleWriter::take_written`] last asked (live progress).
+    written: usize,
 }
 
 /// How many elements ahead of the one being added a pre-combine table slot is prefetched:
@@ -186,6 +188,7 @@ impl ShuffleWriter {
             bytes: 0,
             ahead: Vec::new(),
             arena: Vec::new(),
+            written: 0,
         }
     }
 
@@ -198,7 +201,13 @@ impl ShuffleWriter {
     }
 
     /// Writes a batch of elements, leaving `batch` empty.
+    /// Elements written since the last call.
+    pub(crate) fn take_written(&mut self) -> usize {
+        std::mem::take(&mut self.written)
+    }
+
     pub(crate) fn write_batch(&mut self, batch: &mut Vec<WindowedValue>) -> Result<()> {
+        self.written += batch.len();
         // Combining calls user code per element: one panic guard for the whole batch.
         self.guarded(|w, name| {
             if matches!(w.mode, Mode::Combine(..)) {

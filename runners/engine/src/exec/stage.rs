@@ -215,6 +215,9 @@ impl Instance {
         lane: &mut Lane,
     ) -> Result<Vec<SinkInstance>> {
         let mut sinks = self.new_sinks(shared, lane);
+        // Progress is counted per bundle (bundles are large): no shared counter per batch.
+        let p = &shared.progress;
+        p.meters.add_in(p.unit, bundle.remaining());
         let n = self.ops.len();
         for i in 0..n {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
@@ -227,10 +230,6 @@ impl Instance {
             if batch.is_empty() {
                 break;
             }
-            shared
-                .progress
-                .meters
-                .add_in(shared.progress.unit, batch.len());
             // A long bundle still stops soon after a cancel and shows its metrics.
             batches = batches.wrapping_add(1);
             if batches.is_multiple_of(REPORT_BATCHES) {
@@ -252,6 +251,18 @@ impl Instance {
             call_op(&mut self.ops, i, &mut sinks, shared, Call::Finish)?;
             flush(&mut self.ops, i, &mut sinks, shared)?;
         }
+        let mut out = 0;
+        for (s, sink) in sinks.iter_mut().enumerate() {
+            let n = match sink {
+                SinkInstance::Materialize(v) => v.len(),
+                SinkInstance::Shuffle(w) => w.take_written(),
+            };
+            if let Some(u) = shared.sink_units[s] {
+                p.meters.add_in(u, n);
+            }
+            out += n;
+        }
+        p.meters.add_out(p.unit, out);
         for sink in &mut sinks {
             self.spare.push(match sink {
                 SinkInstance::Shuffle(w) => Some(w.close()),
@@ -349,15 +360,7 @@ fn deliver_one(
             batch.clear();
             r
         }
-        Target::Sink(s) => {
-            // One atomic add per batch (of up to BATCH elements), not per element.
-            let p = &shared.progress;
-            p.meters.add_out(p.unit, batch.len());
-            if let Some(u) = shared.sink_units[s] {
-                p.meters.add_in(u, batch.len());
-            }
-            deliver_to_sink(&mut sinks[s], batch)
-        }
+        Target::Sink(s) => deliver_to_sink(&mut sinks[s], batch),
     }
 }
 

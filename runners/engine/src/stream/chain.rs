@@ -77,6 +77,9 @@ pub(super) struct Chain {
     /// Where the elements read are counted: the source's stage, and the stage of the
     /// grouping its pre-combiner feeds.
     meters: Option<(StageMeters, usize, Option<usize>)>,
+    /// Elements fed and folded since the bundle began (counted at its end: no shared
+    /// counter per batch).
+    counted: (usize, usize),
 }
 
 impl Chain {
@@ -87,6 +90,7 @@ impl Chain {
             pool: Vec::new(),
             control: None,
             meters: None,
+            counted: (0, 0),
         }
     }
 
@@ -199,9 +203,7 @@ impl Chain {
         now: i64,
         out: &mut Vec<Vec<WindowedValue>>,
     ) -> Result<()> {
-        if let Some((meters, stage, _)) = &self.meters {
-            meters.add_in(*stage, batch.len());
-        }
+        self.counted.0 += batch.len();
         let b = self.push(0, batch, wm, now)?;
         self.keep(b, out)
     }
@@ -221,6 +223,14 @@ impl Chain {
             let emitted = self.call(i, wm, now, 0, |op, cx| op.end_bundle(cx))?;
             let b = self.push(i + 1, emitted, wm, now)?;
             self.keep(b, out)?;
+        }
+        let (fed, folded) = std::mem::take(&mut self.counted);
+        if let Some((meters, stage, grouping)) = &self.meters {
+            meters.add_in(*stage, fed);
+            if let Some(g) = grouping {
+                meters.add_out(*stage, folded);
+                meters.add_in(*g, folded);
+            }
         }
         if let Some((control, last)) = &mut self.control {
             if last.elapsed() >= super::clock::REPORT_EVERY {
@@ -264,11 +274,7 @@ impl Chain {
         if let Some(pre) = &mut self.precombine {
             let before = b.len();
             pre.add(&mut b)?;
-            if let Some((meters, stage, Some(grouping))) = &self.meters {
-                let folded = before - b.len();
-                meters.add_out(*stage, folded);
-                meters.add_in(*grouping, folded);
-            }
+            self.counted.1 += before - b.len();
         }
         if b.is_empty() {
             self.recycle(b);
