@@ -125,7 +125,10 @@ fn run(
     publish: Option<std::path::PathBuf>,
 ) {
     let mut terminal = Terminal::new(quiet);
-    let mut published = Instant::now() - PUBLISH_EVERY;
+    // Published at the first sample.
+    let mut published = Instant::now()
+        .checked_sub(PUBLISH_EVERY)
+        .unwrap_or_else(Instant::now);
     let id = view.lock().id.clone();
     loop {
         let state = sample(&mut sampler, &view, &*job);

@@ -478,7 +478,8 @@ impl JobHandle for WorkerJob {
 /// Sends this process's live counts to the launcher every [`REPORT_EVERY`] until stopped,
 /// and once more then.
 struct Reporter {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the thread at once (its wait ends when the channel closes).
+    stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
     shared: Arc<Shared>,
 }
@@ -488,16 +489,13 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 impl Reporter {
     fn start(shared: Arc<Shared>) -> Reporter {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (flag, s) = (stop.clone(), shared.clone());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let s = shared.clone();
         let thread = std::thread::spawn(move || {
-            let mut last = std::time::Instant::now();
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                if last.elapsed() >= REPORT_EVERY {
-                    last = std::time::Instant::now();
-                    worker::progress(&s.meters.to_json());
-                }
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(REPORT_EVERY)
+            {
+                worker::progress(&s.meters.to_json());
             }
         });
         Reporter {
@@ -508,7 +506,7 @@ impl Reporter {
     }
 
     fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.stop);
         let _ = self.thread.join();
         worker::progress(&self.shared.meters.to_json());
     }
