@@ -155,10 +155,19 @@ impl Broker {
         }
         consumer.assign(&tpl).unwrap();
         let mut out = Vec::new();
-        // (The broker's end offsets are not to be trusted: tansu reports 1.)
-        let mut at_end: std::collections::BTreeSet<i32> = Default::default();
+        // (The broker's end offsets are not to be trusted: tansu reports 1.) A partition is
+        // at its end once it stayed at the end for a while with nothing read: tansu may
+        // report an end before every committed record is fetchable (what
+        // `ReadFromKafka::until_end` waits out the same way).
+        let mut at_end: std::collections::BTreeMap<i32, Instant> = Default::default();
+        let settled = |at_end: &std::collections::BTreeMap<i32, Instant>| {
+            at_end.len() == parts.len()
+                && at_end
+                    .values()
+                    .all(|t| t.elapsed() >= Duration::from_secs(1))
+        };
         let until = Instant::now() + Duration::from_secs(30);
-        while at_end.len() < parts.len() {
+        while !settled(&at_end) {
             assert!(Instant::now() < until, "reading {topic} took over 30 s");
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
@@ -173,7 +182,7 @@ impl Broker {
                     out.push((tag, value.unwrap()));
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p);
+                    at_end.entry(p).or_insert_with(Instant::now);
                 }
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
                 None => {}
