@@ -3,7 +3,7 @@
 
 use crate::facts::{IoFact, PipelineFacts, IO_NAMESPACE};
 use beamline_engine::job::JobState;
-use beamline_engine::metrics::MetricResults;
+use beamline_engine::metrics::{MetricKey, MetricResults};
 use beamline_engine::progress::{ProgressSnapshot, StageInfo, StageProgress};
 use serde::Serialize;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -320,45 +320,28 @@ fn sink(f: &IoFact, m: &MetricResults) -> SinkView {
 
 /// The metrics a user reported (not the runners' own).
 pub fn user_metrics(m: &MetricResults) -> Vec<MetricView> {
-    let user = |ns: &str| !ns.starts_with(SYSTEM_PREFIX);
-    let mut out = Vec::new();
-    for (k, v) in &m.counters {
-        if user(&k.namespace) {
-            out.push(MetricView {
-                step: k.step.clone(),
-                namespace: k.namespace.clone(),
-                name: k.name.clone(),
-                kind: "counter",
-                value: *v,
-                distribution: None,
-            });
-        }
-    }
-    for (k, d) in &m.distributions {
-        if user(&k.namespace) {
-            out.push(MetricView {
-                step: k.step.clone(),
-                namespace: k.namespace.clone(),
-                name: k.name.clone(),
-                kind: "distribution",
-                value: d.sum,
-                distribution: Some([d.count, d.min, d.max]),
-            });
-        }
-    }
-    for (k, g) in &m.gauges {
-        if user(&k.namespace) {
-            out.push(MetricView {
-                step: k.step.clone(),
-                namespace: k.namespace.clone(),
-                name: k.name.clone(),
-                kind: "gauge",
-                value: g.value,
-                distribution: None,
-            });
-        }
-    }
-    out
+    let view = |k: &MetricKey, kind, value, distribution| MetricView {
+        step: k.step.clone(),
+        namespace: k.namespace.clone(),
+        name: k.name.clone(),
+        kind,
+        value,
+        distribution,
+    };
+    let counters = m.counters.iter().map(|(k, v)| view(k, "counter", *v, None));
+    let distributions = m
+        .distributions
+        .iter()
+        .map(|(k, d)| view(k, "distribution", d.sum, Some([d.count, d.min, d.max])));
+    let gauges = m
+        .gauges
+        .iter()
+        .map(|(k, g)| view(k, "gauge", g.value, None));
+    counters
+        .chain(distributions)
+        .chain(gauges)
+        .filter(|v| !v.namespace.starts_with(SYSTEM_PREFIX))
+        .collect()
 }
 
 #[cfg(test)]

@@ -155,6 +155,9 @@ struct Executor<'g> {
     /// and their live counts.
     layout: StageLayout,
     meters: StageMeters,
+    /// Per node: a source without transforms on its threads, so what it emits is what it
+    /// read (with them, the chain counts what it reads).
+    emits_what_it_reads: Vec<bool>,
 }
 
 impl<'g> Executor<'g> {
@@ -301,6 +304,12 @@ impl<'g> Executor<'g> {
         } else {
             wall_clock_ms()
         };
+        let emits_what_it_reads = graph
+            .nodes
+            .iter()
+            .zip(&routes)
+            .map(|(n, r)| n.inputs.is_empty() && *r == n.outputs)
+            .collect();
         Ok(Executor {
             graph,
             ops,
@@ -324,6 +333,7 @@ impl<'g> Executor<'g> {
             more: Vec::new(),
             ckpt: None,
             ckpt_metrics: Default::default(),
+            emits_what_it_reads,
             layout,
             meters,
         })
@@ -369,18 +379,15 @@ impl<'g> Executor<'g> {
     /// its consumers before the next source batch, while it is in cache. Order within a
     /// PCollection is kept.
     fn collect(&mut self, node: usize) {
-        let n = self.outs[node].iter().map(Vec::len).sum::<usize>()
-            + self.more.iter().map(Vec::len).sum::<usize>();
-        if n > 0 {
+        let (exit, reads) = (self.layout.exit[node], self.emits_what_it_reads[node]);
+        if exit || reads {
+            let n = self.outs[node].iter().map(Vec::len).sum::<usize>()
+                + self.more.iter().map(Vec::len).sum::<usize>();
             let stage = self.layout.node_stage[node];
-            if self.layout.exit[node] {
+            if exit {
                 self.meters.add_out(stage, n);
             }
-            // A source without transforms on its threads: what it read is what it emits
-            // (with them, the chain counts what it reads).
-            if self.graph.nodes[node].inputs.is_empty()
-                && self.routes[node] == self.graph.nodes[node].outputs
-            {
+            if reads {
                 self.meters.add_in(stage, n);
             }
         }
