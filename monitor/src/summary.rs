@@ -40,6 +40,8 @@ pub fn summary(view: &JobView) -> String {
     }
     for sink in &view.sinks {
         let files = match (view.state.as_str(), sink.files) {
+            // Kafka and checkpointed file sinks count no files.
+            ("DONE", 0) => format!(" to {}", sink.what),
             ("DONE", n) => format!(" into {} file(s) {}", count(n), sink.what),
             _ => format!(" (not committed: {})", sink.what),
         };
@@ -84,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_summary_names_inputs_outputs_files_and_metrics() {
-        let view = JobView {
+        let mut view = JobView {
             name: "wordcount".into(),
             runner: "local".into(),
             state: "DONE".into(),
@@ -117,5 +119,9 @@ mod tests {
         assert!(s.contains("read    Read: 1,200 elements (52.0 KB) from *.md"));
         assert!(s.contains("wrote   Write: 300 elements into 2 file(s) /tmp/out-SSSSS-of-NNNNN"));
         assert!(s.contains("Split words/empty: 7"));
+        view.sinks[0].files = 0;
+        view.sinks[0].what = "kafka topic 'counts' at 127.0.0.1:9092".into();
+        let s = summary(&view);
+        assert!(s.contains("wrote   Write: 300 elements to kafka topic 'counts'"));
     }
 }

@@ -145,6 +145,52 @@ fn a_failing_transaction_is_aborted_and_its_marker_not_committed() {
     );
 }
 
+/// A killed run can leave its sink's transaction open, and an open transaction hides every
+/// record written after it from read-committed consumers. The next run's sink ends it
+/// (fencing the old producer off) when it starts, even if it has nothing to write.
+#[test]
+fn a_run_with_nothing_to_write_ends_the_transaction_a_killed_run_left_open() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let broker = Broker::start();
+    broker.create_topic("counts", 1);
+    let producer = |id: &str| {
+        let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.address)
+            .set("transactional.id", id)
+            .create()
+            .unwrap();
+        p.init_transactions(std::time::Duration::from_secs(10))
+            .unwrap();
+        p.begin_transaction().unwrap();
+        p.send(BaseRecord::<[u8], str>::to("counts").payload(id))
+            .map_err(|e| e.0)
+            .unwrap();
+        p.flush(std::time::Duration::from_secs(10)).unwrap();
+        p
+    };
+    // The killed run's producer: its transaction stays open.
+    std::mem::forget(producer("beamline-counts"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new(
+        PipelineOptions::default()
+            .set("streaming", "true")
+            .set("checkpoint_dir", dir.path().to_string_lossy()),
+    );
+    p.apply("Nothing", beamline::Create::of(Vec::<String>::new()))
+        .map("Record", |l: String| {
+            (Bytes(Vec::new()), Bytes(l.into_bytes()))
+        })
+        .apply("Write", WriteToKafka::new(&broker.address, "counts"));
+    p.run().expect("the job runs");
+    // Another writer's committed record is visible.
+    let other = producer("another-writer");
+    other
+        .commit_transaction(std::time::Duration::from_secs(10))
+        .unwrap();
+    let got = broker.read_committed("counts");
+    assert!(got.contains(&"another-writer".to_string()), "{got:?}");
+}
+
 /// Event time from the value (`user,millis`), whatever the record's timestamp.
 fn time_in_value(_key: &[u8], value: &[u8], _record: Option<i64>) -> Option<i64> {
     std::str::from_utf8(value)

@@ -145,7 +145,7 @@ function drawJob(job) {
     cell(tr, fmt(s.backlog), "num");
   });
   const io = job.sources.map((s) => ["read", s.transform, s.what, s.elements, s.bytes_total ? `${bytes(s.bytes)} of ${bytes(s.bytes_total)}` : bytes(s.bytes)])
-    .concat(job.sinks.map((s) => ["write", s.transform, s.what, s.elements, `${s.files} file(s)`]));
+    .concat(job.sinks.map((s) => ["write", s.transform, s.what, s.elements, s.files ? `${s.files} file(s)` : ""]));
   $("io-section").hidden = io.length === 0;
   fillTable("io", io, (tr, r) => { cell(tr, r[0]); cell(tr, r[1]); cell(tr, r[2]); cell(tr, fmt(r[3]), "num"); cell(tr, r[4]); });
   $("no-metrics").hidden = job.metrics.length > 0;

@@ -228,7 +228,8 @@ pub fn check(panes: &[String], expected: &BTreeMap<(String, i64), i64>, what: &s
         .keys()
         .filter(|k| !expected.contains_key(*k))
         .collect();
-    if std::env::var("FAULT_DEBUG").is_ok() {
+    // Which windows are missing tells a lost process from a lost stretch of time.
+    if !missing.is_empty() {
         let mut per_key: BTreeMap<&String, (usize, i64, i64)> = BTreeMap::new();
         for (k, w) in &missing {
             let e = per_key.entry(k).or_insert((0, i64::MAX, i64::MIN));
@@ -236,7 +237,7 @@ pub fn check(panes: &[String], expected: &BTreeMap<(String, i64), i64>, what: &s
             e.1 = e.1.min(*w);
             e.2 = e.2.max(*w);
         }
-        eprintln!("missing per key: {per_key:?}");
+        eprintln!("{what}: missing per key (windows, first, last): {per_key:?}");
     }
     assert!(
         missing.is_empty() && extra.is_empty(),

@@ -373,6 +373,13 @@ impl DoFn for KafkaWriter {
         let lineage = *self
             .lineage
             .get_or_insert_with(|| rand::random::<u32>() & 0x3fff_ffff);
+        // The producer starts with the first checkpoint, even when this instance has
+        // nothing to write: starting fences off a killed run's producer and aborts its
+        // open transaction, which otherwise hides every record after it from
+        // read-committed consumers (until the broker times it out, if it does).
+        if self.transactional {
+            self.producer()?;
+        }
         let mut e = Enc::new();
         e.u64(u64::from(lineage)).u64(checkpoint);
         e.u64(self.pending.len() as u64);
@@ -399,6 +406,7 @@ impl DoFn for KafkaWriter {
         // A restarted job continues the line of the checkpoint it restored.
         self.lineage = Some(lineage);
         self.transactional = true;
+        self.producer()?;
         if records.is_empty() {
             return Ok(());
         }
