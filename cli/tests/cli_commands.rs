@@ -221,6 +221,20 @@ fn matrix_runs_the_suite_and_prints_the_table() -> Result<()> {
     ])?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("| category | local (1 thread) |"), "{out}");
+    // A distributed column runs each case in a process of its own (this command again),
+    // whose runner starts worker processes (this command again).
+    let (code, out, err) = beamline(&[
+        "matrix",
+        "--column",
+        "distributed (2 processes)",
+        "--case",
+        "sum_per_key",
+    ])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("| category | distributed (2 processes) |") && out.contains("passed 1"),
+        "{out}"
+    );
     let (code, _, err) = beamline(&["matrix", "--case", "no-such-case"])?;
     assert_eq!(code, 1);
     assert!(err.contains("no case or no runner column matches"), "{err}");

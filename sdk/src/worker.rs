@@ -10,6 +10,9 @@ use beamline_proto::prost::Message;
 use std::path::Path;
 use std::process::Command;
 
+/// The program as it was started and its arguments (see the engine's `program` module).
+pub use beamline_engine::program::as_started as program_as_started;
+
 /// True when this process was started as a worker.
 pub fn is_worker() -> bool {
     std::env::var_os(WORKER_PIPELINE_ENV).is_some()
@@ -33,7 +36,7 @@ pub fn write_proto(p: &Pipeline, path: &Path) -> Result<()> {
 /// # Errors
 /// When the child cannot start or exits unsuccessfully (its stderr is in the message).
 pub fn run_in_child_process(proto: &Path, args: &[String]) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|source| Error::Io {
+    let (exe, _) = program_as_started().map_err(|source| Error::Io {
         context: "finding the current executable".into(),
         source,
     })?;

@@ -1,8 +1,8 @@
 //! Running a case in a process of its own, for runners that re-execute the program (the
 //! distributed runner starts this same binary once per worker process).
 //!
-//! The suite re-runs its own executable with `--validates-case NAME --validates-column
-//! COLUMN`; a program that runs the suite calls [`serve_case`] first thing in `main`, which
+//! The suite re-runs its own command line with `--validates-case NAME --validates-column
+//! COLUMN` added; a program that runs the suite calls [`serve_case`] first thing in `main`, which
 //! runs that one case (as the launcher, or as one of its workers) and prints the outcome.
 
 use crate::{Case, Outcome, RunnerEntry};
@@ -53,11 +53,14 @@ pub fn serve_case(cases: &[Case], runners: &[RunnerEntry]) {
 
 /// Runs `case` on `runner` in a new process of this program (see [`serve_case`]).
 pub(crate) fn run_case_in_own_process(case: &Case, runner: &RunnerEntry) -> Outcome {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
+    // The command line this process was started with, and the case: a Python console
+    // script (`python .../beamline matrix`) is run again through its interpreter.
+    let (program, args) = match beamline::worker::program_as_started() {
+        Ok(p) => p,
         Err(e) => return Outcome::Failed(format!("cannot find this program: {e}")),
     };
-    let child = Command::new(exe)
+    let child = Command::new(program)
+        .args(args)
         .args([CASE_ARG, case.name, COLUMN_ARG, runner.name])
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())

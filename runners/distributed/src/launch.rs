@@ -132,9 +132,9 @@ const ORIGINAL_ERROR_GRACE: Duration = Duration::from_secs(2);
 /// # Errors
 /// [`LaunchError::Start`] when a process cannot be started; those already started are
 /// killed and reaped first.
-pub fn launch(
+pub fn launch<S: AsRef<std::ffi::OsStr>>(
     program: &std::path::Path,
-    args: &[String],
+    args: &[S],
     opts: &LaunchOptions,
 ) -> Result<Supervisor, LaunchError> {
     let (tx, rx) = mpsc::channel();

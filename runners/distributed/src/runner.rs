@@ -216,14 +216,8 @@ fn start_launcher(
         let context = context.to_string();
         move |source| EngineError::Io { context, source }
     };
-    // The program as it was started (argv[0]): for a Python pipeline, the interpreter of
-    // its virtualenv (the resolved executable would be the base interpreter, without the
-    // packages).
-    let program = match std::env::args_os().next() {
-        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
-        _ => std::env::current_exe().map_err(io("finding this program"))?,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (program, args) =
+        beamline_engine::program::as_started().map_err(io("finding this program"))?;
     let proto = std::env::temp_dir().join(format!(
         "beamline-job-{}-{}.pb",
         std::process::id(),

@@ -61,7 +61,7 @@ fn run(
         env: vec![(SCENARIO.to_string(), scenario.to_string())],
     };
     let start = Instant::now();
-    let r = launch(&exe, &[], &opts).and_then(|s| s.wait()).map(drop);
+    let r = launch::<&str>(&exe, &[], &opts).and_then(|s| s.wait()).map(drop);
     (r, start.elapsed())
 }
 
@@ -146,7 +146,7 @@ fn main() {
         connect_timeout: long,
         env: vec![],
     };
-    match launch(missing, &[], &opts) {
+    match launch::<&str>(missing, &[], &opts) {
         Err(LaunchError::Start { process: 0, .. }) => {}
         other => panic!("missing program: {other:?}"),
     }

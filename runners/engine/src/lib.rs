@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod operators;
 pub mod options;
 pub mod plan;
+pub mod program;
 pub mod progress;
 pub mod registry;
 pub mod runner;
