@@ -61,7 +61,9 @@ fn run(
         env: vec![(SCENARIO.to_string(), scenario.to_string())],
     };
     let start = Instant::now();
-    let r = launch::<&str>(&exe, &[], &opts).and_then(|s| s.wait()).map(drop);
+    let r = launch::<&str>(&exe, &[], &opts)
+        .and_then(|s| s.wait())
+        .map(drop);
     (r, start.elapsed())
 }
 
