@@ -3,6 +3,7 @@
 use crate::element::Element;
 use crate::side_input::SideInput;
 use beamline_engine::dofn::{Context, DoFnInvoker};
+use beamline_engine::metrics::MetricsContainer;
 use beamline_engine::time::Timestamp;
 use beamline_engine::{PaneInfo, UserError, Window, WindowedValue};
 use std::any::Any;
@@ -139,11 +140,30 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     }
     /// Makes what a record of [`DoFn::prepare_commit`] describes visible. Called again
     /// with the same record after a restart from that checkpoint: must be idempotent.
+    /// `ctx` reports metrics (count only what this call made visible).
     ///
     /// # Errors
     /// Fails the job.
-    fn commit(&mut self, _record: &[u8]) -> Result<(), UserError> {
+    fn commit(&mut self, _record: &[u8], _ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
         Ok(())
+    }
+}
+
+/// Context of [`DoFn::commit`]: the transform's metrics.
+#[derive(Debug)]
+pub struct CommitContext<'a> {
+    metrics: &'a mut MetricsContainer,
+}
+
+impl CommitContext<'_> {
+    /// Adds `delta` to a counter.
+    pub fn inc_counter(&mut self, namespace: &str, name: &str, delta: i64) {
+        self.metrics.inc_counter(namespace, name, delta);
+    }
+
+    /// Reports a value to a distribution.
+    pub fn update_distribution(&mut self, namespace: &str, name: &str, value: i64) {
+        self.metrics.update_distribution(namespace, name, value);
     }
 }
 
@@ -569,8 +589,8 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
     fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
         self.f.prepare_commit(checkpoint)
     }
-    fn commit(&mut self, record: &[u8]) -> Result<(), UserError> {
-        self.f.commit(record)
+    fn commit(&mut self, record: &[u8], metrics: &mut MetricsContainer) -> Result<(), UserError> {
+        self.f.commit(record, &mut CommitContext { metrics })
     }
 }
 

@@ -41,7 +41,9 @@ pub use beamline_engine as engine;
 pub use beamline_monitor as monitor;
 pub use beamline_proto as proto;
 
-pub use dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext, TimerContext, TupleTag};
+pub use dofn::{
+    BundleContext, CommitContext, DoFn, NamedDoFn, ProcessContext, TimerContext, TupleTag,
+};
 pub use element::{Bytes, DynValue, Element};
 pub use engine::job::JobState;
 pub use engine::metrics::MetricResults;

@@ -164,6 +164,48 @@ fn a_batch_job_reports_what_it_read_and_wrote_and_its_metrics() -> Result<()> {
     Ok(())
 }
 
+/// With checkpoints a streaming job's files are committed by checkpoints, under names of
+/// their own; the summary's count is of those.
+#[test]
+fn a_checkpointed_streaming_job_counts_the_files_its_checkpoints_committed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out").to_string_lossy().into_owned();
+    let ckpt = dir.path().join("ckpt").to_string_lossy().into_owned();
+    let p = Pipeline::new(options(&[
+        "--job-name=committed",
+        "--streaming",
+        &format!("--checkpoint-dir={ckpt}"),
+        "--checkpoint-interval=20ms",
+    ])?);
+    p.apply(
+        "Events",
+        Generator::new(10).with_count(20_000).with_rate(200_000),
+    )
+    .map("Format", |(k, v): (i64, i64)| format!("{k},{v}"))
+    .apply("Write", WriteToText::new(&out));
+    let job = p.run()?;
+    let url = job.ui_url().unwrap().to_string();
+    let jobs = json(&url, "/api/jobs")?;
+    let view = jobs["jobs"]
+        .as_array()
+        .and_then(|a| a.iter().find(|j| j["name"] == "committed"))
+        .cloned()
+        .ok_or_else(|| anyhow!("not listed: {jobs}"))?;
+    let files = std::fs::read_dir(dir.path())?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("out-c"))
+        .count();
+    assert!(files > 1, "several checkpoints committed files: {files}");
+    let sink = &view["sinks"][0];
+    assert_eq!(sink["what"], format!("{out}-cNNNNNN-*"));
+    assert_eq!(
+        (sink["elements"].as_i64(), sink["files"].as_i64()),
+        (Some(20_000), Some(files as i64)),
+        "{view}"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_failed_job_shows_its_error_and_the_transform() -> Result<()> {
     let p = Pipeline::new(options(&["--job-name=broken"])?);

@@ -108,10 +108,15 @@ pub trait DoFnInvoker: Send {
     }
     /// Makes what `record` (from [`DoFnInvoker::prepare_commit`]) describes visible; also
     /// called after a restart for the checkpoint restored, so it must be idempotent.
+    /// `metrics` are the transform's (what was committed: files, say).
     ///
     /// # Errors
     /// A failure fails the job, naming the transform.
-    fn commit(&mut self, _record: &[u8]) -> Result<(), UserError> {
+    fn commit(
+        &mut self,
+        _record: &[u8],
+        _metrics: &mut crate::metrics::MetricsContainer,
+    ) -> Result<(), UserError> {
         Ok(())
     }
 }

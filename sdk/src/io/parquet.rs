@@ -531,6 +531,7 @@ impl PTransform<PCollection<ArrowBatch>> for WriteToParquet {
             suffix: self.suffix,
             num_shards: self.num_shards,
             empty_shard,
+            checkpoint_files: false,
         };
         let config = self.sink;
         let shard_config = config.clone();

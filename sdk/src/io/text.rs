@@ -1,7 +1,7 @@
 //! Text files: ReadFromText (glob, gzip, split for parallel reads) and WriteToText
 //! (sharded `PREFIX-SSSSS-of-NNNNN`, written to temporary files and renamed on success).
 
-use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
+use crate::dofn::{BundleContext, CommitContext, DoFn, NamedDoFn, ProcessContext};
 use crate::io::{IO_NAMESPACE, SINK_ANNOTATION, SOURCE_ANNOTATION};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
@@ -602,9 +602,11 @@ impl DoFn for WriteBundles {
         })?))
     }
 
-    fn commit(&mut self, record: &[u8]) -> Result<(), UserError> {
+    fn commit(&mut self, record: &[u8], ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
         let r: Renames = serde_json::from_slice(record)?;
         remove_later_checkpoints(&r.prefix, &r.suffix, r.checkpoint, r.instance)?;
+        // Counts the files this call published (not those a run before published).
+        let mut published = 0;
         for (temp, target) in r.files {
             if Path::new(&temp).exists() {
                 if let Some(dir) = Path::new(&target).parent() {
@@ -613,12 +615,14 @@ impl DoFn for WriteBundles {
                 }
                 std::fs::rename(&temp, &target)
                     .map_err(|e| format!("renaming {temp} to {target}: {e}"))?;
+                published += 1;
             } else if !Path::new(&target).exists() {
                 return Err(
                     format!("cannot commit {target}: its temporary file {temp} is gone").into(),
                 );
             }
         }
+        ctx.inc_counter(IO_NAMESPACE, "filesWritten", published);
         Ok(())
     }
 }
@@ -827,6 +831,7 @@ impl PTransform<PCollection<String>> for WriteToText {
             suffix: self.suffix,
             num_shards: self.num_shards,
             empty_shard: EmptyShard::Blank,
+            checkpoint_files: true,
         };
         sink.write(
             input,
@@ -855,6 +860,8 @@ pub(crate) struct ShardedSink {
     pub(crate) suffix: String,
     pub(crate) num_shards: usize,
     pub(crate) empty_shard: EmptyShard,
+    /// The bundle writer commits its files with checkpoints (`PREFIX-cNNNNNN-*`).
+    pub(crate) checkpoint_files: bool,
 }
 
 impl ShardedSink {
@@ -872,7 +879,10 @@ impl ShardedSink {
         S: NamedDoFn<In = (i64, Vec<T>), Out = String>,
     {
         let p = input.pipeline().clone();
+        // With checkpoints (streaming) each checkpoint commits files of its own.
+        let checkpointed = p.options().values().contains_key("checkpoint_dir");
         let shards = match self.num_shards {
+            0 if self.checkpoint_files && checkpointed => "cNNNNNN-*".to_string(),
             0 => "SSSSS-of-NNNNN".to_string(),
             n => format!("SSSSS-of-{n:05}"),
         };

@@ -684,7 +684,7 @@ impl Op for ParDoOp {
         self.ensure_instance(cx.name)?;
         let inv = self.inst.as_mut().expect("created");
         for r in records {
-            guarded(cx.name, || inv.commit(r))?;
+            guarded(cx.name, || inv.commit(r, &mut self.metrics))?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! so a consumer reading committed records sees each exactly once.
 
 use super::{client_config, kafka_err};
-use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
+use crate::dofn::{BundleContext, CommitContext, DoFn, NamedDoFn, ProcessContext};
 use crate::element::Bytes;
 use crate::io::{IO_NAMESPACE, SINK_ANNOTATION};
 use crate::pcollection::PCollection;
@@ -389,7 +389,7 @@ impl DoFn for KafkaWriter {
         Ok(Some(e.finish()))
     }
 
-    fn commit(&mut self, record: &[u8]) -> Result<(), UserError> {
+    fn commit(&mut self, record: &[u8], _ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
         let bad = |e: beamline_engine::EngineError| UserError::from(e.to_string());
         let mut d = Dec::new(record, "a Kafka sink's commit");
         let lineage = d.u64().map_err(bad)? as u32;
