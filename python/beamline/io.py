@@ -4,6 +4,7 @@ copying)."""
 
 import json
 
+from beamline import _native
 from beamline.transforms import PTransform
 
 
@@ -138,7 +139,10 @@ class ReadFromKafka(PTransform):
     """``(key, value)`` records (bytes; ``b""`` for no key) of Kafka topics, as an unbounded
     source: partitions are split among the readers; event time is the record's timestamp
     (``timestamps="record"``) or when it was read (``"processing_time"``); the watermark
-    trails each partition's newest record by ``max_out_of_orderness_ms``. With
+    trails each partition's newest record by ``max_out_of_orderness_ms``. ``timestamps`` may
+    also be a function ``f(key, value, record_time)`` of the record's bytes and its own time
+    (seconds, or ``None``) returning the event time in seconds, or ``None`` to keep the
+    record's; the readers call it for every record (an exception fails the job). With
     checkpoints (``--checkpoint-dir``) the offsets are in every checkpoint and committed
     to ``group`` once it is durable. ``start``: ``"committed"`` (the group's offsets, else
     the beginning), ``"earliest"`` or ``"latest"``. ``until_end``: stop once every
@@ -152,22 +156,32 @@ class ReadFromKafka(PTransform):
             topics = [topics]
         if start not in _STARTS:
             raise ValueError(f"ReadFromKafka: start must be one of {sorted(_STARTS)}, not {start!r}")
-        if timestamps not in _TIMESTAMPS:
+        self._timestamp_fn = timestamps if callable(timestamps) else None
+        if self._timestamp_fn is None and timestamps not in _TIMESTAMPS:
             raise ValueError(
-                f"ReadFromKafka: timestamps must be one of {sorted(_TIMESTAMPS)}, not {timestamps!r}")
+                f"ReadFromKafka: timestamps must be one of {sorted(_TIMESTAMPS)} or a function "
+                f"(key, value, record_time) -> seconds, not {timestamps!r}")
         self.config = {
             "bootstrap_servers": bootstrap_servers,
             "topics": list(topics),
             "group": group,
             "start": _STARTS[start],
-            "timestamps": _TIMESTAMPS[timestamps],
+            "timestamps": None if self._timestamp_fn else _TIMESTAMPS[timestamps],
             "max_out_of_orderness_ms": int(max_out_of_orderness_ms),
             "until_end": bool(until_end),
             "properties": {str(k): str(v) for k, v in (properties or {}).items()},
         }
 
     def expand(self, pbegin):
-        native = pbegin.pipeline._native.read_kafka(self._name(), json.dumps(self.config))
+        config = dict(self.config)
+        if self._timestamp_fn is not None:
+            # Registered by name in this process; a distributed job's workers run this
+            # script too, so they register the same function under the same name.
+            f = self._timestamp_fn
+            name = f"python:{self._name()}:{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', '')}"
+            _native.register_kafka_timestamp(name, f)
+            config["timestamps"] = {"Function": name}
+        native = pbegin.pipeline._native.read_kafka(self._name(), json.dumps(config))
         return self._out(pbegin, native)
 
 

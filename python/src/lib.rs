@@ -381,6 +381,41 @@ impl Pipeline {
     }
 }
 
+/// Registers `f(key, value, record_seconds)` -> event time in seconds (or `None` for the
+/// record's own) as the Kafka timestamp function `name`; the reader threads call it.
+#[pyfunction]
+fn register_kafka_timestamp(name: String, f: Py<PyAny>) {
+    let f = std::sync::Arc::new(f);
+    beamline::io::kafka::register_kafka_timestamp_fn(
+        name,
+        std::sync::Arc::new(move |key: &[u8], value: &[u8], record_ms: Option<i64>| {
+            dofn::attach(|py| {
+                let record = record_ms.map(|ms| ms as f64 / 1000.0);
+                let key = pyo3::types::PyBytes::new(py, key);
+                let value = pyo3::types::PyBytes::new(py, value);
+                let out = f
+                    .call1(py, (key, value, record))
+                    .map_err(|e| convert::traceback(py, &e))?;
+                if out.is_none(py) {
+                    return Ok(None);
+                }
+                let seconds: f64 = out.extract(py).map_err(|_| {
+                    format!(
+                        "returned {}, not a time in seconds or None",
+                        out.bind(py)
+                            .repr()
+                            .map_or_else(|_| "?".into(), |r| r.to_string())
+                    )
+                })?;
+                if !seconds.is_finite() {
+                    return Err(format!("returned {seconds}, not a time in seconds").into());
+                }
+                Ok(Some((seconds * 1000.0).round() as i64))
+            })
+        }),
+    );
+}
+
 /// Records a metric update from a Python DoFn (kind: 0 counter, 1 distribution, 2 gauge).
 #[pyfunction]
 fn record_metric(kind: u8, namespace: String, name: String, value: i64) {
@@ -462,6 +497,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PColl>()?;
     m.add_class::<job::Job>()?;
     m.add_function(wrap_pyfunction!(record_metric, m)?)?;
+    m.add_function(wrap_pyfunction!(register_kafka_timestamp, m)?)?;
     m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(accumulator_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(take_metrics, m)?)?;

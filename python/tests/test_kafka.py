@@ -98,3 +98,67 @@ def test_bad_kafka_arguments_are_clear_errors():
     with pytest.raises(Exception, match="takes \\(key, value\\) pairs"):
         p | "Nums" >> beamline.Create([1, 2]) | "ToKafka" >> WriteToKafka("127.0.0.1:1", "t")
         p.run().wait_until_finish()
+
+
+class _WithWindow(beamline.DoFn):
+    def process(self, kv, w=beamline.DoFn.WindowParam):
+        yield f"{kv[0]},{int(w.start)},{kv[1]}"
+
+
+def test_event_time_can_come_from_a_python_function(broker, tmp_path):
+    # Values "user,seconds": event time from the value, whatever the record's own time.
+    clicks = [(f"user{i % 3}", f"user{i % 3},{1000 + i * 7}") for i in range(300)]
+    p = beamline.Pipeline()
+    p | "Clicks" >> beamline.Create(clicks) | "ToKafka" >> WriteToKafka(broker, "timed")
+    p.run().wait_until_finish()
+
+    seen = []
+
+    def event_time(key, value, record_time):
+        seen.append(record_time)
+        if value.startswith(b"user1"):
+            return None  # the record's own time
+        return float(value.split(b",")[1])
+
+    p = beamline.Pipeline(beamline.PipelineOptions(["--streaming"]))
+    (p | "Read" >> ReadFromKafka(broker, "timed", start="earliest", until_end=True,
+                                 timestamps=event_time)
+       | "User" >> beamline.Map(lambda kv: (kv[1].decode().split(",")[0], 1))
+       | "Minutes" >> beamline.WindowInto(beamline.window.FixedWindows(60))
+       | "Count" >> beamline.CombinePerKey(sum)
+       | "Lines" >> beamline.ParDo(_WithWindow())
+       | "Files" >> beamline.WriteToText(str(tmp_path / "counts")))
+    p.run().wait_until_finish()
+    assert seen and all(isinstance(t, float) for t in seen), seen[:3]
+    expected = {}
+    for i in range(300):
+        user = f"user{i % 3}"
+        if user == "user1":
+            continue
+        start = (1000 + i * 7) // 60 * 60
+        expected[(user, start)] = expected.get((user, start), 0) + 1
+    got = [line for line in _lines(str(tmp_path / "counts")) if not line.startswith("user1,")]
+    assert got == sorted(f"{u},{s},{n}" for (u, s), n in expected.items())
+    # user1's records kept their own (write) time: one window near now.
+    user1 = [line for line in _lines(str(tmp_path / "counts")) if line.startswith("user1,")]
+    assert sum(int(line.split(",")[2]) for line in user1) == 100
+
+
+def test_a_failing_timestamp_function_fails_the_job_naming_it(broker):
+    p = beamline.Pipeline()
+    p | "Clicks" >> beamline.Create([("k", "v")]) | "ToKafka" >> WriteToKafka(broker, "bad")
+    p.run().wait_until_finish()
+
+    def broken(key, value, record_time):
+        raise KeyError("no time in this record")
+
+    p = beamline.Pipeline(beamline.PipelineOptions(["--streaming"]))
+    (p | "Read" >> ReadFromKafka(broker, "bad", start="earliest", until_end=True,
+                                 timestamps=broken)
+       | "Count" >> beamline.combiners.Count.Globally())
+    with pytest.raises(Exception) as err:
+        p.run().wait_until_finish()
+    text = str(err.value)
+    assert "Kafka timestamp function" in text and "no time in this record" in text, text
+    with pytest.raises(ValueError, match="or a function"):
+        ReadFromKafka("127.0.0.1:1", "t", timestamps="sometime")

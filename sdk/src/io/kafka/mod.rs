@@ -6,7 +6,8 @@ mod read;
 mod write;
 
 pub use read::{
-    ExtractTimestamp, KafkaTimestamp, KafkaTimestampFn, ReadFromKafka, StartOffset, END_GRACE_MS,
+    register_kafka_timestamp_fn, DynExtractTimestamp, ExtractTimestamp, KafkaTimestamp,
+    KafkaTimestampFn, ReadFromKafka, StartOffset, END_GRACE_MS,
 };
 pub use write::WriteToKafka;
 

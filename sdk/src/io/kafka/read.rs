@@ -16,6 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where a reader starts in a partition without a checkpoint to resume from.
@@ -79,18 +80,54 @@ macro_rules! register_kafka_timestamp {
     };
 }
 
-/// The timestamp function registered under `name`.
-fn timestamp_fn(name: &str) -> Result<&'static KafkaTimestampFn, UserError> {
-    inventory::iter::<KafkaTimestampFn>
+/// A timestamp function registered while the program runs (see
+/// [`register_kafka_timestamp_fn`]); unlike an [`ExtractTimestamp`], it may fail.
+pub type DynExtractTimestamp =
+    Arc<dyn Fn(&[u8], &[u8], Option<i64>) -> Result<Option<i64>, UserError> + Send + Sync>;
+
+/// Timestamp functions registered while the program runs, by name.
+static REGISTERED: Mutex<BTreeMap<String, DynExtractTimestamp>> = Mutex::new(BTreeMap::new());
+
+/// Registers a timestamp function under `name` while the program runs, for
+/// [`ReadFromKafka::with_timestamp_fn`]: what the Python package does with a callable.
+/// Every process running the pipeline must register it before the pipeline runs (a
+/// distributed job's workers run the program, so they do); an error the function returns
+/// fails the job. A later registration under the same name replaces an earlier one.
+///
+/// # Examples
+/// ```
+/// use std::sync::Arc;
+/// beamline::io::kafka::register_kafka_timestamp_fn(
+///     "doc.length",
+///     Arc::new(|_key: &[u8], value: &[u8], _record: Option<i64>| Ok(Some(value.len() as i64))),
+/// );
+/// ```
+pub fn register_kafka_timestamp_fn(name: impl Into<String>, f: DynExtractTimestamp) {
+    REGISTERED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.into(), f);
+}
+
+/// The timestamp function registered under `name` (linked, or registered at run time).
+fn timestamp_fn(name: &str) -> Result<DynExtractTimestamp, UserError> {
+    if let Some(f) = inventory::iter::<KafkaTimestampFn>
         .into_iter()
         .find(|f| f.name == name)
-        .ok_or_else(|| {
-            format!(
-                "no Kafka timestamp function '{name}' is linked into this program \
-                 (register it with beamline::register_kafka_timestamp!)"
-            )
-            .into()
-        })
+    {
+        let extract = f.extract;
+        return Ok(Arc::new(move |k: &[u8], v: &[u8], r: Option<i64>| {
+            Ok(extract(k, v, r))
+        }));
+    }
+    let registered = REGISTERED.lock().unwrap_or_else(|p| p.into_inner());
+    registered.get(name).cloned().ok_or_else(|| {
+        format!(
+            "no Kafka timestamp function '{name}' is linked into this program or registered \
+             in it (register it with beamline::register_kafka_timestamp!)"
+        )
+        .into()
+    })
 }
 
 /// Reads `(key, value)` records (empty key when none) from Kafka topics: an unbounded
@@ -227,7 +264,7 @@ struct KafkaReader {
     resume: BTreeMap<TopicPartition, i64>,
     wm: i64,
     /// The timestamp function, when the records' event time comes from one.
-    extract: Option<&'static KafkaTimestampFn>,
+    extract: Option<DynExtractTimestamp>,
 }
 
 impl KafkaReader {
@@ -392,13 +429,16 @@ impl UnboundedSource for KafkaReader {
                 continue;
             }
             let record_ts = msg.timestamp().to_millis();
-            let ts = match (&self.config.timestamps, self.extract) {
+            let ts = match (&self.config.timestamps, &self.extract) {
                 (KafkaTimestamp::ProcessingTime, _) => now_ms,
-                (KafkaTimestamp::Function(_), Some(f)) => (f.extract)(
+                (KafkaTimestamp::Function(name), Some(f)) => f(
                     msg.key().unwrap_or_default(),
                     msg.payload().unwrap_or_default(),
                     record_ts,
                 )
+                .map_err(|e| {
+                    UserError::from(format!("the Kafka timestamp function '{name}': {e}"))
+                })?
                 .or(record_ts)
                 .unwrap_or(now_ms),
                 _ => record_ts.unwrap_or(now_ms),
