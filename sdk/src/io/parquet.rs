@@ -2,9 +2,11 @@
 //! WriteToParquet (sharded, temporary files renamed on success).
 
 use crate::arrow::ArrowBatch;
-use crate::dofn::{BundleContext, DoFn, NamedDoFn, ProcessContext};
+use crate::dofn::{BundleContext, CommitContext, DoFn, NamedDoFn, ProcessContext};
 use crate::error::{Error, Result};
-use crate::io::text::{create_writer, EmptyShard, ShardedSink};
+use crate::io::text::{
+    commit_renames, create_writer, mark_checkpointed, renames_record, EmptyShard, ShardedSink,
+};
 use crate::io::{IO_NAMESPACE, SOURCE_ANNOTATION};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
@@ -345,7 +347,25 @@ impl Writer {
             .map_err(|e| format!("writing {}: {e}", self.path))?;
         Ok(self.path)
     }
+
+    /// Closes the file and syncs it to disk (a checkpoint's commit publishes it).
+    fn close_synced(self) -> Result<String, UserError> {
+        let path = self.path;
+        let bad = |e: &dyn std::fmt::Display| format!("writing {path}: {e}");
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| bad(&e))?
+            .into_inner()
+            .map_err(|e| bad(&e))?;
+        file.sync_all().map_err(|e| bad(&e))?;
+        Ok(path)
+    }
 }
+
+/// Rows buffered for a file kept open across bundles past which they are written out as
+/// a row group (a checkpointed sink keeps its file open until the next checkpoint).
+const ROW_GROUP_FLUSH_BYTES: usize = 32 << 20;
 
 impl WriteToParquet {
     /// Writes to files starting with `prefix`, uncompressed; the runner picks the shards.
@@ -433,24 +453,67 @@ pub(crate) fn empty_file_like(sibling: &str, codec: &str) -> Result<Vec<u8>, Str
     empty_file(schema, &sink)
 }
 
-/// Writes each bundle's batches to its own temporary file; emits the file's path.
+/// Writes each bundle's batches to its own temporary file; emits the file's path. With
+/// checkpoints a file stays open until the next checkpoint, which closes it and commits it
+/// under a name of its own (`PREFIX-cNNNNNN-*`, as `WriteToText` does).
 #[derive(Serialize, Deserialize)]
 struct WriteBundles {
     temp_dir: String,
     sink: SinkConfig,
+    /// Final names of files committed by checkpoints.
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    suffix: String,
     /// In a mutex only to make the DoFn `Sync`: Parquet's writer is `Send` but not `Sync`.
     #[serde(skip)]
     current: Option<std::sync::Mutex<Writer>>,
+    /// The open file's path was emitted (with checkpoints).
+    #[serde(skip)]
+    announced: bool,
+    /// Files closed since the last checkpoint.
+    #[serde(skip)]
+    closed: Vec<String>,
+    /// Which parallel instance of the sink this is.
+    #[serde(skip)]
+    instance: usize,
+    /// The job takes checkpoints (they commit the files).
+    #[serde(skip)]
+    checkpointed: bool,
+}
+
+impl WriteBundles {
+    fn new(temp_dir: String, sink: SinkConfig, prefix: String, suffix: String) -> Self {
+        WriteBundles {
+            temp_dir,
+            sink,
+            prefix,
+            suffix,
+            current: None,
+            announced: false,
+            closed: Vec::new(),
+            instance: 0,
+            checkpointed: false,
+        }
+    }
+
+    fn writer(&mut self) -> Result<Option<&mut Writer>, UserError> {
+        match &mut self.current {
+            None => Ok(None),
+            Some(w) => Ok(Some(w.get_mut().map_err(|_| "a previous write panicked")?)),
+        }
+    }
 }
 
 impl Clone for WriteBundles {
     /// A clone starts without an open file (each worker writes its own).
     fn clone(&self) -> Self {
-        WriteBundles {
-            temp_dir: self.temp_dir.clone(),
-            sink: self.sink.clone(),
-            current: None,
-        }
+        WriteBundles::new(
+            self.temp_dir.clone(),
+            self.sink.clone(),
+            self.prefix.clone(),
+            self.suffix.clone(),
+        )
     }
 }
 
@@ -464,8 +527,14 @@ impl DoFn for WriteBundles {
     ) -> Result<(), UserError> {
         ctx.inc_counter(IO_NAMESPACE, "elementsWritten", batch.0.num_rows() as i64);
         if self.current.is_none() {
+            if self.checkpointed {
+                // Before any file of this directory is announced: the end of the job
+                // must not publish files the checkpoints commit.
+                mark_checkpointed(&self.temp_dir)?;
+            }
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
             self.current = Some(std::sync::Mutex::new(self.sink.open(&path, &batch.0)?));
+            self.announced = false;
         }
         let w = self.current.as_mut().expect("opened above");
         w.get_mut()
@@ -474,11 +543,62 @@ impl DoFn for WriteBundles {
     }
 
     fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {
+        if self.checkpointed {
+            let announce = !std::mem::replace(&mut self.announced, true);
+            let Some(w) = self.writer()? else {
+                return Ok(());
+            };
+            if w.writer.in_progress_size() > ROW_GROUP_FLUSH_BYTES {
+                w.writer
+                    .flush()
+                    .map_err(|e| format!("writing {}: {e}", w.path))?;
+            }
+            // The end of the job learns from the paths that checkpoints commit the files.
+            if announce {
+                let path = w.path.clone();
+                ctx.output_at(path, GLOBAL_WINDOW_MAX_TIMESTAMP, Window::Global);
+            }
+            return Ok(());
+        }
         if let Some(w) = self.current.take() {
             let w = w.into_inner().map_err(|_| "a previous write panicked")?;
             ctx.output_at(w.close()?, GLOBAL_WINDOW_MAX_TIMESTAMP, Window::Global);
         }
         Ok(())
+    }
+
+    fn teardown(&mut self) -> Result<(), UserError> {
+        self.current = None;
+        Ok(())
+    }
+
+    fn commits(&self) -> bool {
+        true
+    }
+
+    fn commits_enabled(&mut self, instance: usize) {
+        self.instance = instance;
+        self.checkpointed = true;
+    }
+
+    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+        mark_checkpointed(&self.temp_dir)?;
+        if let Some(w) = self.current.take() {
+            let w = w.into_inner().map_err(|_| "a previous write panicked")?;
+            self.closed.push(w.close_synced()?);
+        }
+        renames_record(
+            &mut self.closed,
+            checkpoint,
+            &self.prefix,
+            &self.suffix,
+            self.instance,
+        )
+        .map(Some)
+    }
+
+    fn commit(&mut self, record: &[u8], ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
+        commit_renames(record, ctx)
     }
 }
 
@@ -526,22 +646,19 @@ impl PTransform<PCollection<ArrowBatch>> for WriteToParquet {
     fn expand(self, input: &PCollection<ArrowBatch>) -> PCollection<String> {
         // An invalid schema or codec cannot be here: both were checked when they were set.
         let empty_shard = self.empty_shard().unwrap_or_else(EmptyShard::Fail);
+        let (prefix, suffix) = (self.prefix.clone(), self.suffix.clone());
         let sink = ShardedSink {
             prefix: self.prefix,
             suffix: self.suffix,
             num_shards: self.num_shards,
             empty_shard,
-            checkpoint_files: false,
+            checkpoint_files: true,
         };
         let config = self.sink;
         let shard_config = config.clone();
         sink.write(
             input,
-            |temp_dir| WriteBundles {
-                temp_dir: temp_dir.to_string(),
-                sink: config,
-                current: None,
-            },
+            |temp_dir| WriteBundles::new(temp_dir.to_string(), config, prefix, suffix),
             |temp_dir| WriteShard {
                 temp_dir: temp_dir.to_string(),
                 sink: shard_config,

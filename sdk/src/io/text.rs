@@ -483,17 +483,73 @@ impl Clone for WriteBundles {
     }
 }
 
-impl WriteBundles {
-    /// Marks the temporary directory as one whose files checkpoints commit.
-    fn mark_checkpointed(&self) -> Result<(), UserError> {
-        let marker = Path::new(&self.temp_dir).join(CHECKPOINTED);
-        if !marker.exists() {
-            std::fs::create_dir_all(&self.temp_dir)
-                .and_then(|()| File::create(&marker).map(drop))
-                .map_err(|e| format!("creating {}: {e}", marker.display()))?;
-        }
-        Ok(())
+/// Marks a sink's temporary directory as one whose files checkpoints commit.
+pub(crate) fn mark_checkpointed(temp_dir: &str) -> Result<(), UserError> {
+    let marker = Path::new(temp_dir).join(CHECKPOINTED);
+    if !marker.exists() {
+        std::fs::create_dir_all(temp_dir)
+            .and_then(|()| File::create(&marker).map(drop))
+            .map_err(|e| format!("creating {}: {e}", marker.display()))?;
     }
+    Ok(())
+}
+
+/// The commit record of checkpoint `checkpoint` for the temporary files in `closed`
+/// (taken), written by sink instance `instance`: each is renamed to
+/// `PREFIX-cNNNNNN[-wW]-XXXX[SUFFIX]` by [`commit_renames`].
+pub(crate) fn renames_record(
+    closed: &mut Vec<String>,
+    checkpoint: u64,
+    prefix: &str,
+    suffix: &str,
+    instance: usize,
+) -> Result<Vec<u8>, UserError> {
+    let mut renames = Vec::new();
+    for temp in closed.drain(..) {
+        // Gone: the end of a job published it before checkpoints started.
+        if !Path::new(&temp).exists() {
+            continue;
+        }
+        let tag = temp.rsplit("bundle-").next().unwrap_or("0");
+        let target = format!(
+            "{prefix}-c{checkpoint:06}{}-{tag}{suffix}",
+            instance_tag(instance),
+        );
+        renames.push((temp, target));
+    }
+    Ok(serde_json::to_vec(&Renames {
+        checkpoint,
+        instance,
+        prefix: prefix.to_string(),
+        suffix: suffix.to_string(),
+        files: renames,
+    })?)
+}
+
+/// Publishes what a [`renames_record`] lists (idempotent: a file renamed before stays),
+/// after removing the files of later checkpoints; counts the files it renamed.
+pub(crate) fn commit_renames(record: &[u8], ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
+    let r: Renames = serde_json::from_slice(record)?;
+    remove_later_checkpoints(&r.prefix, &r.suffix, r.checkpoint, r.instance)?;
+    // Counts the files this call published (not those a run before published).
+    let mut published = 0;
+    for (temp, target) in r.files {
+        if Path::new(&temp).exists() {
+            if let Some(dir) = Path::new(&target).parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+            std::fs::rename(&temp, &target)
+                .map_err(|e| format!("renaming {temp} to {target}: {e}"))?;
+            published += 1;
+        } else if !Path::new(&target).exists() {
+            return Err(
+                format!("cannot commit {target}: its temporary file {temp} is gone").into(),
+            );
+        }
+    }
+    ctx.inc_counter(IO_NAMESPACE, "filesWritten", published);
+    Ok(())
 }
 
 impl DoFn for WriteBundles {
@@ -508,7 +564,7 @@ impl DoFn for WriteBundles {
             if self.checkpointed {
                 // Before any file of this directory is announced: the end of the job
                 // must not publish files the checkpoints commit.
-                self.mark_checkpointed()?;
+                mark_checkpointed(&self.temp_dir)?;
             }
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
             let writer = create_writer(Path::new(&path))?;
@@ -570,7 +626,7 @@ impl DoFn for WriteBundles {
     }
 
     fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
-        self.mark_checkpointed()?;
+        mark_checkpointed(&self.temp_dir)?;
         if let Some(mut f) = self.current.take() {
             f.writer
                 .flush()
@@ -578,52 +634,18 @@ impl DoFn for WriteBundles {
                 .map_err(|e| format!("writing {}: {e}", f.path))?;
             self.closed.push(f.path);
         }
-        let mut renames = Vec::new();
-        for temp in self.closed.drain(..) {
-            // Gone: the end of a job published it before checkpoints started.
-            if !Path::new(&temp).exists() {
-                continue;
-            }
-            let tag = temp.rsplit("bundle-").next().unwrap_or("0");
-            let target = format!(
-                "{}-c{checkpoint:06}{}-{tag}{}",
-                self.prefix,
-                instance_tag(self.instance),
-                self.suffix
-            );
-            renames.push((temp, target));
-        }
-        Ok(Some(serde_json::to_vec(&Renames {
+        renames_record(
+            &mut self.closed,
             checkpoint,
-            instance: self.instance,
-            prefix: self.prefix.clone(),
-            suffix: self.suffix.clone(),
-            files: renames,
-        })?))
+            &self.prefix,
+            &self.suffix,
+            self.instance,
+        )
+        .map(Some)
     }
 
     fn commit(&mut self, record: &[u8], ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
-        let r: Renames = serde_json::from_slice(record)?;
-        remove_later_checkpoints(&r.prefix, &r.suffix, r.checkpoint, r.instance)?;
-        // Counts the files this call published (not those a run before published).
-        let mut published = 0;
-        for (temp, target) in r.files {
-            if Path::new(&temp).exists() {
-                if let Some(dir) = Path::new(&target).parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                }
-                std::fs::rename(&temp, &target)
-                    .map_err(|e| format!("renaming {temp} to {target}: {e}"))?;
-                published += 1;
-            } else if !Path::new(&target).exists() {
-                return Err(
-                    format!("cannot commit {target}: its temporary file {temp} is gone").into(),
-                );
-            }
-        }
-        ctx.inc_counter(IO_NAMESPACE, "filesWritten", published);
-        Ok(())
+        commit_renames(record, ctx)
     }
 }
 
