@@ -132,10 +132,16 @@ pub trait DoFn: Clone + Send + Sync + 'static {
     /// record of it; [`DoFn::commit`] gets the record once the checkpoint is durable.
     /// This is how a sink writes exactly once: output becomes visible only with a
     /// checkpoint, and what a failed run wrote after its last one is never committed.
+    /// `last`: the job's input ended and this is its last checkpoint (a sink may clean up
+    /// once it is committed).
     ///
     /// # Errors
     /// Fails the job.
-    fn prepare_commit(&mut self, _checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+    fn prepare_commit(
+        &mut self,
+        _checkpoint: u64,
+        _last: bool,
+    ) -> Result<Option<Vec<u8>>, UserError> {
         Ok(None)
     }
     /// Makes what a record of [`DoFn::prepare_commit`] describes visible. Called again
@@ -586,8 +592,12 @@ impl<F: DoFn> DoFnInvoker for DoFnAdapter<F> {
     fn commits_enabled(&mut self, instance: usize) {
         self.f.commits_enabled(instance)
     }
-    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
-        self.f.prepare_commit(checkpoint)
+    fn prepare_commit(
+        &mut self,
+        checkpoint: u64,
+        last: bool,
+    ) -> Result<Option<Vec<u8>>, UserError> {
+        self.f.prepare_commit(checkpoint, last)
     }
     fn commit(&mut self, record: &[u8], metrics: &mut MetricsContainer) -> Result<(), UserError> {
         self.f.commit(record, &mut CommitContext { metrics })

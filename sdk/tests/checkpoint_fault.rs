@@ -372,6 +372,11 @@ fn main() {
     // A finished job started again has nothing left to do.
     common::wait_for(spawn("fixed", &faulty, Some(&ckpt), false), LIMIT).unwrap();
     assert!(common::committed_lines(&faulty, "counts") == want);
+    assert_eq!(
+        common::temp_dirs(&faulty),
+        Vec::<String>::new(),
+        "temporary directories left"
+    );
     println!(
         "checkpoint fault test: {kills} kills, {} panes committed exactly once (reference run {} ms)",
         want.len(),

@@ -1,7 +1,8 @@
 //! Exactly-once Parquet output in streaming: a job writing generated events as Parquet
 //! rows with checkpoints is killed with SIGKILL five times and restarted from its
-//! checkpoints each time; files appear as checkpoints complete (not only at the end), and
-//! the committed files hold every event exactly once and are all readable.
+//! checkpoints each time; files appear as checkpoints complete (not only at the end), the
+//! committed files hold every event exactly once and are all readable, and no temporary
+//! directory is left (the killed runs' included).
 //!
 //! A plain `main` (no test harness): the job runs in child processes of this binary.
 
@@ -113,6 +114,8 @@ fn main() {
             &format!("the job (kill {})", kill + 1),
         );
     }
+    // The killed runs left their temporary directories.
+    assert!(!common::temp_dirs(&out).is_empty());
     // Killed runs committed files of their checkpoints: output appears as the job runs.
     let (before, files_before) = committed(&out);
     assert!(
@@ -124,6 +127,8 @@ fn main() {
     common::wait_for(last.spawn().unwrap(), Duration::from_secs(120))
         .unwrap_or_else(|err| panic!("the last run failed: {err}"));
     let (got, files) = committed(&out);
+    // The successful end removed its own temporary directory and the killed runs'.
+    assert_eq!(common::temp_dirs(&out), Vec::<String>::new());
     let mut seen = std::collections::BTreeSet::new();
     let repeated = got.iter().filter(|s| !seen.insert(**s)).count();
     assert_eq!(

@@ -94,6 +94,11 @@ fn main() {
     common::wait_for(last.spawn().unwrap(), Duration::from_secs(120))
         .unwrap_or_else(|err| panic!("the last run failed: {err}"));
     let got = common::committed_lines(&out, "lines");
+    assert_eq!(
+        common::temp_dirs(&out),
+        Vec::<String>::new(),
+        "temporary directories left"
+    );
     let mut seen = std::collections::BTreeSet::new();
     let repeated = got.iter().filter(|l| !seen.insert(*l)).count();
     assert_eq!(

@@ -291,8 +291,9 @@ impl Chain {
         }
     }
 
-    /// Saves every transform's state for checkpoint `id` (all of it when `full`); what
-    /// they emit meanwhile goes down the chain and out.
+    /// Saves every transform's state for checkpoint `id` (all of it when `full`; `last`
+    /// when the chain's input ended); what they emit meanwhile goes down the chain and
+    /// out.
     ///
     /// # Errors
     /// A transform that cannot be checkpointed or whose state cannot be saved.
@@ -301,11 +302,12 @@ impl Chain {
         p: &mut Ports<'_>,
         id: u64,
         full: bool,
+        last: bool,
     ) -> Result<Vec<(String, StateOut)>, EngineError> {
         let out_wm = p.time().map_or(END_OF_TIME, |t| watermark_of(&t));
         let mut parts = Vec::with_capacity(self.links.len());
         for i in 0..self.links.len() {
-            let mut out = StateOut::new(id, full);
+            let mut out = StateOut::new(id, full).with_last(last);
             self.run(i, out_wm, p, &mut |op, cx| op.snapshot(&mut out, cx))?;
             parts.push((self.links[i].name.clone(), out));
         }

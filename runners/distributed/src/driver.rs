@@ -239,8 +239,9 @@ impl Driver {
         p: &mut Ports<'_>,
         epoch: u64,
         full: bool,
+        last: bool,
     ) -> Result<Vec<(String, StateOut)>, EngineError> {
-        let mut parts = self.chain.snapshot(p, epoch, full)?;
+        let mut parts = self.chain.snapshot(p, epoch, full, last)?;
         let mut e = beamline_engine::checkpoint::codec::Enc::new();
         e.i64(self.chain.wm);
         let mut own = StateOut::new(epoch, full);
@@ -256,7 +257,7 @@ impl Driver {
         let full = self.member.as_ref().is_some_and(|m| m.full(epoch));
         self.chain.flush(p)?;
         let started = std::time::Instant::now();
-        let parts = self.snapshot(p, epoch, full)?;
+        let parts = self.snapshot(p, epoch, full, false)?;
         if let Some(m) = &self.member {
             m.paused(started.elapsed().as_micros());
             m.deliver(epoch, parts)?;
@@ -303,7 +304,7 @@ impl Driver {
         self.chain.flush(p)?;
         if self.member.is_some() {
             let epoch = self.epoch;
-            let parts = self.snapshot(p, epoch, true)?;
+            let parts = self.snapshot(p, epoch, true, true)?;
             if let Some(m) = &mut self.member {
                 m.finish(epoch, parts)?;
             }

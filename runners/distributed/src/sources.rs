@@ -331,7 +331,7 @@ impl Poll {
         finished: bool,
     ) -> Result<Vec<(String, StateOut)>, EngineError> {
         let mut parts = match &mut self.emit {
-            Emit::Chain(chain) => chain.snapshot(p, epoch, full)?,
+            Emit::Chain(chain) => chain.snapshot(p, epoch, full, finished)?,
             Emit::Encoded(_) => Vec::new(),
         };
         let position = match &self.reader {

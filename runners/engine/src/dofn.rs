@@ -99,11 +99,16 @@ pub trait DoFnInvoker: Send {
     fn commits_enabled(&mut self, _instance: usize) {}
     /// A checkpoint is being taken (between bundles): finish what the instance wrote
     /// since the last one (close files, say) and return a record of it to commit once the
-    /// checkpoint is durable; `None` when there is nothing to commit.
+    /// checkpoint is durable; `None` when there is nothing to commit. `last`: the job's
+    /// input ended and this is its last checkpoint.
     ///
     /// # Errors
     /// A failure fails the job, naming the transform.
-    fn prepare_commit(&mut self, _checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+    fn prepare_commit(
+        &mut self,
+        _checkpoint: u64,
+        _last: bool,
+    ) -> Result<Option<Vec<u8>>, UserError> {
         Ok(None)
     }
     /// Makes what `record` (from [`DoFnInvoker::prepare_commit`]) describes visible; also

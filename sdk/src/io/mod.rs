@@ -1,5 +1,6 @@
 //! Sources and sinks.
 
+mod file_commits;
 pub mod generator;
 #[cfg(feature = "kafka")]
 pub mod kafka;

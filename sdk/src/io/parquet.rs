@@ -4,9 +4,8 @@
 use crate::arrow::ArrowBatch;
 use crate::dofn::{BundleContext, CommitContext, DoFn, NamedDoFn, ProcessContext};
 use crate::error::{Error, Result};
-use crate::io::text::{
-    commit_renames, create_writer, mark_checkpointed, renames_record, EmptyShard, ShardedSink,
-};
+use crate::io::file_commits::{commit_renames, CommittedFiles};
+use crate::io::text::{create_writer, EmptyShard, ShardedSink};
 use crate::io::{IO_NAMESPACE, SOURCE_ANNOTATION};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
@@ -471,15 +470,9 @@ struct WriteBundles {
     /// The open file's path was emitted (with checkpoints).
     #[serde(skip)]
     announced: bool,
-    /// Files closed since the last checkpoint.
+    /// With checkpoints: the files they commit.
     #[serde(skip)]
-    closed: Vec<String>,
-    /// Which parallel instance of the sink this is.
-    #[serde(skip)]
-    instance: usize,
-    /// The job takes checkpoints (they commit the files).
-    #[serde(skip)]
-    checkpointed: bool,
+    files: CommittedFiles,
 }
 
 impl WriteBundles {
@@ -491,9 +484,7 @@ impl WriteBundles {
             suffix,
             current: None,
             announced: false,
-            closed: Vec::new(),
-            instance: 0,
-            checkpointed: false,
+            files: CommittedFiles::default(),
         }
     }
 
@@ -527,11 +518,7 @@ impl DoFn for WriteBundles {
     ) -> Result<(), UserError> {
         ctx.inc_counter(IO_NAMESPACE, "elementsWritten", batch.0.num_rows() as i64);
         if self.current.is_none() {
-            if self.checkpointed {
-                // Before any file of this directory is announced: the end of the job
-                // must not publish files the checkpoints commit.
-                mark_checkpointed(&self.temp_dir)?;
-            }
+            self.files.opening(&self.temp_dir)?;
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
             self.current = Some(std::sync::Mutex::new(self.sink.open(&path, &batch.0)?));
             self.announced = false;
@@ -543,7 +530,7 @@ impl DoFn for WriteBundles {
     }
 
     fn finish_bundle(&mut self, ctx: &mut BundleContext<'_, '_, String>) -> Result<(), UserError> {
-        if self.checkpointed {
+        if self.files.checkpointed {
             let announce = !std::mem::replace(&mut self.announced, true);
             let Some(w) = self.writer()? else {
                 return Ok(());
@@ -577,24 +564,28 @@ impl DoFn for WriteBundles {
     }
 
     fn commits_enabled(&mut self, instance: usize) {
-        self.instance = instance;
-        self.checkpointed = true;
+        self.files.enable(instance);
     }
 
-    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
-        mark_checkpointed(&self.temp_dir)?;
-        if let Some(w) = self.current.take() {
-            let w = w.into_inner().map_err(|_| "a previous write panicked")?;
-            self.closed.push(w.close_synced()?);
-        }
-        renames_record(
-            &mut self.closed,
-            checkpoint,
-            &self.prefix,
-            &self.suffix,
-            self.instance,
-        )
-        .map(Some)
+    fn prepare_commit(
+        &mut self,
+        checkpoint: u64,
+        last: bool,
+    ) -> Result<Option<Vec<u8>>, UserError> {
+        let current = match self.current.take() {
+            Some(w) => Some(
+                w.into_inner()
+                    .map_err(|_| "a previous write panicked")?
+                    .close_synced()?,
+            ),
+            None => None,
+        };
+        let names = (
+            self.temp_dir.as_str(),
+            self.prefix.as_str(),
+            self.suffix.as_str(),
+        );
+        self.files.prepare(names, checkpoint, last, current)
     }
 
     fn commit(&mut self, record: &[u8], ctx: &mut CommitContext<'_>) -> Result<(), UserError> {

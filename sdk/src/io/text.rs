@@ -2,6 +2,9 @@
 //! (sharded `PREFIX-SSSSS-of-NNNNN`, written to temporary files and renamed on success).
 
 use crate::dofn::{BundleContext, CommitContext, DoFn, NamedDoFn, ProcessContext};
+use crate::io::file_commits::{
+    commit_renames, committed_by_checkpoints, dir_and_stem, CommittedFiles,
+};
 use crate::io::{IO_NAMESPACE, SINK_ANNOTATION, SOURCE_ANNOTATION};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
@@ -354,103 +357,12 @@ struct WriteBundles {
     suffix: String,
     #[serde(skip)]
     current: Option<OpenFile>,
-    /// Files closed since the last checkpoint.
+    /// With checkpoints: the files they commit.
     #[serde(skip)]
-    closed: Vec<String>,
-    /// Which parallel instance of the sink this is.
-    #[serde(skip)]
-    instance: usize,
-    /// The job takes checkpoints (they commit the files).
-    #[serde(skip)]
-    checkpointed: bool,
+    files: CommittedFiles,
     /// Lines written in this bundle.
     #[serde(skip)]
     lines: i64,
-}
-
-/// A file in a sink's temporary directory saying that checkpoints commit its files (the
-/// end of the job must leave them to the last checkpoint).
-const CHECKPOINTED: &str = "CHECKPOINTED";
-
-/// What a checkpoint of a file sink commits: temporary files and their final names. Its
-/// commit also removes files of later checkpoints (`PREFIX-cNNNNNN-*`, `NNNNNN` past
-/// `checkpoint`): a job restarted from an earlier checkpoint than its newest (damaged)
-/// one writes their contents again.
-#[derive(Serialize, Deserialize)]
-struct Renames {
-    checkpoint: u64,
-    /// The sink instance that wrote the files (a distributed job's worker).
-    #[serde(default)]
-    instance: usize,
-    prefix: String,
-    suffix: String,
-    files: Vec<(String, String)>,
-}
-
-/// The directory of an output prefix (`.` when it has none) and its file-name part.
-fn dir_and_stem(prefix: &str) -> Option<(PathBuf, String)> {
-    let path = Path::new(prefix);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let stem = path.file_name()?.to_string_lossy().into_owned();
-    Some((dir, stem))
-}
-
-/// Removes `PREFIX-cNNNNNN-*[SUFFIX]` files with `NNNNNN` past `checkpoint`.
-/// The part of a committed file's name that says which sink instance wrote it: nothing for
-/// the first (the local runner's only one), `-wN` for worker `N` of a distributed job.
-fn instance_tag(instance: usize) -> String {
-    match instance {
-        0 => String::new(),
-        i => format!("-w{i}"),
-    }
-}
-
-/// Removes the files sink instance `instance` committed under checkpoints after
-/// `checkpoint` (a job restored from an earlier one writes their data again).
-fn remove_later_checkpoints(
-    prefix: &str,
-    suffix: &str,
-    checkpoint: u64,
-    instance: usize,
-) -> Result<(), UserError> {
-    let Some((dir, stem)) = dir_and_stem(prefix) else {
-        return Ok(());
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let id = name
-            .strip_prefix(&stem)
-            .and_then(|r| r.strip_prefix("-c"))
-            .filter(|r| r.ends_with(suffix))
-            // Another instance's files are its own to remove.
-            .filter(|r| {
-                let rest = r.get(6..).unwrap_or("");
-                match instance {
-                    0 => !rest.starts_with("-w"),
-                    i => rest.starts_with(&format!("{}-", instance_tag(i))),
-                }
-            })
-            .and_then(|r| r.get(..6))
-            .and_then(|d| d.parse::<u64>().ok());
-        if id.is_some_and(|id| id > checkpoint) {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| format!("removing {}: {e}", entry.path().display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// The temporary files of `temps` that checkpoints commit (their directory says so).
-fn committed_by_checkpoints(temp: &str) -> bool {
-    Path::new(temp)
-        .parent()
-        .is_some_and(|d| d.join(CHECKPOINTED).exists())
 }
 
 /// A temporary file being written.
@@ -475,81 +387,10 @@ impl Clone for WriteBundles {
             prefix: self.prefix.clone(),
             suffix: self.suffix.clone(),
             current: None,
-            closed: Vec::new(),
-            instance: 0,
-            checkpointed: false,
+            files: CommittedFiles::default(),
             lines: 0,
         }
     }
-}
-
-/// Marks a sink's temporary directory as one whose files checkpoints commit.
-pub(crate) fn mark_checkpointed(temp_dir: &str) -> Result<(), UserError> {
-    let marker = Path::new(temp_dir).join(CHECKPOINTED);
-    if !marker.exists() {
-        std::fs::create_dir_all(temp_dir)
-            .and_then(|()| File::create(&marker).map(drop))
-            .map_err(|e| format!("creating {}: {e}", marker.display()))?;
-    }
-    Ok(())
-}
-
-/// The commit record of checkpoint `checkpoint` for the temporary files in `closed`
-/// (taken), written by sink instance `instance`: each is renamed to
-/// `PREFIX-cNNNNNN[-wW]-XXXX[SUFFIX]` by [`commit_renames`].
-pub(crate) fn renames_record(
-    closed: &mut Vec<String>,
-    checkpoint: u64,
-    prefix: &str,
-    suffix: &str,
-    instance: usize,
-) -> Result<Vec<u8>, UserError> {
-    let mut renames = Vec::new();
-    for temp in closed.drain(..) {
-        // Gone: the end of a job published it before checkpoints started.
-        if !Path::new(&temp).exists() {
-            continue;
-        }
-        let tag = temp.rsplit("bundle-").next().unwrap_or("0");
-        let target = format!(
-            "{prefix}-c{checkpoint:06}{}-{tag}{suffix}",
-            instance_tag(instance),
-        );
-        renames.push((temp, target));
-    }
-    Ok(serde_json::to_vec(&Renames {
-        checkpoint,
-        instance,
-        prefix: prefix.to_string(),
-        suffix: suffix.to_string(),
-        files: renames,
-    })?)
-}
-
-/// Publishes what a [`renames_record`] lists (idempotent: a file renamed before stays),
-/// after removing the files of later checkpoints; counts the files it renamed.
-pub(crate) fn commit_renames(record: &[u8], ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
-    let r: Renames = serde_json::from_slice(record)?;
-    remove_later_checkpoints(&r.prefix, &r.suffix, r.checkpoint, r.instance)?;
-    // Counts the files this call published (not those a run before published).
-    let mut published = 0;
-    for (temp, target) in r.files {
-        if Path::new(&temp).exists() {
-            if let Some(dir) = Path::new(&target).parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            }
-            std::fs::rename(&temp, &target)
-                .map_err(|e| format!("renaming {temp} to {target}: {e}"))?;
-            published += 1;
-        } else if !Path::new(&target).exists() {
-            return Err(
-                format!("cannot commit {target}: its temporary file {temp} is gone").into(),
-            );
-        }
-    }
-    ctx.inc_counter(IO_NAMESPACE, "filesWritten", published);
-    Ok(())
 }
 
 impl DoFn for WriteBundles {
@@ -561,11 +402,7 @@ impl DoFn for WriteBundles {
         _ctx: &mut ProcessContext<'_, '_, String>,
     ) -> Result<(), UserError> {
         if self.current.is_none() {
-            if self.checkpointed {
-                // Before any file of this directory is announced: the end of the job
-                // must not publish files the checkpoints commit.
-                mark_checkpointed(&self.temp_dir)?;
-            }
+            self.files.opening(&self.temp_dir)?;
             let path = format!("{}/bundle-{:016x}", self.temp_dir, rand::random::<u64>());
             let writer = create_writer(Path::new(&path))?;
             self.current = Some(OpenFile {
@@ -606,7 +443,7 @@ impl DoFn for WriteBundles {
         if f.written >= ROLL_BYTES {
             let path = f.path.clone();
             self.current = None;
-            self.closed.push(path);
+            self.files.closed.push(path);
         }
         Ok(())
     }
@@ -621,27 +458,30 @@ impl DoFn for WriteBundles {
     }
 
     fn commits_enabled(&mut self, instance: usize) {
-        self.instance = instance;
-        self.checkpointed = true;
+        self.files.enable(instance);
     }
 
-    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
-        mark_checkpointed(&self.temp_dir)?;
-        if let Some(mut f) = self.current.take() {
-            f.writer
-                .flush()
-                .and_then(|()| f.writer.get_ref().sync_all())
-                .map_err(|e| format!("writing {}: {e}", f.path))?;
-            self.closed.push(f.path);
-        }
-        renames_record(
-            &mut self.closed,
-            checkpoint,
-            &self.prefix,
-            &self.suffix,
-            self.instance,
-        )
-        .map(Some)
+    fn prepare_commit(
+        &mut self,
+        checkpoint: u64,
+        last: bool,
+    ) -> Result<Option<Vec<u8>>, UserError> {
+        let current = match self.current.take() {
+            Some(mut f) => {
+                f.writer
+                    .flush()
+                    .and_then(|()| f.writer.get_ref().sync_all())
+                    .map_err(|e| format!("writing {}: {e}", f.path))?;
+                Some(f.path)
+            }
+            None => None,
+        };
+        let names = (
+            self.temp_dir.as_str(),
+            self.prefix.as_str(),
+            self.suffix.as_str(),
+        );
+        self.files.prepare(names, checkpoint, last, current)
     }
 
     fn commit(&mut self, record: &[u8], ctx: &mut CommitContext<'_>) -> Result<(), UserError> {
@@ -862,9 +702,7 @@ impl PTransform<PCollection<String>> for WriteToText {
                 prefix,
                 suffix,
                 current: None,
-                closed: Vec::new(),
-                instance: 0,
-                checkpointed: false,
+                files: CommittedFiles::default(),
                 lines: 0,
             },
             |temp_dir| WriteShard {

@@ -375,6 +375,11 @@ pub fn fault_test(
         }
     }
     let got_files = super::committed_lines(&faulty, "panes");
+    assert_eq!(
+        super::temp_dirs(&faulty),
+        Vec::<String>::new(),
+        "temporary directories left"
+    );
     if std::env::var("FAULT_DEBUG").is_ok() {
         let (k, _) = kafka(&broker, "panes");
         let only_k: Vec<_> = k

@@ -192,6 +192,26 @@ impl Broker {
     }
 }
 
+/// The sinks' temporary directories left in `dir` (`*.beamline-temp-*`), each with the
+/// names of its files.
+pub fn temp_dirs(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".beamline-temp-"))
+        .map(|e| {
+            let mut files: Vec<String> = std::fs::read_dir(e.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|f| f.file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            format!("{} {files:?}", e.file_name().to_string_lossy())
+        })
+        .collect()
+}
+
 /// Every line of the files named `STEM-*` in `dir` (what a sink committed), sorted.
 pub fn committed_lines(dir: &std::path::Path, stem: &str) -> Vec<String> {
     let mut lines = Vec::new();

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 pub struct StateOut {
     id: u64,
     full: bool,
+    last: bool,
     pub(crate) puts: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) deletes: Vec<Vec<u8>>,
     pub(crate) commits: Vec<Vec<u8>>,
@@ -20,6 +21,15 @@ impl StateOut {
             full,
             ..StateOut::default()
         }
+    }
+    /// Marks the checkpoint as the job's last: its input ended and nothing follows.
+    pub fn with_last(mut self, last: bool) -> Self {
+        self.last = last;
+        self
+    }
+    /// The job's last checkpoint (see [`StateOut::with_last`]).
+    pub fn last(&self) -> bool {
+        self.last
     }
     /// The checkpoint's id (grows by one per checkpoint of a job, across restarts).
     pub fn id(&self) -> u64 {

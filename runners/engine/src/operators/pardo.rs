@@ -614,8 +614,8 @@ impl Op for ParDoOp {
         // commit: a sink's record also says which checkpoint its visible output is as of.
         self.ensure_instance(name)?;
         let inv = self.inst.as_mut().expect("created");
-        let id = out.id();
-        if let Some(record) = guarded(name, || inv.prepare_commit(id))? {
+        let (id, last) = (out.id(), out.last());
+        if let Some(record) = guarded(name, || inv.prepare_commit(id, last))? {
             out.commit_record(record);
         }
         if out.full() || self.sides_changed {

@@ -646,12 +646,12 @@ impl<'g> Executor<'g> {
 
     /// Takes a snapshot of every operator (no element is between them now) and hands it
     /// to the coordinator's writer.
-    fn snapshot(&mut self, c: &mut Coordinator) -> Result<()> {
+    fn snapshot(&mut self, c: &mut Coordinator, last: bool) -> Result<()> {
         let started = std::time::Instant::now();
         let (id, full) = c.next();
         let mut nodes = Vec::with_capacity(self.ops.len());
         for node in 0..self.ops.len() {
-            let mut out = StateOut::new(id, full);
+            let mut out = StateOut::new(id, full).with_last(last);
             self.call(node, |op, cx| op.snapshot(&mut out, cx))?;
             nodes.push((self.graph.nodes[node].name.clone(), out));
         }
@@ -678,7 +678,7 @@ impl<'g> Executor<'g> {
                 self.commit(done)?;
             }
             if c.due() {
-                self.snapshot(&mut c)?;
+                self.snapshot(&mut c, false)?;
             }
             Ok(())
         })();
@@ -697,7 +697,7 @@ impl<'g> Executor<'g> {
             if let Some(done) = c.wait()? {
                 self.commit(done)?;
             }
-            self.snapshot(&mut c)?;
+            self.snapshot(&mut c, true)?;
             if let Some(done) = c.wait()? {
                 self.commit(done)?;
             }

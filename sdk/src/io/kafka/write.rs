@@ -369,7 +369,11 @@ impl DoFn for KafkaWriter {
         self.instance = instance;
     }
 
-    fn prepare_commit(&mut self, checkpoint: u64) -> Result<Option<Vec<u8>>, UserError> {
+    fn prepare_commit(
+        &mut self,
+        checkpoint: u64,
+        _last: bool,
+    ) -> Result<Option<Vec<u8>>, UserError> {
         let lineage = *self
             .lineage
             .get_or_insert_with(|| rand::random::<u32>() & 0x3fff_ffff);
