@@ -170,7 +170,7 @@ fn process_gone(pid: u32) -> bool {
 
 /// Removes the temporary directories of earlier runs of a job with checkpoints writing
 /// `prefix` whose process is gone (`PREFIX.beamline-temp-PID-*` with the checkpoint
-/// marker, other than `own`): a run killed after its last checkpoint left them with what
+/// marker, or empty, other than `own`): a run killed after its last checkpoint left them with what
 /// it wrote since, which no checkpoint commits (the run restored from that checkpoint
 /// committed what the checkpoint listed when it started).
 fn remove_orphaned_temp_dirs(prefix: &str, own: &str) -> Result<(), UserError> {
@@ -194,7 +194,9 @@ fn remove_orphaned_temp_dirs(prefix: &str, own: &str) -> Result<(), UserError> {
             .and_then(|p| p.parse::<u32>().ok());
         let Some(pid) = pid else { continue };
         let path = e.path();
-        if path.join(CHECKPOINTED).exists() && process_gone(pid) {
+        // An empty one too: a run killed between creating it and its marker.
+        let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if (empty || path.join(CHECKPOINTED).exists()) && process_gone(pid) {
             std::fs::remove_dir_all(&path)
                 .map_err(|err| format!("removing {}: {err}", path.display()))?;
         }
