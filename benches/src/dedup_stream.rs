@@ -11,10 +11,21 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Variants, reference first.
-pub const VARIANTS: [&str; 3] = ["rust-hash-table", "beamline-streaming", BUDGETED];
+pub const VARIANTS: [&str; 4] = [
+    "rust-hash-table",
+    "beamline-streaming",
+    BUDGETED,
+    BUDGETED_CHECKPOINTED,
+];
 
 /// The variant run under a memory budget.
 pub const BUDGETED: &str = "beamline-streaming-budget";
+
+/// The same taking checkpoints (every [`CHECKPOINT_INTERVAL`]).
+pub const BUDGETED_CHECKPOINTED: &str = "beamline-streaming-budget-checkpoints";
+
+/// How often [`BUDGETED_CHECKPOINTED`] takes a checkpoint.
+const CHECKPOINT_INTERVAL: &str = "5s";
 
 /// Its budget unless `--memory-budget` says otherwise.
 pub const DEFAULT_BUDGET: &str = "512MB";
@@ -95,8 +106,15 @@ pub fn run(
         return reference(workload, size, output);
     }
     let mut options = crate::variants::beamline_options(variant, 0).set("streaming", true);
-    if variant == BUDGETED {
+    if variant.starts_with(BUDGETED) {
         options = options.set("memory_budget", budget.unwrap_or(DEFAULT_BUDGET));
+    }
+    let checkpoints = output.with_extension("checkpoints");
+    if variant == BUDGETED_CHECKPOINTED {
+        let _ = std::fs::remove_dir_all(&checkpoints);
+        options = options
+            .set("checkpoint_dir", checkpoints.to_string_lossy())
+            .set("checkpoint_interval", CHECKPOINT_INTERVAL);
     }
     let p = Pipeline::new(options);
     let events = p.apply("Events", generator(size));
@@ -124,6 +142,18 @@ pub fn run(
             "note=spilled {spilled} states ({:.0} MB written), read back {back}",
             bytes as f64 / 1e6
         );
+    }
+    if variant == BUDGETED_CHECKPOINTED {
+        let ns = "beamline.checkpoint";
+        let full = m.counter(ns, "full").unwrap_or(0);
+        let incremental = m.counter(ns, "incremental").unwrap_or(0);
+        let largest = m.distribution(ns, "stateBytes").map_or(0, |d| d.max);
+        println!(
+            "note=checkpoints every {CHECKPOINT_INTERVAL}: {full} full, {incremental} \
+             incremental, the largest {:.0} MB of state",
+            largest as f64 / 1e6
+        );
+        let _ = std::fs::remove_dir_all(&checkpoints);
     }
     Ok(())
 }

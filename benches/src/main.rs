@@ -461,7 +461,7 @@ fn run_all<T: PartialEq>(
     }
     // The streaming dedup has one variant under a budget (its default unless given).
     let budgeted = |name: &str| match cli.workload.as_str() {
-        w if is_streaming_keyed(w) => name == dedup_stream::BUDGETED,
+        w if is_streaming_keyed(w) => name.starts_with(dedup_stream::BUDGETED),
         _ => name.starts_with("beamline"),
     };
     let budget = match cli.workload.as_str() {

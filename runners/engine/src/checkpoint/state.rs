@@ -43,6 +43,13 @@ impl StateOut {
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
         self.puts.push((key.to_vec(), value));
     }
+    /// Makes this operator's part of an incremental checkpoint a whole one: it replaces
+    /// what the operator saved before (an operator that dropped every state at once
+    /// cannot list them). Everything must then be put again.
+    pub fn replace_all(&mut self) {
+        self.full = true;
+        self.deletes.clear();
+    }
     /// Removes entry `key` (written in an incremental checkpoint only).
     pub fn delete(&mut self, key: &[u8]) {
         if !self.full {

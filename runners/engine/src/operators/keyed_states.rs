@@ -430,12 +430,17 @@ impl KeyedStates {
         Ok(ids)
     }
 
-    /// Drops every state at once when every window is `due` and nothing needs to see
-    /// them go (no expiry callback, no checkpoint to record their removal): the end of a
-    /// job does not read every spilled state back to delete it. Whether it did.
+    /// Drops every state at once when every window is `due` (the caller knows nothing
+    /// needs to see them go: no expiry callback): the end of a job does not read every
+    /// spilled state back to delete it. With checkpoints the next one then replaces the
+    /// operator's saved states (see [`KeyedStates::needs_whole_snapshot`]) instead of
+    /// listing every removal. Whether it did.
     pub(crate) fn drop_all_if_due(&mut self, due: impl Fn(&Window) -> bool) -> bool {
-        if self.dirty.is_some() || self.windows.is_empty() || !self.windows.keys().all(due) {
+        if self.windows.is_empty() || !self.windows.keys().all(due) {
             return false;
+        }
+        if self.dirty.is_some() {
+            self.dirty = None;
         }
         self.hot.clear();
         self.windows.clear();
@@ -486,7 +491,14 @@ impl KeyedStates {
         self.hot.drain()
     }
 
-    /// Saves the states for a checkpoint: all when `out.full()`, else those changed.
+    /// The next snapshot must save every state (changes since the last one were not
+    /// tracked): the operator's part of the checkpoint replaces its earlier ones.
+    pub(crate) fn needs_whole_snapshot(&self) -> bool {
+        self.dirty.is_none()
+    }
+
+    /// Saves the states for a checkpoint: all when `out.full()` or changes were not
+    /// tracked (then `out` must replace the operator's state), else those changed.
     ///
     /// # Errors
     /// A state that cannot be encoded; the spill store cannot be read.
@@ -741,5 +753,27 @@ mod tests {
             0,
             "store deleted"
         );
+    }
+
+    #[test]
+    fn with_checkpoints_the_end_drops_every_state_and_the_next_snapshot_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let lay = layout();
+        let mut s = spilling(dir.path(), 1);
+        s.track_changes();
+        for k in 0..20 {
+            bump(&mut s, k, &lay);
+        }
+        assert!(!s.needs_whole_snapshot());
+        // Not one removal to track: the next snapshot saves the (empty) whole instead.
+        assert!(s.drop_all_if_due(|_| true));
+        assert!(s.needs_whole_snapshot());
+        let mut out = StateOut::new(2, false);
+        if s.needs_whole_snapshot() {
+            out.replace_all();
+        }
+        s.snapshot(&mut out, &lay).unwrap();
+        assert!(out.full() && out.puts.is_empty() && out.deletes.is_empty());
+        assert!(!s.needs_whole_snapshot(), "changes are tracked again");
     }
 }

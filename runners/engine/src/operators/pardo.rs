@@ -618,6 +618,13 @@ impl Op for ParDoOp {
         if let Some(record) = guarded(name, || inv.prepare_commit(id, last))? {
             out.commit_record(record);
         }
+        if self
+            .stateful
+            .as_ref()
+            .is_some_and(|st| st.states.needs_whole_snapshot())
+        {
+            out.replace_all();
+        }
         if out.full() || self.sides_changed {
             if self.sides.is_empty() && self.pushback.is_empty() {
                 out.delete(SIDES);
