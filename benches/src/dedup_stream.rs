@@ -25,7 +25,7 @@ pub const BUDGETED: &str = "beamline-streaming-budget";
 pub const BUDGETED_CHECKPOINTED: &str = "beamline-streaming-budget-checkpoints";
 
 /// How often [`BUDGETED_CHECKPOINTED`] takes a checkpoint.
-const CHECKPOINT_INTERVAL: &str = "5s";
+const CHECKPOINT_INTERVAL: &str = "2s";
 
 /// Its budget unless `--memory-budget` says otherwise.
 pub const DEFAULT_BUDGET: &str = "512MB";

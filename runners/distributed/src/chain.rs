@@ -48,6 +48,8 @@ pub(crate) struct Chain {
     pub(crate) wm: i64,
     /// Processing time (ms).
     pub(crate) now: i64,
+    /// Where checkpoint entries past memory go (under a memory budget).
+    pub(crate) checkpoint_overflow: Option<(std::path::PathBuf, usize)>,
 }
 
 impl Chain {
@@ -72,6 +74,7 @@ impl Chain {
             meter: None,
             wm: i64::MIN,
             now,
+            checkpoint_overflow: None,
         }
     }
 
@@ -308,6 +311,9 @@ impl Chain {
         let mut parts = Vec::with_capacity(self.links.len());
         for i in 0..self.links.len() {
             let mut out = StateOut::new(id, full).with_last(last);
+            if let Some((dir, limit)) = &self.checkpoint_overflow {
+                out = out.overflow_into(dir, *limit);
+            }
             self.run(i, out_wm, p, &mut |op, cx| op.snapshot(&mut out, cx))?;
             parts.push((self.links[i].name.clone(), out));
         }

@@ -315,7 +315,10 @@ pub(crate) fn build<'s>(
                         .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
                         .collect::<Result<Vec<_>, _>>()?;
                     let now = crate::driver::wall_clock_ms();
-                    Emit::Chain(Box::new(Chain::new(links, leaves, now)))
+                    let mut chain = Chain::new(links, leaves, now);
+                    chain.checkpoint_overflow =
+                        setup.state_budget.as_ref().map(|b| b.checkpoint_overflow());
+                    Emit::Chain(Box::new(chain))
                 } else {
                     Emit::Encoded(encoder)
                 };
@@ -441,6 +444,8 @@ pub(crate) fn build<'s>(
                     shared.clone(),
                 );
                 driver.metered(meter);
+                driver.chain.checkpoint_overflow =
+                    setup.state_budget.as_ref().map(|b| b.checkpoint_overflow());
                 let outs =
                     adapter::operator(scope, &node.name, ins, last.outputs.len(), move |p| {
                         driver.activate(p)

@@ -42,7 +42,7 @@ const DRIVER_STATE: &str = "\u{0}driver";
 /// as one bundle.
 pub(crate) struct Driver {
     /// The transforms.
-    chain: Chain,
+    pub(crate) chain: Chain,
     /// How each input arrives: main, then side inputs.
     arrives: Vec<Arrives>,
     /// Batches received ahead of the watermark, by time: `(input slot, records)`.

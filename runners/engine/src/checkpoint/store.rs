@@ -157,11 +157,11 @@ impl Store {
                     full.insert(name, ()).map_err(|e| err(&what, e))?;
                     digest.add(&[b"f", name.as_bytes()]);
                 }
-                for (k, v) in &out.puts {
-                    puts.insert((name, k.as_slice()), v.as_slice())
-                        .map_err(|e| err(&what, e))?;
+                out.for_each_put(|k, v| {
+                    puts.insert((name, k), v).map_err(|e| err(&what, e))?;
                     digest.add(&[b"p", name.as_bytes(), k, v]);
-                }
+                    Ok(())
+                })?;
                 for k in &out.deletes {
                     deletes
                         .insert((name, k.as_slice()), ())
@@ -440,6 +440,41 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn entries_past_the_memory_limit_go_through_a_file_and_are_all_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("spill");
+        let store = Store::open(&dir.path().join("ckpt")).unwrap();
+        // 500 bytes in memory at most (a few entries, with their overhead): the rest
+        // in a file.
+        let mut o = StateOut::new(1, true).overflow_into(&spill, 500);
+        let want: Vec<(String, String)> = (0..50)
+            .map(|i| (format!("key{i:03}"), format!("value-{i}")))
+            .collect();
+        for (k, v) in &want {
+            o.put(k.as_bytes(), v.as_bytes().to_vec());
+        }
+        assert!(o.puts.len() < 10, "{} in memory", o.puts.len());
+        assert_eq!(o.put_count(), 50);
+        assert_eq!(
+            o.bytes(),
+            want.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        );
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 1);
+        // A copy has its own file.
+        let copy = o.clone();
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 2);
+        store.write(&snap(1, 1, None, vec![("Dedup", o)])).unwrap();
+        store
+            .write(&snap(2, 2, None, vec![("Dedup", copy)]))
+            .unwrap();
+        // Written (and the files removed with their StateOuts).
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+        let r = store.latest().unwrap().unwrap();
+        assert_eq!(entries(&r, "Dedup"), want);
+        assert_eq!(entries(&store.read_checkpoint(1).unwrap(), "Dedup"), want);
     }
 
     #[test]

@@ -123,6 +123,13 @@ impl StateBudget {
         })
     }
 
+    /// Where a checkpoint's entries of one operator go past what it keeps in memory
+    /// (a quarter of the operator's budget, at least 1 MiB), so that a checkpoint of
+    /// spilled state does not gather it all in memory.
+    pub fn checkpoint_overflow(&self) -> (std::path::PathBuf, usize) {
+        (self.dir.clone(), (self.bytes / 4).max(1 << 20))
+    }
+
     /// Bytes the spill store may cache: an eighth of the budget, within 1 MiB..256 MiB.
     pub(crate) fn cache_bytes(&self) -> usize {
         (self.bytes / 8).clamp(1 << 20, 256 << 20)

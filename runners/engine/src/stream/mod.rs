@@ -148,6 +148,8 @@ struct Executor<'g> {
     /// Further output batches of the operator being called (see [`OpCx::more`]).
     more: Vec<Vec<WindowedValue>>,
     /// Takes the checkpoints, when the job has them.
+    /// Where checkpoint entries past memory go (under a memory budget).
+    ckpt_overflow: Option<(std::path::PathBuf, usize)>,
     ckpt: Option<Coordinator>,
     /// Checkpoint counts, sizes and times.
     ckpt_metrics: crate::metrics::MetricsContainer,
@@ -292,11 +294,13 @@ impl<'g> Executor<'g> {
                         .any(|&(c, _)| layout.node_stage[c] != stage)
             });
         }
+        let mut ckpt_overflow = None;
         if let Some(budget) = opts.memory_budget {
             if let Some(each) = StateBudget::share(graph, budget, 1, opts.spill_dir.as_deref()) {
                 for op in &mut ops {
                     op.limit_state(each.clone());
                 }
+                ckpt_overflow = Some(each.checkpoint_overflow());
             }
         }
         let now = if opts.virtual_time {
@@ -332,6 +336,7 @@ impl<'g> Executor<'g> {
             spare: Vec::new(),
             more: Vec::new(),
             ckpt: None,
+            ckpt_overflow,
             ckpt_metrics: Default::default(),
             emits_what_it_reads,
             layout,
@@ -652,6 +657,9 @@ impl<'g> Executor<'g> {
         let mut nodes = Vec::with_capacity(self.ops.len());
         for node in 0..self.ops.len() {
             let mut out = StateOut::new(id, full).with_last(last);
+            if let Some((dir, limit)) = &self.ckpt_overflow {
+                out = out.overflow_into(dir, *limit);
+            }
             self.call(node, |op, cx| op.snapshot(&mut out, cx))?;
             nodes.push((self.graph.nodes[node].name.clone(), out));
         }
