@@ -170,15 +170,16 @@ fn process_gone(pid: u32) -> bool {
 
 /// Removes the temporary directories of earlier runs of a job with checkpoints writing
 /// `prefix` whose process is gone (`PREFIX.beamline-temp-PID-*` with the checkpoint
-/// marker, or empty, other than `own`): a run killed after its last checkpoint left them with what
-/// it wrote since, which no checkpoint commits (the run restored from that checkpoint
-/// committed what the checkpoint listed when it started).
-fn remove_orphaned_temp_dirs(prefix: &str, own: &str) -> Result<(), UserError> {
+/// marker, or empty, other than `own`): a run killed after its last checkpoint left them
+/// with what it wrote since, which no checkpoint commits (the run restored from that
+/// checkpoint committed what the checkpoint listed when it started). A directory that
+/// cannot be removed is left with a warning: it holds no output.
+fn remove_orphaned_temp_dirs(prefix: &str, own: &str) {
     let Some((dir, stem)) = dir_and_stem(prefix) else {
-        return Ok(());
+        return;
     };
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(());
+        return;
     };
     let own = Path::new(own).file_name();
     for e in entries.flatten() {
@@ -197,11 +198,15 @@ fn remove_orphaned_temp_dirs(prefix: &str, own: &str) -> Result<(), UserError> {
         // An empty one too: a run killed between creating it and its marker.
         let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
         if (empty || path.join(CHECKPOINTED).exists()) && process_gone(pid) {
-            std::fs::remove_dir_all(&path)
-                .map_err(|err| format!("removing {}: {err}", path.display()))?;
+            // What is left after a failure is only garbage, not output.
+            match std::fs::remove_dir_all(&path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!("could not remove {}: {err}", path.display());
+                }
+                _ => {}
+            }
         }
     }
-    Ok(())
 }
 
 /// The temporary files of `temps` that checkpoints commit (their directory says so).
@@ -294,8 +299,10 @@ pub(crate) fn commit_renames(record: &[u8], ctx: &mut CommitContext<'_>) -> Resu
         for d in dirs {
             remove_if_done(&d);
         }
-        if let Some(own) = &r.temp_dir {
-            remove_orphaned_temp_dirs(&r.prefix, own)?;
+        // One instance does it: several removing one directory at once trip over each
+        // other's removals.
+        if let (Some(own), 0) = (&r.temp_dir, r.instance) {
+            remove_orphaned_temp_dirs(&r.prefix, own);
         }
     }
     Ok(())
