@@ -138,9 +138,18 @@ impl Broker {
 
     /// Every committed record of `topic`: its `beamline-commit` header (if any) and value.
     pub fn read_committed_tagged(&self, topic: &str) -> Vec<(Option<String>, String)> {
+        self.read_tagged(topic, "read_committed")
+    }
+
+    /// Every record of `topic`, committed or not, with its `beamline-commit` header.
+    pub fn read_all_tagged(&self, topic: &str) -> Vec<(Option<String>, String)> {
+        self.read_tagged(topic, "read_uncommitted")
+    }
+
+    fn read_tagged(&self, topic: &str, isolation: &str) -> Vec<(Option<String>, String)> {
         let mut c = self.config();
         c.set("group.id", "beamline-test-reader")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", isolation)
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false");
         let consumer: BaseConsumer = c.create().unwrap();
