@@ -1,5 +1,6 @@
 //! The fault test with Kafka in and out on the distributed runner (2 processes): at 20
-//! random moments one worker process of the job is killed with SIGKILL; the launcher then
+//! random moments (at least 15 when the runs finish the input before) one worker process
+//! of the job is killed with SIGKILL; the launcher then
 //! ends the job (the other process killed, a clear error), and the job is started again
 //! from its checkpoints. Afterwards the committed output holds every pane exactly once, as
 //! in `checkpoint_kafka_fault` (the same job and checks, `common::kafka_fault`).

@@ -13,6 +13,7 @@ fn main() {
         return;
     }
     fault_test(Runner::Local, 20, 8, |child, ms, what, _| {
-        common::kill_after(child, ms, what)
+        common::kill_after(child, ms, what);
+        true
     });
 }

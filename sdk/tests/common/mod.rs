@@ -292,14 +292,14 @@ fn newest_checkpoint(dir: &std::path::Path) -> u64 {
 /// SIGKILL; the launcher must then fail within 60 s, saying a worker was lost.
 ///
 /// # Panics
-/// When the job ended before, wrote no checkpoint within 60 s, or the launcher did not
-/// end after the kill.
+/// When the job failed before, wrote no checkpoint within 60 s, or the launcher did not
+/// end after the kill. Returns `false` when the job finished before the kill.
 pub fn kill_a_worker(
     mut child: std::process::Child,
     ms: u64,
     what: &str,
     checkpoints: &std::path::Path,
-) {
+) -> bool {
     let before = newest_checkpoint(checkpoints);
     let started = Instant::now();
     let until = started + Duration::from_secs(60);
@@ -317,13 +317,18 @@ pub fn kill_a_worker(
         if let Some(mut e) = child.stderr.take() {
             std::io::Read::read_to_string(&mut e, &mut err).unwrap();
         }
-        panic!("{what} ended before it was killed ({ms} ms in, {status}): {err}");
+        // The job may finish first: the runs before it got that far.
+        assert!(
+            status.success(),
+            "{what} ended before it was killed ({ms} ms in, {status}): {err}"
+        );
+        return false;
     }
     let workers = children_of(child.id());
     let Some(&victim) = workers.get(ms as usize % workers.len().max(1)) else {
         child.kill().unwrap();
         child.wait().unwrap();
-        return;
+        return true;
     };
     let _ = Command::new("kill")
         .args(["-9", &victim.to_string()])
@@ -350,6 +355,7 @@ pub fn kill_a_worker(
             (started.elapsed() - first).as_millis() - u128::from(ms)
         );
     }
+    true
 }
 
 /// The processes whose parent is `pid` (from `/proc`).
