@@ -119,6 +119,9 @@ fn checkpoint_note(m: &beamline::MetricResults, dir: &Path, paused: &str) -> Res
     let files = store.ids()?.len();
     let started = std::time::Instant::now();
     let restored = store.latest()?.context("a checkpoint to read back")?;
+    for state in restored.nodes.values() {
+        state.for_each(|_, _| Ok(()))?;
+    }
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
     println!(
         "note=checkpoints every {CHECKPOINT_INTERVAL}: {completed} taken ({full} full), file size \

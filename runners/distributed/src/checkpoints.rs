@@ -109,6 +109,8 @@ pub(crate) struct Checkpoints {
     /// This run's first epoch (its checkpoint is full).
     first: u64,
     restored: Option<Restored>,
+    /// Participants that have not taken their state back yet.
+    restoring: usize,
     /// Per participant: the last epoch it delivered, and the epoch it finished at.
     delivered: Vec<u64>,
     finished: Vec<Option<u64>>,
@@ -224,6 +226,7 @@ impl Checkpoints {
             store,
             first,
             restored,
+            restoring: 0,
             delivered: Vec::new(),
             finished: Vec::new(),
             finals: Vec::new(),
@@ -252,9 +255,19 @@ impl Checkpoints {
         self.restored.as_ref().and_then(|r| r.nodes.get(name))
     }
 
+    /// One more participant took its state back; once all did, the checkpoint's files
+    /// are let go (they may be collected as garbage, and an open file keeps its space).
+    pub(crate) fn done_restoring(&mut self) {
+        self.restoring = self.restoring.saturating_sub(1);
+        if self.restoring == 0 {
+            self.restored = None;
+        }
+    }
+
     /// Adds an operator that delivers its state every epoch.
     pub(crate) fn register(&mut self) -> Participant {
         self.delivered.push(self.first - 1);
+        self.restoring += 1;
         self.finished.push(None);
         self.delivered.len() - 1
     }

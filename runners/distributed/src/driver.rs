@@ -133,12 +133,13 @@ impl Driver {
             self.chain.enable_commits(self.worker);
             let own = format!("{}{DRIVER_STATE}", self.chain.links[0].name);
             if let Some(state) = member.restored(&own) {
-                if let Some(wm) = state.entries.get(&b""[..]) {
-                    let wm = beamline_engine::checkpoint::codec::Dec::new(wm, "a driver").i64()?;
+                if let Some(wm) = state.get(b"")? {
+                    let wm = beamline_engine::checkpoint::codec::Dec::new(&wm, "a driver").i64()?;
                     self.chain.wm = self.chain.wm.max(wm);
                 }
             }
             self.chain.restore(p, &|name| member.restored(name))?;
+            member.done_restoring();
         }
         let chain = &mut self.chain;
         member.commit_due(|name, records| chain.commit(p, name, records))

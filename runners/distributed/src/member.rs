@@ -5,6 +5,7 @@
 use crate::checkpoints::{Participant, Shared};
 use beamline_engine::checkpoint::{NodeState, StateOut};
 use beamline_engine::EngineError;
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// How long an operator that finished waits for its last checkpoint to be whole (every
@@ -19,6 +20,8 @@ pub(crate) struct Member {
     names: Vec<String>,
     /// The epoch it finished in, and since when it waits for that checkpoint.
     finishing: Option<(u64, Instant)>,
+    /// Whether it took its state back.
+    restored: Cell<bool>,
 }
 
 impl std::fmt::Debug for Member {
@@ -39,6 +42,7 @@ impl Member {
             who,
             names,
             finishing: None,
+            restored: Cell::new(false),
         }
     }
 
@@ -55,6 +59,13 @@ impl Member {
     /// What transform `name` saved in the checkpoint restored.
     pub(crate) fn restored(&self, name: &str) -> Option<NodeState> {
         self.shared.borrow().restored(name).cloned()
+    }
+
+    /// Says it took back what it needed of the checkpoint restored (call once).
+    pub(crate) fn done_restoring(&self) {
+        if !self.restored.replace(true) {
+            self.shared.borrow_mut().done_restoring();
+        }
     }
 
     /// Records that saving its state took `micros`.

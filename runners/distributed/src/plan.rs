@@ -109,10 +109,7 @@ impl Plan {
                 let Some(id) = l.stands_for(n) else {
                     continue 'candidates;
                 };
-                if Store::open(&worker_dir(dir, w))?
-                    .read_checkpoint(id)
-                    .is_err()
-                {
+                if Store::open(&worker_dir(dir, w))?.verify(id).is_err() {
                     continue 'candidates;
                 }
                 parts.push(id);

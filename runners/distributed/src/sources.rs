@@ -99,6 +99,7 @@ impl Replay {
             let (pt, wm, name) = (self.pt, self.wm, self.name.clone());
             quiet(op, pt, wm, &name, |op, cx| op.restore(&state, cx))?;
         }
+        m.done_restoring();
         Ok(())
     }
 
@@ -300,10 +301,12 @@ impl Poll {
             chain.enable_commits(self.worker_instance);
             chain.restore(p, &|name| m.restored(name))?;
         }
-        let Some(state) = m.restored(&self.name) else {
+        let state = m.restored(&self.name);
+        m.done_restoring();
+        let Some(state) = state else {
             return Ok(false);
         };
-        let Some(bytes) = state.entries.get(SOURCE_KEY) else {
+        let Some(bytes) = state.get(SOURCE_KEY)? else {
             return Ok(false);
         };
         let SourceState {
@@ -311,7 +314,7 @@ impl Poll {
             wm,
             step,
             position,
-        } = SourceState::decode(bytes, &self.name)?;
+        } = SourceState::decode(&bytes, &self.name)?;
         self.wm = self.wm.max(wm);
         self.step = step;
         if let (Some(reader), Some(pos)) = (self.reader.as_mut(), position.as_deref()) {

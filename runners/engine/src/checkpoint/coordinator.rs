@@ -102,7 +102,7 @@ impl Coordinator {
             for (id, _) in &r.skipped {
                 let _ = std::fs::remove_file(opts.dir.join(format!("chk-{id:012}.redb")));
             }
-            let base = c.store.base_of(r.id)?;
+            let base = r.base;
             c.last = Some((r.id, base));
             // Past the ids of unusable checkpoints too: a sink may have committed output
             // under them, and another interval's output must not pass for it.

@@ -12,10 +12,12 @@
 pub mod codec;
 mod coordinator;
 mod options;
+mod reader;
 mod state;
 mod store;
 
 pub use coordinator::{Completed, Coordinator};
 pub use options::{fingerprint, incompatibility, CheckpointOptions, Restore, DEFAULT_FULL_EVERY};
-pub use state::{NodeState, Snapshot, StateOut};
+pub use reader::NodeState;
+pub use state::{Snapshot, StateOut};
 pub use store::{Restored, Store};

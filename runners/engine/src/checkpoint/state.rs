@@ -1,7 +1,6 @@
 //! What operators save in a checkpoint and get back from one.
 
 use crate::error::{EngineError, Result};
-use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -259,16 +258,6 @@ impl Overflow {
         }
         Ok(())
     }
-}
-
-/// An operator's state as restored: its entries and the commit records of the restored
-/// checkpoint (to commit again).
-#[derive(Debug, Default, Clone)]
-pub struct NodeState {
-    /// Entries by key.
-    pub entries: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Commit records of the checkpoint restored.
-    pub commits: Vec<Vec<u8>>,
 }
 
 /// A checkpoint on its way to the store.

@@ -7,20 +7,22 @@
 //! chain starts at. Restoring reads the chain from that full checkpoint onwards; when a
 //! file of the newest chain is missing or damaged, the one before is used.
 
-use super::state::{NodeState, Snapshot};
+use super::reader::{NodeState, OpenFile};
+use super::state::Snapshot;
 use crate::error::{EngineError, Result};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::BTreeMap;
+use redb::TableDefinition;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
-const PUTS: TableDefinition<'_, (&str, &[u8]), &[u8]> = TableDefinition::new("puts");
-const DELETES: TableDefinition<'_, (&str, &[u8]), ()> = TableDefinition::new("deletes");
-const COMMITS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("commits");
-const FULL_NODES: TableDefinition<'_, &str, ()> = TableDefinition::new("full_nodes");
+pub(super) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+pub(super) const PUTS: TableDefinition<'_, (&str, &[u8]), &[u8]> = TableDefinition::new("puts");
+pub(super) const DELETES: TableDefinition<'_, (&str, &[u8]), ()> = TableDefinition::new("deletes");
+pub(super) const COMMITS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("commits");
+pub(super) const FULL_NODES: TableDefinition<'_, &str, ()> = TableDefinition::new("full_nodes");
 
 /// Format of the files; a file of another format is not read.
-const FORMAT: u64 = 1;
+pub(super) const FORMAT: u64 = 1;
 
 /// The checkpoints of one job, in a directory.
 #[derive(Debug, Clone)]
@@ -28,30 +30,13 @@ pub struct Store {
     dir: PathBuf,
 }
 
-/// What one checkpoint file holds.
-#[derive(Debug)]
-struct FileData {
-    base: u64,
-    parent: Option<u64>,
-    fingerprint: String,
-    job: Vec<u8>,
-    /// Per operator: replaces its state (full), puts, deletes, commit records.
-    nodes: BTreeMap<String, FileNode>,
-}
-
-#[derive(Debug, Default)]
-struct FileNode {
-    full: bool,
-    puts: Vec<(Vec<u8>, Vec<u8>)>,
-    deletes: Vec<Vec<u8>>,
-    commits: Vec<Vec<u8>>,
-}
-
 /// A checkpoint read back: the state of every operator as of checkpoint `id`.
 #[derive(Debug)]
 pub struct Restored {
     /// Its id.
     pub id: u64,
+    /// The full checkpoint its chain starts at.
+    pub base: u64,
     /// The pipeline it was taken of (see [`super::options::fingerprint`]).
     pub fingerprint: String,
     /// The scheduler's own state (watermarks, time).
@@ -62,16 +47,16 @@ pub struct Restored {
     pub skipped: Vec<(u64, String)>,
 }
 
-fn err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> EngineError {
+pub(super) fn err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> EngineError {
     EngineError::Checkpoint(format!("{context}: {e}"))
 }
 
 /// An order-independent digest of a file's entries: the count and a sum of CRCs.
 #[derive(Default, PartialEq, Eq, Debug, Clone, Copy)]
-struct Digest(u64, u64);
+pub(super) struct Digest(u64, u64);
 
 impl Digest {
-    fn add(&mut self, parts: &[&[u8]]) {
+    pub(super) fn add(&mut self, parts: &[&[u8]]) {
         let mut h = crc32fast::Hasher::new();
         for p in parts {
             h.update(&(p.len() as u64).to_le_bytes());
@@ -82,7 +67,7 @@ impl Digest {
             .1
             .wrapping_add(u64::from(h.finalize()).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     }
-    fn bytes(self) -> Vec<u8> {
+    pub(super) fn bytes(self) -> Vec<u8> {
         [self.0.to_le_bytes(), self.1.to_le_bytes()].concat()
     }
 }
@@ -201,96 +186,15 @@ impl Store {
         Ok(size)
     }
 
-    /// Reads and checks checkpoint file `id`.
-    fn read(&self, id: u64) -> Result<FileData> {
-        let path = self.path(id);
-        let what = format!("reading checkpoint {}", path.display());
-        let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| err(&what, e))?;
-        let tx = db.begin_read().map_err(|e| err(&what, e))?;
-        let meta = tx.open_table(META).map_err(|e| err(&what, e))?;
-        let get = |k: &str| -> Result<Vec<u8>> {
-            Ok(meta
-                .get(k)
-                .map_err(|e| err(&what, e))?
-                .ok_or_else(|| err(&what, format!("no '{k}' record")))?
-                .value()
-                .to_vec())
-        };
-        let u64_of = |k: &str| -> Result<u64> {
-            let b = get(k)?;
-            Ok(u64::from_le_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|_| err(&what, format!("bad '{k}' record")))?,
-            ))
-        };
-        if u64_of("format")? != FORMAT {
-            return Err(err(&what, "written by another version of Beamline"));
-        }
-        if u64_of("id")? != id {
-            return Err(err(&what, "its id is not its name's"));
-        }
-        let parent = get("parent")?;
-        let parent = match parent.len() {
-            0 => None,
-            8 => Some(u64::from_le_bytes(parent.try_into().expect("8 bytes"))),
-            _ => return Err(err(&what, "bad 'parent' record")),
-        };
-        let mut data = FileData {
-            base: u64_of("base")?,
-            parent,
-            fingerprint: String::from_utf8(get("fingerprint")?)
-                .map_err(|_| err(&what, "bad fingerprint"))?,
-            job: get("job")?,
-            nodes: BTreeMap::new(),
-        };
-        let mut digest = Digest::default();
-        let full = tx.open_table(FULL_NODES).map_err(|e| err(&what, e))?;
-        for row in full.iter().map_err(|e| err(&what, e))? {
-            let (k, _) = row.map_err(|e| err(&what, e))?;
-            let name = k.value().to_string();
-            digest.add(&[b"f", name.as_bytes()]);
-            data.nodes.entry(name).or_default().full = true;
-        }
-        let puts = tx.open_table(PUTS).map_err(|e| err(&what, e))?;
-        for row in puts.iter().map_err(|e| err(&what, e))? {
-            let (k, v) = row.map_err(|e| err(&what, e))?;
-            let (name, key) = k.value();
-            digest.add(&[b"p", name.as_bytes(), key, v.value()]);
-            let node = data.nodes.entry(name.to_string()).or_default();
-            node.puts.push((key.to_vec(), v.value().to_vec()));
-        }
-        let deletes = tx.open_table(DELETES).map_err(|e| err(&what, e))?;
-        for row in deletes.iter().map_err(|e| err(&what, e))? {
-            let (k, _) = row.map_err(|e| err(&what, e))?;
-            let (name, key) = k.value();
-            digest.add(&[b"d", name.as_bytes(), key]);
-            let node = data.nodes.entry(name.to_string()).or_default();
-            node.deletes.push(key.to_vec());
-        }
-        let commits = tx.open_table(COMMITS).map_err(|e| err(&what, e))?;
-        for row in commits.iter().map_err(|e| err(&what, e))? {
-            let (k, v) = row.map_err(|e| err(&what, e))?;
-            let (name, i) = k.value();
-            digest.add(&[b"c", name.as_bytes(), &i.to_le_bytes(), v.value()]);
-            let node = data.nodes.entry(name.to_string()).or_default();
-            node.commits.push(v.value().to_vec());
-        }
-        if digest.bytes() != get("digest")? {
-            return Err(err(&what, "its entries do not match their digest"));
-        }
-        Ok(data)
-    }
-
-    /// The chain of checkpoint `id`: its files from the full one it starts at.
-    fn chain(&self, id: u64) -> Result<Vec<(u64, FileData)>> {
+    /// The chain of checkpoint `id`: its files from the full one it starts at, each
+    /// checked.
+    fn chain(&self, id: u64) -> Result<Vec<Arc<OpenFile>>> {
         let mut chain = Vec::new();
         let mut at = id;
         loop {
-            let data = self.read(at)?;
-            let parent = data.parent;
-            let base = data.base;
-            chain.push((at, data));
+            let file = OpenFile::open(&self.path(at), at)?;
+            let (parent, base) = (file.parent, file.base);
+            chain.push(Arc::new(file));
             match parent {
                 None if at == base => break,
                 Some(p) if p < at && p >= base => at = p,
@@ -331,40 +235,32 @@ impl Store {
     /// When a file of its chain is missing or damaged.
     pub fn read_checkpoint(&self, id: u64) -> Result<Restored> {
         let chain = self.chain(id)?;
-        let mut nodes: BTreeMap<String, NodeState> = BTreeMap::new();
-        let (fingerprint, job) = {
-            let last = &chain.last().expect("not empty").1;
-            (last.fingerprint.clone(), last.job.clone())
-        };
-        for (at, data) in chain {
-            for (name, node) in data.nodes {
-                let state = nodes.entry(name).or_default();
-                if node.full {
-                    state.entries.clear();
-                }
-                for k in node.deletes {
-                    state.entries.remove(&k);
-                }
-                state.entries.extend(node.puts);
+        let last = chain.last().expect("a chain has its own file");
+        let names: BTreeSet<&String> = chain.iter().flat_map(|f| &f.names).collect();
+        let nodes = names
+            .into_iter()
+            .map(|name| {
                 // Only the restored checkpoint's records may be uncommitted.
-                state.commits = if at == id { node.commits } else { Vec::new() };
-            }
-        }
+                let commits = last.commits.get(name).cloned().unwrap_or_default();
+                (name.clone(), NodeState::from_chain(name, &chain, commits))
+            })
+            .collect();
         Ok(Restored {
             id,
-            fingerprint,
-            job,
+            base: chain[0].base,
+            fingerprint: last.fingerprint.clone(),
+            job: last.job.clone(),
             nodes,
             skipped: Vec::new(),
         })
     }
 
-    /// The full checkpoint the chain of `id` starts at.
+    /// Checks checkpoint `id`: every file of its chain is there and whole.
     ///
     /// # Errors
-    /// When its file cannot be read.
-    pub fn base_of(&self, id: u64) -> Result<u64> {
-        Ok(self.read(id)?.base)
+    /// When one is missing or damaged.
+    pub fn verify(&self, id: u64) -> Result<()> {
+        self.chain(id).map(drop)
     }
 
     /// Removes checkpoint files older than `keep_from` and files left half-written.
@@ -430,16 +326,17 @@ mod tests {
     }
 
     fn entries(r: &Restored, node: &str) -> Vec<(String, String)> {
+        let mut all = Vec::new();
         r.nodes[node]
-            .entries
-            .iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8(k.clone()).unwrap(),
-                    String::from_utf8(v.clone()).unwrap(),
-                )
+            .for_each(|k, v| {
+                all.push((
+                    String::from_utf8(k.to_vec()).unwrap(),
+                    String::from_utf8(v.to_vec()).unwrap(),
+                ));
+                Ok(())
             })
-            .collect()
+            .unwrap();
+        all
     }
 
     #[test]

@@ -1183,7 +1183,7 @@ impl Op for GbkOp {
         let name = cx.name;
         let coder = GbkOp::value_coder(&self.value_coder, name)?;
         let panes = &mut self.panes;
-        for (key_bytes, value) in &state.entries {
+        state.for_each(|key_bytes, value| {
             let windows = decode_windows(
                 value,
                 &panes.windowing.trigger,
@@ -1194,7 +1194,7 @@ impl Op for GbkOp {
             )?;
             let key = self
                 .key_coder
-                .decode(&mut key_bytes.as_slice(), false)
+                .decode(&mut &key_bytes[..], false)
                 .map_err(|source| EngineError::Coder {
                     transform: name.to_string(),
                     source,
@@ -1221,8 +1221,13 @@ impl Op for GbkOp {
             }
             if panes.spill.is_some() {
                 panes.used.push(kb);
+                // Kept to the budget as it goes: a restored state may not fit in memory.
+                if panes.used.len() >= 4096 {
+                    panes.keep_to_budget(name)?;
+                }
             }
-        }
+            Ok(())
+        })?;
         panes.dirty = Some(Default::default());
         // What does not fit the budget goes to the spill store at once.
         panes.keep_to_budget(name)

@@ -645,11 +645,11 @@ impl Op for ParDoOp {
 
     fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
         let name = cx.name;
-        for (key, bytes) in &state.entries {
-            if key.as_slice() == SIDES {
+        state.for_each(|key, bytes| {
+            if key == SIDES {
                 let (main, side) = &self.coders;
                 self.pushback = decode_sides(bytes, &mut self.sides, side, main, name)?;
-                continue;
+                return Ok(());
             }
             let st = self.stateful.as_mut().ok_or_else(|| {
                 EngineError::Checkpoint(format!("'{name}' has saved state but is not stateful"))
@@ -657,9 +657,8 @@ impl Op for ParDoOp {
             let (kb, window) = decode_state_key(key, name)?;
             let (cells, timers) = decode_cells(&st.lay.decls, bytes, name)?;
             let key = st.lay.decode_key(&kb)?;
-            st.states
-                .restore((kb, window), key, cells, timers, &st.lay)?;
-        }
+            st.states.restore((kb, window), key, cells, timers, &st.lay)
+        })?;
         if let Some(st) = &mut self.stateful {
             st.states.track_changes();
         }

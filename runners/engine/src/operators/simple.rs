@@ -31,8 +31,8 @@ impl Op for ImpulseOp {
         Ok(())
     }
     fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
-        if let Some(b) = state.entries.get(&b""[..]) {
-            let mut d = Dec::new(b, cx.name);
+        if let Some(b) = state.get(b"")? {
+            let mut d = Dec::new(&b, cx.name);
             self.emitted = d.bool()?;
             d.end()?;
         }
@@ -90,8 +90,8 @@ impl Op for TestStreamOp {
         Ok(())
     }
     fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
-        if let Some(b) = state.entries.get(&b""[..]) {
-            let mut d = Dec::new(b, cx.name);
+        if let Some(b) = state.get(b"")? {
+            let mut d = Dec::new(&b, cx.name);
             let pos = d.u64()?;
             self.wm = d.i64()?;
             d.end()?;

@@ -690,10 +690,10 @@ impl Op for SourceOp {
     }
 
     fn restore(&mut self, st: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
-        let Some(bytes) = st.entries.get(&b""[..]) else {
+        let Some(bytes) = st.get(b"")? else {
             return Ok(());
         };
-        let s = SourceState::decode(bytes, cx.name)?;
+        let s = SourceState::decode(&bytes, cx.name)?;
         self.finished = s.finished;
         self.wm = s.wm;
         // The lane read next: bundles go downstream in the order they did before.
