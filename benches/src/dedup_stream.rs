@@ -111,7 +111,10 @@ pub fn run(
     }
     let checkpoints = output.with_extension("checkpoints");
     if variant == BUDGETED_CHECKPOINTED {
-        let _ = std::fs::remove_dir_all(&checkpoints);
+        // `BEAMLINE_BENCH_RESUME=1` restores a killed run's checkpoints (restore's cost).
+        if std::env::var_os("BEAMLINE_BENCH_RESUME").is_none() {
+            let _ = std::fs::remove_dir_all(&checkpoints);
+        }
         options = options
             .set("checkpoint_dir", checkpoints.to_string_lossy())
             .set("checkpoint_interval", CHECKPOINT_INTERVAL);
@@ -148,9 +151,16 @@ pub fn run(
         let full = m.counter(ns, "full").unwrap_or(0);
         let incremental = m.counter(ns, "incremental").unwrap_or(0);
         let largest = m.distribution(ns, "stateBytes").map_or(0, |d| d.max);
+        let restored = match m.gauge(ns, "restoredFrom") {
+            Some(id) => format!(
+                "; restored checkpoint {id} in {} ms",
+                m.gauge(ns, "restoreMillis").unwrap_or(0)
+            ),
+            None => String::new(),
+        };
         println!(
             "note=checkpoints every {CHECKPOINT_INTERVAL}: {full} full, {incremental} \
-             incremental, the largest {:.0} MB of state",
+             incremental, the largest {:.0} MB of state{restored}",
             largest as f64 / 1e6
         );
         let _ = std::fs::remove_dir_all(&checkpoints);

@@ -21,7 +21,7 @@ use beamline_engine::runner::{
 use beamline_engine::EngineError;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Environment variable with the Timely addresses of the job's processes, comma-separated.
@@ -37,6 +37,10 @@ struct Options {
     processes: usize,
     threads: usize,
     connect_timeout: Duration,
+    /// How many times a failed job starts again from its newest checkpoint.
+    restarts: usize,
+    /// How long it waits before each restart.
+    restart_delay: Duration,
 }
 
 fn bad(name: &str, why: impl std::fmt::Display) -> EngineError {
@@ -61,10 +65,36 @@ impl Options {
                 parse_duration_ms(v).map_err(|why| bad("connect-timeout", why))?,
             ),
         };
+        let restarts = match job.options.get("restarts") {
+            None => 0,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|&n: &usize| n <= 1000)
+                .ok_or_else(|| bad("restarts", format!("'{v}' is not a number from 0 to 1000")))?,
+        };
+        let restart_delay = match job.options.get("restart_delay") {
+            None => Duration::from_secs(1),
+            Some(v) => Duration::from_millis(
+                parse_duration_ms(v).map_err(|why| bad("restart-delay", why))?,
+            ),
+        };
+        let checkpointed = job.options.contains_key("checkpoint_dir");
+        if restarts > 0 && !checkpointed {
+            return Err(bad(
+                "restarts",
+                "a job restarts from its checkpoints: pass --checkpoint-dir as well",
+            ));
+        }
+        if job.options.contains_key("restart_delay") && restarts == 0 {
+            return Err(bad("restart-delay", "only with --restarts"));
+        }
         Ok(Options {
             processes: number("processes", "processes", 2)?,
             threads: number("threads_per_process", "threads-per-process", 1)?,
             connect_timeout,
+            restarts,
+            restart_delay,
         })
     }
 }
@@ -102,6 +132,19 @@ impl Runner for DistributedRunner {
                 "with --hosts: this process's line of the hosts file, from 0",
             ),
             OptionSpec::new(
+                "restarts",
+                OptionKind::Integer,
+                "with --checkpoint-dir: after a process fails or is lost, start the job's \
+                 processes again from the newest checkpoint, at most this many times",
+            )
+            .default_value(0),
+            OptionSpec::new(
+                "restart-delay",
+                OptionKind::Duration,
+                "with --restarts: how long to wait before each restart",
+            )
+            .default_value("1s"),
+            OptionSpec::new(
                 "memory-budget",
                 OptionKind::Size,
                 "per process: keyed state of stateful DoFns past this size spills to disk",
@@ -137,6 +180,11 @@ impl Runner for DistributedRunner {
             return start_worker(env, addresses, threads, true, prepared, opts);
         }
         match job.options.get("hosts") {
+            Some(_) if opts.restarts > 0 => Err(bad(
+                "restarts",
+                "the processes of a job over several machines are started by you (or by \
+                 Kubernetes): restart them there, with the same --checkpoint-dir",
+            )),
             Some(file) => {
                 let (env, addresses) = from_hosts_file(file, job.options.get("process_id"))?;
                 start_worker(env, addresses, opts.threads, false, prepared, opts)
@@ -226,24 +274,29 @@ fn start_launcher(
             .map_or(0, |d| d.as_nanos())
     ));
     std::fs::write(&proto, pipeline).map_err(io("writing the pipeline for the workers"))?;
-    let launch_opts = LaunchOptions {
-        processes: opts.processes,
-        connect_timeout: opts.connect_timeout,
-        env: vec![
-            (
-                WORKER_PIPELINE_ENV.to_string(),
-                proto.to_string_lossy().into_owned(),
-            ),
-            (
-                ADDRESSES_ENV.to_string(),
-                free_addresses(opts.processes)?.join(","),
-            ),
-            (
-                "BEAMLINE_THREADS_PER_PROCESS".to_string(),
-                opts.threads.to_string(),
-            ),
-            (WORKER_JOB_ENV.to_string(), job.job_index.to_string()),
-        ],
+    let proto_path = proto.clone();
+    let job_index = job.job_index;
+    // Each start gets ports of its own (a killed run's may linger).
+    let launch_opts = move || -> Result<LaunchOptions, EngineError> {
+        Ok(LaunchOptions {
+            processes: opts.processes,
+            connect_timeout: opts.connect_timeout,
+            env: vec![
+                (
+                    WORKER_PIPELINE_ENV.to_string(),
+                    proto_path.to_string_lossy().into_owned(),
+                ),
+                (
+                    ADDRESSES_ENV.to_string(),
+                    free_addresses(opts.processes)?.join(","),
+                ),
+                (
+                    "BEAMLINE_THREADS_PER_PROCESS".to_string(),
+                    opts.threads.to_string(),
+                ),
+                (WORKER_JOB_ENV.to_string(), job_index.to_string()),
+            ],
+        })
     };
     // A failed job's temporary files go, unless checkpoints hold them (a restart from the
     // last checkpoint commits or replaces them).
@@ -253,16 +306,25 @@ fn start_launcher(
         job.cleanup.clone()
     };
     let body = move |control: &JobControl| -> Result<(), EngineError> {
-        let mut live = LiveProgress::new(shape, control.clone());
-        let r = launch(&program, &args, &launch_opts).and_then(|s| {
-            s.observe(move |p, json| live.update(p, json))
+        let live = Arc::new(Mutex::new(LiveProgress::new(shape, control.clone())));
+        let run = || -> Result<Vec<String>, LaunchError> {
+            let live = live.clone();
+            let launch_opts = launch_opts().map_err(|e| LaunchError::Start {
+                process: 0,
+                reason: e.to_string(),
+            })?;
+            launch(&program, &args, &launch_opts).and_then(|s| {
+                s.observe(move |p, json| {
+                    live.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .update(p, json);
+                })
                 .wait_unless(|| control.is_cancelled())
-        });
+            })
+        };
+        let r = with_restarts(opts.restarts, opts.restart_delay, control, run);
         let _ = std::fs::remove_file(&proto);
-        let reports = r.map_err(|e| match e {
-            LaunchError::Cancelled => EngineError::Cancelled,
-            other => EngineError::Runner(other.to_string()),
-        })?;
+        let reports = r?;
         for json in reports {
             control.report_results(MetricResults::from_json(&json).map_err(EngineError::Runner)?);
         }
@@ -279,6 +341,55 @@ fn start_launcher(
         body,
         on_failure,
     )?))
+}
+
+/// Runs the job's processes with `run`; after a failure that a restart may get past (a
+/// process failed, was lost or did not connect), runs them again, at most `restarts`
+/// times, each after `delay`: they resume from the newest checkpoint.
+fn with_restarts(
+    restarts: usize,
+    delay: Duration,
+    control: &JobControl,
+    mut run: impl FnMut() -> Result<Vec<String>, LaunchError>,
+) -> Result<Vec<String>, EngineError> {
+    let mut done = 0;
+    loop {
+        let e = match run() {
+            Ok(reports) => {
+                if done > 0 {
+                    let mut m = beamline_engine::metrics::MetricsContainer::default();
+                    m.inc_counter("beamline.checkpoint", "restarts", done as i64);
+                    control.report(beamline_engine::stream::CHECKPOINT_STEP, &mut m);
+                }
+                return Ok(reports);
+            }
+            Err(LaunchError::Cancelled) => return Err(EngineError::Cancelled),
+            Err(e) => e,
+        };
+        let restartable = matches!(
+            e,
+            LaunchError::Failed { .. }
+                | LaunchError::Exited { .. }
+                | LaunchError::ConnectTimeout { .. }
+        );
+        if !restartable || done == restarts {
+            return Err(EngineError::Runner(match done {
+                0 => e.to_string(),
+                n => format!("{e} (after {n} restart(s) from checkpoints)"),
+            }));
+        }
+        done += 1;
+        tracing::warn!(
+            "{e}; starting the job again from its newest checkpoint in {} ms (restart {done} \
+             of at most {restarts})",
+            delay.as_millis()
+        );
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            control.check()?;
+            std::thread::sleep(Duration::from_millis(20).min(delay));
+        }
+    }
 }
 
 /// The addresses of a job the launcher started, from the environment it set.

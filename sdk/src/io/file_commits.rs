@@ -147,9 +147,37 @@ fn remove_later_checkpoints(
     Ok(())
 }
 
+/// A new temporary file of a sink in `temp_dir`: `bundle-RANDOM-pPID`, with the id of the
+/// process writing it (processes of one job share the directory; see [`remove_if_done`]).
+pub(crate) fn bundle_path(temp_dir: &str) -> String {
+    format!(
+        "{temp_dir}/bundle-{:016x}-p{}",
+        rand::random::<u64>(),
+        std::process::id()
+    )
+}
+
 /// Removes temporary directory `dir` (of a job whose input ended) when it holds nothing
 /// but its marker: another instance of the sink may still have files in it to commit.
+/// Files written by processes that are gone go first: a job restarted by its launcher
+/// (`--restarts`) keeps its temporary directory, and what a killed process wrote after
+/// its last checkpoint is no checkpoint's (those it listed were committed on restore).
 fn remove_if_done(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let entries: Vec<_> = entries.flatten().collect();
+    for e in &entries {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .filter(|n| n.starts_with("bundle-"))
+            .and_then(|n| n.rsplit_once("-p"))
+            .and_then(|(_, p)| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| p != std::process::id() && process_gone(p)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -245,6 +273,8 @@ fn renames_record(
             continue;
         }
         let tag = temp.rsplit("bundle-").next().unwrap_or("0");
+        // Without the writer's process id.
+        let tag = tag.split("-p").next().unwrap_or(tag);
         let target = format!(
             "{prefix}-c{checkpoint:06}{}-{tag}{suffix}",
             instance_tag(instance),

@@ -1,0 +1,241 @@
+//! Automatic restarts of the distributed runner (`--restarts=N`): a streaming job on 2
+//! processes with checkpoints, one of its worker processes killed with SIGKILL twice while
+//! it runs; the launcher starts the processes again from the newest checkpoint each time
+//! and the job ends well, its committed output exactly the counts of its input. With
+//! fewer restarts allowed than failures, the job fails with the last failure, naming the
+//! process. `--restarts` without checkpoints, or over several machines, is refused.
+//!
+//! A plain `main` (no test harness): the job's launcher is a child process of this test
+//! (`BEAMLINE_RESTART_CHILD=OUT|CHECKPOINTS|RESTARTS`), its workers children of that.
+
+mod common;
+
+use beamline::io::generator::Generator;
+use beamline::{Count, Pipeline, PipelineOptions, WindowInto, WriteToText};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD: &str = "BEAMLINE_RESTART_CHILD";
+const EVENTS: u64 = 300_000;
+const WINDOW_MS: i64 = 10_000;
+
+fn generator() -> Generator {
+    Generator::new(50).with_count(EVENTS).with_seed(5)
+}
+
+/// `key,window start,count` per key and window, from the generator's own events.
+fn expected() -> Vec<String> {
+    let mut counts: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for ((key, _), ts) in generator().events() {
+        *counts
+            .entry((key, ts - ts.rem_euclid(WINDOW_MS)))
+            .or_default() += 1;
+    }
+    let mut lines: Vec<String> = counts
+        .into_iter()
+        .map(|((k, w), n)| format!("{k},{w},{n}"))
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn options(checkpoints: Option<&Path>, restarts: &str) -> PipelineOptions {
+    let mut o = PipelineOptions::default()
+        .set("runner", "distributed")
+        .set("processes", "2")
+        .set("streaming", "true")
+        .set("max_bundle_size", "500")
+        .set("restarts", restarts)
+        .set("restart_delay", "100ms");
+    if let Some(dir) = checkpoints {
+        o = o
+            .set("checkpoint_dir", dir.to_string_lossy())
+            .set("checkpoint_interval", "100ms");
+    }
+    o
+}
+
+/// The job: counts per key in fixed windows (one on-time pane each), paced so that it
+/// runs for seconds.
+fn job(out: &Path, checkpoints: &Path, restarts: &str) -> beamline::Result<i64> {
+    let p = Pipeline::new(options(Some(checkpoints), restarts));
+    p.apply("Events", generator())
+        .map("Pace", |e: (i64, i64)| {
+            if e.1 % 1_000 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            e
+        })
+        .map("Key", |(k, _): (i64, i64)| (k.to_string(), 1i64))
+        .apply("Windows", WindowInto::fixed(WINDOW_MS))
+        .apply("Count", Count::per_key())
+        .par_do("Line", common::Line)
+        .apply(
+            "Write",
+            WriteToText::new(out.join("counts").to_string_lossy()),
+        );
+    let result = p.run()?;
+    Ok(result
+        .metrics()
+        .counter("beamline.checkpoint", "restarts")
+        .unwrap_or(0))
+}
+
+/// Starts the job's launcher, kills one of its workers `kills` times (each once the run
+/// wrote a new checkpoint and a while passed), and returns whether it succeeded and what
+/// it wrote to standard error and output.
+fn run(dir: &Path, restarts: u32, kills: u32) -> (bool, String, String) {
+    let out = dir.join("out");
+    let ckpt = dir.join("checkpoints");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(
+            CHILD,
+            format!("{}|{}|{restarts}", out.display(), ckpt.display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Standard error is read as it comes (a full pipe would stall the launcher).
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+        s
+    });
+    let mut victims: Vec<u32> = Vec::new();
+    for k in 0..kills {
+        // A checkpoint newer than any before the kill: the run restarted and got going.
+        let before = newest(&ckpt);
+        let until = Instant::now() + Duration::from_secs(90);
+        while newest(&ckpt) <= before {
+            assert!(Instant::now() < until, "no new checkpoint within 90 s");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the job ended before kill {k}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let workers = common::children_of(child.id());
+        let victim = *workers
+            .get(k as usize % workers.len().max(1))
+            .expect("a worker process to kill");
+        assert!(!victims.contains(&victim), "the same process twice");
+        victims.push(victim);
+        Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status()
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("the job did not end within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    (status.success(), err.join().unwrap(), stdout)
+}
+
+/// The newest checkpoint id written by any worker (0: none).
+fn newest(dir: &Path) -> u64 {
+    let mut newest = 0;
+    for w in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(w.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_prefix("chk-")
+                .and_then(|s| s.strip_suffix(".redb"))
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                newest = newest.max(id);
+            }
+        }
+    }
+    newest
+}
+
+fn main() {
+    if let Ok(arg) = std::env::var(CHILD) {
+        let f: Vec<&str> = arg.split('|').collect();
+        match job(Path::new(f[0]), Path::new(f[1]), f[2]) {
+            Ok(restarts) => println!("restarts={restarts}"),
+            Err(e) => {
+                eprintln!("job failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+
+    // Refused: restarts without checkpoints, or over several machines.
+    let p = Pipeline::new(options(None, "3"));
+    p.apply("Events", generator());
+    let e = p
+        .run()
+        .err()
+        .expect("--restarts without checkpoints is refused");
+    assert!(
+        e.to_string().contains("--restarts") && e.to_string().contains("--checkpoint-dir"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1:1\n127.0.0.1:2\n").unwrap();
+    let p = Pipeline::new(
+        options(Some(&dir.path().join("c")), "3")
+            .set("hosts", hosts.to_string_lossy())
+            .set("process_id", "0"),
+    );
+    p.apply("Events", generator());
+    let e = p.run().err().expect("--restarts with --hosts is refused");
+    assert!(e.to_string().contains("--restarts"), "{e}");
+
+    // Two kills, three restarts allowed: the job gets through, every count once.
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err, out) = run(dir.path(), 3, 2);
+    assert!(ok, "the job failed despite its restarts: {err}");
+    assert!(out.contains("restarts=2"), "{out}\n{err}");
+    for n in 1..=2 {
+        assert!(
+            err.contains(&format!("restart {n} of at most 3")),
+            "restart {n} not announced: {err}"
+        );
+    }
+    assert!(err.contains("exited with signal 9"), "{err}");
+    let got = common::committed_lines(&dir.path().join("out"), "counts");
+    let mut got = got;
+    got.sort();
+    let want = expected();
+    assert_eq!(got.len(), want.len(), "panes committed");
+    assert!(got == want, "the committed counts differ from the input's");
+    let left = common::temp_dirs(&dir.path().join("out"));
+    assert!(left.is_empty(), "temporary directories left: {left:?}");
+
+    // Two kills, one restart allowed: the second kill fails the job, naming the process.
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err, _) = run(dir.path(), 1, 2);
+    assert!(!ok, "the job succeeded after more failures than restarts");
+    assert!(
+        err.contains("after 1 restart(s) from checkpoints") && err.contains("process "),
+        "{err}"
+    );
+    let last = err
+        .lines()
+        .find(|l| l.contains("after 1 restart(s)"))
+        .unwrap_or_default();
+    println!(
+        "restarts: 2 kills survived with --restarts=3 ({} windows exactly once), a job \
+         with --restarts=1 failed at its second kill: {last}",
+        want.len()
+    );
+}
