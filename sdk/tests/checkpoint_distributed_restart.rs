@@ -180,10 +180,9 @@ fn main() {
     // Refused: restarts without checkpoints, or over several machines.
     let p = Pipeline::new(options(None, "3"));
     p.apply("Events", generator());
-    let e = p
-        .run()
-        .err()
-        .expect("--restarts without checkpoints is refused");
+    let Err(e) = p.run() else {
+        panic!("--restarts without checkpoints is refused")
+    };
     assert!(
         e.to_string().contains("--restarts") && e.to_string().contains("--checkpoint-dir"),
         "{e}"
@@ -197,7 +196,9 @@ fn main() {
             .set("process_id", "0"),
     );
     p.apply("Events", generator());
-    let e = p.run().err().expect("--restarts with --hosts is refused");
+    let Err(e) = p.run() else {
+        panic!("--restarts with --hosts is refused")
+    };
     assert!(e.to_string().contains("--restarts"), "{e}");
 
     // Two kills, three restarts allowed: the job gets through, every count once.
