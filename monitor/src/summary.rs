@@ -60,6 +60,19 @@ pub fn summary(view: &JobView) -> String {
             }
         }
     }
+    if let Some(c) = &view.checkpoints {
+        let mut parts = Vec::new();
+        if let Some(id) = c.last {
+            parts.push(format!("checkpoint {id} committed last"));
+        }
+        if let Some(id) = c.restored_from {
+            parts.push(format!("resumed from {id}"));
+        }
+        if c.restarts > 0 {
+            parts.push(format!("restarted {} time(s) after failures", c.restarts));
+        }
+        let _ = writeln!(s, "  checkpoints: {}", parts.join("; "));
+    }
     if !view.metrics.is_empty() {
         let _ = writeln!(s, "  metrics:");
         for m in &view.metrics {
@@ -123,5 +136,19 @@ mod tests {
         view.sinks[0].what = "kafka topic 'counts' at 127.0.0.1:9092".into();
         let s = summary(&view);
         assert!(s.contains("wrote   Write: 300 elements to kafka topic 'counts'"));
+        assert!(!s.contains("checkpoints:"));
+        view.checkpoints = Some(crate::view::CheckpointView {
+            last: Some(12),
+            restored_from: Some(8),
+            restarts: 2,
+        });
+        let s = summary(&view);
+        assert!(
+            s.contains(
+                "  checkpoints: checkpoint 12 committed last; resumed from 8; restarted 2 \
+                 time(s) after failures\n"
+            ),
+            "{s}"
+        );
     }
 }

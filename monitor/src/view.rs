@@ -93,6 +93,17 @@ pub struct MetricView {
     pub distribution: Option<[i64; 3]>,
 }
 
+/// A job's checkpoints, when it takes them.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct CheckpointView {
+    /// The newest checkpoint committed.
+    pub last: Option<i64>,
+    /// The checkpoint the job (its last start) resumed from.
+    pub restored_from: Option<i64>,
+    /// How many times the runner started it again after a failure (`--restarts`).
+    pub restarts: i64,
+}
+
 /// Everything shown of one job.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct JobView {
@@ -124,6 +135,9 @@ pub struct JobView {
     pub sinks: Vec<SinkView>,
     /// User metrics.
     pub metrics: Vec<MetricView>,
+    /// Its checkpoints (none: it takes none, or took none yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointView>,
     /// The error of a failed job.
     pub error: Option<String>,
     /// The transform the error names.
@@ -258,6 +272,7 @@ impl Sampler {
             .collect();
         view.sinks = self.facts.sinks.iter().map(|f| sink(f, metrics)).collect();
         view.metrics = user_metrics(metrics);
+        view.checkpoints = checkpoints(metrics);
     }
 
     /// Records the job's error (and the transform it names).
@@ -316,6 +331,17 @@ fn sink(f: &IoFact, m: &MetricResults) -> SinkView {
         elements: io_counter(m, &f.transform, "elementsWritten"),
         files: io_counter(m, &f.transform, "filesWritten"),
     }
+}
+
+/// What the runners' checkpoint metrics (`beamline.checkpoint`) say, if anything.
+fn checkpoints(m: &MetricResults) -> Option<CheckpointView> {
+    const NS: &str = "beamline.checkpoint";
+    let v = CheckpointView {
+        last: m.gauge(NS, "lastId"),
+        restored_from: m.gauge(NS, "restoredFrom"),
+        restarts: m.counter(NS, "restarts").unwrap_or(0),
+    };
+    (v != CheckpointView::default()).then_some(v)
 }
 
 /// The metrics a user reported (not the runners' own).

@@ -213,6 +213,10 @@ fn main() {
         );
     }
     assert!(err.contains("exited with signal 9"), "{err}");
+    assert!(
+        err.contains("restarted 2 time(s) after failures"),
+        "the summary does not say: {err}"
+    );
     let got = common::committed_lines(&dir.path().join("out"), "counts");
     let mut got = got;
     got.sort();
