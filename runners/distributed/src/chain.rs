@@ -360,6 +360,11 @@ impl Chain {
         Ok(())
     }
 
+    /// Partial results folded and not sent yet.
+    pub(crate) fn partials(&self) -> usize {
+        self.leaves.iter().map(Leaves::partials).sum()
+    }
+
     /// Sends the pre-combined partial results of the bundle that ended.
     pub(crate) fn flush(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
         for (tag, leaves) in self.leaves.iter_mut().enumerate() {

@@ -223,6 +223,14 @@ impl Leaves {
     ///
     /// # Errors
     /// An accumulator that does not encode, naming the CombinePerKey.
+    /// Partial results folded and not sent yet.
+    pub(crate) fn partials(&self) -> usize {
+        match self {
+            Leaves::Partials(pre, _) => pre.len(),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn flush(&mut self, out: &mut Batch) -> Result<(), EngineError> {
         let (pre, codec) = match self {
             Leaves::Partials(pre, codec) => (pre, codec),

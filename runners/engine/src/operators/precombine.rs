@@ -338,6 +338,16 @@ impl PreCombine {
         i
     }
 
+    /// How many partial results it holds (keys and windows since the last take).
+    pub fn len(&self) -> usize {
+        self.large.as_ref().map_or(self.parts.len(), SlotTable::len)
+    }
+
+    /// Whether it holds no partial result.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The bundle's partial results, in order of first arrival; starts the next bundle.
     ///
     /// # Errors

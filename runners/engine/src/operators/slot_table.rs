@@ -138,6 +138,11 @@ impl Folding<'_> {
 }
 
 impl SlotTable {
+    /// Partial results it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
     /// Moves in a partial result of a key and window the table does not hold yet.
     pub(crate) fn insert(&mut self, p: Taken<'_>) {
         self.key_buf.clear();
