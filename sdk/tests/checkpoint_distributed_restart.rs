@@ -108,9 +108,9 @@ fn run(dir: &Path, restarts: u32, kills: u32) -> (bool, String, String) {
     let mut victims: Vec<u32> = Vec::new();
     for k in 0..kills {
         // A checkpoint newer than any before the kill: the run restarted and got going.
-        let before = newest(&ckpt);
+        let before = common::newest_checkpoint(&ckpt);
         let until = Instant::now() + Duration::from_secs(90);
-        while newest(&ckpt) <= before {
+        while common::newest_checkpoint(&ckpt) <= before {
             assert!(Instant::now() < until, "no new checkpoint within 90 s");
             assert!(
                 child.try_wait().unwrap().is_none(),
@@ -144,24 +144,6 @@ fn run(dir: &Path, restarts: u32, kills: u32) -> (bool, String, String) {
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     (status.success(), err.join().unwrap(), stdout)
-}
-
-/// The newest checkpoint id written by any worker (0: none).
-fn newest(dir: &Path) -> u64 {
-    let mut newest = 0;
-    for w in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(w.path()).into_iter().flatten().flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name
-                .strip_prefix("chk-")
-                .and_then(|s| s.strip_suffix(".redb"))
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                newest = newest.max(id);
-            }
-        }
-    }
-    newest
 }
 
 fn main() {

@@ -50,7 +50,15 @@ pub(crate) struct Chain {
     pub(crate) now: i64,
     /// Where checkpoint entries past memory go (under a memory budget).
     pub(crate) checkpoint_overflow: Option<(std::path::PathBuf, usize)>,
+    /// When it last sent its partial results.
+    flushed: std::time::Instant,
 }
+
+/// Partial results a chain holds across bundles at most before sending them.
+const HELD_PARTIALS: usize = 1 << 18;
+
+/// How long a chain holds partial results at most before sending them.
+pub(crate) const HOLD_PARTIALS_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Chain {
     /// Runs `links` (at least one) whose last one's outputs leave as `leaves` say, at
@@ -75,6 +83,7 @@ impl Chain {
             wm: i64::MIN,
             now,
             checkpoint_overflow: None,
+            flushed: std::time::Instant::now(),
         }
     }
 
@@ -365,8 +374,34 @@ impl Chain {
         self.leaves.iter().map(Leaves::partials).sum()
     }
 
+    /// Sends the partial results folded so far, unless `may_hold` (the watermark and
+    /// processing time they would travel at stay the same) and they may wait for later
+    /// bundles: each key and window then crosses once rather than once per bundle (a
+    /// batch job's, once per process). Held at most [`HELD_PARTIALS`] of them and
+    /// [`HOLD_PARTIALS_FOR`].
+    ///
+    /// # Errors
+    /// As [`Chain::flush`].
+    pub(crate) fn flush_or_hold(
+        &mut self,
+        p: &mut Ports<'_>,
+        may_hold: bool,
+    ) -> Result<(), EngineError> {
+        if may_hold && self.partials() < HELD_PARTIALS && self.flushed.elapsed() < HOLD_PARTIALS_FOR
+        {
+            return Ok(());
+        }
+        self.flush(p)
+    }
+
+    /// Whether it holds partial results that waited [`HOLD_PARTIALS_FOR`] already.
+    pub(crate) fn held_too_long(&self) -> bool {
+        self.partials() > 0 && self.flushed.elapsed() >= HOLD_PARTIALS_FOR
+    }
+
     /// Sends the pre-combined partial results of the bundle that ended.
     pub(crate) fn flush(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
+        self.flushed = std::time::Instant::now();
         for (tag, leaves) in self.leaves.iter_mut().enumerate() {
             let mut batch = Vec::new();
             leaves.flush(&mut batch)?;

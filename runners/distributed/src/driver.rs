@@ -8,7 +8,7 @@
 use crate::adapter::{
     epoch_of, join, processing_time_of, step_of, time, watermark_of, Batch, Front, Ports, Time,
 };
-use crate::chain::{Chain, Link};
+use crate::chain::{Chain, Link, HOLD_PARTIALS_FOR};
 use crate::dataflow::{Clock, Setup, Shared};
 use crate::member::Member;
 use crate::wire::{Arrives, Leaves};
@@ -191,8 +191,14 @@ impl Driver {
             Some(f) => {
                 self.move_to(p, f, &front)?;
                 self.follow(p, f, &front)?;
+                if self.chain.held_too_long() {
+                    self.chain.flush(p)?;
+                }
                 if self.clock == Clock::Wall {
                     p.activate_after(TICK);
+                } else if self.chain.partials() > 0 {
+                    // Held partial results go out in time even if no input comes.
+                    p.activate_after(HOLD_PARTIALS_FOR);
                 }
             }
             None => self.end(p)?,
@@ -341,8 +347,12 @@ impl Driver {
             .min(self.chain.hold())
             .min(self.input_watermark(front));
         let target = time(self.epoch, wm, processing_time_of(&t), step_of(&t));
-        if p.time().is_some_and(|now| now != join(&now, &target)) {
-            self.chain.flush(p)?;
+        if let Some(now) = p.time().filter(|now| *now != join(now, &target)) {
+            // Partial results may wait for later bundles while the watermark and
+            // processing time stay (a batch job's, all along).
+            let may_hold = watermark_of(&now) == watermark_of(&target)
+                && processing_time_of(&now) == processing_time_of(&target);
+            self.chain.flush_or_hold(p, may_hold)?;
             p.downgrade(target);
         }
         Ok(())

@@ -31,12 +31,6 @@ const POLL_CHUNK: usize = 1024;
 /// Most steps a replayed source takes per scheduling, so other operators get their turn.
 const STEPS_PER_ACTIVATION: usize = 64;
 
-/// Partial results a source's chain holds across bundles at most before sending them.
-const HELD_PARTIALS: usize = 1 << 18;
-
-/// How long a source's chain holds partial results at most before sending them.
-const HOLD_PARTIALS_FOR: Duration = Duration::from_millis(100);
-
 /// An engine source operator (Impulse, TestStream) replayed on one worker: each step's
 /// elements at the time of the source's watermark, virtual processing time and step.
 pub(crate) struct Replay {
@@ -228,8 +222,6 @@ pub(crate) struct Poll {
     interval: Duration,
     epoch: u64,
     epoch_ends: Instant,
-    /// When its chain last sent its partial results.
-    flushed: Instant,
     positions: BTreeMap<u64, Vec<u8>>,
     worker_instance: usize,
     shared: Arc<Shared>,
@@ -266,7 +258,6 @@ impl Poll {
             member,
             interval,
             epoch_ends: Instant::now(),
-            flushed: Instant::now(),
             positions: BTreeMap::new(),
             worker_instance: worker.0,
             shared,
@@ -527,18 +518,9 @@ impl Poll {
                     chain.each(p, |op, cx| op.end_bundle(cx))?;
                 }
                 // Partial results wait for later bundles while the watermark stays (a
-                // bounded source's, all along): each key and window then crosses once,
-                // not once per bundle. Held no longer than the source reads on, and
-                // bounded in number and in time.
-                if read == 0
-                    || polled.finished
-                    || polled.watermark > self.wm
-                    || chain.partials() >= HELD_PARTIALS
-                    || self.flushed.elapsed() >= HOLD_PARTIALS_FOR
-                {
-                    chain.flush(p)?;
-                    self.flushed = Instant::now();
-                }
+                // bounded source's, all along), no longer than the source reads on.
+                let may_hold = read > 0 && !polled.finished && polled.watermark <= self.wm;
+                chain.flush_or_hold(p, may_hold)?;
                 if read > 0 {
                     self.step += 1;
                 }

@@ -270,7 +270,7 @@ pub fn kill_after(mut child: std::process::Child, ms: u64, what: &str) {
 }
 
 /// The newest checkpoint id in the worker stores under `dir` (0: none).
-fn newest_checkpoint(dir: &std::path::Path) -> u64 {
+pub fn newest_checkpoint(dir: &std::path::Path) -> u64 {
     let mut newest = 0;
     for w in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(w.path()).into_iter().flatten().flatten() {
