@@ -11,6 +11,7 @@
 
 pub mod codec;
 mod coordinator;
+mod format;
 mod options;
 mod reader;
 mod state;

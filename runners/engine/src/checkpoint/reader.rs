@@ -2,8 +2,7 @@
 //! an operator's state merged from the chain's files as it is read, never gathered in
 //! memory (a state spilled past a memory budget is restored as it was written: in parts).
 
-use super::store::{DELETES, FORMAT, FULL_NODES, META, PUTS};
-use crate::checkpoint::store::{err, Digest};
+use super::format::{err, Digest, COMMITS, DELETES, FORMAT, FULL_NODES, META, PUTS};
 use crate::error::Result;
 use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,7 +124,7 @@ impl OpenFile {
         }
         let mut commits: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
         for row in tx
-            .open_table(super::store::COMMITS)
+            .open_table(COMMITS)
             .map_err(|e| err(&what, e))?
             .iter()
             .map_err(|e| err(&what, e))?
