@@ -13,8 +13,9 @@ use crate::chain::{Chain, Link};
 use crate::driver::Driver;
 use crate::member::Member;
 use crate::sources::{Emit, Poll, Replay};
-use crate::wire::{Arrives, Encoder, Leaves, PartialCodec};
+use crate::wire::{Arrives, Encoder, Grouping, Leaves, PartialCodec};
 use beamline_engine::exec::exchange::{groups_by_runs, RunGrouper, RunWriter};
+use beamline_engine::exec::exchange_combine::{combines_by_tables, TableMerger, TableWriter};
 use beamline_engine::graph::{Graph, NodeKind};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::gbk::GbkOp;
@@ -128,8 +129,10 @@ struct Fusion {
     fused: Vec<bool>,
     /// For each CombinePerKey node: whether it receives partial results.
     lifted: Vec<bool>,
-    /// For each GroupByKey of a batch job that groups runs ([`groups_by_runs`]): whether
-    /// its producer writes the runs (else it receives elements and writes them itself).
+    /// For each GroupByKey of a batch job that groups runs ([`groups_by_runs`]) and each
+    /// CombinePerKey of a batch job that merges tables ([`combines_by_tables`]): whether
+    /// its producer writes the runs or tables (else it receives elements and writes them
+    /// itself).
     grouped: Vec<Option<bool>>,
 }
 
@@ -209,9 +212,13 @@ fn fuse(graph: &Graph, batch: bool) -> Result<Fusion, EngineError> {
         .collect();
     let grouped = (0..n)
         .map(|node| {
-            let gbk = &graph.nodes[node];
-            (batch && matches!(gbk.kind, NodeKind::GroupByKey) && groups_by_runs(graph, gbk))
-                .then(|| fed_by_chain(node))
+            let g = &graph.nodes[node];
+            let by_runner = match g.kind {
+                NodeKind::GroupByKey => groups_by_runs(graph, g),
+                NodeKind::CombinePerKey { .. } => combines_by_tables(graph, g),
+                _ => false,
+            };
+            (batch && by_runner).then(|| fed_by_chain(node))
         })
         .collect();
     Ok(Fusion {
@@ -368,11 +375,17 @@ pub(crate) fn build<'s>(
                 let mut arrives = Vec::new();
                 let mut head = beamline_engine::operators::build(graph, node)?;
                 if let Some(fed_by_runs) = fusion.grouped[n] {
-                    // The runner groups: the transform passes the groups on.
+                    // The runner groups (or combines): the transform passes the output on.
                     head = beamline_engine::operators::pass();
-                    let grouper = RunGrouper::new(graph, node).ok_or_else(|| {
+                    let cannot = || {
                         EngineError::InvalidPipeline(format!("'{}' cannot group runs", node.name))
-                    })?;
+                    };
+                    let grouper = match node.kind {
+                        NodeKind::CombinePerKey { .. } => {
+                            Grouping::Tables(TableMerger::new(graph, node).ok_or_else(cannot)?)
+                        }
+                        _ => Grouping::Runs(RunGrouper::new(graph, node).ok_or_else(cannot)?),
+                    };
                     let coder = graph.pcollections[node.inputs[0]].coder.clone();
                     arrives.push(Arrives::Grouped(
                         (!fed_by_runs).then_some(coder),
@@ -502,10 +515,14 @@ fn leaves_of(
 ) -> Result<Leaves, EngineError> {
     if let [(c, 0)] = consumers[pc].as_slice() {
         if fusion.grouped[*c] == Some(true) {
-            let w = RunWriter::new(graph, &graph.nodes[*c]).ok_or_else(|| {
-                EngineError::InvalidPipeline(format!("'{writer}' cannot write runs"))
-            })?;
-            return Ok(Leaves::Runs(Box::new(w)));
+            let cannot = || EngineError::InvalidPipeline(format!("'{writer}' cannot write runs"));
+            let node = &graph.nodes[*c];
+            return Ok(match node.kind {
+                NodeKind::CombinePerKey { .. } => {
+                    Leaves::Tables(Box::new(TableWriter::new(graph, node).ok_or_else(cannot)?))
+                }
+                _ => Leaves::Runs(Box::new(RunWriter::new(graph, node).ok_or_else(cannot)?)),
+            });
         }
         if fusion.lifted[*c] {
             let (codec, lift) = partial_codec(graph, *c)?;

@@ -1,12 +1,14 @@
 //! Elements on the wire: encoding a PCollection's elements into records (with their key's
 //! hash) and decoding them back, or a lifted combine's partial results instead, or a
-//! batch GroupByKey's input as encoded runs per partition.
+//! batch GroupByKey's input as encoded runs per partition, or a batch CombinePerKey's as
+//! pre-combine tables per partition.
 
 use crate::adapter::{Batch, Payload};
 use beamline_engine::coder::Coder;
 use beamline_engine::combine::CombineFnInvoker;
 use beamline_engine::element_codec::{decode_windowed, encode_windowed};
-use beamline_engine::exec::exchange::{RunGrouper, RunWriter};
+use beamline_engine::exec::exchange::{GroupedOutput, RunGrouper, RunWriter};
+use beamline_engine::exec::exchange_combine::{CombinedOutput, TableMerger, TableWriter};
 use beamline_engine::graph::Graph;
 use beamline_engine::operators::partition::key_hash;
 use beamline_engine::operators::precombine::{Mailbox, Partial, PreCombine};
@@ -114,15 +116,78 @@ pub(crate) enum Arrives {
     /// Partial results of a lifted CombinePerKey, handed to its grouping through the
     /// mailbox (it merges them at the bundle's end).
     Partials(PartialCodec, Mailbox),
-    /// The input of a batch GroupByKey, kept in its grouping until the input is complete
-    /// ([`Arrives::grouped`]): parts of runs, or elements of this coder when the
-    /// producer could not write runs.
-    Grouped(Option<Coder>, Option<Box<RunGrouper>>),
+    /// The input of a batch GroupByKey or CombinePerKey, kept in its grouping until the
+    /// input is complete ([`Arrives::grouped`]): parts of runs or tables, or elements of
+    /// this coder when the producer could not write them.
+    Grouped(Option<Coder>, Option<Box<Grouping>>),
+}
+
+/// A batch grouping the runner does itself: a GroupByKey's runs, a CombinePerKey's
+/// pre-combine tables.
+pub(crate) enum Grouping {
+    Runs(RunGrouper),
+    Tables(TableMerger),
+}
+
+impl Grouping {
+    /// Adds a part its producer drained.
+    fn add(&mut self, part: Vec<u8>) -> Result<(), EngineError> {
+        match self {
+            Grouping::Runs(g) => g.add(part),
+            Grouping::Tables(m) => m.add(part),
+        }
+    }
+
+    /// Adds decoded elements (emptied).
+    fn add_elements(&mut self, batch: &mut Vec<WindowedValue>) -> Result<(), EngineError> {
+        match self {
+            Grouping::Runs(g) => g.add_elements(batch),
+            Grouping::Tables(m) => m.add_elements(batch),
+        }
+    }
+
+    /// The grouping's output, once its input is complete.
+    pub(crate) fn into_output(self) -> GroupingOutput {
+        match self {
+            Grouping::Runs(g) => GroupingOutput::Runs(g.into_output()),
+            Grouping::Tables(m) => GroupingOutput::Tables(m.into_output()),
+        }
+    }
+}
+
+/// Outputs of a combine's merged tables handed down the chain at once.
+const TABLE_OUTPUTS: usize = 1024;
+
+/// The output of a [`Grouping`], read in batches.
+pub(crate) enum GroupingOutput {
+    Runs(GroupedOutput),
+    Tables(CombinedOutput),
+}
+
+impl GroupingOutput {
+    /// Appends up to `max` more output elements to `out` (fewer once `max_bytes` of
+    /// groups were decoded; none once all were read).
+    ///
+    /// # Errors
+    /// What does not decode, or a failing combine, naming the transform.
+    pub(crate) fn next_batch(
+        &mut self,
+        out: &mut Vec<WindowedValue>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(), EngineError> {
+        match self {
+            GroupingOutput::Runs(o) => o.next_batch(out, max, max_bytes),
+            // A batch of outputs at a time, as groups are read a few kilobytes at a time.
+            GroupingOutput::Tables(o) => o.next_batch(out, max.min(TABLE_OUTPUTS)),
+        }
+    }
 }
 
 impl Arrives {
-    /// The grouping of a batch GroupByKey's input, once (its output is read from it).
-    pub(crate) fn grouped(&mut self) -> Option<RunGrouper> {
+    /// The grouping of a batch GroupByKey's or CombinePerKey's input, once (its output
+    /// is read from it).
+    pub(crate) fn grouped(&mut self) -> Option<Grouping> {
         match self {
             Arrives::Grouped(_, grouper) => grouper.take().map(|g| *g),
             _ => None,
@@ -184,6 +249,9 @@ pub(crate) enum Leaves {
     /// Written into encoded runs per shuffle partition (the batch GroupByKey it feeds
     /// groups them), sent as parts of about [`RUN_PART`] bytes.
     Runs(Box<RunWriter>),
+    /// Folded into pre-combine tables per shuffle partition (the batch CombinePerKey it
+    /// feeds merges them), sent when the chain sends its partial results.
+    Tables(Box<TableWriter>),
 }
 
 /// Bytes of runs written before they are sent (one message per partition, big enough
@@ -215,28 +283,33 @@ impl Leaves {
                 }
                 Ok(())
             }
+            Leaves::Tables(w) => w.write(elements),
         }
     }
 
-    /// The partial results of the bundle that ended, encoded into `out` (or the runs
-    /// written so far).
-    ///
-    /// # Errors
-    /// An accumulator that does not encode, naming the CombinePerKey.
-    /// Partial results folded and not sent yet.
+    /// Partial results (or table entries) folded and not sent yet.
     pub(crate) fn partials(&self) -> usize {
         match self {
             Leaves::Partials(pre, _) => pre.len(),
+            Leaves::Tables(w) => w.entries(),
             _ => 0,
         }
     }
 
+    /// The partial results folded so far, encoded into `out` (or the runs written, or
+    /// the tables' entries).
+    ///
+    /// # Errors
+    /// An accumulator that does not encode, naming the CombinePerKey.
     pub(crate) fn flush(&mut self, out: &mut Batch) -> Result<(), EngineError> {
         let (pre, codec) = match self {
             Leaves::Partials(pre, codec) => (pre, codec),
             Leaves::Runs(w) => {
                 send_runs(w, out);
                 return Ok(());
+            }
+            Leaves::Tables(w) => {
+                return w.drain(|p, part| out.push(((p as u64) << 32, Payload(part))));
             }
             Leaves::Elements(_) => return Ok(()),
         };

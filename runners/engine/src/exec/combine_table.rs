@@ -6,8 +6,13 @@
 //! prefetched while this one is added. With many keys the table is larger than the
 //! caches and that miss is most of a lifted combine's cost.
 
-use crate::combine::Accumulator;
+use crate::coder::Coder;
+use crate::combine::{Accumulator, CombineFnInvoker};
+use crate::error::{EngineError, Result};
+use crate::operators::guard::guarded;
 use crate::operators::partition::same_bytes;
+use crate::value::Value;
+use crate::window::{PaneInfo, TimestampCombiner, Window, WindowedValue};
 use prefetch_index::prefetch_index;
 
 /// Encoded bytes kept inline when short (most keys): no allocation per element, and a
@@ -183,6 +188,91 @@ impl CombineTable {
     pub(super) fn into_entries(self) -> impl Iterator<Item = CombineEntry> {
         self.slots.into_iter().flatten()
     }
+
+    /// Merges `e` into the entry of its key and window with `merge`, or moves it in.
+    ///
+    /// # Errors
+    /// What `merge` returns.
+    pub(super) fn merge_one<E>(
+        &mut self,
+        e: CombineEntry,
+        merge: impl FnOnce(&mut CombineEntry, CombineEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let at = self.position(e.hash, &e.group_bytes);
+        match &mut self.slots[at] {
+            Some(target) => merge(target, e),
+            empty => {
+                *empty = Some(e);
+                self.len += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Merges entry `e` into `target` of the same key and window: accumulators with `f`,
+/// timestamps with `tc`.
+///
+/// # Errors
+/// A failing (or panicking) merge, naming transform `name`.
+pub(super) fn merge_entry(
+    f: &dyn CombineFnInvoker,
+    tc: TimestampCombiner,
+    name: &str,
+    target: &mut CombineEntry,
+    e: CombineEntry,
+) -> Result<()> {
+    let ts = e.timestamp();
+    guarded(name, || f.merge_into(&mut target.acc, e.acc))?;
+    if let Some(ts) = ts {
+        target.timestamp = tc.combine(target.timestamp(), ts);
+    }
+    Ok(())
+}
+
+/// The output element of a key and window's group: `value` at the timestamp `tc` gives
+/// the window and the group's timestamp (the window's last moment without one), its only
+/// pane.
+pub(super) fn group_output(
+    key: Value,
+    window: Window,
+    value: Value,
+    ts: Option<i64>,
+    tc: TimestampCombiner,
+) -> WindowedValue {
+    WindowedValue {
+        value: Value::kv(key, value),
+        timestamp: tc.output(&window, ts.unwrap_or(window.max_timestamp())),
+        window,
+        pane: PaneInfo::ON_TIME_AND_ONLY_FIRING,
+    }
+}
+
+/// The output element of a merged entry: its key and window decoded from its group
+/// bytes, the combine's output of its accumulator.
+///
+/// # Errors
+/// Group bytes that do not decode, or a failing `extract_output`, naming transform `name`.
+pub(super) fn entry_output(
+    e: CombineEntry,
+    f: &dyn CombineFnInvoker,
+    key_coder: &Coder,
+    tc: TimestampCombiner,
+    name: &str,
+) -> Result<WindowedValue> {
+    let coder_err = |source| EngineError::Coder {
+        transform: name.to_string(),
+        source,
+    };
+    let mut b = &e.group_bytes[..];
+    let key = key_coder.decode(&mut b, true).map_err(coder_err)?;
+    let window = crate::element_codec::decode_window(&mut b).map_err(coder_err)?;
+    let ts = e.timestamp();
+    let v = guarded(name, || f.extract_output(e.acc))?;
+    Ok(group_output(key, window, v, ts, tc))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 
 mod combine_table;
 pub mod exchange;
+pub mod exchange_combine;
 mod grouped;
 mod shuffle;
 mod spill;

@@ -1,6 +1,8 @@
 //! GroupByKey and CombinePerKey: per-bundle shuffle writers, then grouping per partition.
 
-use super::combine_table::{CombineEntry, CombineTable, GroupBytes, NO_TIMESTAMP};
+use super::combine_table::{
+    entry_output, group_output, merge_entry, CombineEntry, CombineTable, GroupBytes, NO_TIMESTAMP,
+};
 use super::grouped::EncodedRun;
 use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
@@ -12,7 +14,7 @@ use crate::operators::guard::{guarded, panics_guarded};
 use crate::operators::partition::key_hash as hash_of;
 use crate::operators::partition::PARTITIONS;
 use crate::value::Value;
-use crate::window::{merge_intervals, PaneInfo, Window, WindowedValue};
+use crate::window::{merge_intervals, Window, WindowedValue};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -366,6 +368,24 @@ impl ShuffleWriter {
 }
 
 impl ShuffleWriter {
+    /// The non-empty pre-combine tables of a lifted combine's writer, with their
+    /// partitions (the writer goes on with empty ones, sized as these were); nothing
+    /// unless the writer pre-combines.
+    pub(crate) fn take_tables(&mut self) -> Vec<(usize, CombineTable)> {
+        let Mode::Combine(_, tables) = &mut self.mode else {
+            return Vec::new();
+        };
+        tables
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(p, t)| {
+                let next = CombineTable::with_capacity(t.len());
+                (p, std::mem::replace(t, next))
+            })
+            .collect()
+    }
+
     /// The non-empty encoded runs written so far, with their partitions (the writer goes
     /// on with empty ones); nothing unless the writer groups encoded.
     pub(crate) fn take_runs(&mut self) -> Vec<(usize, EncodedRun)> {
@@ -680,12 +700,7 @@ impl ShuffleInput {
                 let tc = w.windowing.timestamp_combiner;
                 for (p, t) in tables.into_iter().enumerate() {
                     self.merged[p].merge_from(t, |target, e| {
-                        let ts = e.timestamp();
-                        guarded(&w.name, || f.merge_into(&mut target.acc, e.acc))?;
-                        if let Some(ts) = ts {
-                            target.timestamp = tc.combine(target.timestamp(), ts);
-                        }
-                        Ok(())
+                        merge_entry(f.as_ref(), tc, &w.name, target, e)
                     })?;
                 }
             }
@@ -840,14 +855,7 @@ fn finish_partition(
                 key: Value,
                 window: Window,
                 value: Value,
-                ts: Option<i64>| {
-        out.push(WindowedValue {
-            value: Value::kv(key, value),
-            timestamp: tc.output(&window, ts.unwrap_or(window.max_timestamp())),
-            window,
-            pane: PaneInfo::ON_TIME_AND_ONLY_FIRING,
-        });
-    };
+                ts: Option<i64>| { out.push(group_output(key, window, value, ts, tc)) };
     let mut grouper = Grouper::default();
     let mut index: FxHashMap<GroupBytes, usize> = FxHashMap::default();
     // Merging windows group per key first, keeping each value's window; merged below.
@@ -860,12 +868,7 @@ fn finish_partition(
                 let f = combine_fn.expect("lifted chunks only for combines");
                 let key_coder = key_coder.expect("chunks come with a key coder");
                 for e in entries {
-                    let mut b = &e.group_bytes[..];
-                    let key = key_coder.decode(&mut b, true).map_err(coder_err)?;
-                    let window = crate::element_codec::decode_window(&mut b).map_err(coder_err)?;
-                    let ts = e.timestamp();
-                    let v = guarded(&node.name, || f.extract_output(e.acc))?;
-                    emit(&mut out, key, window, v, ts);
+                    out.push(entry_output(e, f, key_coder, tc, &node.name)?);
                 }
             }
             Chunk::Group(items) if merging => {
