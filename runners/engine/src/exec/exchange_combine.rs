@@ -322,3 +322,166 @@ impl CombinedOutput {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{PCollectionInfo, Windowing};
+    use crate::operators::precombine::tests::Sum;
+    use crate::value::Value;
+    use crate::window::Window;
+
+    /// A graph of one CombinePerKey summing numbers per string key; `windowing` of its
+    /// input.
+    fn combine_graph(windowing: Windowing) -> Graph {
+        let kv = Coder::Kv(Box::new(Coder::StringUtf8), Box::new(Coder::VarInt));
+        let pc = |name: &str, coder: Coder| PCollectionInfo {
+            name: name.into(),
+            coder,
+            windowing: windowing.clone(),
+        };
+        Graph {
+            pcollections: vec![pc("in", kv.clone()), pc("out", kv)],
+            nodes: vec![Node {
+                name: "Sum".into(),
+                kind: NodeKind::CombinePerKey {
+                    combine_fn: Arc::new(Sum),
+                    accumulator_coder: Coder::VarInt,
+                },
+                inputs: vec![0],
+                outputs: vec![1],
+            }],
+        }
+    }
+
+    /// The earliest timestamp: the test sees timestamps merge across the exchange.
+    fn earliest() -> Windowing {
+        Windowing {
+            timestamp_combiner: TimestampCombiner::Earliest,
+            ..Windowing::default()
+        }
+    }
+
+    fn kv(k: &str, v: i64, ts: i64) -> WindowedValue {
+        let mut wv =
+            WindowedValue::in_global_window(Value::kv(Value::Str(k.into()), Value::I64(v)));
+        wv.timestamp = ts;
+        wv
+    }
+
+    /// Every output, read one at a time, as (key, sum, timestamp), sorted.
+    fn outputs(m: TableMerger) -> Vec<(String, i64, i64)> {
+        let mut out = m.into_output();
+        let mut all = Vec::new();
+        loop {
+            let before = all.len();
+            out.next_batch(&mut all, 1).unwrap();
+            if all.len() == before {
+                break;
+            }
+            assert_eq!(all.len(), before + 1);
+        }
+        let mut got: Vec<(String, i64, i64)> = all
+            .into_iter()
+            .map(|wv| {
+                assert_eq!(wv.window, Window::Global);
+                assert_eq!(wv.pane, crate::window::PaneInfo::ON_TIME_AND_ONLY_FIRING);
+                let (k, v) = wv.value.as_kv().unwrap();
+                let (Value::Str(k), Value::I64(v)) = (&*k, &*v) else {
+                    panic!("{k:?} {v:?}")
+                };
+                (k.clone(), *v, wv.timestamp)
+            })
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn tables_folded_in_two_places_merge_in_one() {
+        let g = combine_graph(earliest());
+        let node = &g.nodes[0];
+        assert!(combines_by_tables(&g, node));
+        let mut a = TableWriter::new(&g, node).unwrap();
+        let mut b = TableWriter::new(&g, node).unwrap();
+        a.write(&mut vec![kv("x", 1, 5), kv("y", 2, 7), kv("x", 3, 9)])
+            .unwrap();
+        b.write(&mut vec![kv("y", 4, 1)]).unwrap();
+        assert_eq!((a.entries(), b.entries()), (2, 1));
+        let mut parts = Vec::new();
+        a.drain(|_, p| parts.push(p)).unwrap();
+        b.drain(|_, p| parts.push(p)).unwrap();
+        assert_eq!(a.entries(), 0);
+        // Drained twice: the second round's entries merge with the first's.
+        a.write(&mut vec![kv("x", 10, 2)]).unwrap();
+        a.drain(|_, p| parts.push(p)).unwrap();
+        let mut m = TableMerger::new(&g, node).unwrap();
+        for p in parts {
+            m.add(p).unwrap();
+        }
+        m.add_elements(&mut vec![kv("z", 6, 0), kv("x", 100, 3)])
+            .unwrap();
+        assert_eq!(
+            outputs(m),
+            vec![
+                ("x".into(), 114, 2),
+                ("y".into(), 6, 1),
+                ("z".into(), 6, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_groupings_that_fire_once_merge_tables() {
+        let triggered = Windowing {
+            trigger: Trigger::Repeatedly(Box::new(Trigger::AfterCount(2))),
+            ..Windowing::default()
+        };
+        let late = Windowing {
+            allowed_lateness: 1000,
+            ..Windowing::default()
+        };
+        for w in [triggered, late] {
+            let g = combine_graph(w);
+            assert!(!combines_by_tables(&g, &g.nodes[0]));
+            assert!(TableWriter::new(&g, &g.nodes[0]).is_none());
+        }
+    }
+
+    #[test]
+    fn malformed_parts_are_errors_naming_the_transform() {
+        let g = combine_graph(earliest());
+        let node = &g.nodes[0];
+        let mut w = TableWriter::new(&g, node).unwrap();
+        w.write(&mut vec![kv("x", 1, 5)]).unwrap();
+        let mut parts = Vec::new();
+        w.drain(|_, p| parts.push(p)).unwrap();
+        let part = &parts[0];
+        let (entries, trailer) = part.split_at(part.len() - TRAILER);
+        let with_trailer = |count: u64, p: u32| {
+            let mut t = count.to_le_bytes().to_vec();
+            t.extend_from_slice(&p.to_le_bytes());
+            t
+        };
+        let own = u32::from_le_bytes(trailer[8..].try_into().unwrap());
+        for bad in [
+            // Too short for a trailer; a partition that does not exist.
+            vec![1, 2, 3],
+            [entries, &with_trailer(1, 200)].concat(),
+            // An entry cut short; fewer entries than the trailer says; bytes left over.
+            [&entries[..entries.len() - 1], trailer].concat(),
+            [entries, &with_trailer(2, own)].concat(),
+            [entries, &[0], trailer].concat(),
+            // The entry filed under another partition.
+            [entries, &with_trailer(1, (own + 1) % PARTITIONS as u32)].concat(),
+        ] {
+            let mut m = TableMerger::new(&g, node).unwrap();
+            let e = m.add(bad).unwrap_err().to_string();
+            assert!(e.contains("'Sum'") && e.contains("malformed"), "{e}");
+        }
+        // The part itself is fine.
+        let mut m = TableMerger::new(&g, node).unwrap();
+        m.add(part.clone()).unwrap();
+        assert_eq!(outputs(m), vec![("x".into(), 1, 5)]);
+    }
+}

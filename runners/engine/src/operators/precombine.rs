@@ -381,13 +381,13 @@ impl PreCombine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::UserError;
     use crate::window::PaneInfo;
 
-    /// Sums numbers.
-    struct Sum;
+    /// Sums numbers (other tests of lifted combines use it too).
+    pub(crate) struct Sum;
 
     impl CombineFnInvoker for Sum {
         fn create_accumulator(&self) -> Accumulator {
