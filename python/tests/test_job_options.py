@@ -144,13 +144,14 @@ def test_too_many_threads_is_an_error():
         p.run().wait_until_finish()
 
 
-def test_restarts_are_the_distributed_runners_and_need_checkpoints():
-    p = beamline.Pipeline(argv=["--runner=distributed", "--streaming", "--restarts=2"])
+@pytest.mark.parametrize("runner", ["local", "distributed"])
+def test_restarts_need_checkpoints(runner):
+    p = beamline.Pipeline(argv=[f"--runner={runner}", "--streaming", "--restarts=2"])
     p | beamline.Create([1])
     with pytest.raises(RuntimeError, match="--restarts: .* pass --checkpoint-dir as well"):
         p.run().wait_until_finish()
     with pytest.raises(ValueError, match="--restarts: 'many' is not a whole number"):
-        beamline.Pipeline(argv=["--runner=distributed", "--restarts=many"])
+        beamline.Pipeline(argv=[f"--runner={runner}", "--restarts=many"])
 
 
 class _Stats:

@@ -15,6 +15,7 @@ use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
 use beamline_engine::metrics::MetricResults;
 use beamline_engine::operators::StateBudget;
 use beamline_engine::options::{parse_duration_ms, OptionKind, OptionSpec};
+use beamline_engine::restart::{Failure, Restarts};
 use beamline_engine::runner::{
     JobContext, Runner, RunnerRegistration, WORKER_JOB_ENV, WORKER_PIPELINE_ENV,
 };
@@ -37,10 +38,6 @@ struct Options {
     processes: usize,
     threads: usize,
     connect_timeout: Duration,
-    /// How many times a failed job starts again from its newest checkpoint.
-    restarts: usize,
-    /// How long it waits before each restart.
-    restart_delay: Duration,
 }
 
 fn bad(name: &str, why: impl std::fmt::Display) -> EngineError {
@@ -65,36 +62,10 @@ impl Options {
                 parse_duration_ms(v).map_err(|why| bad("connect-timeout", why))?,
             ),
         };
-        let restarts = match job.options.get("restarts") {
-            None => 0,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|&n: &usize| n <= 1000)
-                .ok_or_else(|| bad("restarts", format!("'{v}' is not a number from 0 to 1000")))?,
-        };
-        let restart_delay = match job.options.get("restart_delay") {
-            None => Duration::from_secs(1),
-            Some(v) => Duration::from_millis(
-                parse_duration_ms(v).map_err(|why| bad("restart-delay", why))?,
-            ),
-        };
-        let checkpointed = job.options.contains_key("checkpoint_dir");
-        if restarts > 0 && !checkpointed {
-            return Err(bad(
-                "restarts",
-                "a job restarts from its checkpoints: pass --checkpoint-dir as well",
-            ));
-        }
-        if job.options.contains_key("restart_delay") && restarts == 0 {
-            return Err(bad("restart-delay", "only with --restarts"));
-        }
         Ok(Options {
             processes: number("processes", "processes", 2)?,
             threads: number("threads_per_process", "threads-per-process", 1)?,
             connect_timeout,
-            restarts,
-            restart_delay,
         })
     }
 }
@@ -132,19 +103,6 @@ impl Runner for DistributedRunner {
                 "with --hosts: this process's line of the hosts file, from 0",
             ),
             OptionSpec::new(
-                "restarts",
-                OptionKind::Integer,
-                "with --checkpoint-dir: after a process fails or is lost, start the job's \
-                 processes again from the newest checkpoint, at most this many times",
-            )
-            .default_value(0),
-            OptionSpec::new(
-                "restart-delay",
-                OptionKind::Duration,
-                "with --restarts: how long to wait before each restart",
-            )
-            .default_value("1s"),
-            OptionSpec::new(
                 "memory-budget",
                 OptionKind::Size,
                 "per process: keyed state of stateful DoFns past this size spills to disk",
@@ -180,7 +138,7 @@ impl Runner for DistributedRunner {
             return start_worker(env, addresses, threads, true, prepared, opts);
         }
         match job.options.get("hosts") {
-            Some(_) if opts.restarts > 0 => Err(bad(
+            Some(_) if prepared.options.restarts.max > 0 => Err(bad(
                 "restarts",
                 "the processes of a job over several machines are started by you (or by \
                  Kubernetes): restart them there, with the same --checkpoint-dir",
@@ -198,7 +156,8 @@ impl Runner for DistributedRunner {
                     &prepared.graph,
                     prepared.mode != beamline_translate::Mode::Batch,
                 );
-                start_launcher(pipeline, job, opts, checkpointed, shape)
+                let restarts = prepared.options.restarts;
+                start_launcher(pipeline, job, (opts, restarts), checkpointed, shape)
             }
         }
     }
@@ -256,7 +215,7 @@ fn free_addresses(n: usize) -> Result<Vec<String>, EngineError> {
 fn start_launcher(
     pipeline: &[u8],
     job: JobContext,
-    opts: Options,
+    (opts, restarts): (Options, Restarts),
     checkpointed: bool,
     shape: Shape,
 ) -> Result<Box<dyn JobHandle>, EngineError> {
@@ -322,7 +281,18 @@ fn start_launcher(
                 .wait_unless(|| control.is_cancelled())
             })
         };
-        let r = with_restarts(opts.restarts, opts.restart_delay, control, run);
+        // A process that failed, was lost or did not connect may pass in a new run.
+        let r = restarts.run(control, |_| {
+            run().map_err(|e| match e {
+                LaunchError::Cancelled => Failure::Final(EngineError::Cancelled),
+                LaunchError::Failed { .. }
+                | LaunchError::Exited { .. }
+                | LaunchError::ConnectTimeout { .. } => {
+                    Failure::Restartable(EngineError::Runner(e.to_string()))
+                }
+                other => Failure::Final(EngineError::Runner(other.to_string())),
+            })
+        });
         let _ = std::fs::remove_file(&proto);
         let reports = r?;
         for json in reports {
@@ -341,55 +311,6 @@ fn start_launcher(
         body,
         on_failure,
     )?))
-}
-
-/// Runs the job's processes with `run`; after a failure that a restart may get past (a
-/// process failed, was lost or did not connect), runs them again, at most `restarts`
-/// times, each after `delay`: they resume from the newest checkpoint.
-fn with_restarts(
-    restarts: usize,
-    delay: Duration,
-    control: &JobControl,
-    mut run: impl FnMut() -> Result<Vec<String>, LaunchError>,
-) -> Result<Vec<String>, EngineError> {
-    let mut done = 0;
-    loop {
-        let e = match run() {
-            Ok(reports) => {
-                if done > 0 {
-                    let mut m = beamline_engine::metrics::MetricsContainer::default();
-                    m.inc_counter("beamline.checkpoint", "restarts", done as i64);
-                    control.report(beamline_engine::stream::CHECKPOINT_STEP, &mut m);
-                }
-                return Ok(reports);
-            }
-            Err(LaunchError::Cancelled) => return Err(EngineError::Cancelled),
-            Err(e) => e,
-        };
-        let restartable = matches!(
-            e,
-            LaunchError::Failed { .. }
-                | LaunchError::Exited { .. }
-                | LaunchError::ConnectTimeout { .. }
-        );
-        if !restartable || done == restarts {
-            return Err(EngineError::Runner(match done {
-                0 => e.to_string(),
-                n => format!("{e} (after {n} restart(s) from checkpoints)"),
-            }));
-        }
-        done += 1;
-        tracing::warn!(
-            "{e}; starting the job again from its newest checkpoint in {} ms (restart {done} \
-             of at most {restarts})",
-            delay.as_millis()
-        );
-        let until = std::time::Instant::now() + delay;
-        while std::time::Instant::now() < until {
-            control.check()?;
-            std::thread::sleep(Duration::from_millis(20).min(delay));
-        }
-    }
 }
 
 /// The addresses of a job the launcher started, from the environment it set.

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod program;
 pub mod progress;
 pub mod registry;
+pub mod restart;
 pub mod runner;
 pub mod source;
 pub mod spec;

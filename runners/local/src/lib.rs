@@ -6,15 +6,18 @@
 //! thread of its own behind a [`JobHandle`].
 //!
 //! Options: those of [`beamline_translate::engine_options`] (`--threads`, `--streaming`,
-//! `--memory-budget`, `--spill-dir`, `--max-bundle-size`). With unbounded sources, Ctrl-C
-//! or SIGTERM drains the job: sources stop, watermarks advance to the end, every pending
-//! pane fires.
+//! `--memory-budget`, `--spill-dir`, `--max-bundle-size`, checkpoints and restarts). With
+//! unbounded sources, Ctrl-C or SIGTERM drains the job: sources stop, watermarks advance
+//! to the end, every pending pane fires. With `--restarts=N` a failed streaming job runs
+//! again in this process from its newest checkpoint, at most N times.
 
 mod interrupt;
 
+use beamline_engine::checkpoint::Restore;
 use beamline_engine::exec::{execute, ExecOptions};
 use beamline_engine::job::{JobControl, JobHandle, ThreadJob};
 use beamline_engine::options::OptionSpec;
+use beamline_engine::restart::Failure;
 use beamline_engine::runner::{JobContext, Runner, RunnerRegistration};
 use beamline_engine::stream::{execute_streaming, StreamOptions};
 use beamline_engine::EngineError;
@@ -59,16 +62,24 @@ impl Runner for LocalRunner {
             let o = &prepared.options;
             match prepared.mode {
                 Mode::Streaming => {
-                    let opts = StreamOptions {
-                        virtual_time: !real_time,
-                        control: control.clone(),
-                        max_bundle_size: o.max_bundle_size,
-                        workers: o.threads,
-                        checkpoint: o.checkpoint.clone(),
-                        memory_budget: o.memory_budget,
-                        spill_dir: o.spill_dir.clone(),
+                    let run = |restart: usize| {
+                        let mut checkpoint = o.checkpoint.clone();
+                        if let Some(c) = checkpoint.as_mut().filter(|_| restart > 0) {
+                            // A restart resumes from what the failed run checkpointed.
+                            c.restore = Restore::Latest;
+                        }
+                        let opts = StreamOptions {
+                            virtual_time: !real_time,
+                            control: control.clone(),
+                            max_bundle_size: o.max_bundle_size,
+                            workers: o.threads,
+                            checkpoint,
+                            memory_budget: o.memory_budget,
+                            spill_dir: o.spill_dir.clone(),
+                        };
+                        execute_streaming(&prepared.graph, &opts).map_err(Failure::of)
                     };
-                    execute_streaming(&prepared.graph, &opts)?;
+                    o.restarts.run(control, run)?;
                 }
                 Mode::Batch => {
                     let opts = ExecOptions {

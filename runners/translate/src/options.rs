@@ -2,6 +2,7 @@
 
 use beamline_engine::checkpoint::{CheckpointOptions, Restore, DEFAULT_FULL_EVERY};
 use beamline_engine::options::{parse_duration_ms, parse_size, OptionKind, OptionSpec};
+use beamline_engine::restart::{Restarts, DEFAULT_RESTART_DELAY};
 use beamline_engine::EngineError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,6 +64,18 @@ pub fn checkpoint_options() -> Vec<OptionSpec> {
             "with --checkpoint-dir: 'latest' resumes from the newest checkpoint, 'none' starts over",
         )
         .default_value("latest"),
+        OptionSpec::new(
+            "restarts",
+            OptionKind::Integer,
+            "with --checkpoint-dir: after a failure, start the job again from its newest checkpoint, at most this many times",
+        )
+        .default_value(0),
+        OptionSpec::new(
+            "restart-delay",
+            OptionKind::Duration,
+            "with --restarts: time between a failure and the restart",
+        )
+        .default_value("1s"),
     ]
 }
 
@@ -81,6 +94,8 @@ pub struct EngineOptions {
     pub max_bundle_size: usize,
     /// Checkpoints of a streaming job (`--checkpoint-dir` and its companions).
     pub checkpoint: Option<CheckpointOptions>,
+    /// How a failed job restarts from its checkpoints (`--restarts`, `--restart-delay`).
+    pub restarts: Restarts,
 }
 
 fn bad(name: &str, why: impl std::fmt::Display) -> EngineError {
@@ -166,7 +181,9 @@ impl EngineOptions {
                 }
             }
         }
+        let restarts = restarts_of(options, checkpoint.is_some())?;
         Ok(EngineOptions {
+            restarts,
             threads,
             streaming,
             memory_budget,
@@ -175,6 +192,37 @@ impl EngineOptions {
             checkpoint,
         })
     }
+}
+
+/// `--restarts` and `--restart-delay`; `checkpointed`: `--checkpoint-dir` was given.
+fn restarts_of(
+    options: &BTreeMap<String, String>,
+    checkpointed: bool,
+) -> Result<Restarts, EngineError> {
+    let max = match options.get("restarts") {
+        None => 0,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n <= 1000)
+            .ok_or_else(|| bad("restarts", format!("'{v}' is not a number from 0 to 1000")))?,
+    };
+    let delay = match options.get("restart_delay") {
+        None => DEFAULT_RESTART_DELAY,
+        Some(v) => std::time::Duration::from_millis(
+            parse_duration_ms(v).map_err(|why| bad("restart-delay", why))?,
+        ),
+    };
+    if max > 0 && !checkpointed {
+        return Err(bad(
+            "restarts",
+            "a job restarts from its checkpoints: pass --checkpoint-dir as well",
+        ));
+    }
+    if options.contains_key("restart_delay") && max == 0 {
+        return Err(bad("restart-delay", "only with --restarts"));
+    }
+    Ok(Restarts { max, delay })
 }
 
 #[cfg(test)]

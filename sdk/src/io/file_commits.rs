@@ -20,6 +20,38 @@ pub(crate) struct CommittedFiles {
     instance: usize,
     /// The job takes checkpoints (they commit the files).
     pub(crate) checkpointed: bool,
+    /// This instance's number among the sink instances this process ever ran (see
+    /// [`Incarnations`]), once checkpoints are enabled.
+    incarnation: Option<u64>,
+}
+
+/// The sink instances of this process that are alive, by a number each got when its job
+/// enabled checkpoints: a job restarted in its process (`--restarts` on the local runner)
+/// tells the temporary files of its failed run (whose instances are gone) from a live
+/// instance's in the same directory.
+struct Incarnations {
+    next: u64,
+    live: std::collections::BTreeSet<u64>,
+}
+
+static INCARNATIONS: std::sync::Mutex<Incarnations> = std::sync::Mutex::new(Incarnations {
+    next: 0,
+    live: std::collections::BTreeSet::new(),
+});
+
+/// Whether sink instance `incarnation` of this process is alive.
+fn is_live(incarnation: u64) -> bool {
+    INCARNATIONS
+        .lock()
+        .map_or(true, |i| i.live.contains(&incarnation))
+}
+
+impl Drop for CommittedFiles {
+    fn drop(&mut self) {
+        if let (Some(n), Ok(mut i)) = (self.incarnation, INCARNATIONS.lock()) {
+            i.live.remove(&n);
+        }
+    }
 }
 
 impl CommittedFiles {
@@ -27,6 +59,30 @@ impl CommittedFiles {
     pub(crate) fn enable(&mut self, instance: usize) {
         self.instance = instance;
         self.checkpointed = true;
+        if self.incarnation.is_none() {
+            if let Ok(mut i) = INCARNATIONS.lock() {
+                let n = i.next;
+                i.next += 1;
+                i.live.insert(n);
+                self.incarnation = Some(n);
+            }
+        }
+    }
+
+    /// A new temporary file in `temp_dir`: `bundle-RANDOM-pPID[-eINCARNATION]`, with the
+    /// id of the process writing it and, with checkpoints, the instance's incarnation
+    /// (processes of one job share the directory, and so do a job's restarts in one
+    /// process; see [`remove_if_done`]).
+    pub(crate) fn bundle_path(&self, temp_dir: &str) -> String {
+        let incarnation = self
+            .incarnation
+            .map(|n| format!("-e{n}"))
+            .unwrap_or_default();
+        format!(
+            "{temp_dir}/bundle-{:016x}-p{}{incarnation}",
+            rand::random::<u64>(),
+            std::process::id()
+        )
     }
 
     /// Before a file is opened in `temp_dir`: with checkpoints, marks the directory (the
@@ -147,21 +203,11 @@ fn remove_later_checkpoints(
     Ok(())
 }
 
-/// A new temporary file of a sink in `temp_dir`: `bundle-RANDOM-pPID`, with the id of the
-/// process writing it (processes of one job share the directory; see [`remove_if_done`]).
-pub(crate) fn bundle_path(temp_dir: &str) -> String {
-    format!(
-        "{temp_dir}/bundle-{:016x}-p{}",
-        rand::random::<u64>(),
-        std::process::id()
-    )
-}
-
 /// Removes temporary directory `dir` (of a job whose input ended) when it holds nothing
 /// but its marker: another instance of the sink may still have files in it to commit.
-/// Files written by processes that are gone go first: a job restarted by its launcher
-/// (`--restarts`) keeps its temporary directory, and what a killed process wrote after
-/// its last checkpoint is no checkpoint's (those it listed were committed on restore).
+/// Files written by processes or sink instances that are gone go first: a job restarted
+/// (`--restarts`) keeps its temporary directory, and what a failed run wrote after its
+/// last checkpoint is no checkpoint's (those it listed were committed on restore).
 fn remove_if_done(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -169,12 +215,12 @@ fn remove_if_done(dir: &Path) {
     let entries: Vec<_> = entries.flatten().collect();
     for e in &entries {
         let name = e.file_name();
-        let pid = name
-            .to_str()
-            .filter(|n| n.starts_with("bundle-"))
-            .and_then(|n| n.rsplit_once("-p"))
-            .and_then(|(_, p)| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| p != std::process::id() && process_gone(p)) {
+        let gone = match name.to_str().and_then(writer_of) {
+            Some((pid, _)) if pid != std::process::id() => process_gone(pid),
+            Some((_, Some(incarnation))) => !is_live(incarnation),
+            _ => false,
+        };
+        if gone {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -188,6 +234,16 @@ fn remove_if_done(dir: &Path) {
         let _ = std::fs::remove_file(dir.join(CHECKPOINTED));
         // Fails (and is left) if a file appeared meanwhile.
         let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// The process id and sink incarnation (if any) in a temporary file's name
+/// ([`CommittedFiles::bundle_path`]).
+fn writer_of(name: &str) -> Option<(u32, Option<u64>)> {
+    let (_, writer) = name.strip_prefix("bundle-")?.rsplit_once("-p")?;
+    match writer.split_once("-e") {
+        Some((pid, n)) => Some((pid.parse().ok()?, Some(n.parse().ok()?))),
+        None => Some((writer.parse().ok()?, None)),
     }
 }
 
@@ -336,4 +392,76 @@ pub(crate) fn commit_renames(record: &[u8], ctx: &mut CommitContext<'_>) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_files_name_their_writer() {
+        let mut files = CommittedFiles::default();
+        let plain = files.bundle_path("/t");
+        let name = plain.strip_prefix("/t/").unwrap();
+        assert_eq!(writer_of(name), Some((std::process::id(), None)));
+        files.enable(3);
+        let name = files
+            .bundle_path("/t")
+            .strip_prefix("/t/")
+            .unwrap()
+            .to_string();
+        let Some((pid, Some(n))) = writer_of(&name) else {
+            panic!("{name}")
+        };
+        assert_eq!(pid, std::process::id());
+        assert!(is_live(n));
+        // A second enable keeps the number; another instance gets another one.
+        files.enable(3);
+        assert!(files.bundle_path("/t").ends_with(&format!("-e{n}")));
+        let mut other = CommittedFiles::default();
+        other.enable(0);
+        assert_ne!(other.incarnation, Some(n));
+        drop(files);
+        assert!(!is_live(n), "a dropped instance is gone");
+        assert!(is_live(other.incarnation.unwrap()));
+        for bad in [
+            "part-0",
+            "bundle-abc",
+            "bundle-abc-pxyz",
+            "bundle-abc-p12-ex",
+        ] {
+            assert_eq!(writer_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn files_of_instances_that_are_gone_are_removed_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join("out.beamline-temp-1-2");
+        std::fs::create_dir(&temp).unwrap();
+        let t = temp.to_str().unwrap();
+        // A failed run's instance (dropped), a live one, and a file of no instance.
+        let mut failed = CommittedFiles::default();
+        failed.enable(0);
+        let mut live = CommittedFiles::default();
+        live.enable(0);
+        let (gone_file, live_file) = (failed.bundle_path(t), live.bundle_path(t));
+        let plain = CommittedFiles::default().bundle_path(t);
+        for f in [&gone_file, &live_file, &plain] {
+            std::fs::write(f, "x").unwrap();
+        }
+        mark_checkpointed(t).unwrap();
+        drop(failed);
+        remove_if_done(&temp);
+        assert!(
+            !Path::new(&gone_file).exists(),
+            "the failed run's file stays"
+        );
+        assert!(Path::new(&live_file).exists() && Path::new(&plain).exists());
+        // Once the live instance's file went (committed), the directory goes too.
+        std::fs::remove_file(&live_file).unwrap();
+        std::fs::remove_file(&plain).unwrap();
+        remove_if_done(&temp);
+        assert!(!temp.exists());
+    }
 }

@@ -519,7 +519,7 @@ impl DoFn for WriteBundles {
         ctx.inc_counter(IO_NAMESPACE, "elementsWritten", batch.0.num_rows() as i64);
         if self.current.is_none() {
             self.files.opening(&self.temp_dir)?;
-            let path = crate::io::file_commits::bundle_path(&self.temp_dir);
+            let path = self.files.bundle_path(&self.temp_dir);
             self.current = Some(std::sync::Mutex::new(self.sink.open(&path, &batch.0)?));
             self.announced = false;
         }

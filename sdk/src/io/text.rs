@@ -403,7 +403,7 @@ impl DoFn for WriteBundles {
     ) -> Result<(), UserError> {
         if self.current.is_none() {
             self.files.opening(&self.temp_dir)?;
-            let path = crate::io::file_commits::bundle_path(&self.temp_dir);
+            let path = self.files.bundle_path(&self.temp_dir);
             let writer = create_writer(Path::new(&path))?;
             self.current = Some(OpenFile {
                 path,

@@ -215,10 +215,7 @@ impl TableMerger {
             })?;
         }
         if !rest.is_empty() {
-            return Err(c.malformed(format!(
-                "{} bytes after its {count} entries",
-                rest.len()
-            )));
+            return Err(c.malformed(format!("{} bytes after its {count} entries", rest.len())));
         }
         Ok(())
     }
@@ -423,11 +420,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             outputs(m),
-            vec![
-                ("x".into(), 114, 2),
-                ("y".into(), 6, 1),
-                ("z".into(), 6, 0)
-            ]
+            vec![("x".into(), 114, 2), ("y".into(), 6, 1), ("z".into(), 6, 0)]
         );
     }
 

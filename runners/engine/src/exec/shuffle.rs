@@ -851,11 +851,12 @@ fn finish_partition(
         c.decode(&mut &b[..], true).map_err(coder_err)
     };
     let mut out = Vec::new();
-    let emit = |out: &mut Vec<WindowedValue>,
-                key: Value,
-                window: Window,
-                value: Value,
-                ts: Option<i64>| { out.push(group_output(key, window, value, ts, tc)) };
+    let emit =
+        |out: &mut Vec<WindowedValue>,
+         key: Value,
+         window: Window,
+         value: Value,
+         ts: Option<i64>| { out.push(group_output(key, window, value, ts, tc)) };
     let mut grouper = Grouper::default();
     let mut index: FxHashMap<GroupBytes, usize> = FxHashMap::default();
     // Merging windows group per key first, keeping each value's window; merged below.
