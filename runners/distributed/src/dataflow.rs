@@ -163,7 +163,8 @@ fn driven(kind: &NodeKind) -> bool {
     )
 }
 
-fn fuse(graph: &Graph, batch: bool) -> Result<Fusion, EngineError> {
+/// Fuses `graph` (`batch`: a batch job's; `budgeted`: run under a memory budget).
+fn fuse(graph: &Graph, batch: bool, budgeted: bool) -> Result<Fusion, EngineError> {
     let n = graph.nodes.len();
     let consumers = graph.consumers();
     let producer = graph.producers()?;
@@ -215,7 +216,8 @@ fn fuse(graph: &Graph, batch: bool) -> Result<Fusion, EngineError> {
             let g = &graph.nodes[node];
             let by_runner = match g.kind {
                 NodeKind::GroupByKey => groups_by_runs(graph, g),
-                NodeKind::CombinePerKey { .. } => combines_by_tables(graph, g),
+                // Merged tables stay in memory: under a budget, panes that spill.
+                NodeKind::CombinePerKey { .. } => !budgeted && combines_by_tables(graph, g),
                 _ => false,
             };
             (batch && by_runner).then(|| fed_by_chain(node))
@@ -244,7 +246,7 @@ pub(crate) fn build<'s>(
     checkpoints: Option<&Checkpointing>,
 ) -> Result<(), EngineError> {
     let member = |names: Vec<String>| checkpoints.map(|(c, _)| Member::join(c, names));
-    let fusion = fuse(graph, setup.batch)?;
+    let fusion = fuse(graph, setup.batch, setup.state_budget.is_some())?;
     let consumers = graph.consumers();
     let mut streams: Vec<Option<Stream<'s>>> = vec![None; graph.pcollections.len()];
     for n in graph.topological_order()? {
