@@ -12,7 +12,6 @@ mod common;
 
 use beamline::io::generator::Generator;
 use beamline::{Count, Pipeline, PipelineOptions, WindowInto, WriteToText};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,18 +26,7 @@ fn generator() -> Generator {
 
 /// `key,window start,count` per key and window, from the generator's own events.
 fn expected() -> Vec<String> {
-    let mut counts: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-    for ((key, _), ts) in generator().events() {
-        *counts
-            .entry((key, ts - ts.rem_euclid(WINDOW_MS)))
-            .or_default() += 1;
-    }
-    let mut lines: Vec<String> = counts
-        .into_iter()
-        .map(|((k, w), n)| format!("{k},{w},{n}"))
-        .collect();
-    lines.sort();
-    lines
+    common::window_counts(generator().events(), WINDOW_MS)
 }
 
 fn options(checkpoints: Option<&Path>, restarts: &str) -> PipelineOptions {

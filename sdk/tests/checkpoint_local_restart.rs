@@ -9,7 +9,6 @@ mod common;
 
 use beamline::io::generator::Generator;
 use beamline::{Count, Pipeline, PipelineOptions, WindowInto, WriteToText};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,18 +29,7 @@ fn generator() -> Generator {
 
 /// `key,window start,count` per key and window, from the generator's own events.
 fn expected() -> Vec<String> {
-    let mut counts: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-    for ((key, _), ts) in generator().events() {
-        *counts
-            .entry((key, ts - ts.rem_euclid(WINDOW_MS)))
-            .or_default() += 1;
-    }
-    let mut lines: Vec<String> = counts
-        .into_iter()
-        .map(|((k, w), n)| format!("{k},{w},{n}"))
-        .collect();
-    lines.sort();
-    lines
+    common::window_counts(generator().events(), WINDOW_MS)
 }
 
 /// Passes events on; fails every [`FAIL_EVERY`] elements while failures are left.

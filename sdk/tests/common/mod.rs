@@ -392,6 +392,26 @@ pub fn fault_rng(default: u64) -> rand::rngs::StdRng {
     )
 }
 
+/// `key,window start,count` per key and fixed window of `window_ms`, from a generator's
+/// events, sorted: what [`Line`] formats of a job counting them.
+pub fn window_counts(
+    events: impl Iterator<Item = ((i64, i64), i64)>,
+    window_ms: i64,
+) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<(i64, i64), i64> = Default::default();
+    for ((key, _), ts) in events {
+        *counts
+            .entry((key, ts - ts.rem_euclid(window_ms)))
+            .or_default() += 1;
+    }
+    let mut lines: Vec<String> = counts
+        .into_iter()
+        .map(|((k, w), n)| format!("{k},{w},{n}"))
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// Formats a count per key and fixed window as `key,window start,count`.
 #[derive(Clone)]
 pub struct Line;
