@@ -9,8 +9,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// How long to wait between attempts to reach a peer that is not listening yet.
-const RETRY: Duration = Duration::from_millis(10);
+/// How long to wait between attempts to reach a peer that is not listening yet, or to
+/// accept one that did not connect yet: short, as a job's processes start within
+/// milliseconds of each other (at 10 ms, a job waited 5 ms on average for nothing).
+const RETRY: Duration = Duration::from_millis(1);
 
 /// Connects process `me` of `addresses` (one per process) to every other one.
 ///
