@@ -149,22 +149,37 @@ impl CombineTable {
     }
 
     /// Moves every entry of `other` in: new keys and windows are inserted, those already
-    /// here are merged by `merge`. Room is made first and slots are prefetched a few
-    /// entries ahead (merging is a cache miss per entry when tables are large).
+    /// here are merged by `merge` (see [`CombineTable::merge_slots`]).
     ///
     /// # Errors
     /// The first error of `merge`.
     pub(super) fn merge_from<E>(
         &mut self,
-        mut other: CombineTable,
+        other: CombineTable,
+        merge: impl FnMut(&mut CombineEntry, CombineEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let count = other.len;
+        self.merge_slots(other.slots, count, merge)
+    }
+
+    /// Moves the entries of `slots` (`count` of them, `None`s skipped) in: new keys and
+    /// windows are inserted, those already here are merged by `merge`. Room is made first
+    /// and slots are prefetched a few entries ahead (merging is a cache miss per entry
+    /// when tables are large).
+    ///
+    /// # Errors
+    /// The first error of `merge`.
+    pub(super) fn merge_slots<E>(
+        &mut self,
+        mut slots: Vec<Option<CombineEntry>>,
+        count: usize,
         mut merge: impl FnMut(&mut CombineEntry, CombineEntry) -> Result<(), E>,
     ) -> Result<(), E> {
         const AHEAD: usize = 8;
-        let wanted = self.len + other.len;
+        let wanted = self.len + count;
         if wanted * 4 > self.slots.len() * 3 {
             self.resize((wanted * 4 / 3 + 1).max(self.slots.len() * 2).max(16));
         }
-        let slots = &mut other.slots;
         for i in 0..slots.len() {
             if let Some(next) = slots.get(i + AHEAD).and_then(Option::as_ref) {
                 self.prefetch(next.hash);
@@ -172,6 +187,10 @@ impl CombineTable {
             let Some(e) = slots[i].take() else {
                 continue;
             };
+            // `count` may be short: room for one more.
+            if (self.len + 1) * 4 > self.slots.len() * 3 {
+                self.grow();
+            }
             let at = self.position(e.hash, &e.group_bytes);
             match &mut self.slots[at] {
                 Some(target) => merge(target, e)?,
@@ -187,29 +206,6 @@ impl CombineTable {
     /// The entries, in slot order.
     pub(super) fn into_entries(self) -> impl Iterator<Item = CombineEntry> {
         self.slots.into_iter().flatten()
-    }
-
-    /// Merges `e` into the entry of its key and window with `merge`, or moves it in.
-    ///
-    /// # Errors
-    /// What `merge` returns.
-    pub(super) fn merge_one<E>(
-        &mut self,
-        e: CombineEntry,
-        merge: impl FnOnce(&mut CombineEntry, CombineEntry) -> Result<(), E>,
-    ) -> Result<(), E> {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
-        let at = self.position(e.hash, &e.group_bytes);
-        match &mut self.slots[at] {
-            Some(target) => merge(target, e),
-            empty => {
-                *empty = Some(e);
-                self.len += 1;
-                Ok(())
-            }
-        }
     }
 }
 

@@ -199,25 +199,28 @@ impl TableMerger {
             return Err(c.malformed(format!("partition {p} of {PARTITIONS}")));
         }
         let mut rest = &part[..at];
+        // Decoded first, then merged with the table's slots prefetched ahead. An entry
+        // takes at least 17 bytes: a count past that is caught below, not allocated.
+        let mut entries = Vec::with_capacity((count as usize).min(rest.len() / 17));
         for _ in 0..count {
             let e = decode_entry(&mut rest, c).map_err(|what| c.malformed(what))?;
             if partition_of(e.hash, PARTITIONS) != p {
                 return Err(c.malformed(format!("an entry of another partition than {p}")));
             }
-            let e = CombineEntry {
+            entries.push(Some(CombineEntry {
                 acc: guarded(&c.name, || c.combine.accumulator_from_value(e.acc))?,
                 hash: e.hash,
                 group_bytes: e.group_bytes,
                 timestamp: e.timestamp,
-            };
-            self.merged[p].merge_one(e, |target, e| {
-                merge_entry(&*c.combine, c.tc, &c.name, target, e)
-            })?;
+            }));
         }
         if !rest.is_empty() {
             return Err(c.malformed(format!("{} bytes after its {count} entries", rest.len())));
         }
-        Ok(())
+        let n = entries.len();
+        self.merged[p].merge_slots(entries, n, |target, e| {
+            merge_entry(&*c.combine, c.tc, &c.name, target, e)
+        })
     }
 
     /// Folds decoded elements (emptied) in.
