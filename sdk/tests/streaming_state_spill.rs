@@ -3,7 +3,8 @@
 //! used. A windowed count with an end-of-window timer, a deduplication, a CombinePerKey
 //! per fixed window and a GroupByKey in session windows (merging) over thousands of keys
 //! give the exact results computed from the generator's events, on the local runner and on
-//! 2 distributed processes, while the metrics show states and panes spilled and read back;
+//! 2 distributed processes (streaming, and batch too), while the metrics show states and
+//! panes spilled and read back;
 //! the spill files are gone afterwards; an unusable spill directory is a clear error.
 //!
 //! A plain `main` (no test harness): the distributed runner re-executes this binary as its
@@ -11,8 +12,8 @@
 
 use beamline::io::generator::Generator;
 use beamline::{
-    Count, DoFn, GroupByKey, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec,
-    TimerContext, TimerSpec, UserError, Window, WindowInto, WriteToText,
+    Count, Create, DoFn, GroupByKey, ParDo, Pipeline, PipelineOptions, ProcessContext, StateSpec,
+    TimerContext, TimerSpec, UserError, Window, WindowInto, WithTimestamps, WriteToText,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -180,14 +181,31 @@ fn expected() -> Vec<String> {
     lines
 }
 
-/// Spilled and read-back counters: (states of stateful DoFns, panes of groupings).
-type Spills = ((i64, i64), (i64, i64));
+/// Spilled and read-back counters: (states of stateful DoFns, panes of groupings), and
+/// the keys the CombinePerKey alone spilled.
+type Spills = ((i64, i64), (i64, i64), i64);
 
-/// Runs the job with `options`, writing under `out`: its sorted lines and its
-/// (spilled, read back) state counters. Workers return nothing.
+/// Runs the job with `options` (streaming unless they say otherwise), writing under
+/// `out`: its sorted lines and its (spilled, read back) state counters. Workers return
+/// nothing.
 fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), String> {
-    let p = Pipeline::new(options.set("streaming", "true"));
-    let events = p.apply("Events", generator());
+    let streaming = options.get::<String>("streaming").ok().flatten().is_none();
+    let p = Pipeline::new(if streaming {
+        options.set("streaming", "true")
+    } else {
+        options
+    });
+    let events = if streaming {
+        p.apply("Events", generator())
+    } else {
+        // Bounded (the job runs in batch): the generator's events, created and stamped.
+        p.apply(
+            "Created",
+            Create::of(generator().events().collect::<Vec<_>>()),
+        )
+        .apply("Stamp", WithTimestamps::of(|e: &((i64, i64), i64)| e.1))
+        .map("Events", |(e, _): ((i64, i64), i64)| e)
+    };
     let fixed = events.apply("Fixed", WindowInto::fixed(WINDOW_MS));
     fixed
         .apply("CountPerKey", Count::per_key())
@@ -225,7 +243,7 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), St
     );
     let result = p.run().map_err(|e| e.to_string())?;
     if beamline::worker::is_worker() {
-        return Ok((Vec::new(), ((0, 0), (0, 0))));
+        return Ok((Vec::new(), ((0, 0), (0, 0), 0)));
     }
     let m = result.metrics();
     let counter = |name: &str, grouping: bool| -> i64 {
@@ -248,6 +266,12 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), St
             counter("stateSpilled", true),
             counter("stateReadBack", true),
         ),
+        m.counters
+            .iter()
+            .filter(|(k, _)| k.namespace == "beamline" && k.name == "stateSpilled")
+            .filter(|(k, _)| k.step.starts_with("CountPerKey"))
+            .map(|(_, v)| v)
+            .sum(),
     );
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(out).unwrap() {
@@ -262,7 +286,7 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), St
 /// back, and no spill file left.
 fn check_spilled(runner: &str, got: &[String], want: &[String], counters: Spills, spill: &Path) {
     assert_eq!(got, want, "{runner}, with a budget");
-    let ((spilled, read_back), (panes_spilled, panes_read_back)) = counters;
+    let ((spilled, read_back), (panes_spilled, panes_read_back), combine_spilled) = counters;
     assert!(
         spilled > 10_000 && read_back > 10_000,
         "{runner}: {spilled} {read_back}"
@@ -271,6 +295,8 @@ fn check_spilled(runner: &str, got: &[String], want: &[String], counters: Spills
         panes_spilled > 5_000 && panes_read_back > 5_000,
         "{runner}: {panes_spilled} {panes_read_back}"
     );
+    // The CombinePerKey's panes too (in batch, not only the session grouping's).
+    assert!(combine_spilled > 1_000, "{runner}: {combine_spilled}");
     assert_eq!(
         std::fs::read_dir(spill).unwrap().count(),
         0,
@@ -278,7 +304,8 @@ fn check_spilled(runner: &str, got: &[String], want: &[String], counters: Spills
     );
     println!(
         "{runner}: {spilled} states spilled, {read_back} read back; keys of groupings \
-         {panes_spilled} spilled, {panes_read_back} read back"
+         {panes_spilled} spilled ({combine_spilled} of them the CombinePerKey's), \
+         {panes_read_back} read back"
     );
 }
 
@@ -292,7 +319,7 @@ fn main() {
         o.set("memory_budget", "1MB")
             .set("spill_dir", spill.to_string_lossy())
     };
-    let outs: Vec<_> = ["none", "local", "distributed"]
+    let outs: Vec<_> = ["none", "local", "distributed", "distributed-batch"]
         .iter()
         .map(|n| dir.path().join(n))
         .collect();
@@ -309,22 +336,27 @@ fn main() {
         assert_eq!(got, want, "without a budget");
         assert_eq!(
             counters,
-            ((0, 0), (0, 0)),
+            ((0, 0), (0, 0), 0),
             "nothing spills without a budget"
         );
         check_spilled("local", &got_budget, &want, spills, &spill);
     }
-    let (got, spills) = run(
+    let distributed = || {
         budget(PipelineOptions::default())
             .set("runner", "distributed")
-            .set("processes", "2"),
-        &outs[2],
-    )
-    .unwrap();
+            .set("processes", "2")
+    };
+    let (got, spills) = run(distributed(), &outs[2]).unwrap();
+    if !worker {
+        check_spilled("distributed", &got, &want, spills, &spill);
+    }
+    // The same job in batch (its input created, so bounded): the budget bounds its
+    // groupings and states there too (they spill, not the batch grouping's tables).
+    let (got, spills) = run(distributed().set("streaming", "false"), &outs[3]).unwrap();
     if worker {
         return;
     }
-    check_spilled("distributed", &got, &want, spills, &spill);
+    check_spilled("distributed batch", &got, &want, spills, &spill);
 
     // A spill directory that is a file: a clear error naming the transform and the path.
     let file = dir.path().join("a-file");

@@ -214,12 +214,13 @@ fn fuse(graph: &Graph, batch: bool, budgeted: bool) -> Result<Fusion, EngineErro
     let grouped = (0..n)
         .map(|node| {
             let g = &graph.nodes[node];
-            let by_runner = match g.kind {
-                NodeKind::GroupByKey => groups_by_runs(graph, g),
-                // Merged tables stay in memory: under a budget, panes that spill.
-                NodeKind::CombinePerKey { .. } => !budgeted && combines_by_tables(graph, g),
-                _ => false,
-            };
+            // Runs and merged tables stay in memory: under a budget, panes that spill.
+            let by_runner = !budgeted
+                && match g.kind {
+                    NodeKind::GroupByKey => groups_by_runs(graph, g),
+                    NodeKind::CombinePerKey { .. } => combines_by_tables(graph, g),
+                    _ => false,
+                };
             (batch && by_runner).then(|| fed_by_chain(node))
         })
         .collect();
