@@ -187,14 +187,8 @@ fn main() {
         err.contains("restarted 2 time(s) after failures"),
         "the summary does not say: {err}"
     );
-    let got = common::committed_lines(&dir.path().join("out"), "counts");
-    let mut got = got;
-    got.sort();
     let want = expected();
-    assert_eq!(got.len(), want.len(), "panes committed");
-    assert!(got == want, "the committed counts differ from the input's");
-    let left = common::temp_dirs(&dir.path().join("out"));
-    assert!(left.is_empty(), "temporary directories left: {left:?}");
+    common::assert_committed_exactly(&dir.path().join("out"), "counts", &want);
 
     // Two kills, one restart allowed: the second kill fails the job, naming the process.
     let dir = tempfile::tempdir().unwrap();

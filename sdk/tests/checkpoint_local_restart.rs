@@ -133,13 +133,7 @@ fn a_failed_job_restarts_in_its_process_from_its_checkpoints() {
         .filter(|f| f.file_name().to_string_lossy().starts_with("chk-"))
         .count();
     assert!(checkpoints > 0, "no checkpoint kept");
-    let mut got = common::committed_lines(&dir.path().join("out"), "counts");
-    got.sort();
-    let want = expected();
-    assert_eq!(got.len(), want.len(), "panes committed");
-    assert!(got == want, "the committed counts differ from the input's");
-    let left = common::temp_dirs(&dir.path().join("out"));
-    assert!(left.is_empty(), "temporary directories left: {left:?}");
+    common::assert_committed_exactly(&dir.path().join("out"), "counts", &expected());
 
     // Two failures, one restart allowed: the second fails the job, saying so.
     let dir = tempfile::tempdir().unwrap();

@@ -412,6 +412,20 @@ pub fn window_counts(
     lines
 }
 
+/// Asserts that the lines committed under `out` (files of `stem`) are exactly `want`
+/// (sorted) and that no temporary directory is left there.
+///
+/// # Panics
+/// When they differ, or a temporary directory is left.
+pub fn assert_committed_exactly(out: &std::path::Path, stem: &str, want: &[String]) {
+    let mut got = committed_lines(out, stem);
+    got.sort();
+    assert_eq!(got.len(), want.len(), "panes committed");
+    assert!(got == want, "the committed counts differ from the input's");
+    let left = temp_dirs(out);
+    assert!(left.is_empty(), "temporary directories left: {left:?}");
+}
+
 /// Formats a count per key and fixed window as `key,window start,count`.
 #[derive(Clone)]
 pub struct Line;
