@@ -11,7 +11,7 @@
 mod common;
 
 use beamline::io::generator::Generator;
-use beamline::{Count, Pipeline, PipelineOptions, WindowInto, WriteToText};
+use beamline::{Pipeline, PipelineOptions};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,21 +49,13 @@ fn options(checkpoints: Option<&Path>, restarts: &str) -> PipelineOptions {
 /// runs for seconds.
 fn job(out: &Path, checkpoints: &Path, restarts: &str) -> beamline::Result<i64> {
     let p = Pipeline::new(options(Some(checkpoints), restarts));
-    p.apply("Events", generator())
-        .map("Pace", |e: (i64, i64)| {
-            if e.1 % 1_000 == 0 {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            e
-        })
-        .map("Key", |(k, _): (i64, i64)| (k.to_string(), 1i64))
-        .apply("Windows", WindowInto::fixed(WINDOW_MS))
-        .apply("Count", Count::per_key())
-        .par_do("Line", common::Line)
-        .apply(
-            "Write",
-            WriteToText::new(out.join("counts").to_string_lossy()),
-        );
+    let events = p.apply("Events", generator()).map("Pace", |e: (i64, i64)| {
+        if e.1 % 1_000 == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        e
+    });
+    common::write_window_counts(events, WINDOW_MS, &out.join("counts"));
     let result = p.run()?;
     Ok(result
         .metrics()

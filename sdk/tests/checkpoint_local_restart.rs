@@ -8,7 +8,7 @@
 mod common;
 
 use beamline::io::generator::Generator;
-use beamline::{Count, Pipeline, PipelineOptions, WindowInto, WriteToText};
+use beamline::{Pipeline, PipelineOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -77,16 +77,8 @@ fn job(dir: &Path, options: PipelineOptions, fails: u64) -> beamline::Result<i64
     SEEN.store(0, Ordering::SeqCst);
     FAILS_LEFT.store(fails, Ordering::SeqCst);
     let p = Pipeline::new(options);
-    p.apply("Events", generator())
-        .par_do("Flaky", Flaky)
-        .map("Key", |(k, _): (i64, i64)| (k.to_string(), 1i64))
-        .apply("Windows", WindowInto::fixed(WINDOW_MS))
-        .apply("Count", Count::per_key())
-        .par_do("Line", common::Line)
-        .apply(
-            "Write",
-            WriteToText::new(dir.join("out").join("counts").to_string_lossy()),
-        );
+    let events = p.apply("Events", generator()).par_do("Flaky", Flaky);
+    common::write_window_counts(events, WINDOW_MS, &dir.join("out").join("counts"));
     let result = p.run()?;
     Ok(result
         .metrics()

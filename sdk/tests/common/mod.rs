@@ -426,6 +426,24 @@ pub fn assert_committed_exactly(out: &std::path::Path, stem: &str, want: &[Strin
     assert!(left.is_empty(), "temporary directories left: {left:?}");
 }
 
+/// Counts `events` per key in fixed windows of `window_ms` and writes the counts as
+/// [`Line`]s to files `prefix-*` (the job of the restart tests).
+pub fn write_window_counts(
+    events: beamline::PCollection<(i64, i64)>,
+    window_ms: i64,
+    prefix: &std::path::Path,
+) {
+    events
+        .map("Key", |(k, _): (i64, i64)| (k.to_string(), 1i64))
+        .apply("Windows", beamline::WindowInto::fixed(window_ms))
+        .apply("Count", beamline::Count::per_key())
+        .par_do("Line", Line)
+        .apply(
+            "Write",
+            beamline::WriteToText::new(prefix.to_string_lossy()),
+        );
+}
+
 /// Formats a count per key and fixed window as `key,window start,count`.
 #[derive(Clone)]
 pub struct Line;
