@@ -146,7 +146,8 @@ class ReadFromKafka(PTransform):
     checkpoints (``--checkpoint-dir``) the offsets are in every checkpoint and committed
     to ``group`` once it is durable. ``start``: ``"committed"`` (the group's offsets, else
     the beginning), ``"earliest"`` or ``"latest"``. ``until_end``: stop once every
-    partition was read to its end. ``properties``: more librdkafka settings."""
+    partition was read to its end (its last stable offset when the job starts, found at
+    the end for a second). ``properties``: more librdkafka settings."""
 
     def __init__(self, bootstrap_servers, topics, group=None, start="committed",
                  timestamps="record", max_out_of_orderness_ms=0, until_end=False,

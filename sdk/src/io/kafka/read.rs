@@ -216,9 +216,12 @@ impl ReadFromKafka {
         self.max_out_of_orderness_ms = ms.max(0);
         self
     }
-    /// Reads each partition up to its end, then ends: the end is where the partition
-    /// stayed at its end for [`END_GRACE_MS`] (a broker may report an end before every
-    /// committed record can be fetched; records that follow within the grace are read).
+    /// Reads each partition up to its end, then ends. The end is the partition's last
+    /// stable offset when the reader starts (what the broker lists for read-committed
+    /// consumers), reached once the reader found the partition at its end and nothing
+    /// came for [`END_GRACE_MS`] (a broker may report an end before every committed record
+    /// can be fetched, and a broker may list too low an end; records that follow within
+    /// the grace are read).
     pub fn until_end(mut self) -> Self {
         self.until_end = true;
         self
@@ -234,7 +237,16 @@ impl ReadFromKafka {
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long (ms) a partition must stay at its end before `until_end` takes it as the end.
-pub const END_GRACE_MS: i64 = 300;
+pub const END_GRACE_MS: i64 = 1_000;
+
+/// How long (ms) a partition may stay below the end the broker listed, with nothing to
+/// read, before the reader takes the listed end as wrong (a warning) rather than wait.
+const LISTED_END_PATIENCE_MS: i64 = 30_000;
+
+/// The longest a broker may hold a fetch of an `until_end` reader (librdkafka's
+/// `fetch.wait.max.ms`, 500 by default): a partition whose end moved is fetched again
+/// well within the grace.
+const UNTIL_END_FETCH_WAIT_MS: &str = "100";
 
 /// One partition as a reader sees it.
 #[derive(Debug, Clone)]
@@ -248,6 +260,11 @@ struct Partition {
     caught_up: bool,
     /// When the reader last found the partition at its end with nothing read since.
     at_end_since: Option<i64>,
+    /// The consumer's position when it last found the partition at its end (control
+    /// records included).
+    at_end_position: Option<i64>,
+    /// The partition's end as the broker listed it when the reader started (`until_end`).
+    listed_end: Option<i64>,
     /// The partition stayed at its end for the grace (`until_end` stops there).
     reached_end: bool,
 }
@@ -295,6 +312,9 @@ impl KafkaReader {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
+        if self.config.until_end {
+            c.set("fetch.wait.max.ms", UNTIL_END_FETCH_WAIT_MS);
+        }
         c.create().map_err(|e| kafka_err("creating a consumer", e))
     }
 
@@ -321,6 +341,8 @@ impl KafkaReader {
                     newest: i64::MIN,
                     caught_up: false,
                     at_end_since: None,
+                    at_end_position: None,
+                    listed_end: None,
                     reached_end: false,
                 });
             }
@@ -366,6 +388,15 @@ impl KafkaReader {
                 };
                 if let Offset::Offset(o) = offset {
                     p.next = Some(o);
+                }
+                if self.config.until_end {
+                    // The last stable offset: the consumer is read-committed.
+                    let (_, end) = consumer
+                        .fetch_watermarks(&p.tp.0, p.tp.1, CALL_TIMEOUT)
+                        .map_err(|e| {
+                            kafka_err(&format!("listing the end of {}/{}", p.tp.0, p.tp.1), e)
+                        })?;
+                    p.listed_end = Some(end);
                 }
                 tpl.add_partition_offset(&p.tp.0, p.tp.1, offset)
                     .map_err(|e| kafka_err("assigning a partition", e))?;
@@ -413,6 +444,9 @@ impl UnboundedSource for KafkaReader {
                     if let Some(p) = parts.iter_mut().find(|p| p.tp.1 == id && &p.tp.0 == topic) {
                         p.caught_up = true;
                         p.at_end_since.get_or_insert(now_ms);
+                        if self.config.until_end {
+                            p.at_end_position = position_of(consumer, &p.tp);
+                        }
                     }
                     continue;
                 }
@@ -452,11 +486,9 @@ impl UnboundedSource for KafkaReader {
             out.push(Value::kv(Value::Bytes(key), Value::Bytes(value)), ts);
             n += 1;
         }
-        for p in parts.iter_mut() {
-            if p.at_end_since
-                .is_some_and(|t| now_ms.saturating_sub(t) >= END_GRACE_MS)
-            {
-                p.reached_end = true;
+        if self.config.until_end {
+            for p in parts.iter_mut().filter(|p| !p.reached_end) {
+                p.reached_end = at_its_end(p, now_ms);
             }
         }
         // A partition with records still to read holds the watermark at its newest
@@ -548,6 +580,45 @@ impl UnboundedSource for KafkaReader {
     }
 }
 
+/// The consumer's position in a partition (the offset after the last record or control
+/// record it passed), when known.
+fn position_of(consumer: &BaseConsumer, tp: &TopicPartition) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(&tp.0, tp.1)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// Whether an `until_end` reader is done with a partition: it stayed at its end for the
+/// grace, at or past the end the broker listed (or long enough to take that as wrong).
+fn at_its_end(p: &Partition, now_ms: i64) -> bool {
+    let Some(since) = p.at_end_since else {
+        return false;
+    };
+    let waited = now_ms.saturating_sub(since);
+    if waited < END_GRACE_MS {
+        return false;
+    }
+    let (Some(end), Some(at)) = (p.listed_end, p.at_end_position.or(p.next)) else {
+        return true;
+    };
+    if at >= end {
+        return true;
+    }
+    if waited >= LISTED_END_PATIENCE_MS {
+        tracing::warn!(
+            "Kafka partition {}/{} stayed at offset {at} for {} s although the broker listed \
+             its end as {end}: reading it ends there",
+            p.tp.0,
+            p.tp.1,
+            waited / 1000
+        );
+        return true;
+    }
+    false
+}
+
 fn decode_position(position: &[u8]) -> Result<BTreeMap<TopicPartition, i64>, UserError> {
     let mut d = Dec::new(position, "a Kafka position");
     let mut out = BTreeMap::new();
@@ -591,5 +662,45 @@ impl PTransform<PBegin> for ReadFromKafka {
             KAFKA_SOURCE,
             serde_json::to_value(&self).expect("serializes"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(listed_end: Option<i64>, at: Option<i64>, since: Option<i64>) -> Partition {
+        Partition {
+            tp: ("t".into(), 0),
+            next: None,
+            newest: 0,
+            caught_up: since.is_some(),
+            at_end_since: since,
+            at_end_position: at,
+            listed_end,
+            reached_end: false,
+        }
+    }
+
+    #[test]
+    fn a_partition_ends_after_the_grace_at_or_past_its_listed_end() {
+        // Not at its end, or not for the grace: not done.
+        assert!(!at_its_end(&part(Some(10), Some(10), None), 5_000));
+        assert!(!at_its_end(
+            &part(Some(10), Some(10), Some(0)),
+            END_GRACE_MS - 1
+        ));
+        // At its listed end (or past it: the broker listed too low) for the grace: done.
+        assert!(at_its_end(&part(Some(10), Some(10), Some(0)), END_GRACE_MS));
+        assert!(at_its_end(&part(Some(3), Some(48), Some(0)), END_GRACE_MS));
+        // No listed end or no position: the grace alone.
+        assert!(at_its_end(&part(None, Some(4), Some(0)), END_GRACE_MS));
+        assert!(at_its_end(&part(Some(10), None, Some(0)), END_GRACE_MS));
+        // Below the listed end: it waits for the records still to come, but not forever.
+        assert!(!at_its_end(&part(Some(10), Some(7), Some(0)), 20_000));
+        assert!(at_its_end(
+            &part(Some(10), Some(7), Some(0)),
+            LISTED_END_PATIENCE_MS
+        ));
     }
 }
