@@ -6,6 +6,9 @@
 //! 2 distributed processes (streaming, and batch too), while the metrics show states and
 //! panes spilled and read back;
 //! the spill files are gone afterwards; an unusable spill directory is a clear error.
+//! With checkpoints as well, a run that fails once restarts from its newest checkpoint
+//! (whose full snapshots list the spilled states and panes after the pipeline went on)
+//! and gives the same exact results.
 //!
 //! A plain `main` (no test harness): the distributed runner re-executes this binary as its
 //! worker processes, which rebuild the same pipeline.
@@ -17,11 +20,38 @@ use beamline::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const EVENTS: u64 = 60_000;
 const KEYS: u64 = 4_000;
 const WINDOW_MS: i64 = 10_000;
 const SESSION_GAP_MS: i64 = 3_000;
+
+/// Events [`Flaky`] saw, and the one it fails at (0: none).
+static SEEN: AtomicU64 = AtomicU64::new(0);
+static FAIL_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Passes events on; fails once, at event [`FAIL_AT`].
+#[derive(Clone)]
+struct Flaky;
+
+impl DoFn for Flaky {
+    type In = (i64, i64);
+    type Out = (i64, i64);
+    fn process(
+        &mut self,
+        e: (i64, i64),
+        ctx: &mut ProcessContext<'_, '_, (i64, i64)>,
+    ) -> Result<(), UserError> {
+        let n = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == FAIL_AT.load(Ordering::SeqCst) {
+            FAIL_AT.store(0, Ordering::SeqCst);
+            return Err(format!("a failure at event {n}").into());
+        }
+        ctx.output(e);
+        Ok(())
+    }
+}
 
 fn generator() -> Generator {
     Generator::new(KEYS).with_count(EVENTS).with_seed(11)
@@ -206,6 +236,7 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), St
         .apply("Stamp", WithTimestamps::of(|e: &((i64, i64), i64)| e.1))
         .map("Events", |(e, _): ((i64, i64), i64)| e)
     };
+    let events = events.apply("Flaky", ParDo::of(Flaky));
     let fixed = events.apply("Fixed", WindowInto::fixed(WINDOW_MS));
     fixed
         .apply("CountPerKey", Count::per_key())
@@ -246,6 +277,15 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), St
         return Ok((Vec::new(), ((0, 0), (0, 0), 0)));
     }
     let m = result.metrics();
+    if let Some(full) = m.counter("beamline.checkpoint", "full") {
+        println!(
+            "checkpoints: {full} full, {} incremental, {} restart(s); pauses {:?}, writes {:?}",
+            m.counter("beamline.checkpoint", "incremental").unwrap_or(0),
+            m.counter("beamline.checkpoint", "restarts").unwrap_or(0),
+            m.distribution("beamline.checkpoint", "snapshotMicros"),
+            m.distribution("beamline.checkpoint", "millis"),
+        );
+    }
     let counter = |name: &str, grouping: bool| -> i64 {
         m.counters
             .iter()
@@ -340,6 +380,29 @@ fn main() {
             "nothing spills without a budget"
         );
         check_spilled("local", &got_budget, &want, spills, &spill);
+    }
+    // With checkpoints, failing once two thirds through: the restart restores spilled
+    // states and panes from full checkpoints taken while they were spilled.
+    let ckpt = dir.path().join("checkpoints");
+    let checkpointed = budget(PipelineOptions::default())
+        .set("checkpoint_dir", ckpt.to_string_lossy())
+        .set("checkpoint_interval", "10ms")
+        .set("restarts", "1")
+        .set("restart_delay", "10ms");
+    SEEN.store(0, Ordering::SeqCst);
+    FAIL_AT.store(EVENTS * 2 / 3, Ordering::SeqCst);
+    let out = dir.path().join("local-restarted");
+    std::fs::create_dir_all(&out).unwrap();
+    let (got, spills) = run(checkpointed, &out).unwrap();
+    if !worker {
+        assert_eq!(FAIL_AT.load(Ordering::SeqCst), 0, "the failure happened");
+        check_spilled(
+            "local, restarted from checkpoints",
+            &got,
+            &want,
+            spills,
+            &spill,
+        );
     }
     let distributed = || {
         budget(PipelineOptions::default())

@@ -20,5 +20,5 @@ mod store;
 pub use coordinator::{Completed, Coordinator};
 pub use options::{fingerprint, incompatibility, CheckpointOptions, Restore, DEFAULT_FULL_EVERY};
 pub use reader::NodeState;
-pub use state::{Snapshot, StateOut};
+pub use state::{Entry, LaterEntries, Snapshot, StateOut};
 pub use store::{Restored, Store};

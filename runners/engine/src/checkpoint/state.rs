@@ -3,7 +3,28 @@
 use crate::error::{EngineError, Result};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// One change to an operator's entries in a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// Entry `key` is `value`.
+    Put(&'a [u8], &'a [u8]),
+    /// Entry `key` is gone (in an incremental checkpoint).
+    Delete(&'a [u8]),
+}
+
+/// Entries an operator hands to the checkpoint's writer to list on the writer's thread: a
+/// consistent view of a store that goes on changing (the states a spill store held when
+/// the snapshot was taken), so a checkpoint of state beyond memory does not pause the
+/// pipeline while spilled states are read.
+pub trait LaterEntries: Send + Sync + std::fmt::Debug {
+    /// Calls `f` with every entry.
+    ///
+    /// # Errors
+    /// The view cannot be read; what `f` returns.
+    fn for_each(&self, f: &mut dyn FnMut(Entry<'_>) -> Result<()>) -> Result<()>;
+}
 
 /// What one operator saves in a checkpoint.
 ///
@@ -23,6 +44,8 @@ pub struct StateOut {
     /// Where entries go past `limit` bytes in memory (none: all in memory).
     overflow_to: Option<(PathBuf, usize)>,
     overflow: Mutex<Option<Overflow>>,
+    /// Entries listed when the checkpoint is written (see [`LaterEntries`]).
+    later: Vec<Arc<dyn LaterEntries>>,
     pub(crate) deletes: Vec<Vec<u8>>,
     pub(crate) commits: Vec<Vec<u8>>,
 }
@@ -106,19 +129,38 @@ impl StateOut {
             }
         }
     }
-    /// Calls `f` with every entry put (those in memory, then those in the file).
+    /// Adds the entries of `entries`, listed when the checkpoint is written (they count in
+    /// neither [`StateOut::put_count`] nor [`StateOut::bytes`]).
+    pub fn put_later(&mut self, entries: Arc<dyn LaterEntries>) {
+        self.later.push(entries);
+    }
+    /// Calls `f` with every entry: those put in memory, then those in the file, the
+    /// deletes, then those added for later (whose deletes count only in an incremental
+    /// checkpoint, as [`StateOut::delete`]'s).
     ///
     /// # Errors
     /// The file of entries past the limit cannot be written or read; what `f` returns.
-    pub fn for_each_put(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    pub fn for_each_entry(&self, mut f: impl FnMut(Entry<'_>) -> Result<()>) -> Result<()> {
         for (k, v) in &self.puts {
-            f(k, v)?;
+            f(Entry::Put(k, v))?;
         }
-        let mut o = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-        match o.as_mut() {
-            Some(o) => o.for_each(f),
-            None => Ok(()),
+        {
+            let mut o = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(o) = o.as_mut() {
+                o.for_each(|k, v| f(Entry::Put(k, v)))?;
+            }
         }
+        for k in &self.deletes {
+            f(Entry::Delete(k))?;
+        }
+        let full = self.full;
+        for entries in &self.later {
+            entries.for_each(&mut |e| match e {
+                Entry::Delete(_) if full => Ok(()),
+                e => f(e),
+            })?;
+        }
+        Ok(())
     }
     /// How many entries were put.
     pub fn put_count(&self) -> usize {
@@ -149,7 +191,11 @@ impl StateOut {
     }
     /// Nothing was written.
     pub fn is_empty(&self) -> bool {
-        !self.full && self.put_count() == 0 && self.deletes.is_empty() && self.commits.is_empty()
+        !self.full
+            && self.put_count() == 0
+            && self.later.is_empty()
+            && self.deletes.is_empty()
+            && self.commits.is_empty()
     }
     /// Bytes of keys and values written.
     pub fn bytes(&self) -> usize {
@@ -173,6 +219,7 @@ impl Clone for StateOut {
             put_memory: self.put_memory,
             overflow_to: self.overflow_to.clone(),
             overflow: Mutex::new(None),
+            later: self.later.clone(),
             deletes: self.deletes.clone(),
             commits: self.commits.clone(),
         };

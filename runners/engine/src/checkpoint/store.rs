@@ -9,7 +9,7 @@
 
 use super::format::{err, Digest, COMMITS, DELETES, FORMAT, FULL_NODES, META, PUTS};
 use super::reader::{NodeState, OpenFile};
-use super::state::Snapshot;
+use super::state::{Entry, Snapshot};
 use crate::error::{EngineError, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -108,17 +108,19 @@ impl Store {
                     full.insert(name, ()).map_err(|e| err(&what, e))?;
                     digest.add(&[b"f", name.as_bytes()]);
                 }
-                out.for_each_put(|k, v| {
-                    puts.insert((name, k), v).map_err(|e| err(&what, e))?;
-                    digest.add(&[b"p", name.as_bytes(), k, v]);
+                out.for_each_entry(|e| {
+                    match e {
+                        Entry::Put(k, v) => {
+                            puts.insert((name, k), v).map_err(|e| err(&what, e))?;
+                            digest.add(&[b"p", name.as_bytes(), k, v]);
+                        }
+                        Entry::Delete(k) => {
+                            deletes.insert((name, k), ()).map_err(|e| err(&what, e))?;
+                            digest.add(&[b"d", name.as_bytes(), k]);
+                        }
+                    }
                     Ok(())
                 })?;
-                for k in &out.deletes {
-                    deletes
-                        .insert((name, k.as_slice()), ())
-                        .map_err(|e| err(&what, e))?;
-                    digest.add(&[b"d", name.as_bytes(), k]);
-                }
                 for (i, c) in out.commits.iter().enumerate() {
                     commits
                         .insert((name, i as u64), c.as_slice())

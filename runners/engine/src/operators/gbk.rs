@@ -16,7 +16,7 @@ use super::pane_codec::spilled_windows;
 use super::pane_codec::{decode_spilled, decode_windows, encode_spilled, encode_windows};
 use super::pane_spill::PaneSpill;
 use super::precombine::{Mailbox, Partial};
-use super::state_spill::{ColdTimerRow, Queue};
+use super::state_spill::{ColdEntry, ColdTimerRow, Queue};
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
@@ -31,6 +31,13 @@ use crate::window::{merge_intervals, TimestampCombiner, Window, WindowedValue};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// A spilled key's checkpoint entry: the key's bytes, the windows of its row (as a key's
+/// in memory is saved).
+const PANE_ENTRY: ColdEntry = ColdEntry {
+    key: |id| id.0.clone(),
+    value: |row, name| Ok(spilled_windows(row, name)?.to_vec()),
+};
 
 struct KeyState {
     key: Value,
@@ -1140,22 +1147,26 @@ impl Op for GbkOp {
         let panes = &mut self.panes;
         let combine = panes.combine.as_deref();
         let name = cx.name;
+        // Spilled keys are listed by the checkpoint's writer, from a view of the store as
+        // it is now: the pipeline does not wait for them to be read.
         match panes.dirty.take() {
             Some(mut dirty) if !out.full() => {
+                let mut spilled = Vec::new();
                 for kb in dirty.drain() {
-                    let spilled = match (panes.keys.get(&kb), &panes.spill) {
-                        (Some(_), _) | (None, None) => None,
-                        (None, Some(sp)) => sp.peek(kb.bytes())?,
-                    };
-                    match (panes.keys.get(&kb), spilled) {
+                    match (panes.keys.get(&kb), &panes.spill) {
                         (Some(ks), _) => out.put(
                             kb.bytes(),
                             encode_windows(&ks.windows, coder, combine, name)?,
                         ),
-                        (None, Some(row)) => {
-                            out.put(kb.bytes(), spilled_windows(&row, name)?.to_vec())
+                        (None, Some(sp)) if sp.may_hold(kb.bytes()) => {
+                            spilled.push(kb.bytes().to_vec());
                         }
-                        (None, None) => out.delete(kb.bytes()),
+                        (None, _) => out.delete(kb.bytes()),
+                    }
+                }
+                if let (Some(sp), false) = (&panes.spill, spilled.is_empty()) {
+                    if let Some(view) = sp.view(PANE_ENTRY, Some(spilled))? {
+                        out.put_later(Arc::new(view));
                     }
                 }
                 panes.dirty = Some(dirty);
@@ -1168,10 +1179,9 @@ impl Op for GbkOp {
                     );
                 }
                 if let Some(sp) = &panes.spill {
-                    sp.for_each(|kb, row| {
-                        out.put(kb, spilled_windows(row, name)?.to_vec());
-                        Ok(())
-                    })?;
+                    if let Some(view) = sp.view(PANE_ENTRY, None)? {
+                        out.put_later(Arc::new(view));
+                    }
                 }
                 panes.dirty = Some(Default::default());
             }

@@ -7,7 +7,7 @@
 
 use super::op::{StateBudget, END_OF_TIME};
 use super::pardo_codec::{decode_cells, encode_cells, state_key, Timers};
-use super::state_spill::{lru_threshold, report_spill, Cold, ColdTimerRow, StateId};
+use super::state_spill::{lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, StateId};
 use crate::checkpoint::StateOut;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
@@ -19,6 +19,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 #[cfg(test)]
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Timers in firing order: time, key, window, name.
 type TimerIndex = BTreeSet<(i64, Vec<u8>, Window, String)>;
@@ -504,20 +505,25 @@ impl KeyedStates {
     /// A state that cannot be encoded; the spill store cannot be read.
     pub(crate) fn snapshot(&mut self, out: &mut StateOut, lay: &Layout) -> Result<()> {
         let cold = self.spill.as_ref().and_then(|s| s.cold.as_ref());
+        // Spilled states are listed by the checkpoint's writer, from a view of the store
+        // as it is now: the pipeline does not wait for them to be read.
         match self.dirty.take() {
             Some(changed) if !out.full() => {
+                let mut spilled = Vec::new();
                 for id in changed {
-                    let key = state_key(&id.0, &id.1);
                     if let Some(e) = self.hot.get(&id) {
                         out.put(
-                            &key,
+                            &state_key(&id.0, &id.1),
                             encode_cells(&lay.decls, &e.cells, &e.timers, &lay.name)?,
                         );
-                    } else if let Some(bytes) = cold.map(|c| c.get(&id)).transpose()?.flatten() {
-                        out.put(&key, bytes);
+                    } else if cold.is_some_and(|c| c.may_hold(&id)) {
+                        spilled.push(id);
                     } else {
-                        out.delete(&key);
+                        out.delete(&state_key(&id.0, &id.1));
                     }
+                }
+                if let (Some(cold), false) = (cold, spilled.is_empty()) {
+                    out.put_later(Arc::new(cold.view(STATE_ENTRY, Some(spilled))?));
                 }
             }
             _ => {
@@ -528,10 +534,7 @@ impl KeyedStates {
                     );
                 }
                 if let Some(cold) = cold {
-                    cold.for_each(|id, bytes| {
-                        out.put(&state_key(&id.0, &id.1), bytes.to_vec());
-                        Ok(())
-                    })?;
+                    out.put_later(Arc::new(cold.view(STATE_ENTRY, None)?));
                 }
             }
         }
@@ -587,6 +590,12 @@ fn estimate(id: &StateId, e: &KeyWindow) -> usize {
         e.timers.keys(),
     )
 }
+
+/// A spilled state's checkpoint entry: keyed as one in memory, its row as it is.
+const STATE_ENTRY: ColdEntry = ColdEntry {
+    key: |id| state_key(&id.0, &id.1),
+    value: |row, _| Ok(row.to_vec()),
+};
 
 /// Most states a due spilled timer brings back at once.
 const READ_BACK_BATCH: usize = 256;
@@ -694,6 +703,21 @@ mod tests {
         assert_eq!(s.first_event_timer(), END_OF_TIME);
     }
 
+    /// A snapshot's entries as the checkpoint's writer lists them (`None`: a delete).
+    fn listed(out: &StateOut) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        let mut entries = BTreeMap::new();
+        out.for_each_entry(|e| {
+            let (k, v) = match e {
+                crate::checkpoint::Entry::Put(k, v) => (k, Some(v.to_vec())),
+                crate::checkpoint::Entry::Delete(k) => (k, None),
+            };
+            assert!(entries.insert(k.to_vec(), v).is_none(), "listed once");
+            Ok(())
+        })
+        .unwrap();
+        entries
+    }
+
     #[test]
     fn checkpoints_hold_spilled_states_and_restore_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
@@ -709,19 +733,48 @@ mod tests {
         );
         let mut full = StateOut::new(1, true);
         s.snapshot(&mut full, &lay).unwrap();
-        assert_eq!(full.puts.len(), 50);
-        // Changed since: one bumped, one removed.
+        // The spilled states are listed later (by the checkpoint's writer).
+        assert_eq!(full.puts.len(), 0);
+        // Changed since: one bumped, one removed, the rest spilled again.
         bump(&mut s, 7, &lay);
         s.remove(&id(9), &lay).unwrap();
+        for k in 10..20 {
+            bump(&mut s, k, &lay);
+        }
+        for k in 10..20 {
+            bump(&mut s, k, &lay);
+            s.remove(&id(k), &lay).unwrap();
+            bump(&mut s, k, &lay);
+        }
+        // The full snapshot lists the states as they were when it was taken.
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = listed(&full)
+            .into_iter()
+            .map(|(k, v)| (k, v.expect("a full checkpoint has no deletes")))
+            .collect();
+        assert_eq!(entries.len(), 50);
+        for (key, bytes) in &entries {
+            let (cells, _) = decode_cells(&lay.decls, bytes, "Count").unwrap();
+            assert!(
+                matches!(cells.as_slice(), [StateCell::Value(Value::I64(1))]),
+                "{key:?}"
+            );
+        }
         let mut inc = StateOut::new(2, false);
         s.snapshot(&mut inc, &lay).unwrap();
-        assert_eq!(inc.puts.len(), 1);
-        assert_eq!(inc.puts[0].0, state_key(&id(7).0, &id(7).1));
-        assert_eq!(inc.deletes, vec![state_key(&id(9).0, &id(9).1)]);
+        // Changed again before the writer lists them: it lists them as they were.
+        bump(&mut s, 7, &lay);
+        bump(&mut s, 9, &lay);
+        let changes = listed(&inc);
+        assert_eq!(changes.len(), 12);
+        assert!(changes[&state_key(&id(7).0, &id(7).1)].is_some());
+        assert_eq!(changes[&state_key(&id(9).0, &id(9).1)], None, "a delete");
         // Restored into a small budget: spilled again, read back equal.
-        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = full.puts.into_iter().collect();
-        entries.extend(inc.puts);
-        entries.remove(&inc.deletes[0]);
+        for (k, v) in changes {
+            match v {
+                Some(v) => entries.insert(k, v),
+                None => entries.remove(&k),
+            };
+        }
         let mut r = spilling(dir.path(), 1);
         for (key, bytes) in entries {
             let (kb, w) = super::super::pardo_codec::decode_state_key(&key, "Count").unwrap();
@@ -732,6 +785,7 @@ mod tests {
         assert!(r.hot.is_empty());
         assert_eq!(count(&mut r, 7, &lay), 2);
         assert_eq!(count(&mut r, 8, &lay), 1);
+        assert_eq!(count(&mut r, 12, &lay), 1, "removed, then counted once");
         assert_eq!(r.first_event_timer(), 0);
         assert!(r.drop_all_if_due(|_| true));
     }

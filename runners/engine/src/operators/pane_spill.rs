@@ -7,7 +7,9 @@
 //! distinct time), so the output watermark is right without reading the store.
 
 use super::op::StateBudget;
-use super::state_spill::{lru_threshold, report_spill, Cold, ColdTimerRow, Queue, StateId};
+use super::state_spill::{
+    lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, ColdView, Queue, StateId,
+};
 use crate::coder::Coder;
 use crate::error::Result;
 use crate::metrics::MetricsContainer;
@@ -180,15 +182,27 @@ impl PaneSpill {
         }
     }
 
-    /// Calls `f` with every spilled key and its row.
+    /// The spilled keys as they are now (every one, or those of `only`), to be listed by
+    /// a checkpoint's writer as entries made by `entry` (the key's bytes are the state
+    /// id's); `None` when nothing was spilled.
     ///
     /// # Errors
-    /// The store cannot be read; what `f` returns.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        match &self.cold {
-            Some(cold) => cold.for_each(|(kb, _), row| f(&kb, row)),
-            None => Ok(()),
-        }
+    /// The store cannot be read.
+    pub(crate) fn view(
+        &self,
+        entry: ColdEntry,
+        only: Option<Vec<Vec<u8>>>,
+    ) -> Result<Option<ColdView>> {
+        let only = only.map(|keys| keys.iter().map(|kb| id(kb)).collect());
+        self.cold
+            .as_ref()
+            .map(|cold| cold.view(entry, only))
+            .transpose()
+    }
+
+    /// Whether key `kb` may have been spilled (false: certainly not).
+    pub(crate) fn may_hold(&self, kb: &[u8]) -> bool {
+        self.cold.as_ref().is_some_and(|c| c.may_hold(&id(kb)))
     }
 
     /// Reports how many keys were spilled and read back, and the bytes written.

@@ -8,6 +8,7 @@
 //! costs one read, not a write transaction. A Bloom filter of the states ever written
 //! answers most lookups of states never spilled (new keys) without reading the file.
 
+use crate::checkpoint::Entry;
 use crate::element_codec::{decode_window, encode_window};
 use crate::error::{EngineError, Result};
 use crate::state::TimeDomain;
@@ -409,18 +410,113 @@ impl Cold {
     ///
     /// # Errors
     /// The store cannot be read; what `f` returns.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(StateId, &[u8]) -> Result<()>) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) fn for_each(&self, f: impl FnMut(StateId, &[u8]) -> Result<()>) -> Result<()> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let states = tx.open_table(STATES).map_err(|e| self.err(e))?;
-        for row in states.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let id = self.parse_state(k.value())?;
-            if !self.stale.contains(&id) {
-                f(id, v.value())?;
+        each_state(&states, &self.stale, &self.name, &self.path, f)
+    }
+
+    /// The states that are not stale as they are now, to be listed later (on another
+    /// thread, while this store goes on changing) as checkpoint entries: all of them, or
+    /// those of `only` (each put, or deleted when it is not here then).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub(crate) fn view(&self, entry: ColdEntry, only: Option<Vec<StateId>>) -> Result<ColdView> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        Ok(ColdView {
+            states: tx.open_table(STATES).map_err(|e| self.err(e))?,
+            stale: self.stale.clone(),
+            name: self.name.clone(),
+            path: self.path.clone(),
+            entry,
+            only,
+        })
+    }
+
+    /// Whether `id` may have been spilled (false: certainly not).
+    pub(crate) fn may_hold(&self, id: &StateId) -> bool {
+        self.written_ids.may_contain(&state_row(id))
+    }
+}
+
+/// How a spilled state becomes a checkpoint entry: its key from the state's id, its
+/// value from the state's row (the transform's name is for errors).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ColdEntry {
+    pub(crate) key: fn(&StateId) -> Vec<u8>,
+    pub(crate) value: fn(&[u8], &str) -> Result<Vec<u8>>,
+}
+
+/// A spill store's states as they were when it was taken (a redb read snapshot: later
+/// writes do not change it, and the file stays readable until it is dropped).
+pub(crate) struct ColdView {
+    states: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// States whose rows were stale then (their live copies were in memory).
+    stale: FxHashSet<StateId>,
+    name: String,
+    path: PathBuf,
+    entry: ColdEntry,
+    /// The states to list (`None`: every one).
+    only: Option<Vec<StateId>>,
+}
+
+impl std::fmt::Debug for ColdView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdView")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl crate::checkpoint::LaterEntries for ColdView {
+    fn for_each(&self, f: &mut dyn FnMut(Entry<'_>) -> Result<()>) -> Result<()> {
+        let ColdEntry { key, value } = self.entry;
+        let Some(only) = &self.only else {
+            return each_state(
+                &self.states,
+                &self.stale,
+                &self.name,
+                &self.path,
+                |id, row| f(Entry::Put(&key(&id), &value(row, &self.name)?)),
+            );
+        };
+        for id in only {
+            let row = match self.stale.contains(id) {
+                true => None,
+                false => self
+                    .states
+                    .get(state_row(id).as_slice())
+                    .map_err(|e| spill_err(&self.name, &self.path, e))?,
+            };
+            match row {
+                Some(row) => f(Entry::Put(&key(id), &value(row.value(), &self.name)?))?,
+                None => f(Entry::Delete(&key(id)))?,
             }
         }
         Ok(())
     }
+}
+
+/// Calls `f` with every state of `states` not in `stale`, and its row.
+fn each_state(
+    states: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    stale: &FxHashSet<StateId>,
+    name: &str,
+    path: &Path,
+    mut f: impl FnMut(StateId, &[u8]) -> Result<()>,
+) -> Result<()> {
+    for row in states.iter().map_err(|e| spill_err(name, path, e))? {
+        let (k, v) = row.map_err(|e| spill_err(name, path, e))?;
+        let mut key = k.value();
+        let window = decode_window(&mut key).map_err(|e| spill_err(name, path, e))?;
+        let id = (key.to_vec(), window);
+        if !stale.contains(&id) {
+            f(id, v.value())?;
+        }
+    }
+    Ok(())
 }
 
 /// Adds a spilling operator's counters since its last report: states (or keys) spilled
