@@ -150,7 +150,13 @@ pub fn run(
         let ns = "beamline.checkpoint";
         let full = m.counter(ns, "full").unwrap_or(0);
         let incremental = m.counter(ns, "incremental").unwrap_or(0);
-        let largest = m.distribution(ns, "stateBytes").map_or(0, |d| d.max);
+        // Files, not `stateBytes`: spilled states are listed by the writer, not counted
+        // while the pipeline pauses.
+        let largest = m.distribution(ns, "bytes").map_or(0, |d| d.max);
+        let pause = m.distribution(ns, "snapshotMicros");
+        let pause_ms = |f: fn(&beamline::engine::metrics::DistributionData) -> f64| {
+            pause.as_ref().map_or(0.0, f)
+        };
         let restored = match m.gauge(ns, "restoredFrom") {
             Some(id) => format!(
                 "; restored checkpoint {id} in {} ms",
@@ -160,8 +166,11 @@ pub fn run(
         };
         println!(
             "note=checkpoints every {CHECKPOINT_INTERVAL}: {full} full, {incremental} \
-             incremental, the largest {:.0} MB of state{restored}",
-            largest as f64 / 1e6
+             incremental, the largest file {:.0} MB; the pipeline paused {:.1} ms mean, \
+             {:.1} ms at most{restored}",
+            largest as f64 / 1e6,
+            pause_ms(|d| d.sum as f64 / d.count.max(1) as f64 / 1e3),
+            pause_ms(|d| d.max as f64 / 1e3),
         );
         let _ = std::fs::remove_dir_all(&checkpoints);
     }

@@ -16,7 +16,7 @@ use super::pane_codec::spilled_windows;
 use super::pane_codec::{decode_spilled, decode_windows, encode_spilled, encode_windows};
 use super::pane_spill::PaneSpill;
 use super::precombine::{Mailbox, Partial};
-use super::state_spill::{ColdEntry, ColdTimerRow, Queue};
+use super::state_spill::{ColdEntry, ColdTimerRow, Queue, StateRows};
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
@@ -1151,7 +1151,7 @@ impl Op for GbkOp {
         // it is now: the pipeline does not wait for them to be read.
         match panes.dirty.take() {
             Some(mut dirty) if !out.full() => {
-                let mut spilled = Vec::new();
+                let mut spilled = StateRows::default();
                 for kb in dirty.drain() {
                     match (panes.keys.get(&kb), &panes.spill) {
                         (Some(ks), _) => out.put(
@@ -1159,7 +1159,7 @@ impl Op for GbkOp {
                             encode_windows(&ks.windows, coder, combine, name)?,
                         ),
                         (None, Some(sp)) if sp.may_hold(kb.bytes()) => {
-                            spilled.push(kb.bytes().to_vec());
+                            PaneSpill::add_key(&mut spilled, kb.bytes());
                         }
                         (None, _) => out.delete(kb.bytes()),
                     }

@@ -7,7 +7,9 @@
 
 use super::op::{StateBudget, END_OF_TIME};
 use super::pardo_codec::{decode_cells, encode_cells, state_key, Timers};
-use super::state_spill::{lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, StateId};
+use super::state_spill::{
+    lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, StateId, StateRows,
+};
 use crate::checkpoint::StateOut;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};
@@ -509,7 +511,7 @@ impl KeyedStates {
         // as it is now: the pipeline does not wait for them to be read.
         match self.dirty.take() {
             Some(changed) if !out.full() => {
-                let mut spilled = Vec::new();
+                let mut spilled = StateRows::default();
                 for id in changed {
                     if let Some(e) = self.hot.get(&id) {
                         out.put(
@@ -517,7 +519,7 @@ impl KeyedStates {
                             encode_cells(&lay.decls, &e.cells, &e.timers, &lay.name)?,
                         );
                     } else if cold.is_some_and(|c| c.may_hold(&id)) {
-                        spilled.push(id);
+                        spilled.push(&id);
                     } else {
                         out.delete(&state_key(&id.0, &id.1));
                     }

@@ -8,7 +8,7 @@
 
 use super::op::StateBudget;
 use super::state_spill::{
-    lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, ColdView, Queue, StateId,
+    lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, ColdView, Queue, StateId, StateRows,
 };
 use crate::coder::Coder;
 use crate::error::Result;
@@ -191,9 +191,8 @@ impl PaneSpill {
     pub(crate) fn view(
         &self,
         entry: ColdEntry,
-        only: Option<Vec<Vec<u8>>>,
+        only: Option<StateRows>,
     ) -> Result<Option<ColdView>> {
-        let only = only.map(|keys| keys.iter().map(|kb| id(kb)).collect());
         self.cold
             .as_ref()
             .map(|cold| cold.view(entry, only))
@@ -203,6 +202,11 @@ impl PaneSpill {
     /// Whether key `kb` may have been spilled (false: certainly not).
     pub(crate) fn may_hold(&self, kb: &[u8]) -> bool {
         self.cold.as_ref().is_some_and(|c| c.may_hold(&id(kb)))
+    }
+
+    /// Adds key `kb` to `rows` (for [`PaneSpill::view`]).
+    pub(crate) fn add_key(rows: &mut StateRows, kb: &[u8]) {
+        rows.push(&id(kb));
     }
 
     /// Reports how many keys were spilled and read back, and the bytes written.

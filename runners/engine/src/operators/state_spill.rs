@@ -423,7 +423,7 @@ impl Cold {
     ///
     /// # Errors
     /// The store cannot be read.
-    pub(crate) fn view(&self, entry: ColdEntry, only: Option<Vec<StateId>>) -> Result<ColdView> {
+    pub(crate) fn view(&self, entry: ColdEntry, only: Option<StateRows>) -> Result<ColdView> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         Ok(ColdView {
             states: tx.open_table(STATES).map_err(|e| self.err(e))?,
@@ -438,6 +438,24 @@ impl Cold {
     /// Whether `id` may have been spilled (false: certainly not).
     pub(crate) fn may_hold(&self, id: &StateId) -> bool {
         self.written_ids.may_contain(&state_row(id))
+    }
+}
+
+/// States to look up, as their rows' keys one after another (each after its length): a
+/// few bytes each, where a list of ids would take some 80.
+#[derive(Debug, Default)]
+pub(crate) struct StateRows(Vec<u8>);
+
+impl StateRows {
+    /// Adds `id`.
+    pub(crate) fn push(&mut self, id: &StateId) {
+        let row = state_row(id);
+        crate::coder::write_varint(row.len() as u64, &mut self.0);
+        self.0.extend_from_slice(&row);
+    }
+    /// No state was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -459,7 +477,7 @@ pub(crate) struct ColdView {
     path: PathBuf,
     entry: ColdEntry,
     /// The states to list (`None`: every one).
-    only: Option<Vec<StateId>>,
+    only: Option<StateRows>,
 }
 
 impl std::fmt::Debug for ColdView {
@@ -482,17 +500,24 @@ impl crate::checkpoint::LaterEntries for ColdView {
                 |id, row| f(Entry::Put(&key(&id), &value(row, &self.name)?)),
             );
         };
-        for id in only {
-            let row = match self.stale.contains(id) {
+        let err = |e: &dyn std::fmt::Display| spill_err(&self.name, &self.path, e);
+        let mut rows = only.0.as_slice();
+        while !rows.is_empty() {
+            let len = crate::coder::read_varint(&mut rows).map_err(|e| err(&e))? as usize;
+            let row = rows
+                .get(..len)
+                .ok_or_else(|| err(&"a state row cut short"))?;
+            rows = &rows[len..];
+            let mut key_bytes = row;
+            let window = decode_window(&mut key_bytes).map_err(|e| err(&e))?;
+            let id = (key_bytes.to_vec(), window);
+            let found = match self.stale.contains(&id) {
                 true => None,
-                false => self
-                    .states
-                    .get(state_row(id).as_slice())
-                    .map_err(|e| spill_err(&self.name, &self.path, e))?,
+                false => self.states.get(row).map_err(|e| err(&e))?,
             };
-            match row {
-                Some(row) => f(Entry::Put(&key(id), &value(row.value(), &self.name)?))?,
-                None => f(Entry::Delete(&key(id)))?,
+            match found {
+                Some(v) => f(Entry::Put(&key(&id), &value(v.value(), &self.name)?))?,
+                None => f(Entry::Delete(&key(&id)))?,
             }
         }
         Ok(())
