@@ -17,6 +17,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use rustc_hash::FxHashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A key (its encoding with the key coder) and window.
 pub(crate) type StateId = (Vec<u8>, Window);
@@ -43,7 +44,9 @@ pub(crate) struct ColdTimer {
 
 /// The spilled states of one operator; the file is deleted when this is dropped.
 pub(crate) struct Cold {
-    db: Database,
+    /// Shared with the views taken of it: dropping the database ends its read
+    /// transactions ("Database has been closed"), so it stays open while one is listed.
+    db: Arc<Database>,
     path: PathBuf,
     /// The transform, for errors.
     name: String,
@@ -132,7 +135,7 @@ impl Cold {
             .create(&path)
             .map_err(|e| spill_err(name, &path, e))?;
         let cold = Cold {
-            db,
+            db: Arc::new(db),
             path,
             name: name.to_string(),
             stale_states: Vec::new(),
@@ -427,6 +430,7 @@ impl Cold {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         Ok(ColdView {
             states: tx.open_table(STATES).map_err(|e| self.err(e))?,
+            _db: self.db.clone(),
             stale: self.stale.clone(),
             name: self.name.clone(),
             path: self.path.clone(),
@@ -471,6 +475,8 @@ pub(crate) struct ColdEntry {
 /// writes do not change it, and the file stays readable until it is dropped).
 pub(crate) struct ColdView {
     states: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// Keeps the database open (its file may be gone from the directory already).
+    _db: Arc<Database>,
     /// States whose rows were stale then (their live copies were in memory).
     stale: FxHashSet<StateId>,
     name: String,
@@ -750,6 +756,67 @@ mod tests {
         let path = cold.path.clone();
         drop(cold);
         assert!(!path.exists(), "the file is deleted with the store");
+    }
+
+    /// What `view` lists, in order (`None`: a delete).
+    fn listed(view: &ColdView) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        use crate::checkpoint::LaterEntries;
+        let mut out = Vec::new();
+        view.for_each(&mut |e| {
+            out.push(match e {
+                Entry::Put(k, v) => (k.to_vec(), Some(v.to_vec())),
+                Entry::Delete(k) => (k.to_vec(), None),
+            });
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_view_lists_the_store_as_it_was_even_after_it_changed_or_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cold = Cold::create(dir.path(), "Dedup", 1 << 20).unwrap();
+        let entry = ColdEntry {
+            key: |id| id.0.clone(),
+            value: |row, _| Ok([row, b"!"].concat()),
+        };
+        let (a, b, c) = (
+            id(b"a", Window::Global),
+            id(b"b", Window::Global),
+            id(b"c", Window::Global),
+        );
+        cold.put(vec![
+            (a.clone(), b"A".to_vec(), vec![]),
+            (b.clone(), b"B".to_vec(), vec![]),
+        ])
+        .unwrap();
+        // `b` read back (stale): its live copy is elsewhere, not listed.
+        cold.forget(&b, std::iter::empty::<(Queue, i64, &str)>());
+        let all = cold.view(entry, None).unwrap();
+        let mut rows = StateRows::default();
+        for i in [&a, &b, &c] {
+            rows.push(i);
+        }
+        assert!(cold.may_hold(&a) && !cold.may_hold(&c));
+        let some = cold.view(entry, Some(rows)).unwrap();
+        // Changed and then dropped (its file deleted) before the views are listed.
+        cold.put(vec![
+            (a.clone(), b"A2".to_vec(), vec![]),
+            (c.clone(), b"C".to_vec(), vec![]),
+        ])
+        .unwrap();
+        drop(cold);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(listed(&all), vec![(b"a".to_vec(), Some(b"A!".to_vec()))]);
+        assert_eq!(
+            listed(&some),
+            vec![
+                (b"a".to_vec(), Some(b"A!".to_vec())),
+                (b"b".to_vec(), None),
+                (b"c".to_vec(), None),
+            ]
+        );
     }
 
     #[test]
