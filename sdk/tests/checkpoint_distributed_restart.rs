@@ -78,18 +78,46 @@ fn run(dir: &Path, restarts: u32, kills: u32) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Standard error is read as it comes (a full pipe would stall the launcher).
-    let mut stderr = child.stderr.take().unwrap();
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
-        s
+    // Standard error is read as it comes (a full pipe would stall the launcher), and
+    // looked at while the job runs.
+    let stderr = child.stderr.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let err = std::thread::spawn({
+        let seen = seen.clone();
+        move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let line = line.unwrap();
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+            seen.lock().unwrap().clone()
+        }
     });
     let mut victims: Vec<u32> = Vec::new();
     for k in 0..kills {
-        // A checkpoint newer than any before the kill: the run restarted and got going.
-        let before = common::newest_checkpoint(&ckpt);
+        // After a kill, the launcher announces its restart (the killed run's processes
+        // are gone by then): a worker of the killed run, still writing a checkpoint or
+        // ending, is not the next victim.
         let until = Instant::now() + Duration::from_secs(90);
+        while k > 0
+            && !seen
+                .lock()
+                .unwrap()
+                .contains(&format!("restart {k} of at most"))
+        {
+            assert!(
+                Instant::now() < until,
+                "restart {k} not announced within 90 s"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the job ended before kill {k}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A checkpoint newer than any before: the run (restarted) got going.
+        let before = common::newest_checkpoint(&ckpt);
         while common::newest_checkpoint(&ckpt) <= before {
             assert!(Instant::now() < until, "no new checkpoint within 90 s");
             assert!(
