@@ -394,14 +394,16 @@ pub(crate) fn dataflow<R>(
 }
 
 /// Runs `work` on every worker thread of this process of a cluster of `addresses` (one per
-/// process, this one at `process`), `threads` workers per process; returns once the
-/// processes are connected, with a handle to wait for the workers.
+/// process, this one at `process`, accepting its peers on `listener` when it listens
+/// already), `threads` workers per process; returns once the processes are connected,
+/// with a handle to wait for the workers.
 ///
 /// # Errors
 /// When the network cannot be set up (a port in use, a peer missing at `deadline`).
 pub(crate) fn execute<F>(
     process: usize,
     addresses: Vec<String>,
+    listener: Option<std::net::TcpListener>,
     threads: usize,
     deadline: std::time::Instant,
     work: F,
@@ -412,7 +414,7 @@ where
     use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
     use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
     use timely::communication::Hooks;
-    let sockets = crate::connect::connect_all(&addresses, process, deadline)?;
+    let sockets = crate::connect::connect_all(&addresses, process, listener, deadline)?;
     let hooks = Hooks::default();
     let local = ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), None);
     let (builders, guard) =

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 /// milliseconds of each other (at 10 ms, a job waited 5 ms on average for nothing).
 const RETRY: Duration = Duration::from_millis(1);
 
-/// Connects process `me` of `addresses` (one per process) to every other one.
+/// Connects process `me` of `addresses` (one per process) to every other one, accepting
+/// on `listener` (already listening on `addresses[me]`) or, without one, on a listener of
+/// its own.
 ///
 /// Returns one socket per process, `None` at `me`.
 ///
@@ -24,10 +26,14 @@ const RETRY: Duration = Duration::from_millis(1);
 pub(crate) fn connect_all(
     addresses: &[String],
     me: usize,
+    listener: Option<TcpListener>,
     deadline: Instant,
 ) -> Result<Vec<Option<TcpStream>>, String> {
-    let listener = TcpListener::bind(&addresses[me])
-        .map_err(|e| format!("cannot listen on {}: {e}", addresses[me]))?;
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(&addresses[me])
+            .map_err(|e| format!("cannot listen on {}: {e}", addresses[me]))?,
+    };
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot listen on {}: {e}", addresses[me]))?;
@@ -119,12 +125,21 @@ mod tests {
 
     #[test]
     fn three_processes_connect_to_each_other() {
-        let addresses: Vec<String> = (0..3).map(|_| free()).collect();
+        // Listening before the addresses are known to the others, as launched workers do.
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let handles: Vec<_> = (0..3)
-            .map(|me| {
+        let handles: Vec<_> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(me, l)| {
                 let a = addresses.clone();
-                std::thread::spawn(move || connect_all(&a, me, deadline))
+                std::thread::spawn(move || connect_all(&a, me, Some(l), deadline))
             })
             .collect();
         for (me, h) in handles.into_iter().enumerate() {
@@ -139,10 +154,15 @@ mod tests {
     fn a_missing_peer_is_named_after_the_deadline() {
         let addresses: Vec<String> = (0..2).map(|_| free()).collect();
         let deadline = Instant::now() + Duration::from_millis(200);
-        let e = connect_all(&addresses, 0, deadline).unwrap_err();
+        let e = connect_all(&addresses, 0, None, deadline).unwrap_err();
         assert!(e.contains("process(es) 1 did not connect"), "{e}");
-        let e =
-            connect_all(&addresses, 1, Instant::now() + Duration::from_millis(200)).unwrap_err();
+        let e = connect_all(
+            &addresses,
+            1,
+            None,
+            Instant::now() + Duration::from_millis(200),
+        )
+        .unwrap_err();
         assert!(e.contains("process 0 at"), "{e}");
     }
 }

@@ -8,7 +8,7 @@
 //! connect timeout is a failure too).
 
 use crate::worker::{parse_report, Report, PROCESSES_ENV, PROCESS_ID_ENV};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -96,6 +96,9 @@ enum Event {
 pub struct Supervisor {
     children: Vec<Option<Child>>,
     events: mpsc::Receiver<Event>,
+    /// Where each process listens for its peers, as it said (sent to every process once
+    /// all did).
+    listening: Vec<Option<String>>,
     ready: Vec<bool>,
     started: Instant,
     connect_timeout: Duration,
@@ -185,6 +188,7 @@ pub fn launch<S: AsRef<std::ffi::OsStr>>(
         children.push(Some(child));
     }
     Ok(Supervisor {
+        listening: vec![None; opts.processes],
         ready: vec![false; opts.processes],
         stderr: vec![Vec::new(); opts.processes],
         open: opts.processes,
@@ -242,9 +246,32 @@ impl Supervisor {
         }
     }
 
+    /// Writes every process's address, one line, to each process's standard input (see
+    /// [`crate::worker::addresses_from_launcher`]). A process that cannot take it is gone:
+    /// its exit is the job's error.
+    fn send_addresses(&mut self) {
+        let line = self
+            .listening
+            .iter()
+            .map(|a| a.as_deref().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(",");
+        for child in self.children.iter_mut().flatten() {
+            if let Some(stdin) = child.stdin.as_mut() {
+                let _ = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+            }
+        }
+    }
+
     /// Handles one line of process `p`'s standard error: a report, or passed through.
     fn line(&mut self, p: usize, line: String) -> Result<(), LaunchError> {
         match parse_report(&line) {
+            Some(Report::Listening(address)) => {
+                self.listening[p] = Some(address);
+                if self.listening.iter().all(Option::is_some) {
+                    self.send_addresses();
+                }
+            }
             Some(Report::Ready) => self.ready[p] = true,
             Some(Report::Metrics(json)) => self.metrics.push(json),
             Some(Report::Progress(json)) => {

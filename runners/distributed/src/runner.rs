@@ -25,9 +25,6 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Environment variable with the Timely addresses of the job's processes, comma-separated.
-pub const ADDRESSES_ENV: &str = "BEAMLINE_ADDRESSES";
-
 /// The distributed runner.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DistributedRunner;
@@ -129,13 +126,14 @@ impl Runner for DistributedRunner {
         let prepared = beamline_translate::prepare(pipeline, &job)?;
         check_checkpoints(&prepared)?;
         if let Some(env) = worker::worker_env().map_err(EngineError::InvalidPipeline)? {
+            let (listener, addresses) = rendezvous(env)?;
             worker::end_with_launcher();
-            let addresses = launched_addresses(env)?;
             let threads = std::env::var("BEAMLINE_THREADS_PER_PROCESS")
                 .ok()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(opts.threads);
-            return start_worker(env, addresses, threads, true, prepared, opts);
+            let peers = (addresses, Some(listener));
+            return start_worker(env, peers, threads, true, prepared, opts);
         }
         match job.options.get("hosts") {
             Some(_) if prepared.options.restarts.max > 0 => Err(bad(
@@ -145,7 +143,7 @@ impl Runner for DistributedRunner {
             )),
             Some(file) => {
                 let (env, addresses) = from_hosts_file(file, job.options.get("process_id"))?;
-                start_worker(env, addresses, opts.threads, false, prepared, opts)
+                start_worker(env, (addresses, None), opts.threads, false, prepared, opts)
             }
             None if job.options.contains_key("process_id") => Err(EngineError::InvalidPipeline(
                 "--process-id: only with --hosts (a job over several machines)".into(),
@@ -196,20 +194,25 @@ fn check_checkpoints(prepared: &beamline_translate::PreparedJob) -> Result<(), E
     Ok(())
 }
 
-/// Free TCP ports on the loopback interface, one per process.
-fn free_addresses(n: usize) -> Result<Vec<String>, EngineError> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| EngineError::Runner(format!("cannot find free ports: {e}")))?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.to_string())
-                .map_err(|e| EngineError::Runner(format!("cannot find free ports: {e}")))
-        })
-        .collect()
+/// A launched worker's listener, on a port of its own, and every process's address, as
+/// the launcher sends them once each one said where it listens.
+fn rendezvous(env: WorkerEnv) -> Result<(std::net::TcpListener, Vec<String>), EngineError> {
+    let err = |e: String| EngineError::Runner(format!("process {}: {e}", env.process_id));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| err(format!("cannot listen on the loopback interface: {e}")))?;
+    let me = listener
+        .local_addr()
+        .map_err(|e| err(format!("cannot listen on the loopback interface: {e}")))?
+        .to_string();
+    worker::listening(&me);
+    let addresses = worker::addresses_from_launcher(env.processes).map_err(err)?;
+    if addresses[env.process_id] != me {
+        return Err(err(format!(
+            "the launcher says it listens on {}, not {me}",
+            addresses[env.process_id]
+        )));
+    }
+    Ok((listener, addresses))
 }
 
 fn start_launcher(
@@ -235,7 +238,7 @@ fn start_launcher(
     std::fs::write(&proto, pipeline).map_err(io("writing the pipeline for the workers"))?;
     let proto_path = proto.clone();
     let job_index = job.job_index;
-    // Each start gets ports of its own (a killed run's may linger).
+    // Each start's workers listen on ports of their own (a killed run's may linger).
     let launch_opts = move || -> Result<LaunchOptions, EngineError> {
         Ok(LaunchOptions {
             processes: opts.processes,
@@ -244,10 +247,6 @@ fn start_launcher(
                 (
                     WORKER_PIPELINE_ENV.to_string(),
                     proto_path.to_string_lossy().into_owned(),
-                ),
-                (
-                    ADDRESSES_ENV.to_string(),
-                    free_addresses(opts.processes)?.join(","),
                 ),
                 (
                     "BEAMLINE_THREADS_PER_PROCESS".to_string(),
@@ -313,23 +312,6 @@ fn start_launcher(
     )?))
 }
 
-/// The addresses of a job the launcher started, from the environment it set.
-fn launched_addresses(env: WorkerEnv) -> Result<Vec<String>, EngineError> {
-    let addresses: Vec<String> = std::env::var(ADDRESSES_ENV)
-        .map_err(|_| EngineError::Runner(format!("{ADDRESSES_ENV} is not set")))?
-        .split(',')
-        .map(String::from)
-        .collect();
-    if addresses.len() != env.processes {
-        return Err(EngineError::Runner(format!(
-            "{ADDRESSES_ENV} lists {} addresses for {} processes",
-            addresses.len(),
-            env.processes
-        )));
-    }
-    Ok(addresses)
-}
-
 /// This process's place in a job over several machines, from `--hosts` and
 /// `--process-id`.
 fn from_hosts_file(
@@ -366,10 +348,11 @@ fn from_hosts_file(
 }
 
 /// Runs this process's share of the job: `threads` workers joining the processes at
-/// `addresses`; `launched` when the launcher started it (it then reports to it).
+/// `addresses` (this one's listener, when it listens already); `launched` when the
+/// launcher started it (it then reports to it).
 fn start_worker(
     env: WorkerEnv,
-    addresses: Vec<String>,
+    (addresses, listener): (Vec<String>, Option<std::net::TcpListener>),
     threads: usize,
     launched: bool,
     prepared: beamline_translate::PreparedJob,
@@ -408,8 +391,13 @@ fn start_worker(
         };
         let deadline = std::time::Instant::now() + opts.connect_timeout;
         end_on_timely_panics(launched);
-        let guards =
-            crate::adapter::execute(env.process_id, addresses, threads, deadline, move |w| {
+        let guards = crate::adapter::execute(
+            env.process_id,
+            addresses,
+            listener,
+            threads,
+            deadline,
+            move |w| {
                 let setup = Setup {
                     worker: w.index(),
                     workers,
@@ -445,8 +433,9 @@ fn start_worker(
                         panic_message(&*payload)
                     )));
                 }
-            })
-            .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
+            },
+        )
+        .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
         if launched {
             worker::ready();
         }

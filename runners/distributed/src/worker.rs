@@ -2,9 +2,13 @@
 //! reports to the launcher on its standard error.
 //!
 //! The launcher starts each worker with [`PROCESS_ID_ENV`] and [`PROCESSES_ENV`] set. A
-//! worker says [`ready`] once it joined the others, and [`fail`] with the original error
-//! (transform name and message) before it exits with a failure; every other line of its
-//! standard error is passed through, prefixed with its process id.
+//! worker listens on a port of its own choosing and says where ([`listening`]); once every
+//! worker did, the launcher writes the list of addresses, one line, to each worker's
+//! standard input ([`addresses_from_launcher`]): no port is chosen by one process and
+//! taken by another, which another program could take in between. A worker says [`ready`]
+//! once it joined the others, and [`fail`] with the original error (transform name and
+//! message) before it exits with a failure; every other line of its standard error is
+//! passed through, prefixed with its process id.
 
 /// Environment variable with the worker's process id (0-based).
 pub const PROCESS_ID_ENV: &str = "BEAMLINE_PROCESS_ID";
@@ -76,6 +80,34 @@ pub fn end_with_launcher() {
         });
 }
 
+/// Tells the launcher where this worker listens for its peers.
+pub fn listening(address: &str) {
+    eprintln!("{MARKER} listening {address}");
+}
+
+/// The address of every process of the job, as the launcher sends them once each one
+/// said where it listens (see [`listening`]); call before [`end_with_launcher`].
+///
+/// # Errors
+/// The launcher is gone, or its line is not `processes` addresses.
+pub fn addresses_from_launcher(processes: usize) -> Result<Vec<String>, String> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) => return Err("the launcher ended before it sent the peers' addresses".into()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot read the peers' addresses: {e}")),
+    }
+    let addresses: Vec<String> = line.trim_end().split(',').map(String::from).collect();
+    if addresses.len() != processes || addresses.iter().any(String::is_empty) {
+        return Err(format!(
+            "the launcher sent {} address(es) for {processes} processes: '{}'",
+            addresses.len(),
+            line.trim_end()
+        ));
+    }
+    Ok(addresses)
+}
+
 /// Tells the launcher that this worker joined the job.
 pub fn ready() {
     eprintln!("{MARKER} ready");
@@ -102,6 +134,7 @@ pub fn fail(error: &str) {
 /// A protocol line read back: what a worker reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Report {
+    Listening(String),
     Ready,
     Error(String),
     Metrics(String),
@@ -113,6 +146,9 @@ pub(crate) fn parse_report(line: &str) -> Option<Report> {
     let rest = line.strip_prefix(MARKER)?.trim_start();
     if rest == "ready" {
         return Some(Report::Ready);
+    }
+    if let Some(address) = rest.strip_prefix("listening ") {
+        return Some(Report::Listening(address.to_string()));
     }
     if let Some(json) = rest.strip_prefix("metrics ") {
         return Some(Report::Metrics(json.to_string()));
@@ -151,6 +187,10 @@ mod tests {
         assert_eq!(
             parse_report(&format!("{MARKER} ready")),
             Some(Report::Ready)
+        );
+        assert_eq!(
+            parse_report(&format!("{MARKER} listening 127.0.0.1:4711")),
+            Some(Report::Listening("127.0.0.1:4711".into()))
         );
         assert_eq!(parse_report("something else"), None);
     }
