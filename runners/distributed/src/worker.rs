@@ -97,12 +97,17 @@ pub fn addresses_from_launcher(processes: usize) -> Result<Vec<String>, String> 
         Ok(_) => {}
         Err(e) => return Err(format!("cannot read the peers' addresses: {e}")),
     }
-    let addresses: Vec<String> = line.trim_end().split(',').map(String::from).collect();
+    parse_addresses(&line, processes)
+}
+
+/// The addresses in the launcher's line, one per process.
+fn parse_addresses(line: &str, processes: usize) -> Result<Vec<String>, String> {
+    let line = line.trim_end();
+    let addresses: Vec<String> = line.split(',').map(String::from).collect();
     if addresses.len() != processes || addresses.iter().any(String::is_empty) {
         return Err(format!(
-            "the launcher sent {} address(es) for {processes} processes: '{}'",
+            "the launcher sent {} address(es) for {processes} processes: '{line}'",
             addresses.len(),
-            line.trim_end()
         ));
     }
     Ok(addresses)
@@ -193,5 +198,16 @@ mod tests {
             Some(Report::Listening("127.0.0.1:4711".into()))
         );
         assert_eq!(parse_report("something else"), None);
+    }
+
+    #[test]
+    fn the_launchers_line_has_one_address_per_process() {
+        assert_eq!(
+            parse_addresses("127.0.0.1:1,127.0.0.1:2\n", 2).unwrap(),
+            vec!["127.0.0.1:1", "127.0.0.1:2"]
+        );
+        let e = parse_addresses("127.0.0.1:1\n", 2).unwrap_err();
+        assert!(e.contains("1 address(es) for 2 processes"), "{e}");
+        assert!(parse_addresses("127.0.0.1:1,\n", 2).is_err());
     }
 }
