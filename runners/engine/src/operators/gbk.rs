@@ -12,11 +12,9 @@ use super::key_table::{KeyBytes, KeyTable};
 use super::op::END_OF_TIME;
 use super::op::{Op, OpCx, StateBudget};
 use super::pane::{AddCx, Contents, WinState, Windows};
-use super::pane_codec::spilled_windows;
-use super::pane_codec::{decode_spilled, decode_windows, encode_spilled, encode_windows};
 use super::pane_spill::PaneSpill;
 use super::precombine::{Mailbox, Partial};
-use super::state_spill::{ColdEntry, ColdTimerRow, Queue, StateRows};
+use super::state_spill::Queue;
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
@@ -32,12 +30,8 @@ use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A spilled key's checkpoint entry: the key's bytes, the windows of its row (as a key's
-/// in memory is saved).
-const PANE_ENTRY: ColdEntry = ColdEntry {
-    key: |id| id.0.clone(),
-    value: |row, name| Ok(spilled_windows(row, name)?.to_vec()),
-};
+mod checkpoint;
+mod spill;
 
 struct KeyState {
     key: Value,
@@ -833,206 +827,6 @@ impl Panes {
     }
 }
 
-/// Memory budget: spilling keys and reading them back.
-impl Panes {
-    /// Keeps the panes within `budget`, spilling what does not fit; keys are encoded
-    /// with `key_coder`, values with `value_coder`.
-    fn limit(&mut self, budget: StateBudget, key_coder: Coder, value_coder: Coder) {
-        let mut hot = 0;
-        let mut used = Vec::new();
-        for (kb, _) in self.keys.iter() {
-            used.push(kb.clone());
-        }
-        for kb in &used {
-            if let Some(ks) = self.keys.get_mut(kb) {
-                ks.bytes = ks.estimate(kb);
-                hot += ks.bytes;
-            }
-        }
-        self.spill = Some(PaneSpill::new(budget, hot, key_coder, value_coder));
-    }
-
-    /// Reads key `kb` back into memory if it is spilled.
-    ///
-    /// # Errors
-    /// The spill store cannot be read, or holds a row it did not write.
-    fn load(&mut self, kb: &KeyBytes, name: &str) -> Result<()> {
-        let Some(sp) = &mut self.spill else {
-            return Ok(());
-        };
-        if self.keys.get(kb).is_some() {
-            return Ok(());
-        }
-        let Some(row) = sp.peek(kb.bytes())? else {
-            return Ok(());
-        };
-        let windows = decode_spilled(
-            &row,
-            &self.windowing.trigger,
-            self.combine.as_deref(),
-            self.lifted,
-            &sp.value_coder,
-            name,
-        )?;
-        let key = sp
-            .key_coder
-            .decode(&mut kb.bytes(), false)
-            .map_err(|source| EngineError::Coder {
-                transform: name.to_string(),
-                source,
-            })?;
-        let mut all = Windows::default();
-        for (w, ws) in windows {
-            all.insert(w, ws);
-        }
-        // Its times go back to the indexes in memory.
-        let due = Panes::due_rows(&all, self.windowing.allowed_lateness);
-        sp.forget(kb.bytes(), &due);
-        for (w, ws) in all.iter() {
-            for t in &ws.trig.indexed {
-                self.timers[domain_slot(t.domain)].push(t.timestamp, kb.clone(), *w);
-            }
-            let exp = end_of(w).saturating_add(self.windowing.allowed_lateness);
-            self.expiry.push(exp, kb.clone(), *w);
-        }
-        let mut ks = KeyState::new(key, all);
-        ks.stamp = sp.tick();
-        ks.bytes = ks.estimate(kb);
-        sp.hot_bytes += ks.bytes;
-        self.keys.get_or_insert_with(kb, || ks);
-        Ok(())
-    }
-
-    /// Spills when the keys read back have taken the panes well past their budget (a
-    /// quarter over it: each spill is a write, so not one per key).
-    ///
-    /// # Errors
-    /// As [`Panes::keep_to_budget`].
-    #[inline]
-    fn spill_if_over(&mut self, name: &str) -> Result<()> {
-        match &self.spill {
-            Some(sp) if sp.well_over() => self.keep_to_budget(name),
-            _ => Ok(()),
-        }
-    }
-
-    /// Estimates the keys used since the last call again and, past the budget, spills
-    /// the least recently used ones (between bundles: nothing is staged or touched).
-    ///
-    /// # Errors
-    /// The spill store cannot be written; a pane that cannot be encoded.
-    fn keep_to_budget(&mut self, name: &str) -> Result<()> {
-        let Some(sp) = &mut self.spill else {
-            return Ok(());
-        };
-        for kb in self.used.drain(..) {
-            if let Some(ks) = self.keys.get_mut(&kb) {
-                let bytes = ks.estimate(&kb);
-                sp.hot_bytes = sp.hot_bytes + bytes - ks.bytes;
-                ks.bytes = bytes;
-                ks.stamp = sp.tick();
-            }
-        }
-        let to_free = sp.to_free();
-        if to_free == 0 {
-            return Ok(());
-        }
-        let threshold = sp.threshold(self.keys.iter().take(1024).map(|(_, k)| (k.stamp, k.bytes)));
-        let mut freed = 0;
-        let victims = self.keys.extract_if(|_, ks| {
-            if freed >= to_free || ks.stamp > threshold || !ks.staged.is_empty() {
-                return false;
-            }
-            freed += ks.bytes;
-            true
-        });
-        // A table mostly empty costs its capacity on every walk (the sample above).
-        self.keys.shrink_if_sparse();
-        let combine = self.combine.as_deref();
-        let lateness = self.windowing.allowed_lateness;
-        let mut rows = Vec::with_capacity(victims.len());
-        for (kb, ks) in victims {
-            let row = encode_spilled(&ks.windows, &sp.value_coder, combine, name)?;
-            let due = Panes::due_rows(&ks.windows, lateness);
-            // Their times move to the store with them.
-            for (w, ws) in ks.windows.iter() {
-                for t in &ws.trig.indexed {
-                    self.timers[domain_slot(t.domain)].moved_out(t.timestamp);
-                }
-                self.expiry.moved_out(end_of(w).saturating_add(lateness));
-            }
-            rows.push((kb.bytes().to_vec(), row, due));
-        }
-        let keys = &self.keys;
-        for index in self.timers.iter_mut().chain([&mut self.expiry]) {
-            index.compact(|kb| keys.get(kb).is_some());
-        }
-        let sp = self.spill.as_mut().expect("spilling");
-        sp.put(rows, freed, name)
-    }
-
-    /// The times a key with `windows` falls due: its indexed trigger timers, and each
-    /// window's expiry (`lateness` after its end; an event-time row of its own).
-    fn due_rows(windows: &Windows, lateness: i64) -> Vec<ColdTimerRow> {
-        let mut rows = Vec::new();
-        for (w, ws) in windows.iter() {
-            for t in &ws.trig.indexed {
-                rows.push((time_domain(t.domain).into(), t.timestamp, "t".to_string()));
-            }
-            // A pending event-time timer keeps a window past its expiry (see
-            // `Panes::expire`): the key comes back for that once the timer has fired.
-            let last_timer = ws
-                .trig
-                .timers
-                .iter()
-                .filter(|t| t.domain == Domain::Watermark)
-                .map(|t| t.timestamp)
-                .max();
-            let exp = end_of(w)
-                .saturating_add(lateness)
-                .max(last_timer.unwrap_or(i64::MIN));
-            rows.push((Queue::EXPIRY, exp, "x".to_string()));
-        }
-        rows.sort_unstable();
-        rows.dedup();
-        rows
-    }
-
-    /// Reads back a batch of the spilled keys that fall due in `queue` at or before
-    /// `until`; whether there were any.
-    ///
-    /// # Errors
-    /// The spill store cannot be read.
-    fn read_back_due(&mut self, queue: Queue, until: i64, name: &str) -> Result<bool> {
-        let Some(sp) = &mut self.spill else {
-            return Ok(false);
-        };
-        let keys = sp.due_keys(queue, until, READ_BACK_BATCH)?;
-        if keys.is_empty() {
-            return Ok(false);
-        }
-        let mut any = false;
-        for kb in keys {
-            let kb = KeyBytes::new(&kb);
-            if self.keys.get(&kb).is_none() {
-                self.load(&kb, name)?;
-                any = true;
-            }
-            // No more than fits: keys read back past the budget would be spilled again
-            // before their turn comes.
-            if any && self.spill.as_ref().is_some_and(PaneSpill::well_over) {
-                break;
-            }
-        }
-        if !any {
-            return Err(EngineError::Checkpoint(format!(
-                "'{name}': the spill store lists due keys it cannot read back"
-            )));
-        }
-        Ok(true)
-    }
-}
-
 impl Op for GbkOp {
     fn process(
         &mut self,
@@ -1142,105 +936,11 @@ impl Op for GbkOp {
     }
 
     fn snapshot(&mut self, out: &mut StateOut, cx: &mut OpCx<'_>) -> Result<()> {
-        // One entry per key: its encoding, then every window of it.
-        let coder = GbkOp::value_coder(&self.value_coder, cx.name)?;
-        let panes = &mut self.panes;
-        let combine = panes.combine.as_deref();
-        let name = cx.name;
-        // Spilled keys are listed by the checkpoint's writer, from a view of the store as
-        // it is now: the pipeline does not wait for them to be read.
-        match panes.dirty.take() {
-            Some(mut dirty) if !out.full() => {
-                let mut spilled = StateRows::default();
-                for kb in dirty.drain() {
-                    match (panes.keys.get(&kb), &panes.spill) {
-                        (Some(ks), _) => out.put(
-                            kb.bytes(),
-                            encode_windows(&ks.windows, coder, combine, name)?,
-                        ),
-                        (None, Some(sp)) if sp.may_hold(kb.bytes()) => {
-                            PaneSpill::add_key(&mut spilled, kb.bytes());
-                        }
-                        (None, _) => out.delete(kb.bytes()),
-                    }
-                }
-                if let (Some(sp), false) = (&panes.spill, spilled.is_empty()) {
-                    if let Some(view) = sp.view(PANE_ENTRY, Some(spilled))? {
-                        out.put_later(Arc::new(view));
-                    }
-                }
-                panes.dirty = Some(dirty);
-            }
-            _ => {
-                for (kb, ks) in panes.keys.iter() {
-                    out.put(
-                        kb.bytes(),
-                        encode_windows(&ks.windows, coder, combine, name)?,
-                    );
-                }
-                if let Some(sp) = &panes.spill {
-                    if let Some(view) = sp.view(PANE_ENTRY, None)? {
-                        out.put_later(Arc::new(view));
-                    }
-                }
-                panes.dirty = Some(Default::default());
-            }
-        }
-        Ok(())
+        self.save(out, cx.name)
     }
 
     fn restore(&mut self, state: &NodeState, cx: &mut OpCx<'_>) -> Result<()> {
-        let name = cx.name;
-        let coder = GbkOp::value_coder(&self.value_coder, name)?;
-        let panes = &mut self.panes;
-        state.for_each(|key_bytes, value| {
-            let windows = decode_windows(
-                value,
-                &panes.windowing.trigger,
-                panes.combine.as_deref(),
-                panes.lifted,
-                coder,
-                name,
-            )?;
-            let key = self
-                .key_coder
-                .decode(&mut &key_bytes[..], false)
-                .map_err(|source| EngineError::Coder {
-                    transform: name.to_string(),
-                    source,
-                })?;
-            let kb = KeyBytes::new(key_bytes);
-            let lateness = panes.windowing.allowed_lateness;
-            let mut all = Windows::default();
-            let mut ws_list = Vec::with_capacity(windows.len());
-            for (w, ws) in windows {
-                if let Some(h) = ws.hold {
-                    add_hold(&mut panes.holds, h);
-                }
-                panes
-                    .expiry
-                    .push(end_of(&w).saturating_add(lateness), kb.clone(), w);
-                ws_list.push(w);
-                all.insert(w, ws);
-            }
-            panes
-                .keys
-                .get_or_insert_with(&kb, || KeyState::new(key, all));
-            for w in ws_list {
-                panes.index_timers(&kb, w);
-            }
-            if panes.spill.is_some() {
-                panes.used.push(kb);
-                // Kept to the budget as it goes: a restored state may not fit in memory.
-                if panes.used.len() >= 4096 {
-                    panes.keep_to_budget(name)?;
-                }
-            }
-            Ok(())
-        })?;
-        panes.dirty = Some(Default::default());
-        // What does not fit the budget goes to the spill store at once.
-        panes.keep_to_budget(name)
+        self.take_back(state, cx.name)
     }
 
     fn limit_state(&mut self, budget: StateBudget) -> bool {
