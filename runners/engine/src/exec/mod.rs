@@ -102,7 +102,7 @@ struct Executor<'g> {
     plan: &'g Plan,
     store: HashMap<PcId, Bundles>,
     readers_left: HashMap<PcId, usize>,
-    shuffles: HashMap<usize, shuffle::ShuffleInput>,
+    shuffles: HashMap<usize, shuffle::input::ShuffleInput>,
     metrics: MetricResults,
     budget: Option<spill::Budget>,
     control: &'g JobControl,
@@ -255,7 +255,7 @@ impl<'g> Executor<'g> {
                 let input = self.shuffles.remove(&n).unwrap_or_default();
                 let windowing = self.graph.pcollections[node.inputs[0]].windowing.clone();
                 let out_coder = &self.graph.pcollections[node.outputs[0]].coder;
-                shuffle::finish(node, input, windowing, out_coder)?
+                shuffle::input::finish(node, input, windowing, out_coder)?
             }
             NodeKind::Flatten => {
                 let mut all = Vec::new();

@@ -1,7 +1,8 @@
 //! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
 
 use super::grouped::{gbk_groups_encoded, groups_encoded};
-use super::shuffle::{ShuffleBuffers, ShuffleInput, ShuffleSpill, ShuffleWriter};
+use super::shuffle::input::{ShuffleInput, ShuffleSpill};
+use super::shuffle::{ShuffleBuffers, ShuffleWriter};
 use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
 use crate::coder::Coder;
