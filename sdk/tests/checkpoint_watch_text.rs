@@ -8,7 +8,7 @@
 
 mod common;
 
-use beamline::io::text::WatchText;
+use beamline::io::watch_text::WatchText;
 use beamline::{Pipeline, PipelineOptions, WriteToText};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};

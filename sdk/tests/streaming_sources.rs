@@ -3,7 +3,7 @@
 //! a source's reader thread.
 
 use beamline::io::generator::Generator;
-use beamline::io::text::WatchText;
+use beamline::io::watch_text::WatchText;
 use beamline::testing::capture;
 use beamline::{
     BundleContext, Count, DoFn, ParDo, Pipeline, PipelineOptions, ProcessContext, UserError,

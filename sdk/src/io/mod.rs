@@ -6,5 +6,6 @@ pub mod generator;
 pub mod kafka;
 pub mod parquet;
 pub mod text;
+pub mod watch_text;
 
 pub use beamline_monitor::facts::{IO_NAMESPACE, SINK_ANNOTATION, SOURCE_ANNOTATION};
