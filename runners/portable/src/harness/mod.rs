@@ -303,7 +303,7 @@ impl Worker {
         if debug {
             tracing::debug!("[harness] {instruction_id}: running {def:?}");
         }
-        let r = stage::run_bundle(self, &def, instruction_id, request);
+        let r = stage::run::run_bundle(self, &def, instruction_id, request);
         if debug {
             tracing::debug!("[harness] {instruction_id}: done {:?}", r.as_ref().err());
         }
