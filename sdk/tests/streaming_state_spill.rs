@@ -27,28 +27,29 @@ const KEYS: u64 = 4_000;
 const WINDOW_MS: i64 = 10_000;
 const SESSION_GAP_MS: i64 = 3_000;
 
-/// Events [`Flaky`] saw, and the one it fails at (0: none).
+/// Lines [`Flaky`] saw, and the one it fails at (0: none).
 static SEEN: AtomicU64 = AtomicU64::new(0);
 static FAIL_AT: AtomicU64 = AtomicU64::new(0);
 
-/// Passes events on; fails once, at event [`FAIL_AT`].
+/// Passes the windowed counts' lines on (they come as windows end, after the states were
+/// spilled and read back); fails once, at line [`FAIL_AT`].
 #[derive(Clone)]
 struct Flaky;
 
 impl DoFn for Flaky {
-    type In = (i64, i64);
-    type Out = (i64, i64);
+    type In = String;
+    type Out = String;
     fn process(
         &mut self,
-        e: (i64, i64),
-        ctx: &mut ProcessContext<'_, '_, (i64, i64)>,
+        line: String,
+        ctx: &mut ProcessContext<'_, '_, String>,
     ) -> Result<(), UserError> {
         let n = SEEN.fetch_add(1, Ordering::SeqCst) + 1;
         if n == FAIL_AT.load(Ordering::SeqCst) {
             FAIL_AT.store(0, Ordering::SeqCst);
-            return Err(format!("a failure at event {n}").into());
+            return Err(format!("a failure at line {n}").into());
         }
-        ctx.output(e);
+        ctx.output(line);
         Ok(())
     }
 }
@@ -236,7 +237,6 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), St
         .apply("Stamp", WithTimestamps::of(|e: &((i64, i64), i64)| e.1))
         .map("Events", |(e, _): ((i64, i64), i64)| e)
     };
-    let events = events.apply("Flaky", ParDo::of(Flaky));
     let fixed = events.apply("Fixed", WindowInto::fixed(WINDOW_MS));
     fixed
         .apply("CountPerKey", Count::per_key())
@@ -264,7 +264,7 @@ fn run(options: PipelineOptions, out: &Path) -> Result<(Vec<String>, Spills), St
         "FirstSeen",
         ParDo::of(FirstSeen).with_state(StateSpec::value::<bool>("seen")),
     );
-    per_window.apply(
+    per_window.apply("Flaky", ParDo::of(Flaky)).apply(
         "WriteWindows",
         WriteToText::new(out.join("w").to_string_lossy()),
     );
@@ -381,8 +381,8 @@ fn main() {
         );
         check_spilled("local", &got_budget, &want, spills, &spill);
     }
-    // With checkpoints, failing once two thirds through: the restart restores spilled
-    // states and panes from full checkpoints taken while they were spilled.
+    // With checkpoints, failing once two thirds through the output: the restart restores
+    // spilled states and panes from checkpoints taken while they were spilled.
     let ckpt = dir.path().join("checkpoints");
     let checkpointed = budget(PipelineOptions::default())
         .set("checkpoint_dir", ckpt.to_string_lossy())
@@ -390,7 +390,8 @@ fn main() {
         .set("restarts", "1")
         .set("restart_delay", "10ms");
     SEEN.store(0, Ordering::SeqCst);
-    FAIL_AT.store(EVENTS * 2 / 3, Ordering::SeqCst);
+    // Two thirds of the windowed counts' lines (22,830).
+    FAIL_AT.store(15_000, Ordering::SeqCst);
     let out = dir.path().join("local-restarted");
     std::fs::create_dir_all(&out).unwrap();
     let (got, spills) = run(checkpointed, &out).unwrap();
