@@ -70,6 +70,12 @@ impl std::fmt::Debug for Cold {
     }
 }
 
+/// The state a row of the states table is of (the inverse of [`state_row`]).
+fn state_of_row(mut row: &[u8]) -> std::result::Result<StateId, crate::coder::CoderError> {
+    let window = decode_window(&mut row)?;
+    Ok((row.to_vec(), window))
+}
+
 fn state_row(id: &StateId) -> Vec<u8> {
     let mut row = Vec::with_capacity(id.0.len() + 17);
     encode_window(&id.1, &mut row);
@@ -381,9 +387,8 @@ impl Cold {
         })
     }
 
-    fn parse_state(&self, mut row: &[u8]) -> Result<StateId> {
-        let window = decode_window(&mut row).map_err(|e| self.err(e))?;
-        Ok((row.to_vec(), window))
+    fn parse_state(&self, row: &[u8]) -> Result<StateId> {
+        state_of_row(row).map_err(|e| self.err(e))
     }
 
     /// Up to `max` states of window `w` that are not stale, in row order.
@@ -448,14 +453,17 @@ impl Cold {
 /// States to look up, as their rows' keys one after another (each after its length): a
 /// few bytes each, where a list of ids would take some 80.
 #[derive(Debug, Default)]
-pub(crate) struct StateRows(Vec<u8>);
+pub(crate) struct StateRows(Vec<u8>, Vec<u8>);
 
 impl StateRows {
-    /// Adds `id`.
+    /// Adds `id` (its window encoded aside first, for the row's length).
     pub(crate) fn push(&mut self, id: &StateId) {
-        let row = state_row(id);
-        crate::coder::write_varint(row.len() as u64, &mut self.0);
-        self.0.extend_from_slice(&row);
+        let StateRows(rows, window) = self;
+        window.clear();
+        encode_window(&id.1, window);
+        crate::coder::write_varint((window.len() + id.0.len()) as u64, rows);
+        rows.extend_from_slice(window);
+        rows.extend_from_slice(&id.0);
     }
     /// No state was added.
     pub(crate) fn is_empty(&self) -> bool {
@@ -514,9 +522,7 @@ impl crate::checkpoint::LaterEntries for ColdView {
                 .get(..len)
                 .ok_or_else(|| err(&"a state row cut short"))?;
             rows = &rows[len..];
-            let mut key_bytes = row;
-            let window = decode_window(&mut key_bytes).map_err(|e| err(&e))?;
-            let id = (key_bytes.to_vec(), window);
+            let id = state_of_row(row).map_err(|e| err(&e))?;
             let found = match self.stale.contains(&id) {
                 true => None,
                 false => self.states.get(row).map_err(|e| err(&e))?,
@@ -540,9 +546,7 @@ fn each_state(
 ) -> Result<()> {
     for row in states.iter().map_err(|e| spill_err(name, path, e))? {
         let (k, v) = row.map_err(|e| spill_err(name, path, e))?;
-        let mut key = k.value();
-        let window = decode_window(&mut key).map_err(|e| spill_err(name, path, e))?;
-        let id = (key.to_vec(), window);
+        let id = state_of_row(k.value()).map_err(|e| spill_err(name, path, e))?;
         if !stale.contains(&id) {
             f(id, v.value())?;
         }
