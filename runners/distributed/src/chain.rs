@@ -52,6 +52,8 @@ pub(crate) struct Chain {
     pub(crate) checkpoint_overflow: Option<(std::path::PathBuf, usize)>,
     /// When it last sent its partial results.
     flushed: std::time::Instant,
+    /// An emptied buffer of records to send (keeps its room between sends).
+    sending: crate::adapter::Batch,
 }
 
 /// Partial results a chain holds across bundles at most before sending them.
@@ -84,6 +86,7 @@ impl Chain {
             now,
             checkpoint_overflow: None,
             flushed: std::time::Instant::now(),
+            sending: Vec::new(),
         }
     }
 
@@ -289,9 +292,8 @@ impl Chain {
             if let Some(m) = &self.meter {
                 m.add_out(elements.len());
             }
-            let mut batch = Vec::new();
-            self.leaves[tag].put(elements, &mut batch)?;
-            p.give(tag, &mut batch);
+            self.leaves[tag].put(elements, &mut self.sending)?;
+            p.give(tag, &mut self.sending);
         }
         Ok(())
     }
@@ -403,9 +405,8 @@ impl Chain {
     pub(crate) fn flush(&mut self, p: &mut Ports<'_>) -> Result<(), EngineError> {
         self.flushed = std::time::Instant::now();
         for (tag, leaves) in self.leaves.iter_mut().enumerate() {
-            let mut batch = Vec::new();
-            leaves.flush(&mut batch)?;
-            p.give(tag, &mut batch);
+            leaves.flush(&mut self.sending)?;
+            p.give(tag, &mut self.sending);
         }
         Ok(())
     }

@@ -322,7 +322,9 @@ pub(crate) fn build<'s>(
                     let leaves = last
                         .outputs
                         .iter()
-                        .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
+                        .map(|&pc| {
+                            leaves_of(graph, &fusion, &consumers, pc, &last.name, setup.workers)
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     let now = crate::driver::wall_clock_ms();
                     let mut chain = Chain::new(links, leaves, now);
@@ -395,7 +397,7 @@ pub(crate) fn build<'s>(
                         Some(Box::new(grouper)),
                     ));
                 } else if fusion.lifted[n] {
-                    let (codec, lift) = partial_codec(graph, n)?;
+                    let (codec, lift) = partial_codec(graph, n, setup.workers)?;
                     let mailbox = Mailbox::default();
                     let mut op = GbkOp::new(lift.key_coder, lift.windowing, Some(lift.combine_fn))
                         .with_mailbox(mailbox.clone());
@@ -436,7 +438,7 @@ pub(crate) fn build<'s>(
                 let leaves = last
                     .outputs
                     .iter()
-                    .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name))
+                    .map(|&pc| leaves_of(graph, &fusion, &consumers, pc, &last.name, setup.workers))
                     .collect::<Result<Vec<_>, _>>()?;
                 // Bundles matter to a grouping whose trigger is not the default one
                 // (counts, every element) or that fires late panes (one per bundle).
@@ -479,10 +481,12 @@ pub(crate) fn build<'s>(
     Ok(())
 }
 
-/// How CombinePerKey `node`'s partial results cross the exchange, and its lifting.
+/// How CombinePerKey `node`'s partial results cross the exchange to its `workers`, and
+/// its lifting.
 fn partial_codec(
     graph: &Graph,
     node: usize,
+    workers: usize,
 ) -> Result<(PartialCodec, beamline_engine::plan::Lift), EngineError> {
     let n = &graph.nodes[node];
     let lift = lifting(graph, node, Panes::Triggered);
@@ -503,18 +507,21 @@ fn partial_codec(
         key_coder: lift.key_coder.clone(),
         acc_coder: accumulator_coder.clone(),
         combine: lift.combine_fn.clone(),
+        workers,
     };
     Ok((codec, lift))
 }
 
-/// How PCollection `pc`, written by transform `writer`, leaves its operator: folded into
-/// partial results when its only reader is a lifted CombinePerKey, encoded otherwise.
+/// How PCollection `pc`, written by transform `writer`, leaves its operator (for a job of
+/// `workers` worker threads): folded into partial results when its only reader is a
+/// lifted CombinePerKey, encoded otherwise.
 fn leaves_of(
     graph: &Graph,
     fusion: &Fusion,
     consumers: &[Vec<(usize, usize)>],
     pc: usize,
     writer: &str,
+    workers: usize,
 ) -> Result<Leaves, EngineError> {
     if let [(c, 0)] = consumers[pc].as_slice() {
         if fusion.grouped[*c] == Some(true) {
@@ -528,7 +535,7 @@ fn leaves_of(
             });
         }
         if fusion.lifted[*c] {
-            let (codec, lift) = partial_codec(graph, *c)?;
+            let (codec, lift) = partial_codec(graph, *c, workers)?;
             let pre = PreCombine::new(
                 codec.name.clone(),
                 lift.key_coder,

@@ -101,11 +101,71 @@ pub(crate) struct PartialCodec {
     pub key_coder: Coder,
     pub acc_coder: Coder,
     pub combine: Arc<dyn CombineFnInvoker>,
+    /// Worker threads of the job: the partial results sent to each travel together.
+    pub workers: usize,
 }
+
+/// Bytes of partial results for one worker sent as one record (big enough that a record
+/// costs little beside its bytes, small enough to start sending before all are encoded).
+const PARTIALS_PART: usize = 256 << 10;
 
 impl PartialCodec {
     fn err(&self, e: impl std::fmt::Display) -> EngineError {
         EngineError::user(&self.name, e.to_string())
+    }
+
+    /// Encodes `parts` (emptied) into `out`: for each worker, records of its partial
+    /// results, each one's length (u32, little-endian) then its bytes. A record's hash
+    /// routes it to the worker owning its keys (as [`Encoder`]'s records of their keys).
+    fn encode_all(&self, parts: &mut Vec<Partial>, out: &mut Batch) -> Result<(), EngineError> {
+        let workers = self.workers.max(1);
+        let mut to: Vec<Vec<u8>> = vec![Vec::new(); workers];
+        let send = |w: usize, bytes: Vec<u8>, out: &mut Batch| {
+            out.push(((w as u64) << 32, Payload(bytes)));
+        };
+        for part in parts.drain(..) {
+            let w = ((key_hash(part.key_bytes()) >> 32) % workers as u64) as usize;
+            let buf = &mut to[w];
+            let at = buf.len();
+            buf.extend_from_slice(&[0; 4]);
+            part.encode(&*self.combine, &self.acc_coder, buf)
+                .map_err(|e| self.err(e))?;
+            let len = u32::try_from(buf.len() - at - 4)
+                .map_err(|_| self.err("a partial result of 4 GiB or more"))?;
+            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            if buf.len() >= PARTIALS_PART {
+                send(w, std::mem::take(buf), out);
+            }
+        }
+        for (w, bytes) in to.into_iter().enumerate() {
+            if !bytes.is_empty() {
+                send(w, bytes, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes the partial results of a record [`PartialCodec::encode_all`] wrote,
+    /// appending them to `parts`.
+    fn decode_all(&self, mut bytes: &[u8], parts: &mut Vec<Partial>) -> Result<(), EngineError> {
+        while !bytes.is_empty() {
+            let (len, rest) = bytes
+                .split_first_chunk::<4>()
+                .ok_or_else(|| self.err("a truncated partial result's length"))?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if rest.len() < len {
+                return Err(self.err(format!(
+                    "a partial result of {len} bytes with {} left",
+                    rest.len()
+                )));
+            }
+            let (one, rest) = rest.split_at(len);
+            let p = Partial::decode(one, &self.key_coder, &*self.combine, &self.acc_coder)
+                .map_err(|e| self.err(e))?;
+            parts.push(p);
+            bytes = rest;
+        }
+        Ok(())
     }
 }
 
@@ -207,16 +267,10 @@ impl Arrives {
         match self {
             Arrives::Elements(coder) => decode(coder, batch, name).map(Some),
             Arrives::Partials(codec, mailbox) => {
-                let mut parts = Vec::with_capacity(batch.len());
+                // A buffer the grouping emptied, rather than a new one per message.
+                let mut parts = mailbox.lock().spare.pop().unwrap_or_default();
                 for (_, Payload(bytes)) in batch.drain(..) {
-                    let p = Partial::decode(
-                        &bytes,
-                        &codec.key_coder,
-                        &*codec.combine,
-                        &codec.acc_coder,
-                    )
-                    .map_err(|e| codec.err(e))?;
-                    parts.push(p);
+                    codec.decode_all(&bytes, &mut parts)?;
                 }
                 mailbox.lock().deliver(parts);
                 Ok(None)
@@ -313,14 +367,167 @@ impl Leaves {
             }
             Leaves::Elements(_) => return Ok(()),
         };
-        let parts = pre.take()?;
-        out.reserve(parts.len());
-        for part in parts {
-            let mut bytes = Vec::new();
-            part.encode(&*codec.combine, &codec.acc_coder, &mut bytes)
-                .map_err(|e| codec.err(e))?;
-            out.push((key_hash(part.key_bytes()), Payload(bytes)));
-        }
+        let mut parts = pre.take()?;
+        codec.encode_all(&mut parts, out)?;
+        // Its room serves the next bundle's partial results.
+        pre.give_back(parts);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beamline_engine::combine::Accumulator;
+    use beamline_engine::value::Value;
+    use beamline_engine::window::{PaneInfo, Window};
+    use beamline_engine::UserError;
+
+    /// Sums numbers.
+    struct Sum;
+
+    impl CombineFnInvoker for Sum {
+        fn create_accumulator(&self) -> Accumulator {
+            Accumulator::new(0i64)
+        }
+        fn add_input(&self, acc: &mut Accumulator, input: Value) -> Result<(), UserError> {
+            let Value::I64(x) = input else {
+                return Err("not a number".into());
+            };
+            *acc.downcast_mut::<i64>().ok_or("not a sum")? += x;
+            Ok(())
+        }
+        fn merge_accumulators(&self, accs: Vec<Accumulator>) -> Result<Accumulator, UserError> {
+            let mut total = 0;
+            for a in accs {
+                total += a.downcast::<i64>().map_err(|_| "not a sum")?;
+            }
+            Ok(Accumulator::new(total))
+        }
+        fn extract_output(&self, acc: Accumulator) -> Result<Value, UserError> {
+            Ok(Value::I64(acc.downcast::<i64>().map_err(|_| "not a sum")?))
+        }
+        fn accumulator_coder(&self, _input: &Coder) -> Coder {
+            Coder::VarInt
+        }
+        fn accumulator_to_value(&self, acc: &Accumulator) -> Result<Value, UserError> {
+            Ok(Value::I64(*acc.downcast_ref::<i64>().ok_or("not a sum")?))
+        }
+        fn accumulator_from_value(&self, value: Value) -> Result<Accumulator, UserError> {
+            match value {
+                Value::I64(n) => Ok(Accumulator::new(n)),
+                _ => Err("not a sum".into()),
+            }
+        }
+    }
+
+    fn codec(workers: usize) -> PartialCodec {
+        PartialCodec {
+            name: "Sums".into(),
+            key_coder: Coder::VarInt,
+            acc_coder: Coder::VarInt,
+            combine: Arc::new(Sum),
+            workers,
+        }
+    }
+
+    /// Partial results of keys 0..keys, key k holding k + 1 elements of value k.
+    fn partials(keys: i64) -> Vec<Partial> {
+        let c = codec(1);
+        let mut pre = PreCombine::new(
+            c.name.clone(),
+            c.key_coder.clone(),
+            c.combine.clone(),
+            Mailbox::default(),
+        );
+        let mut batch: Vec<WindowedValue> = (0..keys)
+            .flat_map(|k| (0..=k).map(move |i| (k, i)))
+            .map(|(k, i)| WindowedValue {
+                value: Value::kv(Value::I64(k), Value::I64(k)),
+                timestamp: i,
+                window: Window::Global,
+                pane: PaneInfo::NO_FIRING,
+            })
+            .collect();
+        pre.add(&mut batch).unwrap();
+        pre.take().unwrap()
+    }
+
+    #[test]
+    fn partial_results_travel_one_record_per_worker_to_the_owner_of_their_keys() {
+        let c = codec(3);
+        let mut parts = partials(200);
+        let mut out = Batch::new();
+        c.encode_all(&mut parts, &mut out).unwrap();
+        assert!(parts.is_empty());
+        assert_eq!(out.len(), 3, "one record per worker");
+        let mut seen = std::collections::BTreeMap::new();
+        for (hash, Payload(bytes)) in &out {
+            let worker = hash >> 32;
+            let mut decoded = Vec::new();
+            c.decode_all(bytes, &mut decoded).unwrap();
+            for p in decoded {
+                // The worker an element of this key goes to ([`Encoder`]'s hash).
+                assert_eq!((key_hash(p.key_bytes()) >> 32) % 3, worker);
+                let Value::I64(k) = p.key else {
+                    panic!("a number key")
+                };
+                let sum = *p.acc.downcast_ref::<i64>().unwrap();
+                seen.insert(k, (p.count, sum, p.latest));
+            }
+        }
+        let expected: std::collections::BTreeMap<i64, (usize, i64, i64)> = (0..200)
+            .map(|k| (k, (k as usize + 1, k * (k + 1), k)))
+            .collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn a_worker_s_partial_results_past_a_part_s_size_travel_in_several_records() {
+        let c = PartialCodec {
+            key_coder: Coder::Bytes,
+            ..codec(1)
+        };
+        // Long keys: each partial result is about 100 KB.
+        let mut parts: Vec<Partial> = (0..8u8)
+            .map(|i| {
+                let key = vec![i; 100_000];
+                Partial::new(
+                    &key,
+                    Value::Bytes(key.clone()),
+                    Window::Global,
+                    Accumulator::new(i64::from(i)),
+                    1,
+                    0,
+                )
+            })
+            .collect();
+        let mut out = Batch::new();
+        c.encode_all(&mut parts, &mut out).unwrap();
+        assert!(out.len() >= 3, "{} records", out.len());
+        let mut decoded = Vec::new();
+        for (hash, Payload(bytes)) in &out {
+            assert_eq!(*hash, 0, "the only worker");
+            assert!(bytes.len() < PARTIALS_PART + 200_000);
+            c.decode_all(bytes, &mut decoded).unwrap();
+        }
+        let keys: Vec<Value> = decoded.into_iter().map(|p| p.key).collect();
+        let expected: Vec<Value> = (0..8u8).map(|i| Value::Bytes(vec![i; 100_000])).collect();
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn a_damaged_record_of_partial_results_is_an_error_naming_the_combine() {
+        let c = codec(1);
+        let mut out = Batch::new();
+        c.encode_all(&mut partials(3), &mut out).unwrap();
+        let bytes = &out[0].1 .0;
+        for cut in [1, 3, bytes.len() - 1] {
+            let err = c
+                .decode_all(&bytes[..cut], &mut Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("Sums"), "{err}");
+        }
     }
 }

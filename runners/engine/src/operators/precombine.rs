@@ -348,6 +348,12 @@ impl PreCombine {
         self.len() == 0
     }
 
+    /// Keeps a buffer [`PreCombine::take`] returned, emptied, for a later bundle (where the
+    /// partial results do not go through the mailbox: sent to another process).
+    pub fn give_back(&self, parts: Vec<Partial>) {
+        self.mailbox.lock().give_back(parts);
+    }
+
     /// The bundle's partial results, in order of first arrival; starts the next bundle.
     ///
     /// # Errors
