@@ -132,7 +132,10 @@ impl Runner for DistributedRunner {
                 .ok()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(opts.threads);
-            let peers = (addresses, Some(listener));
+            let peers = Peers {
+                addresses,
+                listener: Some(listener),
+            };
             return start_worker(env, peers, threads, true, prepared, opts);
         }
         match job.options.get("hosts") {
@@ -143,7 +146,11 @@ impl Runner for DistributedRunner {
             )),
             Some(file) => {
                 let (env, addresses) = from_hosts_file(file, job.options.get("process_id"))?;
-                start_worker(env, (addresses, None), opts.threads, false, prepared, opts)
+                let peers = Peers {
+                    addresses,
+                    listener: None,
+                };
+                start_worker(env, peers, opts.threads, false, prepared, opts)
             }
             None if job.options.contains_key("process_id") => Err(EngineError::InvalidPipeline(
                 "--process-id: only with --hosts (a job over several machines)".into(),
@@ -155,7 +162,7 @@ impl Runner for DistributedRunner {
                     prepared.mode != beamline_translate::Mode::Batch,
                 );
                 let restarts = prepared.options.restarts;
-                start_launcher(pipeline, job, (opts, restarts), checkpointed, shape)
+                start_launcher(pipeline, job, opts, restarts, checkpointed, shape)
             }
         }
     }
@@ -218,7 +225,8 @@ fn rendezvous(env: WorkerEnv) -> Result<(std::net::TcpListener, Vec<String>), En
 fn start_launcher(
     pipeline: &[u8],
     job: JobContext,
-    (opts, restarts): (Options, Restarts),
+    opts: Options,
+    restarts: Restarts,
     checkpointed: bool,
     shape: Shape,
 ) -> Result<Box<dyn JobHandle>, EngineError> {
@@ -228,6 +236,8 @@ fn start_launcher(
     };
     let (program, args) =
         beamline_engine::program::as_started().map_err(io("finding this program"))?;
+    // Pipelines of launchers that were killed (one that ends removes its own).
+    beamline_engine::orphans::remove_orphans(&std::env::temp_dir(), "beamline-job-", ".pb");
     let proto = std::env::temp_dir().join(format!(
         "beamline-job-{}-{}.pb",
         std::process::id(),
@@ -350,9 +360,21 @@ fn from_hosts_file(
 /// Runs this process's share of the job: `threads` workers joining the processes at
 /// `addresses` (this one's listener, when it listens already); `launched` when the
 /// launcher started it (it then reports to it).
+/// How a worker process reaches the job's others.
+struct Peers {
+    /// Every process's address, by process id.
+    addresses: Vec<String>,
+    /// Where this process listens, bound already (a launched worker chose its port);
+    /// `None`: it binds its address from `addresses` (a hosts file's job).
+    listener: Option<std::net::TcpListener>,
+}
+
 fn start_worker(
     env: WorkerEnv,
-    (addresses, listener): (Vec<String>, Option<std::net::TcpListener>),
+    Peers {
+        addresses,
+        listener,
+    }: Peers,
     threads: usize,
     launched: bool,
     prepared: beamline_translate::PreparedJob,

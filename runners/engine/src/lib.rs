@@ -18,6 +18,7 @@ pub mod job;
 pub mod metrics;
 pub mod operators;
 pub mod options;
+pub mod orphans;
 pub mod plan;
 pub mod program;
 pub mod progress;

@@ -5,6 +5,7 @@
 
 use crate::dofn::CommitContext;
 use crate::io::IO_NAMESPACE;
+use beamline_engine::orphans::process_gone;
 use beamline_engine::UserError;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -245,11 +246,6 @@ fn writer_of(name: &str) -> Option<(u32, Option<u64>)> {
         Some((pid, n)) => Some((pid.parse().ok()?, Some(n.parse().ok()?))),
         None => Some((writer.parse().ok()?, None)),
     }
-}
-
-/// Whether process `pid` is gone (known only where `/proc` lists processes).
-fn process_gone(pid: u32) -> bool {
-    Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// Removes the temporary directories of earlier runs of a job with checkpoints writing

@@ -130,7 +130,8 @@ impl Cold {
     /// The directory or the file cannot be created.
     pub(crate) fn create(dir: &Path, name: &str, cache: usize) -> Result<Cold> {
         std::fs::create_dir_all(dir).map_err(|e| spill_err(name, dir, e))?;
-        remove_orphans(dir);
+        // Spill files of killed processes (one that ends deletes its own).
+        crate::orphans::remove_orphans(dir, "beamline-state-", "");
         let path = dir.join(format!(
             "beamline-state-{}-{}.redb",
             std::process::id(),
@@ -652,32 +653,6 @@ pub(crate) type ColdTimerRow = (Queue, i64, String);
 impl Drop for Cold {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Deletes the spill files of processes that no longer run (killed: a process that ends
-/// deletes its own), so that restarting a killed job again and again does not fill the
-/// disk. Only where `/proc` tells which processes run.
-fn remove_orphans(dir: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("beamline-state-"))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(e.path());
-        }
     }
 }
 
