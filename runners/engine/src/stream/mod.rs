@@ -13,6 +13,7 @@ mod chain;
 mod checkpointing;
 mod clock;
 mod source;
+mod source_read;
 mod source_state;
 
 pub use checkpointing::CHECKPOINT_STEP;

@@ -3,7 +3,9 @@
 //! processing.
 
 use super::chain::Chain;
-use super::clock::wall_clock_ms;
+use super::source_read::{
+    poll_until_done, read_bundle, read_fused, spawn, Bundle, Collect, Lane, Raw, ThreadResult, WAIT,
+};
 use super::source_state::{resume_parts, SourceState};
 use crate::checkpoint::codec::{Dec, Enc};
 use crate::checkpoint::{NodeState, StateOut};
@@ -12,34 +14,13 @@ use crate::graph::SourceFactory;
 use crate::metrics::MetricResults;
 use crate::operators::guard::guarded;
 use crate::operators::op::{Op, OpCx, SourceStep, END_OF_TIME};
-use crate::operators::precombine::{Mailbox, Partial};
-use crate::source::{Polled, SourceOutput, UnboundedSource};
+use crate::operators::precombine::Mailbox;
+use crate::source::UnboundedSource;
 use crate::window::WindowedValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
-
-/// One bundle read ahead.
-struct Bundle {
-    /// Its elements (after the fused transforms) in batches of at most about [`BATCH`].
-    batches: Vec<Vec<WindowedValue>>,
-    /// Partial results for the lifted CombinePerKey after the fused transforms.
-    partials: Vec<Partial>,
-    /// Elements the source read (the fused transforms may drop or add some).
-    read: usize,
-    /// The source's watermark after the bundle.
-    watermark: i64,
-    /// The source has ended.
-    finished: bool,
-    /// The reader's position after the bundle (when checkpointing).
-    position: Option<Vec<u8>>,
-}
-
-/// Elements per batch handed downstream: a batch and its successors' outputs stay in
-/// the core's cache while they pass the transforms; a whole bundle would not.
-const BATCH: usize = 1024;
 
 /// Spare buffers left to the executor for operator outputs.
 const KEEP_SPARE: usize = 4;
@@ -51,9 +32,6 @@ const RETURNED: usize = 64;
 /// reader that finished a bundle waited for the pipeline to take the one before, and
 /// the cores idled while the pipeline thread and the readers took turns.
 const READ_AHEAD: usize = 4;
-
-/// How long a step waits for the reader before reporting the source idle.
-const WAIT: Duration = Duration::from_millis(1);
 
 pub(super) struct SourceOp {
     factory: SourceFactory,
@@ -336,213 +314,6 @@ impl SourceOp {
             self.lane_done = vec![false; lanes.len()];
         }
         Ok(lanes)
-    }
-}
-
-/// What a source's thread returns: the metrics of its fused transforms and their teardown.
-type ThreadResult = (MetricResults, Result<()>);
-
-/// Starts thread `thread` of the source of transform `name`, running `f`.
-fn spawn(
-    name: &str,
-    thread: &str,
-    f: impl FnOnce() -> ThreadResult + Send + 'static,
-) -> Result<JoinHandle<ThreadResult>> {
-    std::thread::Builder::new()
-        .name(thread.into())
-        .spawn(f)
-        .map_err(|e| EngineError::user(name, format!("cannot start the source's threads: {e}")))
-}
-
-/// Reads bundles with `read` (given the processing time) and hands them to `send` (false
-/// once nobody takes them) until the source ends, fails, or `stop` is set; `status` says
-/// whether a bundle is empty (the next read waits [`WAIT`]) and whether it is the last.
-fn poll_until_done<T>(
-    stop: &AtomicBool,
-    mut read: impl FnMut(i64) -> Result<T>,
-    status: impl Fn(&T) -> (bool, bool),
-    mut send: impl FnMut(Result<T>) -> bool,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let r = read(wall_clock_ms());
-        let (idle, last) = match &r {
-            Ok(b) => status(b),
-            Err(_) => (false, true),
-        };
-        if !send(r) || last {
-            break;
-        }
-        if idle {
-            std::thread::sleep(WAIT);
-        }
-    }
-}
-
-/// Reads a bundle of a split source's part, running each batch through `chain` as it is
-/// read; `wm` is the part's watermark before the bundle.
-fn read_fused(
-    reader: &mut dyn UnboundedSource,
-    chain: &mut Chain,
-    transform: &str,
-    now: i64,
-    max: usize,
-    wm: i64,
-) -> Result<Bundle> {
-    let mut sink = Fused {
-        chain,
-        batches: Vec::new(),
-        wm,
-        now,
-    };
-    let (read, polled) = read_bundle(reader, transform, now, max, &mut sink)?;
-    let Fused {
-        chain, mut batches, ..
-    } = sink;
-    let partials = if read > 0 {
-        chain.end_bundle(wm, now, &mut batches)?
-    } else {
-        Vec::new()
-    };
-    Ok(Bundle {
-        batches,
-        partials,
-        read,
-        watermark: polled.watermark,
-        finished: polled.finished,
-        position: None,
-    })
-}
-
-/// Where [`read_bundle`] puts the batches it reads.
-trait Batches {
-    /// An empty buffer to poll into.
-    fn buffer(&mut self) -> Vec<WindowedValue>;
-    /// Takes a batch the source filled.
-    fn take(&mut self, batch: Vec<WindowedValue>) -> Result<()>;
-    /// Takes back a buffer left empty.
-    fn put_back(&mut self, buf: Vec<WindowedValue>);
-}
-
-/// Keeps the batches as read, for a worker (or the pipeline) to process.
-struct Collect<'a> {
-    pool: &'a mut Vec<Vec<WindowedValue>>,
-    batches: Vec<Vec<WindowedValue>>,
-}
-
-impl Batches for Collect<'_> {
-    fn buffer(&mut self) -> Vec<WindowedValue> {
-        let mut b = self.pool.pop().unwrap_or_default();
-        b.clear();
-        b
-    }
-    fn take(&mut self, batch: Vec<WindowedValue>) -> Result<()> {
-        self.batches.push(batch);
-        Ok(())
-    }
-    fn put_back(&mut self, buf: Vec<WindowedValue>) {
-        self.pool.push(buf);
-    }
-}
-
-/// Runs each batch through the fused transforms as soon as it is read.
-struct Fused<'a> {
-    chain: &'a mut Chain,
-    /// What the transforms emitted.
-    batches: Vec<Vec<WindowedValue>>,
-    wm: i64,
-    now: i64,
-}
-
-impl Batches for Fused<'_> {
-    fn buffer(&mut self) -> Vec<WindowedValue> {
-        self.chain.buffer()
-    }
-    fn take(&mut self, batch: Vec<WindowedValue>) -> Result<()> {
-        self.chain.feed(batch, self.wm, self.now, &mut self.batches)
-    }
-    fn put_back(&mut self, buf: Vec<WindowedValue>) {
-        self.chain.recycle(buf);
-    }
-}
-
-/// Reads up to about `max` elements from `reader`, polling it for a batch at a time into
-/// buffers from `sink`, which takes each batch: how many elements were read, and the
-/// last poll's report.
-fn read_bundle(
-    reader: &mut dyn UnboundedSource,
-    transform: &str,
-    now: i64,
-    max: usize,
-    sink: &mut impl Batches,
-) -> Result<(usize, Polled)> {
-    let mut read = 0;
-    loop {
-        let mut batch = sink.buffer();
-        let want = BATCH.min(max - read);
-        let polled = guarded(transform, || {
-            reader.poll(now, want, &mut SourceOutput::new(&mut batch))
-        })?;
-        let n = batch.len();
-        read += n;
-        if n > BATCH {
-            // A source that reads more than asked: batches of the usual size all the same.
-            let mut elements = batch.drain(..);
-            while elements.len() > 0 {
-                let mut chunk = sink.buffer();
-                chunk.extend(elements.by_ref().take(BATCH));
-                sink.take(chunk)?;
-            }
-            drop(elements);
-            sink.put_back(batch);
-        } else if n > 0 {
-            sink.take(batch)?;
-        } else {
-            sink.put_back(batch);
-        }
-        if polled.finished || n < want || read >= max {
-            return Ok((read, polled));
-        }
-    }
-}
-
-/// A bundle as read, before the fused transforms.
-struct Raw {
-    batches: Vec<Vec<WindowedValue>>,
-    read: usize,
-    /// The source's watermark before the bundle.
-    wm_before: i64,
-    watermark: i64,
-    finished: bool,
-    /// Processing time of the read.
-    now: i64,
-    /// The reader's position after the bundle (when checkpointing).
-    position: Option<Vec<u8>>,
-}
-
-/// Where the reader sends a bundle.
-enum Lane {
-    /// To a worker running the fused transforms.
-    Worker(SyncSender<Result<Raw>>),
-    /// Straight to the operator (no fused transforms).
-    Direct(SyncSender<Result<Bundle>>),
-}
-
-impl Lane {
-    /// Sends a bundle; false once the other side is gone.
-    fn send(&self, r: Result<Raw>) -> bool {
-        match self {
-            Lane::Worker(tx) => tx.send(r).is_ok(),
-            Lane::Direct(tx) => tx
-                .send(r.map(|raw| Bundle {
-                    batches: raw.batches,
-                    partials: Vec::new(),
-                    read: raw.read,
-                    watermark: raw.watermark,
-                    finished: raw.finished,
-                    position: raw.position,
-                }))
-                .is_ok(),
-        }
     }
 }
 
