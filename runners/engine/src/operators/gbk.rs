@@ -11,10 +11,9 @@ use super::guard::panics_guarded;
 use super::key_table::{KeyBytes, KeyTable};
 use super::op::END_OF_TIME;
 use super::op::{Op, OpCx, StateBudget};
-use super::pane::{AddCx, Contents, WinState, Windows};
+use super::pane::{AddCx, WinState, Windows};
 use super::pane_spill::PaneSpill;
 use super::precombine::{Mailbox, Partial};
-use super::state_spill::Queue;
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::combine::CombineFnInvoker;
@@ -25,13 +24,14 @@ use crate::metrics::{MetricResults, MetricsContainer};
 use crate::state::TimeDomain;
 use crate::trigger::{self, Domain, TriggerContext};
 use crate::value::Value;
-use crate::window::{merge_intervals, TimestampCombiner, Window, WindowedValue};
-use rustc_hash::FxHashMap;
+use crate::window::{TimestampCombiner, Window, WindowedValue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod checkpoint;
+mod merge;
 mod spill;
+mod timers;
 
 struct KeyState {
     key: Value,
@@ -396,26 +396,6 @@ impl Panes {
         r
     }
 
-    /// Maps the windows of key `kb`'s staged elements to their merged windows.
-    fn merge_staged(&mut self, kb: &KeyBytes, name: &str) -> Result<()> {
-        let Some(ks) = self.keys.get(kb) else {
-            return Ok(());
-        };
-        let mut new: Vec<Window> = Vec::new();
-        for (_, _, w) in &ks.staged {
-            if !new.contains(w) {
-                new.push(*w);
-            }
-        }
-        let mapping = self.merge_windows(kb, &new, name)?;
-        if let Some(ks) = self.keys.get_mut(kb) {
-            for (_, _, w) in &mut ks.staged {
-                *w = mapping.get(w).copied().unwrap_or(*w);
-            }
-        }
-        Ok(())
-    }
-
     /// Adds the staged elements of key `kb` to the panes of their windows, creating
     /// windows as needed; elements of a closed window are ignored.
     fn add_key(&mut self, kb: &KeyBytes, cx: &OpCx<'_>) -> Result<()> {
@@ -546,284 +526,6 @@ impl Panes {
             pane,
         });
         Ok(())
-    }
-
-    /// Merges the session windows of one key with the new windows; returns the mapping.
-    fn merge_windows(
-        &mut self,
-        kb: &KeyBytes,
-        new: &[Window],
-        name: &str,
-    ) -> Result<FxHashMap<Window, Window>> {
-        self.touch(kb);
-        let combine = self.combine.as_deref();
-        let ks = self.keys.get_mut(kb).expect("key exists");
-        let mut all: Vec<Window> = ks.windows.windows().collect();
-        for w in new {
-            if !all.contains(w) {
-                all.push(*w);
-            }
-        }
-        let merged = merge_intervals(&all);
-        let mapping: FxHashMap<Window, Window> = all.iter().copied().zip(merged).collect();
-        // Fold the state of windows merged away into their result.
-        let mut moved: Vec<(Window, WinState)> = Vec::new();
-        for (from, to) in &mapping {
-            if from != to {
-                if let Some(ws) = ks.windows.remove(from) {
-                    moved.push((*to, ws));
-                }
-            }
-        }
-        let tc = self.windowing.timestamp_combiner;
-        for (to, mut ws) in moved {
-            // Timers of merged-away windows are cleared (on_merge); the next element resets them.
-            // Their index entries name the old window: the new one indexes afresh.
-            ws.trig.timers.clear();
-            ws.trig.indexed.clear();
-            // The hold a window has registered: its hold when the bundle started, while it
-            // is being added to (the bundle's end registers the new one).
-            let registered = ws.bundle_hold.unwrap_or(ws.hold);
-            match ks.windows.get_mut(&to) {
-                Some(target) => {
-                    let contents =
-                        std::mem::replace(&mut ws.contents, Contents::Values(Vec::new()));
-                    panics_guarded(name, || {
-                        target
-                            .absorb(contents, combine)
-                            .map_err(|e| EngineError::user(name, e))
-                    })?;
-                    if let Some(h) = registered {
-                        remove_hold(&mut self.holds, h);
-                    }
-                    let merged = merged_hold(tc, &to, target.hold, ws.hold);
-                    set_hold(&mut self.holds, target, merged);
-                    target.trig.timers.clear();
-                }
-                None => {
-                    ws.index = 0;
-                    ws.nonspeculative = 0;
-                    // The merged window's output timestamp, not the old window's end.
-                    let merged = merged_hold(tc, &to, None, ws.hold);
-                    set_hold(&mut self.holds, &mut ws, merged);
-                    if ws.bundle_hold.is_some() {
-                        // Its hold is registered when the bundle ends, under its new window.
-                        self.touched.push((kb.clone(), to));
-                    }
-                    ks.windows.insert(to, ws);
-                    let exp = end_of(&to).saturating_add(self.windowing.allowed_lateness);
-                    self.expiry.push(exp, kb.clone(), to);
-                }
-            }
-        }
-        Ok(mapping)
-    }
-
-    fn fire_timers(&mut self, domain: Domain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
-        self.fire_timers_upto(domain, until, usize::MAX, cx)?;
-        Ok(())
-    }
-
-    /// Fires the timers of `domain` due by `until`, stopping once output 0 holds `limit`
-    /// elements; whether it fired them all.
-    fn fire_timers_upto(
-        &mut self,
-        domain: Domain,
-        until: i64,
-        limit: usize,
-        cx: &mut OpCx<'_>,
-    ) -> Result<bool> {
-        let slot = domain_slot(domain);
-        loop {
-            // Spilled keys due before the first time in memory come back first (in
-            // batches), so that timers fire in time order in memory or not.
-            let before = before_first(self.timers[slot].first_time(), until);
-            if self.read_back_due(time_domain(domain).into(), before, cx.name)? {
-                continue;
-            }
-            let Some((ts, mut due)) = self.timers[slot].pop_due(|t| t <= until) else {
-                break;
-            };
-            let mut entries = due.drain(..);
-            while let Some((kb, w)) = entries.next() {
-                self.fire_timer(domain, ts, &kb, w, cx)?;
-                if self.spill.is_some() {
-                    // Many windows may fall due at once (every key's, at a window's end):
-                    // one that expires in this advance too goes now, while it is in
-                    // memory, and what they read back must not pile up until the end.
-                    let lateness = self.windowing.allowed_lateness;
-                    let expires = end_of(&w).saturating_add(lateness);
-                    if domain == Domain::Watermark && (until == END_OF_TIME || expires < until) {
-                        self.expire(&kb, w, cx)?;
-                    }
-                    self.spill_if_over(cx.name)?;
-                }
-                if cx.out[0].len() >= limit {
-                    // The rest of this time's entries wait for the next step.
-                    for (kb, w) in entries {
-                        self.timers[slot].push(ts, kb, w);
-                    }
-                    return Ok(false);
-                }
-            }
-            drop(entries);
-            self.timers[slot].recycle(due);
-        }
-        Ok(true)
-    }
-
-    /// Fires the `domain` timer at `ts` of `(kb, w)`, if it is still set.
-    fn fire_timer(
-        &mut self,
-        domain: Domain,
-        ts: i64,
-        kb: &KeyBytes,
-        w: Window,
-        cx: &mut OpCx<'_>,
-    ) -> Result<()> {
-        self.load(kb, cx.name)?;
-        self.touch(kb);
-        let Some(ws) = self.keys.get_mut(kb).and_then(|k| k.windows.get_mut(&w)) else {
-            return Ok(());
-        };
-        // No longer in the index: the same timer set again must be indexed again.
-        ws.trig
-            .indexed
-            .retain(|t| !(t.domain == domain && t.timestamp == ts));
-        let Some(pos) = ws
-            .trig
-            .timers
-            .iter()
-            .position(|t| t.domain == domain && t.timestamp == ts)
-        else {
-            return Ok(());
-        };
-        ws.trig.timers.remove(pos);
-        if ws.tombstone {
-            return Ok(());
-        }
-        let trigger = &self.windowing.trigger;
-        let mut tcx = TriggerContext {
-            timers: &mut ws.trig.timers,
-            now: cx.now,
-        };
-        let fire = trigger::should_fire(trigger, &mut ws.trig.state, domain, ts, &w, &mut tcx);
-        // A processing-time timer's time is wall-clock time: the trigger learns the
-        // watermark from the input (as Beam's), or a timer at a real clock time would
-        // pass any window's end and move AfterWatermark past its on-time pane.
-        let watermark = match domain {
-            Domain::Watermark => ts,
-            Domain::ProcessingTime => cx.input_watermark,
-        };
-        let mut finished =
-            fire && trigger::on_fire(trigger, &mut ws.trig.state, watermark, &w, &mut tcx);
-        // The global window's pane at its end, with no allowed lateness, is its last one:
-        // nothing can follow (Beam gives is_last there too, as the batch executor does).
-        finished |= fire
-            && domain == Domain::Watermark
-            && w == Window::Global
-            && self.windowing.allowed_lateness == 0
-            && ts >= w.max_timestamp();
-        self.index_timers(kb, w);
-        if fire {
-            let (out_wm, ontime) = match domain {
-                Domain::Watermark => (ts, true),
-                Domain::ProcessingTime => (cx.output_watermark, false),
-            };
-            self.output(kb, w, finished, out_wm, ontime, cx)?;
-        }
-        Ok(())
-    }
-
-    /// Expires windows whose allowed lateness has passed: a window holding elements that
-    /// no pane emitted yet fires a final pane (Beam's closing behaviour), then its state is
-    /// dropped (later data for it is dropped as too late).
-    fn collect_garbage(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
-        self.collect_garbage_upto(wm, usize::MAX, cx)?;
-        Ok(())
-    }
-
-    /// Expires windows as [`Panes::collect_garbage`], stopping once output 0 holds
-    /// `limit` elements; whether it expired all that are due.
-    fn collect_garbage_upto(&mut self, wm: i64, limit: usize, cx: &mut OpCx<'_>) -> Result<bool> {
-        // Windows expire once the watermark passes end + allowed lateness.
-        let mut recheck = Vec::new();
-        let until = if wm == END_OF_TIME {
-            wm
-        } else {
-            wm.saturating_sub(1)
-        };
-        loop {
-            let before = before_first(self.expiry.first_time(), until);
-            if self.read_back_due(Queue::EXPIRY, before, cx.name)? {
-                continue;
-            }
-            let Some((at, mut due)) = self.expiry.pop_due(|t| t <= until) else {
-                break;
-            };
-            let mut done = true;
-            while let Some((kb, w)) = due.pop() {
-                if self.expire(&kb, w, cx)? {
-                    recheck.push((at, kb, w));
-                }
-                self.spill_if_over(cx.name)?;
-                if cx.out[0].len() >= limit {
-                    done = false;
-                    break;
-                }
-            }
-            // What is left waits for the next step.
-            for (kb, w) in due.drain(..) {
-                recheck.push((at, kb, w));
-            }
-            self.expiry.recycle(due);
-            if !done {
-                for (at, kb, w) in recheck {
-                    self.expiry.push(at, kb, w);
-                }
-                return Ok(false);
-            }
-        }
-        for (at, kb, w) in recheck {
-            self.expiry.push(at, kb, w);
-        }
-        Ok(true)
-    }
-
-    /// Expires window `w` of key `kb` (see [`Panes::collect_garbage`]) unless an
-    /// event-time timer is pending; true when it is kept for that.
-    fn expire(&mut self, kb: &KeyBytes, w: Window, cx: &mut OpCx<'_>) -> Result<bool> {
-        self.load(kb, cx.name)?;
-        self.touch(kb);
-        let Some(ws) = self.keys.get(kb).and_then(|ks| ks.windows.get(&w)) else {
-            return Ok(false); // merged away or already collected
-        };
-        if ws.trig.timers.iter().any(|t| t.domain == Domain::Watermark) {
-            // A pending event-time timer keeps the window until it fires.
-            return Ok(true);
-        }
-        if !ws.tombstone && ws.pending > 0 {
-            let lateness = self.windowing.allowed_lateness;
-            let out_wm = end_of(&w).saturating_add(lateness).max(end_of(&w));
-            self.output(kb, w, true, out_wm, true, cx)?;
-        }
-        let ks = self.keys.get_mut(kb).expect("checked above");
-        let Some(ws) = ks.windows.remove(&w) else {
-            return Ok(false);
-        };
-        if ks.windows.is_empty() {
-            if let (Some(gone), Some(sp)) = (self.keys.remove(kb), &mut self.spill) {
-                sp.hot_bytes = sp.hot_bytes.saturating_sub(gone.bytes);
-            }
-        }
-        if let Some(h) = ws.hold {
-            remove_hold(&mut self.holds, h);
-        }
-        // Its timers in the index will not apply.
-        for t in &ws.trig.indexed {
-            self.timers[domain_slot(t.domain)].forget(t.timestamp);
-        }
-        Ok(false)
     }
 }
 
