@@ -1,16 +1,12 @@
-//! Python callables and DoFn objects running in-process as Beamline DoFns and CombineFns.
+//! Python callables and DoFn objects running in-process as Beamline DoFns.
 
 use crate::convert::{to_py, to_value, traceback};
-use beamline::engine::coder::Coder;
+use crate::py_thread::{attach, drain_metrics};
 use beamline::engine::window::WindowFn;
 use beamline::engine::{UserError, Value, Window};
-use beamline::{
-    BundleContext, CombineFn, DoFn, DynValue, Element, ProcessContext, SideInput, TimerContext,
-    TupleTag,
-};
+use beamline::{BundleContext, DoFn, DynValue, ProcessContext, SideInput, TimerContext, TupleTag};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -75,104 +71,19 @@ struct Pending {
     handle: Py<PyAny>,
 }
 
-thread_local! {
-    /// Metric updates made by Python code during the current call.
-    static METRICS: RefCell<Vec<(u8, String, String, i64)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Records a metric update from Python (drained into the engine after the call).
-pub fn record_metric(kind: u8, namespace: String, name: String, value: i64) {
-    METRICS.with(|m| m.borrow_mut().push((kind, namespace, name, value)));
-}
-
-/// Takes the metric updates Python code recorded on this thread.
-pub fn take_metrics() -> Vec<(u8, String, String, i64)> {
-    METRICS.with(|m| std::mem::take(&mut *m.borrow_mut()))
-}
-
-/// A DoFn context that metric updates can be reported to.
-pub(crate) trait MetricSink {
-    fn report(&mut self, kind: u8, namespace: &str, name: &str, value: i64);
-}
-
-macro_rules! metric_sink {
-    ($($ctx:ident),*) => {$(
-        impl MetricSink for $ctx<'_, '_, DynValue> {
-            fn report(&mut self, kind: u8, namespace: &str, name: &str, value: i64) {
-                match kind {
-                    0 => self.inc_counter(namespace, name, value),
-                    1 => self.update_distribution(namespace, name, value),
-                    _ => self.set_gauge(namespace, name, value),
-                }
-            }
-        }
-    )*};
-}
-metric_sink!(ProcessContext, BundleContext, TimerContext);
-
-/// Reports the metric updates Python code recorded on this thread to `ctx`'s transform.
-pub(crate) fn drain_metrics(ctx: &mut impl MetricSink) {
-    for (k, ns, n, v) in take_metrics() {
-        ctx.report(k, &ns, &n, v);
-    }
-}
-
-thread_local! {
-    static HAS_THREAD_STATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-#[allow(unsafe_code)]
-extern "C" {
-    /// 1 when this thread holds the GIL (in every CPython 3; pyo3's abi3 bindings leave it
-    /// out).
-    fn PyGILState_Check() -> std::os::raw::c_int;
-}
-
-/// Gives a runner worker thread a Python thread state that lives as long as the thread.
-///
-/// Without it every `Python::attach` on a thread Python does not know creates and destroys
-/// a thread state (and its frame stack), which dominated Python stages in profiles.
-#[allow(unsafe_code)]
-fn keep_thread_state() {
-    if HAS_THREAD_STATE.with(|h| h.get()) {
-        return;
-    }
-    // SAFETY: the interpreter is initialized (we are called from a module it loaded).
-    // A thread that holds the GIL already (Python's own, calling into Rust while a
-    // pipeline is built) has its state; releasing the GIL under the caller would leave it
-    // running Python with no thread state (CombineGlobally's default crashed so).
-    if unsafe { PyGILState_Check() } == 1 {
-        return;
-    }
-    HAS_THREAD_STATE.with(|h| h.set(true));
-    // SAFETY: as above. PyGILState_Ensure creates this thread's state and takes the GIL;
-    // PyEval_SaveThread releases the GIL while keeping the state, so later attaches on
-    // this thread reuse it.
-    unsafe {
-        let _ = pyo3::ffi::PyGILState_Ensure();
-        let _ = pyo3::ffi::PyEval_SaveThread();
-    }
-}
-
-/// `Python::attach` for runner worker threads.
-pub(crate) fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
-    keep_thread_state();
-    Python::attach(f)
-}
-
 /// Types of the Python package used to recognise outputs.
-struct Types {
-    timestamped: Py<PyAny>,
-    tagged: Py<PyAny>,
-    interval_window: Py<PyAny>,
-    global_window: Py<PyAny>,
-    pane_info: Py<PyAny>,
-    multimap_view: Py<PyAny>,
+pub(crate) struct Types {
+    pub(crate) timestamped: Py<PyAny>,
+    pub(crate) tagged: Py<PyAny>,
+    pub(crate) interval_window: Py<PyAny>,
+    pub(crate) global_window: Py<PyAny>,
+    pub(crate) pane_info: Py<PyAny>,
+    pub(crate) multimap_view: Py<PyAny>,
 }
 
 static TYPES: std::sync::OnceLock<Types> = std::sync::OnceLock::new();
 
-fn types(py: Python<'_>) -> PyResult<&'static Types> {
+pub(crate) fn types(py: Python<'_>) -> PyResult<&'static Types> {
     if let Some(t) = TYPES.get() {
         return Ok(t);
     }
@@ -775,169 +686,5 @@ impl DoFn for KeyedPyDoFn {
         ctx: &mut TimerContext<'_, '_, DynValue>,
     ) -> Result<(), UserError> {
         self.0.on_timer(timer, ctx)
-    }
-}
-
-/// A Python CombineFn object (create_accumulator / add_input / merge_accumulators /
-/// extract_output) as a Beamline CombineFn; accumulators stay Python objects.
-pub struct PyCombineFn(pub Py<PyAny>);
-
-/// A Python CombineFn's accumulator: a Python object, encoded as a dynamic value when it
-/// crosses a process boundary or reaches disk (numbers, strings, lists, tuples and dicts
-/// natively, anything else pickled).
-pub struct PyAcc(pub Py<PyAny>);
-
-impl Clone for PyAcc {
-    fn clone(&self) -> Self {
-        attach(|py| PyAcc(self.0.clone_ref(py)))
-    }
-}
-
-impl Element for PyAcc {
-    fn coder() -> Coder {
-        Coder::Dynamic
-    }
-    fn into_value(self) -> Value {
-        attach(|py| match to_value(self.0.bind(py)) {
-            Ok(v) => v,
-            // Element conversions cannot fail; the engine turns this panic into a job
-            // error naming the transform.
-            Err(e) => panic!(
-                "a CombineFn's accumulator cannot be encoded: {}",
-                traceback(py, &e)
-            ),
-        })
-    }
-    fn from_value(v: Value) -> beamline::Result<Self> {
-        attach(|py| to_py(py, v).map(PyAcc))
-            .map_err(|e| beamline::Error::Construction(format!("decoding an accumulator: {e}")))
-    }
-}
-
-fn fail(py: Python<'_>, e: PyErr) -> ! {
-    // CombineFn methods cannot return errors through the typed trait; the engine turns
-    // this panic into a job error naming the transform.
-    panic!("{}", traceback(py, &e))
-}
-
-impl CombineFn for PyCombineFn {
-    type In = DynValue;
-    type Acc = PyAcc;
-    type Out = DynValue;
-
-    fn create_accumulator(&self) -> PyAcc {
-        attach(
-            |py| match self.0.bind(py).call_method0("create_accumulator") {
-                Ok(a) => PyAcc(a.unbind()),
-                Err(e) => fail(py, e),
-            },
-        )
-    }
-
-    fn add_input(&self, acc: &mut PyAcc, x: DynValue) {
-        attach(|py| {
-            let r = to_py(py, x.0).and_then(|x| {
-                self.0
-                    .bind(py)
-                    .call_method1("add_input", (acc.0.bind(py), x))
-            });
-            match r {
-                Ok(a) => acc.0 = a.unbind(),
-                Err(e) => fail(py, e),
-            }
-        })
-    }
-
-    fn merge_accumulators(&self, accs: Vec<PyAcc>) -> PyAcc {
-        let accs: Vec<Py<PyAny>> = accs.into_iter().map(|a| a.0).collect();
-        attach(
-            |py| match self.0.bind(py).call_method1("merge_accumulators", (accs,)) {
-                Ok(a) => PyAcc(a.unbind()),
-                Err(e) => fail(py, e),
-            },
-        )
-    }
-
-    fn extract_output(&self, acc: PyAcc) -> DynValue {
-        attach(|py| {
-            let r = self
-                .0
-                .bind(py)
-                .call_method1("extract_output", (acc.0,))
-                .and_then(|o| to_value(&o));
-            match r {
-                Ok(v) => DynValue(v),
-                Err(e) => fail(py, e),
-            }
-        })
-    }
-}
-
-/// An element-wise Python stage run in worker processes (`--python-workers`): each bundle's
-/// elements go to a worker in one call; outputs keep their input's timestamp and window.
-#[derive(Clone)]
-pub struct WorkerStage {
-    stage: i64,
-    buffer: Vec<(DynValue, i64, Window)>,
-}
-
-impl WorkerStage {
-    /// The stage registered under `stage` in `beamline._workers`.
-    pub fn new(stage: i64) -> Self {
-        WorkerStage {
-            stage,
-            buffer: Vec::new(),
-        }
-    }
-}
-
-impl DoFn for WorkerStage {
-    type In = DynValue;
-    type Out = DynValue;
-
-    fn process(
-        &mut self,
-        x: DynValue,
-        ctx: &mut ProcessContext<'_, '_, DynValue>,
-    ) -> Result<(), UserError> {
-        self.buffer.push((x, ctx.timestamp(), ctx.window()));
-        Ok(())
-    }
-
-    fn finish_bundle(
-        &mut self,
-        ctx: &mut BundleContext<'_, '_, DynValue>,
-    ) -> Result<(), UserError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.buffer);
-        attach(|py| -> Result<(), UserError> {
-            let elements = batch
-                .iter()
-                .map(|(x, _, _)| to_py(py, x.0.clone()))
-                .collect::<PyResult<Vec<_>>>()?;
-            let results = py
-                .import("beamline._workers")?
-                .call_method1("run_batch", (self.stage, elements))
-                .map_err(|e| traceback(py, &e))?;
-            let t = types(py)?;
-            for ((_, ts, window), outs) in batch.iter().zip(results.try_iter()?) {
-                for out in outs?.try_iter()? {
-                    let out = out?;
-                    if out.is_instance(t.timestamped.bind(py))? {
-                        let new_ts: f64 = out.getattr("timestamp")?.extract()?;
-                        let value = to_value(&out.getattr("value")?)?;
-                        ctx.output_at(DynValue(value), (new_ts * 1000.0).round() as i64, *window);
-                    } else {
-                        ctx.output_at(DynValue(to_value(&out)?), *ts, *window);
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        // The workers' metric updates, re-recorded on this thread by `run_batch`.
-        drain_metrics(ctx);
-        Ok(())
     }
 }

@@ -9,11 +9,14 @@
 // keeps its own).
 
 mod arrow;
+mod combine_fn;
 mod convert;
 mod dofn;
 mod job;
 mod parquet;
+mod py_thread;
 mod transforms;
+mod worker_stage;
 
 use beamline::engine::Value;
 use beamline::{DynValue, OptionKind, OptionSpec, PCollection, PipelineOptions};
@@ -175,11 +178,10 @@ impl Pipeline {
 
     /// An element-wise stage run in worker processes (`--python-workers`).
     fn worker_stage(&self, pcoll: &PColl, name: &str, stage: i64) -> PColl {
-        wrap(
-            pcoll
-                .pc
-                .apply(name, beamline::ParDo::of(dofn::WorkerStage::new(stage))),
-        )
+        wrap(pcoll.pc.apply(
+            name,
+            beamline::ParDo::of(worker_stage::WorkerStage::new(stage)),
+        ))
     }
 
     /// GroupByKey on `(key, value)` tuples.
@@ -389,7 +391,7 @@ fn register_kafka_timestamp(name: String, f: Py<PyAny>) {
     beamline::io::kafka::register_kafka_timestamp_fn(
         name,
         std::sync::Arc::new(move |key: &[u8], value: &[u8], record_ms: Option<i64>| {
-            dofn::attach(|py| {
+            py_thread::attach(|py| {
                 let record = record_ms.map(|ms| ms as f64 / 1000.0);
                 let key = pyo3::types::PyBytes::new(py, key);
                 let value = pyo3::types::PyBytes::new(py, value);
@@ -419,13 +421,13 @@ fn register_kafka_timestamp(name: String, f: Py<PyAny>) {
 /// Records a metric update from a Python DoFn (kind: 0 counter, 1 distribution, 2 gauge).
 #[pyfunction]
 fn record_metric(kind: u8, namespace: String, name: String, value: i64) {
-    dofn::record_metric(kind, namespace, name, value);
+    py_thread::record_metric(kind, namespace, name, value);
 }
 
 /// Takes the metric updates recorded on this thread (worker processes send them back).
 #[pyfunction]
 fn take_metrics() -> Vec<(u8, String, String, i64)> {
-    dofn::take_metrics()
+    py_thread::take_metrics()
 }
 
 /// Round-trips a Python value through the engine's representation (for tests).
@@ -444,7 +446,7 @@ fn accumulator_roundtrip(
     inputs: Vec<Bound<'_, PyAny>>,
 ) -> PyResult<(Py<PyAny>, usize)> {
     use beamline::engine::combine::{decode_accumulator, encode_accumulator};
-    let f = beamline::transforms::combine_invoker(dofn::PyCombineFn(combine_fn.unbind()));
+    let f = beamline::transforms::combine_invoker(combine_fn::PyCombineFn(combine_fn.unbind()));
     let input = beamline::engine::coder::Coder::Dynamic;
     let mut acc = f.create_accumulator();
     for x in &inputs {

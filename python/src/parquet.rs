@@ -2,7 +2,7 @@
 //! to and from pyarrow without copying column data.
 
 use crate::convert::{to_py, traceback};
-use crate::dofn::attach;
+use crate::py_thread::attach;
 use crate::PColl;
 use arrow_schema::SchemaRef;
 use beamline::arrow::{take_batch, ArrowBatch};

@@ -1,7 +1,8 @@
 //! Transforms over dynamically typed (Python) PCollections.
 
+use crate::combine_fn::PyCombineFn;
 use crate::convert::to_value;
-use crate::dofn::{KeyedPyDoFn, Kind, Param, PyCombineFn, PyDoFn, PySide};
+use crate::dofn::{KeyedPyDoFn, Kind, Param, PyDoFn, PySide};
 use crate::PColl;
 use beamline::engine::trigger::Trigger;
 use beamline::engine::window::{TimestampCombiner, WindowFn};
@@ -443,7 +444,7 @@ impl DoFn for ToLine {
         match x.0 {
             Value::Str(s) => ctx.output(s),
             other => {
-                let s = crate::dofn::attach(|py| -> PyResult<String> {
+                let s = crate::py_thread::attach(|py| -> PyResult<String> {
                     crate::convert::to_py(py, other)?.bind(py).str()?.extract()
                 })?;
                 ctx.output(s);
