@@ -7,9 +7,8 @@
 
 use super::op::{StateBudget, END_OF_TIME};
 use super::pardo_codec::{decode_cells, encode_cells, state_key, Timers};
-use super::state_spill::{
-    lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, StateId, StateRows,
-};
+use super::state_spill::view::{ColdEntry, StateRows};
+use super::state_spill::{lru_threshold, report_spill, Cold, ColdTimerRow, StateId};
 use crate::checkpoint::StateOut;
 use crate::coder::Coder;
 use crate::error::{EngineError, Result};

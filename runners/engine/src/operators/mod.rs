@@ -20,6 +20,7 @@
 //! through its own fused stages and shuffles, and stateful ParDos through
 //! [`stateful_batch`].
 
+mod bloom;
 pub(crate) mod due;
 pub mod gbk;
 pub mod guard;

@@ -7,9 +7,8 @@
 //! distinct time), so the output watermark is right without reading the store.
 
 use super::op::StateBudget;
-use super::state_spill::{
-    lru_threshold, report_spill, Cold, ColdEntry, ColdTimerRow, ColdView, Queue, StateId, StateRows,
-};
+use super::state_spill::view::{ColdEntry, ColdView, StateRows};
+use super::state_spill::{lru_threshold, report_spill, Cold, ColdTimerRow, Queue, StateId};
 use crate::coder::Coder;
 use crate::error::Result;
 use crate::metrics::MetricsContainer;

@@ -8,16 +8,19 @@
 //! costs one read, not a write transaction. A Bloom filter of the states ever written
 //! answers most lookups of states never spilled (new keys) without reading the file.
 
-use crate::checkpoint::Entry;
 use crate::element_codec::{decode_window, encode_window};
 use crate::error::{EngineError, Result};
 use crate::state::TimeDomain;
 use crate::window::Window;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use rustc_hash::FxHashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub(crate) mod view;
+
+use super::bloom::Bloom;
 
 /// A key (its encoding with the key coder) and window.
 pub(crate) type StateId = (Vec<u8>, Window);
@@ -415,144 +418,10 @@ impl Cold {
         Ok(ids)
     }
 
-    /// Calls `f` with every state that is not stale and its encoding.
-    ///
-    /// # Errors
-    /// The store cannot be read; what `f` returns.
-    #[cfg(test)]
-    pub(crate) fn for_each(&self, f: impl FnMut(StateId, &[u8]) -> Result<()>) -> Result<()> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let states = tx.open_table(STATES).map_err(|e| self.err(e))?;
-        each_state(&states, &self.stale, &self.name, &self.path, f)
-    }
-
-    /// The states that are not stale as they are now, to be listed later (on another
-    /// thread, while this store goes on changing) as checkpoint entries: all of them, or
-    /// those of `only` (each put, or deleted when it is not here then).
-    ///
-    /// # Errors
-    /// The store cannot be read.
-    pub(crate) fn view(&self, entry: ColdEntry, only: Option<StateRows>) -> Result<ColdView> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        Ok(ColdView {
-            states: tx.open_table(STATES).map_err(|e| self.err(e))?,
-            _db: self.db.clone(),
-            stale: self.stale.clone(),
-            name: self.name.clone(),
-            path: self.path.clone(),
-            entry,
-            only,
-        })
-    }
-
     /// Whether `id` may have been spilled (false: certainly not).
     pub(crate) fn may_hold(&self, id: &StateId) -> bool {
         self.written_ids.may_contain(&state_row(id))
     }
-}
-
-/// States to look up, as their rows' keys one after another (each after its length): a
-/// few bytes each, where a list of ids would take some 80.
-#[derive(Debug, Default)]
-pub(crate) struct StateRows(Vec<u8>, Vec<u8>);
-
-impl StateRows {
-    /// Adds `id` (its window encoded aside first, for the row's length).
-    pub(crate) fn push(&mut self, id: &StateId) {
-        let StateRows(rows, window) = self;
-        window.clear();
-        encode_window(&id.1, window);
-        crate::coder::write_varint((window.len() + id.0.len()) as u64, rows);
-        rows.extend_from_slice(window);
-        rows.extend_from_slice(&id.0);
-    }
-    /// No state was added.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// How a spilled state becomes a checkpoint entry: its key from the state's id, its
-/// value from the state's row (the transform's name is for errors).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ColdEntry {
-    pub(crate) key: fn(&StateId) -> Vec<u8>,
-    pub(crate) value: fn(&[u8], &str) -> Result<Vec<u8>>,
-}
-
-/// A spill store's states as they were when it was taken (a redb read snapshot: later
-/// writes do not change it, and the file stays readable until it is dropped).
-pub(crate) struct ColdView {
-    states: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    /// Keeps the database open (its file may be gone from the directory already).
-    _db: Arc<Database>,
-    /// States whose rows were stale then (their live copies were in memory).
-    stale: FxHashSet<StateId>,
-    name: String,
-    path: PathBuf,
-    entry: ColdEntry,
-    /// The states to list (`None`: every one).
-    only: Option<StateRows>,
-}
-
-impl std::fmt::Debug for ColdView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ColdView")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-impl crate::checkpoint::LaterEntries for ColdView {
-    fn for_each(&self, f: &mut dyn FnMut(Entry<'_>) -> Result<()>) -> Result<()> {
-        let ColdEntry { key, value } = self.entry;
-        let Some(only) = &self.only else {
-            return each_state(
-                &self.states,
-                &self.stale,
-                &self.name,
-                &self.path,
-                |id, row| f(Entry::Put(&key(&id), &value(row, &self.name)?)),
-            );
-        };
-        let err = |e: &dyn std::fmt::Display| spill_err(&self.name, &self.path, e);
-        let mut rows = only.0.as_slice();
-        while !rows.is_empty() {
-            let len = crate::coder::read_varint(&mut rows).map_err(|e| err(&e))? as usize;
-            let row = rows
-                .get(..len)
-                .ok_or_else(|| err(&"a state row cut short"))?;
-            rows = &rows[len..];
-            let id = state_of_row(row).map_err(|e| err(&e))?;
-            let found = match self.stale.contains(&id) {
-                true => None,
-                false => self.states.get(row).map_err(|e| err(&e))?,
-            };
-            match found {
-                Some(v) => f(Entry::Put(&key(&id), &value(v.value(), &self.name)?))?,
-                None => f(Entry::Delete(&key(&id)))?,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Calls `f` with every state of `states` not in `stale`, and its row.
-fn each_state(
-    states: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    stale: &FxHashSet<StateId>,
-    name: &str,
-    path: &Path,
-    mut f: impl FnMut(StateId, &[u8]) -> Result<()>,
-) -> Result<()> {
-    for row in states.iter().map_err(|e| spill_err(name, path, e))? {
-        let (k, v) = row.map_err(|e| spill_err(name, path, e))?;
-        let id = state_of_row(k.value()).map_err(|e| spill_err(name, path, e))?;
-        if !stale.contains(&id) {
-            f(id, v.value())?;
-        }
-    }
-    Ok(())
 }
 
 /// Adds a spilling operator's counters since its last report: states (or keys) spilled
@@ -593,58 +462,6 @@ pub(crate) fn lru_threshold(
         }
     }
     u64::MAX
-}
-
-/// A Bloom filter that grows: filters of doubling capacity, each at about 1% false
-/// positives when full (10 bits and 7 probes per entry); a lookup asks each.
-#[derive(Default)]
-struct Bloom {
-    /// Bits, entries added, capacity.
-    filters: Vec<(Vec<u64>, usize, usize)>,
-}
-
-/// Entries of the first filter.
-const BLOOM_FIRST: usize = 1 << 16;
-const BLOOM_PROBES: u64 = 7;
-
-impl Bloom {
-    fn hashes(row: &[u8]) -> (u64, u64) {
-        use std::hash::BuildHasher;
-        // Fx mixes short keys poorly: finish with a SplitMix64 round.
-        let mut x = rustc_hash::FxBuildHasher.hash_one(row);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        (x, (x >> 32) | 1)
-    }
-
-    fn insert(&mut self, row: &[u8]) {
-        let full = self.filters.last().is_none_or(|f| f.1 >= f.2);
-        if full {
-            let capacity = self.filters.last().map_or(BLOOM_FIRST, |f| f.2 * 2);
-            self.filters
-                .push((vec![0; (capacity * 10).div_ceil(64)], 0, capacity));
-        }
-        let (h1, h2) = Self::hashes(row);
-        let f = self.filters.last_mut().expect("one filter");
-        let bits = f.0.len() as u64 * 64;
-        for i in 0..BLOOM_PROBES {
-            let b = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
-            f.0[(b / 64) as usize] |= 1 << (b % 64);
-        }
-        f.1 += 1;
-    }
-
-    fn may_contain(&self, row: &[u8]) -> bool {
-        let (h1, h2) = Self::hashes(row);
-        self.filters.iter().any(|f| {
-            let bits = f.0.len() as u64 * 64;
-            (0..BLOOM_PROBES).all(|i| {
-                let b = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
-                f.0[(b / 64) as usize] & (1 << (b % 64)) != 0
-            })
-        })
-    }
 }
 
 /// A spilled state's timer: domain, fire time, name.
@@ -735,82 +552,6 @@ mod tests {
         let path = cold.path.clone();
         drop(cold);
         assert!(!path.exists(), "the file is deleted with the store");
-    }
-
-    /// What `view` lists, in order (`None`: a delete).
-    fn listed(view: &ColdView) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        use crate::checkpoint::LaterEntries;
-        let mut out = Vec::new();
-        view.for_each(&mut |e| {
-            out.push(match e {
-                Entry::Put(k, v) => (k.to_vec(), Some(v.to_vec())),
-                Entry::Delete(k) => (k.to_vec(), None),
-            });
-            Ok(())
-        })
-        .unwrap();
-        out
-    }
-
-    #[test]
-    fn a_view_lists_the_store_as_it_was_even_after_it_changed_or_was_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cold = Cold::create(dir.path(), "Dedup", 1 << 20).unwrap();
-        let entry = ColdEntry {
-            key: |id| id.0.clone(),
-            value: |row, _| Ok([row, b"!"].concat()),
-        };
-        let (a, b, c) = (
-            id(b"a", Window::Global),
-            id(b"b", Window::Global),
-            id(b"c", Window::Global),
-        );
-        cold.put(vec![
-            (a.clone(), b"A".to_vec(), vec![]),
-            (b.clone(), b"B".to_vec(), vec![]),
-        ])
-        .unwrap();
-        // `b` read back (stale): its live copy is elsewhere, not listed.
-        cold.forget(&b, std::iter::empty::<(Queue, i64, &str)>());
-        let all = cold.view(entry, None).unwrap();
-        let mut rows = StateRows::default();
-        for i in [&a, &b, &c] {
-            rows.push(i);
-        }
-        assert!(cold.may_hold(&a) && !cold.may_hold(&c));
-        let some = cold.view(entry, Some(rows)).unwrap();
-        // Changed and then dropped (its file deleted) before the views are listed.
-        cold.put(vec![
-            (a.clone(), b"A2".to_vec(), vec![]),
-            (c.clone(), b"C".to_vec(), vec![]),
-        ])
-        .unwrap();
-        drop(cold);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert_eq!(listed(&all), vec![(b"a".to_vec(), Some(b"A!".to_vec()))]);
-        assert_eq!(
-            listed(&some),
-            vec![
-                (b"a".to_vec(), Some(b"A!".to_vec())),
-                (b"b".to_vec(), None),
-                (b"c".to_vec(), None),
-            ]
-        );
-    }
-
-    #[test]
-    fn the_bloom_filter_finds_what_was_added_and_few_others() {
-        let mut b = Bloom::default();
-        let rows: Vec<Vec<u8>> = (0..300_000u64).map(|i| i.to_le_bytes().to_vec()).collect();
-        for r in &rows {
-            b.insert(r);
-        }
-        assert!(b.filters.len() > 2, "it grew");
-        assert!(rows.iter().all(|r| b.may_contain(r)));
-        let false_positives = (1_000_000..1_100_000u64)
-            .filter(|i| b.may_contain(&i.to_le_bytes()))
-            .count();
-        assert!(false_positives < 5_000, "{false_positives} of 100000");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::operators::key_table::KeyBytes;
 use crate::operators::pane::Windows;
 use crate::operators::pane_codec::{decode_windows, encode_windows, spilled_windows};
 use crate::operators::pane_spill::PaneSpill;
-use crate::operators::state_spill::{ColdEntry, StateRows};
+use crate::operators::state_spill::view::{ColdEntry, StateRows};
 use std::sync::Arc;
 
 /// A spilled key's checkpoint entry: the key's bytes, the windows of its row (as a key's
