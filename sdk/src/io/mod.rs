@@ -5,6 +5,7 @@ pub mod generator;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod parquet;
+mod sharded;
 pub mod text;
 pub mod watch_text;
 

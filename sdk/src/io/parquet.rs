@@ -5,7 +5,7 @@ use crate::arrow::ArrowBatch;
 use crate::dofn::{BundleContext, CommitContext, DoFn, NamedDoFn, ProcessContext};
 use crate::error::{Error, Result};
 use crate::io::file_commits::{commit_renames, CommittedFiles};
-use crate::io::text::{create_writer, EmptyShard, ShardedSink};
+use crate::io::sharded::{create_writer, EmptyShard, ShardedSink};
 use crate::io::{IO_NAMESPACE, SOURCE_ANNOTATION};
 use crate::pcollection::{PBegin, PCollection};
 use crate::pipeline::PTransform;
