@@ -272,9 +272,16 @@ impl Checkpoints {
         self.delivered.len() - 1
     }
 
-    /// Whether epoch `epoch`'s checkpoint holds every state (else what changed).
+    /// Whether operators save every state in epoch `epoch`'s checkpoint (this run's
+    /// first), else what changed.
     pub(crate) fn full(&self, epoch: u64) -> bool {
-        (epoch - self.first).is_multiple_of(self.full_every)
+        epoch == self.first
+    }
+
+    /// Whether epoch `epoch`'s checkpoint is made full by its writer, merging what
+    /// changed into the state of the one before (every `full_every`-th).
+    fn compacts(&self, epoch: u64) -> bool {
+        epoch != self.first && (epoch - self.first).is_multiple_of(self.full_every)
     }
 
     /// An operator paused for `micros` to save its state (the local runner's
@@ -354,14 +361,17 @@ impl Checkpoints {
             if !commits.is_empty() {
                 self.commits.insert(epoch, commits);
             }
-            let (base, parent) = match (full, self.last_written) {
-                (false, Some((id, base))) => (base, Some(id)),
-                _ => (epoch, None),
+            let compact = self.compacts(epoch);
+            let (base, parent, compact_from) = match (full, self.last_written) {
+                (false, Some((id, _))) if compact => (epoch, None, Some(id)),
+                (false, Some((id, base))) => (base, Some(id), None),
+                _ => (epoch, None, None),
             };
             let snap = Snapshot {
                 id: epoch,
                 base,
                 parent,
+                compact_from,
                 fingerprint: self.fingerprint.clone(),
                 job: encode_job(self.worker, self.workers),
                 nodes: parts,
@@ -374,8 +384,15 @@ impl Checkpoints {
                 .send(Job { snap, ended })
                 .map_err(|_| err("its writer ended"))?;
             self.started.insert(epoch, Instant::now());
-            self.metrics
-                .inc_counter(NS, if full { "full" } else { "incremental" }, 1);
+            self.metrics.inc_counter(
+                NS,
+                if full || compact {
+                    "full"
+                } else {
+                    "incremental"
+                },
+                1,
+            );
             self.last_written = Some((epoch, base));
             self.bases.insert(epoch, base);
             self.next_write += 1;

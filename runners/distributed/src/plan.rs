@@ -136,6 +136,7 @@ mod tests {
             id,
             base: id,
             parent: None,
+            compact_from: None,
             fingerprint: "f".into(),
             job: Vec::new(),
             nodes: vec![("T".into(), out)],

@@ -118,11 +118,17 @@ impl Coordinator {
         self.in_flight.is_none() && self.last_start.elapsed() >= self.interval
     }
 
-    /// The next checkpoint's id and whether it is full (the first of a job, and every
-    /// [`CheckpointOptions::full_every`]-th).
+    /// The next checkpoint's id and whether its operators save all their state (the
+    /// first of a job; later ones save what changed).
     pub fn next(&self) -> (u64, bool) {
-        let full = self.last.is_none() || self.since_full + 1 >= self.full_every;
-        (self.next_id, full)
+        (self.next_id, self.last.is_none())
+    }
+
+    /// Whether the next checkpoint is full all the same (every
+    /// [`CheckpointOptions::full_every`]-th): its writer merges what changed into the
+    /// state of the last one, off the pipeline's thread.
+    pub fn compacts(&self) -> bool {
+        self.last.is_some() && self.since_full + 1 >= self.full_every
     }
 
     /// Writes the snapshot of checkpoint [`Coordinator::next`] in the background: `job`
@@ -133,9 +139,11 @@ impl Coordinator {
     pub fn submit(&mut self, job: Vec<u8>, nodes: Vec<(String, StateOut)>) -> Result<()> {
         assert!(self.in_flight.is_none(), "one checkpoint at a time");
         let (id, full) = self.next();
-        let (base, parent) = match (full, self.last) {
-            (false, Some((last, base))) => (base, Some(last)),
-            _ => (id, None),
+        let compact = self.compacts();
+        let (base, parent, compact_from) = match (full, self.last) {
+            (false, Some((last, _))) if compact => (id, None, Some(last)),
+            (false, Some((last, base))) => (base, Some(last), None),
+            _ => (id, None, None),
         };
         let mut commits = Vec::new();
         let mut kept = Vec::with_capacity(nodes.len());
@@ -151,6 +159,7 @@ impl Coordinator {
             id,
             base,
             parent,
+            compact_from,
             fingerprint: self.fingerprint.clone(),
             job,
             nodes: kept,
@@ -229,5 +238,71 @@ impl Coordinator {
             bytes,
             duration: f.started.elapsed(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operators_save_everything_once_and_every_few_checkpoints_the_writer_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CheckpointOptions {
+            dir: dir.path().to_path_buf(),
+            interval: Duration::ZERO,
+            restore: Restore::Latest,
+            full_every: 3,
+        };
+        let (mut c, restored) = Coordinator::start(&opts, "f".into()).unwrap();
+        assert!(restored.is_none());
+        let mut kinds = Vec::new();
+        for i in 1..=7u8 {
+            let (id, full) = c.next();
+            kinds.push((id, full, c.compacts()));
+            // Each checkpoint changes one key: everything the first time.
+            let mut out = StateOut::new(id, full);
+            if full {
+                out.put(b"k0", vec![0]);
+            }
+            out.put(&[b'k', i], vec![i]);
+            c.submit(vec![i], vec![("Count".into(), out)]).unwrap();
+            c.wait().unwrap().unwrap();
+        }
+        assert_eq!(
+            kinds,
+            vec![
+                (1, true, false),
+                (2, false, false),
+                (3, false, false),
+                (4, false, true),
+                (5, false, false),
+                (6, false, false),
+                (7, false, true),
+            ]
+        );
+        // Compacted checkpoints stand alone: older files are gone but the chain before
+        // the newest (kept to fall back to).
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.ids().unwrap(), vec![4, 5, 6, 7]);
+        let keys = |id: u64| {
+            let r = store.read_checkpoint(id).unwrap();
+            let mut keys = Vec::new();
+            r.nodes["Count"]
+                .for_each(|k, _| {
+                    keys.push(k[1]);
+                    Ok(())
+                })
+                .unwrap();
+            (r.base, keys)
+        };
+        assert_eq!(keys(7), (7, vec![1, 2, 3, 4, 5, 6, 7, b'0']));
+        assert_eq!(keys(6), (4, vec![1, 2, 3, 4, 5, 6, b'0']));
+        // A job started again resumes from 7, on its own (compacted) chain.
+        let (c, restored) = Coordinator::start(&opts, "f".into()).unwrap();
+        let r = restored.unwrap();
+        assert_eq!((r.id, r.base), (7, 7));
+        assert_eq!(c.next(), (8, false));
+        assert!(!c.compacts());
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! A scheduler takes a checkpoint at a point where no element is between operators (the
 //! streaming executor: between two rounds of its loop). Each operator writes its state
-//! into a [`StateOut`] as keyed entries: everything in a full checkpoint, what changed
-//! since the last one otherwise. The [`Coordinator`] hands the [`Snapshot`] to a writer
+//! into a [`StateOut`] as keyed entries: everything in a job's first checkpoint, what
+//! changed since the last one afterwards (every few checkpoints the writer merges them
+//! into a full one). The [`Coordinator`] hands the [`Snapshot`] to a writer
 //! thread ([`Store`]: one redb file per checkpoint) while processing goes on; once the
 //! file is durable, the commit records operators left (files to publish) are committed.
 //! A job started again with the same directory restores the newest whole checkpoint.

@@ -14,7 +14,8 @@ pub struct CheckpointOptions {
     pub interval: Duration,
     /// Whether a job resumes from the newest checkpoint in `dir`.
     pub restore: Restore,
-    /// Every this many checkpoints one is full; the others hold what changed.
+    /// Every this many checkpoints one is full (its writer merges what changed into the
+    /// state before); the others hold what changed.
     pub full_every: u64,
 }
 

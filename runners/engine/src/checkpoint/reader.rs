@@ -329,6 +329,7 @@ mod tests {
             id,
             base: 1,
             parent,
+            compact_from: None,
             fingerprint: "f".into(),
             job: Vec::new(),
             nodes: nodes.into_iter().map(|(n, o)| (n.to_string(), o)).collect(),

@@ -316,6 +316,10 @@ pub struct Snapshot {
     pub base: u64,
     /// The checkpoint it holds the changes since (`None` when full).
     pub parent: Option<u64>,
+    /// The checkpoint whose state its operators saved the changes since, to be merged
+    /// into a full checkpoint by the writer (`parent` is then `None`, `base` its own id):
+    /// a full checkpoint without pausing the pipeline to encode every state.
+    pub compact_from: Option<u64>,
     /// The pipeline's shape (see [`fingerprint`]).
     pub fingerprint: String,
     /// The scheduler's own state.

@@ -5,12 +5,15 @@
 //! A full checkpoint holds every operator's state; an incremental one holds what changed
 //! since its parent (puts and deletes per operator), and names the full checkpoint its
 //! chain starts at. Restoring reads the chain from that full checkpoint onwards; when a
-//! file of the newest chain is missing or damaged, the one before is used.
+//! file of the newest chain is missing or damaged, the one before is used. A full
+//! checkpoint after the first is compacted: its operators saved what changed, and the
+//! writer merges that with the state its chain holds (they never pause to save it all).
 
 use super::format::{err, Digest, COMMITS, DELETES, FORMAT, FULL_NODES, META, PUTS};
 use super::reader::{NodeState, OpenFile};
 use super::state::{Entry, Snapshot};
 use crate::error::{EngineError, Result};
+use redb::ReadableTable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,11 +85,18 @@ impl Store {
     }
 
     /// Writes `snap` durably: to a file aside, synced, then renamed into place. Returns
-    /// the file's size.
+    /// the file's size. A snapshot to compact ([`Snapshot::compact_from`]) is merged with
+    /// the state of its chain into a full checkpoint.
     ///
     /// # Errors
-    /// When the file cannot be written, synced or renamed.
+    /// When the file cannot be written, synced or renamed; a chain to compact that is
+    /// missing or damaged.
     pub fn write(&self, snap: &Snapshot) -> Result<u64> {
+        // A compacted checkpoint: the chain its operators' changes apply to, read now.
+        let chain = match snap.compact_from {
+            Some(from) => self.chain(from)?,
+            None => Vec::new(),
+        };
         let path = self.path(snap.id);
         let tmp = path.with_extension("redb.tmp");
         let _ = std::fs::remove_file(&tmp);
@@ -102,17 +112,27 @@ impl Store {
             let mut deletes = tx.open_table(DELETES).map_err(|e| err(&what, e))?;
             let mut commits = tx.open_table(COMMITS).map_err(|e| err(&what, e))?;
             let mut full = tx.open_table(FULL_NODES).map_err(|e| err(&what, e))?;
+            let mut mark_full = |name: &str, digest: &mut Digest| -> Result<()> {
+                full.insert(name, ()).map_err(|e| err(&what, e))?;
+                digest.add(&[b"f", name.as_bytes()]);
+                Ok(())
+            };
             for (name, out) in &snap.nodes {
                 let name = name.as_str();
-                if out.full() {
-                    full.insert(name, ()).map_err(|e| err(&what, e))?;
-                    digest.add(&[b"f", name.as_bytes()]);
+                // Merged with the chain, this operator's state is whole.
+                let merged = snap.compact_from.is_some() && !out.full();
+                if out.full() || merged {
+                    mark_full(name, &mut digest)?;
                 }
+                let mut gone = std::collections::HashSet::new();
                 out.for_each_entry(|e| {
                     match e {
                         Entry::Put(k, v) => {
                             puts.insert((name, k), v).map_err(|e| err(&what, e))?;
                             digest.add(&[b"p", name.as_bytes(), k, v]);
+                        }
+                        Entry::Delete(k) if merged => {
+                            gone.insert(k.to_vec());
                         }
                         Entry::Delete(k) => {
                             deletes.insert((name, k), ()).map_err(|e| err(&what, e))?;
@@ -121,12 +141,42 @@ impl Store {
                     }
                     Ok(())
                 })?;
+                if merged {
+                    // What the chain holds and the changes did not put or delete.
+                    let state = NodeState::from_chain(name, &chain, Vec::new());
+                    state.for_each(|k, v| {
+                        if gone.contains(k)
+                            || puts.get((name, k)).map_err(|e| err(&what, e))?.is_some()
+                        {
+                            return Ok(());
+                        }
+                        puts.insert((name, k), v).map_err(|e| err(&what, e))?;
+                        digest.add(&[b"p", name.as_bytes(), k, v]);
+                        Ok(())
+                    })?;
+                }
                 for (i, c) in out.commits.iter().enumerate() {
                     commits
                         .insert((name, i as u64), c.as_slice())
                         .map_err(|e| err(&what, e))?;
                     digest.add(&[b"c", name.as_bytes(), &(i as u64).to_le_bytes(), c]);
                 }
+            }
+            // Operators that changed nothing since: their state as the chain has it.
+            let written: BTreeSet<&str> = snap.nodes.iter().map(|(n, _)| n.as_str()).collect();
+            let unchanged: BTreeSet<&String> = chain
+                .iter()
+                .flat_map(|f| &f.names)
+                .filter(|n| !written.contains(n.as_str()))
+                .collect();
+            for name in unchanged {
+                let name = name.as_str();
+                mark_full(name, &mut digest)?;
+                NodeState::from_chain(name, &chain, Vec::new()).for_each(|k, v| {
+                    puts.insert((name, k), v).map_err(|e| err(&what, e))?;
+                    digest.add(&[b"p", name.as_bytes(), k, v]);
+                    Ok(())
+                })?;
             }
             let mut meta = tx.open_table(META).map_err(|e| err(&what, e))?;
             let parent = snap.parent.map_or(Vec::new(), |p| p.to_le_bytes().to_vec());
@@ -273,6 +323,7 @@ mod tests {
             id,
             base,
             parent,
+            compact_from: None,
             fingerprint: "Count|GroupByKey".into(),
             job: vec![id as u8],
             nodes: nodes.into_iter().map(|(n, o)| (n.to_string(), o)).collect(),
@@ -340,6 +391,89 @@ mod tests {
         let r = store.latest().unwrap().unwrap();
         assert_eq!(entries(&r, "Dedup"), want);
         assert_eq!(entries(&store.read_checkpoint(1).unwrap(), "Dedup"), want);
+    }
+
+    #[test]
+    fn a_compacted_checkpoint_merges_the_changes_into_its_chain_and_stands_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = vec![
+            (
+                "Count",
+                out(true, &[("a", "1"), ("b", "1"), ("d", "1")], &[], &[]),
+            ),
+            ("Other", out(true, &[("x", "1")], &[], &[])),
+            ("Reset", out(true, &[("r", "1")], &[], &[])),
+        ];
+        store.write(&snap(1, 1, None, first)).unwrap();
+        let second = vec![("Count", out(false, &[("a", "2")], &["b"], &["f2"]))];
+        store.write(&snap(2, 1, Some(1), second)).unwrap();
+        // Checkpoint 3: what changed since 2, merged into a full one. "Other" changed
+        // nothing; "Reset" replaced its whole state.
+        let mut reset = out(false, &[], &[], &[]);
+        reset.replace_all();
+        reset.put(b"s", b"1".to_vec());
+        let mut third = snap(
+            3,
+            3,
+            None,
+            vec![
+                (
+                    "Count",
+                    out(false, &[("c", "1"), ("d", "2")], &["a"], &["f3"]),
+                ),
+                ("Reset", reset),
+            ],
+        );
+        third.compact_from = Some(2);
+        store.write(&third).unwrap();
+        // It needs no other file.
+        store.collect_garbage(3);
+        assert_eq!(store.ids().unwrap(), vec![3]);
+        let r = store.latest().unwrap().unwrap();
+        assert_eq!((r.id, r.base), (3, 3));
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(entries(&r, "Count"), pairs(&[("c", "1"), ("d", "2")]));
+        assert_eq!(entries(&r, "Other"), pairs(&[("x", "1")]));
+        assert_eq!(entries(&r, "Reset"), pairs(&[("s", "1")]));
+        // Only its own commit records are left to commit.
+        assert_eq!(r.nodes["Count"].commits, vec![b"f3".to_vec()]);
+        assert!(r.nodes["Other"].commits.is_empty());
+        // An incremental checkpoint on top of it.
+        let fourth = vec![("Other", out(false, &[("y", "1")], &["x"], &[]))];
+        store.write(&snap(4, 3, Some(3), fourth)).unwrap();
+        let r = store.latest().unwrap().unwrap();
+        assert_eq!(entries(&r, "Other"), pairs(&[("y", "1")]));
+        assert_eq!(entries(&r, "Count"), pairs(&[("c", "1"), ("d", "2")]));
+    }
+
+    #[test]
+    fn a_compaction_over_a_damaged_chain_fails_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(&snap(
+                1,
+                1,
+                None,
+                vec![("Count", out(true, &[("a", "1")], &[], &[]))],
+            ))
+            .unwrap();
+        std::fs::write(store.path(1), b"damaged").unwrap();
+        let mut second = snap(
+            2,
+            2,
+            None,
+            vec![("Count", out(false, &[("b", "1")], &[], &[]))],
+        );
+        second.compact_from = Some(1);
+        let e = store.write(&second).unwrap_err().to_string();
+        assert!(e.contains("chk-000000000001"), "{e}");
+        assert_eq!(store.ids().unwrap(), vec![1]);
     }
 
     #[test]

@@ -668,11 +668,12 @@ impl<'g> Executor<'g> {
         self.drain()?;
         let bytes: usize = nodes.iter().map(|(_, o)| o.bytes()).sum();
         let job = checkpointing::encode_job(self.now, [&self.pc_wm, &self.in_wm, &self.out_wm]);
+        let whole = full || c.compacts();
         c.submit(job, nodes)?;
         let m = &mut self.ckpt_metrics;
         m.update_distribution(NS, "snapshotMicros", started.elapsed().as_micros() as i64);
         m.update_distribution(NS, "stateBytes", bytes as i64);
-        m.inc_counter(NS, if full { "full" } else { "incremental" }, 1);
+        m.inc_counter(NS, if whole { "full" } else { "incremental" }, 1);
         Ok(())
     }
 
