@@ -42,13 +42,14 @@ impl std::fmt::Debug for OpenFile {
 }
 
 impl OpenFile {
-    /// Opens checkpoint file `id` at `path` and checks its records and digest (reading it
-    /// through once, keeping only the names of the operators and their commit records).
-    pub(crate) fn open(path: &Path, id: u64) -> Result<OpenFile> {
+    /// Opens checkpoint file `id` at `path` (read through a cache of `cache` bytes) and
+    /// checks its records and digest (reading it through once, keeping only the names of
+    /// the operators and their commit records).
+    pub(crate) fn open(path: &Path, id: u64, cache: usize) -> Result<OpenFile> {
         let what = format!("reading checkpoint {}", path.display());
         // Reading goes through each file once or twice in order: a small cache will do.
         let db = redb::Builder::new()
-            .set_cache_size(4 << 20)
+            .set_cache_size(cache)
             .open_read_only(path)
             .map_err(|e| err(&what, e))?;
         let tx = db.begin_read().map_err(|e| err(&what, e))?;

@@ -13,10 +13,16 @@ use super::format::{err, Digest, COMMITS, DELETES, FORMAT, FULL_NODES, META, PUT
 use super::reader::{NodeState, OpenFile};
 use super::state::{Entry, Snapshot};
 use crate::error::{EngineError, Result};
-use redb::ReadableTable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Cache of each file read to restore (entries are looked up as well as listed).
+const RESTORE_READ_CACHE: usize = 4 << 20;
+
+/// Cache of each file read to compact: listed once, in order, while the job runs (its
+/// memory adds to what `--memory-budget` bounds).
+const COMPACT_READ_CACHE: usize = 256 << 10;
 
 /// The checkpoints of one job, in a directory.
 #[derive(Debug, Clone)]
@@ -94,7 +100,7 @@ impl Store {
     pub fn write(&self, snap: &Snapshot) -> Result<u64> {
         // A compacted checkpoint: the chain its operators' changes apply to, read now.
         let chain = match snap.compact_from {
-            Some(from) => self.chain(from)?,
+            Some(from) => self.chain_with_cache(from, COMPACT_READ_CACHE)?,
             None => Vec::new(),
         };
         let path = self.path(snap.id);
@@ -124,15 +130,19 @@ impl Store {
                 if out.full() || merged {
                     mark_full(name, &mut digest)?;
                 }
-                let mut gone = std::collections::HashSet::new();
+                // The keys the changes put or deleted (a merge skips them in the chain).
+                let mut changed = std::collections::HashSet::new();
                 out.for_each_entry(|e| {
                     match e {
                         Entry::Put(k, v) => {
                             puts.insert((name, k), v).map_err(|e| err(&what, e))?;
                             digest.add(&[b"p", name.as_bytes(), k, v]);
+                            if merged {
+                                changed.insert(k.to_vec());
+                            }
                         }
                         Entry::Delete(k) if merged => {
-                            gone.insert(k.to_vec());
+                            changed.insert(k.to_vec());
                         }
                         Entry::Delete(k) => {
                             deletes.insert((name, k), ()).map_err(|e| err(&what, e))?;
@@ -145,9 +155,7 @@ impl Store {
                     // What the chain holds and the changes did not put or delete.
                     let state = NodeState::from_chain(name, &chain, Vec::new());
                     state.for_each(|k, v| {
-                        if gone.contains(k)
-                            || puts.get((name, k)).map_err(|e| err(&what, e))?.is_some()
-                        {
+                        if changed.contains(k) {
                             return Ok(());
                         }
                         puts.insert((name, k), v).map_err(|e| err(&what, e))?;
@@ -207,10 +215,15 @@ impl Store {
     /// The chain of checkpoint `id`: its files from the full one it starts at, each
     /// checked.
     fn chain(&self, id: u64) -> Result<Vec<Arc<OpenFile>>> {
+        self.chain_with_cache(id, RESTORE_READ_CACHE)
+    }
+
+    /// [`Store::chain`], each file read through a cache of `cache` bytes.
+    fn chain_with_cache(&self, id: u64, cache: usize) -> Result<Vec<Arc<OpenFile>>> {
         let mut chain = Vec::new();
         let mut at = id;
         loop {
-            let file = OpenFile::open(&self.path(at), at)?;
+            let file = OpenFile::open(&self.path(at), at, cache)?;
             let (parent, base) = (file.parent, file.base);
             chain.push(Arc::new(file));
             match parent {
