@@ -51,6 +51,14 @@ pub fn exchange_note(results: &[Measurement], elements: f64, unit: &str) {
                 l.seconds / d.seconds,
                 d.seconds / two.seconds
             );
+            // What a run on 1 worker thread keeps busy (a streaming run's source readers
+            // have threads of their own): with 2 cores, at most 2 / that as fast.
+            println!(
+                "cores kept busy: {} {:.2}, beamline-distributed {:.2}",
+                l.name,
+                l.cpu_seconds / l.seconds.max(1e-9),
+                d.cpu_seconds / d.seconds.max(1e-9)
+            );
         }
     }
 }
