@@ -1,8 +1,9 @@
 //! Elements as bytes, with their timestamp, window and pane: what crosses a thread,
 //! process or disk boundary inside one job (spill files, a distributed runner's exchange).
 
-use crate::coder::{read_pane, read_timestamp, write_pane, write_timestamp, Coder, CoderError};
+use crate::coder::{read_timestamp, write_timestamp, Coder, CoderError};
 use crate::window::{Window, WindowedValue};
+use crate::windowed_coder::{read_pane, write_pane};
 
 /// Appends a windowed value: value (nested, with `coder`), timestamp, window, pane.
 ///

@@ -34,6 +34,7 @@ pub mod time;
 pub mod trigger;
 pub mod value;
 pub mod window;
+pub mod windowed_coder;
 
 pub use error::{EngineError, Result, UserError};
 pub use value::{opaque_type, OpaqueType, OpaqueValue, Value};

@@ -5,10 +5,9 @@
 //! the bytes, in the contexts the section names. Skipped coders are listed in `SKIPPED`
 //! with the reason.
 
-use beamline_engine::coder::{
-    read_timestamp, write_timestamp, Coder, WindowCoder, WindowedValueCoder, WindowedValues,
-};
+use beamline_engine::coder::{read_timestamp, write_timestamp, Coder};
 use beamline_engine::window::{PaneInfo, Timing, Window};
+use beamline_engine::windowed_coder::{WindowCoder, WindowedValueCoder, WindowedValues};
 use beamline_engine::Value;
 use serde::Deserialize;
 use serde_yaml::Value as Y;

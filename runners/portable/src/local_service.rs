@@ -1,6 +1,11 @@
 //! Beam Python's local job service as a child process this program owns: started on a
 //! free port, stopped when dropped, and gone when this process dies (it watches its
 //! stdin). What tests, benchmarks and a user without Flink run the portable runner on.
+//!
+//! The service's temporary files (Beam stages artifacts and job files in directories of
+//! its own) go to a directory this handle owns, removed by whichever ends first: the
+//! handle's drop, or the service once its owner is gone (a handle kept in a `static`
+//! is never dropped).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,11 +14,16 @@ use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
-/// Runs `local_job_service_main` and exits as soon as stdin closes (our process ended,
-/// however it ended), so the service never outlives its owner.
-const LAUNCHER: &str = "import os, sys, threading\n\
+/// Runs `local_job_service_main` and, as soon as stdin closes (our process ended, however
+/// it ended), removes the service's directory and exits, so the service and its files
+/// never outlive their owner.
+const LAUNCHER: &str = "import os, shutil, sys, threading\n\
 from apache_beam.runners.portability import local_job_service_main\n\
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()\n\
+def watch():\n\
+    sys.stdin.read()\n\
+    shutil.rmtree(os.environ['BEAMLINE_SERVICE_DIR'], ignore_errors=True)\n\
+    os._exit(0)\n\
+threading.Thread(target=watch, daemon=True).start()\n\
 local_job_service_main.run(sys.argv[1:])\n";
 
 /// A running Beam Python job service.
@@ -45,8 +55,10 @@ impl LocalJobService {
             std::process::id(),
             rand_seed()
         ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Connect(format!("job service: {}: {e}", dir.display())))?;
+        // Beam's own temporary directories, inside ours.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| Error::Connect(format!("job service: {}: {e}", tmp.display())))?;
         let port_file = dir.join("port");
         let log = dir.join("service.log");
         let log_file = std::fs::File::create(&log)
@@ -58,6 +70,8 @@ impl LocalJobService {
             .arg("0")
             .arg("--port_file")
             .arg(&port_file)
+            .env("BEAMLINE_SERVICE_DIR", &dir)
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::piped())
             .stdout(
                 log_file

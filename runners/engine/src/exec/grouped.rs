@@ -7,11 +7,12 @@
 //! decoded only when a downstream stage loads the output bundle, one bundle at a time.
 
 use super::spill::Bundle;
-use crate::coder::{write_pane, write_timestamp, write_varint, Coder};
+use crate::coder::{write_timestamp, write_varint, Coder};
 use crate::element_codec::decode_window;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, Node, NodeKind, Windowing};
 use crate::window::PaneInfo;
+use crate::windowed_coder::write_pane;
 use std::sync::Arc;
 
 /// Whether values of coder `c` can be grouped encoded: standard coders only (user and

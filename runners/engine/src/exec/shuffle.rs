@@ -307,7 +307,7 @@ impl ShuffleWriter {
                     }
                     crate::coder::write_timestamp(wv.timestamp, buf);
                     crate::element_codec::encode_window(&wv.window, buf);
-                    crate::coder::write_pane(&wv.pane, buf);
+                    crate::windowed_coder::write_pane(&wv.pane, buf);
                     *count += 1;
                     self.bytes += buf.len() - start;
                 }

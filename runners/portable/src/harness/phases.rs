@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use beamline_engine::coder::{Coder, WindowCoder};
+use beamline_engine::coder::Coder;
 use beamline_engine::combine::{Accumulator, CombineFnInvoker};
 use beamline_engine::operators::guard::guarded;
 use beamline_engine::operators::{forward, Op, OpCx};
 use beamline_engine::value::Value;
 use beamline_engine::window::{PaneInfo, TimestampCombiner, Window, WindowFn, WindowedValue};
+use beamline_engine::windowed_coder::WindowCoder;
 use beamline_engine::{EngineError, Result};
 use beamline_proto::fn_execution as fe;
 use beamline_proto::urns;

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use beamline_engine::coder::{Coder, WindowCoder, WindowedValueCoder};
+use beamline_engine::coder::Coder;
 use beamline_engine::graph::{Graph, NodeKind, PcId};
 use beamline_engine::registry::FnRegistry;
 use beamline_engine::window::TimestampCombiner;
+use beamline_engine::windowed_coder::{WindowCoder, WindowedValueCoder};
 use beamline_engine::{EngineError, Result};
 use beamline_proto::fn_execution as fe;
 use beamline_proto::pipeline as pb;

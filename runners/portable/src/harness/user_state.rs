@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use beamline_engine::coder::{read_pane, read_timestamp, read_varint, write_varint};
-use beamline_engine::coder::{write_pane, write_timestamp, Coder, WindowCoder};
+use beamline_engine::coder::{read_timestamp, read_varint, write_timestamp, write_varint, Coder};
 use beamline_engine::operators::pardo::StateBackend;
 use beamline_engine::state::{StateCell, StateKind, TimeDomain};
 use beamline_engine::state_codec::{decode_cell, encode_cell};
 use beamline_engine::value::Value;
 use beamline_engine::window::{PaneInfo, Window};
+use beamline_engine::windowed_coder::{read_pane, write_pane, WindowCoder};
 use beamline_engine::{EngineError, Result};
 use beamline_proto::fn_execution as fe;
 
