@@ -31,6 +31,24 @@ RUNNERS = {
 # Set in the pytest that runs one distributed case: the case's shared temporary directory.
 _CASE_PROCESS = "BEAMLINE_PYTEST_CASE"
 
+# This pytest's temporary directory (see `pytest_configure`).
+_SESSION_TMP = None
+
+
+def pytest_configure(config):
+    """Sends the temporary files of this pytest and of every process it starts into one
+    directory, removed when it ends: Beam's runners and job services leave directories of
+    their own behind (about 300 a run otherwise)."""
+    global _SESSION_TMP
+    _SESSION_TMP = tempfile.mkdtemp(prefix="beamline-pytest-")
+    os.environ["TMPDIR"] = _SESSION_TMP
+    tempfile.tempdir = _SESSION_TMP
+
+
+def pytest_unconfigure(config):
+    if _SESSION_TMP:
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
 
 @pytest.fixture
 def tmp_path(tmp_path_factory):
