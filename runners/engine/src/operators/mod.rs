@@ -36,6 +36,7 @@ pub mod partition;
 pub mod precombine;
 pub mod simple;
 mod slot_table;
+pub mod state_backend;
 mod state_size;
 mod state_spill;
 pub mod stateful_batch;
@@ -47,14 +48,14 @@ use crate::error::{EngineError, Result};
 use crate::graph::{Graph, Node, NodeKind};
 
 /// The operator of ParDo `node` of `graph`, keeping its state and timers in `backend`
-/// (see [`pardo::StateBackend`]).
+/// (see [`state_backend::StateBackend`]).
 ///
 /// # Errors
 /// As [`build`]; a node that is not a ParDo.
 pub fn build_with_backend(
     graph: &Graph,
     node: &Node,
-    backend: Box<dyn pardo::StateBackend>,
+    backend: Box<dyn state_backend::StateBackend>,
 ) -> Result<Box<dyn Op>> {
     let NodeKind::ParDo {
         dofn,

@@ -218,7 +218,7 @@ pub trait Op {
     /// A source stops reading (a drain); its watermark then advances to the end.
     fn stop(&mut self) {}
     /// Runs timer `name` of the key encoded as `key` in `window`, fired by a runner that
-    /// keeps the timers (see [`crate::operators::pardo::StateBackend`]).
+    /// keeps the timers (see [`crate::operators::state_backend::StateBackend`]).
     ///
     /// # Errors
     /// User code failures; an operator without timers.

@@ -1,10 +1,13 @@
 //! The streaming ParDo: batches through the DoFn, or element by element with per-key
 //! state and timers (stateful DoFns) or side inputs that must be ready first.
 
+mod timers;
+
 use super::guard::guarded;
 use super::keyed_states::{KeyedStates, Layout};
 use super::op::{Op, OpCx, StateBudget, END_OF_TIME};
 use super::pardo_codec::{decode_cells, decode_sides, decode_state_key, encode_sides, SIDES};
+use super::state_backend::StateBackend;
 use crate::checkpoint::{NodeState, StateOut};
 use crate::coder::Coder;
 use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
@@ -13,7 +16,7 @@ use crate::graph::{Graph, Node, PcId, StatefulSpec};
 use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::registry::DoFnFactory;
-use crate::state::{KeyedState, StateCell, StateKind, TimeDomain, TimerRequest};
+use crate::state::{KeyedState, TimeDomain, TimerRequest};
 use crate::value::Value;
 use crate::window::{Window, WindowedValue};
 use std::sync::Arc;
@@ -65,52 +68,6 @@ impl Stateful {
             dropped: 0,
         }
     }
-}
-
-/// Where a stateful ParDo's state and timers live when the engine does not keep them: a
-/// runner that owns them (an SDK harness over Beam's Fn API reads and writes state through
-/// the runner's state service and hands timers to it).
-///
-/// With a backend, a ParDo loads a key and window's cells on their first use in a bundle,
-/// stores every cell it loaded when the bundle ends and forgets them, and reports timer
-/// changes instead of firing timers itself; the runner fires them with
-/// [`Op::fire_timer`](crate::operators::Op::fire_timer).
-pub trait StateBackend: Send {
-    /// The cells of `key` (its encoding with the key coder) in `window`, one per
-    /// declaration, in declaration order ([`StateCell::Empty`] where nothing is stored).
-    ///
-    /// # Errors
-    /// The runner's state cannot be read or decoded.
-    fn load(
-        &mut self,
-        key: &[u8],
-        window: &Window,
-        decls: &[(String, StateKind)],
-    ) -> Result<Vec<StateCell>>;
-    /// Stores the cells of `key` in `window` (one per declaration).
-    ///
-    /// # Errors
-    /// The runner's state cannot be written.
-    fn store(
-        &mut self,
-        key: &[u8],
-        window: &Window,
-        decls: &[(String, StateKind)],
-        cells: &[StateCell],
-    ) -> Result<()>;
-    /// Timer `name` of `key` in `window` was set to fire at `fire` (outputs at `output`),
-    /// or cleared (`None`).
-    ///
-    /// # Errors
-    /// The change cannot be sent.
-    fn timer(
-        &mut self,
-        key: &Value,
-        window: &Window,
-        name: &str,
-        domain: TimeDomain,
-        change: Option<(i64, i64)>,
-    ) -> Result<()>;
 }
 
 pub(crate) struct ParDoOp {
@@ -420,80 +377,6 @@ impl ParDoOp {
                 }
             };
         self.call(Call::Element(wv), key_bytes, cx)
-    }
-
-    fn fire_timers(&mut self, domain: TimeDomain, until: i64, cx: &mut OpCx<'_>) -> Result<()> {
-        loop {
-            let Some(st) = &mut self.stateful else {
-                return Ok(());
-            };
-            let Some(((kb, window), name, output_timestamp)) =
-                st.states.pop_timer(domain, until, &st.lay)?
-            else {
-                return Ok(());
-            };
-            self.call(
-                Call::Timer {
-                    name: &name,
-                    window,
-                    output_timestamp,
-                },
-                Some(kb),
-                cx,
-            )?;
-        }
-    }
-}
-
-impl ParDoOp {
-    /// Processes what waited for side inputs, fires event-time timers and expires windows
-    /// once the input watermark is `wm`.
-    fn advance_to(&mut self, wm: i64, cx: &mut OpCx<'_>) -> Result<()> {
-        // Main elements that waited for their side inputs.
-        if !self.pushback.is_empty() {
-            self.sides_changed = true;
-            let waiting = std::mem::take(&mut self.pushback);
-            for wv in waiting {
-                if self.sides_ready(&wv.window) {
-                    self.process_ready(wv, cx)?;
-                } else {
-                    self.pushback.push(wv);
-                }
-            }
-        }
-        self.fire_timers(TimeDomain::Watermark, wm, cx)?;
-        // Expire windows past their allowed lateness: callback, then drop state and timers.
-        let Some(st) = &mut self.stateful else {
-            return Ok(());
-        };
-        let lateness = st.allowed_lateness;
-        let due = |w: &Window| wm == END_OF_TIME || wm > w.max_timestamp().saturating_add(lateness);
-        let on_expiry = st.spec.on_window_expiration;
-        if !on_expiry && st.states.drop_all_if_due(due) {
-            return Ok(());
-        }
-        loop {
-            let st = self.stateful.as_mut().expect("stateful");
-            let expired = st.states.due(due, 4096)?;
-            if expired.is_empty() {
-                return Ok(());
-            }
-            for (kb, w) in expired {
-                if on_expiry {
-                    self.call(Call::Expire(w), Some(kb.clone()), cx)?;
-                }
-                let st = self.stateful.as_mut().expect("stateful");
-                st.states.remove(&(kb, w), &st.lay)?;
-            }
-        }
-    }
-
-    /// Makes the earliest spilled timer exact again (the operator's hold reads it).
-    fn refresh(&mut self) -> Result<()> {
-        match &mut self.stateful {
-            Some(st) => st.states.refresh(),
-            None => Ok(()),
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use beamline_engine::coder::{read_timestamp, read_varint, write_timestamp, write_varint, Coder};
-use beamline_engine::operators::pardo::StateBackend;
+use beamline_engine::operators::state_backend::StateBackend;
 use beamline_engine::state::{StateCell, StateKind, TimeDomain};
 use beamline_engine::state_codec::{decode_cell, encode_cell};
 use beamline_engine::value::Value;
