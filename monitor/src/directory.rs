@@ -57,7 +57,7 @@ fn alive(pid: u32) -> bool {
 
 /// Every job in the directory, newest first. A job still `RUNNING` whose process is gone
 /// shows `LOST`. Unreadable files are skipped; finished jobs past the newest
-/// [`KEEP_FINISHED`] are removed.
+/// 50 (`KEEP_FINISHED`) are removed.
 pub fn list(dir: &Path) -> Vec<JobView> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();

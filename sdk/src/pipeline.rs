@@ -28,7 +28,7 @@ static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 
 /// A transform: expands an input into outputs by applying other transforms.
 ///
-/// Composite transforms implement `expand` with [`PCollection::apply`] and friends; the
+/// Composite transforms implement `expand` with [`PCollection::apply`](crate::pcollection::PCollection::apply) and friends; the
 /// primitives (ParDo, GroupByKey, Flatten, Impulse, WindowInto) come with the SDK.
 pub trait PTransform<In: PInput> {
     /// What applying the transform returns.

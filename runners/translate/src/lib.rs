@@ -2,7 +2,7 @@
 //!
 //! A runner receives an encoded portable pipeline (`org.apache.beam.model.pipeline.v1`)
 //! and its options. [`prepare`] decodes it, translates it into the engine's
-//! [`Graph`](beamline_engine::graph::Graph) (resolving user functions through the job's
+//! [`beamline_engine::graph::Graph`] (resolving user functions through the job's
 //! function registry and the `inventory` registrations), reads the engine's options
 //! ([`EngineOptions`], declared by [`engine_options`]) and chooses batch or streaming
 //! ([`Mode`]). The runner then drives the engine's operators with its own scheduler.

@@ -320,7 +320,7 @@ pub struct Snapshot {
     /// into a full checkpoint by the writer (`parent` is then `None`, `base` its own id):
     /// a full checkpoint without pausing the pipeline to encode every state.
     pub compact_from: Option<u64>,
-    /// The pipeline's shape (see [`fingerprint`]).
+    /// The pipeline's shape (see [`crate::checkpoint::fingerprint`]).
     pub fingerprint: String,
     /// The scheduler's own state.
     pub job: Vec<u8>,

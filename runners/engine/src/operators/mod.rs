@@ -4,8 +4,8 @@
 //! - [`op`]: the [`Op`] interface (batches in and out, bundle ends, watermarks,
 //!   processing time, holds) and [`build`], the operator of a graph node.
 //! - [`pardo`]: ParDo (DoFn lifecycle, side inputs, tagged outputs; with state and timers
-//!   per key and window for stateful DoFns, kept by [`keyed_states`] in memory and beyond
-//!   a budget in [`state_spill`]'s store on disk) and [`stateful_batch`], a stateful DoFn
+//!   per key and window for stateful DoFns, kept by `keyed_states` in memory and beyond
+//!   a budget in `state_spill`'s store on disk) and [`stateful_batch`], a stateful DoFn
 //!   run over a bounded, key-partitioned input.
 //! - [`gbk`]: GroupByKey and CombinePerKey with windows, merging, triggers, panes, allowed
 //!   lateness and timestamp combiners ([`pane`] holds a window's pane state).

@@ -1,5 +1,5 @@
 //! A ProcessBundleDescriptor as Beamline operators: its transforms translated once, when
-//! registered (a bundle runs through them in [`run`]).
+//! registered (a bundle runs through them in `run`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

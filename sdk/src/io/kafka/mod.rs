@@ -3,11 +3,13 @@
 //! exactly once for consumers reading committed records). Both run on librdkafka.
 
 mod read;
+mod timestamps;
 mod write;
 
-pub use read::{
+pub use read::{ReadFromKafka, StartOffset, END_GRACE_MS};
+pub use timestamps::{
     register_kafka_timestamp_fn, DynExtractTimestamp, ExtractTimestamp, KafkaTimestamp,
-    KafkaTimestampFn, ReadFromKafka, StartOffset, END_GRACE_MS,
+    KafkaTimestampFn,
 };
 pub use write::WriteToKafka;
 
