@@ -293,3 +293,136 @@ fn over_a_hosts_file_a_killed_peer_ends_the_others_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// Sends `signal` (`STOP`, `CONT`, `KILL`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The output of `child` once it ends, or `None` after `limit`.
+fn output_within(
+    child: std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::Output> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(limit).ok()
+}
+
+/// A streaming clickstream process of a distributed job with a 2 s peer timeout.
+fn clickstream(extra: &[String]) -> std::process::Child {
+    Command::new(example("clickstream"))
+        .args([
+            "--streaming",
+            "--rate=2000",
+            "--quiet",
+            "--runner=distributed",
+        ])
+        .arg("--peer-timeout=2s")
+        .args(extra)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn over_a_hosts_file_a_frozen_peer_ends_the_others_after_the_peer_timeout() {
+    // A machine that stops answering closes no connection: without heartbeats the others
+    // would wait for it forever.
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, free_addresses().join("\n")).unwrap();
+    let spawn = |id: usize| {
+        clickstream(&[
+            format!("--hosts={}", hosts.display()),
+            format!("--process-id={id}"),
+        ])
+    };
+    let first = spawn(0);
+    let mut second = spawn(1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    signal(second.id(), "STOP");
+    let started = std::time::Instant::now();
+    let o = output_within(first, std::time::Duration::from_secs(20));
+    signal(second.id(), "KILL");
+    second.wait().unwrap();
+    let o = o.expect("process 0 ended after its peer froze");
+    let took = started.elapsed();
+    assert!(!o.status.success());
+    // The last heartbeat came up to a quarter of the timeout before the peer froze.
+    assert!(took >= std::time::Duration::from_secs(1), "{took:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("process 1 (") && stderr.contains(") sent no heartbeat for 2s"),
+        "{stderr}"
+    );
+}
+
+/// The worker processes the launcher `parent` started, with their process ids in the job.
+fn workers_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The parent's pid is the second field after the command's closing parenthesis.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let id = environ
+            .split(|&b| b == 0)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .find_map(|v| v.strip_prefix("BEAMLINE_PROCESS_ID="))
+            .map(String::from);
+        if let Some(id) = id {
+            out.push((pid, id));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_frozen_worker_process_fails_the_job_after_the_peer_timeout() {
+    let launcher = clickstream(&["--processes=2".to_string()]);
+    let parent = launcher.id();
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    while workers.len() < 2 && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        workers = workers_of(parent);
+    }
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (frozen, id) = workers.iter().find(|(_, id)| id == "1").unwrap().clone();
+    signal(frozen, "STOP");
+    let o = output_within(launcher, std::time::Duration::from_secs(20));
+    let gone = !std::path::Path::new(&format!("/proc/{frozen}")).exists()
+        || std::fs::read_to_string(format!("/proc/{frozen}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        });
+    if !gone {
+        signal(frozen, "KILL");
+    }
+    let o = o.expect("the launcher ended after a worker froze");
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("process {id} (")) && stderr.contains("sent no heartbeat for 2s"),
+        "{stderr}"
+    );
+    // The launcher killed the frozen process too.
+    assert!(gone, "the frozen worker {frozen} was left running");
+}

@@ -393,19 +393,16 @@ pub(crate) fn dataflow<R>(
     worker.dataflow::<u64, _, _>(|outer| outer.scoped::<Time, _, _>("Pipeline", work))
 }
 
-/// Runs `work` on every worker thread of this process of a cluster of `addresses` (one per
-/// process, this one at `process`, accepting its peers on `listener` when it listens
-/// already), `threads` workers per process; returns once the processes are connected,
-/// with a handle to wait for the workers.
+/// Runs `work` on every worker thread of this process (`process` of a cluster whose other
+/// processes `sockets` connect it to, `None` at its own), `threads` workers per process;
+/// returns with a handle to wait for the workers.
 ///
 /// # Errors
-/// When the network cannot be set up (a port in use, a peer missing at `deadline`).
+/// When Timely's networking cannot start on the sockets.
 pub(crate) fn execute<F>(
     process: usize,
-    addresses: Vec<String>,
-    listener: Option<std::net::TcpListener>,
+    sockets: Vec<Option<std::net::TcpStream>>,
     threads: usize,
-    deadline: std::time::Instant,
     work: F,
 ) -> Result<timely::communication::initialize::WorkerGuards<()>, String>
 where
@@ -414,7 +411,6 @@ where
     use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
     use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
     use timely::communication::Hooks;
-    let sockets = crate::connect::connect_all(&addresses, process, listener, deadline)?;
     let hooks = Hooks::default();
     let local = ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), None);
     let (builders, guard) =

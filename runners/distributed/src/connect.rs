@@ -3,7 +3,8 @@
 //! Timely's own set-up retries a refused connection once a second, waits for peers
 //! forever and prints every attempt; here a process connects to every lower process id and
 //! accepts every higher one, retrying every few milliseconds until the deadline, then hands
-//! the sockets to Timely. A peer that never comes is an error naming it.
+//! the sockets to Timely. A peer that never comes is an error naming it. Each pair of
+//! processes has a second connection for heartbeats (see [`crate::heartbeat`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,11 +15,27 @@ use std::time::{Duration, Instant};
 /// milliseconds of each other (at 10 ms, a job waited 5 ms on average for nothing).
 const RETRY: Duration = Duration::from_millis(1);
 
+/// What a connection carries, said by the dialing side after its process id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Channel {
+    /// Timely's data and progress.
+    Data = 0,
+    /// Heartbeats.
+    Heartbeat = 1,
+}
+
+/// A process's connections to the others: one of each kind per process, `None` at its own.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// Timely's sockets.
+    pub(crate) data: Vec<Option<TcpStream>>,
+    /// The heartbeats' sockets.
+    pub(crate) beats: Vec<Option<TcpStream>>,
+}
+
 /// Connects process `me` of `addresses` (one per process) to every other one, accepting
 /// on `listener` (already listening on `addresses[me]`) or, without one, on a listener of
 /// its own.
-///
-/// Returns one socket per process, `None` at `me`.
 ///
 /// # Errors
 /// This process's address cannot be listened on, or a peer is not connected by
@@ -28,7 +45,7 @@ pub(crate) fn connect_all(
     me: usize,
     listener: Option<TcpListener>,
     deadline: Instant,
-) -> Result<Vec<Option<TcpStream>>, String> {
+) -> Result<Connected, String> {
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(&addresses[me])
@@ -37,15 +54,20 @@ pub(crate) fn connect_all(
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot listen on {}: {e}", addresses[me]))?;
-    let mut sockets: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
+    let none = || {
+        (0..addresses.len())
+            .map(|_| None)
+            .collect::<Vec<Option<TcpStream>>>()
+    };
+    let (mut sockets, mut beats) = (none(), none());
     for (peer, address) in addresses.iter().enumerate().take(me) {
-        sockets[peer] = Some(dial(address, peer, me, deadline)?);
+        sockets[peer] = Some(dial(address, peer, me, Channel::Data, deadline)?);
+        beats[peer] = Some(dial(address, peer, me, Channel::Heartbeat, deadline)?);
     }
-    while sockets
-        .iter()
-        .enumerate()
-        .any(|(p, s)| p > me && s.is_none())
-    {
+    let missing = |sockets: &[Option<TcpStream>], beats: &[Option<TcpStream>], p: usize| {
+        p > me && (sockets[p].is_none() || beats[p].is_none())
+    };
+    while (0..addresses.len()).any(|p| missing(&sockets, &beats, p)) {
         match listener.accept() {
             Ok((mut stream, _)) => {
                 stream
@@ -53,26 +75,29 @@ pub(crate) fn connect_all(
                     .and_then(|()| stream.set_nodelay(true))
                     .and_then(|()| stream.set_read_timeout(Some(remaining(deadline))))
                     .map_err(|e| format!("accepting a peer: {e}"))?;
-                let mut id = [0u8; 8];
+                let mut id = [0u8; 9];
                 stream
                     .read_exact(&mut id)
                     .map_err(|e| format!("a peer did not say who it is: {e}"))?;
-                let peer = u64::from_le_bytes(id) as usize;
-                if peer <= me || peer >= addresses.len() || sockets[peer].is_some() {
+                let peer = u64::from_le_bytes(id[..8].try_into().expect("8 bytes")) as usize;
+                let slot = match id[8] {
+                    0 => &mut sockets,
+                    1 => &mut beats,
+                    other => return Err(format!("a peer asks for connection kind {other}")),
+                };
+                if peer <= me || peer >= addresses.len() || slot[peer].is_some() {
                     return Err(format!("a peer claims to be process {peer}"));
                 }
                 stream
                     .set_read_timeout(None)
                     .map_err(|e| format!("accepting a peer: {e}"))?;
-                sockets[peer] = Some(stream);
+                slot[peer] = Some(stream);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() >= deadline {
-                    let missing: Vec<String> = sockets
-                        .iter()
-                        .enumerate()
-                        .filter(|&(p, s)| p > me && s.is_none())
-                        .map(|(p, _)| p.to_string())
+                    let missing: Vec<String> = (0..addresses.len())
+                        .filter(|&p| missing(&sockets, &beats, p))
+                        .map(|p| p.to_string())
                         .collect();
                     return Err(format!(
                         "process(es) {} did not connect in time",
@@ -84,7 +109,10 @@ pub(crate) fn connect_all(
             Err(e) => return Err(format!("accepting a peer: {e}")),
         }
     }
-    Ok(sockets)
+    Ok(Connected {
+        data: sockets,
+        beats,
+    })
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -93,14 +121,23 @@ fn remaining(deadline: Instant) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-/// Connects to `peer` at `address`, retrying until `deadline`, and says who we are.
-fn dial(address: &str, peer: usize, me: usize, deadline: Instant) -> Result<TcpStream, String> {
+/// Connects to `peer` at `address` for `channel`, retrying until `deadline`, and says who
+/// we are and what the connection is for.
+fn dial(
+    address: &str,
+    peer: usize,
+    me: usize,
+    channel: Channel,
+    deadline: Instant,
+) -> Result<TcpStream, String> {
+    let mut hello = (me as u64).to_le_bytes().to_vec();
+    hello.push(channel as u8);
     loop {
         match TcpStream::connect(address) {
             Ok(mut stream) => {
                 stream
                     .set_nodelay(true)
-                    .and_then(|()| stream.write_all(&(me as u64).to_le_bytes()))
+                    .and_then(|()| stream.write_all(&hello))
                     .map_err(|e| format!("connecting to process {peer} at {address}: {e}"))?;
                 return Ok(stream);
             }
@@ -143,9 +180,10 @@ mod tests {
             })
             .collect();
         for (me, h) in handles.into_iter().enumerate() {
-            let sockets = h.join().unwrap().unwrap();
-            for (p, s) in sockets.iter().enumerate() {
-                assert_eq!(s.is_some(), p != me);
+            let c = h.join().unwrap().unwrap();
+            for p in 0..3 {
+                assert_eq!(c.data[p].is_some(), p != me);
+                assert_eq!(c.beats[p].is_some(), p != me);
             }
         }
     }

@@ -14,6 +14,7 @@ mod checkpoints;
 mod connect;
 mod dataflow;
 mod driver;
+mod heartbeat;
 pub mod hosts;
 pub mod launch;
 mod member;

@@ -7,6 +7,7 @@
 
 use crate::checkpoints::Checkpoints;
 use crate::dataflow::{self, Clock, Setup, Shared};
+use crate::heartbeat::Heartbeats;
 use crate::launch::{launch, LaunchError, LaunchOptions};
 use crate::plan::Plan;
 use crate::progress::{LiveProgress, Shape};
@@ -35,6 +36,8 @@ struct Options {
     processes: usize,
     threads: usize,
     connect_timeout: Duration,
+    /// How long a peer may send no heartbeat before the job fails.
+    peer_timeout: Duration,
 }
 
 fn bad(name: &str, why: impl std::fmt::Display) -> EngineError {
@@ -53,16 +56,23 @@ impl Options {
                     .ok_or_else(|| bad(name, format!("'{v}' is not a number from 1 to 256"))),
             }
         };
-        let connect_timeout = match job.options.get("connect_timeout") {
-            None => Duration::from_secs(30),
-            Some(v) => Duration::from_millis(
-                parse_duration_ms(v).map_err(|why| bad("connect-timeout", why))?,
-            ),
+        let duration = |key: &str, name: &str| -> Result<Duration, EngineError> {
+            match job.options.get(key) {
+                None => Ok(Duration::from_secs(30)),
+                Some(v) => {
+                    let ms = parse_duration_ms(v).map_err(|why| bad(name, why))?;
+                    if ms == 0 {
+                        return Err(bad(name, format!("'{v}' is no time at all")));
+                    }
+                    Ok(Duration::from_millis(ms))
+                }
+            }
         };
         Ok(Options {
             processes: number("processes", "processes", 2)?,
             threads: number("threads_per_process", "threads-per-process", 1)?,
-            connect_timeout,
+            connect_timeout: duration("connect_timeout", "connect-timeout")?,
+            peer_timeout: duration("peer_timeout", "peer-timeout")?,
         })
     }
 }
@@ -86,6 +96,13 @@ impl Runner for DistributedRunner {
                 "connect-timeout",
                 OptionKind::Duration,
                 "how long every process may take to join the job",
+            )
+            .default_value("30s"),
+            OptionSpec::new(
+                "peer-timeout",
+                OptionKind::Duration,
+                "how long a process may send no heartbeat (frozen, or cut off) before the job \
+                 fails",
             )
             .default_value("30s"),
             OptionSpec::new(
@@ -413,51 +430,54 @@ fn start_worker(
         };
         let deadline = std::time::Instant::now() + opts.connect_timeout;
         end_on_timely_panics(launched);
-        let guards = crate::adapter::execute(
-            env.process_id,
-            addresses,
-            listener,
-            threads,
-            deadline,
-            move |w| {
-                let setup = Setup {
-                    worker: w.index(),
-                    workers,
-                    clock,
-                    batch,
-                    max_bundle,
-                    final_processing_time,
-                    state_budget: state_budget.clone(),
-                };
-                // A panic here is a bug (user code runs guarded): it ends the process
-                // with a clear error rather than leaving the other workers waiting.
-                let checkpoints = checkpoint.as_ref().map(|c| {
-                    match Checkpoints::open(c, &plan, w.index(), workers, fingerprint.clone()) {
-                        Ok(cp) => (Rc::new(RefCell::new(cp)), c.interval),
-                        Err(e) => s.fail(e),
+        let process = env.process_id;
+        let peer = |e: String| EngineError::Runner(format!("process {process}: {e}"));
+        let connected =
+            crate::connect::connect_all(&addresses, process, listener, deadline).map_err(peer)?;
+        let heartbeats = Heartbeats::start(
+            connected.beats,
+            &addresses,
+            opts.peer_timeout,
+            move |error| end_process(launched, &error),
+        )
+        .map_err(|e| peer(format!("heartbeats: {e}")))?;
+        let guards = crate::adapter::execute(process, connected.data, threads, move |w| {
+            let setup = Setup {
+                worker: w.index(),
+                workers,
+                clock,
+                batch,
+                max_bundle,
+                final_processing_time,
+                state_budget: state_budget.clone(),
+            };
+            // A panic here is a bug (user code runs guarded): it ends the process
+            // with a clear error rather than leaving the other workers waiting.
+            let checkpoints = checkpoint.as_ref().map(|c| {
+                match Checkpoints::open(c, &plan, w.index(), workers, fingerprint.clone()) {
+                    Ok(cp) => (Rc::new(RefCell::new(cp)), c.interval),
+                    Err(e) => s.fail(e),
+                }
+            });
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::adapter::dataflow(w, |scope| {
+                    if let Err(e) = dataflow::build(scope, &g, setup, &s, checkpoints.as_ref()) {
+                        s.fail(e);
                     }
                 });
-                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    crate::adapter::dataflow(w, |scope| {
-                        if let Err(e) = dataflow::build(scope, &g, setup, &s, checkpoints.as_ref())
-                        {
-                            s.fail(e);
-                        }
-                    });
-                    crate::adapter::run_to_end(w);
-                    if let Some((c, _)) = &checkpoints {
-                        s.add_metrics(c.borrow().metrics());
-                    }
-                }));
-                if let Err(payload) = run {
-                    s.fail(EngineError::Runner(format!(
-                        "a worker thread panicked: {}",
-                        panic_message(&*payload)
-                    )));
+                crate::adapter::run_to_end(w);
+                if let Some((c, _)) = &checkpoints {
+                    s.add_metrics(c.borrow().metrics());
                 }
-            },
-        )
-        .map_err(|e| EngineError::Runner(format!("process {}: {e}", env.process_id)))?;
+            }));
+            if let Err(payload) = run {
+                s.fail(EngineError::Runner(format!(
+                    "a worker thread panicked: {}",
+                    panic_message(&*payload)
+                )));
+            }
+        })
+        .map_err(peer)?;
         if launched {
             worker::ready();
         }
@@ -466,6 +486,7 @@ fn start_worker(
         // A transform's failure ends this process (see `Shared::fail`): joining the
         // workers is reaching the end of the job.
         drop(guards);
+        drop(heartbeats);
         if let Some(r) = reporter {
             r.stop();
         }
@@ -572,14 +593,19 @@ fn end_on_timely_panics(launched: bool) {
             return previous(info);
         }
         let msg = panic_message(info.payload());
-        let error = format!("{} ({msg})", worker::PEER_LOST);
-        if launched {
-            worker::fail(&error);
-        } else {
-            eprintln!("error: {error}");
-        }
-        std::process::exit(1);
+        end_process(launched, &format!("{} ({msg})", worker::PEER_LOST));
     }));
+}
+
+/// Ends this process with `error`: reported to the launcher when it started the process,
+/// on standard error otherwise (a process of a hosts file's job).
+fn end_process(launched: bool, error: &str) -> ! {
+    if launched {
+        worker::fail(error);
+    } else {
+        eprintln!("error: {error}");
+    }
+    std::process::exit(1);
 }
 
 inventory::submit! {
