@@ -179,11 +179,34 @@ mod tests {
                 std::thread::spawn(move || connect_all(&a, me, Some(l), deadline))
             })
             .collect();
-        for (me, h) in handles.into_iter().enumerate() {
-            let c = h.join().unwrap().unwrap();
+        let connected: Vec<Connected> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        for (me, c) in connected.iter().enumerate() {
             for p in 0..3 {
                 assert_eq!(c.data[p].is_some(), p != me);
                 assert_eq!(c.beats[p].is_some(), p != me);
+            }
+        }
+        // Each socket reaches the peer it is listed under, on the same kind of connection.
+        for (me, c) in connected.iter().enumerate() {
+            for p in (0..3).filter(|&p| p != me) {
+                let hello = [me as u8, 0, me as u8, 1];
+                c.data[p].as_ref().unwrap().write_all(&hello[..2]).unwrap();
+                c.beats[p].as_ref().unwrap().write_all(&hello[2..]).unwrap();
+            }
+        }
+        for (me, c) in connected.iter().enumerate() {
+            for p in (0..3).filter(|&p| p != me) {
+                let (mut d, mut b) = ([0u8; 2], [0u8; 2]);
+                c.data[p].as_ref().unwrap().read_exact(&mut d).unwrap();
+                c.beats[p].as_ref().unwrap().read_exact(&mut b).unwrap();
+                assert_eq!(
+                    (d, b),
+                    ([p as u8, 0], [p as u8, 1]),
+                    "process {me} from {p}"
+                );
             }
         }
     }
