@@ -17,14 +17,15 @@ use crate::{Error, Result};
 /// Runs `local_job_service_main` and, as soon as stdin closes (our process ended, however
 /// it ended), removes the service's directory and exits, so the service and its files
 /// never outlive their owner.
-const LAUNCHER: &str = "import os, shutil, sys, threading\n\
-from apache_beam.runners.portability import local_job_service_main\n\
-def watch():\n\
-    sys.stdin.read()\n\
-    shutil.rmtree(os.environ['BEAMLINE_SERVICE_DIR'], ignore_errors=True)\n\
-    os._exit(0)\n\
-threading.Thread(target=watch, daemon=True).start()\n\
-local_job_service_main.run(sys.argv[1:])\n";
+const LAUNCHER: &str = r#"import os, shutil, sys, threading
+from apache_beam.runners.portability import local_job_service_main
+def watch():
+    sys.stdin.read()
+    shutil.rmtree(os.environ['BEAMLINE_SERVICE_DIR'], ignore_errors=True)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+local_job_service_main.run(sys.argv[1:])
+"#;
 
 /// A running Beam Python job service.
 #[derive(Debug)]
