@@ -5,7 +5,7 @@
 use std::process::Command;
 
 mod common;
-use common::{example, lines};
+use common::{example, lines, output_within};
 
 fn run(name: &str, args: &[String]) -> std::process::Output {
     Command::new(example(name))
@@ -301,16 +301,6 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid}");
-}
-
-/// The output of `child` once it ends, or `None` after `limit`.
-fn output_within(
-    child: std::process::Child,
-    limit: std::time::Duration,
-) -> Option<std::process::Output> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
-    rx.recv_timeout(limit).ok()
 }
 
 /// A streaming clickstream process of a distributed job with a 2 s peer timeout.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{example, lines};
+use common::{example, lines, output_within};
 
 /// Runs `ip` with `args`; its error output when it fails.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -105,18 +105,6 @@ fn hosts_file(dir: &std::path::Path) -> String {
     let lines: Vec<String> = Net::ADDRESSES.iter().map(|a| format!("{a}:7400")).collect();
     std::fs::write(&path, lines.join("\n")).unwrap();
     path.display().to_string()
-}
-
-/// The output of `child` once it ends, or `None` after `limit` (it is then killed).
-fn output_within(child: Child, limit: Duration) -> Option<Output> {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
-    let o = rx.recv_timeout(limit).ok();
-    if o.is_none() {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    }
-    o
 }
 
 #[test]

@@ -24,3 +24,21 @@ pub fn lines(dir: &Path, prefix: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The output of `child` once it ends, or `None` after `limit` (it is then killed).
+#[allow(dead_code)] // not every test file waits on children
+pub fn output_within(
+    child: std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::Output> {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    let o = rx.recv_timeout(limit).ok();
+    if o.is_none() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    o
+}
