@@ -131,3 +131,27 @@ pub(crate) fn run_case_in_own_process(case: &Case, runner: &RunnerEntry) -> Outc
         }
     }
 }
+/// The suite's scratch directory: where this program's temporary files go, and those of
+/// every process it starts (cases in processes of their own, the workers of distributed
+/// runs), so that the inputs cases write are removed with it when it drops.
+#[derive(Debug)]
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    /// Makes the directory and points `TMPDIR` at it. Call it before any case runs.
+    ///
+    /// # Errors
+    /// The directory cannot be made.
+    pub fn enter() -> std::io::Result<ScratchDir> {
+        let dir = std::env::temp_dir().join(format!("beamline-vr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::env::set_var("TMPDIR", &dir);
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -15,7 +15,7 @@ pub mod cases;
 mod isolated;
 mod matrix;
 
-pub use isolated::serve_case;
+pub use isolated::{serve_case, ScratchDir};
 pub use matrix::{run_suite, Matrix, Outcome};
 
 use beamline::{Pipeline, PipelineOptions, PipelineResult};

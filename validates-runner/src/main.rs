@@ -14,6 +14,7 @@ use std::path::Path;
 
 fn main() -> Result<()> {
     serve_case(&cases::all(), RUNNERS);
+    let _scratch = beamline_validates_runner::ScratchDir::enter()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--matrix") {
         bail!("usage: beamline-validates-runner --matrix [--write]");

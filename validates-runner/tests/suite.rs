@@ -11,11 +11,12 @@ use beamline::engine::EngineError;
 use beamline::proto::pipeline as pb;
 use beamline::proto::prost::Message;
 use beamline_validates_runner::{
-    cases, run_suite, serve_case, Category, Outcome, RunnerEntry, RUNNERS,
+    cases, run_suite, serve_case, Category, Outcome, RunnerEntry, ScratchDir, RUNNERS,
 };
 
 fn main() {
     serve_case(&cases::all(), RUNNERS);
+    let _scratch = ScratchDir::enter().expect("a scratch directory");
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
