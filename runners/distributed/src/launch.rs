@@ -5,7 +5,8 @@
 //! [`crate::worker`]. The job fails at the first failure, with the failing process's
 //! original error, and the others are killed and reaped at once: no process outlives
 //! [`Supervisor::wait`], which never hangs (a process that does not report ready within the
-//! connect timeout is a failure too).
+//! connect timeout is a failure too, and so is a ready one that then says nothing for the
+//! silence timeout: a worker reports its progress every second while it runs).
 
 use crate::worker::{parse_report, Report, PROCESSES_ENV, PROCESS_ID_ENV};
 use std::io::{BufRead, BufReader, Write};
@@ -55,6 +56,14 @@ pub enum LaunchError {
     /// The job was cancelled; every process was killed.
     #[error("the job was cancelled")]
     Cancelled,
+    /// A ready worker wrote nothing for the silence timeout: it is frozen.
+    #[error("process {process} sent nothing for {timeout:?}: it is frozen (--peer-timeout)")]
+    Silent {
+        /// Its process id.
+        process: usize,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// A worker did not report ready within the connect timeout.
     #[error("process {process} did not connect within {seconds} s (--connect-timeout)")]
     ConnectTimeout {
@@ -79,6 +88,9 @@ pub struct LaunchOptions {
     pub processes: usize,
     /// How long each may take to report ready.
     pub connect_timeout: Duration,
+    /// How long a ready process may write nothing before the job fails (a worker of the
+    /// distributed runner reports its progress every second).
+    pub silence_timeout: Duration,
     /// Environment variables every process gets besides the worker protocol's.
     pub env: Vec<(String, String)>,
 }
@@ -100,8 +112,11 @@ pub struct Supervisor {
     /// all did).
     listening: Vec<Option<String>>,
     ready: Vec<bool>,
+    /// When each process last wrote a line.
+    heard: Vec<Instant>,
     started: Instant,
     connect_timeout: Duration,
+    silence_timeout: Duration,
     stderr: Vec<Vec<String>>,
     /// Processes whose standard error is still open.
     open: usize,
@@ -190,6 +205,7 @@ pub fn launch<S: AsRef<std::ffi::OsStr>>(
     Ok(Supervisor {
         listening: vec![None; opts.processes],
         ready: vec![false; opts.processes],
+        heard: vec![Instant::now(); opts.processes],
         stderr: vec![Vec::new(); opts.processes],
         open: opts.processes,
         metrics: Vec::new(),
@@ -199,6 +215,7 @@ pub fn launch<S: AsRef<std::ffi::OsStr>>(
         events: rx,
         started: Instant::now(),
         connect_timeout: opts.connect_timeout,
+        silence_timeout: opts.silence_timeout,
     })
 }
 
@@ -265,6 +282,7 @@ impl Supervisor {
 
     /// Handles one line of process `p`'s standard error: a report, or passed through.
     fn line(&mut self, p: usize, line: String) -> Result<(), LaunchError> {
+        self.heard[p] = Instant::now();
         match parse_report(&line) {
             Some(Report::Listening(address)) => {
                 self.listening[p] = Some(address);
@@ -371,6 +389,12 @@ impl Supervisor {
                             return Err(LaunchError::ConnectTimeout {
                                 process: p,
                                 seconds: self.connect_timeout.as_secs(),
+                            });
+                        }
+                        if self.ready[p] && self.heard[p].elapsed() > self.silence_timeout {
+                            return Err(LaunchError::Silent {
+                                process: p,
+                                timeout: self.silence_timeout,
                             });
                         }
                     }

@@ -270,6 +270,7 @@ fn start_launcher(
         Ok(LaunchOptions {
             processes: opts.processes,
             connect_timeout: opts.connect_timeout,
+            silence_timeout: opts.peer_timeout,
             env: vec![
                 (
                     WORKER_PIPELINE_ENV.to_string(),

@@ -1,7 +1,7 @@
 //! The launcher owns its worker processes: success, an error in one process (its original
 //! message, the others killed within 5 s), a process killed with SIGKILL, a process that
-//! never connects, one that ends without joining, a program that cannot start. Never a
-//! hang.
+//! never connects, one that ends without joining, one that joins and then says nothing
+//! (frozen), a program that cannot start. Never a hang.
 //!
 //! A plain `main` (no test harness): the launcher re-executes this binary as its workers,
 //! which behave as the scenario in `SCENARIO` says.
@@ -39,6 +39,14 @@ fn worker(scenario: &str, id: usize) {
             std::thread::sleep(Duration::from_secs(60));
         }
         ("never-ready", 1) => std::thread::sleep(Duration::from_secs(60)),
+        // Process 0 keeps talking, process 1 joins and falls silent (as a frozen one).
+        ("silent", 0) => {
+            ready();
+            for _ in 0..600 {
+                eprintln!("still here");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         // Ends well without joining (a program that skipped the job's pipeline).
         ("no-share", 1) => {}
         (_, _) => {
@@ -54,10 +62,25 @@ fn run(
     processes: usize,
     connect_timeout: Duration,
 ) -> (Result<(), LaunchError>, Duration) {
+    run_with(
+        scenario,
+        processes,
+        connect_timeout,
+        Duration::from_secs(30),
+    )
+}
+
+fn run_with(
+    scenario: &str,
+    processes: usize,
+    connect_timeout: Duration,
+    silence_timeout: Duration,
+) -> (Result<(), LaunchError>, Duration) {
     let exe = std::env::current_exe().unwrap();
     let opts = LaunchOptions {
         processes,
         connect_timeout,
+        silence_timeout,
         env: vec![(SCENARIO.to_string(), scenario.to_string())],
     };
     let start = Instant::now();
@@ -142,15 +165,31 @@ fn main() {
     assert_eq!(r, Err(LaunchError::NoShare { process: 1 }));
     assert!(took < Duration::from_secs(5), "{took:?}");
 
+    // A process that joined and then says nothing (frozen): the job fails naming it.
+    let (r, took) = run_with("silent", 2, long, Duration::from_secs(1));
+    assert_eq!(
+        r,
+        Err(LaunchError::Silent {
+            process: 1,
+            timeout: Duration::from_secs(1)
+        })
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "process 1 sent nothing for 1s: it is frozen (--peer-timeout)"
+    );
+
     let missing = std::path::Path::new("/nonexistent/beamline-worker");
     let opts = LaunchOptions {
         processes: 2,
         connect_timeout: long,
+        silence_timeout: long,
         env: vec![],
     };
     match launch::<&str>(missing, &[], &opts) {
         Err(LaunchError::Start { process: 0, .. }) => {}
         other => panic!("missing program: {other:?}"),
     }
-    eprintln!("launch_supervision: 7 scenarios passed");
+    eprintln!("launch_supervision: 8 scenarios passed");
 }
