@@ -375,9 +375,6 @@ fn from_hosts_file(
     Ok((env, hosts.iter().map(|h| h.to_string()).collect()))
 }
 
-/// Runs this process's share of the job: `threads` workers joining the processes at
-/// `addresses` (this one's listener, when it listens already); `launched` when the
-/// launcher started it (it then reports to it).
 /// How a worker process reaches the job's others.
 struct Peers {
     /// Every process's address, by process id.
@@ -387,6 +384,9 @@ struct Peers {
     listener: Option<std::net::TcpListener>,
 }
 
+/// Runs this process's share of the job: `threads` workers joining the processes of
+/// `peers` (with heartbeats), `launched` when the launcher started it (it then reports to
+/// it).
 fn start_worker(
     env: WorkerEnv,
     Peers {
@@ -432,16 +432,16 @@ fn start_worker(
         let deadline = std::time::Instant::now() + opts.connect_timeout;
         end_on_timely_panics(launched);
         let process = env.process_id;
-        let peer = |e: String| EngineError::Runner(format!("process {process}: {e}"));
-        let connected =
-            crate::connect::connect_all(&addresses, process, listener, deadline).map_err(peer)?;
+        let in_process = |e: String| EngineError::Runner(format!("process {process}: {e}"));
+        let connected = crate::connect::connect_all(&addresses, process, listener, deadline)
+            .map_err(in_process)?;
         let heartbeats = Heartbeats::start(
             connected.beats,
             &addresses,
             opts.peer_timeout,
             move |error| end_process(launched, &error),
         )
-        .map_err(|e| peer(format!("heartbeats: {e}")))?;
+        .map_err(|e| in_process(format!("heartbeats: {e}")))?;
         let guards = crate::adapter::execute(process, connected.data, threads, move |w| {
             let setup = Setup {
                 worker: w.index(),
@@ -478,7 +478,7 @@ fn start_worker(
                 )));
             }
         })
-        .map_err(peer)?;
+        .map_err(in_process)?;
         if launched {
             worker::ready();
         }
