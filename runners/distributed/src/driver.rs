@@ -17,7 +17,7 @@ use beamline_engine::operators::END_OF_TIME;
 use beamline_engine::EngineError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often an operator looks at the wall clock while it waits (processing-time timers).
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -32,6 +32,34 @@ pub(crate) fn wall_clock_ms() -> i64 {
 /// Encoded bytes of a batch GroupByKey's output decoded at once (then passed down the
 /// chain while in cache).
 const GROUPS_BYTES: usize = 8 << 10;
+
+/// How long an operator runs before the worker's other operators get their turn.
+const TURN: Duration = Duration::from_millis(10);
+
+/// An operator's turn: over after [`TURN`], once it did some work.
+struct Turn {
+    started: Instant,
+    worked: bool,
+}
+
+impl Turn {
+    fn new() -> Self {
+        Turn {
+            started: Instant::now(),
+            worked: false,
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.worked && self.started.elapsed() >= TURN
+    }
+}
+
+/// About how long a piece of an eager driver's input takes (between looks at the clock).
+const PIECE_TIME: Duration = Duration::from_millis(1);
+
+/// Most records in one piece.
+const MAX_PIECE: usize = 1 << 16;
 
 /// The name the driver's own state is saved under: its first transform's, with this.
 const DRIVER_STATE: &str = "\u{0}driver";
@@ -60,6 +88,8 @@ pub(crate) struct Driver {
     /// Its part in the worker's checkpoints, and whether it restored its state.
     member: Option<Member>,
     started: bool,
+    /// Records of the main input fed at once when eager (see [`Driver::feed_in_pieces`]).
+    piece: usize,
     /// This worker (the instance of transforms that commit).
     worker: usize,
     shared: Arc<Shared>,
@@ -92,6 +122,7 @@ impl Driver {
             epoch: member.as_ref().map_or(0, Member::first_epoch),
             member,
             started: false,
+            piece: 1,
             worker: setup.worker,
             shared,
         }
@@ -166,7 +197,13 @@ impl Driver {
         }
         let front = p.frontier_of_all();
         loop {
-            self.process_ready(p, &front)?;
+            if self.process_ready(p, &front)? {
+                // Its turn is over: the rest after the worker's other operators had theirs
+                // (a receiver of this worker's exchange, above all, which frees the
+                // network's buffers as it reads them).
+                p.activate_after(Duration::ZERO);
+                return Ok(());
+            }
             // The epoch is over once every input passed it and its input is processed;
             // one epoch at a time, each a checkpoint.
             let later = if front.is_empty() {
@@ -209,10 +246,18 @@ impl Driver {
     /// Processes the batches of this epoch whose time every input passed (or reached,
     /// when eager), in time order, each time's batches as one bundle (from every upstream
     /// worker), side inputs first.
-    fn process_ready(&mut self, p: &mut Ports<'_>, front: &Front) -> Result<(), EngineError> {
+    ///
+    /// Returns whether it stopped with ready input left, its turn used up ([`TURN`]): the
+    /// worker's other operators run before the rest (an eager driver's one time may be
+    /// cut into several bundles).
+    fn process_ready(&mut self, p: &mut Ports<'_>, front: &Front) -> Result<bool, EngineError> {
+        let mut turn = Turn::new();
         while let Some((&t, _)) = self.stash.first_key_value() {
             if epoch_of(&t) > self.epoch || !front.passed(&t, self.eager) {
                 break;
+            }
+            if turn.over() {
+                return Ok(true);
             }
             // Side inputs' watermarks still count this time's side batches.
             self.move_to(p, t, front)?;
@@ -221,10 +266,19 @@ impl Driver {
             let (_, mut batches) = self.stash.pop_first().expect("a first entry");
             batches.sort_by_key(|(slot, _)| if *slot == 0 { usize::MAX } else { *slot });
             let mut sides_done = false;
-            for (slot, mut batch) in batches {
+            let mut left = None;
+            let mut batches = batches.into_iter();
+            while let Some((slot, mut batch)) = batches.next() {
                 if slot == 0 && !sides_done {
                     sides_done = true;
                     self.side_watermarks(p);
+                }
+                if self.eager && slot == 0 {
+                    if let Some(rest) = self.feed_in_pieces(p, batch, &mut turn)? {
+                        left = Some(std::iter::once((0, rest)).chain(batches).collect());
+                        break;
+                    }
+                    continue;
                 }
                 let name = &self.chain.links[0].name;
                 if let Some(elements) = self.arrives[slot].take(&mut batch, name)? {
@@ -236,8 +290,51 @@ impl Driver {
             }
             self.chain.each(p, |op, cx| op.end_bundle(cx))?;
             self.chain.each(p, |op, cx| op.on_processing_time(cx))?;
+            turn.worked = true;
+            if let Some(left) = left {
+                // Later arrivals at `t` queue behind what is left.
+                self.stash.insert(t, left);
+                return Ok(true);
+            }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Feeds main-input `batch` down the chain a piece at a time (pieces sized to take
+    /// about a millisecond each); returns what is left once `turn` is over.
+    fn feed_in_pieces(
+        &mut self,
+        p: &mut Ports<'_>,
+        mut batch: Batch,
+        turn: &mut Turn,
+    ) -> Result<Option<Batch>, EngineError> {
+        let mut at = 0;
+        while at < batch.len() {
+            if turn.over() {
+                batch.drain(..at);
+                return Ok(Some(batch));
+            }
+            let n = self.piece.min(batch.len() - at);
+            let mut piece: Batch = if at == 0 && n == batch.len() {
+                std::mem::take(&mut batch)
+            } else {
+                batch[at..at + n].iter_mut().map(std::mem::take).collect()
+            };
+            at += n;
+            let started = Instant::now();
+            let name = &self.chain.links[0].name;
+            if let Some(elements) = self.arrives[0].take(&mut piece, name)? {
+                self.chain.feed(p, 0, elements)?;
+            }
+            let took = started.elapsed();
+            if took < PIECE_TIME / 2 {
+                self.piece = (self.piece * 2).min(MAX_PIECE);
+            } else if took > PIECE_TIME * 2 {
+                self.piece = (self.piece / 2).max(1);
+            }
+            turn.worked = true;
+        }
+        Ok(None)
     }
 
     /// The operator's state for checkpoint `epoch` (all of it when `full`).
