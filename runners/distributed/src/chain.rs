@@ -52,6 +52,9 @@ pub(crate) struct Chain {
     pub(crate) checkpoint_overflow: Option<(std::path::PathBuf, usize)>,
     /// When it last sent its partial results.
     flushed: std::time::Instant,
+    /// How long it holds partial results at most ([`HOLD_PARTIALS_FOR`]; no limit in a
+    /// batch job, whose groupings wait for their whole input anyway).
+    pub(crate) hold_for: Option<std::time::Duration>,
     /// An emptied buffer of records to send (keeps its room between sends).
     sending: crate::adapter::Batch,
 }
@@ -86,6 +89,7 @@ impl Chain {
             now,
             checkpoint_overflow: None,
             flushed: std::time::Instant::now(),
+            hold_for: Some(HOLD_PARTIALS_FOR),
             sending: Vec::new(),
         }
     }
@@ -376,6 +380,15 @@ impl Chain {
         self.leaves.iter().map(Leaves::partials).sum()
     }
 
+    /// The chain of a batch job (`batch`): it holds partial results until it has
+    /// [`HELD_PARTIALS`] of them or its input is complete, however long that takes.
+    pub(crate) fn holding(mut self, batch: bool) -> Self {
+        if batch {
+            self.hold_for = None;
+        }
+        self
+    }
+
     /// Sends the partial results folded so far, unless `may_hold` (the watermark and
     /// processing time they would travel at stay the same) and they may wait for later
     /// bundles: each key and window then crosses once rather than once per bundle (a
@@ -389,16 +402,20 @@ impl Chain {
         p: &mut Ports<'_>,
         may_hold: bool,
     ) -> Result<(), EngineError> {
-        if may_hold && self.partials() < HELD_PARTIALS && self.flushed.elapsed() < HOLD_PARTIALS_FOR
-        {
+        if may_hold && self.partials() < HELD_PARTIALS && !self.held_for_long() {
             return Ok(());
         }
         self.flush(p)
     }
 
-    /// Whether it holds partial results that waited [`HOLD_PARTIALS_FOR`] already.
+    /// Whether it holds partial results that waited [`Chain::hold_for`] already.
     pub(crate) fn held_too_long(&self) -> bool {
-        self.partials() > 0 && self.flushed.elapsed() >= HOLD_PARTIALS_FOR
+        self.partials() > 0 && self.held_for_long()
+    }
+
+    /// Whether its last send was [`Chain::hold_for`] ago or longer.
+    fn held_for_long(&self) -> bool {
+        self.hold_for.is_some_and(|d| self.flushed.elapsed() >= d)
     }
 
     /// Sends the pre-combined partial results of the bundle that ended.

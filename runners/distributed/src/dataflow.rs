@@ -327,7 +327,7 @@ pub(crate) fn build<'s>(
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     let now = crate::driver::wall_clock_ms();
-                    let mut chain = Chain::new(links, leaves, now);
+                    let mut chain = Chain::new(links, leaves, now).holding(setup.batch);
                     chain.checkpoint_overflow =
                         setup.state_budget.as_ref().map(|b| b.checkpoint_overflow());
                     Emit::Chain(Box::new(chain))

@@ -8,7 +8,7 @@
 use crate::adapter::{
     epoch_of, join, processing_time_of, step_of, time, watermark_of, Batch, Front, Ports, Time,
 };
-use crate::chain::{Chain, Link, HOLD_PARTIALS_FOR};
+use crate::chain::{Chain, Link};
 use crate::dataflow::{Clock, Setup, Shared};
 use crate::member::Member;
 use crate::wire::{Arrives, Leaves};
@@ -113,7 +113,7 @@ impl Driver {
             Clock::Wall => wall_clock_ms(),
         };
         Driver {
-            chain: Chain::new(links, leaves, now),
+            chain: Chain::new(links, leaves, now).holding(setup.batch),
             arrives,
             stash: BTreeMap::new(),
             clock,
@@ -233,9 +233,9 @@ impl Driver {
                 }
                 if self.clock == Clock::Wall {
                     p.activate_after(TICK);
-                } else if self.chain.partials() > 0 {
+                } else if let (Some(d), true) = (self.chain.hold_for, self.chain.partials() > 0) {
                     // Held partial results go out in time even if no input comes.
-                    p.activate_after(HOLD_PARTIALS_FOR);
+                    p.activate_after(d);
                 }
             }
             None => self.end(p)?,
