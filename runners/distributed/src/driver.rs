@@ -11,7 +11,7 @@ use crate::adapter::{
 use crate::chain::{Chain, Link};
 use crate::dataflow::{Clock, Setup, Shared};
 use crate::member::Member;
-use crate::wire::{Arrives, Leaves};
+use crate::wire::{Arrives, GroupingOutput, Leaves};
 use beamline_engine::checkpoint::StateOut;
 use beamline_engine::operators::END_OF_TIME;
 use beamline_engine::EngineError;
@@ -88,6 +88,8 @@ pub(crate) struct Driver {
     /// Its part in the worker's checkpoints, and whether it restored its state.
     member: Option<Member>,
     started: bool,
+    /// A batch grouping's output being read down the chain (over several turns).
+    grouped: Option<GroupingOutput>,
     /// Records of the main input fed at once when eager (see [`Driver::feed_in_pieces`]).
     piece: usize,
     /// This worker (the instance of transforms that commit).
@@ -122,6 +124,7 @@ impl Driver {
             epoch: member.as_ref().map_or(0, Member::first_epoch),
             member,
             started: false,
+            grouped: None,
             piece: 1,
             worker: setup.worker,
             shared,
@@ -380,18 +383,27 @@ impl Driver {
             return Ok(());
         }
         // A batch GroupByKey's input is complete: its groups go down the chain, a batch
-        // at a time.
+        // at a time, in turns.
         if let Some(grouper) = self.arrives.first_mut().and_then(Arrives::grouped) {
-            let mut output = grouper.into_output();
+            self.grouped = Some(grouper.into_output());
+        }
+        if let Some(output) = &mut self.grouped {
+            let mut turn = Turn::new();
             let mut batch = Vec::new();
             loop {
-                batch.clear();
+                if turn.over() {
+                    p.activate_after(Duration::ZERO);
+                    return Ok(());
+                }
                 output.next_batch(&mut batch, usize::MAX, GROUPS_BYTES)?;
                 if batch.is_empty() {
                     break;
                 }
                 self.chain.call(p, |op, cx| op.process(0, &mut batch, cx))?;
+                batch.clear();
+                turn.worked = true;
             }
+            self.grouped = None;
         }
         // Every input is complete: timers due now, then the watermark to the end of time
         // (panes and timers fire, windows expire).
