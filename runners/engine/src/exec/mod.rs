@@ -21,6 +21,7 @@ mod combine_table;
 pub mod exchange;
 pub mod exchange_combine;
 mod grouped;
+mod push;
 mod shuffle;
 mod spill;
 mod stage;

@@ -1,20 +1,21 @@
 //! Running one fused stage: DoFn instances per worker, elements pushed op to op into sinks.
 
 use super::grouped::{gbk_groups_encoded, groups_encoded};
+use super::push::{call_op, deliver, flush, Call, OpInstance, OpKind, SinkInstance, BATCH};
 use super::shuffle::input::{ShuffleInput, ShuffleSpill};
 use super::shuffle::{ShuffleBuffers, ShuffleWriter};
 use super::spill::Bundles;
 use super::spill::{self, Budget, Bundle, SpillFile};
 use crate::coder::Coder;
-use crate::dofn::{Context, DoFnInvoker, Emitter, SideInputData};
+use crate::dofn::SideInputData;
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, NodeKind};
 use crate::job::JobControl;
 use crate::metrics::{MetricResults, MetricsContainer};
 use crate::operators::guard::guarded;
-use crate::plan::{SinkPlan, StagePlan, Target};
+use crate::plan::{SinkPlan, StagePlan};
 use crate::progress::StageMeters;
-use crate::window::{Window, WindowFn, WindowedValue};
+use crate::window::WindowedValue;
 use parking_lot::Mutex;
 
 /// What a stage produced for one of its sinks.
@@ -23,36 +24,11 @@ pub(crate) enum SinkOutput {
     Shuffle(ShuffleInput),
 }
 
-enum OpKind {
-    ParDo(Box<dyn DoFnInvoker>),
-    WindowInto(WindowFn),
-}
-
-/// Elements handed from one op to the next at a time: enough to pay the per-call work
-/// (dispatch, panic guard, context) rarely, few enough to stay in the first-level cache
-/// with what they point to (128 elements of 88 bytes plus their boxed key/value pairs:
-/// ~19 KB; 256 spilled out of it and cost 7-12% in gbk-sum and combine-mean).
-const BATCH: usize = 128;
-
 /// Batches between checks for cancellation and reports of metrics within a bundle.
 const REPORT_BATCHES: u32 = 64;
 
 /// Encoded bytes decoded into one batch at most (grouped elements expand ~10x decoded).
 const BATCH_BYTES: usize = 8 << 10;
-
-struct OpInstance {
-    name: String,
-    kind: OpKind,
-    outputs: Vec<Vec<Target>>,
-    metrics: MetricsContainer,
-    /// Outputs not yet handed downstream, one buffer per output tag.
-    pending: Vec<Vec<WindowedValue>>,
-}
-
-enum SinkInstance {
-    Materialize(Vec<WindowedValue>),
-    Shuffle(Box<ShuffleWriter>),
-}
 
 /// Per-bundle output of every sink (`None`: a lane kept the sink's pre-combine tables).
 type BundleOutput = Vec<Option<SinkInstance>>;
@@ -221,7 +197,7 @@ impl Instance {
         p.meters.add_in(p.unit, bundle.remaining());
         let n = self.ops.len();
         for i in 0..n {
-            call_op(&mut self.ops, i, &mut sinks, shared, Call::Start)?;
+            call_op(&mut self.ops, i, &mut sinks, &shared.side, Call::Start)?;
         }
         self.flush_all(&mut sinks, shared)?;
         let mut batch = Vec::with_capacity(BATCH.min(bundle.remaining()));
@@ -241,7 +217,7 @@ impl Instance {
                 &mut self.ops,
                 0,
                 &mut sinks,
-                shared,
+                &shared.side,
                 &shared.plan.root_targets,
                 &mut batch,
             )?;
@@ -249,8 +225,8 @@ impl Instance {
         }
         // Each op finishes after everything upstream of it was delivered.
         for i in 0..n {
-            call_op(&mut self.ops, i, &mut sinks, shared, Call::Finish)?;
-            flush(&mut self.ops, i, &mut sinks, shared)?;
+            call_op(&mut self.ops, i, &mut sinks, &shared.side, Call::Finish)?;
+            flush(&mut self.ops, i, &mut sinks, &shared.side)?;
         }
         let mut out = 0;
         for (s, sink) in sinks.iter_mut().enumerate() {
@@ -276,7 +252,7 @@ impl Instance {
     /// Hands every op's pending outputs downstream, upstream ops first.
     fn flush_all(&mut self, sinks: &mut [SinkInstance], shared: &Shared<'_>) -> Result<()> {
         for i in 0..self.ops.len() {
-            flush(&mut self.ops, i, sinks, shared)?;
+            flush(&mut self.ops, i, sinks, &shared.side)?;
         }
         Ok(())
     }
@@ -299,190 +275,6 @@ impl Instance {
             }
         }
         first_err.map_or(Ok(()), Err)
-    }
-}
-
-enum Call<'b> {
-    Start,
-    Process(&'b mut Vec<WindowedValue>),
-    Finish,
-}
-
-/// Hands the pending outputs of op `i` (an index into `ops`, which starts at op 0) to
-/// their targets.
-fn flush(
-    ops: &mut [OpInstance],
-    i: usize,
-    sinks: &mut [SinkInstance],
-    shared: &Shared<'_>,
-) -> Result<()> {
-    let (left, right) = ops.split_at_mut(i + 1);
-    let op = &mut left[i];
-    for (buf, targets) in op.pending.iter_mut().zip(&op.outputs) {
-        if !buf.is_empty() {
-            deliver(right, i + 1, sinks, shared, targets, buf)?;
-        }
-    }
-    Ok(())
-}
-
-/// Delivers a batch to every target, leaving `batch` empty (its capacity is kept);
-/// ops are addressed by absolute index, `ops[0]` is op `base`.
-fn deliver(
-    ops: &mut [OpInstance],
-    base: usize,
-    sinks: &mut [SinkInstance],
-    shared: &Shared<'_>,
-    targets: &[Target],
-    batch: &mut Vec<WindowedValue>,
-) -> Result<()> {
-    let Some((last, rest)) = targets.split_last() else {
-        batch.clear();
-        return Ok(());
-    };
-    for t in rest {
-        deliver_one(ops, base, sinks, shared, *t, &mut batch.clone())?;
-    }
-    deliver_one(ops, base, sinks, shared, *last, batch)
-}
-
-fn deliver_one(
-    ops: &mut [OpInstance],
-    base: usize,
-    sinks: &mut [SinkInstance],
-    shared: &Shared<'_>,
-    t: Target,
-    batch: &mut Vec<WindowedValue>,
-) -> Result<()> {
-    match t {
-        Target::Op(j) => {
-            let r = call_op_rel(ops, base, j, sinks, shared, Call::Process(&mut *batch));
-            // An invoker that stopped early (it failed) leaves elements behind.
-            batch.clear();
-            r
-        }
-        Target::Sink(s) => deliver_to_sink(&mut sinks[s], batch),
-    }
-}
-
-fn deliver_to_sink(sink: &mut SinkInstance, batch: &mut Vec<WindowedValue>) -> Result<()> {
-    match sink {
-        SinkInstance::Materialize(v) => {
-            v.append(batch);
-            Ok(())
-        }
-        SinkInstance::Shuffle(w) => w.write_batch(batch),
-    }
-}
-
-fn call_op(
-    ops: &mut [OpInstance],
-    j: usize,
-    sinks: &mut [SinkInstance],
-    shared: &Shared<'_>,
-    call: Call<'_>,
-) -> Result<()> {
-    call_op_rel(ops, 0, j, sinks, shared, call)
-}
-
-/// Where an op's outputs go: into its pending buffers, handed downstream when full.
-struct StageEmitter<'s, 'a> {
-    ops: &'s mut [OpInstance],
-    base: usize,
-    sinks: &'s mut [SinkInstance],
-    shared: &'s Shared<'a>,
-    outputs: &'s [Vec<Target>],
-    pending: &'s mut [Vec<WindowedValue>],
-}
-
-impl Emitter for StageEmitter<'_, '_> {
-    fn emit(&mut self, tag: usize, wv: WindowedValue) -> Result<()> {
-        let (Some(buf), Some(targets)) = (self.pending.get_mut(tag), self.outputs.get(tag)) else {
-            return Err(EngineError::InvalidPipeline(format!(
-                "output tag #{tag} used but the transform declares {} output(s)",
-                self.outputs.len()
-            )));
-        };
-        buf.push(wv);
-        if buf.len() >= BATCH {
-            deliver(self.ops, self.base, self.sinks, self.shared, targets, buf)?;
-        }
-        Ok(())
-    }
-
-    fn buffer(&mut self, tag: usize) -> Result<Option<&mut Vec<WindowedValue>>> {
-        let (Some(buf), Some(targets)) = (self.pending.get_mut(tag), self.outputs.get(tag)) else {
-            // Unknown tags get their error from `emit`.
-            return Ok(None);
-        };
-        if buf.len() >= BATCH {
-            deliver(self.ops, self.base, self.sinks, self.shared, targets, buf)?;
-        }
-        Ok(Some(buf))
-    }
-}
-
-fn call_op_rel(
-    ops: &mut [OpInstance],
-    base: usize,
-    j: usize,
-    sinks: &mut [SinkInstance],
-    shared: &Shared<'_>,
-    call: Call<'_>,
-) -> Result<()> {
-    let rel = j - base;
-    let (left, right) = ops.split_at_mut(rel + 1);
-    let OpInstance {
-        name,
-        kind,
-        outputs,
-        metrics,
-        pending,
-    } = &mut left[rel];
-    let mut em = StageEmitter {
-        ops: right,
-        base: j + 1,
-        sinks,
-        shared,
-        outputs,
-        pending,
-    };
-    match kind {
-        OpKind::WindowInto(wf) => {
-            let Call::Process(batch) = call else {
-                return Ok(());
-            };
-            for wv in batch.drain(..) {
-                match wf.assign_one(wv.timestamp) {
-                    Some(window) => em.emit(0, WindowedValue { window, ..wv })?,
-                    None => {
-                        for window in wf.assign(wv.timestamp) {
-                            em.emit(
-                                0,
-                                WindowedValue {
-                                    window,
-                                    ..wv.clone()
-                                },
-                            )?;
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
-        OpKind::ParDo(inv) => {
-            let mut ctx = Context::new(&mut em, &shared.side[j], metrics, Window::Global);
-            let r = guarded(name, || match call {
-                Call::Start => inv.start_bundle(&mut ctx),
-                Call::Process(batch) => inv.process_batch(batch, &mut ctx),
-                Call::Finish => inv.finish_bundle(&mut ctx),
-            });
-            // A downstream failure is the root cause; report it first.
-            match ctx.take_error() {
-                Some(e) => Err(e),
-                None => r,
-            }
-        }
     }
 }
 
